@@ -1,0 +1,10 @@
+//! Steward's domain: the records the MDM keeps, the secrets it handles, and the [`Store`] trait every
+//! database backend implements. Nothing here does I/O; the server and the CLI drive a `dyn Store`.
+
+pub mod model;
+pub mod secret;
+pub mod store;
+
+pub use model::*;
+pub use secret::{SecretString, TokenHash, TokenKind};
+pub use store::{Store, StoreError, StoreResult};

@@ -1,0 +1,380 @@
+//! The records Steward keeps. Times are UTC `OffsetDateTime`; backends store them as unix
+//! microseconds so SQLite and PostgreSQL agree to the microsecond.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::secret::TokenHash;
+
+macro_rules! uuid_id {
+    ($(#[$m:meta])* $name:ident) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub Uuid);
+        impl $name {
+            pub fn new() -> Self {
+                Self(Uuid::new_v4())
+            }
+        }
+        impl Default for $name {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+        impl std::str::FromStr for $name {
+            type Err = uuid::Error;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                Uuid::parse_str(s).map(Self)
+            }
+        }
+    };
+}
+
+uuid_id!(
+    /// One enrollment of one device: our own id, independent of what the device calls itself. A device
+    /// that re-enrolls gets a new enrollment (and a new certificate); the old one is marked replaced.
+    EnrollmentId
+);
+uuid_id!(
+    /// An admin-created enrollment token.
+    EnrollmentTokenId
+);
+uuid_id!(
+    /// A user of Steward's own user store (federated sign-in or UsernameToken).
+    UserId
+);
+uuid_id!(
+    /// A device group.
+    GroupId
+);
+
+/// The device's own identifier (MS-MDE2 AdditionalContext `DeviceID`, also in the CSR extension
+/// 1.3.6.1.4.1.311.66.1.0 and the SyncML `Source/LocURI`). Windows uses 32 hex digits or a GUID; we
+/// accept letters, digits, `-`, `_`, `{`, `}` and `.` up to 128 characters, enough for every client we
+/// know while keeping it safe to put in a certificate subject and a log line.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct DeviceId(String);
+
+impl DeviceId {
+    pub fn parse(s: &str) -> Option<Self> {
+        let s = s.trim();
+        let ok = !s.is_empty()
+            && s.len() <= 128
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '{' | '}' | '.'));
+        ok.then(|| Self(s.to_owned()))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for DeviceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// MS-MDE2 AdditionalContext `EnrollmentType`: `Full` (user + device, cert in My/User) or `Device`
+/// (device only, cert in My/System).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EnrollmentType {
+    Full,
+    Device,
+}
+
+impl EnrollmentType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EnrollmentType::Full => "Full",
+            EnrollmentType::Device => "Device",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "Full" => Some(Self::Full),
+            "Device" => Some(Self::Device),
+            _ => None,
+        }
+    }
+}
+
+/// How the enrollment request was authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AuthMethod {
+    /// OnPremise UsernameToken whose password was an enrollment token.
+    EnrollmentToken,
+    /// OnPremise UsernameToken checked against the user store.
+    UserPassword,
+    /// Federated: our sign-in page issued the security token.
+    Federated,
+}
+
+impl AuthMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMethod::EnrollmentToken => "enrollment_token",
+            AuthMethod::UserPassword => "user_password",
+            AuthMethod::Federated => "federated",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "enrollment_token" => Some(Self::EnrollmentToken),
+            "user_password" => Some(Self::UserPassword),
+            "federated" => Some(Self::Federated),
+            _ => None,
+        }
+    }
+}
+
+/// Lifecycle of an enrollment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EnrollmentState {
+    /// Enrolled and allowed to open management sessions.
+    Active,
+    /// The same DeviceID enrolled again; this record is history.
+    Replaced,
+    /// The device (or an admin) removed the enrollment.
+    Unenrolled,
+    /// A wipe was acknowledged.
+    Wiped,
+}
+
+impl EnrollmentState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Replaced => "replaced",
+            Self::Unenrolled => "unenrolled",
+            Self::Wiped => "wiped",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "active" => Some(Self::Active),
+            "replaced" => Some(Self::Replaced),
+            "unenrolled" => Some(Self::Unenrolled),
+            "wiped" => Some(Self::Wiped),
+            _ => None,
+        }
+    }
+}
+
+/// A device enrollment: what the device told us at enrollment plus the certificate we issued.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Enrollment {
+    pub id: EnrollmentId,
+    pub device_id: DeviceId,
+    /// AdditionalContext `HWDevID` (hash of hardware ids; stable across re-installs of Windows).
+    pub hw_dev_id: Option<String>,
+    pub device_name: Option<String>,
+    pub os_version: Option<String>,
+    /// AdditionalContext `OSEdition` (a number: 72 = Enterprise, 48 = Pro, …).
+    pub os_edition: Option<String>,
+    pub enrollment_type: EnrollmentType,
+    /// The UsernameToken user name or federated user; for token enrollments, whatever e-mail the user typed.
+    pub user_email: Option<String>,
+    pub auth_method: AuthMethod,
+    pub enrollment_token_id: Option<EnrollmentTokenId>,
+    pub group_id: Option<GroupId>,
+    pub cert_serial: String,
+    pub cert_thumbprint: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub cert_not_after: OffsetDateTime,
+    pub state: EnrollmentState,
+    #[serde(with = "time::serde::rfc3339")]
+    pub enrolled_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+/// An admin-created token that lets devices enroll (the OnPremise UsernameToken password).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnrollmentToken {
+    pub id: EnrollmentTokenId,
+    pub token_hash: TokenHash,
+    pub description: Option<String>,
+    /// `None` = unlimited uses until expiry.
+    pub max_uses: Option<u32>,
+    pub uses: u32,
+    pub expires_at: Option<OffsetDateTime>,
+    pub group_id: Option<GroupId>,
+    pub revoked: bool,
+    pub created_at: OffsetDateTime,
+}
+
+impl EnrollmentToken {
+    /// Whether the token may authenticate one more enrollment at `now`. The store re-checks this
+    /// atomically when the use is consumed, so two devices racing for the last use cannot both win.
+    pub fn usable_at(&self, now: OffsetDateTime) -> Result<(), TokenUnusable> {
+        if self.revoked {
+            return Err(TokenUnusable::Revoked);
+        }
+        if self.expires_at.is_some_and(|e| e <= now) {
+            return Err(TokenUnusable::Expired);
+        }
+        if self.max_uses.is_some_and(|m| self.uses >= m) {
+            return Err(TokenUnusable::Exhausted);
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TokenUnusable {
+    #[error("the enrollment token was revoked")]
+    Revoked,
+    #[error("the enrollment token has expired")]
+    Expired,
+    #[error("the enrollment token has no uses left")]
+    Exhausted,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEnrollmentToken {
+    pub id: EnrollmentTokenId,
+    pub token_hash: TokenHash,
+    pub description: Option<String>,
+    pub max_uses: Option<u32>,
+    pub expires_at: Option<OffsetDateTime>,
+    /// Group name; created if it does not exist yet.
+    pub group: Option<String>,
+    pub created_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Group {
+    pub id: GroupId,
+    pub name: String,
+    pub created_at: OffsetDateTime,
+}
+
+/// A person in Steward's user store. The password is an Argon2id PHC string.
+#[derive(Clone, PartialEq, Eq)]
+pub struct User {
+    pub id: UserId,
+    /// Lower-cased.
+    pub email: String,
+    pub display_name: Option<String>,
+    pub password_hash: String,
+    pub disabled: bool,
+    pub created_at: OffsetDateTime,
+}
+
+impl fmt::Debug for User {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("User")
+            .field("id", &self.id)
+            .field("email", &self.email)
+            .field("disabled", &self.disabled)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One row of the append-only certificate issuance log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuanceLogEntry {
+    pub serial: String,
+    pub event: IssuanceEvent,
+    pub thumbprint: Option<String>,
+    pub subject: Option<String>,
+    pub device_id: Option<DeviceId>,
+    pub enrollment_id: Option<EnrollmentId>,
+    pub not_before: Option<OffsetDateTime>,
+    pub not_after: Option<OffsetDateTime>,
+    pub reason: Option<String>,
+    pub at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IssuanceEvent {
+    /// Signed and handed to a device as part of a committed enrollment.
+    Issued,
+    /// Signed, but the enrollment did not commit: the certificate was never delivered and must never be
+    /// trusted. Recorded so the serial is accounted for.
+    Void,
+    /// Revoked after issue (device re-enrolled, unenrolled, wiped).
+    Revoked,
+}
+
+impl IssuanceEvent {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Issued => "issued",
+            Self::Void => "void",
+            Self::Revoked => "revoked",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "issued" => Some(Self::Issued),
+            "void" => Some(Self::Void),
+            "revoked" => Some(Self::Revoked),
+            _ => None,
+        }
+    }
+}
+
+/// Everything one successful enrollment writes, committed in one transaction by
+/// [`crate::Store::commit_enrollment`]: the token use (or federated nonce) is consumed, any previous
+/// active enrollment of the same DeviceID is marked replaced and its certificate revoked, the new
+/// enrollment is inserted and the issuance is logged. Either all of it happens or none.
+#[derive(Debug, Clone)]
+pub struct EnrollmentCommit {
+    pub enrollment: Enrollment,
+    pub subject: String,
+    pub not_before: OffsetDateTime,
+    /// Consume one use of this enrollment token (fails the whole commit if none is left).
+    pub consume_token: Option<EnrollmentTokenId>,
+    /// Mark this single-use federated token as spent (fails the whole commit if it already was).
+    pub consume_nonce: Option<(TokenHash, OffsetDateTime)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_id_validation() {
+        assert!(DeviceId::parse("B5B954E81FBCB94EB79BD08BE625F4EE").is_some());
+        assert!(DeviceId::parse("{1E08C6E9-5D8B-B843-B127-8FF45BC60CC6}").is_some());
+        assert!(DeviceId::parse("").is_none());
+        assert!(DeviceId::parse("a b").is_none());
+        assert!(DeviceId::parse("x<y>").is_none());
+        assert!(DeviceId::parse(&"A".repeat(129)).is_none());
+    }
+
+    #[test]
+    fn token_usability() {
+        let now = OffsetDateTime::now_utc();
+        let mut t = EnrollmentToken {
+            id: EnrollmentTokenId::new(),
+            token_hash: TokenHash([0; 32]),
+            description: None,
+            max_uses: Some(1),
+            uses: 0,
+            expires_at: Some(now + time::Duration::hours(1)),
+            group_id: None,
+            revoked: false,
+            created_at: now,
+        };
+        assert_eq!(t.usable_at(now), Ok(()));
+        t.uses = 1;
+        assert_eq!(t.usable_at(now), Err(TokenUnusable::Exhausted));
+        t.uses = 0;
+        assert_eq!(t.usable_at(now + time::Duration::hours(2)), Err(TokenUnusable::Expired));
+        t.revoked = true;
+        assert_eq!(t.usable_at(now), Err(TokenUnusable::Revoked));
+    }
+}

@@ -1,0 +1,58 @@
+//! The storage seam. Every backend (SQLite now, PostgreSQL for scale-out) implements [`Store`] and
+//! passes the same conformance story. Methods are coarse on purpose: each one is a unit of work the
+//! backend commits atomically, so no caller can leave half a write behind.
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+use crate::model::*;
+use crate::secret::TokenHash;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    #[error("already exists: {0}")]
+    Conflict(String),
+    #[error("enrollment token cannot be used: {0}")]
+    TokenUnusable(#[from] TokenUnusable),
+    #[error("single-use token was already used")]
+    NonceReused,
+    #[error("database error: {0}")]
+    Backend(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    // ---- enrollment tokens and groups ----
+    async fn create_enrollment_token(&self, t: &NewEnrollmentToken) -> StoreResult<EnrollmentToken>;
+    async fn enrollment_token_by_hash(&self, hash: &TokenHash) -> StoreResult<Option<EnrollmentToken>>;
+    async fn list_enrollment_tokens(&self) -> StoreResult<Vec<EnrollmentToken>>;
+    async fn group_by_name(&self, name: &str) -> StoreResult<Option<Group>>;
+
+    // ---- users ----
+    async fn create_user(&self, u: &User) -> StoreResult<()>;
+    async fn user_by_email(&self, email: &str) -> StoreResult<Option<User>>;
+
+    // ---- admin tokens ----
+    /// Records an admin API token hash (the bootstrap token, for one). Idempotent for the same hash.
+    async fn put_admin_token(&self, name: &str, hash: &TokenHash, created_at: OffsetDateTime) -> StoreResult<()>;
+    async fn admin_token_exists(&self, hash: &TokenHash) -> StoreResult<bool>;
+    async fn count_admin_tokens(&self) -> StoreResult<u64>;
+
+    // ---- enrollments ----
+    /// The active enrollment of a device, if any.
+    async fn active_enrollment_by_device_id(&self, device_id: &DeviceId) -> StoreResult<Option<Enrollment>>;
+    async fn enrollment_by_id(&self, id: EnrollmentId) -> StoreResult<Option<Enrollment>>;
+    async fn list_enrollments(&self) -> StoreResult<Vec<Enrollment>>;
+    /// Commits an enrollment atomically (see [`EnrollmentCommit`]). On any error nothing was written.
+    async fn commit_enrollment(&self, c: &EnrollmentCommit) -> StoreResult<()>;
+
+    // ---- certificate issuance log (append-only) ----
+    /// Appends a log entry outside any enrollment (e.g. a certificate signed for an enrollment that
+    /// failed to commit is recorded as void).
+    async fn append_issuance_log(&self, e: &IssuanceLogEntry) -> StoreResult<()>;
+    async fn issuance_log(&self) -> StoreResult<Vec<IssuanceLogEntry>>;
+}

@@ -1,0 +1,331 @@
+//! First-start and every-start preparation of the data directory: the key-encryption key, the root
+//! CA, the device-identity issuing CA, the TLS server certificate, the federation signing key and
+//! the bootstrap admin token.
+//!
+//! The rule that matters most: an existing CA is never replaced. If its key cannot be decrypted
+//! (wrong or missing KEK, tampered file) the server refuses to start, because a silently new CA
+//! would orphan every enrolled device.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use steward_domain::{SecretString, Store, TokenHash, TokenKind};
+use steward_pki::{CertifiedKey, Kek, KeyAlgorithm};
+use time::{Duration, OffsetDateTime};
+use zeroize::Zeroizing;
+
+use crate::config::{Config, TlsKeyAlgorithm};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BootstrapError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error(
+        "cannot decrypt {what} with the configured key-encryption key; refusing to start rather than create a new CA. \
+         Restore the KEK (STEWARD_KEK, pki.kek_file or {kek_hint}) that sealed it"
+    )]
+    Unseal { what: String, kek_hint: String },
+    #[error("{0}")]
+    Inconsistent(String),
+    #[error("PKI: {0}")]
+    Pki(#[from] steward_pki::PkiError),
+    #[error("TLS material: {0}")]
+    Tls(String),
+    #[error("store: {0}")]
+    Store(#[from] steward_domain::StoreError),
+}
+
+/// The key material the server runs with.
+pub struct Pki {
+    pub root: CertifiedKey,
+    pub issuing: CertifiedKey,
+    pub tls_chain: Vec<CertificateDer<'static>>,
+    pub tls_key: PrivateKeyDer<'static>,
+    /// HMAC-SHA256 key for federated sign-in tokens.
+    pub federation_key: aws_lc_rs::hmac::Key,
+}
+
+impl std::fmt::Debug for Pki {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pki")
+            .field("root", &self.root.thumbprint())
+            .field("issuing", &self.issuing.thumbprint())
+            .finish_non_exhaustive()
+    }
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BootstrapError + '_ {
+    move |source| BootstrapError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Creates the data directory (0700) if needed.
+pub fn prepare_data_dir(dir: &Path) -> Result<(), BootstrapError> {
+    fs::create_dir_all(dir.join("pki")).map_err(io(dir))?;
+    set_mode(dir, 0o700)?;
+    set_mode(&dir.join("pki"), 0o700)
+}
+
+#[cfg(unix)]
+fn set_mode(path: &Path, mode: u32) -> Result<(), BootstrapError> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(io(path))
+}
+
+#[cfg(not(unix))]
+fn set_mode(_path: &Path, _mode: u32) -> Result<(), BootstrapError> {
+    Ok(())
+}
+
+/// Writes `data` to `path` atomically (temp file + rename) with the given mode set before any byte is written.
+fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), BootstrapError> {
+    let tmp = path.with_extension("tmp");
+    {
+        let mut opts = fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(mode);
+        }
+        let mut f = opts.open(&tmp).map_err(io(&tmp))?;
+        f.write_all(data).map_err(io(&tmp))?;
+        f.sync_all().map_err(io(&tmp))?;
+    }
+    set_mode(&tmp, mode)?;
+    fs::rename(&tmp, path).map_err(io(path))
+}
+
+fn pki_path(config: &Config, name: &str) -> PathBuf {
+    config.data_dir.join("pki").join(name)
+}
+
+fn ca_exists(config: &Config) -> bool {
+    pki_path(config, "root-ca.pem").exists() || pki_path(config, "root-ca.key.sealed").exists()
+}
+
+/// Finds the KEK: `pki.kek` (STEWARD_KEK), else `pki.kek_file`, else `<data_dir>/kek`, generating
+/// the latter only when no CA exists yet.
+pub fn load_kek(config: &Config) -> Result<Kek, BootstrapError> {
+    if let Some(k) = &config.pki.kek {
+        return Ok(Kek::from_base64(k.expose())?);
+    }
+    let path = config
+        .pki
+        .kek_file
+        .clone()
+        .unwrap_or_else(|| config.data_dir.join("kek"));
+    match fs::read_to_string(&path) {
+        Ok(text) => Ok(Kek::from_base64(text.trim())?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if ca_exists(config) {
+                return Err(BootstrapError::Inconsistent(format!(
+                    "the CA in {} exists but its key-encryption key {} is missing; refusing to start rather than create a new CA",
+                    config.data_dir.join("pki").display(),
+                    path.display()
+                )));
+            }
+            let kek = Kek::generate()?;
+            write_atomic(&path, kek.to_base64().as_bytes(), 0o600)?;
+            Ok(kek)
+        }
+        Err(e) => Err(io(&path)(e)),
+    }
+}
+
+fn pem_to_der(pem: &str, what: &str) -> Result<Vec<u8>, BootstrapError> {
+    let mut reader = pem.as_bytes();
+    match rustls_pemfile::read_one(&mut reader) {
+        Ok(Some(rustls_pemfile::Item::X509Certificate(der))) => Ok(der.to_vec()),
+        _ => Err(BootstrapError::Inconsistent(format!("{what} is not a PEM certificate"))),
+    }
+}
+
+/// Loads `<name>.pem` + `<name>.key.sealed`, or creates them with `generate` when neither exists.
+fn load_or_create(
+    config: &Config,
+    kek: &Kek,
+    name: &str,
+    generate: impl FnOnce() -> Result<CertifiedKey, BootstrapError>,
+) -> Result<(CertifiedKey, bool), BootstrapError> {
+    let cert_path = pki_path(config, &format!("{name}.pem"));
+    let key_path = pki_path(config, &format!("{name}.key.sealed"));
+    match (cert_path.exists(), key_path.exists()) {
+        (true, true) => {
+            let pem = fs::read_to_string(&cert_path).map_err(io(&cert_path))?;
+            let sealed = fs::read_to_string(&key_path).map_err(io(&key_path))?;
+            let key = kek
+                .open(&format!("{name}.key"), sealed.trim())
+                .map_err(|_| BootstrapError::Unseal {
+                    what: key_path.display().to_string(),
+                    kek_hint: config.data_dir.join("kek").display().to_string(),
+                })?;
+            let der = pem_to_der(&pem, &cert_path.display().to_string())?;
+            Ok((CertifiedKey::from_der(der, &key)?, false))
+        }
+        (false, false) => {
+            let ck = generate()?;
+            let sealed = kek.seal(&format!("{name}.key"), &ck.key_pkcs8_der())?;
+            write_atomic(&key_path, sealed.as_bytes(), 0o600)?;
+            write_atomic(&cert_path, ck.cert_pem().as_bytes(), 0o644)?;
+            Ok((ck, true))
+        }
+        _ => Err(BootstrapError::Inconsistent(format!(
+            "{} and {} must both exist or both be absent; refusing to start",
+            cert_path.display(),
+            key_path.display()
+        ))),
+    }
+}
+
+/// Loads or creates all key material. Returns it plus whether the CA was created now.
+pub fn load_pki(config: &Config) -> Result<(Pki, bool), BootstrapError> {
+    prepare_data_dir(&config.data_dir)?;
+    let kek = load_kek(config)?;
+    let org = config.pki.organization.clone();
+    let (root, created) = load_or_create(config, &kek, "root-ca", || {
+        Ok(steward_pki::generate_root_ca(
+            &format!("{org} Root CA"),
+            &org,
+            Duration::days(3650 * 2),
+        )?)
+    })?;
+    if !created && !pki_path(config, "issuing-ca.pem").exists() {
+        return Err(BootstrapError::Inconsistent(
+            "the root CA exists but the device issuing CA is missing; refusing to start".into(),
+        ));
+    }
+    let (issuing, _) = load_or_create(config, &kek, "issuing-ca", || {
+        Ok(steward_pki::generate_issuing_ca(
+            &root,
+            &format!("{org} Device Identity CA"),
+            &org,
+            Duration::days(3650),
+        )?)
+    })?;
+
+    let federation_key = {
+        let path = config.data_dir.join("federation.key.sealed");
+        let bytes: Zeroizing<Vec<u8>> = if path.exists() {
+            let sealed = fs::read_to_string(&path).map_err(io(&path))?;
+            kek.open("federation.key", sealed.trim())
+                .map_err(|_| BootstrapError::Unseal {
+                    what: path.display().to_string(),
+                    kek_hint: config.data_dir.join("kek").display().to_string(),
+                })?
+        } else {
+            let k = steward_pki::random_bytes::<32>()?;
+            write_atomic(&path, kek.seal("federation.key", &k)?.as_bytes(), 0o600)?;
+            Zeroizing::new(k.to_vec())
+        };
+        aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &bytes)
+    };
+
+    let (tls_chain, tls_key) = load_tls(config, &kek, &root)?;
+    Ok((
+        Pki {
+            root,
+            issuing,
+            tls_chain,
+            tls_key,
+            federation_key,
+        },
+        created,
+    ))
+}
+
+/// The operator's certificate if configured; otherwise ours, regenerated when the names or key
+/// algorithm changed or it expires within 30 days.
+fn load_tls(
+    config: &Config,
+    kek: &Kek,
+    root: &CertifiedKey,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), BootstrapError> {
+    if let (Some(cert), Some(key)) = (&config.tls.cert_file, &config.tls.key_file) {
+        let chain_pem = fs::read(cert).map_err(io(cert))?;
+        let chain: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut chain_pem.as_slice())
+            .collect::<Result<_, _>>()
+            .map_err(|e| BootstrapError::Tls(format!("{}: {e}", cert.display())))?;
+        if chain.is_empty() {
+            return Err(BootstrapError::Tls(format!("{} holds no certificate", cert.display())));
+        }
+        let key_pem = Zeroizing::new(fs::read(key).map_err(io(key))?);
+        let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
+            .map_err(|e| BootstrapError::Tls(format!("{}: {e}", key.display())))?
+            .ok_or_else(|| BootstrapError::Tls(format!("{} holds no private key", key.display())))?;
+        return Ok((chain, key));
+    }
+
+    let alg = match config.tls.key_algorithm {
+        TlsKeyAlgorithm::EcdsaP256 => KeyAlgorithm::EcdsaP256,
+        TlsKeyAlgorithm::Rsa2048 => KeyAlgorithm::Rsa2048,
+    };
+    let names = config.tls_hostnames();
+    let meta = format!("{:?} {}\n", config.tls.key_algorithm, names.join(","));
+    let meta_path = pki_path(config, "server.meta");
+    let cert_path = pki_path(config, "server.pem");
+    let key_path = pki_path(config, "server.key.sealed");
+    let reusable = fs::read_to_string(&meta_path).is_ok_and(|m| m == meta);
+    let existing = if reusable && cert_path.exists() && key_path.exists() {
+        let pem = fs::read_to_string(&cert_path).map_err(io(&cert_path))?;
+        let sealed = fs::read_to_string(&key_path).map_err(io(&key_path))?;
+        match kek.open("server.key", sealed.trim()) {
+            Ok(key) => {
+                let ck = CertifiedKey::from_der(pem_to_der(&pem, "server.pem")?, &key)?;
+                (ck.not_after() > OffsetDateTime::now_utc() + Duration::days(30)).then_some(ck)
+            }
+            // The server key is ours to replace (unlike the CA): make a new one.
+            Err(_) => None,
+        }
+    } else {
+        None
+    };
+    let ck = match existing {
+        Some(ck) => ck,
+        None => {
+            let ck = steward_pki::generate_tls_server_cert(root, &names, alg, Duration::days(397))?;
+            write_atomic(
+                &key_path,
+                kek.seal("server.key", &ck.key_pkcs8_der())?.as_bytes(),
+                0o600,
+            )?;
+            write_atomic(&cert_path, ck.cert_pem().as_bytes(), 0o644)?;
+            write_atomic(&meta_path, meta.as_bytes(), 0o644)?;
+            ck
+        }
+    };
+    let key = PrivateKeyDer::Pkcs8(ck.key_pkcs8_der().to_vec().into());
+    // Send the root too: clients that were not given our CA can still build the chain once they trust it.
+    let chain = vec![
+        CertificateDer::from(ck.cert_der().to_vec()),
+        CertificateDer::from(root.cert_der().to_vec()),
+    ];
+    Ok((chain, key))
+}
+
+/// Makes sure an admin token exists. With `admin_token` configured it is registered (idempotent) and
+/// nothing is printed. Otherwise, the first start generates one and returns it so the caller prints it
+/// once; later starts return None.
+pub async fn ensure_admin_token(config: &Config, store: &dyn Store) -> Result<Option<SecretString>, BootstrapError> {
+    let now = OffsetDateTime::now_utc();
+    if let Some(token) = &config.admin_token {
+        store
+            .put_admin_token("bootstrap (configured)", &TokenHash::of(token.expose()), now)
+            .await?;
+        return Ok(None);
+    }
+    if store.count_admin_tokens().await? > 0 {
+        return Ok(None);
+    }
+    let token = TokenKind::Admin
+        .generate()
+        .map_err(|_| BootstrapError::Inconsistent("system random generator failed".into()))?;
+    store
+        .put_admin_token("bootstrap", &TokenHash::of(token.expose()), now)
+        .await?;
+    Ok(Some(token))
+}

@@ -1,0 +1,444 @@
+//! Typed configuration: built-in defaults, then a TOML file, then `STEWARD_*` environment variables,
+//! validated as a whole before anything listens. The struct is passed down explicitly; there is no
+//! global. Every key is listed in [`ENV_KEYS`] with the variable that overrides it, so
+//! `steward config check` and `docs/OPERATIONS.md` describe the same set.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use steward_domain::SecretString;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("environment variable {var}: {message}")]
+    Env { var: &'static str, message: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// How devices authenticate at enrollment (MS-MDE2 §3.1.4.1 DiscoverResponse `AuthPolicy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthPolicy {
+    /// WS-Security UsernameToken: a user's e-mail + password, or any e-mail + an enrollment token.
+    OnPremise,
+    /// Our own sign-in page issues a security token (the AuthenticationServiceUrl flow).
+    Federated,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TlsKeyAlgorithm {
+    /// The default: ~30x cheaper to sign handshakes with than RSA-2048.
+    EcdsaP256,
+    Rsa2048,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where the database, keys and certificates live. Created with mode 0700 if missing.
+    pub data_dir: PathBuf,
+    /// Socket address to accept HTTPS on.
+    pub listen: SocketAddr,
+    /// The https URL devices use. Its host also names the TLS server certificate. Default:
+    /// `https://<hostname>:<listen port>`.
+    pub public_url: Option<String>,
+    /// Use this admin token instead of generating one on first start.
+    pub admin_token: Option<SecretString>,
+    pub tls: TlsConfig,
+    pub pki: PkiConfig,
+    pub enrollment: EnrollmentConfig,
+    pub limits: LimitsConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// Operator-provided certificate chain (PEM). With `key_file`; otherwise our CA issues one.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub key_algorithm: TlsKeyAlgorithm,
+    /// More names for the generated server certificate besides the public URL's host.
+    pub extra_hostnames: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PkiConfig {
+    /// Key-encryption key (base64 of 32 bytes) that seals private keys at rest.
+    pub kek: Option<SecretString>,
+    /// File holding the base64 KEK. Default `<data_dir>/kek`, generated with mode 0600 on first start.
+    pub kek_file: Option<PathBuf>,
+    /// Organisation name written into our CA and device certificates.
+    pub organization: String,
+    /// Lifetime of device identity certificates.
+    pub device_cert_validity_days: u32,
+    /// Days before expiry when Windows starts WSTEP renewal (CertificateStore/My/WSTEP/Renew/RenewPeriod).
+    pub renew_period_days: u32,
+    /// Days between renewal retries (…/Renew/RetryInterval).
+    pub renew_retry_interval_days: u32,
+    /// Smallest RSA modulus accepted in a device CSR.
+    pub min_rsa_bits: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EnrollmentConfig {
+    pub auth_policy: AuthPolicy,
+    /// MS-MDE2 provider id: DMClient/Provider/<id> and the w7 PROVIDER-ID.
+    pub provider_id: String,
+    /// Shown to the user as the management server's name (w7 NAME).
+    pub server_name: String,
+    /// Minutes between check-ins in the first poll phase, and how many (DMClient Poll).
+    pub poll_first_interval_minutes: u32,
+    pub poll_first_count: u32,
+    /// Steady-state minutes between check-ins (IntervalForRemainingScheduledRetries; count infinite).
+    pub poll_interval_minutes: u32,
+    /// How long a federated sign-in token stays valid.
+    pub federated_token_minutes: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest enrollment (SOAP) request body accepted; larger gets 413 before it is read.
+    pub enrollment_body_bytes: usize,
+    /// TLS handshake deadline.
+    pub handshake_timeout_seconds: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("steward-data"),
+            listen: SocketAddr::from(([0, 0, 0, 0], 8443)),
+            public_url: None,
+            admin_token: None,
+            tls: TlsConfig::default(),
+            pki: PkiConfig::default(),
+            enrollment: EnrollmentConfig::default(),
+            limits: LimitsConfig::default(),
+        }
+    }
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            cert_file: None,
+            key_file: None,
+            key_algorithm: TlsKeyAlgorithm::EcdsaP256,
+            extra_hostnames: Vec::new(),
+        }
+    }
+}
+
+impl Default for PkiConfig {
+    fn default() -> Self {
+        Self {
+            kek: None,
+            kek_file: None,
+            organization: "Steward".into(),
+            device_cert_validity_days: 365,
+            renew_period_days: 60,
+            renew_retry_interval_days: 4,
+            min_rsa_bits: 2048,
+        }
+    }
+}
+
+impl Default for EnrollmentConfig {
+    fn default() -> Self {
+        Self {
+            auth_policy: AuthPolicy::OnPremise,
+            provider_id: "Steward".into(),
+            server_name: "Steward".into(),
+            poll_first_interval_minutes: 3,
+            poll_first_count: 5,
+            poll_interval_minutes: 60,
+            federated_token_minutes: 15,
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            enrollment_body_bytes: 256 * 1024,
+            handshake_timeout_seconds: 10,
+        }
+    }
+}
+
+/// Every environment variable Steward reads, with the config key it overrides (dotted TOML path).
+pub const ENV_KEYS: &[(&str, &str)] = &[
+    ("STEWARD_DATA_DIR", "data_dir"),
+    ("STEWARD_LISTEN", "listen"),
+    ("STEWARD_PUBLIC_URL", "public_url"),
+    ("STEWARD_ADMIN_TOKEN", "admin_token"),
+    ("STEWARD_TLS_CERT_FILE", "tls.cert_file"),
+    ("STEWARD_TLS_KEY_FILE", "tls.key_file"),
+    ("STEWARD_TLS_KEY_ALGORITHM", "tls.key_algorithm"),
+    ("STEWARD_TLS_EXTRA_HOSTNAMES", "tls.extra_hostnames"),
+    ("STEWARD_KEK", "pki.kek"),
+    ("STEWARD_KEK_FILE", "pki.kek_file"),
+    ("STEWARD_PKI_ORGANIZATION", "pki.organization"),
+    ("STEWARD_DEVICE_CERT_VALIDITY_DAYS", "pki.device_cert_validity_days"),
+    ("STEWARD_RENEW_PERIOD_DAYS", "pki.renew_period_days"),
+    ("STEWARD_AUTH_POLICY", "enrollment.auth_policy"),
+    ("STEWARD_PROVIDER_ID", "enrollment.provider_id"),
+    ("STEWARD_SERVER_NAME", "enrollment.server_name"),
+    ("STEWARD_POLL_INTERVAL_MINUTES", "enrollment.poll_interval_minutes"),
+    ("STEWARD_ENROLLMENT_BODY_BYTES", "limits.enrollment_body_bytes"),
+];
+
+/// Keys whose TOML type is not a string: their environment value is parsed as that type.
+const NUMERIC_KEYS: &[&str] = &[
+    "pki.device_cert_validity_days",
+    "pki.renew_period_days",
+    "enrollment.poll_interval_minutes",
+    "limits.enrollment_body_bytes",
+];
+
+impl Config {
+    /// Loads defaults, then `file` (if given), then the environment, then validates.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_from(file, |k| std::env::var(k).ok())
+    }
+
+    /// As [`Config::load`] with an injectable environment (tests).
+    pub fn load_from(file: Option<&Path>, env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let mut table = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                text.parse::<toml::Table>().map_err(|e| ConfigError::Parse {
+                    path: path.to_owned(),
+                    message: e.to_string(),
+                })?
+            }
+            None => toml::Table::new(),
+        };
+        for (var, key) in ENV_KEYS {
+            let Some(raw) = env(var) else { continue };
+            let value = if NUMERIC_KEYS.contains(key) {
+                toml::Value::Integer(raw.trim().parse().map_err(|_| ConfigError::Env {
+                    var,
+                    message: format!("expected a whole number, got {raw:?}"),
+                })?)
+            } else if *key == "tls.extra_hostnames" {
+                toml::Value::Array(
+                    raw.split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(|s| toml::Value::String(s.to_owned()))
+                        .collect(),
+                )
+            } else {
+                toml::Value::String(raw)
+            };
+            set_path(&mut table, key, value);
+        }
+        let source = file.map_or_else(|| PathBuf::from("<environment>"), Path::to_owned);
+        let config: Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Parse {
+                path: source,
+                message: e.to_string(),
+            })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks everything that can be checked without touching the network or the data directory.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        let url = self.public_url();
+        let Some(host) = public_host(&url) else {
+            return invalid(format!("public_url {url:?} must be an https:// URL with a host name"));
+        };
+        if host.is_empty() {
+            return invalid("public_url has an empty host".into());
+        }
+        if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
+            return invalid("tls.cert_file and tls.key_file must be given together".into());
+        }
+        let p = &self.pki;
+        if !(1..=3650).contains(&p.device_cert_validity_days) {
+            return invalid("pki.device_cert_validity_days must be between 1 and 3650".into());
+        }
+        if p.renew_period_days == 0 || p.renew_period_days >= p.device_cert_validity_days {
+            return invalid("pki.renew_period_days must be at least 1 and less than device_cert_validity_days".into());
+        }
+        if p.min_rsa_bits < 2048 {
+            return invalid("pki.min_rsa_bits below 2048 is not allowed".into());
+        }
+        if let Some(kek) = &p.kek
+            && steward_pki::Kek::from_base64(kek.expose()).is_err()
+        {
+            return invalid("pki.kek must be the base64 of exactly 32 bytes".into());
+        }
+        let e = &self.enrollment;
+        let id_ok = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 64
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        };
+        if !id_ok(&e.provider_id) {
+            return invalid(
+                "enrollment.provider_id must be 1-64 characters of letters, digits, '-', '_' or '.'".into(),
+            );
+        }
+        if e.poll_interval_minutes == 0 || e.poll_first_interval_minutes == 0 {
+            return invalid("poll intervals must be at least one minute".into());
+        }
+        if !(1..=120).contains(&e.federated_token_minutes) {
+            return invalid("enrollment.federated_token_minutes must be between 1 and 120".into());
+        }
+        if !(4096..=64 * 1024 * 1024).contains(&self.limits.enrollment_body_bytes) {
+            return invalid("limits.enrollment_body_bytes must be between 4 KiB and 64 MiB".into());
+        }
+        if let Some(t) = &self.admin_token
+            && t.expose().len() < 16
+        {
+            return invalid("admin_token must be at least 16 characters".into());
+        }
+        Ok(())
+    }
+
+    /// The public URL without a trailing slash.
+    pub fn public_url(&self) -> String {
+        match &self.public_url {
+            Some(u) => u.trim_end_matches('/').to_owned(),
+            None => {
+                let host = std::fs::read_to_string("/etc/hostname")
+                    .ok()
+                    .map(|h| h.trim().to_owned())
+                    .filter(|h| !h.is_empty())
+                    .unwrap_or_else(|| "localhost".into());
+                format!("https://{host}:{}", self.listen.port())
+            }
+        }
+    }
+
+    /// Host names (or IPs) the TLS server certificate must cover.
+    pub fn tls_hostnames(&self) -> Vec<String> {
+        let mut names: Vec<String> = public_host(&self.public_url()).into_iter().collect();
+        for n in &self.tls.extra_hostnames {
+            if !names.contains(n) {
+                names.push(n.clone());
+            }
+        }
+        names
+    }
+}
+
+/// Host part of an https URL (brackets stripped from IPv6 literals), or None if not https.
+pub fn public_host(url: &str) -> Option<String> {
+    let rest = url.strip_prefix("https://")?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let authority = authority.rsplit('@').next()?;
+    let host = if let Some(v6) = authority.strip_prefix('[') {
+        v6.split(']').next()?.to_owned()
+    } else {
+        authority.split(':').next()?.to_owned()
+    };
+    Some(host)
+}
+
+fn set_path(table: &mut toml::Table, dotted: &str, value: toml::Value) {
+    let mut parts = dotted.split('.').peekable();
+    let mut current = table;
+    while let Some(part) = parts.next() {
+        if parts.peek().is_none() {
+            current.insert(part.to_owned(), value);
+            return;
+        }
+        let entry = current
+            .entry(part.to_owned())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if !entry.is_table() {
+            *entry = toml::Value::Table(toml::Table::new());
+        }
+        let toml::Value::Table(next) = entry else { return };
+        current = next;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |k| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| (*v).to_owned())
+    }
+
+    #[test]
+    fn defaults_validate() {
+        let c = Config::load_from(None, env(&[])).unwrap();
+        assert_eq!(c.listen.port(), 8443);
+        assert_eq!(c.enrollment.auth_policy, AuthPolicy::OnPremise);
+    }
+
+    #[test]
+    fn file_then_env_override() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("steward.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:9000\"\npublic_url = \"https://mdm.example.com\"\n[enrollment]\nauth_policy = \"federated\"\n[pki]\nrenew_period_days = 30\n",
+        )
+        .unwrap();
+        let c = Config::load_from(
+            Some(&path),
+            env(&[
+                ("STEWARD_LISTEN", "127.0.0.1:9100"),
+                ("STEWARD_RENEW_PERIOD_DAYS", "45"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.listen, "127.0.0.1:9100".parse().unwrap());
+        assert_eq!(c.public_url(), "https://mdm.example.com");
+        assert_eq!(c.enrollment.auth_policy, AuthPolicy::Federated);
+        assert_eq!(c.pki.renew_period_days, 45);
+        assert_eq!(c.tls_hostnames(), vec!["mdm.example.com".to_owned()]);
+    }
+
+    #[test]
+    fn rejects_bad_values() {
+        assert!(Config::load_from(None, env(&[("STEWARD_PUBLIC_URL", "http://plain.example.com")])).is_err());
+        assert!(Config::load_from(None, env(&[("STEWARD_LISTEN", "not an address")])).is_err());
+        assert!(Config::load_from(None, env(&[("STEWARD_RENEW_PERIOD_DAYS", "many")])).is_err());
+        assert!(Config::load_from(None, env(&[("STEWARD_ADMIN_TOKEN", "short")])).is_err());
+        assert!(Config::load_from(None, env(&[("STEWARD_KEK", "bm90IDMyIGJ5dGVz")])).is_err());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "no_such_key = 1\n").unwrap();
+        assert!(matches!(
+            Config::load_from(Some(&path), env(&[])),
+            Err(ConfigError::Parse { .. })
+        ));
+    }
+
+    #[test]
+    fn secrets_do_not_debug_print() {
+        let c = Config::load_from(None, env(&[("STEWARD_ADMIN_TOKEN", "stw_adm_supersecretvalue123")])).unwrap();
+        assert!(!format!("{c:?}").contains("supersecret"));
+    }
+
+    #[test]
+    fn host_extraction() {
+        assert_eq!(public_host("https://a.b:8443/x").as_deref(), Some("a.b"));
+        assert_eq!(public_host("https://[::1]:8443").as_deref(), Some("::1"));
+        assert_eq!(public_host("http://a.b"), None);
+    }
+}

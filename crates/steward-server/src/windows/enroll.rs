@@ -1,0 +1,424 @@
+//! MS-MDE2 enrollment handlers: Discovery (§3.1), MS-XCEP GetPolicies (§3.3 / MS-XCEP §3.1.4.1) and
+//! MS-WSTEP RequestSecurityToken (§3.4 / MS-WSTEP §3.1.4.1).
+//!
+//! Every request is authenticated except the discovery probe and Discover itself. An enrollment
+//! either commits completely (token use consumed, device recorded, certificate logged) or answers a
+//! fault and leaves nothing behind but a `void` line in the issuance log for a certificate that was
+//! signed but never delivered.
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use http::{HeaderMap, StatusCode};
+use steward_domain::*;
+use steward_windows_proto::mde2::{self, Credential, FaultSubcode, RequestBody, SoapRequest};
+use time::{Duration, OffsetDateTime};
+
+use super::fault::{SOAP_CONTENT_TYPE, SoapFault};
+use super::federated;
+use crate::AppState;
+use crate::config::AuthPolicy;
+use crate::http_util::{BodyError, read_body};
+
+/// Largest base64 CSR we accept (an RSA-4096 CSR is ~2 KB of base64).
+const MAX_CSR_BASE64: usize = 16 * 1024;
+
+fn soap_ok(body: String) -> Response {
+    // axum sets Content-Length for a complete body; Windows' client rejects chunked responses.
+    ([(http::header::CONTENT_TYPE, SOAP_CONTENT_TYPE)], body).into_response()
+}
+
+/// GET on the discovery URL: Windows probes reachability before POSTing Discover (MS-MDE2 §3.1.4.1).
+pub async fn discovery_probe() -> StatusCode {
+    StatusCode::OK
+}
+
+/// Reads and parses a SOAP request, checking that the body operation is `expected` and that
+/// `a:Action` names that operation.
+async fn read_request(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+    expected: &'static str,
+) -> Result<SoapRequest, SoapFault> {
+    let bytes = read_body(headers, body, state.config.limits.enrollment_body_bytes)
+        .await
+        .map_err(|e| match e {
+            BodyError::TooLarge(_) => {
+                SoapFault::new(FaultSubcode::MessageFormat, e.to_string()).with_status(StatusCode::PAYLOAD_TOO_LARGE)
+            }
+            BodyError::Read(_) => SoapFault::new(FaultSubcode::MessageFormat, e.to_string()),
+        })?;
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| SoapFault::new(FaultSubcode::MessageFormat, "request body is not UTF-8"))?;
+    let relates = mde2::message_id_of(text);
+    let req = mde2::parse_request(text)
+        .map_err(|e| SoapFault::new(FaultSubcode::MessageFormat, e.to_string()).relates_to(relates.as_deref()))?;
+    let fault = |m: String| SoapFault::new(FaultSubcode::MessageFormat, m).relates_to(req.header.message_id.as_deref());
+    if req.body.expected_action() != expected {
+        return Err(fault(format!("this endpoint does not accept {}", body_name(&req.body))));
+    }
+    if req.header.action != expected {
+        return Err(fault(format!(
+            "SOAP action {:?} does not match the request body",
+            req.header.action
+        )));
+    }
+    Ok(req)
+}
+
+fn body_name(b: &RequestBody) -> &'static str {
+    match b {
+        RequestBody::Discover(_) => "Discover",
+        RequestBody::GetPolicies(_) => "GetPolicies",
+        RequestBody::RequestSecurityToken(_) => "RequestSecurityToken",
+    }
+}
+
+/// POST Discover (MS-MDE2 §3.1.4.1.1): tells the device how to authenticate and where the policy and
+/// enrollment services are. Any RequestVersion ≥ 4.0 is accepted (Windows 11 25H2 sends 9.0; a
+/// strict check broke Fleet, fleetdm/fleet#51419).
+pub async fn discovery(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, SoapFault> {
+    let req = read_request(&state, &headers, body, mde2::ACTION_DISCOVER).await?;
+    let relates = req.header.message_id.as_deref();
+    let RequestBody::Discover(d) = &req.body else {
+        return Err(SoapFault::new(FaultSubcode::MessageFormat, "expected Discover").relates_to(relates));
+    };
+    let version = d.request_version.as_deref().unwrap_or("4.0");
+    match mde2::parse_version(version) {
+        Some(v) if v >= (4, 0) => {}
+        _ => {
+            return Err(SoapFault::new(
+                FaultSubcode::MessageFormat,
+                format!("RequestVersion {version:?} is not supported; 4.0 or later is required"),
+            )
+            .relates_to(relates));
+        }
+    }
+    let base = state.config.public_url();
+    let federated = state.config.enrollment.auth_policy == AuthPolicy::Federated;
+    let resp = mde2::DiscoverResponse {
+        auth_policy: if federated {
+            mde2::AuthPolicy::Federated
+        } else {
+            mde2::AuthPolicy::OnPremise
+        },
+        // 4.0 is the version every Windows 10/11 client accepts, and all this server needs.
+        enrollment_version: "4.0".into(),
+        policy_service_url: format!("{base}{}", super::POLICY_URL_PATH),
+        enrollment_service_url: format!("{base}{}", super::ENROLLMENT_URL_PATH),
+        authentication_service_url: federated.then(|| format!("{base}{}", super::AUTH_URL_PATH)),
+    };
+    Ok(soap_ok(mde2::write_discover_response(relates, &resp)))
+}
+
+/// Who an enrollment request authenticated as.
+enum Principal {
+    Token { token: EnrollmentToken, username: String },
+    User(User),
+    Federated(federated::VerifiedToken),
+}
+
+impl Principal {
+    fn method(&self) -> AuthMethod {
+        match self {
+            Principal::Token { .. } => AuthMethod::EnrollmentToken,
+            Principal::User(_) => AuthMethod::UserPassword,
+            Principal::Federated(_) => AuthMethod::Federated,
+        }
+    }
+    fn email(&self) -> Option<String> {
+        match self {
+            Principal::Token { username, .. } => Some(username.clone()).filter(|u| !u.is_empty()),
+            Principal::User(u) => Some(u.email.clone()),
+            Principal::Federated(t) => Some(t.email.clone()),
+        }
+    }
+}
+
+/// Checks the WS-Security credential. Nothing is consumed here: a token use is spent only when the
+/// enrollment commits, so GetPolicies followed by a failed RST costs the user nothing.
+async fn authenticate(
+    state: &AppState,
+    cred: Option<&Credential>,
+    now: OffsetDateTime,
+) -> Result<Principal, SoapFault> {
+    let denied = |m: &str| SoapFault::new(FaultSubcode::Authentication, m.to_owned());
+    let internal = |e: StoreError| SoapFault::new(FaultSubcode::InternalServiceFault, e.to_string());
+    match cred {
+        None => Err(denied("this request must carry credentials")),
+        Some(Credential::UsernameToken { username, password }) => {
+            if TokenKind::Enrollment.matches(password) {
+                let token = state
+                    .store
+                    .enrollment_token_by_hash(&TokenHash::of(password))
+                    .await
+                    .map_err(internal)?
+                    .ok_or_else(|| denied("unknown enrollment token"))?;
+                token.usable_at(now).map_err(|e| denied(&e.to_string()))?;
+                return Ok(Principal::Token {
+                    token,
+                    username: username.trim().to_owned(),
+                });
+            }
+            let user = state.store.user_by_email(username).await.map_err(internal)?;
+            let phc = user.as_ref().map(|u| u.password_hash.clone());
+            let pw = password.clone();
+            // Argon2 is deliberately slow: keep it off the async workers. Unknown users are checked
+            // against a fixed hash so response time does not reveal which e-mails exist.
+            let ok = tokio::task::spawn_blocking(move || match phc {
+                Some(phc) => steward_domain::secret::verify_password(&pw, &phc),
+                None => {
+                    let _ = steward_domain::secret::verify_password(&pw, federated::dummy_phc());
+                    false
+                }
+            })
+            .await
+            .map_err(|e| SoapFault::new(FaultSubcode::InternalServiceFault, e.to_string()))?;
+            match user {
+                Some(u) if ok && !u.disabled => Ok(Principal::User(u)),
+                Some(u) if ok && u.disabled => Err(SoapFault::new(
+                    FaultSubcode::Authorization,
+                    "this user may not enroll devices",
+                )),
+                _ => Err(denied("user name or password is incorrect")),
+            }
+        }
+        Some(Credential::BinarySecurityToken { value_type, token, .. }) => {
+            if value_type != mde2::VALUE_TYPE_USER_TOKEN {
+                return Err(denied("unsupported security token type"));
+            }
+            let verified = federated::verify_token(&state.pki.federation_key, token, now)
+                .ok_or_else(|| denied("the security token is invalid or expired"))?;
+            Ok(Principal::Federated(verified))
+        }
+    }
+}
+
+/// POST GetPolicies (MS-XCEP §3.1.4.1): the certificate template the device's CSR must follow.
+pub async fn policy(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, SoapFault> {
+    let req = read_request(&state, &headers, body, mde2::ACTION_GET_POLICIES).await?;
+    let relates = req.header.message_id.as_deref();
+    authenticate(&state, req.header.credential.as_ref(), OffsetDateTime::now_utc())
+        .await
+        .map_err(|f| f.relates_to(relates))?;
+    let pki = &state.config.pki;
+    let params = mde2::PolicyParams {
+        policy_id: format!("{}-device-identity", state.config.enrollment.provider_id),
+        friendly_name: format!("{} device identity", state.config.enrollment.server_name),
+        min_key_length: pki.min_rsa_bits as u32,
+        validity_period_seconds: u64::from(pki.device_cert_validity_days) * 86_400,
+        renewal_period_seconds: u64::from(pki.renew_period_days) * 86_400,
+    };
+    Ok(soap_ok(mde2::write_get_policies_response(relates, &params)))
+}
+
+/// POST RequestSecurityToken (MS-WSTEP §3.1.4.1, MS-MDE2 §3.4): verify the CSR, issue the device's
+/// identity certificate and answer with the provisioning document.
+pub async fn enrollment(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, SoapFault> {
+    let req = read_request(&state, &headers, body, mde2::ACTION_RST).await?;
+    let relates = req.header.message_id.clone();
+    enroll_device(&state, req)
+        .await
+        .map_err(|f| f.relates_to(relates.as_deref()))
+}
+
+async fn enroll_device(state: &AppState, req: SoapRequest) -> Result<Response, SoapFault> {
+    let RequestBody::RequestSecurityToken(rst) = &req.body else {
+        return Err(SoapFault::new(
+            FaultSubcode::MessageFormat,
+            "expected RequestSecurityToken",
+        ));
+    };
+    let format = |m: &str| SoapFault::new(FaultSubcode::MessageFormat, m.to_owned());
+    let cert_fault = |m: String| SoapFault::new(FaultSubcode::CertificateRequest, m);
+    if rst.is_renewal() {
+        // ROBO renewal is authenticated by the device's current TLS client certificate and arrives
+        // with the management work; until then refuse clearly rather than half-handle it.
+        return Err(SoapFault::new(
+            FaultSubcode::EnrollmentServer,
+            "certificate renewal is not supported yet",
+        ));
+    }
+    if rst.request_type != mde2::REQUEST_TYPE_ISSUE {
+        return Err(format("unsupported RequestType"));
+    }
+    if rst.token_type != mde2::TOKEN_TYPE_DEVICE_ENROLLMENT {
+        return Err(format("unsupported TokenType"));
+    }
+    let now = OffsetDateTime::now_utc();
+    let principal = authenticate(state, req.header.credential.as_ref(), now).await?;
+
+    let bst = &rst.binary_security_token;
+    if bst.value_type != mde2::VALUE_TYPE_PKCS10 {
+        return Err(cert_fault("the BinarySecurityToken must be a PKCS#10 request".into()));
+    }
+    let compact: String = bst.data.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    if compact.len() > MAX_CSR_BASE64 {
+        return Err(cert_fault("the certificate request is too large".into()));
+    }
+    let csr_der = base64::engine::general_purpose::STANDARD
+        .decode(compact.as_bytes())
+        .map_err(|_| cert_fault("the certificate request is not valid base64".into()))?;
+    let csr = steward_pki::verify_csr(&csr_der, state.config.pki.min_rsa_bits)
+        .map_err(|e| cert_fault(format!("the certificate request was rejected: {e}")))?;
+
+    // MS-MDE2 §3.4.4.1.1.1 AdditionalContext DeviceID; Windows also puts it in CSR extension
+    // 1.3.6.1.4.1.311.66.1.0, which we fall back to.
+    let device_id = rst
+        .context_value("DeviceID")
+        .or(csr.device_id_extension.as_deref())
+        .and_then(DeviceId::parse)
+        .ok_or_else(|| format("the request has no valid DeviceID"))?;
+    let enrollment_type = match rst.context_value("EnrollmentType") {
+        None => EnrollmentType::Full,
+        Some(t) => EnrollmentType::parse(t).ok_or_else(|| format("unknown EnrollmentType"))?,
+    };
+    let ctx = |name: &str| rst.context_value(name).map(|v| v.chars().take(256).collect::<String>());
+
+    let enrollment_id = EnrollmentId::new();
+    let validity = Duration::days(i64::from(state.config.pki.device_cert_validity_days));
+    // Five minutes of back-dating absorbs clock skew; no more (back-dating by the renewal period made
+    // Fleet's certificates look older than they were, fleetdm/fleet#52601).
+    let not_before = now - Duration::minutes(5);
+    let not_after = now + validity;
+    let serial = steward_pki::random_bytes::<16>()
+        .map_err(|e| SoapFault::new(FaultSubcode::InternalServiceFault, e.to_string()))?;
+    let params = steward_pki::DeviceCertParams {
+        serial,
+        common_name: device_id.as_str().to_owned(),
+        organizational_unit: Some(enrollment_id.to_string()),
+        not_before,
+        not_after,
+    };
+    let issued = {
+        let pki = state.pki.clone();
+        let spki = csr.spki_der.clone();
+        tokio::task::spawn_blocking(move || steward_pki::issue_device_certificate(&pki.issuing, &spki, &params))
+            .await
+            .map_err(|e| SoapFault::new(FaultSubcode::InternalServiceFault, e.to_string()))?
+            .map_err(|e| {
+                SoapFault::new(
+                    FaultSubcode::CertificateRequest,
+                    format!("cannot issue the certificate: {e}"),
+                )
+            })?
+    };
+    let subject = format!(
+        "CN={device_id}, OU={enrollment_id}, O={}",
+        state.config.pki.organization
+    );
+
+    let (consume_token, token_id, group_id) = match &principal {
+        Principal::Token { token, .. } => (Some(token.id), Some(token.id), token.group_id),
+        _ => (None, None, None),
+    };
+    let consume_nonce = match &principal {
+        Principal::Federated(t) => Some((t.nonce_hash, t.expires_at)),
+        _ => None,
+    };
+    let enrollment = Enrollment {
+        id: enrollment_id,
+        device_id: device_id.clone(),
+        hw_dev_id: ctx("HWDevID"),
+        device_name: ctx("DeviceName"),
+        os_version: ctx("OSVersion").or_else(|| ctx("ApplicationVersion")),
+        os_edition: ctx("OSEdition"),
+        enrollment_type,
+        user_email: principal.email(),
+        auth_method: principal.method(),
+        enrollment_token_id: token_id,
+        group_id,
+        cert_serial: issued.serial_hex.clone(),
+        cert_thumbprint: issued.thumbprint.clone(),
+        cert_not_after: issued.not_after,
+        state: EnrollmentState::Active,
+        enrolled_at: now,
+        updated_at: now,
+    };
+    let commit = EnrollmentCommit {
+        enrollment,
+        subject: subject.clone(),
+        not_before,
+        consume_token,
+        consume_nonce,
+    };
+
+    if let Err(e) = state.store.commit_enrollment(&commit).await {
+        // The certificate exists but was never delivered: account for its serial as void.
+        let void = IssuanceLogEntry {
+            serial: issued.serial_hex.clone(),
+            event: IssuanceEvent::Void,
+            thumbprint: Some(issued.thumbprint.clone()),
+            subject: Some(subject),
+            device_id: Some(device_id.clone()),
+            enrollment_id: None,
+            not_before: Some(not_before),
+            not_after: Some(issued.not_after),
+            reason: Some(format!("enrollment not committed: {e}")),
+            at: OffsetDateTime::now_utc(),
+        };
+        if let Err(log_err) = state.store.append_issuance_log(&void).await {
+            tracing::error!(serial = %issued.serial_hex, error = %log_err, "could not record void certificate");
+        }
+        return Err(match e {
+            StoreError::TokenUnusable(u) => SoapFault::new(FaultSubcode::Authentication, u.to_string()),
+            StoreError::NonceReused => {
+                SoapFault::new(FaultSubcode::Authentication, "the security token was already used")
+            }
+            other => SoapFault::new(
+                FaultSubcode::InternalServiceFault,
+                format!("could not record the enrollment: {other}"),
+            ),
+        });
+    }
+    tracing::info!(
+        device.id = %device_id,
+        enrollment.id = %enrollment_id,
+        auth = principal.method().as_str(),
+        cert.serial = %issued.serial_hex,
+        "device enrolled"
+    );
+
+    let config = &state.config;
+    let management_url = format!("{}{}", config.public_url(), super::MANAGEMENT_URL_PATH);
+    let device_name = commit.enrollment.device_name.clone().unwrap_or_default();
+    let ent_dm_id = enrollment_id.to_string();
+    let doc = mde2::ProvisioningDoc {
+        root_ca_der: state.pki.root.cert_der(),
+        root_ca_thumbprint: &state.pki.root.thumbprint(),
+        intermediate_ca: Some((state.pki.issuing.cert_der(), &state.pki.issuing.thumbprint())),
+        client_cert_der: &issued.der,
+        client_cert_thumbprint: &issued.thumbprint,
+        client_cert_subject_cn: device_id.as_str(),
+        client_store: match enrollment_type {
+            EnrollmentType::Full => mde2::ClientStore::User,
+            EnrollmentType::Device => mde2::ClientStore::System,
+        },
+        provider_id: &config.enrollment.provider_id,
+        server_name: &config.enrollment.server_name,
+        management_url: &management_url,
+        ent_device_name: &device_name,
+        ent_dm_id: &ent_dm_id,
+        poll: mde2::PollSchedule {
+            interval_first_minutes: config.enrollment.poll_first_interval_minutes,
+            number_first: config.enrollment.poll_first_count,
+            interval_second_minutes: config.enrollment.poll_interval_minutes,
+            number_second: 0,
+            interval_remaining_minutes: config.enrollment.poll_interval_minutes,
+            number_remaining: 0,
+            poll_on_login: true,
+            all_users_poll_on_first_login: true,
+        },
+        renew_period_days: config.pki.renew_period_days,
+        renew_retry_interval_days: config.pki.renew_retry_interval_days,
+        renew_server_url: None,
+    };
+    let doc_xml = mde2::write_provisioning_doc(&doc);
+    Ok(soap_ok(mde2::write_rstr(
+        req.header.message_id.as_deref(),
+        &doc_xml,
+        now,
+    )))
+}

@@ -1,0 +1,76 @@
+//! Windows device surfaces: MS-MDE2 enrollment (discovery, MS-XCEP policy, MS-WSTEP enrollment) and
+//! the federated sign-in page. Device paths are matched case-insensitively (clients upper-case them)
+//! and query strings are ignored, by normalising the path before routing.
+
+mod enroll;
+mod fault;
+pub mod federated;
+
+use axum::Router;
+use axum::routing::get;
+
+use crate::AppState;
+
+/// Canonical (lower-case) device paths. Requests whose path matches one of these ignoring ASCII case
+/// are rewritten to it before routing.
+pub const DISCOVERY_PATH: &str = "/enrollmentserver/discovery.svc";
+pub const POLICY_PATH: &str = "/enrollmentserver/policy.svc";
+pub const ENROLLMENT_PATH: &str = "/enrollmentserver/enrollment.svc";
+pub const AUTH_PATH: &str = "/enrollmentserver/auth";
+pub const MANAGEMENT_PATH: &str = "/managementserver/mdm.svc";
+
+/// The spelling we advertise to devices (Windows' conventional casing).
+pub const DISCOVERY_URL_PATH: &str = "/EnrollmentServer/Discovery.svc";
+pub const POLICY_URL_PATH: &str = "/EnrollmentServer/Policy.svc";
+pub const ENROLLMENT_URL_PATH: &str = "/EnrollmentServer/Enrollment.svc";
+pub const AUTH_URL_PATH: &str = "/EnrollmentServer/Auth";
+pub const MANAGEMENT_URL_PATH: &str = "/ManagementServer/MDM.svc";
+
+const DEVICE_PATHS: &[&str] = &[DISCOVERY_PATH, POLICY_PATH, ENROLLMENT_PATH, AUTH_PATH, MANAGEMENT_PATH];
+
+/// Rewrites a device path to its canonical lower-case form, dropping the query string's influence on
+/// routing (handlers never read it).
+pub fn normalize_path<B>(mut req: http::Request<B>) -> http::Request<B> {
+    let path = req.uri().path();
+    if let Some(canonical) = DEVICE_PATHS.iter().find(|p| p.eq_ignore_ascii_case(path))
+        && *canonical != path
+    {
+        let mut parts = req.uri().clone().into_parts();
+        let pq = match req.uri().query() {
+            Some(q) => format!("{canonical}?{q}"),
+            None => (*canonical).to_owned(),
+        };
+        if let Ok(pq) = pq.parse() {
+            parts.path_and_query = Some(pq);
+            if let Ok(uri) = http::Uri::from_parts(parts) {
+                *req.uri_mut() = uri;
+            }
+        }
+    }
+    req
+}
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route(DISCOVERY_PATH, get(enroll::discovery_probe).post(enroll::discovery))
+        .route(POLICY_PATH, axum::routing::post(enroll::policy))
+        .route(ENROLLMENT_PATH, axum::routing::post(enroll::enrollment))
+        .route(AUTH_PATH, get(federated::sign_in_page).post(federated::sign_in))
+        .route("/healthz", get(|| async { "ok" }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalizes_case_and_keeps_query() {
+        let req = http::Request::builder()
+            .uri("/ENROLLMENTSERVER/Discovery.SVC?x=1")
+            .body(())
+            .unwrap();
+        assert_eq!(normalize_path(req).uri(), "/enrollmentserver/discovery.svc?x=1");
+        let other = http::Request::builder().uri("/api/v1/Devices").body(()).unwrap();
+        assert_eq!(normalize_path(other).uri(), "/api/v1/Devices");
+    }
+}

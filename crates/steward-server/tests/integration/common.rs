@@ -1,0 +1,134 @@
+//! Test harness: a server in a temporary data directory, plus helpers to create tokens and users
+//! exactly as the CLI does.
+
+use std::sync::Arc;
+
+use steward_domain::*;
+use steward_server::config::AuthPolicy;
+use steward_server::{Config, RunningServer};
+use steward_sim::{Credentials, EnrollOptions, HttpsClient};
+use time::OffsetDateTime;
+
+pub const ADMIN_TOKEN: &str = "stw_adm_integration-test-admin-token";
+
+pub struct TestServer {
+    pub server: RunningServer,
+    pub url: String,
+    pub root_der: Vec<u8>,
+    pub dir: tempfile::TempDir,
+}
+
+pub fn config_for(dir: &std::path::Path, port: u16) -> Config {
+    Config {
+        data_dir: dir.to_owned(),
+        listen: ([127, 0, 0, 1], port).into(),
+        public_url: Some(format!("https://localhost:{port}")),
+        admin_token: Some(SecretString::new(ADMIN_TOKEN)),
+        ..Config::default()
+    }
+}
+
+/// Wraps the store the server gets (fault injection).
+pub type StoreWrapper = Box<dyn FnOnce(Arc<dyn Store>) -> Arc<dyn Store>>;
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(dir, tweak, None).await
+    }
+
+    pub async fn start_in(
+        dir: tempfile::TempDir,
+        tweak: impl FnOnce(&mut Config),
+        wrap: Option<StoreWrapper>,
+    ) -> Self {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mut config = config_for(dir.path(), port);
+        tweak(&mut config);
+        let store = steward_server::open_store(&config).await.unwrap();
+        let store = match wrap {
+            Some(w) => w(store),
+            None => store,
+        };
+        let server = steward_server::start_with_store(config, listener, store).await.unwrap();
+        let root_der = server.state.pki.root.cert_der().to_vec();
+        Self {
+            url: format!("https://localhost:{port}"),
+            server,
+            root_der,
+            dir,
+        }
+    }
+
+    pub fn store(&self) -> &dyn Store {
+        self.server.state.store.as_ref()
+    }
+
+    pub fn client(&self) -> HttpsClient {
+        HttpsClient::new(std::slice::from_ref(&self.root_der), None).unwrap()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+
+    pub async fn token(&self, max_uses: Option<u32>, expires_in: time::Duration, group: Option<&str>) -> String {
+        let secret = TokenKind::Enrollment.generate().unwrap();
+        let now = OffsetDateTime::now_utc();
+        self.store()
+            .create_enrollment_token(&NewEnrollmentToken {
+                id: EnrollmentTokenId::new(),
+                token_hash: TokenHash::of(secret.expose()),
+                description: Some("test".into()),
+                max_uses,
+                expires_at: Some(now + expires_in),
+                group: group.map(str::to_owned),
+                created_at: now,
+            })
+            .await
+            .unwrap();
+        secret.expose().to_owned()
+    }
+
+    pub async fn user(&self, email: &str, password: &str) {
+        self.store()
+            .create_user(&User {
+                id: UserId::new(),
+                email: email.into(),
+                display_name: None,
+                password_hash: steward_domain::secret::hash_password(password).unwrap(),
+                disabled: false,
+                created_at: OffsetDateTime::now_utc(),
+            })
+            .await
+            .unwrap();
+    }
+
+    pub fn options(&self, credentials: Credentials) -> EnrollOptions {
+        EnrollOptions::new(self.url.clone(), "alice@example.com", credentials)
+    }
+
+    pub async fn issued_count(&self) -> usize {
+        self.store()
+            .issuance_log()
+            .await
+            .unwrap()
+            .iter()
+            .filter(|e| e.event == IssuanceEvent::Issued)
+            .count()
+    }
+
+    pub async fn enrollment_count(&self) -> usize {
+        self.store().list_enrollments().await.unwrap().len()
+    }
+}
+
+pub fn federated(c: &mut Config) {
+    c.enrollment.auth_policy = AuthPolicy::Federated;
+}

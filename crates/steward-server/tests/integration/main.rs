@@ -1,0 +1,11 @@
+//! Integration tests: the real server on 127.0.0.1:0 with real TLS, driven by the device simulator.
+//! One test binary for the crate (link time on 2-core CI).
+
+// Harness helpers outside #[test] functions: a failed setup step should fail the test loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+mod enrollment;
+mod enrollment_faults;
+mod fixtures;
+mod lifecycle;

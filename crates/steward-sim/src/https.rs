@@ -1,0 +1,229 @@
+//! A small HTTPS/1.1 client with connection reuse, one connection per client, as Windows' enrollment
+//! and OMA-DM clients keep one connection for a session. Optional TLS client certificate (the device
+//! identity) for management sessions.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use rustls::RootCertStore;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio::net::TcpStream;
+use tokio::sync::Mutex;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HttpsError {
+    #[error("invalid URL {0:?}: only https://host[:port]/path is supported")]
+    Url(String),
+    #[error("TLS setup: {0}")]
+    Tls(String),
+    #[error("connect to {addr}: {source}")]
+    Connect { addr: String, source: std::io::Error },
+    #[error("TLS handshake with {host}: {source}")]
+    Handshake { host: String, source: std::io::Error },
+    #[error("HTTP: {0}")]
+    Http(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: http::StatusCode,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Response {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+struct ParsedUrl {
+    host: String,
+    port: u16,
+    path_and_query: String,
+}
+
+fn parse_url(url: &str) -> Result<ParsedUrl, HttpsError> {
+    let bad = || HttpsError::Url(url.to_owned());
+    let rest = url.strip_prefix("https://").ok_or_else(bad)?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (h, after) = v6.split_once(']').ok_or_else(bad)?;
+        let port = after.strip_prefix(':').map(str::parse).transpose().map_err(|_| bad())?;
+        (h.to_owned(), port.unwrap_or(443))
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h.to_owned(), p.parse().map_err(|_| bad())?),
+            None => (authority.to_owned(), 443),
+        }
+    };
+    if host.is_empty() {
+        return Err(bad());
+    }
+    Ok(ParsedUrl {
+        host,
+        port,
+        path_and_query: path.to_owned(),
+    })
+}
+
+struct Conn {
+    key: (String, u16),
+    sender: SendRequest<Full<Bytes>>,
+}
+
+/// An HTTPS client bound to one trust anchor set and optional client identity.
+pub struct HttpsClient {
+    tls: Arc<rustls::ClientConfig>,
+    conn: Mutex<Option<Conn>>,
+    /// Connections opened so far (tests assert reuse with it).
+    pub connections_opened: std::sync::atomic::AtomicU64,
+}
+
+impl HttpsClient {
+    /// `roots`: DER certificates to trust (the server's CA). `identity`: client certificate chain and
+    /// PKCS#8 key for mutual TLS.
+    pub fn new(roots: &[Vec<u8>], identity: Option<(Vec<Vec<u8>>, Vec<u8>)>) -> Result<Self, HttpsError> {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut store = RootCertStore::empty();
+        for der in roots {
+            store
+                .add(CertificateDer::from(der.clone()))
+                .map_err(|e| HttpsError::Tls(e.to_string()))?;
+        }
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| HttpsError::Tls(e.to_string()))?
+            .with_root_certificates(store);
+        let mut cfg = match identity {
+            Some((chain, key)) => builder
+                .with_client_auth_cert(
+                    chain.into_iter().map(CertificateDer::from).collect(),
+                    PrivateKeyDer::Pkcs8(key.into()),
+                )
+                .map_err(|e| HttpsError::Tls(e.to_string()))?,
+            None => builder.with_no_client_auth(),
+        };
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Self {
+            tls: Arc::new(cfg),
+            conn: Mutex::new(None),
+            connections_opened: Default::default(),
+        })
+    }
+
+    async fn connect(&self, host: &str, port: u16) -> Result<SendRequest<Full<Bytes>>, HttpsError> {
+        let addr = format!("{host}:{port}");
+        let tcp = TcpStream::connect(&addr)
+            .await
+            .map_err(|source| HttpsError::Connect { addr, source })?;
+        let _ = tcp.set_nodelay(true);
+        let name = ServerName::try_from(host.to_owned()).map_err(|e| HttpsError::Tls(e.to_string()))?;
+        let tls = tokio_rustls::TlsConnector::from(self.tls.clone())
+            .connect(name, tcp)
+            .await
+            .map_err(|source| HttpsError::Handshake {
+                host: host.to_owned(),
+                source,
+            })?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| HttpsError::Http(e.to_string()))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        self.connections_opened
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(sender)
+    }
+
+    /// Sends one request, reusing the open connection when it is still usable.
+    pub async fn request(
+        &self,
+        method: http::Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> Result<Response, HttpsError> {
+        let u = parse_url(url)?;
+        let key = (u.host.clone(), u.port);
+        let mut guard = self.conn.lock().await;
+        let reusable = matches!(&*guard, Some(c) if c.key == key && !c.sender.is_closed());
+        if !reusable {
+            *guard = Some(Conn {
+                key: key.clone(),
+                sender: self.connect(&u.host, u.port).await?,
+            });
+        }
+        let Some(conn) = guard.as_mut() else {
+            return Err(HttpsError::Http("no connection".into()));
+        };
+        if conn.sender.ready().await.is_err() {
+            conn.sender = self.connect(&u.host, u.port).await?;
+        }
+        let host_header = if u.port == 443 {
+            u.host.clone()
+        } else {
+            format!("{}:{}", u.host, u.port)
+        };
+        let mut builder = http::Request::builder()
+            .method(method)
+            .uri(&u.path_and_query)
+            .header(http::header::HOST, host_header);
+        for (k, v) in headers {
+            builder = builder.header(*k, *v);
+        }
+        let req = builder
+            .body(Full::new(body))
+            .map_err(|e| HttpsError::Http(e.to_string()))?;
+        let resp = conn
+            .sender
+            .send_request(req)
+            .await
+            .map_err(|e| HttpsError::Http(e.to_string()))?;
+        let (parts, body) = resp.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map_err(|e| HttpsError::Http(e.to_string()))?
+            .to_bytes();
+        Ok(Response {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        })
+    }
+
+    pub async fn get(&self, url: &str) -> Result<Response, HttpsError> {
+        self.request(http::Method::GET, url, &[], Bytes::new()).await
+    }
+
+    pub async fn post(&self, url: &str, content_type: &str, body: impl Into<Bytes>) -> Result<Response, HttpsError> {
+        self.request(http::Method::POST, url, &[("content-type", content_type)], body.into())
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_parsing() {
+        let u = parse_url("https://localhost:8443/EnrollmentServer/Discovery.svc?x=1").unwrap();
+        assert_eq!(
+            (u.host.as_str(), u.port, u.path_and_query.as_str()),
+            ("localhost", 8443, "/EnrollmentServer/Discovery.svc?x=1")
+        );
+        let u = parse_url("https://[::1]/x").unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("::1", 443));
+        assert!(parse_url("http://x/").is_err());
+        assert!(parse_url("https://:1/").is_err());
+    }
+}

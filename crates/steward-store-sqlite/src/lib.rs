@@ -1,0 +1,532 @@
+//! SQLite backend for Steward's [`Store`]: the embedded default. One file in the data directory, WAL
+//! mode so readers never block the writer, and a single-connection write pool so writes queue in
+//! the process instead of fighting over SQLite's one write lock. Write transactions start with
+//! `BEGIN IMMEDIATE` so a concurrent writer in another process (the `steward` CLI) waits on
+//! `busy_timeout` instead of failing half-way with SQLITE_BUSY.
+
+mod migrate;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+use steward_domain::*;
+use time::OffsetDateTime;
+
+pub use migrate::MIGRATIONS;
+
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    read: SqlitePool,
+    write: SqlitePool,
+}
+
+fn backend(e: sqlx::Error) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+fn micros(t: OffsetDateTime) -> i64 {
+    (t.unix_timestamp_nanos() / 1_000) as i64
+}
+
+fn from_micros(v: i64) -> StoreResult<OffsetDateTime> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(v) * 1_000)
+        .map_err(|e| StoreError::Backend(format!("bad timestamp {v}: {e}")))
+}
+
+fn opt_micros(v: Option<i64>) -> StoreResult<Option<OffsetDateTime>> {
+    v.map(from_micros).transpose()
+}
+
+fn parse_id<T: FromStr>(s: &str) -> StoreResult<T> {
+    s.parse()
+        .map_err(|_| StoreError::Backend(format!("bad id in database: {s}")))
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database file and applies pending migrations.
+    pub async fn open(path: &Path) -> StoreResult<Self> {
+        let opts = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        Self::with_options(opts, 8).await
+    }
+
+    /// A private in-memory database (tests). Both pools share one connection so they see the same data.
+    pub async fn open_in_memory() -> StoreResult<Self> {
+        let opts = SqliteConnectOptions::from_str("sqlite::memory:")
+            .map_err(backend)?
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(opts)
+            .await
+            .map_err(backend)?;
+        migrate::run(&pool).await?;
+        Ok(Self {
+            read: pool.clone(),
+            write: pool,
+        })
+    }
+
+    async fn with_options(opts: SqliteConnectOptions, readers: u32) -> StoreResult<Self> {
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(opts.clone())
+            .await
+            .map_err(backend)?;
+        migrate::run(&write).await?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(readers)
+            .connect_with(opts.read_only(true))
+            .await
+            .map_err(backend)?;
+        Ok(Self { read, write })
+    }
+
+    async fn begin_write(&self) -> StoreResult<sqlx::Transaction<'static, sqlx::Sqlite>> {
+        self.write.begin_with("BEGIN IMMEDIATE").await.map_err(backend)
+    }
+
+    async fn ensure_group(tx: &mut sqlx::SqliteConnection, name: &str, now: OffsetDateTime) -> StoreResult<GroupId> {
+        if let Some(row) = sqlx::query("SELECT id FROM groups WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(backend)?
+        {
+            return parse_id(&row.get::<String, _>(0));
+        }
+        let id = GroupId::new();
+        sqlx::query("INSERT INTO groups (id, name, created_at) VALUES (?, ?, ?)")
+            .bind(id.to_string())
+            .bind(name)
+            .bind(micros(now))
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        Ok(id)
+    }
+}
+
+fn token_from_row(r: &SqliteRow) -> StoreResult<EnrollmentToken> {
+    Ok(EnrollmentToken {
+        id: parse_id(&r.get::<String, _>("id"))?,
+        token_hash: TokenHash::from_hex(&r.get::<String, _>("token_hash"))
+            .ok_or_else(|| StoreError::Backend("bad token hash".into()))?,
+        description: r.get("description"),
+        max_uses: r.get::<Option<i64>, _>("max_uses").map(|v| v as u32),
+        uses: r.get::<i64, _>("uses") as u32,
+        expires_at: opt_micros(r.get("expires_at"))?,
+        group_id: r
+            .get::<Option<String>, _>("group_id")
+            .map(|s| parse_id(&s))
+            .transpose()?,
+        revoked: r.get::<i64, _>("revoked") != 0,
+        created_at: from_micros(r.get("created_at"))?,
+    })
+}
+
+fn user_from_row(r: &SqliteRow) -> StoreResult<User> {
+    Ok(User {
+        id: parse_id(&r.get::<String, _>("id"))?,
+        email: r.get("email"),
+        display_name: r.get("display_name"),
+        password_hash: r.get("password_hash"),
+        disabled: r.get::<i64, _>("disabled") != 0,
+        created_at: from_micros(r.get("created_at"))?,
+    })
+}
+
+fn enrollment_from_row(r: &SqliteRow) -> StoreResult<Enrollment> {
+    let bad = |what: &str| StoreError::Backend(format!("bad {what} in database"));
+    Ok(Enrollment {
+        id: parse_id(&r.get::<String, _>("id"))?,
+        device_id: DeviceId::parse(&r.get::<String, _>("device_id")).ok_or_else(|| bad("device_id"))?,
+        hw_dev_id: r.get("hw_dev_id"),
+        device_name: r.get("device_name"),
+        os_version: r.get("os_version"),
+        os_edition: r.get("os_edition"),
+        enrollment_type: EnrollmentType::parse(&r.get::<String, _>("enrollment_type"))
+            .ok_or_else(|| bad("enrollment_type"))?,
+        user_email: r.get("user_email"),
+        auth_method: AuthMethod::parse(&r.get::<String, _>("auth_method")).ok_or_else(|| bad("auth_method"))?,
+        enrollment_token_id: r
+            .get::<Option<String>, _>("enrollment_token_id")
+            .map(|s| parse_id(&s))
+            .transpose()?,
+        group_id: r
+            .get::<Option<String>, _>("group_id")
+            .map(|s| parse_id(&s))
+            .transpose()?,
+        cert_serial: r.get("cert_serial"),
+        cert_thumbprint: r.get("cert_thumbprint"),
+        cert_not_after: from_micros(r.get("cert_not_after"))?,
+        state: EnrollmentState::parse(&r.get::<String, _>("state")).ok_or_else(|| bad("state"))?,
+        enrolled_at: from_micros(r.get("enrolled_at"))?,
+        updated_at: from_micros(r.get("updated_at"))?,
+    })
+}
+
+fn log_from_row(r: &SqliteRow) -> StoreResult<IssuanceLogEntry> {
+    Ok(IssuanceLogEntry {
+        serial: r.get("serial"),
+        event: IssuanceEvent::parse(&r.get::<String, _>("event"))
+            .ok_or_else(|| StoreError::Backend("bad certificate_log event".into()))?,
+        thumbprint: r.get("thumbprint"),
+        subject: r.get("subject"),
+        device_id: r
+            .get::<Option<String>, _>("device_id")
+            .and_then(|s| DeviceId::parse(&s)),
+        enrollment_id: r
+            .get::<Option<String>, _>("enrollment_id")
+            .map(|s| parse_id(&s))
+            .transpose()?,
+        not_before: opt_micros(r.get("not_before"))?,
+        not_after: opt_micros(r.get("not_after"))?,
+        reason: r.get("reason"),
+        at: from_micros(r.get("at"))?,
+    })
+}
+
+async fn insert_log(conn: &mut sqlx::SqliteConnection, e: &IssuanceLogEntry) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO certificate_log (serial, event, thumbprint, subject, device_id, enrollment_id, \
+         not_before, not_after, reason, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&e.serial)
+    .bind(e.event.as_str())
+    .bind(&e.thumbprint)
+    .bind(&e.subject)
+    .bind(e.device_id.as_ref().map(DeviceId::as_str))
+    .bind(e.enrollment_id.map(|i| i.to_string()))
+    .bind(e.not_before.map(micros))
+    .bind(e.not_after.map(micros))
+    .bind(&e.reason)
+    .bind(micros(e.at))
+    .execute(&mut *conn)
+    .await
+    .map_err(backend)?;
+    Ok(())
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_enrollment_token(&self, t: &NewEnrollmentToken) -> StoreResult<EnrollmentToken> {
+        let mut tx = self.begin_write().await?;
+        let group_id = match &t.group {
+            Some(name) => Some(Self::ensure_group(&mut tx, name, t.created_at).await?),
+            None => None,
+        };
+        sqlx::query(
+            "INSERT INTO enrollment_tokens (id, token_hash, description, max_uses, uses, expires_at, \
+             group_id, revoked, created_at) VALUES (?, ?, ?, ?, 0, ?, ?, 0, ?)",
+        )
+        .bind(t.id.to_string())
+        .bind(t.token_hash.to_hex())
+        .bind(&t.description)
+        .bind(t.max_uses.map(i64::from))
+        .bind(t.expires_at.map(micros))
+        .bind(group_id.map(|g| g.to_string()))
+        .bind(micros(t.created_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
+        Ok(EnrollmentToken {
+            id: t.id,
+            token_hash: t.token_hash,
+            description: t.description.clone(),
+            max_uses: t.max_uses,
+            uses: 0,
+            expires_at: t.expires_at,
+            group_id,
+            revoked: false,
+            created_at: t.created_at,
+        })
+    }
+
+    async fn enrollment_token_by_hash(&self, hash: &TokenHash) -> StoreResult<Option<EnrollmentToken>> {
+        sqlx::query("SELECT * FROM enrollment_tokens WHERE token_hash = ?")
+            .bind(hash.to_hex())
+            .fetch_optional(&self.read)
+            .await
+            .map_err(backend)?
+            .as_ref()
+            .map(token_from_row)
+            .transpose()
+    }
+
+    async fn list_enrollment_tokens(&self) -> StoreResult<Vec<EnrollmentToken>> {
+        sqlx::query("SELECT * FROM enrollment_tokens ORDER BY created_at")
+            .fetch_all(&self.read)
+            .await
+            .map_err(backend)?
+            .iter()
+            .map(token_from_row)
+            .collect()
+    }
+
+    async fn group_by_name(&self, name: &str) -> StoreResult<Option<Group>> {
+        let Some(r) = sqlx::query("SELECT id, name, created_at FROM groups WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.read)
+            .await
+            .map_err(backend)?
+        else {
+            return Ok(None);
+        };
+        Ok(Some(Group {
+            id: parse_id(&r.get::<String, _>("id"))?,
+            name: r.get("name"),
+            created_at: from_micros(r.get("created_at"))?,
+        }))
+    }
+
+    async fn create_user(&self, u: &User) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        let res = sqlx::query(
+            "INSERT INTO users (id, email, display_name, password_hash, disabled, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(u.id.to_string())
+        .bind(u.email.to_lowercase())
+        .bind(&u.display_name)
+        .bind(&u.password_hash)
+        .bind(i64::from(u.disabled))
+        .bind(micros(u.created_at))
+        .execute(&mut *tx)
+        .await;
+        match res {
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                return Err(StoreError::Conflict(format!("user {}", u.email)));
+            }
+            other => {
+                other.map_err(backend)?;
+            }
+        }
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn user_by_email(&self, email: &str) -> StoreResult<Option<User>> {
+        sqlx::query("SELECT * FROM users WHERE email = ?")
+            .bind(email.trim().to_lowercase())
+            .fetch_optional(&self.read)
+            .await
+            .map_err(backend)?
+            .as_ref()
+            .map(user_from_row)
+            .transpose()
+    }
+
+    async fn put_admin_token(&self, name: &str, hash: &TokenHash, created_at: OffsetDateTime) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO admin_tokens (token_hash, name, created_at) VALUES (?, ?, ?) \
+             ON CONFLICT (token_hash) DO NOTHING",
+        )
+        .bind(hash.to_hex())
+        .bind(name)
+        .bind(micros(created_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn admin_token_exists(&self, hash: &TokenHash) -> StoreResult<bool> {
+        Ok(sqlx::query("SELECT 1 FROM admin_tokens WHERE token_hash = ?")
+            .bind(hash.to_hex())
+            .fetch_optional(&self.read)
+            .await
+            .map_err(backend)?
+            .is_some())
+    }
+
+    async fn count_admin_tokens(&self) -> StoreResult<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM admin_tokens")
+            .fetch_one(&self.read)
+            .await
+            .map_err(backend)?;
+        Ok(n as u64)
+    }
+
+    async fn active_enrollment_by_device_id(&self, device_id: &DeviceId) -> StoreResult<Option<Enrollment>> {
+        sqlx::query("SELECT * FROM enrollments WHERE device_id = ? AND state = 'active'")
+            .bind(device_id.as_str())
+            .fetch_optional(&self.read)
+            .await
+            .map_err(backend)?
+            .as_ref()
+            .map(enrollment_from_row)
+            .transpose()
+    }
+
+    async fn enrollment_by_id(&self, id: EnrollmentId) -> StoreResult<Option<Enrollment>> {
+        sqlx::query("SELECT * FROM enrollments WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&self.read)
+            .await
+            .map_err(backend)?
+            .as_ref()
+            .map(enrollment_from_row)
+            .transpose()
+    }
+
+    async fn list_enrollments(&self) -> StoreResult<Vec<Enrollment>> {
+        sqlx::query("SELECT * FROM enrollments ORDER BY enrolled_at")
+            .fetch_all(&self.read)
+            .await
+            .map_err(backend)?
+            .iter()
+            .map(enrollment_from_row)
+            .collect()
+    }
+
+    async fn commit_enrollment(&self, c: &EnrollmentCommit) -> StoreResult<()> {
+        let e = &c.enrollment;
+        let now = e.enrolled_at;
+        let mut tx = self.begin_write().await?;
+
+        if let Some(token_id) = c.consume_token {
+            // Re-check usability inside the write lock: the pre-check the server did may be stale.
+            let row = sqlx::query("SELECT * FROM enrollment_tokens WHERE id = ?")
+                .bind(token_id.to_string())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(backend)?
+                .ok_or(StoreError::NotFound)?;
+            token_from_row(&row)?.usable_at(now)?;
+            sqlx::query("UPDATE enrollment_tokens SET uses = uses + 1 WHERE id = ?")
+                .bind(token_id.to_string())
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+        }
+
+        if let Some((nonce, expires_at)) = &c.consume_nonce {
+            let res = sqlx::query("INSERT INTO used_nonces (nonce_hash, expires_at) VALUES (?, ?)")
+                .bind(nonce.to_hex())
+                .bind(micros(*expires_at))
+                .execute(&mut *tx)
+                .await;
+            match res {
+                Err(sqlx::Error::Database(db)) if db.is_unique_violation() => return Err(StoreError::NonceReused),
+                other => {
+                    other.map_err(backend)?;
+                }
+            }
+            sqlx::query("DELETE FROM used_nonces WHERE expires_at < ?")
+                .bind(micros(now))
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+        }
+
+        // A device that enrolls again replaces its previous enrollment; the old certificate must stop
+        // working, so it is revoked in the same transaction.
+        let previous = sqlx::query("SELECT id, cert_serial FROM enrollments WHERE device_id = ? AND state = 'active'")
+            .bind(e.device_id.as_str())
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(backend)?;
+        for row in &previous {
+            let old_id: String = row.get("id");
+            let old_serial: String = row.get("cert_serial");
+            sqlx::query("UPDATE enrollments SET state = 'replaced', updated_at = ? WHERE id = ?")
+                .bind(micros(now))
+                .bind(&old_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+            insert_log(
+                &mut tx,
+                &IssuanceLogEntry {
+                    serial: old_serial,
+                    event: IssuanceEvent::Revoked,
+                    thumbprint: None,
+                    subject: None,
+                    device_id: Some(e.device_id.clone()),
+                    enrollment_id: Some(parse_id(&old_id)?),
+                    not_before: None,
+                    not_after: None,
+                    reason: Some("superseded by re-enrollment".into()),
+                    at: now,
+                },
+            )
+            .await?;
+        }
+
+        sqlx::query(
+            "INSERT INTO enrollments (id, device_id, hw_dev_id, device_name, os_version, os_edition, \
+             enrollment_type, user_email, auth_method, enrollment_token_id, group_id, cert_serial, \
+             cert_thumbprint, cert_not_after, state, enrolled_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(e.id.to_string())
+        .bind(e.device_id.as_str())
+        .bind(&e.hw_dev_id)
+        .bind(&e.device_name)
+        .bind(&e.os_version)
+        .bind(&e.os_edition)
+        .bind(e.enrollment_type.as_str())
+        .bind(&e.user_email)
+        .bind(e.auth_method.as_str())
+        .bind(e.enrollment_token_id.map(|i| i.to_string()))
+        .bind(e.group_id.map(|i| i.to_string()))
+        .bind(&e.cert_serial)
+        .bind(&e.cert_thumbprint)
+        .bind(micros(e.cert_not_after))
+        .bind(e.state.as_str())
+        .bind(micros(e.enrolled_at))
+        .bind(micros(e.updated_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+
+        insert_log(
+            &mut tx,
+            &IssuanceLogEntry {
+                serial: e.cert_serial.clone(),
+                event: IssuanceEvent::Issued,
+                thumbprint: Some(e.cert_thumbprint.clone()),
+                subject: Some(c.subject.clone()),
+                device_id: Some(e.device_id.clone()),
+                enrollment_id: Some(e.id),
+                not_before: Some(c.not_before),
+                not_after: Some(e.cert_not_after),
+                reason: None,
+                at: now,
+            },
+        )
+        .await?;
+
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn append_issuance_log(&self, e: &IssuanceLogEntry) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        insert_log(&mut tx, e).await?;
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn issuance_log(&self) -> StoreResult<Vec<IssuanceLogEntry>> {
+        sqlx::query("SELECT * FROM certificate_log ORDER BY seq")
+            .fetch_all(&self.read)
+            .await
+            .map_err(backend)?
+            .iter()
+            .map(log_from_row)
+            .collect()
+    }
+}

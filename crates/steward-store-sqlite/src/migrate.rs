@@ -1,0 +1,51 @@
+//! Embedded, forward-only migrations. Each file runs once, in order, inside its own transaction, and
+//! is recorded in `_steward_migrations`. A database that has a migration this binary does not know
+//! (written by a newer Steward) is refused rather than guessed at.
+
+use sqlx::{Row, SqlitePool};
+use steward_domain::{StoreError, StoreResult};
+
+/// (version, name, SQL). Append only; never edit an entry that has shipped.
+pub const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "initial", include_str!("../migrations/0001_initial.sql"))];
+
+pub(crate) async fn run(pool: &SqlitePool) -> StoreResult<()> {
+    let be = |e: sqlx::Error| StoreError::Backend(format!("migration: {e}"));
+    let mut conn = pool.acquire().await.map_err(be)?;
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS _steward_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)",
+    )
+    .execute(&mut *conn)
+    .await
+    .map_err(be)?;
+    let applied: Vec<i64> = sqlx::query("SELECT version FROM _steward_migrations ORDER BY version")
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(be)?
+        .iter()
+        .map(|r| r.get::<i64, _>(0))
+        .collect();
+    let known_max = MIGRATIONS.last().map_or(0, |m| m.0);
+    if let Some(&newest) = applied.last()
+        && newest > known_max
+    {
+        return Err(StoreError::Backend(format!(
+            "database schema version {newest} is newer than this binary supports ({known_max}); upgrade Steward"
+        )));
+    }
+    for &(version, name, sql) in MIGRATIONS {
+        if applied.contains(&version) {
+            continue;
+        }
+        let mut tx = sqlx::Connection::begin(&mut *conn).await.map_err(be)?;
+        sqlx::raw_sql(sql).execute(&mut *tx).await.map_err(be)?;
+        sqlx::query("INSERT INTO _steward_migrations (version, name, applied_at) VALUES (?, ?, strftime('%s','now'))")
+            .bind(version)
+            .bind(name)
+            .execute(&mut *tx)
+            .await
+            .map_err(be)?;
+        tx.commit().await.map_err(be)?;
+        tracing::info!(version, name, "applied migration");
+    }
+    Ok(())
+}

@@ -1,0 +1,278 @@
+//! The `steward` binary: `serve` runs the server; the other subcommands work on the local data
+//! directory directly (SQLite allows that while the server runs), so an operator can create an
+//! enrollment token on a fresh install before any admin API client exists.
+
+mod duration;
+
+use std::io::{BufRead, IsTerminal};
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use steward_domain::{EnrollmentTokenId, NewEnrollmentToken, TokenHash, TokenKind, User, UserId};
+use steward_server::Config;
+use time::OffsetDateTime;
+
+#[derive(Parser)]
+#[command(
+    name = "steward",
+    version,
+    about = "Steward: device management for Windows, Apple and Android"
+)]
+struct Cli {
+    /// TOML config file (defaults are used for anything it does not set; STEWARD_* variables override it).
+    #[arg(long, short, global = true, env = "STEWARD_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the server (creates the data directory, CA and TLS certificate on first start).
+    Serve,
+    /// Configuration helpers.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Enrollment tokens: the password a device presents to enroll.
+    #[command(name = "enroll-token")]
+    EnrollToken {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Users of Steward's own user store (federated sign-in, e-mail + password enrollment).
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Load and validate the configuration without starting anything; print the effective settings.
+    Check,
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a token and print it (it is shown only this once; Steward stores a hash).
+    Create {
+        /// How many devices may enroll with it (default: unlimited until it expires).
+        #[arg(long)]
+        uses: Option<u32>,
+        /// Lifetime, e.g. 30m, 24h, 7d, 2w (default 7d).
+        #[arg(long, default_value = "7d", value_parser = duration::parse)]
+        expires: time::Duration,
+        /// Put devices enrolled with this token into this group (created if missing).
+        #[arg(long)]
+        group: Option<String>,
+        /// A note for other admins.
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// List tokens (never their values).
+    List,
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Add a user. The password is read from standard input (one line) unless --password is given.
+    Add {
+        email: String,
+        #[arg(long)]
+        name: Option<String>,
+        /// Password on the command line (visible in process listings; prefer standard input).
+        #[arg(long)]
+        password: Option<String>,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("STEWARD_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let config = Config::load(cli.config.as_deref()).context("configuration")?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async move {
+        match cli.command {
+            Command::Serve => serve(config).await,
+            Command::Config {
+                command: ConfigCommand::Check,
+            } => config_check(&config),
+            Command::EnrollToken { command } => token(config, command).await,
+            Command::User { command } => user(config, command).await,
+        }
+    })
+}
+
+async fn serve(config: Config) -> Result<()> {
+    let data_dir = config.data_dir.clone();
+    let server = steward_server::start(config).await.context("starting the server")?;
+    let url = &server.public_url;
+    let discovery = format!("{url}{}", steward_server::windows::DISCOVERY_URL_PATH);
+    let root = data_dir.join("pki").join("root-ca.pem");
+    println!();
+    println!("Steward is running on {} (public URL {url})", server.local_addr);
+    if server.ca_created {
+        println!("  Created a new CA in {}", data_dir.join("pki").display());
+    }
+    println!("  Root CA certificate: {}", root.display());
+    println!("  Enrollment (discovery) URL: {discovery}");
+    if let Some(token) = &server.generated_admin_token {
+        println!();
+        println!("  Admin token (shown once, store it now): {}", token.expose());
+    }
+    println!();
+    println!("To enroll a Windows 10/11 device:");
+    println!("  1. Create an enrollment token:  steward enroll-token create --uses 1");
+    println!("  2. Make the device trust the server: import the root CA above into the device's");
+    println!("     Trusted Root Certification Authorities (or configure a publicly trusted TLS certificate).");
+    println!("  3. On the device: Settings > Accounts > Access work or school > Enroll only in device management.");
+    println!("     E-mail: any address (e.g. user@example.com); server: {discovery}; password: the token.");
+    println!("     Or open this link on the device:");
+    println!("     ms-device-enrollment:?mode=mdm&username=user@example.com&servername={discovery}");
+    println!();
+    server.run_until_signal().await;
+    Ok(())
+}
+
+fn config_check(config: &Config) -> Result<()> {
+    println!("configuration is valid");
+    println!("  data_dir     = {}", config.data_dir.display());
+    println!("  listen       = {}", config.listen);
+    println!("  public_url   = {}", config.public_url());
+    println!("  tls names    = {}", config.tls_hostnames().join(", "));
+    println!("  tls key      = {:?}", config.tls.key_algorithm);
+    println!("  auth_policy  = {:?}", config.enrollment.auth_policy);
+    println!(
+        "  admin_token  = {}",
+        if config.admin_token.is_some() {
+            "set"
+        } else {
+            "generated on first start"
+        }
+    );
+    println!("environment variables read:");
+    for (var, key) in steward_server::config::ENV_KEYS {
+        println!("  {var:<36} -> {key}");
+    }
+    Ok(())
+}
+
+async fn token(config: Config, command: TokenCommand) -> Result<()> {
+    let store = steward_server::open_store(&config).await?;
+    match command {
+        TokenCommand::Create {
+            uses,
+            expires,
+            group,
+            description,
+        } => {
+            if uses == Some(0) {
+                bail!("--uses must be at least 1");
+            }
+            if expires <= time::Duration::ZERO {
+                bail!("--expires must be positive");
+            }
+            let secret = TokenKind::Enrollment
+                .generate()
+                .map_err(|_| anyhow::anyhow!("random generator failed"))?;
+            let now = OffsetDateTime::now_utc();
+            let t = store
+                .create_enrollment_token(&NewEnrollmentToken {
+                    id: EnrollmentTokenId::new(),
+                    token_hash: TokenHash::of(secret.expose()),
+                    description,
+                    max_uses: uses,
+                    expires_at: Some(now + expires),
+                    group,
+                    created_at: now,
+                })
+                .await?;
+            if std::io::stdout().is_terminal() {
+                eprintln!(
+                    "Created enrollment token {} (uses: {}, expires {}). It is shown only once:",
+                    t.id,
+                    uses.map_or("unlimited".to_owned(), |u| u.to_string()),
+                    t.expires_at.map_or("never".to_owned(), |e| e.to_string())
+                );
+            }
+            println!("{}", secret.expose());
+        }
+        TokenCommand::List => {
+            println!(
+                "{:<36}  {:>9}  {:<25}  {:<8}  DESCRIPTION",
+                "ID", "USES", "EXPIRES", "STATE"
+            );
+            let now = OffsetDateTime::now_utc();
+            for t in store.list_enrollment_tokens().await? {
+                let uses = match t.max_uses {
+                    Some(m) => format!("{}/{m}", t.uses),
+                    None => format!("{}", t.uses),
+                };
+                let state = match t.usable_at(now) {
+                    Ok(()) => "usable".to_owned(),
+                    Err(e) => format!("{e:?}").to_lowercase(),
+                };
+                let expires = t
+                    .expires_at
+                    .map_or("never".into(), |e| e.date().to_string() + " " + &e.time().to_string());
+                println!(
+                    "{:<36}  {uses:>9}  {expires:<25}  {state:<8}  {}",
+                    t.id,
+                    t.description.unwrap_or_default()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn user(config: Config, command: UserCommand) -> Result<()> {
+    let store = steward_server::open_store(&config).await?;
+    match command {
+        UserCommand::Add { email, name, password } => {
+            let email = email.trim().to_lowercase();
+            if !email.contains('@') || email.len() > 254 {
+                bail!("{email:?} is not an e-mail address");
+            }
+            let password = match password {
+                Some(p) => p,
+                None => {
+                    if std::io::stdin().is_terminal() {
+                        eprint!("Password for {email}: ");
+                    }
+                    let mut line = String::new();
+                    std::io::stdin().lock().read_line(&mut line)?;
+                    line.trim_end_matches(['\r', '\n']).to_owned()
+                }
+            };
+            if password.chars().count() < 8 {
+                bail!("the password must have at least 8 characters");
+            }
+            let hash = tokio::task::spawn_blocking(move || steward_domain::secret::hash_password(&password))
+                .await?
+                .map_err(|e| anyhow::anyhow!("hashing the password: {e}"))?;
+            store
+                .create_user(&User {
+                    id: UserId::new(),
+                    email: email.clone(),
+                    display_name: name,
+                    password_hash: hash,
+                    disabled: false,
+                    created_at: OffsetDateTime::now_utc(),
+                })
+                .await?;
+            println!("added user {email}");
+        }
+    }
+    Ok(())
+}
