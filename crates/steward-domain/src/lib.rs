@@ -5,6 +5,9 @@ pub mod model;
 pub mod secret;
 pub mod store;
 
+#[cfg(feature = "conformance")]
+pub mod conformance;
+
 pub use model::*;
 pub use secret::{SecretString, TokenHash, TokenKind};
 pub use store::{Store, StoreError, StoreResult};

@@ -530,3 +530,52 @@ impl Store for SqliteStore {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn conformance_story_in_memory() {
+        let store = SqliteStore::open_in_memory().await.unwrap();
+        steward_domain::conformance::run(&store).await;
+    }
+
+    #[tokio::test]
+    async fn conformance_story_on_disk_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let store = SqliteStore::open(&path).await.unwrap();
+        steward_domain::conformance::run(&store).await;
+        drop(store);
+        // Migrations are not re-applied; data survives.
+        let store = SqliteStore::open(&path).await.unwrap();
+        assert_eq!(store.list_enrollments().await.unwrap().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn certificate_log_is_append_only() {
+        let store = SqliteStore::open_in_memory().await.unwrap();
+        steward_domain::conformance::run(&store).await;
+        let upd = sqlx::query("UPDATE certificate_log SET event = 'issued'")
+            .execute(&store.write)
+            .await;
+        assert!(upd.unwrap_err().to_string().contains("append-only"));
+        let del = sqlx::query("DELETE FROM certificate_log").execute(&store.write).await;
+        assert!(del.unwrap_err().to_string().contains("append-only"));
+    }
+
+    #[tokio::test]
+    async fn refuses_a_database_from_a_newer_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let store = SqliteStore::open(&path).await.unwrap();
+        sqlx::query("INSERT INTO _steward_migrations (version, name, applied_at) VALUES (999, 'future', 0)")
+            .execute(&store.write)
+            .await
+            .unwrap();
+        drop(store);
+        let err = SqliteStore::open(&path).await.unwrap_err().to_string();
+        assert!(err.contains("newer"), "{err}");
+    }
+}

@@ -41,11 +41,7 @@ impl TestServer {
         Self::start_in(dir, tweak, None).await
     }
 
-    pub async fn start_in(
-        dir: tempfile::TempDir,
-        tweak: impl FnOnce(&mut Config),
-        wrap: Option<StoreWrapper>,
-    ) -> Self {
+    pub async fn start_in(dir: tempfile::TempDir, tweak: impl FnOnce(&mut Config), wrap: Option<StoreWrapper>) -> Self {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();

@@ -1,1 +1,0 @@
-//! SyncML codec (being written).
