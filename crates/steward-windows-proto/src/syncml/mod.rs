@@ -2,15 +2,18 @@
 //! deterministic writer for the management-session messages exchanged after enrollment.
 //!
 //! Coverage, by specification section:
-//! - MS-MDM §2.2.1 (namespaces), §2.2.2 (SyncML/SyncHdr/SyncBody skeleton), §2.2.3 (common elements:
-//!   CmdID, MsgRef, CmdRef, LocURI, Final, MoreData), §2.2.4 (message container), §2.2.5 (MetInf:
-//!   Format, Type, MaxMsgSize, MaxObjSize, Size, NextNonce, Mark), §2.2.6 (Status, Results),
-//!   §2.2.7 (protocol commands: Add, Alert, Atomic, Delete, Exec, Get, Replace, Sequence) and the
-//!   SyncBody `xmlns:msft` extension namespace (§2.2.4.2).
-//! - OMA-TS-DM_RepPro-V1_2 (SyncML DM Representation Protocol) §5 (message structure, element
-//!   order of the DTD), §6.6 (common elements), §6.5 (Status, Results), §6.6 commands and the
-//!   MetInf DTD (OMA-TS-SyncML_MetaInfo-V1_2 §5).
-//! - OMA-TS-DM_Protocol-V1_2 §8 (large objects: MoreData, Size) and §10 (alert and status codes).
+//! - MS-MDM §2.2 message syntax: §2.2.3 common elements (CmdID, Final, LocURI, MsgID, SessionID,
+//!   Source, Target, VerDTD, VerProto, …), §2.2.4.1 SyncML, §2.2.4.2 SyncHdr, §2.2.4.3 SyncBody
+//!   (including the `xmlns:msft` extension namespace), §2.2.5 data description (Data, Item, Meta
+//!   §2.2.5.3 and its MetInf children), §2.2.6.1 Status, §2.2.7 commands (Add §2.2.7.1, Alert
+//!   §2.2.7.2, Atomic §2.2.7.3, Delete §2.2.7.4, Exec §2.2.7.5, Get §2.2.7.6, Replace §2.2.7.7,
+//!   Results §2.2.7.8). Sequence follows Learn "OMA DM protocol support" (oma-dm-protocol-support).
+//! - OMA-TS-DM_RepPro-V1_2 (SyncML DM Representation Protocol): §5 (DTD element order, which
+//!   MS-MDM §2.2 says MUST be respected), §6.1 common use elements, §6.2 message container
+//!   elements, §6.3 data description elements (Data, Item, Meta), §6.4 Status, §6.5 protocol
+//!   commands; MetInf per OMA-TS-SyncML_MetaInfo-V1_2.
+//! - OMA-TS-DM_Protocol-V1_2: large objects (MoreData, Meta Size, statuses 213/424, alert 1225),
+//!   alert codes and response status codes.
 //!
 //! Parsing goes through [`crate::xml::parse`], so DTDs are refused and node count and depth are
 //! capped before any SyncML logic runs. Elements are matched by namespace URI and local name; the
@@ -32,21 +35,21 @@ pub use write::{estimated_size, write, write_into};
 use crate::xml::XmlError;
 use thiserror::Error;
 
-// ---- Namespaces (MS-MDM §2.2.1) ----
+// ---- Namespaces (MS-MDM §2.2.4.1 SyncML, §2.2.4.3 SyncBody, §2.2.5.3 Meta) ----
 
 /// SyncML 1.2 namespace as Windows writes it (the URI is compared ignoring ASCII case on input).
 pub const NS_SYNCML: &str = "SYNCML:SYNCML1.2";
 /// SyncML Meta Information namespace (OMA-TS-SyncML_MetaInfo-V1_2 §5) used by `Meta` children.
 pub const NS_METINF: &str = "syncml:metinf";
-/// Microsoft extension namespace declared as `xmlns:msft` on SyncBody (MS-MDM §2.2.4.2).
+/// Microsoft extension namespace declared as `xmlns:msft` on SyncBody (MS-MDM §2.2.4.3).
 pub const NS_MSFT: &str = "http://schemas.microsoft.com/MobileDevice/MDM";
 
-/// `VerDTD` value for SyncML 1.2 (OMA-TS-DM_RepPro §6.1.x VerDTD).
+/// `VerDTD` value for SyncML 1.2 (MS-MDM §2.2.3.13).
 pub const VER_DTD: &str = "1.2";
-/// `VerProto` value for OMA-DM 1.2 (OMA-TS-DM_RepPro VerProto).
+/// `VerProto` value for OMA-DM 1.2 (MS-MDM §2.2.3.14).
 pub const VER_PROTO: &str = "DM/1.2";
 
-// ---- Alert codes (OMA-TS-DM_Protocol-V1_2 §10 / MS-MDM §2.2.7.2) ----
+// ---- Alert codes (MS-MDM §2.2.7.2 Alert; OMA-TS-DM_Protocol-V1_2 alert types) ----
 
 /// Server-initiated management session (after a WNS push).
 pub const ALERT_SERVER_INITIATED: u16 = 1200;
@@ -63,7 +66,7 @@ pub const ALERT_NO_END_OF_DATA: u16 = 1225;
 /// Generic alert (Windows: unenroll request, asynchronous CSP completion).
 pub const ALERT_GENERIC: u16 = 1226;
 
-// ---- Status codes (OMA-TS-DM_RepPro §10 "Response Status Codes" / MS-MDM §2.2.6.1.1) ----
+// ---- Status codes (MS-MDM §2.2.6.1 Status; OMA-TS-DM_Protocol-V1_2 response status codes) ----
 
 /// OK.
 pub const STATUS_OK: u16 = 200;
@@ -71,7 +74,7 @@ pub const STATUS_OK: u16 = 200;
 pub const STATUS_ACCEPTED: u16 = 202;
 /// Authentication accepted (SyncHdr status).
 pub const STATUS_AUTHENTICATION_ACCEPTED: u16 = 212;
-/// Chunked item accepted and buffered (large objects, OMA-TS-DM_Protocol §8).
+/// Chunked item accepted and buffered (large objects, OMA-TS-DM_Protocol-V1_2 large object handling).
 pub const STATUS_CHUNKED_ITEM_ACCEPTED: u16 = 213;
 /// Operation cancelled.
 pub const STATUS_OPERATION_CANCELLED: u16 = 214;
@@ -119,21 +122,21 @@ pub const TYPE_AAD_USER_TOKEN: &str = "com.microsoft/MDM/AADUserToken";
 
 // ---- Types (OMA-TS-DM_RepPro §5–6) ----
 
-/// One SyncML message: `<SyncML><SyncHdr/><SyncBody/></SyncML>` (MS-MDM §2.2.2.1).
+/// One SyncML message: `<SyncML><SyncHdr/><SyncBody/></SyncML>` (MS-MDM §2.2.4.1).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SyncMl {
     pub header: SyncHdr,
     pub body: SyncBody,
 }
 
-/// Message header (MS-MDM §2.2.2.2, OMA-TS-DM_RepPro §6.1 SyncHdr).
+/// Message header (MS-MDM §2.2.4.2, OMA-TS-DM_RepPro §6.2 SyncHdr).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SyncHdr {
     /// `VerDTD`, `1.2` for everything Windows sends ([`VER_DTD`]).
     pub ver_dtd: String,
     /// `VerProto`, `DM/1.2` ([`VER_PROTO`]).
     pub ver_proto: String,
-    /// Client-chosen session id: 1–8 hex digits (at most 4 bytes, MS-MDM §2.2.2.2 SessionID).
+    /// Client-chosen session id: 1–8 hex digits (at most 4 bytes, MS-MDM §2.2.3.8).
     pub session_id: String,
     /// Message id, monotonically increasing per sender from 1.
     pub msg_id: u32,
@@ -145,7 +148,7 @@ pub struct SyncHdr {
 
 impl SyncHdr {
     /// A header with `VerDTD 1.2`, `VerProto DM/1.2`, the given session and message ids, and the
-    /// target/source LocURIs (OMA-TS-DM_RepPro §6.1: Target and Source are mandatory in SyncHdr).
+    /// target/source LocURIs (MS-MDM §2.2.4.2: Target and Source are mandatory in SyncHdr).
     pub fn new(session_id: impl Into<String>, msg_id: u32, target: &str, source: &str) -> Self {
         Self {
             ver_dtd: VER_DTD.to_owned(),
@@ -160,7 +163,7 @@ impl SyncHdr {
     }
 }
 
-/// `Target` or `Source`: `LocURI` plus optional `LocName` (OMA-TS-DM_RepPro §6.1 LocURI/LocName).
+/// `Target` or `Source`: `LocURI` plus optional `LocName` (MS-MDM §2.2.3.9/§2.2.3.11, OMA-TS-DM_RepPro §6.1).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct LocTarget {
     pub loc_uri: String,
@@ -173,14 +176,14 @@ impl LocTarget {
     }
 }
 
-/// Credentials in SyncHdr (OMA-TS-DM_RepPro §6.1 Cred; MS-MDM §2.2.2.2): Meta carries the scheme.
+/// Credentials in SyncHdr (OMA-TS-DM_RepPro §6.1 Cred): Meta carries the scheme (`syncml:auth-md5`, …).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Cred {
     pub meta: Option<Meta>,
     pub data: String,
 }
 
-/// MetInf values (OMA-TS-SyncML_MetaInfo-V1_2 §5; MS-MDM §2.2.5). Unknown MetInf children
+/// MetInf values (MS-MDM §2.2.5.3 Meta; OMA-TS-SyncML_MetaInfo-V1_2). Unknown MetInf children
 /// (EMI, Mem, Version, …) are ignored on input.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Meta {
@@ -190,7 +193,7 @@ pub struct Meta {
     pub type_: Option<String>,
     pub max_msg_size: Option<u64>,
     pub max_obj_size: Option<u64>,
-    /// Total size of a large object, on its first chunk (OMA-TS-DM_Protocol §8).
+    /// Total size of a large object, on its first chunk (OMA-TS-DM_Protocol-V1_2 large object handling).
     pub size: Option<u64>,
     pub next_nonce: Option<String>,
     /// `Mark`, e.g. `informational` / `critical` on generic alerts.
@@ -204,14 +207,14 @@ impl Meta {
     }
 }
 
-/// One `Item` (OMA-TS-DM_RepPro §6.3 Item): Target, Source, Meta, Data, MoreData.
+/// One `Item` (MS-MDM §2.2.5, OMA-TS-DM_RepPro §6.3 Item): Target, Source, Meta, Data, MoreData.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Item {
     pub source: Option<LocTarget>,
     pub target: Option<LocTarget>,
     pub meta: Option<Meta>,
     pub data: Option<ItemData>,
-    /// `<MoreData/>`: this item is a non-final chunk of a large object (OMA-TS-DM_Protocol §8).
+    /// `<MoreData/>`: this item is a non-final chunk of a large object (OMA-TS-DM_Protocol-V1_2 large object handling).
     pub more_data: bool,
 }
 
@@ -254,7 +257,7 @@ impl ItemData {
     }
 }
 
-/// `Status` (MS-MDM §2.2.6.1, OMA-TS-DM_RepPro §6.5.x Status).
+/// `Status` (MS-MDM §2.2.6.1, OMA-TS-DM_RepPro §6.4 Status).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Status {
     pub cmd_id: String,
@@ -280,7 +283,7 @@ impl Status {
     }
 }
 
-/// `Results` answering a Get (MS-MDM §2.2.6.2, OMA-TS-DM_RepPro §6.5.x Results).
+/// `Results` answering a Get (MS-MDM §2.2.7.8, OMA-TS-DM_RepPro §6.5 Results).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Results {
     pub cmd_id: String,
@@ -291,7 +294,7 @@ pub struct Results {
     pub items: Vec<Item>,
 }
 
-/// `Alert` (MS-MDM §2.2.7.2, OMA-TS-DM_RepPro §6.6.2 Alert).
+/// `Alert` (MS-MDM §2.2.7.2, OMA-TS-DM_RepPro §6.5 Alert).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Alert {
     pub cmd_id: String,
@@ -316,7 +319,7 @@ pub struct ItemCommand {
     pub items: Vec<Item>,
 }
 
-/// Atomic or Sequence (MS-MDM §2.2.7.3 / §2.2.7.8): CmdID, optional Meta, nested commands.
+/// Atomic or Sequence (MS-MDM §2.2.7.3; OMA-TS-DM_RepPro §6.5 Atomic/Sequence): CmdID, optional Meta, nested commands.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Container {
     pub cmd_id: String,
@@ -370,8 +373,8 @@ impl Command {
     }
 }
 
-/// Message body (MS-MDM §2.2.4.2): commands in order, then `<Final/>` when this is the last
-/// message of the package (OMA-TS-DM_Protocol §8: omitted when more messages follow).
+/// Message body (MS-MDM §2.2.4.3): commands in order, then `<Final/>` when this is the last
+/// message of the package (OMA-TS-DM_Protocol-V1_2 large object handling: omitted when more messages follow).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SyncBody {
     pub commands: Vec<Command>,
