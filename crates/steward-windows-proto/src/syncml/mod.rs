@@ -172,7 +172,10 @@ pub struct LocTarget {
 
 impl LocTarget {
     pub fn new(loc_uri: impl Into<String>) -> Self {
-        Self { loc_uri: loc_uri.into(), loc_name: None }
+        Self {
+            loc_uri: loc_uri.into(),
+            loc_name: None,
+        }
     }
 }
 
@@ -203,7 +206,10 @@ pub struct Meta {
 impl Meta {
     /// A Meta with only `Format`.
     pub fn format(format: impl Into<String>) -> Self {
-        Self { format: Some(format.into()), ..Self::default() }
+        Self {
+            format: Some(format.into()),
+            ..Self::default()
+        }
     }
 }
 
@@ -221,7 +227,10 @@ pub struct Item {
 impl Item {
     /// An item addressing `loc_uri` as its Target (what the server sends in Get/Add/Replace/…).
     pub fn target(loc_uri: impl Into<String>) -> Self {
-        Self { target: Some(LocTarget::new(loc_uri)), ..Self::default() }
+        Self {
+            target: Some(LocTarget::new(loc_uri)),
+            ..Self::default()
+        }
     }
 
     /// The Target LocURI, if any.
