@@ -37,6 +37,7 @@ fn enrollment(device: &str, serial: &str, token: Option<EnrollmentTokenId>, at: 
         state: EnrollmentState::Active,
         enrolled_at: at,
         updated_at: at,
+        last_seen_at: None,
     }
 }
 

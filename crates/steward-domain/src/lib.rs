@@ -11,3 +11,5 @@ pub mod conformance;
 pub use model::*;
 pub use secret::{SecretString, TokenHash, TokenKind};
 pub use store::{Store, StoreError, StoreResult};
+pub mod management;
+pub use management::*;

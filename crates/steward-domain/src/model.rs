@@ -197,6 +197,9 @@ pub struct Enrollment {
     pub enrolled_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
+    /// Last management session (None until the first check-in).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_seen_at: Option<OffsetDateTime>,
 }
 
 /// An admin-created token that lets devices enroll (the OnPremise UsernameToken password).

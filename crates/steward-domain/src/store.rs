@@ -5,6 +5,7 @@
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
+use crate::management::*;
 use crate::model::*;
 use crate::secret::TokenHash;
 
@@ -55,4 +56,39 @@ pub trait Store: Send + Sync + 'static {
     /// failed to commit is recorded as void).
     async fn append_issuance_log(&self, e: &IssuanceLogEntry) -> StoreResult<()>;
     async fn issuance_log(&self) -> StoreResult<Vec<IssuanceLogEntry>>;
+
+    // ---- management ----
+    /// The enrollment whose current identity certificate has this SHA-1 thumbprint (any state; the
+    /// caller decides whether the state allows a session).
+    async fn enrollment_by_certificate(&self, thumbprint: &str) -> StoreResult<Option<Enrollment>>;
+    /// Replaces the enrollment's identity certificate. The one used to authenticate stays valid until
+    /// the device first uses the new one. Fails with NotFound unless `old_thumbprint` is the current or
+    /// the previous certificate of an active enrollment.
+    async fn renew_certificate(&self, r: &CertificateRenewal) -> StoreResult<()>;
+    /// Changes an enrollment's state (admin or device action). Leaving `active` revokes the
+    /// certificate (logged) and cancels the open commands. Returns false if it was not active.
+    async fn end_enrollment(
+        &self,
+        id: EnrollmentId,
+        state: EnrollmentState,
+        reason: &str,
+        now: OffsetDateTime,
+    ) -> StoreResult<bool>;
+    async fn enqueue_commands(&self, commands: &[NewCommand]) -> StoreResult<()>;
+    async fn command(&self, id: CommandId) -> StoreResult<Option<Command>>;
+    /// All commands of an enrollment, oldest first.
+    async fn commands_for_enrollment(&self, id: EnrollmentId) -> StoreResult<Vec<Command>>;
+    /// Open (pending or sent), unexpired commands in delivery order: priority, then queue order.
+    async fn deliverable_commands(&self, id: EnrollmentId, now: OffsetDateTime) -> StoreResult<Vec<Command>>;
+    /// Cancels an open command. Returns false if it was no longer open.
+    async fn cancel_command(&self, id: CommandId, now: OffsetDateTime) -> StoreResult<bool>;
+    async fn command_result(&self, id: CommandId) -> StoreResult<Option<CommandResult>>;
+    async fn session_state(&self, id: EnrollmentId) -> StoreResult<Option<SessionState>>;
+    /// Commits everything one device message produced (see [`SessionCommit`]) atomically.
+    async fn commit_session_message(&self, id: EnrollmentId, commit: &SessionCommit, now: OffsetDateTime)
+    -> StoreResult<()>;
+    async fn device_facts(&self, id: EnrollmentId) -> StoreResult<Vec<DeviceFact>>;
+    async fn fact_history(&self, id: EnrollmentId) -> StoreResult<Vec<FactChange>>;
+    /// Raw device messages kept for audit, oldest first (bounded per enrollment).
+    async fn device_messages(&self, id: EnrollmentId) -> StoreResult<Vec<(OffsetDateTime, String)>>;
 }

@@ -6,15 +6,18 @@
 //! - lenient verification of the PKCS#10 requests Windows sends
 //!   ([`verify_csr`]) and issuance of device client certificates from the
 //!   request's public key only ([`issue_device_certificate`]);
+//! - verification of the CMS-wrapped PKCS#10 Windows sends to renew its
+//!   identity certificate ([`verify_renewal_request`]);
 //! - sealing private keys at rest ([`Kek`]);
 //! - for the device simulator, Windows-shaped requests ([`DeviceKey`],
-//!   [`build_windows_csr`]).
+//!   [`build_windows_csr`], [`build_renewal_request`]).
 //!
 //! Private keys never appear in `Debug` output or error messages.
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 mod certs;
+mod cms;
 mod csr;
 mod csr_build;
 pub mod der;
@@ -29,6 +32,7 @@ pub use certs::{
     CertifiedKey, DeviceCertParams, IssuedCertificate, KeyAlgorithm, generate_issuing_ca, generate_root_ca,
     generate_tls_server_cert, issue_device_certificate,
 };
+pub use cms::{RenewalError, VerifiedRenewal, build_renewal_request, verify_renewal_request};
 pub use csr::{VerifiedCsr, verify_csr};
 pub use csr_build::{
     CsrSignatureAlgorithm, DeviceKey, OID_MS_DEVICE_ID, build_csr_with_extensions, build_windows_csr, extension_der,

@@ -102,6 +102,8 @@ pub struct EnrollmentConfig {
     pub poll_interval_minutes: u32,
     /// How long a federated sign-in token stays valid.
     pub federated_token_minutes: u32,
+    /// Hours between inventory refreshes (asked at the start of a session once this has passed).
+    pub inventory_interval_hours: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -109,6 +111,8 @@ pub struct EnrollmentConfig {
 pub struct LimitsConfig {
     /// Largest enrollment (SOAP) request body accepted; larger gets 413 before it is read.
     pub enrollment_body_bytes: usize,
+    /// Largest management (SyncML) message accepted.
+    pub management_body_bytes: usize,
     /// TLS handshake deadline.
     pub handshake_timeout_seconds: u64,
 }
@@ -163,6 +167,7 @@ impl Default for EnrollmentConfig {
             poll_first_count: 5,
             poll_interval_minutes: 60,
             federated_token_minutes: 15,
+            inventory_interval_hours: 24,
         }
     }
 }
@@ -171,6 +176,7 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
             enrollment_body_bytes: 256 * 1024,
+            management_body_bytes: 4 * 1024 * 1024,
             handshake_timeout_seconds: 10,
         }
     }
@@ -196,6 +202,11 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("STEWARD_SERVER_NAME", "enrollment.server_name"),
     ("STEWARD_POLL_INTERVAL_MINUTES", "enrollment.poll_interval_minutes"),
     ("STEWARD_ENROLLMENT_BODY_BYTES", "limits.enrollment_body_bytes"),
+    ("STEWARD_MANAGEMENT_BODY_BYTES", "limits.management_body_bytes"),
+    (
+        "STEWARD_INVENTORY_INTERVAL_HOURS",
+        "enrollment.inventory_interval_hours",
+    ),
 ];
 
 /// Keys whose TOML type is not a string: their environment value is parsed as that type.
@@ -204,6 +215,8 @@ const NUMERIC_KEYS: &[&str] = &[
     "pki.renew_period_days",
     "enrollment.poll_interval_minutes",
     "limits.enrollment_body_bytes",
+    "limits.management_body_bytes",
+    "enrollment.inventory_interval_hours",
 ];
 
 impl Config {
@@ -303,6 +316,12 @@ impl Config {
         }
         if !(1..=120).contains(&e.federated_token_minutes) {
             return invalid("enrollment.federated_token_minutes must be between 1 and 120".into());
+        }
+        if !(1..=24 * 30).contains(&e.inventory_interval_hours) {
+            return invalid("enrollment.inventory_interval_hours must be between 1 and 720".into());
+        }
+        if !(64 * 1024..=64 * 1024 * 1024).contains(&self.limits.management_body_bytes) {
+            return invalid("limits.management_body_bytes must be between 64 KiB and 64 MiB".into());
         }
         if !(4096..=64 * 1024 * 1024).contains(&self.limits.enrollment_body_bytes) {
             return invalid("limits.enrollment_body_bytes must be between 4 KiB and 64 MiB".into());

@@ -4,6 +4,7 @@
 //! `BEGIN IMMEDIATE` so a concurrent writer in another process (the `steward` CLI) waits on
 //! `busy_timeout` instead of failing half-way with SQLITE_BUSY.
 
+mod management;
 mod migrate;
 
 use std::path::Path;
@@ -20,28 +21,28 @@ pub use migrate::MIGRATIONS;
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
-    read: SqlitePool,
-    write: SqlitePool,
+    pub(crate) read: SqlitePool,
+    pub(crate) write: SqlitePool,
 }
 
-fn backend(e: sqlx::Error) -> StoreError {
+pub(crate) fn backend(e: sqlx::Error) -> StoreError {
     StoreError::Backend(e.to_string())
 }
 
-fn micros(t: OffsetDateTime) -> i64 {
+pub(crate) fn micros(t: OffsetDateTime) -> i64 {
     (t.unix_timestamp_nanos() / 1_000) as i64
 }
 
-fn from_micros(v: i64) -> StoreResult<OffsetDateTime> {
+pub(crate) fn from_micros(v: i64) -> StoreResult<OffsetDateTime> {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(v) * 1_000)
         .map_err(|e| StoreError::Backend(format!("bad timestamp {v}: {e}")))
 }
 
-fn opt_micros(v: Option<i64>) -> StoreResult<Option<OffsetDateTime>> {
+pub(crate) fn opt_micros(v: Option<i64>) -> StoreResult<Option<OffsetDateTime>> {
     v.map(from_micros).transpose()
 }
 
-fn parse_id<T: FromStr>(s: &str) -> StoreResult<T> {
+pub(crate) fn parse_id<T: FromStr>(s: &str) -> StoreResult<T> {
     s.parse()
         .map_err(|_| StoreError::Backend(format!("bad id in database: {s}")))
 }
@@ -94,7 +95,7 @@ impl SqliteStore {
         Ok(Self { read, write })
     }
 
-    async fn begin_write(&self) -> StoreResult<sqlx::Transaction<'static, sqlx::Sqlite>> {
+    pub(crate) async fn begin_write(&self) -> StoreResult<sqlx::Transaction<'static, sqlx::Sqlite>> {
         self.write.begin_with("BEGIN IMMEDIATE").await.map_err(backend)
     }
 
@@ -148,7 +149,7 @@ fn user_from_row(r: &SqliteRow) -> StoreResult<User> {
     })
 }
 
-fn enrollment_from_row(r: &SqliteRow) -> StoreResult<Enrollment> {
+pub(crate) fn enrollment_from_row(r: &SqliteRow) -> StoreResult<Enrollment> {
     let bad = |what: &str| StoreError::Backend(format!("bad {what} in database"));
     Ok(Enrollment {
         id: parse_id(&r.get::<String, _>("id"))?,
@@ -175,6 +176,7 @@ fn enrollment_from_row(r: &SqliteRow) -> StoreResult<Enrollment> {
         state: EnrollmentState::parse(&r.get::<String, _>("state")).ok_or_else(|| bad("state"))?,
         enrolled_at: from_micros(r.get("enrolled_at"))?,
         updated_at: from_micros(r.get("updated_at"))?,
+        last_seen_at: opt_micros(r.get("last_seen_at"))?,
     })
 }
 
@@ -199,7 +201,7 @@ fn log_from_row(r: &SqliteRow) -> StoreResult<IssuanceLogEntry> {
     })
 }
 
-async fn insert_log(conn: &mut sqlx::SqliteConnection, e: &IssuanceLogEntry) -> StoreResult<()> {
+pub(crate) async fn insert_log(conn: &mut sqlx::SqliteConnection, e: &IssuanceLogEntry) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO certificate_log (serial, event, thumbprint, subject, device_id, enrollment_id, \
          not_before, not_after, reason, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -528,6 +530,60 @@ impl Store for SqliteStore {
             .iter()
             .map(log_from_row)
             .collect()
+    }
+
+    async fn enrollment_by_certificate(&self, thumbprint: &str) -> StoreResult<Option<Enrollment>> {
+        self.enrollment_by_certificate_impl(thumbprint).await
+    }
+    async fn renew_certificate(&self, r: &CertificateRenewal) -> StoreResult<()> {
+        self.renew_certificate_impl(r).await
+    }
+    async fn end_enrollment(
+        &self,
+        id: EnrollmentId,
+        state: EnrollmentState,
+        reason: &str,
+        now: OffsetDateTime,
+    ) -> StoreResult<bool> {
+        self.end_enrollment_impl(id, state, reason, now).await
+    }
+    async fn enqueue_commands(&self, commands: &[NewCommand]) -> StoreResult<()> {
+        self.enqueue_commands_impl(commands).await
+    }
+    async fn command(&self, id: CommandId) -> StoreResult<Option<Command>> {
+        self.command_impl(id).await
+    }
+    async fn commands_for_enrollment(&self, id: EnrollmentId) -> StoreResult<Vec<Command>> {
+        self.commands_for_enrollment_impl(id).await
+    }
+    async fn deliverable_commands(&self, id: EnrollmentId, now: OffsetDateTime) -> StoreResult<Vec<Command>> {
+        self.deliverable_commands_impl(id, now).await
+    }
+    async fn cancel_command(&self, id: CommandId, now: OffsetDateTime) -> StoreResult<bool> {
+        self.cancel_command_impl(id, now).await
+    }
+    async fn command_result(&self, id: CommandId) -> StoreResult<Option<CommandResult>> {
+        self.command_result_impl(id).await
+    }
+    async fn session_state(&self, id: EnrollmentId) -> StoreResult<Option<SessionState>> {
+        self.session_state_impl(id).await
+    }
+    async fn commit_session_message(
+        &self,
+        id: EnrollmentId,
+        commit: &SessionCommit,
+        now: OffsetDateTime,
+    ) -> StoreResult<()> {
+        self.commit_session_message_impl(id, commit, now).await
+    }
+    async fn device_facts(&self, id: EnrollmentId) -> StoreResult<Vec<DeviceFact>> {
+        self.device_facts_impl(id).await
+    }
+    async fn fact_history(&self, id: EnrollmentId) -> StoreResult<Vec<FactChange>> {
+        self.fact_history_impl(id).await
+    }
+    async fn device_messages(&self, id: EnrollmentId) -> StoreResult<Vec<(OffsetDateTime, String)>> {
+        self.device_messages_impl(id).await
     }
 }
 

@@ -6,7 +6,10 @@ use sqlx::{Row, SqlitePool};
 use steward_domain::{StoreError, StoreResult};
 
 /// (version, name, SQL). Append only; never edit an entry that has shipped.
-pub const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "initial", include_str!("../migrations/0001_initial.sql"))];
+pub const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "initial", include_str!("../migrations/0001_initial.sql")),
+    (2, "management", include_str!("../migrations/0002_management.sql")),
+];
 
 pub(crate) async fn run(pool: &SqlitePool) -> StoreResult<()> {
     let be = |e: sqlx::Error| StoreError::Backend(format!("migration: {e}"));

@@ -6,6 +6,7 @@
 //! fault and leaves nothing behind but a `void` line in the issuance log for a certificate that was
 //! signed but never delivered.
 
+use axum::Extension;
 use axum::body::Body;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -20,11 +21,12 @@ use super::federated;
 use crate::AppState;
 use crate::config::AuthPolicy;
 use crate::http_util::{BodyError, read_body};
+use crate::listener::ConnInfo;
 
 /// Largest base64 CSR we accept (an RSA-4096 CSR is ~2 KB of base64).
-const MAX_CSR_BASE64: usize = 16 * 1024;
+pub(super) const MAX_CSR_BASE64: usize = 16 * 1024;
 
-fn soap_ok(body: String) -> Response {
+pub(super) fn soap_ok(body: String) -> Response {
     // axum sets Content-Length for a complete body; Windows' client rejects chunked responses.
     ([(http::header::CONTENT_TYPE, SOAP_CONTENT_TYPE)], body).into_response()
 }
@@ -216,12 +218,22 @@ pub async fn policy(State(state): State<AppState>, headers: HeaderMap, body: Bod
 
 /// POST RequestSecurityToken (MS-WSTEP §3.1.4.1, MS-MDE2 §3.4): verify the CSR, issue the device's
 /// identity certificate and answer with the provisioning document.
-pub async fn enrollment(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, SoapFault> {
+pub async fn enrollment(
+    State(state): State<AppState>,
+    conn: Option<Extension<ConnInfo>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, SoapFault> {
     let req = read_request(&state, &headers, body, mde2::ACTION_RST).await?;
     let relates = req.header.message_id.clone();
-    enroll_device(&state, req)
-        .await
-        .map_err(|f| f.relates_to(relates.as_deref()))
+    let renewal = matches!(&req.body, RequestBody::RequestSecurityToken(r) if r.is_renewal());
+    let result = if renewal {
+        let tls_cert = conn.and_then(|Extension(c)| c.client_cert);
+        super::renew::renew_device(&state, req, tls_cert.as_deref().map(|c| c.as_ref())).await
+    } else {
+        enroll_device(&state, req).await
+    };
+    result.map_err(|f| f.relates_to(relates.as_deref()))
 }
 
 async fn enroll_device(state: &AppState, req: SoapRequest) -> Result<Response, SoapFault> {
@@ -233,14 +245,6 @@ async fn enroll_device(state: &AppState, req: SoapRequest) -> Result<Response, S
     };
     let format = |m: &str| SoapFault::new(FaultSubcode::MessageFormat, m.to_owned());
     let cert_fault = |m: String| SoapFault::new(FaultSubcode::CertificateRequest, m);
-    if rst.is_renewal() {
-        // ROBO renewal is authenticated by the device's current TLS client certificate and arrives
-        // with the management work; until then refuse clearly rather than half-handle it.
-        return Err(SoapFault::new(
-            FaultSubcode::EnrollmentServer,
-            "certificate renewal is not supported yet",
-        ));
-    }
     if rst.request_type != mde2::REQUEST_TYPE_ISSUE {
         return Err(format("unsupported RequestType"));
     }
@@ -336,6 +340,7 @@ async fn enroll_device(state: &AppState, req: SoapRequest) -> Result<Response, S
         state: EnrollmentState::Active,
         enrolled_at: now,
         updated_at: now,
+        last_seen_at: None,
     };
     let commit = EnrollmentCommit {
         enrollment,

@@ -2,9 +2,14 @@
 //! the federated sign-in page. Device paths are matched case-insensitively (clients upper-case them)
 //! and query strings are ignored, by normalising the path before routing.
 
+pub mod commands;
 mod enroll;
 mod fault;
 pub mod federated;
+pub mod inventory;
+mod manage;
+mod renew;
+pub mod session;
 
 use axum::Router;
 use axum::routing::get;
@@ -56,6 +61,7 @@ pub fn routes() -> Router<AppState> {
         .route(POLICY_PATH, axum::routing::post(enroll::policy))
         .route(ENROLLMENT_PATH, axum::routing::post(enroll::enrollment))
         .route(AUTH_PATH, get(federated::sign_in_page).post(federated::sign_in))
+        .route(MANAGEMENT_PATH, axum::routing::post(manage::management))
         .route("/healthz", get(|| async { "ok" }))
 }
 

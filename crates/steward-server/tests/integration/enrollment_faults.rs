@@ -325,6 +325,59 @@ impl Store for FailingCommit {
     async fn issuance_log(&self) -> StoreResult<Vec<IssuanceLogEntry>> {
         self.0.issuance_log().await
     }
+    async fn enrollment_by_certificate(&self, t: &str) -> StoreResult<Option<Enrollment>> {
+        self.0.enrollment_by_certificate(t).await
+    }
+    async fn renew_certificate(&self, r: &CertificateRenewal) -> StoreResult<()> {
+        self.0.renew_certificate(r).await
+    }
+    async fn end_enrollment(
+        &self,
+        id: EnrollmentId,
+        s: EnrollmentState,
+        reason: &str,
+        now: ::time::OffsetDateTime,
+    ) -> StoreResult<bool> {
+        self.0.end_enrollment(id, s, reason, now).await
+    }
+    async fn enqueue_commands(&self, c: &[NewCommand]) -> StoreResult<()> {
+        self.0.enqueue_commands(c).await
+    }
+    async fn command(&self, id: CommandId) -> StoreResult<Option<Command>> {
+        self.0.command(id).await
+    }
+    async fn commands_for_enrollment(&self, id: EnrollmentId) -> StoreResult<Vec<Command>> {
+        self.0.commands_for_enrollment(id).await
+    }
+    async fn deliverable_commands(&self, id: EnrollmentId, now: ::time::OffsetDateTime) -> StoreResult<Vec<Command>> {
+        self.0.deliverable_commands(id, now).await
+    }
+    async fn cancel_command(&self, id: CommandId, now: ::time::OffsetDateTime) -> StoreResult<bool> {
+        self.0.cancel_command(id, now).await
+    }
+    async fn command_result(&self, id: CommandId) -> StoreResult<Option<CommandResult>> {
+        self.0.command_result(id).await
+    }
+    async fn session_state(&self, id: EnrollmentId) -> StoreResult<Option<SessionState>> {
+        self.0.session_state(id).await
+    }
+    async fn commit_session_message(
+        &self,
+        id: EnrollmentId,
+        c: &SessionCommit,
+        now: ::time::OffsetDateTime,
+    ) -> StoreResult<()> {
+        self.0.commit_session_message(id, c, now).await
+    }
+    async fn device_facts(&self, id: EnrollmentId) -> StoreResult<Vec<DeviceFact>> {
+        self.0.device_facts(id).await
+    }
+    async fn fact_history(&self, id: EnrollmentId) -> StoreResult<Vec<FactChange>> {
+        self.0.fact_history(id).await
+    }
+    async fn device_messages(&self, id: EnrollmentId) -> StoreResult<Vec<(::time::OffsetDateTime, String)>> {
+        self.0.device_messages(id).await
+    }
 }
 
 #[tokio::test]

@@ -25,7 +25,8 @@ mod tests;
 
 pub use fault::{FaultSubcode, parse_fault, write_fault};
 pub use provisioning::{
-    ClientStore, ParsedProvisioningDoc, PollSchedule, ProvisioningDoc, parse_provisioning_doc, write_provisioning_doc,
+    ClientStore, ParsedProvisioningDoc, PollSchedule, ProvisioningDoc, RenewalDoc, parse_provisioning_doc,
+    write_provisioning_doc, write_renewal_provisioning_doc,
 };
 pub use request::{
     BinaryToken, Credential, DiscoverRequest, GetPoliciesRequest, RequestBody, RequestSecurityToken, SoapHeader,

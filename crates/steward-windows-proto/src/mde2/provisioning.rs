@@ -125,6 +125,72 @@ fn uri_escape(s: &str) -> String {
     out
 }
 
+/// `CertificateStore/My/<store>/<thumbprint>` with the issued certificate, and `My/WSTEP/Renew`.
+fn my_store(
+    w: &mut XmlOut,
+    store: &str,
+    der: &[u8],
+    thumbprint: &str,
+    renew_period_days: u32,
+    retry_interval_days: u32,
+    renew_server_url: Option<&str>,
+) {
+    // CertificateStore CSP: the issued client certificate. PrivateKeyContainer is required by the
+    // enrollment client (Learn); it is empty because the key already lives where the CSR was made.
+    characteristic(w, "CertificateStore");
+    characteristic(w, "My");
+    characteristic(w, store);
+    characteristic(w, thumbprint);
+    parm(w, "EncodedCertificate", &b64(der), None);
+    end(w);
+    w.empty("characteristic", &[("type", "PrivateKeyContainer")]);
+    end(w);
+    // CertificateStore CSP My/WSTEP/Renew: automatic (ROBO) renewal. Learn: if the datatypes are
+    // given they must be explicit, so they are always written.
+    characteristic(w, "WSTEP");
+    characteristic(w, "Renew");
+    parm(w, "ROBOSupport", "true", Some("boolean"));
+    parm(w, "RenewPeriod", &renew_period_days.to_string(), Some("integer"));
+    parm(w, "RetryInterval", &retry_interval_days.to_string(), Some("integer"));
+    if let Some(url) = renew_server_url {
+        parm(w, "ServerURL", url, Some("string"));
+    }
+    end(w);
+    end(w);
+    end(w);
+    end(w);
+}
+
+/// What a renewal answer carries (Learn "certificate-renewal-windows-mdm"): only the new client
+/// certificate and the renewal settings; the trust anchors, the w7 account and DMClient stay as
+/// enrolled.
+#[derive(Debug, Clone, Copy)]
+pub struct RenewalDoc<'a> {
+    pub client_cert_der: &'a [u8],
+    pub client_cert_thumbprint: &'a str,
+    pub client_store: ClientStore,
+    pub renew_period_days: u32,
+    pub renew_retry_interval_days: u32,
+    pub renew_server_url: Option<&'a str>,
+}
+
+/// The wap-provisioningdoc of a renewal RSTR.
+pub fn write_renewal_provisioning_doc(doc: &RenewalDoc<'_>) -> String {
+    let mut w = XmlOut::new();
+    w.open("wap-provisioningdoc", &[("version", "1.1")]);
+    my_store(
+        &mut w,
+        doc.client_store.as_str(),
+        doc.client_cert_der,
+        doc.client_cert_thumbprint,
+        doc.renew_period_days,
+        doc.renew_retry_interval_days,
+        doc.renew_server_url,
+    );
+    w.close("wap-provisioningdoc");
+    w.finish()
+}
+
 /// Builds the enrollment wap-provisioningdoc. Every value is escaped, so URLs and device names
 /// holding markup characters stay data.
 pub fn write_provisioning_doc(doc: &ProvisioningDoc<'_>) -> String {
@@ -138,40 +204,15 @@ pub fn write_provisioning_doc(doc: &ProvisioningDoc<'_>) -> String {
         ca_store(&mut w, "CA", der, thumbprint);
     }
 
-    // CertificateStore CSP: the issued client certificate. PrivateKeyContainer is required by the
-    // enrollment client (Learn); it is empty because the key already lives where the CSR was made.
-    characteristic(&mut w, "CertificateStore");
-    characteristic(&mut w, "My");
-    characteristic(&mut w, store);
-    characteristic(&mut w, doc.client_cert_thumbprint);
-    parm(&mut w, "EncodedCertificate", &b64(doc.client_cert_der), None);
-    end(&mut w);
-    w.empty("characteristic", &[("type", "PrivateKeyContainer")]);
-    end(&mut w);
-    // CertificateStore CSP My/WSTEP/Renew: automatic (ROBO) renewal. Learn: if the datatypes are
-    // given they must be explicit, so they are always written.
-    characteristic(&mut w, "WSTEP");
-    characteristic(&mut w, "Renew");
-    parm(&mut w, "ROBOSupport", "true", Some("boolean"));
-    parm(
+    my_store(
         &mut w,
-        "RenewPeriod",
-        &doc.renew_period_days.to_string(),
-        Some("integer"),
+        store,
+        doc.client_cert_der,
+        doc.client_cert_thumbprint,
+        doc.renew_period_days,
+        doc.renew_retry_interval_days,
+        doc.renew_server_url,
     );
-    parm(
-        &mut w,
-        "RetryInterval",
-        &doc.renew_retry_interval_days.to_string(),
-        Some("integer"),
-    );
-    if let Some(url) = doc.renew_server_url {
-        parm(&mut w, "ServerURL", url, Some("string"));
-    }
-    end(&mut w);
-    end(&mut w);
-    end(&mut w);
-    end(&mut w);
 
     // w7 APPLICATION CSP: the OMA-DM account. Parm names are case-sensitive and uppercase.
     characteristic(&mut w, "APPLICATION");

@@ -1,0 +1,199 @@
+//! `POST /ManagementServer/MDM.svc`: the OMA-DM endpoint (MS-MDM). The device is identified only by
+//! its TLS client certificate, issued by our CA and bound to its enrollment; the SyncHdr Source must
+//! name the same DeviceID or the request is refused before anything of any queue is read.
+
+use axum::Extension;
+use axum::body::Body;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, StatusCode};
+use steward_domain::*;
+use steward_windows_proto::syncml;
+use time::OffsetDateTime;
+
+use super::{inventory, session};
+use crate::AppState;
+use crate::http_util::{BodyError, read_body};
+use crate::listener::ConnInfo;
+
+pub const SYNCML_CONTENT_TYPE: &str = "application/vnd.syncml.dm+xml";
+
+/// The one error type of the management surface. These are transport-level refusals (no SyncML
+/// answer can be trusted or addressed); each is logged once here.
+#[derive(Debug, thiserror::Error)]
+pub enum ManagementError {
+    #[error("a client certificate issued by this server is required")]
+    NoCertificate,
+    #[error("the client certificate does not belong to any enrollment")]
+    UnknownCertificate,
+    #[error("the enrollment is {0}")]
+    NotActive(&'static str),
+    #[error("SyncHdr Source {claimed:?} does not match the certificate's device")]
+    SourceMismatch { claimed: String },
+    #[error("request body exceeds {0} bytes")]
+    TooLarge(usize),
+    #[error("malformed SyncML: {0}")]
+    BadMessage(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl IntoResponse for ManagementError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            Self::NoCertificate => StatusCode::UNAUTHORIZED,
+            Self::UnknownCertificate | Self::NotActive(_) | Self::SourceMismatch { .. } => StatusCode::FORBIDDEN,
+            Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BadMessage(_) => StatusCode::BAD_REQUEST,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        if status.is_server_error() {
+            tracing::error!(error = %self, "management request failed");
+        } else {
+            tracing::info!(error = %self, "management request refused");
+        }
+        (
+            status,
+            [(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            self.to_string(),
+        )
+            .into_response()
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> ManagementError {
+    ManagementError::Internal(e.to_string())
+}
+
+pub async fn management(
+    State(state): State<AppState>,
+    conn: Option<Extension<ConnInfo>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ManagementError> {
+    let cert = conn
+        .and_then(|Extension(c)| c.client_cert)
+        .ok_or(ManagementError::NoCertificate)?;
+    let thumbprint = steward_pki::sha1_thumbprint(cert.as_ref());
+    let enrollment = state
+        .store
+        .enrollment_by_certificate(&thumbprint)
+        .await
+        .map_err(internal)?
+        .ok_or(ManagementError::UnknownCertificate)?;
+    if enrollment.state != EnrollmentState::Active {
+        return Err(ManagementError::NotActive(enrollment.state.as_str()));
+    }
+
+    let bytes = read_body(&headers, body, state.config.limits.management_body_bytes)
+        .await
+        .map_err(|e| match e {
+            BodyError::TooLarge(n) => ManagementError::TooLarge(n),
+            BodyError::Read(m) => ManagementError::BadMessage(m),
+        })?;
+    let msg = syncml::parse_bytes(&bytes).map_err(|e| ManagementError::BadMessage(e.to_string()))?;
+    let claimed = msg
+        .header
+        .source
+        .as_ref()
+        .map(|s| s.loc_uri.as_str())
+        .unwrap_or_default();
+    if !claimed.eq_ignore_ascii_case(enrollment.device_id.as_str()) {
+        tracing::warn!(device.id = %enrollment.device_id, claimed, "device presented another device's LocURI");
+        return Err(ManagementError::SourceMismatch {
+            claimed: claimed.to_owned(),
+        });
+    }
+    let raw = String::from_utf8_lossy(&bytes);
+    let request_hash = hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &bytes));
+
+    let previous = state.store.session_state(enrollment.id).await.map_err(internal)?;
+    if let Some(p) = &previous
+        && p.session_id == msg.header.session_id
+        && p.client_msg_id == msg.header.msg_id
+        && p.last_request_hash == request_hash
+    {
+        // The same message again (a retry after a lost answer): answer exactly as before, record nothing twice.
+        tracing::debug!(device.id = %enrollment.device_id, "replaying answer to a repeated message");
+        return Ok(syncml_ok(p.last_response.clone()));
+    }
+
+    let now = OffsetDateTime::now_utc();
+    let new_session = previous
+        .as_ref()
+        .is_none_or(|p| p.session_id != msg.header.session_id || msg.header.msg_id == 1);
+    if new_session {
+        schedule_inventory(&state, &enrollment, now).await?;
+    }
+    let open = state
+        .store
+        .deliverable_commands(enrollment.id, now)
+        .await
+        .map_err(internal)?;
+    let management_url = format!("{}{}", state.config.public_url(), super::MANAGEMENT_URL_PATH);
+    let mut out = session::process(session::SessionInput {
+        msg: &msg,
+        raw: &raw,
+        request_hash,
+        enrollment: &enrollment,
+        management_url: &management_url,
+        previous: previous.as_ref(),
+        open_commands: &open,
+        new_key: uuid::Uuid::new_v4().to_string(),
+    });
+    out.commit.retire_previous_certificate = thumbprint == enrollment.cert_thumbprint;
+    // Durable before the device sees it: if this fails the device gets an error and nothing was
+    // marked sent or recorded, so the same work happens again on its retry.
+    state
+        .store
+        .commit_session_message(enrollment.id, &out.commit, now)
+        .await
+        .map_err(internal)?;
+    if let Some((new_state, reason)) = &out.commit.new_state {
+        tracing::info!(device.id = %enrollment.device_id, state = new_state.as_str(), reason, "enrollment ended");
+    }
+    tracing::debug!(
+        device.id = %enrollment.device_id,
+        session = %msg.header.session_id,
+        msg = msg.header.msg_id,
+        outcomes = out.commit.outcomes.len(),
+        sent = out.commit.sent.len(),
+        ends = out.ends_session,
+        "management message"
+    );
+    Ok(syncml_ok(out.commit.session.last_response))
+}
+
+fn syncml_ok(body: String) -> Response {
+    ([(http::header::CONTENT_TYPE, SYNCML_CONTENT_TYPE)], body).into_response()
+}
+
+/// Queues an inventory Get at the start of a session when the last one is older than the configured
+/// interval (or never came) and none is already waiting.
+async fn schedule_inventory(state: &AppState, e: &Enrollment, now: OffsetDateTime) -> Result<(), ManagementError> {
+    let facts = state.store.device_facts(e.id).await.map_err(internal)?;
+    let interval = time::Duration::hours(i64::from(state.config.enrollment.inventory_interval_hours));
+    let fresh = facts
+        .iter()
+        .any(|f| f.name == inventory::COLLECTED_AT && now - f.updated_at < interval);
+    if fresh {
+        return Ok(());
+    }
+    let open = state.store.deliverable_commands(e.id, now).await.map_err(internal)?;
+    if open.iter().any(|c| c.origin == inventory::ORIGIN) {
+        return Ok(());
+    }
+    state
+        .store
+        .enqueue_commands(&[NewCommand {
+            id: CommandId::new(),
+            enrollment_id: e.id,
+            payload: inventory::inventory_command(),
+            priority: -10,
+            origin: inventory::ORIGIN.to_owned(),
+            created_at: now,
+            expires_at: Some(now + interval),
+        }])
+        .await
+        .map_err(internal)
+}

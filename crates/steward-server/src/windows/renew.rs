@@ -1,0 +1,136 @@
+//! WSTEP certificate renewal (Learn "certificate-renewal-windows-mdm"; MS-WSTEP §3.1.4.1 with
+//! RequestType Renew). The BinarySecurityToken is a PKCS#7 SignedData holding the new PKCS#10, signed
+//! with the current certificate's key; with ROBO the request is also TLS-authenticated by that
+//! certificate, and when both are present they must name the same certificate. It must be the current
+//! (or, if the last renewal answer was lost, the previous) identity of an active enrollment. The
+//! replaced certificate keeps working until the device first uses the new one.
+
+use axum::response::Response;
+use base64::Engine;
+use steward_domain::*;
+use steward_windows_proto::mde2::{self, FaultSubcode, RequestBody, SoapRequest};
+use time::{Duration, OffsetDateTime};
+
+use super::enroll::{MAX_CSR_BASE64, soap_ok};
+use super::fault::SoapFault;
+use crate::AppState;
+
+pub async fn renew_device(state: &AppState, req: SoapRequest, tls_cert: Option<&[u8]>) -> Result<Response, SoapFault> {
+    let RequestBody::RequestSecurityToken(rst) = &req.body else {
+        return Err(SoapFault::new(
+            FaultSubcode::MessageFormat,
+            "expected RequestSecurityToken",
+        ));
+    };
+    let cert_fault = |m: String| SoapFault::new(FaultSubcode::CertificateRequest, m);
+    let denied = |m: &str| SoapFault::new(FaultSubcode::Authentication, m.to_owned());
+    let internal = |m: String| SoapFault::new(FaultSubcode::InternalServiceFault, m);
+    let bst = &rst.binary_security_token;
+    if bst.value_type != mde2::VALUE_TYPE_PKCS7 && bst.value_type != mde2::VALUE_TYPE_PKCS7_WSSE {
+        return Err(cert_fault("a renewal BinarySecurityToken must be PKCS#7".into()));
+    }
+    let compact: String = bst.data.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    if compact.len() > 4 * MAX_CSR_BASE64 {
+        return Err(cert_fault("the renewal request is too large".into()));
+    }
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(compact.as_bytes())
+        .map_err(|_| cert_fault("the renewal request is not valid base64".into()))?;
+    let min_bits = state.config.pki.min_rsa_bits;
+    let tls_thumb = tls_cert.map(steward_pki::sha1_thumbprint);
+    let (csr, signer_thumb) = match steward_pki::verify_renewal_request(&der, min_bits) {
+        Ok(r) => (r.csr, Some(r.signer_thumbprint)),
+        // A bare PKCS#10 proves possession of the new key only; accept it when TLS proves the old one.
+        Err(steward_pki::RenewalError::NotSignedData) if tls_thumb.is_some() => (
+            steward_pki::verify_csr(&der, min_bits)
+                .map_err(|e| cert_fault(format!("the certificate request was rejected: {e}")))?,
+            None,
+        ),
+        Err(e) => return Err(cert_fault(format!("the renewal request was rejected: {e}"))),
+    };
+    if let (Some(t), Some(s)) = (&tls_thumb, &signer_thumb)
+        && t != s
+    {
+        return Err(denied(
+            "the renewal is signed by a different certificate than the TLS client certificate",
+        ));
+    }
+    let thumb = tls_thumb
+        .or(signer_thumb)
+        .ok_or_else(|| denied("a renewal must be authenticated by the current certificate"))?;
+    let enrollment = state
+        .store
+        .enrollment_by_certificate(&thumb)
+        .await
+        .map_err(|e| internal(e.to_string()))?
+        .filter(|e| e.state == EnrollmentState::Active)
+        .ok_or_else(|| denied("the certificate does not belong to an active enrollment"))?;
+
+    let now = OffsetDateTime::now_utc();
+    let not_before = now - Duration::minutes(5);
+    let not_after = now + Duration::days(i64::from(state.config.pki.device_cert_validity_days));
+    let serial = steward_pki::random_bytes::<16>().map_err(|e| internal(e.to_string()))?;
+    let params = steward_pki::DeviceCertParams {
+        serial,
+        common_name: enrollment.device_id.as_str().to_owned(),
+        organizational_unit: Some(enrollment.id.to_string()),
+        not_before,
+        not_after,
+    };
+    let issued = {
+        let pki = state.pki.clone();
+        let spki = csr.spki_der.clone();
+        tokio::task::spawn_blocking(move || steward_pki::issue_device_certificate(&pki.issuing, &spki, &params))
+            .await
+            .map_err(|e| internal(e.to_string()))?
+            .map_err(|e| cert_fault(format!("cannot issue the certificate: {e}")))?
+    };
+    let subject = format!(
+        "CN={}, OU={}, O={}",
+        enrollment.device_id, enrollment.id, state.config.pki.organization
+    );
+    let renewal = CertificateRenewal {
+        enrollment_id: enrollment.id,
+        old_thumbprint: thumb,
+        new_serial: issued.serial_hex.clone(),
+        new_thumbprint: issued.thumbprint.clone(),
+        subject: subject.clone(),
+        not_before,
+        not_after: issued.not_after,
+        at: now,
+    };
+    if let Err(e) = state.store.renew_certificate(&renewal).await {
+        let void = IssuanceLogEntry {
+            serial: issued.serial_hex.clone(),
+            event: IssuanceEvent::Void,
+            thumbprint: Some(issued.thumbprint.clone()),
+            subject: Some(subject),
+            device_id: Some(enrollment.device_id.clone()),
+            enrollment_id: Some(enrollment.id),
+            not_before: Some(not_before),
+            not_after: Some(issued.not_after),
+            reason: Some(format!("renewal not committed: {e}")),
+            at: OffsetDateTime::now_utc(),
+        };
+        if let Err(log_err) = state.store.append_issuance_log(&void).await {
+            tracing::error!(serial = %issued.serial_hex, error = %log_err, "could not record void certificate");
+        }
+        return Err(match e {
+            StoreError::NotFound => denied("the certificate is no longer current"),
+            other => internal(format!("could not record the renewal: {other}")),
+        });
+    }
+    tracing::info!(device.id = %enrollment.device_id, cert.serial = %issued.serial_hex, "certificate renewed");
+    let doc = mde2::write_renewal_provisioning_doc(&mde2::RenewalDoc {
+        client_cert_der: &issued.der,
+        client_cert_thumbprint: &issued.thumbprint,
+        client_store: match enrollment.enrollment_type {
+            EnrollmentType::Full => mde2::ClientStore::User,
+            EnrollmentType::Device => mde2::ClientStore::System,
+        },
+        renew_period_days: state.config.pki.renew_period_days,
+        renew_retry_interval_days: state.config.pki.renew_retry_interval_days,
+        renew_server_url: None,
+    });
+    Ok(soap_ok(mde2::write_rstr(req.header.message_id.as_deref(), &doc, now)))
+}

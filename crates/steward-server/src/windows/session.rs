@@ -1,0 +1,367 @@
+//! The OMA-DM session engine (MS-MDM §3.1.5; OMA-DM 1.2 RepPro §6–8) as a pure function: given the
+//! device's parsed message, the stored session state and the enrollment's open commands, produce our
+//! answer and everything to commit. No I/O here, so every rule is unit-tested.
+//!
+//! Rules implemented:
+//! - Our answer starts with the Status for the device's SyncHdr (CmdRef 0), then one Status per device
+//!   command other than Status and Results (responses are not commands), then queued commands.
+//! - A command's outcome is recorded from the device's Status (CmdRef = the command's UUID, which is its
+//!   CmdID) and Results; only this enrollment's open commands can take an outcome, and the store keeps
+//!   the first one. A command sent in this session is never sent again within it; an unanswered one
+//!   goes again next session (at-least-once delivery).
+//! - 418 (Already exists) on an Add re-queues it as a Replace.
+//! - Device message without Final: the device has more to send; we answer its statuses plus Alert 1222
+//!   and hold our commands until its package is complete.
+//! - Our commands are packed under the device's MaxMsgSize (default 512 KiB); if more remain we omit
+//!   Final and continue after the device's next message.
+//! - An answer holding only the SyncHdr Status (and Final) ends the session.
+//! - Alerts: 1201/1200 start, 1224 LoginStatus (`./User/` commands wait for "user"), 1226 generic
+//!   (unenrollment ends the enrollment; MSI install completion finishes the accepted Exec), 1222 next
+//!   message, 1223 abort.
+
+use std::collections::{BTreeMap, HashMap};
+
+use steward_domain::*;
+use steward_windows_proto::syncml::{
+    self, ALERT_CLIENT_EVENT, ALERT_GENERIC, ALERT_NEXT_MESSAGE, ALERT_SESSION_ABORT, Alert, Container, Item,
+    ItemCommand, ItemData, LocTarget, Meta, SyncBody, SyncHdr, SyncMl,
+};
+
+use super::commands::ORIGIN_WIPE;
+use super::inventory;
+
+/// Windows' MaxMsgSize when the device does not say (Intune advertises the same).
+pub const DEFAULT_MAX_MSG_SIZE: usize = 512 * 1024;
+/// Room left for the SyncHdr and framing when packing commands.
+const HEADER_SLACK: usize = 2048;
+/// Raw device messages are kept for audit up to this size each.
+const RAW_MESSAGE_KEEP: usize = 64 * 1024;
+
+pub const TYPE_MSI_INSTALL: &str = "Reversed-Domain-Name:com.microsoft.mdm.win32csp_install";
+
+pub struct SessionInput<'a> {
+    pub msg: &'a SyncMl,
+    pub raw: &'a str,
+    pub request_hash: String,
+    pub enrollment: &'a Enrollment,
+    pub management_url: &'a str,
+    pub previous: Option<&'a SessionState>,
+    /// The enrollment's open commands (pending or sent), in delivery order.
+    pub open_commands: &'a [Command],
+    /// A fresh random key, used if this message starts a new session.
+    pub new_key: String,
+}
+
+pub struct SessionOutput {
+    pub response: SyncMl,
+    pub commit: SessionCommit,
+    /// True when our answer ends the session.
+    pub ends_session: bool,
+}
+
+struct Counter(u32);
+
+impl Counter {
+    fn next(&mut self) -> String {
+        self.0 += 1;
+        self.0.to_string()
+    }
+}
+
+fn status(ids: &mut Counter, msg_ref: u32, cmd_ref: &str, cmd: &str, code: u16) -> syncml::Command {
+    syncml::Command::Status(syncml::Status {
+        cmd_id: ids.next(),
+        msg_ref: msg_ref.to_string(),
+        cmd_ref: cmd_ref.to_owned(),
+        cmd: cmd.to_owned(),
+        data: code.to_string(),
+        ..Default::default()
+    })
+}
+
+/// The SyncML form of a queued command. The command UUID is the CmdID; Atomic children get
+/// `<uuid>.<n>` so their Statuses map back to the parent.
+pub fn to_syncml(cmd_id: &str, p: &CommandPayload) -> syncml::Command {
+    if p.verb == Verb::Atomic {
+        return syncml::Command::Atomic(Container {
+            cmd_id: cmd_id.to_owned(),
+            meta: None,
+            commands: p
+                .children
+                .iter()
+                .enumerate()
+                .map(|(i, c)| to_syncml(&format!("{cmd_id}.{}", i + 1), c))
+                .collect(),
+        });
+    }
+    let items = p
+        .items
+        .iter()
+        .map(|i| Item {
+            target: Some(LocTarget::new(i.target.clone())),
+            meta: (i.format.is_some() || i.type_.is_some()).then(|| Meta {
+                format: i.format.clone(),
+                type_: i.type_.clone(),
+                ..Default::default()
+            }),
+            // Text is escaped by the writer; Format xml goes verbatim (validated at queue time).
+            data: i.data.as_ref().map(|d| {
+                if i.format.as_deref() == Some("xml") {
+                    ItemData::Xml(d.clone())
+                } else {
+                    ItemData::Text(d.clone())
+                }
+            }),
+            ..Default::default()
+        })
+        .collect();
+    let ic = ItemCommand {
+        cmd_id: cmd_id.to_owned(),
+        meta: None,
+        items,
+    };
+    match p.verb {
+        Verb::Get => syncml::Command::Get(ic),
+        Verb::Add => syncml::Command::Add(ic),
+        Verb::Replace => syncml::Command::Replace(ic),
+        Verb::Delete => syncml::Command::Delete(ic),
+        Verb::Exec | Verb::Atomic => syncml::Command::Exec(ic),
+    }
+}
+
+/// Splits a CmdRef into our command id and, for Atomic children, the 1-based child index.
+fn parse_cmd_ref(cmd_ref: &str) -> Option<(CommandId, Option<usize>)> {
+    match cmd_ref.split_once('.') {
+        Some((id, child)) => Some((id.parse().ok()?, Some(child.parse().ok()?))),
+        None => Some((cmd_ref.parse().ok()?, None)),
+    }
+}
+
+#[derive(Default)]
+struct Collected {
+    code: Option<u16>,
+    results: Vec<ResultItem>,
+    children: BTreeMap<usize, u16>,
+}
+
+pub fn process(input: SessionInput<'_>) -> SessionOutput {
+    let msg = input.msg;
+    let hdr = &msg.header;
+    let prev = input.previous;
+    let new_session = prev.is_none_or(|p| p.session_id != hdr.session_id || hdr.msg_id == 1);
+    let key = match prev {
+        Some(p) if !new_session => p.key.clone(),
+        _ => input.new_key.clone(),
+    };
+    let mut login_status = if new_session {
+        None
+    } else {
+        prev.and_then(|p| p.login_status.clone())
+    };
+    let server_msg_id = match prev {
+        Some(p) if !new_session => p.server_msg_id + 1,
+        _ => 1,
+    };
+    let open: HashMap<CommandId, &Command> = input.open_commands.iter().map(|c| (c.id, c)).collect();
+
+    let mut ids = Counter(0);
+    let mut out: Vec<syncml::Command> = vec![status(&mut ids, hdr.msg_id, "0", "SyncHdr", 200)];
+    let mut collected: BTreeMap<CommandId, Collected> = BTreeMap::new();
+    let mut commit = SessionCommit::default();
+    let mut aborted = false;
+
+    for cmd in &msg.body.commands {
+        match cmd {
+            syncml::Command::Status(s) => {
+                if s.cmd_ref == "0" || s.cmd.eq_ignore_ascii_case("SyncHdr") {
+                    continue;
+                }
+                let Some((id, child)) = parse_cmd_ref(&s.cmd_ref) else {
+                    continue;
+                };
+                let Some(command) = open.get(&id) else { continue };
+                let code = s.code().unwrap_or(500);
+                match child {
+                    Some(n) => {
+                        collected.entry(id).or_default().children.insert(n, code);
+                    }
+                    None if code == 418 && command.payload.verb == Verb::Add => {
+                        let mut payload = command.payload.clone();
+                        payload.verb = Verb::Replace;
+                        commit.requeue.push((id, payload));
+                    }
+                    None => collected.entry(id).or_default().code = Some(code),
+                }
+            }
+            syncml::Command::Results(r) => {
+                for item in &r.items {
+                    if let (Some(src), Some(data)) = (item.source_uri(), &item.data)
+                        && let Some(fact) = inventory::fact_for(src, data.as_str())
+                    {
+                        commit.facts.push(fact);
+                    }
+                }
+                let Some((id, None)) = parse_cmd_ref(&r.cmd_ref) else {
+                    continue;
+                };
+                if !open.contains_key(&id) {
+                    continue;
+                }
+                let c = collected.entry(id).or_default();
+                c.results.extend(r.items.iter().map(|i| ResultItem {
+                    source: i.source_uri().unwrap_or_default().to_owned(),
+                    format: i.meta.as_ref().and_then(|m| m.format.clone()),
+                    data: i.data.as_ref().map(|d| d.as_str().to_owned()),
+                }));
+            }
+            syncml::Command::Alert(a) => {
+                out.push(status(&mut ids, hdr.msg_id, &a.cmd_id, "Alert", 200));
+                match a.code() {
+                    Some(ALERT_CLIENT_EVENT) => {
+                        for item in &a.items {
+                            let ty = item.meta.as_ref().and_then(|m| m.type_.as_deref());
+                            if ty == Some(syncml::TYPE_LOGIN_STATUS) {
+                                login_status = item.data.as_ref().map(|d| d.as_str().trim().to_owned());
+                            }
+                        }
+                    }
+                    Some(ALERT_GENERIC) => {
+                        for item in &a.items {
+                            let ty = item.meta.as_ref().and_then(|m| m.type_.as_deref()).unwrap_or_default();
+                            if ty == syncml::TYPE_UNENROLL_USER_REQUEST {
+                                commit.new_state =
+                                    Some((EnrollmentState::Unenrolled, "device requested unenrollment".into()));
+                            } else if ty == TYPE_MSI_INSTALL
+                                && let Some(src) = item.source_uri()
+                            {
+                                // MsiInstallJob result: Status 70 means installed (EnterpriseDesktopAppManagement CSP).
+                                let data = item.data.as_ref().map(|d| d.as_str()).unwrap_or_default();
+                                let ok = data.contains("<Status>70</Status>");
+                                commit
+                                    .async_completions
+                                    .push((src.to_owned(), if ok { 200 } else { 500 }));
+                            }
+                        }
+                    }
+                    Some(ALERT_SESSION_ABORT) => aborted = true,
+                    _ => {}
+                }
+            }
+            syncml::Command::Replace(c) | syncml::Command::Add(c) => {
+                for item in &c.items {
+                    if let (Some(src), Some(data)) = (item.source_uri().or(item.target_uri()), &item.data)
+                        && let Some(fact) = inventory::fact_for(src, data.as_str())
+                    {
+                        commit.facts.push(fact);
+                    }
+                }
+                out.push(status(&mut ids, hdr.msg_id, &c.cmd_id, cmd.name(), 200));
+            }
+            // A server does not take management commands from a device.
+            other => out.push(status(&mut ids, hdr.msg_id, other.cmd_id(), other.name(), 406)),
+        }
+    }
+
+    for (id, c) in collected {
+        let code = match c.code {
+            Some(code) => code,
+            None if !c.results.is_empty() => 200,
+            None => continue,
+        };
+        let origin = open.get(&id).map(|cmd| cmd.origin.as_str());
+        if (200..300).contains(&code) && origin == Some(ORIGIN_WIPE) {
+            commit.new_state = Some((EnrollmentState::Wiped, "wipe acknowledged by the device".into()));
+        }
+        if origin == Some(inventory::ORIGIN) {
+            commit
+                .facts
+                .push((inventory::COLLECTED_AT.to_owned(), time_now_rfc3339()));
+        }
+        commit.outcomes.push(CommandOutcome {
+            command_id: id,
+            status_code: code,
+            results: c.results,
+            child_codes: c.children.into_values().collect(),
+        });
+    }
+
+    let mut final_ = true;
+    let mut sending = false;
+    if !msg.body.final_ {
+        // The device's package continues: ask for the next message, hold our commands.
+        out.push(syncml::Command::Alert(Alert {
+            cmd_id: ids.next(),
+            data: ALERT_NEXT_MESSAGE.to_string(),
+            items: vec![],
+        }));
+        sending = true;
+    } else if !aborted && commit.new_state.is_none() {
+        let max = hdr
+            .meta
+            .as_ref()
+            .and_then(|m| m.max_msg_size)
+            .map_or(DEFAULT_MAX_MSG_SIZE, |m| {
+                usize::try_from(m).unwrap_or(DEFAULT_MAX_MSG_SIZE)
+            })
+            .clamp(4096, 16 * 1024 * 1024);
+        let mut used = HEADER_SLACK + out.iter().map(syncml::estimated_size).sum::<usize>();
+        let answered: Vec<CommandId> = commit.outcomes.iter().map(|o| o.command_id).collect();
+        let requeued: HashMap<CommandId, &CommandPayload> = commit.requeue.iter().map(|(i, p)| (*i, p)).collect();
+        for c in input.open_commands {
+            let requeue = requeued.get(&c.id);
+            if answered.contains(&c.id) {
+                continue;
+            }
+            if requeue.is_none() && c.state == CommandState::Sent && c.last_session.as_deref() == Some(key.as_str()) {
+                continue; // sent in this session already; goes again next session if unanswered
+            }
+            if c.payload.is_user_scoped() && login_status.as_deref() != Some("user") {
+                continue; // user-scoped: waits until a user is signed in
+            }
+            let sc = to_syncml(&c.id.cmd_id(), requeue.copied().unwrap_or(&c.payload));
+            let size = syncml::estimated_size(&sc);
+            if used + size > max && !commit.sent.is_empty() {
+                final_ = false;
+                break;
+            }
+            used += size;
+            out.push(sc);
+            commit.sent.push(c.id);
+        }
+        sending = !commit.sent.is_empty();
+    }
+    let ends_session = !sending && out.len() == 1;
+
+    let response = SyncMl {
+        header: SyncHdr::new(
+            hdr.session_id.clone(),
+            server_msg_id,
+            input.enrollment.device_id.as_str(),
+            input.management_url,
+        ),
+        body: SyncBody { commands: out, final_ },
+    };
+    let raw: String = input.raw.chars().take(RAW_MESSAGE_KEEP).collect();
+    commit.raw_message = Some(raw);
+    commit.session = SessionState {
+        key,
+        session_id: hdr.session_id.clone(),
+        client_msg_id: hdr.msg_id,
+        server_msg_id,
+        last_request_hash: input.request_hash,
+        last_response: syncml::write(&response),
+        login_status,
+        updated_at: None,
+    };
+    SessionOutput {
+        response,
+        commit,
+        ends_session,
+    }
+}
+
+fn time_now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}

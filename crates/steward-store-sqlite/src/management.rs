@@ -1,0 +1,622 @@
+//! SQLite implementation of the management part of the store: command queue, outcomes, facts,
+//! device messages and session state.
+
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, SqliteConnection};
+use steward_domain::*;
+use time::OffsetDateTime;
+
+use crate::{SqliteStore, backend, enrollment_from_row, from_micros, insert_log, micros, opt_micros, parse_id};
+
+/// Raw device messages kept per enrollment (the newest ones).
+pub const DEVICE_MESSAGES_KEPT: i64 = 50;
+
+fn json_err(e: serde_json::Error) -> StoreError {
+    StoreError::Backend(format!("bad JSON in database: {e}"))
+}
+
+fn command_from_row(r: &SqliteRow) -> StoreResult<Command> {
+    Ok(Command {
+        id: parse_id(&r.get::<String, _>("id"))?,
+        enrollment_id: parse_id(&r.get::<String, _>("enrollment_id"))?,
+        payload: serde_json::from_str(&r.get::<String, _>("payload")).map_err(json_err)?,
+        priority: r.get::<i64, _>("priority") as i32,
+        origin: r.get("origin"),
+        state: CommandState::parse(&r.get::<String, _>("state"))
+            .ok_or_else(|| StoreError::Backend("bad command state".into()))?,
+        created_at: from_micros(r.get("created_at"))?,
+        expires_at: opt_micros(r.get("expires_at"))?,
+        send_count: r.get::<i64, _>("send_count") as u32,
+        last_sent_at: opt_micros(r.get("last_sent_at"))?,
+        last_session: r.get("last_session"),
+        status_code: r.get::<Option<i64>, _>("status_code").map(|c| c as u16),
+        completed_at: opt_micros(r.get("completed_at"))?,
+    })
+}
+
+/// Moves an enrollment out of `active`: revokes its certificate (logged) and cancels open commands.
+pub(crate) async fn end_enrollment_in(
+    conn: &mut SqliteConnection,
+    id: EnrollmentId,
+    state: EnrollmentState,
+    reason: &str,
+    now: OffsetDateTime,
+) -> StoreResult<bool> {
+    let Some(row) = sqlx::query("SELECT * FROM enrollments WHERE id = ? AND state = 'active'")
+        .bind(id.to_string())
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(backend)?
+    else {
+        return Ok(false);
+    };
+    let e = enrollment_from_row(&row)?;
+    let previous: Option<String> = row.get("previous_cert_serial");
+    if let Some(serial) = previous {
+        let entry = IssuanceLogEntry {
+            serial,
+            event: IssuanceEvent::Revoked,
+            thumbprint: row.get("previous_cert_thumbprint"),
+            subject: None,
+            device_id: Some(e.device_id.clone()),
+            enrollment_id: Some(id),
+            not_before: None,
+            not_after: None,
+            reason: Some(reason.to_owned()),
+            at: now,
+        };
+        insert_log(conn, &entry).await?;
+    }
+    sqlx::query(
+        "UPDATE enrollments SET state = ?, updated_at = ?, previous_cert_serial = NULL, previous_cert_thumbprint = NULL \
+         WHERE id = ?",
+    )
+        .bind(state.as_str())
+        .bind(micros(now))
+        .bind(id.to_string())
+        .execute(&mut *conn)
+        .await
+        .map_err(backend)?;
+    sqlx::query(
+        "UPDATE commands SET state = 'cancelled', completed_at = ? WHERE enrollment_id = ? AND state IN ('pending', 'sent')",
+    )
+    .bind(micros(now))
+    .bind(id.to_string())
+    .execute(&mut *conn)
+    .await
+    .map_err(backend)?;
+    insert_log(
+        conn,
+        &IssuanceLogEntry {
+            serial: e.cert_serial,
+            event: IssuanceEvent::Revoked,
+            thumbprint: Some(e.cert_thumbprint),
+            subject: None,
+            device_id: Some(e.device_id),
+            enrollment_id: Some(id),
+            not_before: None,
+            not_after: None,
+            reason: Some(reason.to_owned()),
+            at: now,
+        },
+    )
+    .await?;
+    Ok(true)
+}
+
+/// Revokes (logs) and forgets the certificate a renewal replaced, if any.
+async fn retire_previous(conn: &mut SqliteConnection, id: EnrollmentId, reason: &str, now: OffsetDateTime) -> StoreResult<()> {
+    let row = sqlx::query(
+        "SELECT device_id, previous_cert_serial, previous_cert_thumbprint FROM enrollments \
+         WHERE id = ? AND previous_cert_serial IS NOT NULL",
+    )
+    .bind(id.to_string())
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(backend)?;
+    let Some(row) = row else { return Ok(()) };
+    sqlx::query("UPDATE enrollments SET previous_cert_serial = NULL, previous_cert_thumbprint = NULL WHERE id = ?")
+        .bind(id.to_string())
+        .execute(&mut *conn)
+        .await
+        .map_err(backend)?;
+    let entry = IssuanceLogEntry {
+        serial: row.get("previous_cert_serial"),
+        event: IssuanceEvent::Revoked,
+        thumbprint: row.get("previous_cert_thumbprint"),
+        subject: None,
+        device_id: DeviceId::parse(&row.get::<String, _>("device_id")),
+        enrollment_id: Some(id),
+        not_before: None,
+        not_after: None,
+        reason: Some(reason.to_owned()),
+        at: now,
+    };
+    insert_log(conn, &entry).await
+}
+
+impl SqliteStore {
+    pub(crate) async fn enrollment_by_certificate_impl(&self, thumbprint: &str) -> StoreResult<Option<Enrollment>> {
+        let t = thumbprint.to_ascii_uppercase();
+        sqlx::query("SELECT * FROM enrollments WHERE cert_thumbprint = ? OR previous_cert_thumbprint = ?")
+            .bind(&t)
+            .bind(&t)
+            .fetch_optional(&self.read)
+            .await
+            .map_err(backend)?
+            .as_ref()
+            .map(enrollment_from_row)
+            .transpose()
+    }
+
+    pub(crate) async fn end_enrollment_impl(
+        &self,
+        id: EnrollmentId,
+        state: EnrollmentState,
+        reason: &str,
+        now: OffsetDateTime,
+    ) -> StoreResult<bool> {
+        let mut tx = self.begin_write().await?;
+        let changed = end_enrollment_in(&mut tx, id, state, reason, now).await?;
+        tx.commit().await.map_err(backend)?;
+        Ok(changed)
+    }
+
+    pub(crate) async fn enqueue_commands_impl(&self, commands: &[NewCommand]) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        for c in commands {
+            let payload = serde_json::to_string(&c.payload).map_err(json_err)?;
+            sqlx::query(
+                "INSERT INTO commands (id, enrollment_id, payload, priority, origin, state, created_at, expires_at) \
+                 VALUES (?, ?, ?, ?, ?, 'pending', ?, ?)",
+            )
+            .bind(c.id.to_string())
+            .bind(c.enrollment_id.to_string())
+            .bind(payload)
+            .bind(i64::from(c.priority))
+            .bind(&c.origin)
+            .bind(micros(c.created_at))
+            .bind(c.expires_at.map(micros))
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        }
+        tx.commit().await.map_err(backend)
+    }
+
+    pub(crate) async fn command_impl(&self, id: CommandId) -> StoreResult<Option<Command>> {
+        sqlx::query("SELECT * FROM commands WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&self.read)
+            .await
+            .map_err(backend)?
+            .as_ref()
+            .map(command_from_row)
+            .transpose()
+    }
+
+    pub(crate) async fn commands_for_enrollment_impl(&self, id: EnrollmentId) -> StoreResult<Vec<Command>> {
+        sqlx::query("SELECT * FROM commands WHERE enrollment_id = ? ORDER BY seq")
+            .bind(id.to_string())
+            .fetch_all(&self.read)
+            .await
+            .map_err(backend)?
+            .iter()
+            .map(command_from_row)
+            .collect()
+    }
+
+    pub(crate) async fn deliverable_commands_impl(
+        &self,
+        id: EnrollmentId,
+        now: OffsetDateTime,
+    ) -> StoreResult<Vec<Command>> {
+        sqlx::query(
+            "SELECT * FROM commands WHERE enrollment_id = ? AND state IN ('pending', 'sent') \
+             AND (expires_at IS NULL OR expires_at > ?) ORDER BY priority DESC, seq",
+        )
+        .bind(id.to_string())
+        .bind(micros(now))
+        .fetch_all(&self.read)
+        .await
+        .map_err(backend)?
+        .iter()
+        .map(command_from_row)
+        .collect()
+    }
+
+    pub(crate) async fn cancel_command_impl(&self, id: CommandId, now: OffsetDateTime) -> StoreResult<bool> {
+        let mut tx = self.begin_write().await?;
+        let n = sqlx::query(
+            "UPDATE commands SET state = 'cancelled', completed_at = ? WHERE id = ? AND state IN ('pending', 'sent')",
+        )
+        .bind(micros(now))
+        .bind(id.to_string())
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?
+        .rows_affected();
+        tx.commit().await.map_err(backend)?;
+        Ok(n == 1)
+    }
+
+    pub(crate) async fn command_result_impl(&self, id: CommandId) -> StoreResult<Option<CommandResult>> {
+        let Some(r) = sqlx::query("SELECT * FROM command_results WHERE command_id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&self.read)
+            .await
+            .map_err(backend)?
+        else {
+            return Ok(None);
+        };
+        Ok(Some(CommandResult {
+            command_id: parse_id(&r.get::<String, _>("command_id"))?,
+            enrollment_id: parse_id(&r.get::<String, _>("enrollment_id"))?,
+            status_code: r.get::<i64, _>("status_code") as u16,
+            results: serde_json::from_str(&r.get::<String, _>("results")).map_err(json_err)?,
+            child_codes: serde_json::from_str(&r.get::<String, _>("child_codes")).map_err(json_err)?,
+            received_at: from_micros(r.get("received_at"))?,
+        }))
+    }
+
+    pub(crate) async fn session_state_impl(&self, id: EnrollmentId) -> StoreResult<Option<SessionState>> {
+        let Some(r) = sqlx::query("SELECT * FROM mdm_sessions WHERE enrollment_id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&self.read)
+            .await
+            .map_err(backend)?
+        else {
+            return Ok(None);
+        };
+        Ok(Some(SessionState {
+            key: r.get("session_key"),
+            session_id: r.get("session_id"),
+            client_msg_id: r.get::<i64, _>("client_msg_id") as u32,
+            server_msg_id: r.get::<i64, _>("server_msg_id") as u32,
+            last_request_hash: r.get("last_request_hash"),
+            last_response: r.get("last_response"),
+            login_status: r.get("login_status"),
+            updated_at: Some(from_micros(r.get("updated_at"))?),
+        }))
+    }
+
+    pub(crate) async fn commit_session_message_impl(
+        &self,
+        id: EnrollmentId,
+        c: &SessionCommit,
+        now: OffsetDateTime,
+    ) -> StoreResult<()> {
+        let eid = id.to_string();
+        let at = micros(now);
+        let mut tx = self.begin_write().await?;
+
+        sqlx::query(
+            "UPDATE commands SET state = 'expired', completed_at = ? WHERE enrollment_id = ? \
+             AND state IN ('pending', 'sent') AND expires_at IS NOT NULL AND expires_at <= ?",
+        )
+        .bind(at)
+        .bind(&eid)
+        .bind(at)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+
+        for o in &c.outcomes {
+            // Only this enrollment's own, still-open commands take an outcome; the first one wins.
+            let open = sqlx::query(
+                "SELECT 1 FROM commands WHERE id = ? AND enrollment_id = ? AND state IN ('pending', 'sent')",
+            )
+            .bind(o.command_id.to_string())
+            .bind(&eid)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(backend)?;
+            if open.is_none() {
+                continue;
+            }
+            let inserted = sqlx::query(
+                "INSERT INTO command_results (command_id, enrollment_id, status_code, results, child_codes, received_at) \
+                 VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (command_id) DO NOTHING",
+            )
+            .bind(o.command_id.to_string())
+            .bind(&eid)
+            .bind(i64::from(o.status_code))
+            .bind(serde_json::to_string(&o.results).map_err(json_err)?)
+            .bind(serde_json::to_string(&o.child_codes).map_err(json_err)?)
+            .bind(at)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?
+            .rows_affected();
+            if inserted == 0 {
+                continue;
+            }
+            let state = match o.status_code {
+                202 => CommandState::Accepted,
+                200..=299 => CommandState::Succeeded,
+                _ => CommandState::Failed,
+            };
+            let completed = (state != CommandState::Accepted).then_some(at);
+            sqlx::query("UPDATE commands SET state = ?, status_code = ?, completed_at = ? WHERE id = ?")
+                .bind(state.as_str())
+                .bind(i64::from(o.status_code))
+                .bind(completed)
+                .bind(o.command_id.to_string())
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+        }
+
+        for (cid, payload) in &c.requeue {
+            sqlx::query(
+                "UPDATE commands SET payload = ?, state = 'pending' WHERE id = ? AND enrollment_id = ? \
+                 AND state IN ('pending', 'sent')",
+            )
+            .bind(serde_json::to_string(payload).map_err(json_err)?)
+            .bind(cid.to_string())
+            .bind(&eid)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        }
+
+        for cid in &c.sent {
+            sqlx::query(
+                "UPDATE commands SET state = 'sent', send_count = send_count + 1, last_sent_at = ?, last_session = ? \
+                 WHERE id = ? AND enrollment_id = ? AND state IN ('pending', 'sent')",
+            )
+            .bind(at)
+            .bind(&c.session.key)
+            .bind(cid.to_string())
+            .bind(&eid)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        }
+
+        for (target, code) in &c.async_completions {
+            // The newest accepted command of this enrollment that targeted this node.
+            let rows = sqlx::query(
+                "SELECT id, payload FROM commands WHERE enrollment_id = ? AND state = 'accepted' ORDER BY seq DESC",
+            )
+            .bind(&eid)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(backend)?;
+            for r in rows {
+                let payload: CommandPayload =
+                    serde_json::from_str(&r.get::<String, _>("payload")).map_err(json_err)?;
+                if payload.targets().iter().any(|t| t == target) {
+                    let state = if (200..300).contains(code) { CommandState::Succeeded } else { CommandState::Failed };
+                    sqlx::query("UPDATE commands SET state = ?, status_code = ?, completed_at = ? WHERE id = ?")
+                        .bind(state.as_str())
+                        .bind(i64::from(*code))
+                        .bind(at)
+                        .bind(r.get::<String, _>("id"))
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(backend)?;
+                    break;
+                }
+            }
+        }
+
+        for (name, value) in &c.facts {
+            let old: Option<String> =
+                sqlx::query_scalar("SELECT value FROM device_facts WHERE enrollment_id = ? AND name = ?")
+                    .bind(&eid)
+                    .bind(name)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(backend)?;
+            if old.as_deref() == Some(value.as_str()) {
+                sqlx::query("UPDATE device_facts SET updated_at = ? WHERE enrollment_id = ? AND name = ?")
+                    .bind(at)
+                    .bind(&eid)
+                    .bind(name)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(backend)?;
+                continue;
+            }
+            sqlx::query(
+                "INSERT INTO device_facts (enrollment_id, name, value, updated_at) VALUES (?, ?, ?, ?) \
+                 ON CONFLICT (enrollment_id, name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+            )
+            .bind(&eid)
+            .bind(name)
+            .bind(value)
+            .bind(at)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+            sqlx::query(
+                "INSERT INTO device_fact_history (enrollment_id, name, old_value, new_value, at) VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(&eid)
+            .bind(name)
+            .bind(old)
+            .bind(value)
+            .bind(at)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        }
+
+        if let Some((state, reason)) = &c.new_state {
+            end_enrollment_in(&mut tx, id, *state, reason, now).await?;
+        }
+
+        if let Some(body) = &c.raw_message {
+            sqlx::query("INSERT INTO device_messages (enrollment_id, received_at, body) VALUES (?, ?, ?)")
+                .bind(&eid)
+                .bind(at)
+                .bind(body)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+            sqlx::query(
+                "DELETE FROM device_messages WHERE enrollment_id = ? AND seq <= \
+                 (SELECT seq FROM device_messages WHERE enrollment_id = ? ORDER BY seq DESC LIMIT 1 OFFSET ?)",
+            )
+            .bind(&eid)
+            .bind(&eid)
+            .bind(DEVICE_MESSAGES_KEPT)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        }
+
+        let s = &c.session;
+        sqlx::query(
+            "INSERT INTO mdm_sessions (enrollment_id, session_key, session_id, client_msg_id, server_msg_id, \
+             last_request_hash, last_response, login_status, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (enrollment_id) DO UPDATE SET session_key = excluded.session_key, \
+             session_id = excluded.session_id, \
+             client_msg_id = excluded.client_msg_id, server_msg_id = excluded.server_msg_id, \
+             last_request_hash = excluded.last_request_hash, last_response = excluded.last_response, \
+             login_status = excluded.login_status, updated_at = excluded.updated_at",
+        )
+        .bind(&eid)
+        .bind(&s.key)
+        .bind(&s.session_id)
+        .bind(i64::from(s.client_msg_id))
+        .bind(i64::from(s.server_msg_id))
+        .bind(&s.last_request_hash)
+        .bind(&s.last_response)
+        .bind(&s.login_status)
+        .bind(at)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+
+        sqlx::query("UPDATE enrollments SET last_seen_at = ? WHERE id = ?")
+            .bind(at)
+            .bind(&eid)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+
+        if c.retire_previous_certificate {
+            retire_previous(&mut tx, id, "device uses its renewed certificate", now).await?;
+        }
+
+        tx.commit().await.map_err(backend)
+    }
+
+    pub(crate) async fn renew_certificate_impl(&self, r: &CertificateRenewal) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        let Some(row) = sqlx::query("SELECT * FROM enrollments WHERE id = ? AND state = 'active'")
+            .bind(r.enrollment_id.to_string())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(backend)?
+        else {
+            return Err(StoreError::NotFound);
+        };
+        let e = enrollment_from_row(&row)?;
+        let prev_thumb: Option<String> = row.get("previous_cert_thumbprint");
+        let old = r.old_thumbprint.to_ascii_uppercase();
+        let log = |serial: String, thumb: Option<String>, reason: &str| IssuanceLogEntry {
+            serial,
+            event: IssuanceEvent::Revoked,
+            thumbprint: thumb,
+            subject: None,
+            device_id: Some(e.device_id.clone()),
+            enrollment_id: Some(e.id),
+            not_before: None,
+            not_after: None,
+            reason: Some(reason.to_owned()),
+            at: r.at,
+        };
+        if old == e.cert_thumbprint {
+            // Normal renewal: the current certificate becomes the previous one (still accepted).
+            if prev_thumb.is_some() {
+                retire_previous(&mut tx, e.id, "superseded by a second renewal", r.at).await?;
+            }
+            sqlx::query(
+                "UPDATE enrollments SET previous_cert_serial = cert_serial, previous_cert_thumbprint = cert_thumbprint \
+                 WHERE id = ?",
+            )
+            .bind(e.id.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        } else if prev_thumb.as_deref() == Some(old.as_str()) {
+            // The device renews again with the old certificate: it never got (or never used) the
+            // one we issued last time, which is revoked now.
+            insert_log(&mut tx, &log(e.cert_serial.clone(), Some(e.cert_thumbprint.clone()), "renewal answer not used"))
+                .await?;
+        } else {
+            return Err(StoreError::NotFound);
+        }
+        sqlx::query(
+            "UPDATE enrollments SET cert_serial = ?, cert_thumbprint = ?, cert_not_after = ?, updated_at = ? WHERE id = ?",
+        )
+        .bind(&r.new_serial)
+        .bind(&r.new_thumbprint)
+        .bind(micros(r.not_after))
+        .bind(micros(r.at))
+        .bind(e.id.to_string())
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        insert_log(
+            &mut tx,
+            &IssuanceLogEntry {
+                serial: r.new_serial.clone(),
+                event: IssuanceEvent::Issued,
+                thumbprint: Some(r.new_thumbprint.clone()),
+                subject: Some(r.subject.clone()),
+                device_id: Some(e.device_id.clone()),
+                enrollment_id: Some(e.id),
+                not_before: Some(r.not_before),
+                not_after: Some(r.not_after),
+                reason: Some("renewal".into()),
+                at: r.at,
+            },
+        )
+        .await?;
+        tx.commit().await.map_err(backend)
+    }
+
+    pub(crate) async fn device_facts_impl(&self, id: EnrollmentId) -> StoreResult<Vec<DeviceFact>> {
+        sqlx::query("SELECT name, value, updated_at FROM device_facts WHERE enrollment_id = ? ORDER BY name")
+            .bind(id.to_string())
+            .fetch_all(&self.read)
+            .await
+            .map_err(backend)?
+            .iter()
+            .map(|r| Ok(DeviceFact { name: r.get("name"), value: r.get("value"), updated_at: from_micros(r.get("updated_at"))? }))
+            .collect()
+    }
+
+    pub(crate) async fn fact_history_impl(&self, id: EnrollmentId) -> StoreResult<Vec<FactChange>> {
+        sqlx::query("SELECT * FROM device_fact_history WHERE enrollment_id = ? ORDER BY seq")
+            .bind(id.to_string())
+            .fetch_all(&self.read)
+            .await
+            .map_err(backend)?
+            .iter()
+            .map(|r| {
+                Ok(FactChange {
+                    name: r.get("name"),
+                    old_value: r.get("old_value"),
+                    new_value: r.get("new_value"),
+                    at: from_micros(r.get("at"))?,
+                })
+            })
+            .collect()
+    }
+
+    pub(crate) async fn device_messages_impl(&self, id: EnrollmentId) -> StoreResult<Vec<(OffsetDateTime, String)>> {
+        sqlx::query("SELECT received_at, body FROM device_messages WHERE enrollment_id = ? ORDER BY seq")
+            .bind(id.to_string())
+            .fetch_all(&self.read)
+            .await
+            .map_err(backend)?
+            .iter()
+            .map(|r| Ok((from_micros(r.get("received_at"))?, r.get("body"))))
+            .collect()
+    }
+}
