@@ -365,3 +365,384 @@ fn time_now_rfc3339() -> String {
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::windows::commands::{Action, WipeKind};
+    use syncml::{Command as Sc, Results, Status};
+    use time::OffsetDateTime;
+
+    const DEVICE: &str = "B5B954E81FBCB94EB79BD08BE625F4EE";
+    const URL: &str = "https://mdm.example.com/ManagementServer/MDM.svc";
+
+    fn enrollment() -> Enrollment {
+        let now = OffsetDateTime::now_utc();
+        Enrollment {
+            id: EnrollmentId::new(),
+            device_id: DeviceId::parse(DEVICE).unwrap(),
+            hw_dev_id: None,
+            device_name: None,
+            os_version: None,
+            os_edition: None,
+            enrollment_type: EnrollmentType::Full,
+            user_email: None,
+            auth_method: AuthMethod::EnrollmentToken,
+            enrollment_token_id: None,
+            group_id: None,
+            cert_serial: "01".into(),
+            cert_thumbprint: "AA".into(),
+            cert_not_after: now,
+            state: EnrollmentState::Active,
+            enrolled_at: now,
+            updated_at: now,
+            last_seen_at: None,
+        }
+    }
+
+    fn command(e: &Enrollment, payload: CommandPayload, origin: &str) -> Command {
+        Command {
+            id: CommandId::new(),
+            enrollment_id: e.id,
+            payload,
+            priority: 0,
+            origin: origin.into(),
+            state: CommandState::Pending,
+            created_at: OffsetDateTime::now_utc(),
+            expires_at: None,
+            send_count: 0,
+            last_sent_at: None,
+            last_session: None,
+            status_code: None,
+            completed_at: None,
+        }
+    }
+
+    fn replace(target: &str, value: &str) -> CommandPayload {
+        CommandPayload::single(
+            Verb::Replace,
+            CommandItem {
+                target: target.into(),
+                format: Some("int".into()),
+                type_: None,
+                data: Some(value.into()),
+            },
+        )
+    }
+
+    fn fixture(name: &str) -> SyncMl {
+        let path = format!(
+            "{}/../../../shared/fixtures/windows/win10-19043-fleet-poc/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        syncml::parse(&std::fs::read_to_string(path).unwrap()).unwrap()
+    }
+
+    fn run<'a>(
+        msg: &'a SyncMl,
+        e: &'a Enrollment,
+        prev: Option<&'a SessionState>,
+        open: &'a [Command],
+    ) -> SessionOutput {
+        process(SessionInput {
+            msg,
+            raw: "<SyncML/>",
+            request_hash: "h".into(),
+            enrollment: e,
+            management_url: URL,
+            previous: prev,
+            open_commands: open,
+            new_key: "key-1".into(),
+        })
+    }
+
+    /// A device reply in session `session_id`, message `msg_id`, with the given commands.
+    fn reply(session_id: &str, msg_id: u32, commands: Vec<Sc>, final_: bool) -> SyncMl {
+        let mut all = vec![Sc::Status(Status {
+            cmd_id: "1".into(),
+            msg_ref: "1".into(),
+            cmd_ref: "0".into(),
+            cmd: "SyncHdr".into(),
+            data: "200".into(),
+            ..Default::default()
+        })];
+        all.extend(commands);
+        SyncMl {
+            header: SyncHdr::new(session_id, msg_id, URL, DEVICE),
+            body: SyncBody { commands: all, final_ },
+        }
+    }
+
+    fn st(cmd_id: &str, cmd_ref: &str, cmd: &str, code: u16) -> Sc {
+        Sc::Status(Status {
+            cmd_id: cmd_id.into(),
+            msg_ref: "1".into(),
+            cmd_ref: cmd_ref.into(),
+            cmd: cmd.into(),
+            data: code.to_string(),
+            ..Default::default()
+        })
+    }
+
+    fn names(m: &SyncMl) -> Vec<&'static str> {
+        m.body.commands.iter().map(|c| c.name()).collect()
+    }
+
+    #[test]
+    fn first_real_session_is_answered_status_first() {
+        let e = enrollment();
+        let msg = fixture("04-session1-msg1.request.xml");
+        let out = run(&msg, &e, None, &[]);
+        let cmds = &out.response.body.commands;
+        let Sc::Status(first) = &cmds[0] else {
+            panic!("status first")
+        };
+        assert_eq!(
+            (
+                first.cmd_ref.as_str(),
+                first.msg_ref.as_str(),
+                first.cmd.as_str(),
+                first.data.as_str()
+            ),
+            ("0", "1", "SyncHdr", "200")
+        );
+        let refs: Vec<(String, String)> = cmds[1..]
+            .iter()
+            .map(|c| match c {
+                Sc::Status(s) => (s.cmd_ref.clone(), s.cmd.clone()),
+                other => panic!("unexpected {}", other.name()),
+            })
+            .collect();
+        assert_eq!(
+            refs,
+            vec![
+                ("2".into(), "Alert".into()),
+                ("3".into(), "Alert".into()),
+                ("4".into(), "Replace".into())
+            ]
+        );
+        assert!(out.response.body.final_);
+        assert_eq!(out.response.header.session_id, "1");
+        assert_eq!(out.response.header.target.as_ref().unwrap().loc_uri, DEVICE);
+        assert_eq!(out.response.header.source.as_ref().unwrap().loc_uri, URL);
+        assert_eq!(out.commit.session.login_status.as_deref(), Some("user"));
+        assert!(
+            out.commit
+                .facts
+                .contains(&("hardware.manufacturer".into(), "VMware, Inc.".into()))
+        );
+        assert!(
+            out.commit
+                .facts
+                .contains(&("hardware.model".into(), "VMware7,1".into()))
+        );
+        assert!(out.commit.new_state.is_none());
+    }
+
+    #[test]
+    fn unenroll_alert_ends_the_enrollment_and_sends_nothing() {
+        let e = enrollment();
+        let queued = [command(&e, replace("./Vendor/MSFT/X", "1"), "admin")];
+        let msg = fixture("05-session2-unenroll.request.xml");
+        let out = run(&msg, &e, None, &queued);
+        assert_eq!(
+            out.commit.new_state.as_ref().map(|s| s.0),
+            Some(EnrollmentState::Unenrolled)
+        );
+        assert!(out.commit.sent.is_empty());
+        assert!(!names(&out.response).contains(&"Replace"));
+    }
+
+    #[test]
+    fn queued_commands_go_out_and_outcomes_come_back_once() {
+        let e = enrollment();
+        let get = command(&e, crate::windows::inventory::inventory_command(), "inventory");
+        let set = command(
+            &e,
+            replace("./Vendor/MSFT/Policy/Config/Camera/AllowCamera", "0"),
+            "admin",
+        );
+        let msg = fixture("04-session1-msg1.request.xml");
+        let out = run(&msg, &e, None, &[get.clone(), set.clone()]);
+        assert_eq!(out.commit.sent, vec![get.id, set.id]);
+        let sent_ids: Vec<&str> = out.response.body.commands.iter().map(|c| c.cmd_id()).collect();
+        assert!(
+            sent_ids.contains(&get.id.cmd_id().as_str()),
+            "CmdID is the command UUID"
+        );
+        let written = syncml::write(&out.response);
+        assert!(written.contains("./Vendor/MSFT/Policy/Config/Camera/AllowCamera"));
+
+        // The device answers both; Results for the Get feed the facts.
+        let mut sent_state = |c: &Command| Command {
+            state: CommandState::Sent,
+            last_session: Some("key-1".into()),
+            ..c.clone()
+        };
+        let open = [sent_state(&get), sent_state(&set)];
+        let results = Sc::Results(Results {
+            cmd_id: "4".into(),
+            msg_ref: Some("1".into()),
+            cmd_ref: get.id.cmd_id(),
+            meta: None,
+            items: vec![Item {
+                source: Some(LocTarget::new("./DevDetail/SwV")),
+                data: Some(ItemData::Text("10.0.19043.2364".into())),
+                ..Default::default()
+            }],
+        });
+        let msg2 = reply(
+            "1",
+            2,
+            vec![
+                st("2", &get.id.cmd_id(), "Get", 200),
+                results,
+                st("3", &set.id.cmd_id(), "Replace", 200),
+            ],
+            true,
+        );
+        let prev = out.commit.session.clone();
+        let out2 = run(&msg2, &e, Some(&prev), &open);
+        assert_eq!(out2.commit.outcomes.len(), 2);
+        let g = out2.commit.outcomes.iter().find(|o| o.command_id == get.id).unwrap();
+        assert_eq!(g.status_code, 200);
+        assert_eq!(g.results[0].data.as_deref(), Some("10.0.19043.2364"));
+        assert!(
+            out2.commit
+                .facts
+                .contains(&("os.version".into(), "10.0.19043.2364".into()))
+        );
+        assert!(
+            out2.commit
+                .facts
+                .iter()
+                .any(|(n, _)| n == crate::windows::inventory::COLLECTED_AT)
+        );
+        // Nothing more to send and nothing to acknowledge: a bare SyncHdr status ends the session.
+        assert_eq!(out2.response.body.commands.len(), 1);
+        assert!(out2.ends_session);
+        assert_eq!(out2.response.header.msg_id, 2);
+        assert!(out2.commit.sent.is_empty(), "not re-sent within the session");
+    }
+
+    #[test]
+    fn foreign_and_unknown_cmd_refs_are_ignored() {
+        let e = enrollment();
+        let other_device_command = CommandId::new();
+        let msg = reply(
+            "1",
+            2,
+            vec![
+                st("2", &other_device_command.cmd_id(), "Replace", 200),
+                st("3", "not-a-uuid", "Get", 200),
+            ],
+            true,
+        );
+        let out = run(&msg, &e, None, &[]);
+        assert!(out.commit.outcomes.is_empty());
+    }
+
+    #[test]
+    fn add_418_is_retried_as_replace_in_the_same_session() {
+        let e = enrollment();
+        let mut add = command(&e, replace("./Vendor/MSFT/X", "1"), "admin");
+        add.payload.verb = Verb::Add;
+        add.state = CommandState::Sent;
+        add.last_session = Some("key-1".into());
+        let prev = SessionState {
+            key: "key-1".into(),
+            session_id: "1".into(),
+            client_msg_id: 1,
+            server_msg_id: 1,
+            ..Default::default()
+        };
+        let msg = reply("1", 2, vec![st("2", &add.id.cmd_id(), "Add", 418)], true);
+        let out = run(&msg, &e, Some(&prev), std::slice::from_ref(&add));
+        assert!(out.commit.outcomes.is_empty());
+        assert_eq!(out.commit.requeue.len(), 1);
+        assert_eq!(out.commit.requeue[0].1.verb, Verb::Replace);
+        assert_eq!(out.commit.sent, vec![add.id]);
+        assert!(names(&out.response).contains(&"Replace"));
+    }
+
+    #[test]
+    fn atomic_children_and_wipe_acknowledgement() {
+        let e = enrollment();
+        let atomic = command(
+            &e,
+            CommandPayload {
+                verb: Verb::Atomic,
+                items: vec![],
+                children: vec![replace("./Vendor/MSFT/A", "1"), replace("./Vendor/MSFT/B", "x")],
+            },
+            "admin",
+        );
+        let sc = to_syncml(&atomic.id.cmd_id(), &atomic.payload);
+        let Sc::Atomic(c) = &sc else { panic!("atomic") };
+        assert_eq!(c.commands[1].cmd_id(), format!("{}.2", atomic.id));
+        let wipe = command(
+            &e,
+            Action::Wipe(WipeKind::Protected).payload(),
+            Action::Wipe(WipeKind::Protected).origin(),
+        );
+        let msg = reply(
+            "1",
+            2,
+            vec![
+                st("2", &atomic.id.cmd_id(), "Atomic", 507),
+                st("3", &format!("{}.1", atomic.id), "Replace", 216),
+                st("4", &format!("{}.2", atomic.id), "Replace", 500),
+                st("5", &wipe.id.cmd_id(), "Exec", 200),
+            ],
+            true,
+        );
+        let out = run(&msg, &e, None, &[atomic.clone(), wipe]);
+        let a = out.commit.outcomes.iter().find(|o| o.command_id == atomic.id).unwrap();
+        assert_eq!((a.status_code, a.child_codes.clone()), (507, vec![216, 500]));
+        assert_eq!(out.commit.new_state.as_ref().map(|s| s.0), Some(EnrollmentState::Wiped));
+    }
+
+    #[test]
+    fn device_package_without_final_gets_alert_1222_and_no_commands() {
+        let e = enrollment();
+        let queued = [command(&e, replace("./Vendor/MSFT/X", "1"), "admin")];
+        let mut msg = fixture("04-session1-msg1.request.xml");
+        msg.body.final_ = false;
+        let out = run(&msg, &e, None, &queued);
+        assert!(out.commit.sent.is_empty());
+        let last = out.response.body.commands.last().unwrap();
+        let Sc::Alert(a) = last else { panic!("alert 1222 last") };
+        assert_eq!(a.data, "1222");
+        assert!(out.response.body.final_);
+    }
+
+    #[test]
+    fn packs_under_max_msg_size_and_holds_user_scope() {
+        let e = enrollment();
+        let big = "x".repeat(3000);
+        let queued: Vec<Command> = (0..5)
+            .map(|i| command(&e, replace(&format!("./Vendor/MSFT/N{i}"), &big), "admin"))
+            .collect();
+        let user = command(&e, replace("./User/Vendor/MSFT/Policy/Config/X", "1"), "admin");
+        let mut all = queued.clone();
+        all.push(user.clone());
+        let mut msg = fixture("04-session1-msg1.request.xml");
+        msg.header.meta = Some(Meta {
+            max_msg_size: Some(10_000),
+            ..Default::default()
+        });
+        // LoginStatus "none": the user-scoped command waits.
+        if let Sc::Alert(a) = &mut msg.body.commands[1] {
+            a.items[0].data = Some(ItemData::Text("none".into()));
+        }
+        let out = run(&msg, &e, None, &all);
+        assert!(
+            !out.commit.sent.is_empty() && out.commit.sent.len() < 5,
+            "{}",
+            out.commit.sent.len()
+        );
+        assert!(!out.response.body.final_, "more to come: no Final");
+        assert!(syncml::write(&out.response).len() <= 10_000);
+        assert!(!out.commit.sent.contains(&user.id));
+    }
+}
