@@ -100,7 +100,11 @@ pub struct CommandPayload {
 
 impl CommandPayload {
     pub fn single(verb: Verb, item: CommandItem) -> Self {
-        Self { verb, items: vec![item], children: Vec::new() }
+        Self {
+            verb,
+            items: vec![item],
+            children: Vec::new(),
+        }
     }
 
     /// Whether any target is in the user scope (`./User/…`), which only works while a user is signed

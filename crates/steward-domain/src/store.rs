@@ -85,8 +85,12 @@ pub trait Store: Send + Sync + 'static {
     async fn command_result(&self, id: CommandId) -> StoreResult<Option<CommandResult>>;
     async fn session_state(&self, id: EnrollmentId) -> StoreResult<Option<SessionState>>;
     /// Commits everything one device message produced (see [`SessionCommit`]) atomically.
-    async fn commit_session_message(&self, id: EnrollmentId, commit: &SessionCommit, now: OffsetDateTime)
-    -> StoreResult<()>;
+    async fn commit_session_message(
+        &self,
+        id: EnrollmentId,
+        commit: &SessionCommit,
+        now: OffsetDateTime,
+    ) -> StoreResult<()>;
     async fn device_facts(&self, id: EnrollmentId) -> StoreResult<Vec<DeviceFact>>;
     async fn fact_history(&self, id: EnrollmentId) -> StoreResult<Vec<FactChange>>;
     /// Raw device messages kept for audit, oldest first (bounded per enrollment).

@@ -54,7 +54,20 @@ pub struct Config {
     pub tls: TlsConfig,
     pub pki: PkiConfig,
     pub enrollment: EnrollmentConfig,
+    pub management: ManagementConfig,
     pub limits: LimitsConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ManagementConfig {
+    /// Addresses of TLS-terminating proxies allowed to pass the device's client certificate in
+    /// `client_cert_header`. The proxy must itself require and verify client certificates against
+    /// Steward's issuing CA (`<data_dir>/pki/issuing-ca.pem`). Empty: the header is never trusted.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Header carrying the client certificate: URL-encoded PEM (nginx `$ssl_client_escaped_cert`) or
+    /// base64 DER.
+    pub client_cert_header: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -127,6 +140,7 @@ impl Default for Config {
             tls: TlsConfig::default(),
             pki: PkiConfig::default(),
             enrollment: EnrollmentConfig::default(),
+            management: ManagementConfig::default(),
             limits: LimitsConfig::default(),
         }
     }
@@ -168,6 +182,15 @@ impl Default for EnrollmentConfig {
             poll_interval_minutes: 60,
             federated_token_minutes: 15,
             inventory_interval_hours: 24,
+        }
+    }
+}
+
+impl Default for ManagementConfig {
+    fn default() -> Self {
+        Self {
+            trusted_proxies: Vec::new(),
+            client_cert_header: "x-client-cert".into(),
         }
     }
 }
@@ -247,7 +270,7 @@ impl Config {
                     var,
                     message: format!("expected a whole number, got {raw:?}"),
                 })?)
-            } else if *key == "tls.extra_hostnames" {
+            } else if *key == "tls.extra_hostnames" || *key == "management.trusted_proxies" {
                 toml::Value::Array(
                     raw.split(',')
                         .map(str::trim)
@@ -316,6 +339,9 @@ impl Config {
         }
         if !(1..=120).contains(&e.federated_token_minutes) {
             return invalid("enrollment.federated_token_minutes must be between 1 and 120".into());
+        }
+        if http::HeaderName::from_bytes(self.management.client_cert_header.as_bytes()).is_err() {
+            return invalid("management.client_cert_header is not a valid HTTP header name".into());
         }
         if !(1..=24 * 30).contains(&e.inventory_interval_hours) {
             return invalid("enrollment.inventory_interval_hours must be between 1 and 720".into());

@@ -2,6 +2,7 @@
 //! management and admin surfaces. [`start`] prepares the data directory and key material, opens the
 //! store and serves until [`RunningServer::shutdown`].
 
+pub mod admin;
 pub mod bootstrap;
 pub mod config;
 mod http_util;

@@ -461,7 +461,12 @@ impl CspTree {
         t.seed(&format!("{ext}/ProcessorArchitecture"), Int, get, "9");
         t.seed(&format!("{ext}/ProcessorType"), Int, get, "8664");
         t.seed(&format!("{ext}/TotalRAM"), Int, get, &p.total_ram_mb.to_string());
-        t.seed(&format!("{ext}/TotalStorage"), Int, get, &p.total_storage_mb.to_string());
+        t.seed(
+            &format!("{ext}/TotalStorage"),
+            Int,
+            get,
+            &p.total_storage_mb.to_string(),
+        );
         t.seed(&format!("{ext}/SMBIOSSerialNumber"), Chr, get, &p.serial_number);
         t.seed(&format!("{ext}/DeviceName"), Chr, get, &p.device_name);
         t.seed(&format!("{ext}/DNSComputerName"), Chr, get, &p.device_name);
@@ -595,7 +600,11 @@ impl CspTree {
         let Some(path) = normalize(uri) else {
             return Vec::new();
         };
-        let prefix = if path == "." { "./".to_owned() } else { format!("{path}/") };
+        let prefix = if path == "." {
+            "./".to_owned()
+        } else {
+            format!("{path}/")
+        };
         self.nodes
             .range(prefix.clone()..)
             .take_while(|(k, _)| k.starts_with(&prefix))
@@ -657,7 +666,13 @@ impl CspTree {
     }
 
     /// Add (MS-MDM §2.2.7.1): creates a node in a creatable subtree; 418 when it exists.
-    pub fn add(&mut self, uri: &str, format: Option<&str>, mime: Option<&str>, data: Option<&str>) -> Result<u16, CspError> {
+    pub fn add(
+        &mut self,
+        uri: &str,
+        format: Option<&str>,
+        mime: Option<&str>,
+        data: Option<&str>,
+    ) -> Result<u16, CspError> {
         let path = self.resolve(uri)?;
         if self.nodes.contains_key(&path) {
             return Err(CspError::AlreadyExists(uri.to_owned()));
@@ -750,8 +765,7 @@ impl CspTree {
             // The install itself "runs" now: record its final state in MSI/{id}/Status
             // (EnterpriseDesktopAppManagement CSP: 70 = installed successfully).
             let status = format!("{parent_path}/Status");
-            self.nodes
-                .insert(status, CspNode::leaf(Format::Int, Access::GET, "70"));
+            self.nodes.insert(status, CspNode::leaf(Format::Int, Access::GET, "70"));
             return Ok(ExecOutcome {
                 status: 202,
                 effect: ExecEffect::MsiInstall {
@@ -822,8 +836,8 @@ impl CspTree {
             .filter(|p| p.starts_with("./SyncML/DMAcc/"))
             .collect();
         entries.into_iter().find_map(|entry| {
-            let is_client = last_segment(entry) == "CLCRED"
-                || self.value(&format!("{entry}/AAuthLevel")) == Some("CLCRED");
+            let is_client =
+                last_segment(entry) == "CLCRED" || self.value(&format!("{entry}/AAuthLevel")) == Some("CLCRED");
             if !is_client {
                 return None;
             }
@@ -842,6 +856,7 @@ fn local_time() -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 
@@ -874,7 +889,10 @@ mod tests {
         assert_eq!(t.get("./DevDetail/Nope").unwrap_err().status(), 404);
         assert_eq!(t.get("/DevDetail/SwV").unwrap_err().status(), 400);
         // Exec-only nodes cannot be read.
-        assert_eq!(t.get("./Device/Vendor/MSFT/Reboot/RebootNow").unwrap_err().status(), 405);
+        assert_eq!(
+            t.get("./Device/Vendor/MSFT/Reboot/RebootNow").unwrap_err().status(),
+            405
+        );
     }
 
     #[test]
@@ -884,9 +902,17 @@ mod tests {
             t.get("./Vendor/MSFT/DeviceStatus/OS/Edition").unwrap(),
             t.get("./Device/Vendor/MSFT/DeviceStatus/OS/Edition").unwrap()
         );
-        t.replace("./Vendor/MSFT/Policy/Config/Camera/AllowCamera", Some("int"), None, Some("0"))
-            .unwrap();
-        assert_eq!(t.value("./Device/Vendor/MSFT/Policy/Config/Camera/AllowCamera"), Some("0"));
+        t.replace(
+            "./Vendor/MSFT/Policy/Config/Camera/AllowCamera",
+            Some("int"),
+            None,
+            Some("0"),
+        )
+        .unwrap();
+        assert_eq!(
+            t.value("./Device/Vendor/MSFT/Policy/Config/Camera/AllowCamera"),
+            Some("0")
+        );
         assert_eq!(normalize("./Vendor/MSFT/"), Some("./Device/Vendor/MSFT".into()));
         assert_eq!(normalize("./a//b"), None);
         assert_eq!(normalize("./a/../b"), None);
@@ -898,17 +924,48 @@ mod tests {
         // Add creates, Add again 418, Add on a fixed CSP 405, under an unknown parent 404.
         assert_eq!(t.add(POL, Some("int"), None, Some("8")), Ok(200));
         assert_eq!(t.add(POL, Some("int"), None, Some("8")).unwrap_err().status(), 418);
-        assert_eq!(t.add("./DevDetail/Foo", None, None, Some("x")).unwrap_err().status(), 405);
-        assert_eq!(t.add("./Vendor/MSFT/Nope/X", None, None, Some("x")).unwrap_err().status(), 404);
+        assert_eq!(
+            t.add("./DevDetail/Foo", None, None, Some("x")).unwrap_err().status(),
+            405
+        );
+        assert_eq!(
+            t.add("./Vendor/MSFT/Nope/X", None, None, Some("x"))
+                .unwrap_err()
+                .status(),
+            404
+        );
         // Replace: read-only 405, unknown outside creatable subtrees 404, writable 200.
-        assert_eq!(t.replace("./DevDetail/SwV", None, None, Some("1")).unwrap_err().status(), 405);
-        assert_eq!(t.replace("./DevDetail/Nope", None, None, Some("1")).unwrap_err().status(), 404);
+        assert_eq!(
+            t.replace("./DevDetail/SwV", None, None, Some("1"))
+                .unwrap_err()
+                .status(),
+            405
+        );
+        assert_eq!(
+            t.replace("./DevDetail/Nope", None, None, Some("1"))
+                .unwrap_err()
+                .status(),
+            404
+        );
         let poll = "./Vendor/MSFT/DMClient/Provider/Steward/Poll/IntervalForFirstSetOfRetries";
         assert_eq!(t.replace(poll, Some("int"), None, Some("1")), Ok(200));
         assert_eq!(t.value(poll), Some("1"));
         // Format mismatch → 400.
-        assert_eq!(t.replace(poll, Some("int"), None, Some("soon")).unwrap_err().status(), 400);
-        assert_eq!(t.add("./Device/Vendor/MSFT/Policy/Config/A/B", Some("bool"), None, Some("yes")).unwrap_err().status(), 400);
+        assert_eq!(
+            t.replace(poll, Some("int"), None, Some("soon")).unwrap_err().status(),
+            400
+        );
+        assert_eq!(
+            t.add(
+                "./Device/Vendor/MSFT/Policy/Config/A/B",
+                Some("bool"),
+                None,
+                Some("yes")
+            )
+            .unwrap_err()
+            .status(),
+            400
+        );
         // Replace creates-or-updates in the Policy CSP.
         assert_eq!(t.replace(POL, Some("int"), None, Some("9")), Ok(200));
         assert_eq!(t.value(POL), Some("9"));
@@ -918,14 +975,25 @@ mod tests {
         assert_eq!(t.delete("./DevInfo/Man").unwrap_err().status(), 405);
         // Exec on a non-exec node 405, unknown 404.
         assert_eq!(t.exec("./DevInfo/Man", None, None).unwrap_err().status(), 405);
-        assert_eq!(t.exec("./Device/Vendor/MSFT/Nope", None, None).unwrap_err().status(), 404);
+        assert_eq!(
+            t.exec("./Device/Vendor/MSFT/Nope", None, None).unwrap_err().status(),
+            404
+        );
     }
 
     #[test]
     fn exec_effects() {
         let mut t = tree();
-        let w = t.exec("./Device/Vendor/MSFT/RemoteWipe/doWipeProtected", None, None).unwrap();
-        assert_eq!(w, ExecOutcome { status: 200, effect: ExecEffect::Wipe("doWipeProtected".into()) });
+        let w = t
+            .exec("./Device/Vendor/MSFT/RemoteWipe/doWipeProtected", None, None)
+            .unwrap();
+        assert_eq!(
+            w,
+            ExecOutcome {
+                status: 200,
+                effect: ExecEffect::Wipe("doWipeProtected".into())
+            }
+        );
         let r = t.exec("./Vendor/MSFT/Reboot/RebootNow", None, None).unwrap();
         assert_eq!(r.effect, ExecEffect::Reboot);
         let l = t.exec("./Vendor/MSFT/RemoteLock/Lock", None, None).unwrap();
@@ -942,7 +1010,10 @@ mod tests {
         assert_eq!(t.add(id, Some("node"), None, None), Ok(200));
         assert_eq!(t.add(&di, None, None, None), Ok(200));
         let job = "<MsiInstallJob id=\"{A1B2}\"><Product Version=\"1.0\"/></MsiInstallJob>";
-        assert_eq!(t.exec(&di, Some("xml"), Some("<MsiInstallJob>")).unwrap_err().status(), 400);
+        assert_eq!(
+            t.exec(&di, Some("xml"), Some("<MsiInstallJob>")).unwrap_err().status(),
+            400
+        );
         let out = t.exec(&di, Some("xml"), Some(job)).unwrap();
         assert_eq!(out.status, 202);
         assert_eq!(out.effect, ExecEffect::MsiInstall { loc_uri: di.clone() });
@@ -965,9 +1036,15 @@ mod tests {
     fn dmacc_credentials_and_secret_is_write_only() {
         let mut t = tree();
         let base = "./SyncML/DMAcc/0x0000800cABF8/AppAuth/CLCRED";
-        assert_eq!(t.replace(&format!("{base}/AAuthName"), None, None, Some("dev")), Ok(200));
+        assert_eq!(
+            t.replace(&format!("{base}/AAuthName"), None, None, Some("dev")),
+            Ok(200)
+        );
         assert_eq!(t.client_credentials(), None);
-        assert_eq!(t.replace(&format!("{base}/AAuthSecret"), None, None, Some("s3")), Ok(200));
+        assert_eq!(
+            t.replace(&format!("{base}/AAuthSecret"), None, None, Some("s3")),
+            Ok(200)
+        );
         assert_eq!(t.client_credentials(), Some(("dev".into(), "s3".into())));
         assert_eq!(t.get(&format!("{base}/AAuthSecret")).unwrap_err().status(), 405);
     }

@@ -2,10 +2,18 @@
 //! integration tests, benchmarks and demos. It sends what Windows sends: the GET probe, Discover,
 //! GetPolicies and a RequestSecurityToken with a freshly generated RSA key and a CSR shaped like
 //! Windows' (PrintableString CN with `!` and a trailing NUL, the 1.3.6.1.4.1.311.66.1.0 DeviceID
-//! extension, OIW sha1WithRSA signature).
+//! extension, OIW sha1WithRSA signature). After enrolling, [`ManagedDevice`] runs OMA-DM management
+//! sessions (MS-MDM) against a [`CspTree`] shaped like a Windows 11 device's.
 
+pub mod csp;
 pub mod enroll;
 pub mod https;
+pub mod session;
 
+pub use csp::{CspError, CspTree, DeviceProfile, Format};
 pub use enroll::{Credentials, EnrollError, EnrollOptions, EnrolledDevice};
 pub use https::{HttpsClient, HttpsError, Response};
+pub use session::{
+    GenericAlert, LoginStatus, ManagedDevice, Md5Credentials, ReceivedCommand, SessionError, SessionOptions,
+    SessionReport, SessionTrigger,
+};

@@ -4,7 +4,10 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use steward_sim::{Credentials, EnrollOptions, HttpsClient, enroll};
+use steward_sim::session::DeviceIdentity;
+use steward_sim::{
+    Credentials, DeviceProfile, EnrollOptions, HttpsClient, LoginStatus, ManagedDevice, SessionTrigger, enroll,
+};
 
 #[derive(Parser)]
 #[command(name = "steward-sim", version, about = "Plays Windows devices against an MDM server")]
@@ -41,10 +44,162 @@ enum Command {
         /// Full (user + device) or Device.
         #[arg(long, default_value = "Full")]
         enrollment_type: String,
-        /// Directory to write device.crt, device.key and device.txt into.
+        /// Directory to write device.crt, device.key, device.txt and device.json into.
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Run one OMA-DM management session as a device enrolled with `enroll --out DIR`.
+    Session {
+        /// Server base URL; only used when DIR does not record a management URL.
+        #[arg(long, env = "STEWARD_SIM_SERVER")]
+        server: Option<String>,
+        /// PEM file of the CA that signed the server's TLS certificate.
+        #[arg(long)]
+        ca: PathBuf,
+        /// Directory written by `steward-sim enroll --out`.
+        #[arg(long)]
+        device_dir: PathBuf,
+        /// LoginStatus reported in Alert 1224: user, others or none.
+        #[arg(long, default_value = "user")]
+        login_status: String,
+        /// Start with Alert 1200 (after a push) instead of 1201.
+        #[arg(long)]
+        server_initiated: bool,
+        /// Send the user-initiated unenroll alert (1226) in this session.
+        #[arg(long)]
+        unenroll: bool,
+    },
+}
+
+/// What `enroll --out` saves beyond the certificate and key, and `session` keeps up to date.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SavedDevice {
+    management_url: String,
+    profile: DeviceProfile,
+    session_counter: u32,
+    #[serde(default)]
+    unenrolled: bool,
+    /// The RemoteWipe node executed, once wiped: the device opens no more sessions.
+    #[serde(default)]
+    wiped: Option<String>,
+}
+
+fn read_pem_certs(path: &std::path::Path) -> Result<Vec<Vec<u8>>> {
+    let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    rustls_pki_types::pem::PemObject::pem_slice_iter(&pem)
+        .map(|c: Result<rustls_pki_types::CertificateDer<'static>, _>| c.map(|c| c.to_vec()))
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("{} is not a PEM certificate file", path.display()))
+}
+
+/// `device.txt`'s `key=value` lines.
+fn read_device_txt(dir: &std::path::Path) -> Result<std::collections::HashMap<String, String>> {
+    let path = dir.join("device.txt");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(text
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect())
+}
+
+async fn run_session_command(
+    server: Option<String>,
+    ca: PathBuf,
+    dir: PathBuf,
+    login_status: String,
+    server_initiated: bool,
+    unenroll: bool,
+) -> Result<()> {
+    let roots = read_pem_certs(&ca)?;
+    let json_path = dir.join("device.json");
+    let saved: Option<SavedDevice> = match std::fs::read(&json_path) {
+        Ok(b) => Some(serde_json::from_slice(&b).with_context(|| format!("parsing {}", json_path.display()))?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e).with_context(|| format!("reading {}", json_path.display())),
+    };
+    let (url, profile, counter, unenrolled, wiped) = match saved {
+        Some(s) => (s.management_url, s.profile, s.session_counter, s.unenrolled, s.wiped),
+        None => {
+            let txt = read_device_txt(&dir)?;
+            let device_id = txt.get("device_id").context("device.txt has no device_id")?.clone();
+            let url = match (txt.get("management_url"), &server) {
+                (Some(u), _) => u.clone(),
+                (None, Some(s)) => format!("{}/ManagementServer/MDM.svc", s.trim_end_matches('/')),
+                (None, None) => anyhow::bail!("no management URL in {} and no --server", dir.display()),
+            };
+            (url, DeviceProfile::random(&device_id), 0, false, None)
+        }
+    };
+    let certs = read_pem_certs(&dir.join("device.crt"))?;
+    let (cert_der, chain_der) = certs.split_first().context("device.crt holds no certificate")?;
+    let key_pem = std::fs::read(dir.join("device.key")).context("reading device.key")?;
+    let key_der: rustls_pki_types::PrivatePkcs8KeyDer<'static> =
+        rustls_pki_types::pem::PemObject::from_pem_slice(&key_pem)
+            .map_err(|e| anyhow::anyhow!("device.key is not a PKCS#8 PEM key: {e}"))?;
+    let key = steward_pki::DeviceKey::from_pkcs8(key_der.secret_pkcs8_der())?;
+
+    let mut device = ManagedDevice::new(profile, url);
+    device.identity = Some(DeviceIdentity {
+        cert_der: cert_der.clone(),
+        chain_der: chain_der.to_vec(),
+        key,
+    });
+    device.set_session_counter(counter);
+    device.unenrolled = unenrolled;
+    device.wiped = wiped.map(|w| (w, std::time::SystemTime::now()));
+    device.login_status = LoginStatus::parse(&login_status)
+        .with_context(|| format!("--login-status {login_status:?}: use user, others or none"))?;
+    if unenroll {
+        device.request_unenroll();
+    }
+    let trigger = if server_initiated {
+        SessionTrigger::ServerInitiated
+    } else {
+        SessionTrigger::Scheduled
+    };
+    let client = device.https_client(&roots)?;
+    let result = device.run_session(&client, trigger).await;
+    // The SessionID counter advances even when the session fails, like on Windows.
+    let saved = SavedDevice {
+        management_url: device.management_url.clone(),
+        profile: device.profile.clone(),
+        session_counter: device.session_counter(),
+        unenrolled: device.unenrolled,
+        wiped: device.wiped.as_ref().map(|w| w.0.clone()),
+    };
+    std::fs::write(&json_path, serde_json::to_vec_pretty(&saved)?)?;
+    let report = result?;
+    println!(
+        "session {} with {}: {} message(s) sent, {}",
+        report.session_id,
+        device.management_url,
+        report.messages,
+        if report.ended {
+            "ended by the server"
+        } else {
+            "not ended"
+        }
+    );
+    for c in &report.received {
+        println!(
+            "  {:<8} {:<38} {:<70} -> {}",
+            c.name,
+            c.cmd_id,
+            c.target.as_deref().unwrap_or("-"),
+            c.status
+        );
+    }
+    if report.received.is_empty() {
+        println!("  (no commands)");
+    }
+    if device.wiped.is_some() {
+        println!("  the device was wiped");
+    }
+    if device.unenrolled {
+        println!("  the device is now unenrolled");
+    }
+    Ok(())
 }
 
 fn pem(label: &str, der: &[u8]) -> String {
@@ -66,11 +221,7 @@ async fn main() -> Result<()> {
             enrollment_type,
             out,
         } => {
-            let ca_pem = std::fs::read(&ca).with_context(|| format!("reading {}", ca.display()))?;
-            let roots: Vec<Vec<u8>> = rustls_pki_types::pem::PemObject::pem_slice_iter(&ca_pem)
-                .map(|c: Result<rustls_pki_types::CertificateDer<'static>, _>| c.map(|c| c.to_vec()))
-                .collect::<Result<_, _>>()
-                .with_context(|| format!("{} is not a PEM certificate file", ca.display()))?;
+            let roots = read_pem_certs(&ca)?;
             let credentials = match (token, federated_password) {
                 (Some(t), _) => Credentials::Password(t),
                 (None, Some(p)) => Credentials::Federated(p),
@@ -78,7 +229,7 @@ async fn main() -> Result<()> {
             };
             let mut opts = EnrollOptions::new(server, email, credentials);
             opts.device_id = device_id;
-            opts.device_name = device_name;
+            opts.device_name = device_name.clone();
             opts.enrollment_type = enrollment_type;
             let client = HttpsClient::new(&roots, None)?;
             let device = enroll::enroll(&client, &opts).await?;
@@ -90,7 +241,12 @@ async fn main() -> Result<()> {
             );
             if let Some(dir) = out {
                 std::fs::create_dir_all(&dir)?;
-                std::fs::write(dir.join("device.crt"), pem("CERTIFICATE", &device.cert_der))?;
+                // device.crt: the leaf, then the issuing CA when the server sent one.
+                let mut crt = pem("CERTIFICATE", &device.cert_der);
+                if let Some(ca) = &device.intermediate_der {
+                    crt.push_str(&pem("CERTIFICATE", ca));
+                }
+                std::fs::write(dir.join("device.crt"), crt)?;
                 std::fs::write(dir.join("device.key"), pem("PRIVATE KEY", &device.key.pkcs8_der()))?;
                 std::fs::write(
                     dir.join("device.txt"),
@@ -99,9 +255,28 @@ async fn main() -> Result<()> {
                         device.device_id, device.management_url
                     ),
                 )?;
+                let mut profile = DeviceProfile::random(&device.device_id);
+                profile.device_name = device_name;
+                let managed = ManagedDevice::from_enrolled(device, profile);
+                let saved = SavedDevice {
+                    management_url: managed.management_url.clone(),
+                    profile: managed.profile.clone(),
+                    session_counter: 0,
+                    unenrolled: false,
+                    wiped: None,
+                };
+                std::fs::write(dir.join("device.json"), serde_json::to_vec_pretty(&saved)?)?;
                 println!("  saved to {}", dir.display());
             }
         }
+        Command::Session {
+            server,
+            ca,
+            device_dir,
+            login_status,
+            server_initiated,
+            unenroll,
+        } => run_session_command(server, ca, device_dir, login_status, server_initiated, unenroll).await?,
     }
     Ok(())
 }

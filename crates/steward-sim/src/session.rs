@@ -512,8 +512,7 @@ impl ManagedDevice {
             u32::MAX => 1,
             n => n + 1,
         };
-        self.tree
-            .set_user_session(self.login_status == LoginStatus::User);
+        self.tree.set_user_session(self.login_status == LoginStatus::User);
         let mut st = SessionState {
             session_id: format!("{:X}", self.session_counter),
             next_msg_id: 1,
@@ -570,10 +569,7 @@ impl ManagedDevice {
         }));
         let msg = SyncMl {
             header,
-            body: syncml::SyncBody {
-                commands,
-                final_: true,
-            },
+            body: syncml::SyncBody { commands, final_: true },
         };
         st.last_sent = msg.clone();
         self.session = Some(st);
@@ -754,10 +750,7 @@ impl ManagedDevice {
         }
         let reply = SyncMl {
             header,
-            body: syncml::SyncBody {
-                commands,
-                final_: true,
-            },
+            body: syncml::SyncBody { commands, final_: true },
         };
         st.last_sent = reply.clone();
         Ok(Some(reply))
@@ -805,7 +798,13 @@ impl ManagedDevice {
         }
     }
 
-    fn atomic(&mut self, st: &mut SessionState, c: &Container, effects: &mut Vec<ExecEffect>, emits: &mut Vec<Emit>) -> bool {
+    fn atomic(
+        &mut self,
+        st: &mut SessionState,
+        c: &Container,
+        effects: &mut Vec<ExecEffect>,
+        emits: &mut Vec<Emit>,
+    ) -> bool {
         let snapshot = self.tree.snapshot();
         let mut child_emits = Vec::new();
         let mut child_effects = Vec::new();
@@ -943,7 +942,10 @@ impl ManagedDevice {
                     }
                     Err(e) => e.status(),
                 },
-                Kind::Add => self.tree.add(&target, format, mime, data).unwrap_or_else(|e| e.status()),
+                Kind::Add => self
+                    .tree
+                    .add(&target, format, mime, data)
+                    .unwrap_or_else(|e| e.status()),
                 Kind::Replace => self
                     .tree
                     .replace(&target, format, mime, data)
@@ -1022,9 +1024,12 @@ impl ManagedDevice {
     }
 
     /// Runs one management session over HTTPS (client-initiated, like the DMClient poll).
-    pub async fn run_session(&mut self, client: &HttpsClient, trigger: SessionTrigger) -> Result<SessionReport, SessionError> {
-        self.run_session_with(client, trigger, &SessionOptions::default())
-            .await
+    pub async fn run_session(
+        &mut self,
+        client: &HttpsClient,
+        trigger: SessionTrigger,
+    ) -> Result<SessionReport, SessionError> {
+        self.run_session_with(client, trigger, &SessionOptions::default()).await
     }
 
     /// [`ManagedDevice::run_session`] with test hooks.
@@ -1047,7 +1052,12 @@ impl ManagedDevice {
     }
 
     /// The POST loop; `Ok(true)` when a reply was deliberately dropped.
-    async fn drive(&mut self, client: &HttpsClient, msg: &mut SyncMl, opts: &SessionOptions) -> Result<bool, SessionError> {
+    async fn drive(
+        &mut self,
+        client: &HttpsClient,
+        msg: &mut SyncMl,
+        opts: &SessionOptions,
+    ) -> Result<bool, SessionError> {
         let url = self.session_url();
         let ent_dm_id = self.ent_dm_id();
         let cv = STANDARD.encode(&uuid::Uuid::new_v4().as_bytes()[..12]);
@@ -1072,11 +1082,7 @@ impl ManagedDevice {
             let posts = if opts.duplicate_post == Some(sent) { 2 } else { 1 };
             let mut resp = None;
             for _ in 0..posts {
-                resp = Some(
-                    client
-                        .request(http::Method::POST, &url, &headers, body.clone())
-                        .await?,
-                );
+                resp = Some(client.request(http::Method::POST, &url, &headers, body.clone()).await?);
             }
             let Some(resp) = resp else {
                 return Err(SessionError::Protocol("no response".into()));

@@ -105,7 +105,12 @@ pub(crate) async fn end_enrollment_in(
 }
 
 /// Revokes (logs) and forgets the certificate a renewal replaced, if any.
-async fn retire_previous(conn: &mut SqliteConnection, id: EnrollmentId, reason: &str, now: OffsetDateTime) -> StoreResult<()> {
+async fn retire_previous(
+    conn: &mut SqliteConnection,
+    id: EnrollmentId,
+    reason: &str,
+    now: OffsetDateTime,
+) -> StoreResult<()> {
     let row = sqlx::query(
         "SELECT device_id, previous_cert_serial, previous_cert_thumbprint FROM enrollments \
          WHERE id = ? AND previous_cert_serial IS NOT NULL",
@@ -384,10 +389,13 @@ impl SqliteStore {
             .await
             .map_err(backend)?;
             for r in rows {
-                let payload: CommandPayload =
-                    serde_json::from_str(&r.get::<String, _>("payload")).map_err(json_err)?;
+                let payload: CommandPayload = serde_json::from_str(&r.get::<String, _>("payload")).map_err(json_err)?;
                 if payload.targets().iter().any(|t| t == target) {
-                    let state = if (200..300).contains(code) { CommandState::Succeeded } else { CommandState::Failed };
+                    let state = if (200..300).contains(code) {
+                        CommandState::Succeeded
+                    } else {
+                        CommandState::Failed
+                    };
                     sqlx::query("UPDATE commands SET state = ?, status_code = ?, completed_at = ? WHERE id = ?")
                         .bind(state.as_str())
                         .bind(i64::from(*code))
@@ -545,8 +553,15 @@ impl SqliteStore {
         } else if prev_thumb.as_deref() == Some(old.as_str()) {
             // The device renews again with the old certificate: it never got (or never used) the
             // one we issued last time, which is revoked now.
-            insert_log(&mut tx, &log(e.cert_serial.clone(), Some(e.cert_thumbprint.clone()), "renewal answer not used"))
-                .await?;
+            insert_log(
+                &mut tx,
+                &log(
+                    e.cert_serial.clone(),
+                    Some(e.cert_thumbprint.clone()),
+                    "renewal answer not used",
+                ),
+            )
+            .await?;
         } else {
             return Err(StoreError::NotFound);
         }
@@ -587,7 +602,13 @@ impl SqliteStore {
             .await
             .map_err(backend)?
             .iter()
-            .map(|r| Ok(DeviceFact { name: r.get("name"), value: r.get("value"), updated_at: from_micros(r.get("updated_at"))? }))
+            .map(|r| {
+                Ok(DeviceFact {
+                    name: r.get("name"),
+                    value: r.get("value"),
+                    updated_at: from_micros(r.get("updated_at"))?,
+                })
+            })
             .collect()
     }
 

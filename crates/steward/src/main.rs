@@ -9,8 +9,13 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use steward_domain::{EnrollmentTokenId, NewEnrollmentToken, TokenHash, TokenKind, User, UserId};
+use steward_domain::{
+    CommandId, CommandItem, CommandPayload, EnrollmentId, EnrollmentTokenId, NewEnrollmentToken, Store, TokenHash,
+    TokenKind, User, UserId, Verb,
+};
 use steward_server::Config;
+use steward_server::admin;
+use steward_server::windows::commands::{Action, WipeKind};
 use time::OffsetDateTime;
 
 #[derive(Parser)]
@@ -24,11 +29,11 @@ struct Cli {
     #[arg(long, short, global = true, env = "STEWARD_CONFIG")]
     config: Option<PathBuf>,
     #[command(subcommand)]
-    command: Command,
+    command: Task,
 }
 
 #[derive(Subcommand)]
-enum Command {
+enum Task {
     /// Start the server (creates the data directory, CA and TLS certificate on first start).
     Serve,
     /// Configuration helpers.
@@ -47,6 +52,76 @@ enum Command {
         #[command(subcommand)]
         command: UserCommand,
     },
+    /// Enrolled devices.
+    Device {
+        #[command(subcommand)]
+        command: DeviceCommand,
+    },
+    /// Queue, list and cancel device commands (OMA-DM Get/Add/Replace/Delete/Exec).
+    Command {
+        #[command(subcommand)]
+        command: CommandCommand,
+    },
+    /// Remotely wipe a device (RemoteWipe CSP). Its certificate is revoked once the device acknowledges.
+    Wipe {
+        /// DeviceID or enrollment id.
+        device: String,
+        #[arg(long, value_enum, default_value = "protected")]
+        kind: WipeArg,
+        /// Required: wiping erases the device.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Reboot a device at its next check-in.
+    Reboot { device: String },
+    /// Refresh a device's inventory at its next check-in.
+    Sync { device: String },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum WipeArg {
+    Wipe,
+    Protected,
+    PersistUserData,
+    PersistProvisionedData,
+    AutomaticRedeployment,
+}
+
+#[derive(Subcommand)]
+enum DeviceCommand {
+    /// List enrollments.
+    List,
+    /// Show one device: enrollment, inventory facts, commands.
+    Show { device: String },
+}
+
+#[derive(Subcommand)]
+enum CommandCommand {
+    /// Queue one command. Targets are LocURIs (./Device/Vendor/MSFT/...); values as URI=VALUE.
+    Send {
+        device: String,
+        #[arg(long, value_enum)]
+        verb: VerbArg,
+        /// Target LocURI (Get/Delete/Exec) or LocURI=VALUE (Add/Replace). Repeatable.
+        #[arg(long = "item", required = true)]
+        items: Vec<String>,
+        /// syncml:metinf Format of the values (chr, int, bool, b64, xml, …).
+        #[arg(long)]
+        format: Option<String>,
+    },
+    /// List a device's commands with their state and status code.
+    List { device: String },
+    /// Cancel a command that has not been answered yet.
+    Cancel { id: String },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum VerbArg {
+    Get,
+    Add,
+    Replace,
+    Delete,
+    Exec,
 }
 
 #[derive(Subcommand)]
@@ -103,12 +178,46 @@ fn main() -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
         match cli.command {
-            Command::Serve => serve(config).await,
-            Command::Config {
+            Task::Serve => serve(config).await,
+            Task::Config {
                 command: ConfigCommand::Check,
             } => config_check(&config),
-            Command::EnrollToken { command } => token(config, command).await,
-            Command::User { command } => user(config, command).await,
+            Task::EnrollToken { command } => token(config, command).await,
+            Task::User { command } => user(config, command).await,
+            Task::Device { command } => devices(config, command).await,
+            Task::Command { command } => device_commands(config, command).await,
+            Task::Wipe { device, kind, yes } => {
+                if !yes {
+                    bail!("wiping erases {device}; repeat with --yes to confirm");
+                }
+                let kind = match kind {
+                    WipeArg::Wipe => WipeKind::Wipe,
+                    WipeArg::Protected => WipeKind::Protected,
+                    WipeArg::PersistUserData => WipeKind::PersistUserData,
+                    WipeArg::PersistProvisionedData => WipeKind::PersistProvisionedData,
+                    WipeArg::AutomaticRedeployment => WipeKind::AutomaticRedeployment,
+                };
+                action(config, &device, Action::Wipe(kind)).await
+            }
+            Task::Reboot { device } => action(config, &device, Action::Reboot).await,
+            Task::Sync { device } => {
+                let store = steward_server::open_store(&config).await?;
+                let e = admin::find_device(store.as_ref(), &device).await?;
+                let id = admin::queue_command(
+                    store.as_ref(),
+                    &e,
+                    steward_server::windows::inventory::inventory_command(),
+                    steward_server::windows::inventory::ORIGIN,
+                    -10,
+                    None,
+                )
+                .await?;
+                println!(
+                    "queued inventory refresh {id} for {}; it runs at the device's next check-in",
+                    e.device_id
+                );
+                Ok(())
+            }
         }
     })
 }
@@ -272,6 +381,137 @@ async fn user(config: Config, command: UserCommand) -> Result<()> {
                 })
                 .await?;
             println!("added user {email}");
+        }
+    }
+    Ok(())
+}
+
+async fn action(config: Config, device: &str, action: Action) -> Result<()> {
+    let store = steward_server::open_store(&config).await?;
+    let e = admin::find_device(store.as_ref(), device).await?;
+    let id = admin::queue_action(store.as_ref(), &e, &action).await?;
+    println!(
+        "queued {} ({id}) for {}; it runs at the device's next check-in",
+        action.origin(),
+        e.device_id
+    );
+    Ok(())
+}
+
+async fn devices(config: Config, command: DeviceCommand) -> Result<()> {
+    let store = steward_server::open_store(&config).await?;
+    match command {
+        DeviceCommand::List => {
+            println!(
+                "{:<34}  {:<20}  {:<10}  {:<20}  {:<25}  LAST SEEN",
+                "DEVICE ID", "NAME", "STATE", "OS", "USER"
+            );
+            for e in store.list_enrollments().await? {
+                println!(
+                    "{:<34}  {:<20}  {:<10}  {:<20}  {:<25}  {}",
+                    e.device_id.as_str(),
+                    e.device_name.as_deref().unwrap_or("-"),
+                    e.state.as_str(),
+                    e.os_version.as_deref().unwrap_or("-"),
+                    e.user_email.as_deref().unwrap_or("-"),
+                    e.last_seen_at.map_or("never".to_owned(), |t| t.to_string())
+                );
+            }
+        }
+        DeviceCommand::Show { device } => {
+            let e = admin::find_device(store.as_ref(), &device).await?;
+            println!("device {}  (enrollment {})", e.device_id, e.id);
+            println!(
+                "  name {}  type {}  auth {}",
+                e.device_name.as_deref().unwrap_or("-"),
+                e.enrollment_type.as_str(),
+                e.auth_method.as_str()
+            );
+            println!("  certificate {}  expires {}", e.cert_thumbprint, e.cert_not_after);
+            println!(
+                "  enrolled {}  last seen {}",
+                e.enrolled_at,
+                e.last_seen_at.map_or("never".to_owned(), |t| t.to_string())
+            );
+            println!("inventory:");
+            for f in store.device_facts(e.id).await? {
+                println!("  {:<36} {}", f.name, f.value);
+            }
+            print_commands(store.as_ref(), e.id).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn print_commands(store: &dyn Store, id: EnrollmentId) -> Result<()> {
+    println!("commands:");
+    for c in store.commands_for_enrollment(id).await? {
+        println!(
+            "  {}  {:<9}  {:<8} {:>4}  {:<16} {}",
+            c.id,
+            c.state.as_str(),
+            c.payload.verb.as_str(),
+            c.status_code.map_or("-".to_owned(), |s| s.to_string()),
+            c.origin,
+            c.payload.targets().first().copied().unwrap_or("")
+        );
+    }
+    Ok(())
+}
+
+async fn device_commands(config: Config, command: CommandCommand) -> Result<()> {
+    let store = steward_server::open_store(&config).await?;
+    match command {
+        CommandCommand::Send {
+            device,
+            verb,
+            items,
+            format,
+        } => {
+            let e = admin::find_device(store.as_ref(), &device).await?;
+            let verb = match verb {
+                VerbArg::Get => Verb::Get,
+                VerbArg::Add => Verb::Add,
+                VerbArg::Replace => Verb::Replace,
+                VerbArg::Delete => Verb::Delete,
+                VerbArg::Exec => Verb::Exec,
+            };
+            let items = items
+                .iter()
+                .map(|i| {
+                    let (target, data) = match (verb, i.split_once('=')) {
+                        (Verb::Add | Verb::Replace, Some((t, v))) => (t, Some(v.to_owned())),
+                        (Verb::Add | Verb::Replace, None) => bail!("{i:?}: Add and Replace items are LocURI=VALUE"),
+                        (Verb::Exec, _) => (i.as_str(), Some(String::new())),
+                        _ => (i.as_str(), None),
+                    };
+                    Ok(CommandItem {
+                        target: target.to_owned(),
+                        format: format.clone(),
+                        type_: None,
+                        data,
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let payload = CommandPayload {
+                verb,
+                items,
+                children: Vec::new(),
+            };
+            let id = admin::queue_command(store.as_ref(), &e, payload, "admin", 0, None).await?;
+            println!("{id}");
+        }
+        CommandCommand::List { device } => {
+            let e = admin::find_device(store.as_ref(), &device).await?;
+            print_commands(store.as_ref(), e.id).await?;
+        }
+        CommandCommand::Cancel { id } => {
+            let id: CommandId = id.parse().context("command id")?;
+            if store.cancel_command(id, OffsetDateTime::now_utc()).await? {
+                println!("cancelled {id}");
+            } else {
+                bail!("command {id} is not pending (already answered, cancelled or unknown)");
+            }
         }
     }
     Ok(())

@@ -228,8 +228,8 @@ pub async fn enrollment(
     let relates = req.header.message_id.clone();
     let renewal = matches!(&req.body, RequestBody::RequestSecurityToken(r) if r.is_renewal());
     let result = if renewal {
-        let tls_cert = conn.and_then(|Extension(c)| c.client_cert);
-        super::renew::renew_device(&state, req, tls_cert.as_deref().map(|c| c.as_ref())).await
+        let tls_cert = super::client_certificate(&state, conn.as_ref().map(|Extension(c)| c), &headers);
+        super::renew::renew_device(&state, req, tls_cert.as_deref()).await
     } else {
         enroll_device(&state, req).await
     };

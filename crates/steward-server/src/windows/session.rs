@@ -234,9 +234,10 @@ pub fn process(input: SessionInput<'_>) -> SessionOutput {
                             } else if ty == TYPE_MSI_INSTALL
                                 && let Some(src) = item.source_uri()
                             {
-                                // MsiInstallJob result: Status 70 means installed (EnterpriseDesktopAppManagement CSP).
-                                let data = item.data.as_ref().map(|d| d.as_str()).unwrap_or_default();
-                                let ok = data.contains("<Status>70</Status>");
+                                // The alert Data is the install HRESULT (0 = success; EnterpriseDesktopAppManagement
+                                // CSP alert example); an MsiInstallJob status of 70 also means installed.
+                                let data = item.data.as_ref().map(|d| d.as_str().trim()).unwrap_or_default();
+                                let ok = data == "0" || data.contains("<Status>70</Status>");
                                 commit
                                     .async_completions
                                     .push((src.to_owned(), if ok { 200 } else { 500 }));
@@ -574,7 +575,7 @@ mod tests {
         assert!(written.contains("./Vendor/MSFT/Policy/Config/Camera/AllowCamera"));
 
         // The device answers both; Results for the Get feed the facts.
-        let mut sent_state = |c: &Command| Command {
+        let sent_state = |c: &Command| Command {
             state: CommandState::Sent,
             last_session: Some("key-1".into()),
             ..c.clone()

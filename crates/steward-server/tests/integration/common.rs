@@ -42,8 +42,35 @@ impl TestServer {
     }
 
     pub async fn start_in(dir: tempfile::TempDir, tweak: impl FnOnce(&mut Config), wrap: Option<StoreWrapper>) -> Self {
+        Self::start_on(dir, 0, tweak, wrap).await
+    }
+
+    /// Stops the server and starts it again on the same port and data directory (a restart).
+    pub async fn restart(self) -> Self {
+        let port: u16 = self.server.local_addr.port();
+        let TestServer { server, dir, .. } = self;
+        server.shutdown().await;
+        Self::start_on(dir, port, |_| {}, None).await
+    }
+
+    pub async fn start_on(
+        dir: tempfile::TempDir,
+        port: u16,
+        tweak: impl FnOnce(&mut Config),
+        wrap: Option<StoreWrapper>,
+    ) -> Self {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut bound = None;
+        for _ in 0..50 {
+            match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
+                Ok(l) => {
+                    bound = Some(l);
+                    break;
+                }
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+            }
+        }
+        let listener = bound.expect("bind");
         let port = listener.local_addr().unwrap().port();
         let mut config = config_for(dir.path(), port);
         tweak(&mut config);
@@ -127,4 +154,32 @@ impl TestServer {
 
 pub fn federated(c: &mut Config) {
     c.enrollment.auth_policy = AuthPolicy::Federated;
+}
+
+impl TestServer {
+    /// Enrolls a simulated device (with this DeviceID, or a random one) and returns it ready to manage.
+    pub async fn managed_device(&self, device_id: Option<&str>) -> steward_sim::ManagedDevice {
+        let token = self.token(Some(1), ::time::Duration::hours(1), None).await;
+        let mut opts = self.options(Credentials::Password(token));
+        opts.device_id = device_id.map(str::to_owned);
+        let enrolled = steward_sim::enroll::enroll(&self.client(), &opts).await.unwrap();
+        let profile = steward_sim::csp::DeviceProfile::random(&enrolled.device_id);
+        steward_sim::ManagedDevice::from_enrolled(enrolled, profile)
+    }
+
+    /// An mTLS client presenting the device's identity.
+    pub fn device_client(&self, d: &steward_sim::ManagedDevice) -> HttpsClient {
+        d.https_client(std::slice::from_ref(&self.root_der)).unwrap()
+    }
+
+    pub async fn enrollment_of(&self, d: &steward_sim::ManagedDevice) -> Enrollment {
+        self.store()
+            .list_enrollments()
+            .await
+            .unwrap()
+            .into_iter()
+            .rev()
+            .find(|e| e.device_id.as_str() == d.profile.device_id)
+            .expect("enrollment")
+    }
 }

@@ -9,3 +9,4 @@ mod enrollment;
 mod enrollment_faults;
 mod fixtures;
 mod lifecycle;
+mod management;

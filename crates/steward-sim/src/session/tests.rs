@@ -109,7 +109,10 @@ fn unenroll_message_matches_fixture_05() {
     let report = dev.end_session();
     assert!(report.ended);
     assert!(dev.unenrolled);
-    assert!(matches!(dev.start_session(SessionTrigger::Scheduled), Err(SessionError::Unenrolled)));
+    assert!(matches!(
+        dev.start_session(SessionTrigger::Scheduled),
+        Err(SessionError::Unenrolled)
+    ));
 }
 
 #[test]
@@ -125,7 +128,13 @@ fn md5_digest_known_vector() {
 fn session_ids_are_uppercase_hex_and_wrap() {
     let mut dev = fleet_device();
     dev.set_session_counter(9);
-    assert_eq!(dev.start_session(SessionTrigger::ServerInitiated).unwrap().header.session_id, "A");
+    assert_eq!(
+        dev.start_session(SessionTrigger::ServerInitiated)
+            .unwrap()
+            .header
+            .session_id,
+        "A"
+    );
     dev.set_session_counter(u32::MAX);
     let m = dev.start_session(SessionTrigger::ServerInitiated).unwrap();
     assert_eq!(m.header.session_id, "1");
@@ -159,8 +168,13 @@ fn multi_message_exchange() {
             st(uuid, "Get", &["./DevDetail/SwV", "./DevInfo"], "200"),
         ]
     );
-    let Some(Command::Results(res)) = r1.body.commands.get(2) else { panic!("no Results") };
-    assert_eq!((res.cmd_ref.as_str(), res.msg_ref.as_deref(), res.cmd_id.as_str()), (uuid, Some("1"), "3"));
+    let Some(Command::Results(res)) = r1.body.commands.get(2) else {
+        panic!("no Results")
+    };
+    assert_eq!(
+        (res.cmd_ref.as_str(), res.msg_ref.as_deref(), res.cmd_id.as_str()),
+        (uuid, Some("1"), "3")
+    );
     let leaf = &res.items[0];
     assert_eq!(leaf.source_uri(), Some("./DevDetail/SwV"));
     assert_eq!(leaf.meta.as_ref().unwrap().format.as_deref(), Some("chr"));
@@ -186,7 +200,12 @@ fn multi_message_exchange() {
         statuses(&r2),
         vec![
             st("0", "SyncHdr", &[], "200"),
-            st("7", "Replace", &["./Device/Vendor/MSFT/Policy/Config/Update/ActiveHoursStart"], "200"),
+            st(
+                "7",
+                "Replace",
+                &["./Device/Vendor/MSFT/Policy/Config/Update/ActiveHoursStart"],
+                "200"
+            ),
         ]
     );
     // Server message 3: bare SyncHdr status + Final → the session is over, no reply.
@@ -200,12 +219,20 @@ fn multi_message_exchange() {
         vec![
             received("Get", uuid, Some("./DevDetail/SwV".into()), 200),
             received("Get", uuid, Some("./DevInfo".into()), 200),
-            received("Replace", "7", Some("./Device/Vendor/MSFT/Policy/Config/Update/ActiveHoursStart".into()), 200),
+            received(
+                "Replace",
+                "7",
+                Some("./Device/Vendor/MSFT/Policy/Config/Update/ActiveHoursStart".into()),
+                200
+            ),
         ]
     );
     // A server message without commands but without Final still gets a reply (Alert 1222).
     let m = dev.start_session(SessionTrigger::Scheduled).unwrap();
-    let r = dev.respond(&server_msg(&m.header.session_id, 1, 1, "", false)).unwrap().unwrap();
+    let r = dev
+        .respond(&server_msg(&m.header.session_id, 1, 1, "", false))
+        .unwrap()
+        .unwrap();
     assert_eq!(alerts(&r), vec![1222]);
 }
 
@@ -219,9 +246,14 @@ fn per_item_statuses_when_codes_differ() {
     );
     assert_eq!(
         statuses(&r)[1..],
-        [st("5", "Get", &["./DevInfo/Man"], "200"), st("5", "Get", &["./DevInfo/Nope"], "404")]
+        [
+            st("5", "Get", &["./DevInfo/Man"], "200"),
+            st("5", "Get", &["./DevInfo/Nope"], "404")
+        ]
     );
-    let Some(Command::Results(res)) = r.body.commands.last() else { panic!() };
+    let Some(Command::Results(res)) = r.body.commands.last() else {
+        panic!()
+    };
     assert_eq!(res.items.len(), 1);
 }
 
@@ -243,7 +275,12 @@ fn atomic_rolls_back_everything() {
         [
             st("10", "Atomic", &[], "507"),
             st("11", "Add", &["./Vendor/MSFT/Policy/Config/Camera/AllowCamera"], "216"),
-            st("12", "Replace", &["./Vendor/MSFT/DMClient/Provider/Steward/Poll/NumberOfFirstRetries"], "216"),
+            st(
+                "12",
+                "Replace",
+                &["./Vendor/MSFT/DMClient/Provider/Steward/Poll/NumberOfFirstRetries"],
+                "216"
+            ),
             st("13", "Replace", &["./DevDetail/SwV"], "405"),
             st("14", "Add", &["./Vendor/MSFT/Policy/Config/Camera/Other"], "215"),
         ]
@@ -259,7 +296,10 @@ fn atomic_rolls_back_everything() {
 </Atomic>"#,
     );
     assert_eq!(statuses(&r)[1].3, "200");
-    assert_eq!(dev.tree.value("./Device/Vendor/MSFT/Policy/Config/Camera/AllowCamera"), Some("0"));
+    assert_eq!(
+        dev.tree.value("./Device/Vendor/MSFT/Policy/Config/Camera/AllowCamera"),
+        Some("0")
+    );
 }
 
 #[test]
@@ -272,7 +312,10 @@ fn atomic_rollback_discards_exec_effects() {
 <Delete><CmdID>3</CmdID><Item><Target><LocURI>./Device/Vendor/MSFT/Policy/Config/Nope</LocURI></Target></Item></Delete>
 </Atomic>"#,
     );
-    assert_eq!(statuses(&r)[1..].iter().map(|s| s.3.as_str()).collect::<Vec<_>>(), ["507", "216", "404"]);
+    assert_eq!(
+        statuses(&r)[1..].iter().map(|s| s.3.as_str()).collect::<Vec<_>>(),
+        ["507", "216", "404"]
+    );
     assert_eq!(dev.reboot_count, 0);
 }
 
@@ -288,7 +331,10 @@ fn sequence_stops_at_first_failure() {
 </Sequence>"#,
     );
     assert_eq!(
-        statuses(&r)[1..].iter().map(|s| (s.0.as_str(), s.3.as_str())).collect::<Vec<_>>(),
+        statuses(&r)[1..]
+            .iter()
+            .map(|s| (s.0.as_str(), s.3.as_str()))
+            .collect::<Vec<_>>(),
         [("20", "200"), ("21", "200"), ("22", "404"), ("23", "215")]
     );
     assert_eq!(dev.tree.value("./Device/Vendor/MSFT/Policy/Config/A/B"), Some("x"));
@@ -300,7 +346,8 @@ const LO: &str = "./Device/Vendor/MSFT/Policy/Config/Big/Blob";
 fn lo_chunk(cmd_id: u32, data: &str, size: Option<u64>, more: bool) -> String {
     format!(
         r#"<Replace><CmdID>{cmd_id}</CmdID><Item><Target><LocURI>{LO}</LocURI></Target><Meta><Format xmlns="syncml:metinf">chr</Format>{}</Meta><Data>{data}</Data>{}</Item></Replace>"#,
-        size.map(|s| format!(r#"<Size xmlns="syncml:metinf">{s}</Size>"#)).unwrap_or_default(),
+        size.map(|s| format!(r#"<Size xmlns="syncml:metinf">{s}</Size>"#))
+            .unwrap_or_default(),
         if more { "<MoreData/>" } else { "" }
     )
 }
@@ -312,7 +359,13 @@ fn large_object_reassembly_and_size_check() {
         let m1 = dev.start_session(SessionTrigger::Scheduled).unwrap();
         let sid = m1.header.session_id.clone();
         let r1 = dev
-            .respond(&server_msg(&sid, 1, 1, &lo_chunk(1, "abcde", Some(declared), true), false))
+            .respond(&server_msg(
+                &sid,
+                1,
+                1,
+                &lo_chunk(1, "abcde", Some(declared), true),
+                false,
+            ))
             .unwrap()
             .unwrap();
         assert_eq!(statuses(&r1)[1], st("1", "Replace", &[LO], "213"));
@@ -337,7 +390,9 @@ fn unfinished_large_object_gets_alert_1225() {
     let r = one_exchange(&mut dev, &lo_chunk(1, "abc", Some(6), true));
     assert_eq!(statuses(&r)[1].3, "213");
     assert_eq!(alerts(&r), vec![1225]);
-    let Some(Command::Alert(a)) = r.body.commands.last() else { panic!() };
+    let Some(Command::Alert(a)) = r.body.commands.last() else {
+        panic!()
+    };
     assert_eq!(a.items[0].target_uri(), Some(LO));
 }
 
@@ -348,7 +403,9 @@ fn user_scope_fails_without_a_user_session() {
     let body = r#"<Add><CmdID>1</CmdID><Item><Target><LocURI>./User/Vendor/MSFT/Policy/Config/Start/HideSleep</LocURI></Target><Meta><Format xmlns="syncml:metinf">int</Format></Meta><Data>1</Data></Item></Add>
 <Atomic><CmdID>2</CmdID><Replace><CmdID>3</CmdID><Item><Target><LocURI>./User/Vendor/MSFT/Policy/Config/Start/HideShutDown</LocURI></Target><Data>1</Data></Item></Replace></Atomic>"#;
     let m1 = dev.start_session(SessionTrigger::Scheduled).unwrap();
-    let Command::Alert(login) = &m1.body.commands[1] else { panic!() };
+    let Command::Alert(login) = &m1.body.commands[1] else {
+        panic!()
+    };
     assert_eq!(login.items[0].data.as_ref().unwrap().as_str(), "none");
     let r = dev
         .respond(&server_msg(&m1.header.session_id, 1, 1, body, true))
@@ -379,7 +436,10 @@ fn wipe_and_reboot() {
     assert_eq!(dev.wiped.as_ref().map(|w| w.0.as_str()), Some("doWipeProtected"));
     let report = finish(&mut dev, &r);
     assert!(report.ended);
-    assert!(matches!(dev.start_session(SessionTrigger::Scheduled), Err(SessionError::DeviceWiped)));
+    assert!(matches!(
+        dev.start_session(SessionTrigger::Scheduled),
+        Err(SessionError::DeviceWiped)
+    ));
 }
 
 #[test]
@@ -394,16 +454,15 @@ fn msi_install_alert_goes_to_the_next_session() {
 <Exec><CmdID>3</CmdID><Item><Target><LocURI>{node}/DownloadInstall</LocURI></Target>
 <Meta><Format xmlns="syncml:metinf">xml</Format></Meta><Data>&lt;MsiInstallJob&gt;</Data></Item></Exec>"#
     );
+    // Without MSI/{ProductID} (Add with Format node) the DownloadInstall node cannot be created.
     let r = one_exchange(&mut dev, &body);
     let codes: Vec<_> = statuses(&r)[1..].iter().map(|s| s.3.clone()).collect();
-    // The product node is created implicitly? No: Add of DownloadInstall needs MSI/{id} → 404.
     assert_eq!(codes, ["404", "404", "404"]);
     dev.end_session();
 
     let body = format!(
-        r#"<Add><CmdID>1</CmdID><Item><Target><LocURI>{node}</LocURI></Target><Meta><Format xmlns="syncml:metinf">node</Format></Meta></Item></Add>{body}"#
-    )
-    .replacen("<CmdID>1</CmdID><Item><Target><LocURI>", "<CmdID>0a</CmdID><Item><Target><LocURI>", 1);
+        r#"<Add><CmdID>p1</CmdID><Item><Target><LocURI>{node}</LocURI></Target><Meta><Format xmlns="syncml:metinf">node</Format></Meta></Item></Add>{body}"#
+    );
     let r = one_exchange(&mut dev, &body);
     let codes: Vec<_> = statuses(&r)[1..].iter().map(|s| s.3.clone()).collect();
     assert_eq!(codes, ["200", "200", "202", "400"]);
@@ -411,7 +470,9 @@ fn msi_install_alert_goes_to_the_next_session() {
     finish(&mut dev, &r);
     assert_eq!(dev.pending_alerts().len(), 1);
     let m = dev.start_session(SessionTrigger::Scheduled).unwrap();
-    let Command::Alert(a) = &m.body.commands[2] else { panic!("no generic alert") };
+    let Command::Alert(a) = &m.body.commands[2] else {
+        panic!("no generic alert")
+    };
     assert_eq!(a.code(), Some(1226));
     let item = &a.items[0];
     assert_eq!(item.source_uri(), Some(format!("{node}/DownloadInstall").as_str()));
@@ -473,10 +534,7 @@ fn md5_challenge_is_answered_once() {
     let src = m1.header.source.as_ref().unwrap();
     assert_eq!(src.loc_name.as_deref(), Some("user"));
     assert!(m1.header.cred.is_none(), "no nonce yet");
-    let again = dev
-        .respond(&chal(&m1.header.session_id, 1, 407))
-        .unwrap()
-        .unwrap();
+    let again = dev.respond(&chal(&m1.header.session_id, 1, 407)).unwrap().unwrap();
     assert_eq!(again.header.msg_id, 2);
     assert_eq!(again.body, m1.body, "same commands, resent");
     let cred = again.header.cred.as_ref().unwrap();
