@@ -52,6 +52,7 @@ fn commit(
         enrollment: e,
         consume_token: token,
         consume_nonce: nonce,
+        md5_credential: Some("bWQ1LWtleQ==".into()),
     }
 }
 
@@ -140,6 +141,10 @@ pub async fn run(store: &dyn Store) {
     assert_eq!(active, first, "enrollment round trip");
     assert_eq!(store.enrollment_by_id(first.id).await.unwrap().as_ref(), Some(&first));
     assert_eq!(store.enrollment_token_by_hash(&hash).await.unwrap().unwrap().uses, 1);
+    assert_eq!(
+        store.md5_credential(first.id).await.unwrap().as_deref(),
+        Some("bWQ1LWtleQ==")
+    );
 
     // The exhausted token fails the whole commit: no row, no log line.
     let refused = enrollment("FEDCBA9876543210FEDCBA9876543210", "02", Some(token.id), t0);

@@ -273,6 +273,8 @@ pub struct SessionState {
     pub last_response: String,
     /// `com.microsoft/MDM/LoginStatus` from Alert 1224: user, others, none.
     pub login_status: Option<String>,
+    /// The `syncml:auth-md5` nonce we last gave the device (base64), for the digest it must send next.
+    pub md5_nonce: Option<String>,
     pub updated_at: Option<OffsetDateTime>,
 }
 

@@ -342,6 +342,9 @@ pub struct EnrollmentCommit {
     pub consume_token: Option<EnrollmentTokenId>,
     /// Mark this single-use federated token as spent (fails the whole commit if it already was).
     pub consume_nonce: Option<(TokenHash, OffsetDateTime)>,
+    /// `syncml:auth-md5` digest key `b64(md5(name ":" secret))` of the credentials provisioned to the
+    /// device, when MD5 session authentication is enabled.
+    pub md5_credential: Option<String>,
 }
 
 #[cfg(test)]

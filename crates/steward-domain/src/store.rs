@@ -65,6 +65,8 @@ pub trait Store: Send + Sync + 'static {
     /// the device first uses the new one. Fails with NotFound unless `old_thumbprint` is the current or
     /// the previous certificate of an active enrollment.
     async fn renew_certificate(&self, r: &CertificateRenewal) -> StoreResult<()>;
+    /// The `syncml:auth-md5` digest key provisioned at enrollment, if any.
+    async fn md5_credential(&self, id: EnrollmentId) -> StoreResult<Option<String>>;
     /// Changes an enrollment's state (admin or device action). Leaving `active` revokes the
     /// certificate (logged) and cancels the open commands. Returns false if it was not active.
     async fn end_enrollment(

@@ -68,6 +68,10 @@ pub struct ManagementConfig {
     /// Header carrying the client certificate: URL-encoded PEM (nginx `$ssl_client_escaped_cert`) or
     /// base64 DER.
     pub client_cert_header: String,
+    /// Provision `syncml:auth-md5` credentials at enrollment and accept sessions authenticated by them
+    /// (OMA-DM Cred + challenge) when no client certificate reaches us: for proxies that strip
+    /// certificates. MD5 digest is weak; prefer mTLS or the trusted proxy header.
+    pub md5_auth: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -191,6 +195,7 @@ impl Default for ManagementConfig {
         Self {
             trusted_proxies: Vec::new(),
             client_cert_header: "x-client-cert".into(),
+            md5_auth: false,
         }
     }
 }
@@ -270,6 +275,17 @@ impl Config {
                     var,
                     message: format!("expected a whole number, got {raw:?}"),
                 })?)
+            } else if *key == "management.md5_auth" {
+                toml::Value::Boolean(match raw.trim().to_ascii_lowercase().as_str() {
+                    "1" | "true" | "yes" | "on" => true,
+                    "0" | "false" | "no" | "off" => false,
+                    _ => {
+                        return Err(ConfigError::Env {
+                            var,
+                            message: format!("expected true or false, got {raw:?}"),
+                        });
+                    }
+                })
             } else if *key == "tls.extra_hostnames" || *key == "management.trusted_proxies" {
                 toml::Value::Array(
                     raw.split(',')

@@ -147,8 +147,28 @@ fn form_encode(pairs: &[(&str, &str)]) -> String {
         .join("&")
 }
 
-/// Runs the whole enrollment like Windows' built-in client.
+/// Runs the whole enrollment like Windows' built-in client, with a fresh RSA key of
+/// `opts.key_bits` generated after GetPolicies (where Windows generates it).
 pub async fn enroll(client: &HttpsClient, opts: &EnrollOptions) -> Result<EnrolledDevice, EnrollError> {
+    enroll_inner(client, opts, None).await
+}
+
+/// [`enroll`] with a key generated beforehand. RSA-2048 generation costs 50–100 ms of CPU, which
+/// would dominate a load test's client side; fleets generate keys up front (or share one) and
+/// hand each device its own [`DeviceKey`] here. The server sees the same messages either way.
+pub async fn enroll_with_key(
+    client: &HttpsClient,
+    opts: &EnrollOptions,
+    key: DeviceKey,
+) -> Result<EnrolledDevice, EnrollError> {
+    enroll_inner(client, opts, Some(key)).await
+}
+
+async fn enroll_inner(
+    client: &HttpsClient,
+    opts: &EnrollOptions,
+    key: Option<DeviceKey>,
+) -> Result<EnrolledDevice, EnrollError> {
     let discovery_url = format!("{}/EnrollmentServer/Discovery.svc", opts.server_url);
     let probe = client.get(&discovery_url).await?;
     if !probe.status.is_success() {
@@ -242,7 +262,10 @@ pub async fn enroll(client: &HttpsClient, opts: &EnrollOptions) -> Result<Enroll
     }
 
     let device_id = opts.device_id.clone().unwrap_or_else(random_device_id);
-    let key = DeviceKey::generate_rsa(opts.key_bits)?;
+    let key = match key {
+        Some(k) => k,
+        None => DeviceKey::generate_rsa(opts.key_bits)?,
+    };
     // Windows' CN: the first 30 characters of a GUID, '!', the DeviceID and a NUL.
     let guid = uuid::Uuid::new_v4().to_string().to_uppercase();
     let subject_cn = format!("{}!{device_id}\0", &guid[..30]);

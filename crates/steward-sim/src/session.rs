@@ -356,6 +356,9 @@ pub struct ManagedDevice {
     pub lock_count: u32,
     pub unenrolled: bool,
     session_counter: u32,
+    /// Scheduled (Alert 1201) sessions started since enrollment: the position in the DMClient poll
+    /// schedule. Kept apart from `session_counter` because pushes (1200) do not move the schedule.
+    scheduled_polls: u32,
     pending_alerts: Vec<GenericAlert>,
     session: Option<SessionState>,
 }
@@ -376,6 +379,7 @@ impl ManagedDevice {
             lock_count: 0,
             unenrolled: false,
             session_counter: 0,
+            scheduled_polls: 0,
             pending_alerts: Vec::new(),
             session: None,
         }
@@ -434,6 +438,16 @@ impl ManagedDevice {
     /// Restores the SessionID counter (a device keeps it across restarts).
     pub fn set_session_counter(&mut self, counter: u32) {
         self.session_counter = counter;
+    }
+
+    /// Scheduled sessions started since enrollment (see [`ManagedDevice::next_poll_delay`]).
+    pub fn scheduled_polls(&self) -> u32 {
+        self.scheduled_polls
+    }
+
+    /// Restores the poll-schedule position (a device keeps it across restarts).
+    pub fn set_scheduled_polls(&mut self, polls: u32) {
+        self.scheduled_polls = polls;
     }
 
     /// Generic alerts waiting for the next session.
@@ -512,6 +526,9 @@ impl ManagedDevice {
             u32::MAX => 1,
             n => n + 1,
         };
+        if trigger == SessionTrigger::Scheduled {
+            self.scheduled_polls = self.scheduled_polls.saturating_add(1);
+        }
         self.tree.set_user_session(self.login_status == LoginStatus::User);
         let mut st = SessionState {
             session_id: format!("{:X}", self.session_counter),

@@ -66,6 +66,7 @@ CREATE TABLE mdm_sessions (
     last_request_hash TEXT NOT NULL,
     last_response     TEXT NOT NULL,
     login_status      TEXT,
+    md5_nonce         TEXT,
     updated_at        INTEGER NOT NULL
 );
 
@@ -74,3 +75,6 @@ CREATE TABLE mdm_sessions (
 ALTER TABLE enrollments ADD COLUMN previous_cert_serial TEXT;
 ALTER TABLE enrollments ADD COLUMN previous_cert_thumbprint TEXT;
 CREATE INDEX enrollments_previous_thumbprint ON enrollments(previous_cert_thumbprint);
+
+-- syncml:auth-md5 digest key b64(md5(name:secret)) provisioned at enrollment (only when enabled).
+ALTER TABLE enrollments ADD COLUMN md5_credential TEXT;

@@ -472,8 +472,8 @@ impl Store for SqliteStore {
         sqlx::query(
             "INSERT INTO enrollments (id, device_id, hw_dev_id, device_name, os_version, os_edition, \
              enrollment_type, user_email, auth_method, enrollment_token_id, group_id, cert_serial, \
-             cert_thumbprint, cert_not_after, state, enrolled_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             cert_thumbprint, cert_not_after, state, enrolled_at, updated_at, md5_credential) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(e.id.to_string())
         .bind(e.device_id.as_str())
@@ -492,6 +492,7 @@ impl Store for SqliteStore {
         .bind(e.state.as_str())
         .bind(micros(e.enrolled_at))
         .bind(micros(e.updated_at))
+        .bind(&c.md5_credential)
         .execute(&mut *tx)
         .await
         .map_err(backend)?;
@@ -537,6 +538,16 @@ impl Store for SqliteStore {
     }
     async fn renew_certificate(&self, r: &CertificateRenewal) -> StoreResult<()> {
         self.renew_certificate_impl(r).await
+    }
+    async fn md5_credential(&self, id: EnrollmentId) -> StoreResult<Option<String>> {
+        Ok(
+            sqlx::query_scalar::<_, Option<String>>("SELECT md5_credential FROM enrollments WHERE id = ?")
+                .bind(id.to_string())
+                .fetch_optional(&self.read)
+                .await
+                .map_err(backend)?
+                .flatten(),
+        )
     }
     async fn end_enrollment(
         &self,

@@ -281,6 +281,7 @@ impl SqliteStore {
             last_request_hash: r.get("last_request_hash"),
             last_response: r.get("last_response"),
             login_status: r.get("login_status"),
+            md5_nonce: r.get("md5_nonce"),
             updated_at: Some(from_micros(r.get("updated_at"))?),
         }))
     }
@@ -478,12 +479,13 @@ impl SqliteStore {
         let s = &c.session;
         sqlx::query(
             "INSERT INTO mdm_sessions (enrollment_id, session_key, session_id, client_msg_id, server_msg_id, \
-             last_request_hash, last_response, login_status, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             last_request_hash, last_response, login_status, md5_nonce, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
              ON CONFLICT (enrollment_id) DO UPDATE SET session_key = excluded.session_key, \
              session_id = excluded.session_id, \
              client_msg_id = excluded.client_msg_id, server_msg_id = excluded.server_msg_id, \
              last_request_hash = excluded.last_request_hash, last_response = excluded.last_response, \
-             login_status = excluded.login_status, updated_at = excluded.updated_at",
+             login_status = excluded.login_status, md5_nonce = excluded.md5_nonce, updated_at = excluded.updated_at",
         )
         .bind(&eid)
         .bind(&s.key)
@@ -493,6 +495,7 @@ impl SqliteStore {
         .bind(&s.last_request_hash)
         .bind(&s.last_response)
         .bind(&s.login_status)
+        .bind(&s.md5_nonce)
         .bind(at)
         .execute(&mut *tx)
         .await

@@ -342,12 +342,27 @@ async fn enroll_device(state: &AppState, req: SoapRequest) -> Result<Response, S
         updated_at: now,
         last_seen_at: None,
     };
+    // syncml:auth-md5 credentials for clients behind certificate-stripping proxies (opt-in): the device
+    // gets the secret in its w7 account; we keep only the digest key b64(md5(name:secret)).
+    let md5_credentials: Option<(String, SecretString)> = if state.config.management.md5_auth {
+        let secret = steward_pki::random_bytes::<24>()
+            .map_err(|e| SoapFault::new(FaultSubcode::InternalServiceFault, e.to_string()))?;
+        Some((
+            device_id.as_str().to_owned(),
+            SecretString::new(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret)),
+        ))
+    } else {
+        None
+    };
     let commit = EnrollmentCommit {
         enrollment,
         subject: subject.clone(),
         not_before,
         consume_token,
         consume_nonce,
+        md5_credential: md5_credentials
+            .as_ref()
+            .map(|(n, s)| super::md5::digest_key(n, s.expose())),
     };
 
     if let Err(e) = state.store.commit_enrollment(&commit).await {
@@ -419,6 +434,7 @@ async fn enroll_device(state: &AppState, req: SoapRequest) -> Result<Response, S
         renew_period_days: config.pki.renew_period_days,
         renew_retry_interval_days: config.pki.renew_retry_interval_days,
         renew_server_url: None,
+        client_credentials: md5_credentials.as_ref().map(|(n, s)| (n.as_str(), s.expose())),
     };
     let doc_xml = mde2::write_provisioning_doc(&doc);
     Ok(soap_ok(mde2::write_rstr(

@@ -71,19 +71,25 @@ pub async fn management(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ManagementError> {
-    let cert = conn
-        .and_then(|Extension(c)| c.client_cert)
-        .ok_or(ManagementError::NoCertificate)?;
-    let thumbprint = steward_pki::sha1_thumbprint(cert.as_ref());
-    let enrollment = state
-        .store
-        .enrollment_by_certificate(&thumbprint)
-        .await
-        .map_err(internal)?
-        .ok_or(ManagementError::UnknownCertificate)?;
-    if enrollment.state != EnrollmentState::Active {
-        return Err(ManagementError::NotActive(enrollment.state.as_str()));
-    }
+    let cert = super::client_certificate(&state, conn.as_ref().map(|Extension(c)| c), &headers);
+    // With a certificate the enrollment is known (and refused if unknown) before the body is read.
+    let by_cert = match &cert {
+        Some(der) => {
+            let thumbprint = steward_pki::sha1_thumbprint(der);
+            let e = state
+                .store
+                .enrollment_by_certificate(&thumbprint)
+                .await
+                .map_err(internal)?
+                .ok_or(ManagementError::UnknownCertificate)?;
+            if e.state != EnrollmentState::Active {
+                return Err(ManagementError::NotActive(e.state.as_str()));
+            }
+            Some((e, thumbprint))
+        }
+        None if state.config.management.md5_auth => None,
+        None => return Err(ManagementError::NoCertificate),
+    };
 
     let bytes = read_body(&headers, body, state.config.limits.management_body_bytes)
         .await
@@ -98,6 +104,15 @@ pub async fn management(
         .as_ref()
         .map(|s| s.loc_uri.as_str())
         .unwrap_or_default();
+    let management_url = format!("{}{}", state.config.public_url(), super::MANAGEMENT_URL_PATH);
+
+    let (enrollment, thumbprint) = match by_cert {
+        Some(found) => found,
+        None => match md5_authenticate(&state, &msg, claimed, &management_url).await? {
+            Md5Outcome::Authenticated(e) => (*e, String::new()),
+            Md5Outcome::Challenged(answer) => return Ok(syncml_ok(answer)),
+        },
+    };
     if !claimed.eq_ignore_ascii_case(enrollment.device_id.as_str()) {
         tracing::warn!(device.id = %enrollment.device_id, claimed, "device presented another device's LocURI");
         return Err(ManagementError::SourceMismatch {
@@ -130,7 +145,7 @@ pub async fn management(
         .deliverable_commands(enrollment.id, now)
         .await
         .map_err(internal)?;
-    let management_url = format!("{}{}", state.config.public_url(), super::MANAGEMENT_URL_PATH);
+    let by_md5 = thumbprint.is_empty();
     let mut out = session::process(session::SessionInput {
         msg: &msg,
         raw: &raw,
@@ -140,8 +155,11 @@ pub async fn management(
         previous: previous.as_ref(),
         open_commands: &open,
         new_key: uuid::Uuid::new_v4().to_string(),
+        // OMA-DM: 212 = authenticated by Cred; the nonce rotates on every MD5-authenticated message.
+        header_code: if by_md5 { 212 } else { 200 },
+        next_nonce: if by_md5 { super::md5::new_nonce() } else { None },
     });
-    out.commit.retire_previous_certificate = thumbprint == enrollment.cert_thumbprint;
+    out.commit.retire_previous_certificate = !by_md5 && thumbprint == enrollment.cert_thumbprint;
     // Durable before the device sees it: if this fails the device gets an error and nothing was
     // marked sent or recorded, so the same work happens again on its retry.
     state
@@ -162,6 +180,73 @@ pub async fn management(
         "management message"
     );
     Ok(syncml_ok(out.commit.session.last_response))
+}
+
+enum Md5Outcome {
+    Authenticated(Box<Enrollment>),
+    /// Our SyncML answer: a SyncHdr Status 401/407 with a fresh nonce.
+    Challenged(String),
+}
+
+/// `syncml:auth-md5` for sessions without a client certificate (`management.md5_auth`): the SyncHdr
+/// Source names the device, whose Cred must prove the secret provisioned at enrollment against the
+/// last nonce we gave it. Otherwise the device is challenged (OMA-DM Security §5.3).
+async fn md5_authenticate(
+    state: &AppState,
+    msg: &syncml::SyncMl,
+    claimed: &str,
+    management_url: &str,
+) -> Result<Md5Outcome, ManagementError> {
+    let device_id = DeviceId::parse(claimed).ok_or(ManagementError::NoCertificate)?;
+    let e = state
+        .store
+        .active_enrollment_by_device_id(&device_id)
+        .await
+        .map_err(internal)?
+        .ok_or(ManagementError::NoCertificate)?;
+    let key = state
+        .store
+        .md5_credential(e.id)
+        .await
+        .map_err(internal)?
+        .ok_or(ManagementError::NoCertificate)?;
+    let previous = state.store.session_state(e.id).await.map_err(internal)?;
+    let cred = msg.header.cred.as_ref().filter(|c| {
+        c.meta
+            .as_ref()
+            .and_then(|m| m.type_.as_deref())
+            .is_none_or(|t| t == super::md5::AUTH_MD5)
+    });
+    let nonce = previous.as_ref().and_then(|p| p.md5_nonce.as_deref());
+    if let (Some(c), Some(n)) = (cred, nonce)
+        && super::md5::verify(&key, n, &c.data)
+    {
+        return Ok(Md5Outcome::Authenticated(Box::new(e)));
+    }
+    let next = super::md5::new_nonce().ok_or_else(|| internal("random generator failed"))?;
+    let code = if cred.is_some() { 401 } else { 407 };
+    let answer = syncml::write(&session::challenge(
+        msg,
+        e.device_id.as_str(),
+        management_url,
+        code,
+        &next,
+    ));
+    let mut session = previous.unwrap_or_default();
+    session.md5_nonce = Some(next);
+    // A challenge is never replayed as a duplicate answer.
+    session.last_request_hash = String::new();
+    let commit = SessionCommit {
+        session,
+        ..Default::default()
+    };
+    state
+        .store
+        .commit_session_message(e.id, &commit, OffsetDateTime::now_utc())
+        .await
+        .map_err(internal)?;
+    tracing::info!(device.id = %e.device_id, code, "syncml:auth-md5 challenge");
+    Ok(Md5Outcome::Challenged(answer))
 }
 
 fn syncml_ok(body: String) -> Response {

@@ -8,6 +8,7 @@ mod fault;
 pub mod federated;
 pub mod inventory;
 mod manage;
+mod md5;
 mod renew;
 pub mod session;
 

@@ -50,6 +50,11 @@ pub struct SessionInput<'a> {
     pub open_commands: &'a [Command],
     /// A fresh random key, used if this message starts a new session.
     pub new_key: String,
+    /// Status for the device's SyncHdr: 200 (authenticated by TLS), 212 (authenticated by
+    /// `syncml:auth-md5` Cred).
+    pub header_code: u16,
+    /// A new `syncml:auth-md5` NextNonce to hand the device in the SyncHdr Status Chal.
+    pub next_nonce: Option<String>,
 }
 
 pub struct SessionOutput {
@@ -165,7 +170,11 @@ pub fn process(input: SessionInput<'_>) -> SessionOutput {
     let open: HashMap<CommandId, &Command> = input.open_commands.iter().map(|c| (c.id, c)).collect();
 
     let mut ids = Counter(0);
-    let mut out: Vec<syncml::Command> = vec![status(&mut ids, hdr.msg_id, "0", "SyncHdr", 200)];
+    let mut header_status = status(&mut ids, hdr.msg_id, "0", "SyncHdr", input.header_code);
+    if let (syncml::Command::Status(s), Some(nonce)) = (&mut header_status, &input.next_nonce) {
+        s.chal = Some(md5_chal(nonce));
+    }
+    let mut out: Vec<syncml::Command> = vec![header_status];
     let mut collected: BTreeMap<CommandId, Collected> = BTreeMap::new();
     let mut commit = SessionCommit::default();
     let mut aborted = false;
@@ -352,12 +361,43 @@ pub fn process(input: SessionInput<'_>) -> SessionOutput {
         last_request_hash: input.request_hash,
         last_response: syncml::write(&response),
         login_status,
+        md5_nonce: input
+            .next_nonce
+            .clone()
+            .or_else(|| prev.and_then(|p| p.md5_nonce.clone())),
         updated_at: None,
     };
     SessionOutput {
         response,
         commit,
         ends_session,
+    }
+}
+
+/// OMA-DM Chal for `syncml:auth-md5` with the next nonce (OMA-DM RepPro §6.1, Security §5.3).
+pub fn md5_chal(nonce: &str) -> Meta {
+    Meta {
+        format: Some("b64".into()),
+        type_: Some(super::md5::AUTH_MD5.into()),
+        next_nonce: Some(nonce.to_owned()),
+        ..Default::default()
+    }
+}
+
+/// The answer to an unauthenticated (or wrongly authenticated) message: only a SyncHdr Status 401
+/// (bad Cred) or 407 (no Cred) with a challenge carrying a fresh nonce.
+pub fn challenge(msg: &SyncMl, device_id: &str, management_url: &str, code: u16, nonce: &str) -> SyncMl {
+    let mut ids = Counter(0);
+    let mut st = status(&mut ids, msg.header.msg_id, "0", "SyncHdr", code);
+    if let syncml::Command::Status(s) = &mut st {
+        s.chal = Some(md5_chal(nonce));
+    }
+    SyncMl {
+        header: SyncHdr::new(msg.header.session_id.clone(), 1, device_id, management_url),
+        body: SyncBody {
+            commands: vec![st],
+            final_: true,
+        },
     }
 }
 
@@ -454,6 +494,8 @@ mod tests {
             previous: prev,
             open_commands: open,
             new_key: "key-1".into(),
+            header_code: 200,
+            next_nonce: None,
         })
     }
 

@@ -163,8 +163,22 @@ impl TestServer {
         let mut opts = self.options(Credentials::Password(token));
         opts.device_id = device_id.map(str::to_owned);
         let enrolled = steward_sim::enroll::enroll(&self.client(), &opts).await.unwrap();
+        // syncml:auth-md5 credentials, when the server provisioned them in the w7 account.
+        let parm = |suffix: &str| {
+            enrolled
+                .provisioning_doc
+                .parms
+                .iter()
+                .find(|(p, _)| p.ends_with(suffix))
+                .map(|(_, v)| v.clone())
+        };
+        let md5 = parm("AAUTHNAME")
+            .zip(parm("AAUTHSECRET"))
+            .map(|(name, secret)| steward_sim::session::Md5Credentials { name, secret });
         let profile = steward_sim::csp::DeviceProfile::random(&enrolled.device_id);
-        steward_sim::ManagedDevice::from_enrolled(enrolled, profile)
+        let mut device = steward_sim::ManagedDevice::from_enrolled(enrolled, profile);
+        device.md5 = md5;
+        device
     }
 
     /// An mTLS client presenting the device's identity.

@@ -331,6 +331,9 @@ impl Store for FailingCommit {
     async fn renew_certificate(&self, r: &CertificateRenewal) -> StoreResult<()> {
         self.0.renew_certificate(r).await
     }
+    async fn md5_credential(&self, id: EnrollmentId) -> StoreResult<Option<String>> {
+        self.0.md5_credential(id).await
+    }
     async fn end_enrollment(
         &self,
         id: EnrollmentId,

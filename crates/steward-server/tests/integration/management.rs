@@ -602,3 +602,104 @@ async fn robo_renewal_swaps_the_certificate() {
     );
     t.server.shutdown().await;
 }
+
+#[tokio::test]
+async fn md5_digest_sessions_for_clients_without_certificates() {
+    let t = TestServer::start_with(|c| c.management.md5_auth = true).await;
+    let mut device = t.managed_device(None).await;
+    assert!(
+        device.md5.is_some(),
+        "credentials provisioned in the w7 APPAUTH CLIENT block"
+    );
+    let e = t.enrollment_of(&device).await;
+    let stored = t.store().md5_credential(e.id).await.unwrap().unwrap();
+    assert!(
+        !stored.contains(&device.md5.as_ref().unwrap().secret),
+        "only the digest key is stored"
+    );
+
+    // No TLS client certificate and no Cred: a SyncHdr 407 challenge with a nonce, nothing else.
+    let no_cert = t.client();
+    let probe = device.start_session(SessionTrigger::Scheduled).unwrap();
+    let _ = device.end_session();
+    let resp = no_cert
+        .post(
+            &device.session_url(),
+            "application/vnd.syncml.dm+xml",
+            syncml::write(&probe),
+        )
+        .await
+        .unwrap();
+    let challenge = syncml::parse(&resp.text()).unwrap();
+    assert_eq!(challenge.body.commands.len(), 1);
+    let syncml::Command::Status(st) = &challenge.body.commands[0] else {
+        panic!("status")
+    };
+    assert_eq!(st.data, "407");
+    let chal = st.chal.as_ref().unwrap();
+    assert_eq!(chal.type_.as_deref(), Some("syncml:auth-md5"));
+    assert!(chal.next_nonce.is_some());
+
+    // The device answers the challenge with Cred and is managed (SyncHdr 212).
+    let report = device.run_session(&no_cert, SessionTrigger::Scheduled).await.unwrap();
+    assert!(report.ended && report.messages >= 2, "{report:?}");
+    assert!(
+        report.received.iter().any(|c| c.name == "Get"),
+        "inventory over an MD5 session"
+    );
+    let id = admin::queue_command(t.store(), &e, replace(CAMERA, "0"), "admin", 0, None)
+        .await
+        .unwrap();
+    device.run_session(&no_cert, SessionTrigger::Scheduled).await.unwrap();
+    assert_eq!(
+        t.store().command(id).await.unwrap().unwrap().state,
+        CommandState::Succeeded
+    );
+
+    // A wrong secret is refused after the challenge.
+    device.md5.as_mut().unwrap().secret = "wrong".into();
+    let err = device
+        .run_session(&no_cert, SessionTrigger::Scheduled)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, SessionError::AuthFailed { .. } | SessionError::AuthRequired { .. }),
+        "{err:?}"
+    );
+    t.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn client_certificate_forwarded_by_a_trusted_proxy() {
+    const SYNCML: &str = "application/vnd.syncml.dm+xml";
+    use base64::Engine;
+    for trusted in [true, false] {
+        let t = TestServer::start_with(|c| {
+            if trusted {
+                c.management.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+            }
+        })
+        .await;
+        let mut device = t.managed_device(None).await;
+        let cert = base64::engine::general_purpose::STANDARD.encode(&device.identity.as_ref().unwrap().cert_der);
+        let msg = device.start_session(SessionTrigger::Scheduled).unwrap();
+        let _ = device.end_session();
+        let resp = t
+            .client()
+            .request(
+                http::Method::POST,
+                &device.session_url(),
+                &[("content-type", SYNCML), ("x-client-cert", &cert)],
+                syncml::write(&msg).into(),
+            )
+            .await
+            .unwrap();
+        if trusted {
+            assert_eq!(resp.status, 200, "{}", resp.text());
+            assert!(syncml::parse(&resp.text()).is_ok());
+        } else {
+            assert_eq!(resp.status, 401, "the header is ignored from untrusted peers");
+        }
+        t.server.shutdown().await;
+    }
+}

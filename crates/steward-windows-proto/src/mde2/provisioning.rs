@@ -74,6 +74,10 @@ pub struct ProvisioningDoc<'a> {
     /// CertificateStore `My/WSTEP/Renew/ServerURL`; when absent the device renews at the
     /// enrollment URL.
     pub renew_server_url: Option<&'a str>,
+    /// `(AAUTHNAME, AAUTHSECRET)` for the CLIENT level of the w7 account: the credentials the device
+    /// answers a `syncml:auth-md5` challenge with (for clients behind proxies that strip TLS client
+    /// certificates). None: the session relies on the TLS client certificate only.
+    pub client_credentials: Option<(&'a str, &'a str)>,
 }
 
 /// One `<parm name=… value=…/>`, with `datatype` when the CSP documents one.
@@ -242,6 +246,10 @@ pub fn write_provisioning_doc(doc: &ProvisioningDoc<'_>) -> String {
         characteristic(&mut w, "APPAUTH");
         parm(&mut w, "AAUTHLEVEL", level, None);
         parm(&mut w, "AAUTHTYPE", "DIGEST", None);
+        if let (Some((name, secret)), "CLIENT") = (doc.client_credentials, level) {
+            parm(&mut w, "AAUTHNAME", name, None);
+            parm(&mut w, "AAUTHSECRET", secret, None);
+        }
         end(&mut w);
     }
     end(&mut w);

@@ -547,6 +547,7 @@ fn sample_doc<'a>(management_url: &'a str, device_name: &'a str) -> Provisioning
         renew_period_days: 42,
         renew_retry_interval_days: 4,
         renew_server_url: Some("https://mdm.example.com/EnrollmentServer/Enrollment.svc"),
+        client_credentials: None,
     }
 }
 
@@ -764,4 +765,28 @@ mod props {
             prop_assert_eq!(rst.context, items);
         }
     }
+}
+
+#[test]
+fn provisioning_doc_can_carry_md5_client_credentials() {
+    let mut doc = sample_doc("https://mdm.example.com/ManagementServer/MDM.svc", "PC");
+    doc.client_credentials = Some(("DEVICE&1", "s3cr<t"));
+    let xml = write_provisioning_doc(&doc);
+    crate::xml::parse(&xml).unwrap();
+    let parsed = parse_provisioning_doc(&xml).unwrap();
+    let names: Vec<&str> = parsed
+        .parms
+        .iter()
+        .filter(|(p, _)| p.ends_with("AAUTHNAME"))
+        .map(|(_, v)| v.as_str())
+        .collect();
+    let secrets: Vec<&str> = parsed
+        .parms
+        .iter()
+        .filter(|(p, _)| p.ends_with("AAUTHSECRET"))
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!((names, secrets), (vec!["DEVICE&1"], vec!["s3cr<t"]));
+    doc.client_credentials = None;
+    assert!(!write_provisioning_doc(&doc).contains("AAUTHSECRET"));
 }
