@@ -137,9 +137,20 @@ pub async fn management(
     let new_session = previous
         .as_ref()
         .is_none_or(|p| p.session_id != msg.header.session_id || msg.header.msg_id == 1);
+    let facts = state.store.device_facts(enrollment.id).await.map_err(internal)?;
     if new_session {
-        schedule_inventory(&state, &enrollment, now).await?;
+        schedule_inventory(&state, &enrollment, &facts, now).await?;
     }
+    let e = &state.config.enrollment;
+    let poll = session::PollPolicy {
+        provider_id: e.provider_id.clone(),
+        steady_minutes: e.poll_interval_minutes,
+        fast_minutes: e.poll_first_interval_minutes,
+        current_minutes: facts
+            .iter()
+            .find(|f| f.name == session::POLL_FACT)
+            .and_then(|f| f.value.parse().ok()),
+    };
     let open = state
         .store
         .deliverable_commands(enrollment.id, now)
@@ -158,6 +169,7 @@ pub async fn management(
         // OMA-DM: 212 = authenticated by Cred; the nonce rotates on every MD5-authenticated message.
         header_code: if by_md5 { 212 } else { 200 },
         next_nonce: if by_md5 { super::md5::new_nonce() } else { None },
+        poll,
     });
     out.commit.retire_previous_certificate = !by_md5 && thumbprint == enrollment.cert_thumbprint;
     // Durable before the device sees it: if this fails the device gets an error and nothing was
@@ -255,8 +267,12 @@ fn syncml_ok(body: String) -> Response {
 
 /// Queues an inventory Get at the start of a session when the last one is older than the configured
 /// interval (or never came) and none is already waiting.
-async fn schedule_inventory(state: &AppState, e: &Enrollment, now: OffsetDateTime) -> Result<(), ManagementError> {
-    let facts = state.store.device_facts(e.id).await.map_err(internal)?;
+async fn schedule_inventory(
+    state: &AppState,
+    e: &Enrollment,
+    facts: &[DeviceFact],
+    now: OffsetDateTime,
+) -> Result<(), ManagementError> {
     let interval = time::Duration::hours(i64::from(state.config.enrollment.inventory_interval_hours));
     let fresh = facts
         .iter()

@@ -55,7 +55,27 @@ pub struct SessionInput<'a> {
     pub header_code: u16,
     /// A new `syncml:auth-md5` NextNonce to hand the device in the SyncHdr Status Chal.
     pub next_nonce: Option<String>,
+    pub poll: PollPolicy,
 }
+
+/// DMClient poll schedule management (DMClient CSP `Provider/<id>/Poll`): poll every `fast_minutes`
+/// while the device has work waiting that only a later session can deliver (user-scoped commands
+/// before sign-in, commands whose status never came), every `steady_minutes` otherwise.
+#[derive(Debug, Clone)]
+pub struct PollPolicy {
+    pub provider_id: String,
+    pub steady_minutes: u32,
+    pub fast_minutes: u32,
+    /// The interval last confirmed by the device (fact `mdm.poll_interval_minutes`); None = the
+    /// enrollment-time steady interval.
+    pub current_minutes: Option<u32>,
+}
+
+/// Fact holding the poll interval the device last acknowledged.
+pub const POLL_FACT: &str = "mdm.poll_interval_minutes";
+/// CmdID prefix of our poll-interval Replace (`poll-<minutes>`): not a queued command, its Status
+/// updates [`POLL_FACT`].
+const POLL_CMD_PREFIX: &str = "poll-";
 
 pub struct SessionOutput {
     pub response: SyncMl,
@@ -178,11 +198,26 @@ pub fn process(input: SessionInput<'_>) -> SessionOutput {
     let mut collected: BTreeMap<CommandId, Collected> = BTreeMap::new();
     let mut commit = SessionCommit::default();
     let mut aborted = false;
+    let mut poll_current = input.poll.current_minutes.unwrap_or(input.poll.steady_minutes);
+    let mut poll_refused = false;
 
     for cmd in &msg.body.commands {
         match cmd {
             syncml::Command::Status(s) => {
                 if s.cmd_ref == "0" || s.cmd.eq_ignore_ascii_case("SyncHdr") {
+                    continue;
+                }
+                if let Some(minutes) = s
+                    .cmd_ref
+                    .strip_prefix(POLL_CMD_PREFIX)
+                    .and_then(|m| m.parse::<u32>().ok())
+                {
+                    if s.code().is_some_and(|c| (200..300).contains(&c)) {
+                        poll_current = minutes;
+                        commit.facts.push((POLL_FACT.to_owned(), minutes.to_string()));
+                    } else {
+                        poll_refused = true;
+                    }
                     continue;
                 }
                 let Some((id, child)) = parse_cmd_ref(&s.cmd_ref) else {
@@ -338,7 +373,37 @@ pub fn process(input: SessionInput<'_>) -> SessionOutput {
             out.push(sc);
             commit.sent.push(c.id);
         }
-        sending = !commit.sent.is_empty();
+        // Work that only a later session can deliver: poll fast until it is gone.
+        let waiting = input.open_commands.iter().any(|c| {
+            !answered.contains(&c.id)
+                && !commit.sent.contains(&c.id)
+                && ((c.payload.is_user_scoped() && login_status.as_deref() != Some("user"))
+                    || (c.state == CommandState::Sent && c.last_session.as_deref() == Some(key.as_str())))
+        });
+        let want = if waiting {
+            input.poll.fast_minutes
+        } else {
+            input.poll.steady_minutes
+        };
+        if want != poll_current && !poll_refused && final_ {
+            let target = format!(
+                "./Vendor/MSFT/DMClient/Provider/{}/Poll/IntervalForRemainingScheduledRetries",
+                input.poll.provider_id
+            );
+            out.push(to_syncml(
+                &format!("{POLL_CMD_PREFIX}{want}"),
+                &CommandPayload::single(
+                    Verb::Replace,
+                    CommandItem {
+                        target,
+                        format: Some("int".into()),
+                        type_: None,
+                        data: Some(want.to_string()),
+                    },
+                ),
+            ));
+        }
+        sending = !commit.sent.is_empty() || out.iter().any(|c| c.cmd_id().starts_with(POLL_CMD_PREFIX));
     }
     let ends_session = !sending && out.len() == 1;
 
@@ -496,6 +561,12 @@ mod tests {
             new_key: "key-1".into(),
             header_code: 200,
             next_nonce: None,
+            poll: PollPolicy {
+                provider_id: "Steward".into(),
+                steady_minutes: 60,
+                fast_minutes: 3,
+                current_minutes: None,
+            },
         })
     }
 
@@ -787,5 +858,78 @@ mod tests {
         assert!(!out.response.body.final_, "more to come: no Final");
         assert!(syncml::write(&out.response).len() <= 10_000);
         assert!(!out.commit.sent.contains(&user.id));
+    }
+
+    #[test]
+    fn polls_fast_while_work_waits_and_back_to_steady() {
+        let e = enrollment();
+        let user = command(&e, replace("./User/Vendor/MSFT/Policy/Config/X", "1"), "admin");
+        let mut msg = fixture("04-session1-msg1.request.xml");
+        if let Sc::Alert(a) = &mut msg.body.commands[1] {
+            a.items[0].data = Some(ItemData::Text("none".into()));
+        }
+        let out = run(&msg, &e, None, std::slice::from_ref(&user));
+        let poll = out
+            .response
+            .body
+            .commands
+            .iter()
+            .find(|c| c.cmd_id().starts_with("poll-"))
+            .expect("poll change");
+        assert_eq!(poll.cmd_id(), "poll-3");
+        let text = syncml::write(&out.response);
+        assert!(text.contains("./Vendor/MSFT/DMClient/Provider/Steward/Poll/IntervalForRemainingScheduledRetries"));
+        assert!(!out.ends_session);
+
+        // The device accepts: the fact records it and nothing more is sent.
+        let prev = out.commit.session.clone();
+        let ack = reply("1", 2, vec![st("2", "poll-3", "Replace", 200)], true);
+        let out2 = run(&ack, &e, Some(&prev), std::slice::from_ref(&user));
+        assert!(out2.commit.facts.contains(&(POLL_FACT.to_owned(), "3".to_owned())));
+        assert!(out2.ends_session, "{:?}", names(&out2.response));
+
+        // Later, with nothing waiting and the device on the fast interval, back to steady.
+        let mut input_msg = fixture("04-session1-msg1.request.xml");
+        input_msg.header.session_id = "2".into();
+        let out3 = process(SessionInput {
+            msg: &input_msg,
+            raw: "",
+            request_hash: "h2".into(),
+            enrollment: &e,
+            management_url: URL,
+            previous: None,
+            open_commands: &[],
+            new_key: "key-2".into(),
+            header_code: 200,
+            next_nonce: None,
+            poll: PollPolicy {
+                provider_id: "Steward".into(),
+                steady_minutes: 60,
+                fast_minutes: 3,
+                current_minutes: Some(3),
+            },
+        });
+        assert!(out3.response.body.commands.iter().any(|c| c.cmd_id() == "poll-60"));
+        // A refused change is not retried within the session.
+        let refuse = reply("2", 2, vec![st("2", "poll-60", "Replace", 405)], true);
+        let out4 = process(SessionInput {
+            msg: &refuse,
+            raw: "",
+            request_hash: "h3".into(),
+            enrollment: &e,
+            management_url: URL,
+            previous: Some(&out3.commit.session),
+            open_commands: &[],
+            new_key: "key-3".into(),
+            header_code: 200,
+            next_nonce: None,
+            poll: PollPolicy {
+                provider_id: "Steward".into(),
+                steady_minutes: 60,
+                fast_minutes: 3,
+                current_minutes: Some(3),
+            },
+        });
+        assert!(out4.ends_session);
     }
 }
