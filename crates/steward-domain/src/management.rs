@@ -275,6 +275,9 @@ pub struct SessionState {
     pub login_status: Option<String>,
     /// The `syncml:auth-md5` nonce we last gave the device (base64), for the digest it must send next.
     pub md5_nonce: Option<String>,
+    /// A command whose Data is being sent in chunks (OMA-DM large object, MoreData) and how many bytes
+    /// of it have gone out.
+    pub chunk: Option<(CommandId, usize)>,
     pub updated_at: Option<OffsetDateTime>,
 }
 

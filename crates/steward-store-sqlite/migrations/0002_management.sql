@@ -67,6 +67,8 @@ CREATE TABLE mdm_sessions (
     last_response     TEXT NOT NULL,
     login_status      TEXT,
     md5_nonce         TEXT,
+    chunk_command     TEXT,                -- large object being sent in chunks (MoreData)
+    chunk_offset      INTEGER,             -- bytes of its Data already sent
     updated_at        INTEGER NOT NULL
 );
 

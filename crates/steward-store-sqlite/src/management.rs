@@ -282,6 +282,10 @@ impl SqliteStore {
             last_response: r.get("last_response"),
             login_status: r.get("login_status"),
             md5_nonce: r.get("md5_nonce"),
+            chunk: match (r.get::<Option<String>, _>("chunk_command"), r.get::<Option<i64>, _>("chunk_offset")) {
+                (Some(id), Some(off)) => Some((parse_id(&id)?, off as usize)),
+                _ => None,
+            },
             updated_at: Some(from_micros(r.get("updated_at"))?),
         }))
     }
@@ -479,13 +483,14 @@ impl SqliteStore {
         let s = &c.session;
         sqlx::query(
             "INSERT INTO mdm_sessions (enrollment_id, session_key, session_id, client_msg_id, server_msg_id, \
-             last_request_hash, last_response, login_status, md5_nonce, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             last_request_hash, last_response, login_status, md5_nonce, chunk_command, chunk_offset, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
              ON CONFLICT (enrollment_id) DO UPDATE SET session_key = excluded.session_key, \
              session_id = excluded.session_id, \
              client_msg_id = excluded.client_msg_id, server_msg_id = excluded.server_msg_id, \
              last_request_hash = excluded.last_request_hash, last_response = excluded.last_response, \
-             login_status = excluded.login_status, md5_nonce = excluded.md5_nonce, updated_at = excluded.updated_at",
+             login_status = excluded.login_status, md5_nonce = excluded.md5_nonce, \
+             chunk_command = excluded.chunk_command, chunk_offset = excluded.chunk_offset, updated_at = excluded.updated_at",
         )
         .bind(&eid)
         .bind(&s.key)
@@ -496,6 +501,8 @@ impl SqliteStore {
         .bind(&s.last_response)
         .bind(&s.login_status)
         .bind(&s.md5_nonce)
+        .bind(s.chunk.map(|(id, _)| id.to_string()))
+        .bind(s.chunk.map(|(_, off)| off as i64))
         .bind(at)
         .execute(&mut *tx)
         .await

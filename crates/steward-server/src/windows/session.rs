@@ -234,6 +234,8 @@ pub fn process(input: SessionInput<'_>) -> SessionOutput {
                         payload.verb = Verb::Replace;
                         commit.requeue.push((id, payload));
                     }
+                    // 213: a chunk of a large object was buffered; the outcome comes with the last chunk.
+                    None if code == 213 => {}
                     None => collected.entry(id).or_default().code = Some(code),
                 }
             }
@@ -332,6 +334,7 @@ pub fn process(input: SessionInput<'_>) -> SessionOutput {
 
     let mut final_ = true;
     let mut sending = false;
+    let mut next_chunk = None;
     if !msg.body.final_ {
         // The device's package continues: ask for the next message, hold our commands.
         out.push(syncml::Command::Alert(Alert {
@@ -352,26 +355,64 @@ pub fn process(input: SessionInput<'_>) -> SessionOutput {
         let mut used = HEADER_SLACK + out.iter().map(syncml::estimated_size).sum::<usize>();
         let answered: Vec<CommandId> = commit.outcomes.iter().map(|o| o.command_id).collect();
         let requeued: HashMap<CommandId, &CommandPayload> = commit.requeue.iter().map(|(i, p)| (*i, p)).collect();
+        let prev_chunk = if new_session { None } else { prev.and_then(|p| p.chunk) };
+        let mut chunk_done = false;
         for c in input.open_commands {
             let requeue = requeued.get(&c.id);
             if answered.contains(&c.id) {
                 continue;
             }
+            let offset = prev_chunk.filter(|(id, _)| *id == c.id).map(|(_, o)| o);
             if requeue.is_none() && c.state == CommandState::Sent && c.last_session.as_deref() == Some(key.as_str()) {
                 continue; // sent in this session already; goes again next session if unanswered
             }
             if c.payload.is_user_scoped() && login_status.as_deref() != Some("user") {
                 continue; // user-scoped: waits until a user is signed in
             }
-            let sc = to_syncml(&c.id.cmd_id(), requeue.copied().unwrap_or(&c.payload));
+            let payload = requeue.copied().unwrap_or(&c.payload);
+            let sc = to_syncml(&c.id.cmd_id(), payload);
             let size = syncml::estimated_size(&sc);
-            if used + size > max && !commit.sent.is_empty() {
-                final_ = false;
+            if offset.is_none() && used + size <= max {
+                used += size;
+                out.push(sc);
+                commit.sent.push(c.id);
+                continue;
+            }
+            if offset.is_none() && (!commit.sent.is_empty() || chunk_done) {
+                final_ = false; // next message
                 break;
             }
-            used += size;
-            out.push(sc);
-            commit.sent.push(c.id);
+            // Too big for any message (or already being chunked): OMA-DM large object, one per message.
+            match chunk(&c.id.cmd_id(), payload, offset.unwrap_or(0), max.saturating_sub(used)) {
+                Chunk::Piece {
+                    command,
+                    next_offset,
+                    last,
+                } => {
+                    used += syncml::estimated_size(&command);
+                    out.push(command);
+                    chunk_done = true;
+                    if last {
+                        commit.sent.push(c.id);
+                    } else {
+                        next_chunk = Some((c.id, next_offset));
+                        final_ = false;
+                        break;
+                    }
+                }
+                Chunk::NoRoom => {
+                    next_chunk = offset.map(|o| (c.id, o));
+                    final_ = false;
+                    break;
+                }
+                Chunk::Unsplittable => {
+                    // Several items or no Data: cannot be chunked; send whole and let the device judge.
+                    tracing::warn!(command = %c.id, size, max, "command larger than the device's MaxMsgSize");
+                    used += size;
+                    out.push(sc);
+                    commit.sent.push(c.id);
+                }
+            }
         }
         // Work that only a later session can deliver: poll fast until it is gone.
         let waiting = input.open_commands.iter().any(|c| {
@@ -430,12 +471,88 @@ pub fn process(input: SessionInput<'_>) -> SessionOutput {
             .next_nonce
             .clone()
             .or_else(|| prev.and_then(|p| p.md5_nonce.clone())),
+        chunk: next_chunk,
         updated_at: None,
     };
     SessionOutput {
         response,
         commit,
         ends_session,
+    }
+}
+
+enum Chunk {
+    Piece {
+        command: syncml::Command,
+        next_offset: usize,
+        last: bool,
+    },
+    /// Fits, but not in the room left in this message.
+    NoRoom,
+    /// Not a single-item command with Data.
+    Unsplittable,
+}
+
+/// Smallest piece worth a message of its own.
+const MIN_CHUNK: usize = 1024;
+
+/// The next piece of a large object (OMA-DM RepPro §7, Large Object handling): the item's Data from
+/// `offset`, as much as fits in `room` bytes once escaped; the first piece carries Meta Size (the
+/// whole Data's byte length), every piece but the last carries MoreData. Pieces are always written as
+/// escaped text (a piece of an XML value is not itself well-formed XML); the device reassembles the
+/// bytes.
+fn chunk(cmd_id: &str, p: &CommandPayload, offset: usize, room: usize) -> Chunk {
+    let ([item], Verb::Add | Verb::Replace | Verb::Exec) = (p.items.as_slice(), p.verb) else {
+        return Chunk::Unsplittable;
+    };
+    let Some(data) = &item.data else {
+        return Chunk::Unsplittable;
+    };
+    let empty = CommandPayload::single(
+        p.verb,
+        CommandItem {
+            data: Some(String::new()),
+            ..item.clone()
+        },
+    );
+    let overhead = syncml::estimated_size(&to_syncml(cmd_id, &empty)) + 96; // + Meta Size, MoreData
+    let avail = room.saturating_sub(overhead);
+    if avail < MIN_CHUNK {
+        return Chunk::NoRoom;
+    }
+    let rest = data.get(offset..).unwrap_or_default();
+    let mut end = 0;
+    let mut written = 0;
+    for (i, ch) in rest.char_indices() {
+        let cost = match ch {
+            '<' | '>' => 4,
+            '&' => 5,
+            '"' | '\'' => 6,
+            c => c.len_utf8(),
+        };
+        if written + cost > avail {
+            break;
+        }
+        written += cost;
+        end = i + ch.len_utf8();
+    }
+    let last = offset + end >= data.len();
+    let mut command = to_syncml(cmd_id, &empty);
+    if let syncml::Command::Add(ic) | syncml::Command::Replace(ic) | syncml::Command::Exec(ic) = &mut command
+        && let Some(it) = ic.items.first_mut()
+    {
+        let mut meta = it.meta.clone().unwrap_or_default();
+        if offset == 0 {
+            meta.size = Some(data.len() as u64);
+        }
+        it.meta = Some(meta);
+        it.data = Some(ItemData::Text(rest[..end].to_owned()));
+        it.more_data = !last;
+    }
+    Chunk::Piece {
+        command,
+        next_offset: offset + end,
+        last,
     }
 }
 
@@ -931,5 +1048,88 @@ mod tests {
             },
         });
         assert!(out4.ends_session);
+    }
+
+    #[test]
+    fn large_objects_are_chunked_and_reassembled_by_the_device() {
+        use steward_sim::csp::DeviceProfile;
+        use steward_sim::session::SessionTrigger;
+        const MAX: u64 = 8192;
+        let e = enrollment();
+        let mut device = steward_sim::ManagedDevice::new(DeviceProfile::random(DEVICE), URL);
+        let value: String = (0..20_000u32)
+            .map(|i| {
+                if i % 97 == 0 {
+                    '<'
+                } else {
+                    char::from(b'a' + (i % 26) as u8)
+                }
+            })
+            .collect();
+        let target = "./Device/Vendor/MSFT/Policy/Config/Big/Value";
+        let big = command(
+            &e,
+            CommandPayload::single(
+                Verb::Replace,
+                CommandItem {
+                    target: target.into(),
+                    format: Some("chr".into()),
+                    type_: None,
+                    data: Some(value.clone()),
+                },
+            ),
+            "admin",
+        );
+        let small = command(
+            &e,
+            replace("./Device/Vendor/MSFT/Policy/Config/Small/Value", "1"),
+            "admin",
+        );
+        let mut open = vec![small, big.clone()];
+        let mut prev: Option<SessionState> = None;
+        let mut msg = device.start_session(SessionTrigger::Scheduled).unwrap();
+        let mut outcomes = Vec::new();
+        let mut messages = 0;
+        loop {
+            messages += 1;
+            assert!(messages < 30, "session does not converge");
+            msg.header.meta = Some(Meta {
+                max_msg_size: Some(MAX),
+                ..Default::default()
+            });
+            let out = run(&msg, &e, prev.as_ref(), &open);
+            assert!(
+                syncml::write(&out.response).len() as u64 <= MAX,
+                "message {messages} over MaxMsgSize"
+            );
+            // What the store would do with the commit.
+            for c in &mut open {
+                if out.commit.sent.contains(&c.id) {
+                    c.state = CommandState::Sent;
+                    c.last_session = Some(out.commit.session.key.clone());
+                }
+            }
+            for o in &out.commit.outcomes {
+                open.retain(|c| c.id != o.command_id);
+                outcomes.push(o.clone());
+            }
+            prev = Some(out.commit.session.clone());
+            match device.respond(&out.response).unwrap() {
+                Some(next) => msg = next,
+                None => break,
+            }
+        }
+        assert!(messages >= 4, "{messages} messages");
+        assert_eq!(device.tree.value(target), Some(value.as_str()), "reassembled exactly");
+        let o = outcomes
+            .iter()
+            .find(|o| o.command_id == big.id)
+            .expect("outcome for the large object");
+        assert_eq!(
+            o.status_code, 200,
+            "213 for pieces is not an outcome; the last piece's status is"
+        );
+        assert_eq!(outcomes.len(), 2);
+        assert!(prev.unwrap().chunk.is_none());
     }
 }
