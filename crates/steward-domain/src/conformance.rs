@@ -220,4 +220,262 @@ pub async fn run(store: &dyn Store) {
     );
     assert_eq!(log[0].not_after, Some(t0 + Duration::days(365)));
     assert_eq!(log[0].enrollment_id, Some(first.id));
+
+    admin_story(store, t0, &first, &second, token.id).await;
+}
+
+/// The admin surface: device search and keyset pages, API tokens, enrollment token revocation,
+/// listings, counts, and the hash-chained audit log.
+async fn admin_story(
+    store: &dyn Store,
+    t0: OffsetDateTime,
+    replaced: &Enrollment,
+    active: &Enrollment,
+    token: EnrollmentTokenId,
+) {
+    // Page through every enrollment, two at a time, both directions: no gaps, no repeats.
+    for descending in [false, true] {
+        for sort in [DeviceSort::EnrolledAt, DeviceSort::Name, DeviceSort::LastSeen] {
+            let mut q = DeviceQuery {
+                sort,
+                descending,
+                limit: 2,
+                ..DeviceQuery::default()
+            };
+            let mut seen = Vec::new();
+            loop {
+                let page = store.list_devices(&q).await.unwrap();
+                assert!(page.len() <= 2);
+                let Some(last) = page.last() else { break };
+                q.after = Some(DeviceCursor {
+                    key: sort.key_of(last),
+                    id: last.id,
+                });
+                seen.extend(page.iter().map(|e| e.id));
+            }
+            let mut unique = seen.clone();
+            unique.sort();
+            unique.dedup();
+            assert_eq!(
+                (seen.len(), unique.len()),
+                (3, 3),
+                "{sort:?} desc={descending}: {seen:?}"
+            );
+            if sort == DeviceSort::EnrolledAt {
+                // The re-enrollment came last.
+                let newest = if descending { seen[0] } else { seen[2] };
+                assert_eq!(newest, active.id);
+            }
+        }
+    }
+    let count = |q: DeviceQuery| async move {
+        store
+            .list_devices(&DeviceQuery { limit: 100, ..q })
+            .await
+            .unwrap()
+            .len()
+    };
+    let q = DeviceQuery::default;
+    assert_eq!(
+        count(DeviceQuery {
+            state: Some(EnrollmentState::Active),
+            ..q()
+        })
+        .await,
+        2
+    );
+    assert_eq!(
+        count(DeviceQuery {
+            name_contains: Some("pc-".into()),
+            ..q()
+        })
+        .await,
+        3
+    );
+    assert_eq!(
+        count(DeviceQuery {
+            name_contains: Some("%".into()),
+            ..q()
+        })
+        .await,
+        0,
+        "no wildcards"
+    );
+    assert_eq!(
+        count(DeviceQuery {
+            user: Some("A@EXAMPLE.COM".into()),
+            ..q()
+        })
+        .await,
+        3
+    );
+    assert_eq!(
+        count(DeviceQuery {
+            os_version: Some("10.0.26100".into()),
+            ..q()
+        })
+        .await,
+        3
+    );
+    assert_eq!(
+        count(DeviceQuery {
+            os_version: Some("11.".into()),
+            ..q()
+        })
+        .await,
+        0
+    );
+    assert_eq!(
+        count(DeviceQuery {
+            last_seen_after: Some(t0 - Duration::days(1)),
+            ..q()
+        })
+        .await,
+        0,
+        "never seen"
+    );
+    let pilot = store.group_by_name("pilot").await.unwrap().unwrap();
+    assert_eq!(
+        count(DeviceQuery {
+            group_id: Some(pilot.id),
+            ..q()
+        })
+        .await,
+        0
+    );
+    let latest = store
+        .latest_enrollment_by_device_id(&replaced.device_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(latest.id, active.id);
+
+    // Listings.
+    assert_eq!(store.list_users().await.unwrap().len(), 1);
+    assert_eq!(
+        store
+            .list_groups()
+            .await
+            .unwrap()
+            .iter()
+            .map(|g| g.name.as_str())
+            .collect::<Vec<_>>(),
+        vec!["pilot"]
+    );
+
+    // Enrollment token revocation, once.
+    assert!(store.revoke_enrollment_token(token).await.unwrap());
+    assert!(!store.revoke_enrollment_token(token).await.unwrap());
+    assert!(!store.revoke_enrollment_token(EnrollmentTokenId::new()).await.unwrap());
+    let t = store
+        .list_enrollment_tokens()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|t| t.id == token)
+        .unwrap();
+    assert!(t.revoked);
+
+    // API tokens: stored by hash, revocable once, last use recorded.
+    let hash = TokenHash::of("stw_adm_named");
+    let new = NewApiToken {
+        id: ApiTokenId::new(),
+        name: "ci".into(),
+        token_hash: hash,
+        role: Role::Helpdesk,
+        group_id: Some(pilot.id),
+        created_at: t0,
+        expires_at: Some(t0 + Duration::days(30)),
+        created_by: "bootstrap".into(),
+    };
+    let created = store.create_api_token(&new).await.unwrap();
+    assert!(matches!(
+        store
+            .create_api_token(&NewApiToken {
+                id: ApiTokenId::new(),
+                ..new.clone()
+            })
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    let found = store
+        .api_token_by_hash(&hash)
+        .await
+        .unwrap()
+        .expect("api token by hash");
+    assert_eq!(found, created, "api token round trip");
+    assert!(found.usable_at(t0));
+    assert!(!found.usable_at(t0 + Duration::days(31)), "expired");
+    let used = t0 + Duration::seconds(3);
+    store.touch_api_token(created.id, used).await.unwrap();
+    assert!(store.revoke_api_token(created.id, used).await.unwrap());
+    assert!(!store.revoke_api_token(created.id, used).await.unwrap());
+    let listed = store.list_api_tokens().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].last_used_at, Some(used));
+    assert_eq!(listed[0].revoked_at, Some(used));
+    assert!(!listed[0].usable_at(t0));
+
+    // The audit log: seq assigned in order, each row chained to the previous one.
+    for (i, action) in ["device.wipe", "api_token.create", "device.wipe"].iter().enumerate() {
+        let e = store
+            .append_audit_event(&NewAuditEvent {
+                at: t0 + Duration::seconds(i as i64),
+                actor: "bootstrap".into(),
+                actor_id: None,
+                actor_role: Some(Role::Admin),
+                action: (*action).into(),
+                target: Some(format!("target-{i}")),
+                source_ip: Some("192.0.2.1".into()),
+                outcome: if i == 1 {
+                    AuditOutcome::Failure
+                } else {
+                    AuditOutcome::Success
+                },
+                status: Some(200),
+                details: None,
+            })
+            .await
+            .unwrap();
+        assert_eq!(e.seq, i as i64 + 1);
+    }
+    let all = store.audit_events(&AuditFilter::default(), None, 100).await.unwrap();
+    assert_eq!(all.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2, 3]);
+    assert_eq!(all[0].prev_hash, AUDIT_GENESIS_HASH);
+    assert_eq!(all[1].prev_hash, all[0].hash);
+    assert_eq!(all[0].at, t0);
+    assert_eq!(all[1].outcome, AuditOutcome::Failure);
+    let newest = AuditFilter {
+        newest_first: true,
+        ..AuditFilter::default()
+    };
+    let page = store.audit_events(&newest, None, 2).await.unwrap();
+    assert_eq!(page.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![3, 2]);
+    let page = store.audit_events(&newest, Some(2), 2).await.unwrap();
+    assert_eq!(page.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1]);
+    let wipes = AuditFilter {
+        action: Some("device.wipe".into()),
+        ..AuditFilter::default()
+    };
+    assert_eq!(store.audit_events(&wipes, None, 100).await.unwrap().len(), 2);
+    let by_target = AuditFilter {
+        target: Some("target-1".into()),
+        ..AuditFilter::default()
+    };
+    assert_eq!(store.audit_events(&by_target, None, 100).await.unwrap().len(), 1);
+    let v = crate::verify_audit_log(store).await.unwrap().expect("chain verifies");
+    assert_eq!(v.count(), 3);
+
+    let c = store.admin_counts().await.unwrap();
+    assert_eq!(
+        (
+            c.active_devices,
+            c.enrollments,
+            c.users,
+            c.groups,
+            c.api_tokens,
+            c.audit_events
+        ),
+        (2, 3, 1, 1, 1, 3)
+    );
 }

@@ -1,6 +1,7 @@
 //! Steward's domain: the records the MDM keeps, the secrets it handles, and the [`Store`] trait every
 //! database backend implements. Nothing here does I/O; the server and the CLI drive a `dyn Store`.
 
+pub mod admin;
 pub mod model;
 pub mod secret;
 pub mod store;
@@ -8,6 +9,7 @@ pub mod store;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 
+pub use admin::*;
 pub use model::*;
 pub use secret::{SecretString, TokenHash, TokenKind};
 pub use store::{Store, StoreError, StoreResult};

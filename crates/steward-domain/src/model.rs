@@ -38,6 +38,7 @@ macro_rules! uuid_id {
         }
     };
 }
+pub(crate) use uuid_id;
 
 uuid_id!(
     /// One enrollment of one device: our own id, independent of what the device calls itself. A device

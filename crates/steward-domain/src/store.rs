@@ -5,6 +5,7 @@
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
+use crate::admin::*;
 use crate::management::*;
 use crate::model::*;
 use crate::secret::TokenHash;
@@ -97,4 +98,32 @@ pub trait Store: Send + Sync + 'static {
     async fn fact_history(&self, id: EnrollmentId) -> StoreResult<Vec<FactChange>>;
     /// Raw device messages kept for audit, oldest first (bounded per enrollment).
     async fn device_messages(&self, id: EnrollmentId) -> StoreResult<Vec<(OffsetDateTime, String)>>;
+
+    // ---- admin surface ----
+    /// One page of enrollments (any state) matching the query, in its order (keyset pagination).
+    async fn list_devices(&self, q: &DeviceQuery) -> StoreResult<Vec<Enrollment>>;
+    /// The newest enrollment of a DeviceID in any state (history included).
+    async fn latest_enrollment_by_device_id(&self, device_id: &DeviceId) -> StoreResult<Option<Enrollment>>;
+    /// Revokes an enrollment token. Returns false if it does not exist or already was revoked.
+    async fn revoke_enrollment_token(&self, id: EnrollmentTokenId) -> StoreResult<bool>;
+    async fn list_users(&self) -> StoreResult<Vec<User>>;
+    async fn list_groups(&self) -> StoreResult<Vec<Group>>;
+    async fn create_api_token(&self, t: &NewApiToken) -> StoreResult<ApiToken>;
+    async fn api_token_by_hash(&self, hash: &TokenHash) -> StoreResult<Option<ApiToken>>;
+    async fn list_api_tokens(&self) -> StoreResult<Vec<ApiToken>>;
+    /// Revokes an API token. Returns false if it does not exist or already was revoked.
+    async fn revoke_api_token(&self, id: ApiTokenId, now: OffsetDateTime) -> StoreResult<bool>;
+    /// Records that the token was used.
+    async fn touch_api_token(&self, id: ApiTokenId, now: OffsetDateTime) -> StoreResult<()>;
+    async fn admin_counts(&self) -> StoreResult<AdminCounts>;
+    /// Appends to the hash-chained audit log (see [`crate::admin`]): the backend assigns the next seq
+    /// and links the row to the previous one atomically. Rows are never updated or deleted.
+    async fn append_audit_event(&self, e: &NewAuditEvent) -> StoreResult<AuditEvent>;
+    /// A page of audit events matching `filter`, continuing after `after_seq` in the filter's order.
+    async fn audit_events(
+        &self,
+        filter: &AuditFilter,
+        after_seq: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Vec<AuditEvent>>;
 }

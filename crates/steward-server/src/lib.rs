@@ -1,8 +1,9 @@
-//! The Steward HTTP server: one HTTPS port carrying the Windows enrollment (MS-MDE2) and, later,
-//! management and admin surfaces. [`start`] prepares the data directory and key material, opens the
-//! store and serves until [`RunningServer::shutdown`].
+//! The Steward HTTP server: one HTTPS port carrying the Windows enrollment (MS-MDE2) and management
+//! (OMA-DM) surfaces and the admin REST API (`/api/v1`). [`start`] prepares the data directory and key
+//! material, opens the store and serves until [`RunningServer::shutdown`].
 
 pub mod admin;
+pub mod api;
 pub mod bootstrap;
 pub mod config;
 mod http_util;
@@ -59,7 +60,7 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, ServeError> {
 
 /// The router for all surfaces, before the transport. Exposed so tests can drive it in-process.
 pub fn router(state: AppState) -> Router {
-    windows::routes().with_state(state)
+    windows::routes().merge(api::router(state.clone())).with_state(state)
 }
 
 pub struct RunningServer {

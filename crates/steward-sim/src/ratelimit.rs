@@ -73,7 +73,10 @@ mod tests {
             let gap = (w[1] - w[0]).as_secs_f64();
             assert!((gap - 0.2).abs() < 0.002, "gap {gap}");
         }
-        assert!((at[10].as_secs_f64() - 2.0).abs() < 0.01, "10 permits after the first take 2 s");
+        assert!(
+            (at[10].as_secs_f64() - 2.0).abs() < 0.01,
+            "10 permits after the first take 2 s"
+        );
     }
 
     #[tokio::test(start_paused = true)]

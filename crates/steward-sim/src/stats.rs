@@ -140,7 +140,9 @@ impl ErrorKind {
             EnrollError::Fault { subcode, .. } => ErrorKind::SoapFault(subcode.clone()),
             // The enrollment client reports a bare non-success status as a Protocol error whose
             // message starts "HTTP <code>"; recover the code so statuses are counted apart.
-            EnrollError::Protocol { message, .. } => http_code_in(message).map_or(ErrorKind::Protocol, ErrorKind::HttpStatus),
+            EnrollError::Protocol { message, .. } => {
+                http_code_in(message).map_or(ErrorKind::Protocol, ErrorKind::HttpStatus)
+            }
             EnrollError::Pki(_) => ErrorKind::Key,
         }
     }
@@ -381,7 +383,10 @@ mod tests {
             ErrorKind::from_session(&SessionError::AuthFailed { code: 401 }).key(),
             "syncml-auth"
         );
-        assert_eq!(ErrorKind::from_session(&SessionError::TooManyMessages(64)).key(), "protocol");
+        assert_eq!(
+            ErrorKind::from_session(&SessionError::TooManyMessages(64)).key(),
+            "protocol"
+        );
         assert_eq!(ErrorKind::from_session(&SessionError::Unenrolled).key(), "device-state");
         assert_eq!(ErrorKind::Timeout.key(), "timeout");
     }

@@ -4,6 +4,7 @@
 //! `BEGIN IMMEDIATE` so a concurrent writer in another process (the `steward` CLI) waits on
 //! `busy_timeout` instead of failing half-way with SQLITE_BUSY.
 
+mod admin;
 mod management;
 mod migrate;
 
@@ -138,7 +139,7 @@ fn token_from_row(r: &SqliteRow) -> StoreResult<EnrollmentToken> {
     })
 }
 
-fn user_from_row(r: &SqliteRow) -> StoreResult<User> {
+pub(crate) fn user_from_row(r: &SqliteRow) -> StoreResult<User> {
     Ok(User {
         id: parse_id(&r.get::<String, _>("id"))?,
         email: r.get("email"),
@@ -596,6 +597,51 @@ impl Store for SqliteStore {
     async fn device_messages(&self, id: EnrollmentId) -> StoreResult<Vec<(OffsetDateTime, String)>> {
         self.device_messages_impl(id).await
     }
+
+    async fn list_devices(&self, q: &DeviceQuery) -> StoreResult<Vec<Enrollment>> {
+        self.list_devices_impl(q).await
+    }
+    async fn latest_enrollment_by_device_id(&self, device_id: &DeviceId) -> StoreResult<Option<Enrollment>> {
+        self.latest_enrollment_by_device_id_impl(device_id).await
+    }
+    async fn revoke_enrollment_token(&self, id: EnrollmentTokenId) -> StoreResult<bool> {
+        self.revoke_enrollment_token_impl(id).await
+    }
+    async fn list_users(&self) -> StoreResult<Vec<User>> {
+        self.list_users_impl().await
+    }
+    async fn list_groups(&self) -> StoreResult<Vec<Group>> {
+        self.list_groups_impl().await
+    }
+    async fn create_api_token(&self, t: &NewApiToken) -> StoreResult<ApiToken> {
+        self.create_api_token_impl(t).await
+    }
+    async fn api_token_by_hash(&self, hash: &TokenHash) -> StoreResult<Option<ApiToken>> {
+        self.api_token_by_hash_impl(hash).await
+    }
+    async fn list_api_tokens(&self) -> StoreResult<Vec<ApiToken>> {
+        self.list_api_tokens_impl().await
+    }
+    async fn revoke_api_token(&self, id: ApiTokenId, now: OffsetDateTime) -> StoreResult<bool> {
+        self.revoke_api_token_impl(id, now).await
+    }
+    async fn touch_api_token(&self, id: ApiTokenId, now: OffsetDateTime) -> StoreResult<()> {
+        self.touch_api_token_impl(id, now).await
+    }
+    async fn admin_counts(&self) -> StoreResult<AdminCounts> {
+        self.admin_counts_impl().await
+    }
+    async fn append_audit_event(&self, e: &NewAuditEvent) -> StoreResult<AuditEvent> {
+        self.append_audit_event_impl(e).await
+    }
+    async fn audit_events(
+        &self,
+        filter: &AuditFilter,
+        after_seq: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Vec<AuditEvent>> {
+        self.audit_events_impl(filter, after_seq, limit).await
+    }
 }
 
 #[cfg(test)]
@@ -630,6 +676,31 @@ mod tests {
         assert!(upd.unwrap_err().to_string().contains("append-only"));
         let del = sqlx::query("DELETE FROM certificate_log").execute(&store.write).await;
         assert!(del.unwrap_err().to_string().contains("append-only"));
+    }
+
+    #[tokio::test]
+    async fn audit_log_is_append_only_and_verify_finds_an_edited_row() {
+        let store = SqliteStore::open_in_memory().await.unwrap();
+        steward_domain::conformance::run(&store).await;
+        let upd = sqlx::query("UPDATE audit_events SET actor = 'mallory'")
+            .execute(&store.write)
+            .await;
+        assert!(upd.unwrap_err().to_string().contains("append-only"));
+        let del = sqlx::query("DELETE FROM audit_events").execute(&store.write).await;
+        assert!(del.unwrap_err().to_string().contains("append-only"));
+
+        // Someone with raw access to the file drops the trigger and edits a row: the chain breaks
+        // at exactly that row.
+        sqlx::query("DROP TRIGGER audit_events_no_update")
+            .execute(&store.write)
+            .await
+            .unwrap();
+        sqlx::query("UPDATE audit_events SET target = 'someone-else' WHERE seq = 2")
+            .execute(&store.write)
+            .await
+            .unwrap();
+        let broken = steward_domain::verify_audit_log(&store).await.unwrap().unwrap_err();
+        assert_eq!(broken.seq, 2, "{broken}");
     }
 
     #[tokio::test]

@@ -282,7 +282,10 @@ impl SqliteStore {
             last_response: r.get("last_response"),
             login_status: r.get("login_status"),
             md5_nonce: r.get("md5_nonce"),
-            chunk: match (r.get::<Option<String>, _>("chunk_command"), r.get::<Option<i64>, _>("chunk_offset")) {
+            chunk: match (
+                r.get::<Option<String>, _>("chunk_command"),
+                r.get::<Option<i64>, _>("chunk_offset"),
+            ) {
                 (Some(id), Some(off)) => Some((parse_id(&id)?, off as usize)),
                 _ => None,
             },

@@ -9,6 +9,7 @@ use steward_domain::{StoreError, StoreResult};
 pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "initial", include_str!("../migrations/0001_initial.sql")),
     (2, "management", include_str!("../migrations/0002_management.sql")),
+    (3, "admin", include_str!("../migrations/0003_admin.sql")),
 ];
 
 pub(crate) async fn run(pool: &SqlitePool) -> StoreResult<()> {

@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use steward_domain::{
-    CommandId, CommandItem, CommandPayload, EnrollmentId, EnrollmentTokenId, NewEnrollmentToken, Store, TokenHash,
-    TokenKind, User, UserId, Verb,
+    AuditFilter, AuditOutcome, CommandId, CommandItem, CommandPayload, EnrollmentId, EnrollmentTokenId, NewAuditEvent,
+    NewEnrollmentToken, Role, Store, TokenHash, TokenKind, User, UserId, Verb,
 };
 use steward_server::Config;
 use steward_server::admin;
@@ -76,6 +76,20 @@ enum Task {
     Reboot { device: String },
     /// Refresh a device's inventory at its next check-in.
     Sync { device: String },
+    /// The hash-chained audit log of admin actions.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Recompute the hash chain; exit code 1 and the first broken event if a row was edited,
+    /// inserted or removed.
+    Verify,
+    /// Print every event, oldest first, as JSON lines.
+    Export,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -200,6 +214,7 @@ fn main() -> Result<()> {
                 action(config, &device, Action::Wipe(kind)).await
             }
             Task::Reboot { device } => action(config, &device, Action::Reboot).await,
+            Task::Audit { command } => audit_log(config, command).await,
             Task::Sync { device } => {
                 let store = steward_server::open_store(&config).await?;
                 let e = admin::find_device(store.as_ref(), &device).await?;
@@ -210,6 +225,13 @@ fn main() -> Result<()> {
                     steward_server::windows::inventory::ORIGIN,
                     -10,
                     None,
+                )
+                .await?;
+                audit(
+                    store.as_ref(),
+                    "device.sync",
+                    e.device_id.to_string(),
+                    format!("command {id}"),
                 )
                 .await?;
                 println!(
@@ -306,6 +328,13 @@ async fn token(config: Config, command: TokenCommand) -> Result<()> {
                     created_at: now,
                 })
                 .await?;
+            audit(
+                store.as_ref(),
+                "enrollment_token.create",
+                t.id.to_string(),
+                uses.map_or("unlimited uses".to_owned(), |u| format!("{u} uses")),
+            )
+            .await?;
             if std::io::stdout().is_terminal() {
                 eprintln!(
                     "Created enrollment token {} (uses: {}, expires {}). It is shown only once:",
@@ -380,6 +409,7 @@ async fn user(config: Config, command: UserCommand) -> Result<()> {
                     created_at: OffsetDateTime::now_utc(),
                 })
                 .await?;
+            audit(store.as_ref(), "user.create", email.clone(), String::new()).await?;
             println!("added user {email}");
         }
     }
@@ -390,6 +420,12 @@ async fn action(config: Config, device: &str, action: Action) -> Result<()> {
     let store = steward_server::open_store(&config).await?;
     let e = admin::find_device(store.as_ref(), device).await?;
     let id = admin::queue_action(store.as_ref(), &e, &action).await?;
+    let name = action.origin().replace("action:", "device.");
+    let details = match &action {
+        Action::Wipe(kind) => format!("command {id}, kind {kind:?}"),
+        _ => format!("command {id}"),
+    };
+    audit(store.as_ref(), &name, e.device_id.to_string(), details).await?;
     println!(
         "queued {} ({id}) for {}; it runs at the device's next check-in",
         action.origin(),
@@ -499,6 +535,13 @@ async fn device_commands(config: Config, command: CommandCommand) -> Result<()> 
                 children: Vec::new(),
             };
             let id = admin::queue_command(store.as_ref(), &e, payload, "admin", 0, None).await?;
+            audit(
+                store.as_ref(),
+                "device.command",
+                e.device_id.to_string(),
+                format!("command {id}"),
+            )
+            .await?;
             println!("{id}");
         }
         CommandCommand::List { device } => {
@@ -508,6 +551,7 @@ async fn device_commands(config: Config, command: CommandCommand) -> Result<()> 
         CommandCommand::Cancel { id } => {
             let id: CommandId = id.parse().context("command id")?;
             if store.cancel_command(id, OffsetDateTime::now_utc()).await? {
+                audit(store.as_ref(), "command.cancel", id.to_string(), String::new()).await?;
                 println!("cancelled {id}");
             } else {
                 bail!("command {id} is not pending (already answered, cancelled or unknown)");
@@ -515,4 +559,54 @@ async fn device_commands(config: Config, command: CommandCommand) -> Result<()> 
         }
     }
     Ok(())
+}
+
+/// Records a successful local admin action in the audit log. The CLI works on the data directory
+/// directly, so whoever runs it can write the database anyway: it acts as an admin.
+async fn audit(store: &dyn Store, action: &str, target: String, details: String) -> Result<()> {
+    store
+        .append_audit_event(&NewAuditEvent {
+            at: OffsetDateTime::now_utc(),
+            actor: "cli (local)".into(),
+            actor_id: None,
+            actor_role: Some(Role::Admin),
+            action: action.to_owned(),
+            target: Some(target),
+            source_ip: None,
+            outcome: AuditOutcome::Success,
+            status: None,
+            details: (!details.is_empty()).then_some(details),
+        })
+        .await
+        .context("the action was done, but appending it to the audit log failed")?;
+    Ok(())
+}
+
+async fn audit_log(config: Config, command: AuditCommand) -> Result<()> {
+    let store = steward_server::open_store(&config).await?;
+    match command {
+        AuditCommand::Verify => match steward_domain::verify_audit_log(store.as_ref()).await? {
+            Ok(v) => {
+                println!("audit log intact: {} events, head hash {}", v.count(), v.head());
+                Ok(())
+            }
+            Err(broken) => bail!("audit log BROKEN at event #{}: {}", broken.seq, broken.reason),
+        },
+        AuditCommand::Export => {
+            use std::io::Write;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            let mut after = None;
+            loop {
+                let page = store.audit_events(&AuditFilter::default(), after, 500).await?;
+                let Some(last) = page.last() else { break };
+                after = Some(last.seq);
+                for e in &page {
+                    serde_json::to_writer(&mut out, e)?;
+                    out.write_all(b"\n")?;
+                }
+            }
+            out.flush()?;
+            Ok(())
+        }
+    }
 }

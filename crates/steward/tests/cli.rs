@@ -139,3 +139,51 @@ async fn serve_then_enroll_with_a_cli_token() {
     assert!(list.contains("1/1") && list.contains("exhausted"), "{list}");
     drop(server);
 }
+
+/// Local admin actions are audited, `audit export` prints them as JSON lines, and `audit verify`
+/// notices a row edited behind Steward's back (exit code 1, naming the row).
+#[tokio::test]
+async fn audit_verify_detects_an_edited_row() {
+    let dir = tempfile::tempdir().unwrap();
+    for _ in 0..2 {
+        let out = steward(dir.path(), 9443)
+            .args(["enroll-token", "create", "--uses", "1"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let out = steward(dir.path(), 9443).args(["audit", "verify"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("intact: 2 events"));
+
+    let out = steward(dir.path(), 9443).args(["audit", "export"]).output().unwrap();
+    assert!(out.status.success());
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["action"], "enrollment_token.create");
+    assert_eq!(lines[0]["actor"], "cli (local)");
+    assert_eq!(lines[1]["prev_hash"], lines[0]["hash"]);
+
+    // Someone with write access to the file drops the append-only trigger and rewrites history.
+    {
+        use sqlx::Connection;
+        let url = format!("sqlite://{}", dir.path().join("steward.db").display());
+        let mut db = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        sqlx::query("DROP TRIGGER audit_events_no_update")
+            .execute(&mut db)
+            .await
+            .unwrap();
+        sqlx::query("UPDATE audit_events SET actor = 'someone else' WHERE seq = 1")
+            .execute(&mut db)
+            .await
+            .unwrap();
+        db.close().await.unwrap();
+    }
+    let out = steward(dir.path(), 9443).args(["audit", "verify"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("BROKEN at event #1"), "{err}");
+}

@@ -7,7 +7,7 @@ use steward_domain::{CommandItem, CommandPayload, Verb};
 use steward_windows_proto::syncml::is_well_formed_fragment;
 
 /// The wipe variants of the RemoteWipe CSP (plus AutomaticRedeployment).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum WipeKind {
     /// `doWipe`: reset; user data and provisioning removed.

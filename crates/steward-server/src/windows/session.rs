@@ -390,7 +390,7 @@ pub fn process(input: SessionInput<'_>) -> SessionOutput {
                     last,
                 } => {
                     used += syncml::estimated_size(&command);
-                    out.push(command);
+                    out.push(*command);
                     chunk_done = true;
                     if last {
                         commit.sent.push(c.id);
@@ -483,7 +483,7 @@ pub fn process(input: SessionInput<'_>) -> SessionOutput {
 
 enum Chunk {
     Piece {
-        command: syncml::Command,
+        command: Box<syncml::Command>,
         next_offset: usize,
         last: bool,
     },
@@ -550,7 +550,7 @@ fn chunk(cmd_id: &str, p: &CommandPayload, offset: usize, room: usize) -> Chunk 
         it.more_data = !last;
     }
     Chunk::Piece {
-        command,
+        command: Box::new(command),
         next_offset: offset + end,
         last,
     }

@@ -381,6 +381,45 @@ impl Store for FailingCommit {
     async fn device_messages(&self, id: EnrollmentId) -> StoreResult<Vec<(::time::OffsetDateTime, String)>> {
         self.0.device_messages(id).await
     }
+    async fn list_devices(&self, q: &DeviceQuery) -> StoreResult<Vec<Enrollment>> {
+        self.0.list_devices(q).await
+    }
+    async fn latest_enrollment_by_device_id(&self, d: &DeviceId) -> StoreResult<Option<Enrollment>> {
+        self.0.latest_enrollment_by_device_id(d).await
+    }
+    async fn revoke_enrollment_token(&self, id: EnrollmentTokenId) -> StoreResult<bool> {
+        self.0.revoke_enrollment_token(id).await
+    }
+    async fn list_users(&self) -> StoreResult<Vec<User>> {
+        self.0.list_users().await
+    }
+    async fn list_groups(&self) -> StoreResult<Vec<Group>> {
+        self.0.list_groups().await
+    }
+    async fn create_api_token(&self, t: &NewApiToken) -> StoreResult<ApiToken> {
+        self.0.create_api_token(t).await
+    }
+    async fn api_token_by_hash(&self, h: &TokenHash) -> StoreResult<Option<ApiToken>> {
+        self.0.api_token_by_hash(h).await
+    }
+    async fn list_api_tokens(&self) -> StoreResult<Vec<ApiToken>> {
+        self.0.list_api_tokens().await
+    }
+    async fn revoke_api_token(&self, id: ApiTokenId, now: ::time::OffsetDateTime) -> StoreResult<bool> {
+        self.0.revoke_api_token(id, now).await
+    }
+    async fn touch_api_token(&self, id: ApiTokenId, now: ::time::OffsetDateTime) -> StoreResult<()> {
+        self.0.touch_api_token(id, now).await
+    }
+    async fn admin_counts(&self) -> StoreResult<AdminCounts> {
+        self.0.admin_counts().await
+    }
+    async fn append_audit_event(&self, e: &NewAuditEvent) -> StoreResult<AuditEvent> {
+        self.0.append_audit_event(e).await
+    }
+    async fn audit_events(&self, f: &AuditFilter, after: Option<i64>, limit: u32) -> StoreResult<Vec<AuditEvent>> {
+        self.0.audit_events(f, after, limit).await
+    }
 }
 
 #[tokio::test]

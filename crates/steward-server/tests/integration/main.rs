@@ -4,9 +4,11 @@
 // Harness helpers outside #[test] functions: a failed setup step should fail the test loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod api;
 mod common;
 mod enrollment;
 mod enrollment_faults;
 mod fixtures;
 mod lifecycle;
+mod load;
 mod management;

@@ -714,21 +714,33 @@ async fn user_scoped_commands_wait_for_sign_in_with_fast_polling() {
     device.run_session(&client, SessionTrigger::Scheduled).await.unwrap();
     const USER_POLICY: &str = "./User/Vendor/MSFT/Policy/Config/Start/HideSleep";
     const POLL: &str = "./Vendor/MSFT/DMClient/Provider/Steward/Poll/IntervalForRemainingScheduledRetries";
-    let id = admin::queue_command(t.store(), &e, replace(USER_POLICY, "1"), "admin", 0, None).await.unwrap();
+    let id = admin::queue_command(t.store(), &e, replace(USER_POLICY, "1"), "admin", 0, None)
+        .await
+        .unwrap();
 
     // Nobody signed in: the command waits and the device is told to poll every 3 minutes.
     device.login_status = LoginStatus::None;
     device.run_session(&client, SessionTrigger::Scheduled).await.unwrap();
-    assert_eq!(t.store().command(id).await.unwrap().unwrap().state, CommandState::Pending);
+    assert_eq!(
+        t.store().command(id).await.unwrap().unwrap().state,
+        CommandState::Pending
+    );
     assert_eq!(device.tree.value(POLL), Some("3"));
 
     // A user signs in: the command is delivered, and polling returns to the steady 60 minutes.
     device.login_status = LoginStatus::User;
     device.tree.set_user_session(true);
     device.run_session(&client, SessionTrigger::Scheduled).await.unwrap();
-    assert_eq!(t.store().command(id).await.unwrap().unwrap().state, CommandState::Succeeded);
+    assert_eq!(
+        t.store().command(id).await.unwrap().unwrap().state,
+        CommandState::Succeeded
+    );
     assert_eq!(device.tree.value(POLL), Some("60"));
     let facts = t.store().device_facts(e.id).await.unwrap();
-    assert!(facts.iter().any(|f| f.name == "mdm.poll_interval_minutes" && f.value == "60"));
+    assert!(
+        facts
+            .iter()
+            .any(|f| f.name == "mdm.poll_interval_minutes" && f.value == "60")
+    );
     t.server.shutdown().await;
 }

@@ -1,0 +1,630 @@
+//! Devices, their inventory and command timeline, remote actions and custom commands.
+
+use axum::extract::{Extension, Path, State};
+use axum::response::{IntoResponse, Response};
+use http::StatusCode;
+use serde::{Deserialize, Serialize};
+use steward_domain::*;
+use time::OffsetDateTime;
+use utoipa::{IntoParams, ToSchema};
+
+use super::auth::{AuditNote, Principal};
+use super::error::{ApiError, ApiJson, ApiQuery, Problem};
+use super::{check_limit, decode_cursor, encode_cursor, page_in_memory};
+use crate::AppState;
+use crate::admin;
+use crate::windows::commands::{Action, WipeKind};
+use crate::windows::inventory;
+
+/// One enrollment of a device.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeviceSummary {
+    /// Enrollment id (a UUID; paths accept it or the DeviceID).
+    pub id: uuid::Uuid,
+    /// The device's own identifier (MS-MDE2 DeviceID).
+    pub device_id: String,
+    pub name: Option<String>,
+    pub user_email: Option<String>,
+    pub os_version: Option<String>,
+    pub os_edition: Option<String>,
+    /// active, replaced, unenrolled or wiped.
+    pub state: String,
+    pub enrollment_type: String,
+    pub auth_method: String,
+    pub group_id: Option<uuid::Uuid>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub enrolled_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_seen_at: Option<OffsetDateTime>,
+}
+
+impl From<&Enrollment> for DeviceSummary {
+    fn from(e: &Enrollment) -> Self {
+        Self {
+            id: e.id.0,
+            device_id: e.device_id.to_string(),
+            name: e.device_name.clone(),
+            user_email: e.user_email.clone(),
+            os_version: e.os_version.clone(),
+            os_edition: e.os_edition.clone(),
+            state: e.state.as_str().into(),
+            enrollment_type: e.enrollment_type.as_str().into(),
+            auth_method: e.auth_method.as_str().into(),
+            group_id: e.group_id.map(|g| g.0),
+            enrolled_at: e.enrolled_at,
+            last_seen_at: e.last_seen_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DevicePage {
+    pub items: Vec<DeviceSummary>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Certificate {
+    pub serial: String,
+    /// SHA-1 thumbprint (hex).
+    pub thumbprint: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_after: OffsetDateTime,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Fact {
+    /// e.g. `os.version`, `hardware.serial_number`.
+    pub name: String,
+    pub value: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FactChangeEntry {
+    pub name: String,
+    pub old_value: Option<String>,
+    pub new_value: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeviceDetail {
+    pub device: DeviceSummary,
+    pub certificate: Certificate,
+    /// Current inventory facts.
+    pub facts: Vec<Fact>,
+    /// Every change of a fact's value, oldest first.
+    pub fact_history: Vec<FactChangeEntry>,
+}
+
+/// A queued command and where it stands.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CommandView {
+    pub id: uuid::Uuid,
+    pub enrollment_id: uuid::Uuid,
+    /// Get, Add, Replace, Delete, Exec or Atomic.
+    pub verb: String,
+    /// The LocURIs it targets.
+    pub targets: Vec<String>,
+    /// Why it exists: admin, inventory, action:wipe…
+    pub origin: String,
+    pub priority: i32,
+    /// pending, sent, accepted, succeeded, failed, cancelled or expired.
+    pub state: String,
+    /// The device's OMA-DM status code, once answered.
+    pub status_code: Option<u16>,
+    pub send_count: u32,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_sent_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub completed_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub expires_at: Option<OffsetDateTime>,
+}
+
+impl From<&Command> for CommandView {
+    fn from(c: &Command) -> Self {
+        Self {
+            id: c.id.0,
+            enrollment_id: c.enrollment_id.0,
+            verb: c.payload.verb.as_str().into(),
+            targets: c.payload.targets().into_iter().map(str::to_owned).collect(),
+            origin: c.origin.clone(),
+            priority: c.priority,
+            state: c.state.as_str().into(),
+            status_code: c.status_code,
+            send_count: c.send_count,
+            created_at: c.created_at,
+            last_sent_at: c.last_sent_at,
+            completed_at: c.completed_at,
+            expires_at: c.expires_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CommandPage {
+    pub items: Vec<CommandView>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SortField {
+    Name,
+    LastSeen,
+    EnrolledAt,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SortOrder {
+    Asc,
+    Desc,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DeviceListQuery {
+    /// Case-insensitive substring of the device name.
+    pub name: Option<String>,
+    /// The enrolling user's e-mail (exact, case-insensitive).
+    pub user: Option<String>,
+    /// OS version prefix, e.g. `10.0.26100`.
+    pub os_version: Option<String>,
+    /// active, replaced, unenrolled or wiped.
+    pub state: Option<String>,
+    /// Last check-in strictly before this time (RFC 3339).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub last_seen_before: Option<OffsetDateTime>,
+    /// Last check-in strictly after this time (RFC 3339).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub last_seen_after: Option<OffsetDateTime>,
+    /// Sort field (default enrolled_at).
+    #[param(inline)]
+    pub sort: Option<SortField>,
+    /// Sort order (default asc).
+    #[param(inline)]
+    pub order: Option<SortOrder>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Page size, 1-500 (default 100).
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Page size, 1-500 (default 100).
+    pub limit: Option<u32>,
+}
+
+/// The device cursor remembers the ordering it was made for, so it cannot be replayed against
+/// another one.
+#[derive(Serialize, Deserialize)]
+struct DevicePageCursor {
+    sort: DeviceSort,
+    desc: bool,
+    at: DeviceCursor,
+}
+
+/// List devices (enrollments in any state), filtered and sorted.
+#[utoipa::path(
+    get,
+    path = "/api/v1/devices",
+    tag = "devices",
+    params(DeviceListQuery),
+    responses(
+        (status = 200, description = "A page of devices", body = DevicePage),
+        (status = 400, description = "Bad filter, cursor or limit", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn list_devices(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    ApiQuery(q): ApiQuery<DeviceListQuery>,
+) -> Result<axum::Json<DevicePage>, ApiError> {
+    let limit = check_limit(q.limit)?;
+    let sort = match q.sort {
+        Some(SortField::Name) => DeviceSort::Name,
+        Some(SortField::LastSeen) => DeviceSort::LastSeen,
+        Some(SortField::EnrolledAt) | None => DeviceSort::EnrolledAt,
+    };
+    let desc = matches!(q.order, Some(SortOrder::Desc));
+    let after = match q.cursor.as_deref() {
+        None => None,
+        Some(c) => {
+            let c: DevicePageCursor = decode_cursor(c)?;
+            if c.sort != sort || c.desc != desc {
+                return Err(ApiError::BadRequest("the cursor belongs to another sort order".into()));
+            }
+            Some(c.at)
+        }
+    };
+    let state_filter = match q.state.as_deref() {
+        None => None,
+        Some(s) => Some(EnrollmentState::parse(s).ok_or_else(|| ApiError::BadRequest(format!("unknown state {s:?}")))?),
+    };
+    let query = DeviceQuery {
+        name_contains: q.name.filter(|s| !s.is_empty()),
+        user: q.user.filter(|s| !s.is_empty()),
+        os_version: q.os_version.filter(|s| !s.is_empty()),
+        state: state_filter,
+        group_id: who.group,
+        last_seen_before: q.last_seen_before,
+        last_seen_after: q.last_seen_after,
+        sort,
+        descending: desc,
+        after,
+        // One more than asked tells whether another page exists.
+        limit: limit + 1,
+    };
+    let mut rows = state.store.list_devices(&query).await?;
+    let more = rows.len() > limit as usize;
+    rows.truncate(limit as usize);
+    let next_cursor = match (more, rows.last()) {
+        (true, Some(last)) => Some(encode_cursor(&DevicePageCursor {
+            sort,
+            desc,
+            at: DeviceCursor {
+                key: sort.key_of(last),
+                id: last.id,
+            },
+        })),
+        _ => None,
+    };
+    Ok(axum::Json(DevicePage {
+        items: rows.iter().map(DeviceSummary::from).collect(),
+        next_cursor,
+    }))
+}
+
+/// A device by enrollment id or DeviceID, in any state (for DeviceIDs: the active enrollment, else
+/// the newest one), within the caller's scope.
+async fn resolve_any(state: &AppState, who: &Principal, key: &str) -> Result<Enrollment, ApiError> {
+    let mut found = None;
+    if let Ok(id) = key.parse::<EnrollmentId>() {
+        found = state.store.enrollment_by_id(id).await?;
+    }
+    if found.is_none()
+        && let Some(d) = DeviceId::parse(key)
+    {
+        found = state.store.latest_enrollment_by_device_id(&d).await?;
+    }
+    found.filter(|e| who.sees(e)).ok_or(ApiError::NotFound("device"))
+}
+
+/// An active enrollment (commands and actions need one), within the caller's scope.
+async fn resolve_active(state: &AppState, who: &Principal, key: &str) -> Result<Enrollment, ApiError> {
+    let e = admin::find_device(state.store.as_ref(), key).await?;
+    if who.sees(&e) {
+        Ok(e)
+    } else {
+        Err(ApiError::NotFound("device"))
+    }
+}
+
+/// One device: enrollment, certificate, inventory facts and their history.
+#[utoipa::path(
+    get,
+    path = "/api/v1/devices/{id}",
+    tag = "devices",
+    params(("id" = String, Path, description = "Enrollment id or DeviceID")),
+    responses(
+        (status = 200, description = "The device", body = DeviceDetail),
+        (status = 404, description = "No such device (or outside the token's group)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn get_device(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<DeviceDetail>, ApiError> {
+    let e = resolve_any(&state, &who, &id).await?;
+    let facts = state.store.device_facts(e.id).await?;
+    let history = state.store.fact_history(e.id).await?;
+    Ok(axum::Json(DeviceDetail {
+        device: DeviceSummary::from(&e),
+        certificate: Certificate {
+            serial: e.cert_serial.clone(),
+            thumbprint: e.cert_thumbprint.clone(),
+            not_after: e.cert_not_after,
+        },
+        facts: facts
+            .into_iter()
+            .map(|f| Fact {
+                name: f.name,
+                value: f.value,
+                updated_at: f.updated_at,
+            })
+            .collect(),
+        fact_history: history
+            .into_iter()
+            .map(|h| FactChangeEntry {
+                name: h.name,
+                old_value: h.old_value,
+                new_value: h.new_value,
+                at: h.at,
+            })
+            .collect(),
+    }))
+}
+
+/// A device's command timeline, oldest first, with states and status codes.
+#[utoipa::path(
+    get,
+    path = "/api/v1/devices/{id}/commands",
+    tag = "devices",
+    params(("id" = String, Path, description = "Enrollment id or DeviceID"), PageQuery),
+    responses(
+        (status = 200, description = "A page of commands", body = CommandPage),
+        (status = 400, description = "Bad cursor or limit", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such device", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn list_device_commands(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> Result<axum::Json<CommandPage>, ApiError> {
+    let limit = check_limit(q.limit)?;
+    let e = resolve_any(&state, &who, &id).await?;
+    let commands = state.store.commands_for_enrollment(e.id).await?;
+    let (page, next_cursor) = page_in_memory(commands, |c| c.id.to_string(), q.cursor.as_deref(), limit)?;
+    Ok(axum::Json(CommandPage {
+        items: page.iter().map(CommandView::from).collect(),
+        next_cursor,
+    }))
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum VerbName {
+    Get,
+    Add,
+    Replace,
+    Delete,
+    Exec,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CommandItemRequest {
+    /// The LocURI, e.g. `./Device/Vendor/MSFT/Policy/Config/Camera/AllowCamera`.
+    pub target: String,
+    /// syncml:metinf Format: chr, int, bool, b64, xml, node…
+    pub format: Option<String>,
+    /// syncml:metinf Type, e.g. text/plain.
+    #[serde(rename = "type")]
+    pub type_: Option<String>,
+    /// The value (Add, Replace; Exec optionally).
+    pub data: Option<String>,
+}
+
+/// A custom OMA-DM command.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CommandRequest {
+    pub verb: VerbName,
+    pub items: Vec<CommandItemRequest>,
+}
+
+fn accepted(e: &Enrollment, c: Option<Command>, id: CommandId) -> Result<Response, ApiError> {
+    let c = c.ok_or_else(|| ApiError::Internal(format!("queued command {id} not found")))?;
+    let note = AuditNote {
+        target: Some(e.device_id.to_string()),
+        details: Some(format!("command {id}")),
+    };
+    Ok((StatusCode::ACCEPTED, Extension(note), axum::Json(CommandView::from(&c))).into_response())
+}
+
+/// Queue a custom command (validated before it is queued: LocURIs, formats, well-formed XML data).
+#[utoipa::path(
+    post,
+    path = "/api/v1/devices/{id}/commands",
+    tag = "devices",
+    params(("id" = String, Path, description = "Enrollment id or DeviceID of an active enrollment")),
+    request_body = CommandRequest,
+    responses(
+        (status = 202, description = "Queued; the device runs it at its next check-in", body = CommandView),
+        (status = 404, description = "No active enrollment", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid command", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn queue_device_command(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<CommandRequest>,
+) -> Result<Response, ApiError> {
+    let e = resolve_active(&state, &who, &id).await?;
+    let verb = match body.verb {
+        VerbName::Get => Verb::Get,
+        VerbName::Add => Verb::Add,
+        VerbName::Replace => Verb::Replace,
+        VerbName::Delete => Verb::Delete,
+        VerbName::Exec => Verb::Exec,
+    };
+    let payload = CommandPayload {
+        verb,
+        items: body
+            .items
+            .into_iter()
+            .map(|i| CommandItem {
+                target: i.target,
+                format: i.format,
+                type_: i.type_,
+                data: i.data,
+            })
+            .collect(),
+        children: Vec::new(),
+    };
+    let cid = admin::queue_command(state.store.as_ref(), &e, payload, "admin", 0, None).await?;
+    accepted(&e, state.store.command(cid).await?, cid)
+}
+
+async fn run_action(state: &AppState, who: &Principal, id: &str, action: Action) -> Result<Response, ApiError> {
+    let e = resolve_active(state, who, id).await?;
+    let cid = admin::queue_action(state.store.as_ref(), &e, &action).await?;
+    accepted(&e, state.store.command(cid).await?, cid)
+}
+
+/// Wipe confirmation: wiping erases the device, so the request must say so explicitly.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WipeRequest {
+    /// Which RemoteWipe variant (default protected).
+    #[serde(default)]
+    pub kind: Option<WipeKind>,
+    /// Must be `true`.
+    #[serde(default)]
+    pub confirm: bool,
+}
+
+/// Queue a remote wipe. The device's certificate is revoked once it acknowledges.
+#[utoipa::path(
+    post,
+    path = "/api/v1/devices/{id}/actions/wipe",
+    operation_id = "wipe_device",
+    tag = "devices",
+    params(("id" = String, Path, description = "Enrollment id or DeviceID of an active enrollment")),
+    request_body = WipeRequest,
+    responses(
+        (status = 202, description = "Wipe queued (ahead of other commands)", body = CommandView),
+        (status = 404, description = "No active enrollment", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Missing `\"confirm\": true` or unknown kind", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn wipe(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<WipeRequest>,
+) -> Result<Response, ApiError> {
+    if !body.confirm {
+        return Err(ApiError::Unprocessable(
+            "wiping erases the device: send \"confirm\": true".into(),
+        ));
+    }
+    let kind = body.kind.unwrap_or(WipeKind::Protected);
+    run_action(&state, &who, &id, Action::Wipe(kind)).await
+}
+
+/// Queue a reboot.
+#[utoipa::path(
+    post,
+    path = "/api/v1/devices/{id}/actions/reboot",
+    operation_id = "reboot_device",
+    tag = "devices",
+    params(("id" = String, Path, description = "Enrollment id or DeviceID of an active enrollment")),
+    responses(
+        (status = 202, description = "Queued", body = CommandView),
+        (status = 404, description = "No active enrollment", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn reboot(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    run_action(&state, &who, &id, Action::Reboot).await
+}
+
+/// Queue a remote lock (RemoteLock CSP; desktop editions may refuse it, the status is recorded).
+#[utoipa::path(
+    post,
+    path = "/api/v1/devices/{id}/actions/lock",
+    operation_id = "lock_device",
+    tag = "devices",
+    params(("id" = String, Path, description = "Enrollment id or DeviceID of an active enrollment")),
+    responses(
+        (status = 202, description = "Queued", body = CommandView),
+        (status = 404, description = "No active enrollment", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn lock(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    run_action(&state, &who, &id, Action::Lock).await
+}
+
+/// Queue an inventory refresh for the device's next check-in.
+#[utoipa::path(
+    post,
+    path = "/api/v1/devices/{id}/actions/sync",
+    operation_id = "sync_device",
+    tag = "devices",
+    params(("id" = String, Path, description = "Enrollment id or DeviceID of an active enrollment")),
+    responses(
+        (status = 202, description = "Queued", body = CommandView),
+        (status = 404, description = "No active enrollment", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn sync(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let e = resolve_active(&state, &who, &id).await?;
+    let cid = admin::queue_command(
+        state.store.as_ref(),
+        &e,
+        inventory::inventory_command(),
+        inventory::ORIGIN,
+        -10,
+        None,
+    )
+    .await?;
+    accepted(&e, state.store.command(cid).await?, cid)
+}
+
+/// Cancel a command the device has not answered yet.
+#[utoipa::path(
+    post,
+    path = "/api/v1/commands/{id}/cancel",
+    tag = "commands",
+    params(("id" = String, Path, description = "Command id")),
+    responses(
+        (status = 200, description = "Cancelled", body = CommandView),
+        (status = 404, description = "No such command (or outside the token's group)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Already answered, cancelled or expired", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn cancel_command(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let not_found = || ApiError::NotFound("command");
+    let cid: CommandId = id.parse().map_err(|_| not_found())?;
+    let c = state.store.command(cid).await?.ok_or_else(not_found)?;
+    let e = state
+        .store
+        .enrollment_by_id(c.enrollment_id)
+        .await?
+        .filter(|e| who.sees(e))
+        .ok_or_else(not_found)?;
+    if !state.store.cancel_command(cid, OffsetDateTime::now_utc()).await? {
+        return Err(ApiError::Conflict(format!(
+            "command {cid} is {} and can no longer be cancelled",
+            c.state.as_str()
+        )));
+    }
+    let c = state.store.command(cid).await?.ok_or_else(not_found)?;
+    let note = AuditNote {
+        target: Some(cid.to_string()),
+        details: Some(format!("device {}", e.device_id)),
+    };
+    Ok((Extension(note), axum::Json(CommandView::from(&c))).into_response())
+}

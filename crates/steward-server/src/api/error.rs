@@ -1,0 +1,158 @@
+//! The admin API's one error type: every failure becomes an RFC 9457 `application/problem+json`
+//! response, logged once, here, where it becomes a response. Internal details (database messages)
+//! go to the log, never to the client.
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::response::{IntoResponse, Response};
+use http::StatusCode;
+use http::request::Parts;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use steward_domain::StoreError;
+use utoipa::ToSchema;
+
+use crate::admin::AdminError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("a valid bearer token is required")]
+    Unauthenticated,
+    #[error("the {role} role may not {permission}")]
+    Forbidden { role: String, permission: &'static str },
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Unprocessable(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("internal error")]
+    Internal(String),
+}
+
+/// An RFC 9457 problem document. `type` is `about:blank` (the status says it all); `code` is a
+/// stable machine-readable name for the failure.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    #[schema(example = "about:blank")]
+    pub type_: String,
+    #[schema(example = "Not Found")]
+    pub title: String,
+    #[schema(example = 404)]
+    pub status: u16,
+    #[schema(example = "device not found")]
+    pub detail: String,
+    #[schema(example = "not_found")]
+    pub code: String,
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Unauthenticated => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            ApiError::Unauthenticated => "unauthenticated",
+            ApiError::Forbidden { .. } => "forbidden",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::Unprocessable(_) => "invalid",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        match &self {
+            ApiError::Internal(detail) => tracing::error!(error = %detail, "admin API request failed"),
+            other => tracing::debug!(status = status.as_u16(), error = %other, "admin API request refused"),
+        }
+        let problem = Problem {
+            type_: "about:blank".into(),
+            title: status.canonical_reason().unwrap_or("Error").into(),
+            status: status.as_u16(),
+            detail: self.to_string(),
+            code: self.code().into(),
+        };
+        let body = serde_json::to_vec(&problem).unwrap_or_default();
+        let mut resp = (status, body).into_response();
+        resp.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/problem+json"),
+        );
+        if status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(
+                http::header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_static("Bearer realm=\"steward\""),
+            );
+        }
+        resp
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => ApiError::NotFound("resource"),
+            StoreError::Conflict(what) => ApiError::Conflict(format!("already exists: {what}")),
+            StoreError::TokenUnusable(t) => ApiError::Conflict(t.to_string()),
+            StoreError::NonceReused => ApiError::Conflict(e.to_string()),
+            StoreError::Backend(m) => ApiError::Internal(m),
+        }
+    }
+}
+
+impl From<AdminError> for ApiError {
+    fn from(e: AdminError) -> Self {
+        match e {
+            AdminError::UnknownDevice(_) => ApiError::NotFound("device"),
+            AdminError::Invalid(c) => ApiError::Unprocessable(c.to_string()),
+            AdminError::Store(s) => s.into(),
+        }
+    }
+}
+
+/// `Json<T>` whose rejections are problem documents: malformed JSON is 400, well-formed JSON of the
+/// wrong shape is 422.
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(Self(v)),
+            Err(JsonRejection::JsonDataError(e)) => Err(ApiError::Unprocessable(e.body_text())),
+            Err(e) => Err(ApiError::BadRequest(e.body_text())),
+        }
+    }
+}
+
+/// `Query<T>` with problem-document rejections (400).
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(Self(v)),
+            Err(e) => Err(ApiError::BadRequest(e.body_text())),
+        }
+    }
+}

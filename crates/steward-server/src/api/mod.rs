@@ -1,0 +1,216 @@
+//! The admin REST API under `/api/v1`: JSON in and out, RFC 9457 problem documents for errors,
+//! opaque cursors for pagination, bearer tokens with roles ([`auth`]). The OpenAPI document is
+//! generated from the handlers' annotations by the same router that serves them (utoipa-axum), so
+//! the two cannot drift, and is served at `/api/v1/openapi.json`.
+
+pub mod auth;
+mod devices;
+pub mod error;
+mod resources;
+
+use axum::Router;
+use axum::response::IntoResponse;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::AppState;
+pub use auth::{AuditNote, Permission, Principal, ROUTES, RouteRule};
+pub use error::{ApiError, Problem};
+
+pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
+
+/// Largest page a client may ask for.
+pub const MAX_LIMIT: u32 = 500;
+pub const DEFAULT_LIMIT: u32 = 100;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Steward admin API",
+        version = "1.0.0",
+        description = "Manage Steward's devices, commands, tokens, users and audit log. Authenticate with \
+                       `Authorization: Bearer <token>` (the bootstrap admin token or a named API token). \
+                       Errors are RFC 9457 problem documents; lists are paged with an opaque `cursor`."
+    ),
+    components(schemas(Problem)),
+    tags(
+        (name = "devices", description = "Enrolled devices, their inventory and commands"),
+        (name = "commands", description = "Queued device commands"),
+        (name = "enrollment", description = "Enrollment tokens"),
+        (name = "access", description = "API tokens, users and groups"),
+        (name = "audit", description = "The hash-chained audit log"),
+        (name = "server", description = "Server settings and totals"),
+    )
+)]
+struct ApiDoc;
+
+/// The admin API routes (authorization and audit middleware applied) and their OpenAPI document.
+pub fn routes(state: AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    let (router, doc) = unprotected_routes();
+    let router = router.route_layer(axum::middleware::from_fn_with_state(state, auth::authorize));
+    (router, doc)
+}
+
+/// The OpenAPI document as served.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    unprotected_routes().1
+}
+
+/// Every route is registered here, once: utoipa-axum records its path and method in the document
+/// as it adds it to the router.
+fn unprotected_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    let (router, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(devices::list_devices))
+        .routes(routes!(devices::get_device))
+        .routes(routes!(devices::list_device_commands, devices::queue_device_command))
+        .routes(routes!(devices::wipe))
+        .routes(routes!(devices::reboot))
+        .routes(routes!(devices::lock))
+        .routes(routes!(devices::sync))
+        .routes(routes!(devices::cancel_command))
+        .routes(routes!(
+            resources::list_enrollment_tokens,
+            resources::create_enrollment_token
+        ))
+        .routes(routes!(resources::revoke_enrollment_token))
+        .routes(routes!(resources::list_api_tokens, resources::create_api_token))
+        .routes(routes!(resources::revoke_api_token))
+        .routes(routes!(resources::list_users, resources::create_user))
+        .routes(routes!(resources::list_groups))
+        .routes(routes!(resources::list_audit_events))
+        .routes(routes!(resources::server_info))
+        .split_for_parts();
+    finish_document(&mut doc);
+    (router, doc)
+}
+
+/// What every operation shares, added in one place instead of on each handler: the bearer security
+/// requirement and the 401/403/500 problem responses the middleware can produce.
+fn finish_document(doc: &mut utoipa::openapi::OpenApi) {
+    let components = doc.components.get_or_insert_with(Default::default);
+    components.add_security_scheme(
+        "bearer",
+        SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .description(Some("The bootstrap admin token or a named API token (stw_adm_…)"))
+                .build(),
+        ),
+    );
+    let problem = |description: &str| {
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                "application/problem+json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("Problem")))
+                    .build(),
+            )
+            .build()
+    };
+    for item in doc.paths.paths.values_mut() {
+        for op in [
+            &mut item.get,
+            &mut item.post,
+            &mut item.put,
+            &mut item.patch,
+            &mut item.delete,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            op.security = Some(vec![SecurityRequirement::new("bearer", Vec::<String>::new())]);
+            let r = &mut op.responses.responses;
+            r.entry("401".into())
+                .or_insert_with(|| problem("Missing, unknown, expired or revoked token").into());
+            r.entry("403".into())
+                .or_insert_with(|| problem("The token's role (or group scope) does not allow this").into());
+            r.entry("500".into())
+                .or_insert_with(|| problem("Internal error (details are in the server log)").into());
+        }
+    }
+}
+
+/// The router for `/api/v1`: the API plus its OpenAPI document (readable without a token: it holds
+/// nothing secret, and clients need it to learn how to authenticate).
+pub fn router(state: AppState) -> Router<AppState> {
+    let (api, doc) = routes(state);
+    let json = std::sync::Arc::new(doc.to_pretty_json().unwrap_or_default());
+    api.route(
+        OPENAPI_PATH,
+        axum::routing::get(move || {
+            let json = json.clone();
+            async move {
+                (
+                    [(http::header::CONTENT_TYPE, "application/json")],
+                    json.as_ref().clone(),
+                )
+                    .into_response()
+            }
+        }),
+    )
+}
+
+// ---------------------------------------------------------------- pagination
+
+/// Cursors are base64url JSON: opaque to clients, and a client cannot forge anything with them that
+/// the query parameters would not allow anyway.
+pub(crate) fn encode_cursor<T: Serialize>(c: &T) -> String {
+    URL_SAFE_NO_PAD.encode(serde_json::to_vec(c).unwrap_or_default())
+}
+
+pub(crate) fn decode_cursor<T: DeserializeOwned>(s: &str) -> Result<T, ApiError> {
+    let bad = || ApiError::BadRequest("invalid cursor".into());
+    let bytes = URL_SAFE_NO_PAD.decode(s.trim()).map_err(|_| bad())?;
+    serde_json::from_slice(&bytes).map_err(|_| bad())
+}
+
+pub(crate) fn check_limit(limit: Option<u32>) -> Result<u32, ApiError> {
+    match limit.unwrap_or(DEFAULT_LIMIT) {
+        l @ 1..=MAX_LIMIT => Ok(l),
+        l => Err(ApiError::BadRequest(format!(
+            "limit must be between 1 and {MAX_LIMIT}, got {l}"
+        ))),
+    }
+}
+
+#[derive(Serialize, serde::Deserialize)]
+struct AfterId {
+    after: String,
+}
+
+/// Pages a short, fully loaded list (tokens, users, groups, one device's commands) by the id of the
+/// last item returned. The big lists (devices, audit events) page in the database instead.
+pub(crate) fn page_in_memory<T>(
+    items: Vec<T>,
+    id_of: impl Fn(&T) -> String,
+    cursor: Option<&str>,
+    limit: u32,
+) -> Result<(Vec<T>, Option<String>), ApiError> {
+    let start = match cursor {
+        None => 0,
+        Some(c) => {
+            let after: AfterId = decode_cursor(c)?;
+            items
+                .iter()
+                .position(|i| id_of(i) == after.after)
+                .map(|p| p + 1)
+                .ok_or_else(|| ApiError::BadRequest("invalid cursor".into()))?
+        }
+    };
+    let limit = limit as usize;
+    let more = items.len() > start + limit;
+    let page: Vec<T> = items.into_iter().skip(start).take(limit).collect();
+    let next = match (more, page.last()) {
+        (true, Some(last)) => Some(encode_cursor(&AfterId { after: id_of(last) })),
+        _ => None,
+    };
+    Ok((page, next))
+}
