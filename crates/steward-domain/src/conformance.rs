@@ -145,6 +145,21 @@ pub async fn run(store: &dyn Store) {
         store.md5_credential(first.id).await.unwrap().as_deref(),
         Some("bWQ1LWtleQ==")
     );
+    // The enrollment was recorded as an event in the same transaction.
+    let events = store.device_events_for(first.id).await.unwrap();
+    assert_eq!(
+        events.iter().map(|e| e.kind).collect::<Vec<_>>(),
+        vec![EventKind::Enrolled]
+    );
+    assert_eq!(events[0].device_id, dev);
+    assert!(
+        store
+            .device_events_after(events[0].seq, 10)
+            .await
+            .unwrap()
+            .iter()
+            .all(|e| e.seq > events[0].seq)
+    );
 
     // The exhausted token fails the whole commit: no row, no log line.
     let refused = enrollment("FEDCBA9876543210FEDCBA9876543210", "02", Some(token.id), t0);

@@ -318,3 +318,55 @@ pub struct CertificateRenewal {
     pub not_after: OffsetDateTime,
     pub at: OffsetDateTime,
 }
+
+/// What happened to a device, recorded by the store in the same transaction as the change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    Enrolled,
+    Unenrolled,
+    /// A wipe was acknowledged by the device.
+    Wiped,
+    CertificateRenewed,
+    /// The device answered a command with 2xx (202 included: accepted for async processing).
+    CommandAcknowledged,
+    /// The device answered a command with an error code.
+    CommandFailed,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Enrolled => "enrolled",
+            Self::Unenrolled => "unenrolled",
+            Self::Wiped => "wiped",
+            Self::CertificateRenewed => "certificate_renewed",
+            Self::CommandAcknowledged => "command_acknowledged",
+            Self::CommandFailed => "command_failed",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "enrolled" => Self::Enrolled,
+            "unenrolled" => Self::Unenrolled,
+            "wiped" => Self::Wiped,
+            "certificate_renewed" => Self::CertificateRenewed,
+            "command_acknowledged" => Self::CommandAcknowledged,
+            "command_failed" => Self::CommandFailed,
+            _ => return None,
+        })
+    }
+}
+
+/// One recorded device event. `seq` increases strictly: consumers (webhook delivery) keep a cursor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceEvent {
+    pub seq: i64,
+    pub kind: EventKind,
+    pub enrollment_id: EnrollmentId,
+    pub device_id: String,
+    /// Kind-specific details (command id and status code, reason, certificate serial, …).
+    pub data: serde_json::Value,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+}

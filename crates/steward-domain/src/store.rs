@@ -68,6 +68,10 @@ pub trait Store: Send + Sync + 'static {
     async fn renew_certificate(&self, r: &CertificateRenewal) -> StoreResult<()>;
     /// The `syncml:auth-md5` digest key provisioned at enrollment, if any.
     async fn md5_credential(&self, id: EnrollmentId) -> StoreResult<Option<String>>;
+    /// Device events with `seq > after`, oldest first, at most `limit`.
+    async fn device_events_after(&self, after: i64, limit: u32) -> StoreResult<Vec<DeviceEvent>>;
+    /// One enrollment's events, oldest first.
+    async fn device_events_for(&self, id: EnrollmentId) -> StoreResult<Vec<DeviceEvent>>;
     /// Changes an enrollment's state (admin or device action). Leaving `active` revokes the
     /// certificate (logged) and cancels the open commands. Returns false if it was not active.
     async fn end_enrollment(

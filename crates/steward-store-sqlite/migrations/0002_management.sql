@@ -80,3 +80,15 @@ CREATE INDEX enrollments_previous_thumbprint ON enrollments(previous_cert_thumbp
 
 -- syncml:auth-md5 digest key b64(md5(name:secret)) provisioned at enrollment (only when enabled).
 ALTER TABLE enrollments ADD COLUMN md5_credential TEXT;
+
+-- Device events, written in the same transaction as the change they describe (an outbox): webhook
+-- delivery and device history read from here, so a crash cannot lose an event that happened.
+CREATE TABLE device_events (
+    seq           INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind          TEXT NOT NULL,
+    enrollment_id TEXT NOT NULL,
+    device_id     TEXT NOT NULL,
+    data          TEXT NOT NULL,                -- JSON
+    at            INTEGER NOT NULL
+);
+CREATE INDEX device_events_enrollment ON device_events(enrollment_id, seq);

@@ -514,6 +514,14 @@ impl Store for SqliteStore {
             },
         )
         .await?;
+        let data = serde_json::json!({
+            "enrollment_type": e.enrollment_type.as_str(),
+            "auth_method": e.auth_method.as_str(),
+            "user": e.user_email,
+            "device_name": e.device_name,
+            "serial": e.cert_serial,
+        });
+        management::insert_event(&mut tx, EventKind::Enrolled, e.id, e.device_id.as_str(), data, now).await?;
 
         tx.commit().await.map_err(backend)
     }
@@ -539,6 +547,12 @@ impl Store for SqliteStore {
     }
     async fn renew_certificate(&self, r: &CertificateRenewal) -> StoreResult<()> {
         self.renew_certificate_impl(r).await
+    }
+    async fn device_events_after(&self, after: i64, limit: u32) -> StoreResult<Vec<DeviceEvent>> {
+        self.device_events_after_impl(after, limit).await
+    }
+    async fn device_events_for(&self, id: EnrollmentId) -> StoreResult<Vec<DeviceEvent>> {
+        self.device_events_for_impl(id).await
     }
     async fn md5_credential(&self, id: EnrollmentId) -> StoreResult<Option<String>> {
         Ok(

@@ -85,6 +85,20 @@ pub(crate) async fn end_enrollment_in(
     .execute(&mut *conn)
     .await
     .map_err(backend)?;
+    let kind = if state == EnrollmentState::Wiped {
+        EventKind::Wiped
+    } else {
+        EventKind::Unenrolled
+    };
+    insert_event(
+        conn,
+        kind,
+        id,
+        e.device_id.as_str(),
+        serde_json::json!({ "reason": reason }),
+        now,
+    )
+    .await?;
     insert_log(
         conn,
         &IssuanceLogEntry {
@@ -102,6 +116,39 @@ pub(crate) async fn end_enrollment_in(
     )
     .await?;
     Ok(true)
+}
+
+/// Appends a device event (see `device_events` in migration 0002) inside the caller's transaction.
+pub(crate) async fn insert_event(
+    conn: &mut SqliteConnection,
+    kind: EventKind,
+    enrollment_id: EnrollmentId,
+    device_id: &str,
+    data: serde_json::Value,
+    at: OffsetDateTime,
+) -> StoreResult<()> {
+    sqlx::query("INSERT INTO device_events (kind, enrollment_id, device_id, data, at) VALUES (?, ?, ?, ?, ?)")
+        .bind(kind.as_str())
+        .bind(enrollment_id.to_string())
+        .bind(device_id)
+        .bind(data.to_string())
+        .bind(micros(at))
+        .execute(&mut *conn)
+        .await
+        .map_err(backend)?;
+    Ok(())
+}
+
+fn event_from_row(r: &SqliteRow) -> StoreResult<DeviceEvent> {
+    Ok(DeviceEvent {
+        seq: r.get("seq"),
+        kind: EventKind::parse(&r.get::<String, _>("kind"))
+            .ok_or_else(|| StoreError::Backend("bad event kind".into()))?,
+        enrollment_id: parse_id(&r.get::<String, _>("enrollment_id"))?,
+        device_id: r.get("device_id"),
+        data: serde_json::from_str(&r.get::<String, _>("data")).map_err(json_err)?,
+        at: from_micros(r.get("at"))?,
+    })
 }
 
 /// Revokes (logs) and forgets the certificate a renewal replaced, if any.
@@ -314,6 +361,16 @@ impl SqliteStore {
         .await
         .map_err(backend)?;
 
+        let device_id: String = if c.outcomes.is_empty() && c.async_completions.is_empty() {
+            String::new()
+        } else {
+            sqlx::query_scalar("SELECT device_id FROM enrollments WHERE id = ?")
+                .bind(&eid)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(backend)?
+                .unwrap_or_default()
+        };
         for o in &c.outcomes {
             // Only this enrollment's own, still-open commands take an outcome; the first one wins.
             let open = sqlx::query(
@@ -358,6 +415,13 @@ impl SqliteStore {
                 .execute(&mut *tx)
                 .await
                 .map_err(backend)?;
+            let kind = if state == CommandState::Failed {
+                EventKind::CommandFailed
+            } else {
+                EventKind::CommandAcknowledged
+            };
+            let data = serde_json::json!({ "command_id": o.command_id, "status_code": o.status_code });
+            insert_event(&mut tx, kind, id, &device_id, data, now).await?;
         }
 
         for (cid, payload) in &c.requeue {
@@ -412,6 +476,15 @@ impl SqliteStore {
                         .execute(&mut *tx)
                         .await
                         .map_err(backend)?;
+                    let kind = if state == CommandState::Failed {
+                        EventKind::CommandFailed
+                    } else {
+                        EventKind::CommandAcknowledged
+                    };
+                    let data = serde_json::json!({
+                        "command_id": r.get::<String, _>("id"), "status_code": code, "completion": "async"
+                    });
+                    insert_event(&mut tx, kind, id, &device_id, data, now).await?;
                     break;
                 }
             }
@@ -605,7 +678,40 @@ impl SqliteStore {
             },
         )
         .await?;
+        let data = serde_json::json!({ "serial": r.new_serial, "not_after": micros(r.not_after) });
+        insert_event(
+            &mut tx,
+            EventKind::CertificateRenewed,
+            e.id,
+            e.device_id.as_str(),
+            data,
+            r.at,
+        )
+        .await?;
         tx.commit().await.map_err(backend)
+    }
+
+    pub(crate) async fn device_events_after_impl(&self, after: i64, limit: u32) -> StoreResult<Vec<DeviceEvent>> {
+        sqlx::query("SELECT * FROM device_events WHERE seq > ? ORDER BY seq LIMIT ?")
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(&self.read)
+            .await
+            .map_err(backend)?
+            .iter()
+            .map(event_from_row)
+            .collect()
+    }
+
+    pub(crate) async fn device_events_for_impl(&self, id: EnrollmentId) -> StoreResult<Vec<DeviceEvent>> {
+        sqlx::query("SELECT * FROM device_events WHERE enrollment_id = ? ORDER BY seq")
+            .bind(id.to_string())
+            .fetch_all(&self.read)
+            .await
+            .map_err(backend)?
+            .iter()
+            .map(event_from_row)
+            .collect()
     }
 
     pub(crate) async fn device_facts_impl(&self, id: EnrollmentId) -> StoreResult<Vec<DeviceFact>> {

@@ -334,6 +334,12 @@ impl Store for FailingCommit {
     async fn md5_credential(&self, id: EnrollmentId) -> StoreResult<Option<String>> {
         self.0.md5_credential(id).await
     }
+    async fn device_events_after(&self, after: i64, limit: u32) -> StoreResult<Vec<DeviceEvent>> {
+        self.0.device_events_after(after, limit).await
+    }
+    async fn device_events_for(&self, id: EnrollmentId) -> StoreResult<Vec<DeviceEvent>> {
+        self.0.device_events_for(id).await
+    }
     async fn end_enrollment(
         &self,
         id: EnrollmentId,

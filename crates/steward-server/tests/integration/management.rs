@@ -179,6 +179,19 @@ async fn wipe_revokes_the_certificate_and_later_sessions_are_refused() {
 
     let after = t.store().enrollment_by_id(e.id).await.unwrap().unwrap();
     assert_eq!(after.state, EnrollmentState::Wiped);
+    let kinds: Vec<EventKind> = t
+        .store()
+        .device_events_for(e.id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(kinds.first(), Some(&EventKind::Enrolled));
+    assert!(
+        kinds.contains(&EventKind::CommandAcknowledged) && kinds.last() == Some(&EventKind::Wiped),
+        "{kinds:?}"
+    );
     let log = t.store().issuance_log().await.unwrap();
     assert!(
         log.iter()
