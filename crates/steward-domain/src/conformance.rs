@@ -237,6 +237,7 @@ pub async fn run(store: &dyn Store) {
     assert_eq!(log[0].enrollment_id, Some(first.id));
 
     admin_story(store, t0, &first, &second, token.id).await;
+    webhook_story(store, t0).await;
 }
 
 /// The admin surface: device search and keyset pages, API tokens, enrollment token revocation,
@@ -493,4 +494,284 @@ async fn admin_story(
         ),
         (2, 3, 1, 1, 1, 3)
     );
+}
+
+/// The command queue: delivery order, expiry, cancellation, exactly-once outcomes, events.
+pub async fn command_queue(store: &dyn Store) {
+    let t0 = now();
+    let e = enrollment("ABCDEFABCDEFABCDEFABCDEFABCDEF01", "q1", None, t0);
+    store
+        .commit_enrollment(&commit(e.clone(), None, None))
+        .await
+        .expect("enrollment");
+    let item = |target: &str| CommandItem {
+        target: target.into(),
+        format: None,
+        type_: None,
+        data: None,
+    };
+    let cmd = |target: &str, priority: i32, expires_at: Option<OffsetDateTime>| NewCommand {
+        id: CommandId::new(),
+        enrollment_id: e.id,
+        payload: CommandPayload::single(Verb::Get, item(target)),
+        priority,
+        origin: "story".into(),
+        created_at: t0,
+        expires_at,
+    };
+    let low = cmd("./A", -10, None);
+    let high = cmd("./B", 100, None);
+    let normal = cmd("./C", 0, None);
+    let stale = cmd("./D", 0, Some(t0 - Duration::seconds(1)));
+    let cancelled = cmd("./E", 0, None);
+    store
+        .enqueue_commands(&[
+            low.clone(),
+            high.clone(),
+            normal.clone(),
+            stale.clone(),
+            cancelled.clone(),
+        ])
+        .await
+        .unwrap();
+    assert!(store.cancel_command(cancelled.id, t0).await.unwrap());
+    assert!(
+        !store.cancel_command(cancelled.id, t0).await.unwrap(),
+        "cancel is not repeatable"
+    );
+
+    let order: Vec<CommandId> = store
+        .deliverable_commands(e.id, t0)
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(
+        order,
+        vec![high.id, normal.id, low.id],
+        "priority first, then queue order; expired and cancelled out"
+    );
+
+    // Sent in a session, answered twice: recorded once.
+    let session = SessionState {
+        key: "k1".into(),
+        session_id: "1".into(),
+        client_msg_id: 1,
+        ..SessionState::default()
+    };
+    let sent = SessionCommit {
+        sent: vec![high.id],
+        session: session.clone(),
+        ..SessionCommit::default()
+    };
+    store.commit_session_message(e.id, &sent, t0).await.unwrap();
+    let c = store.command(high.id).await.unwrap().unwrap();
+    assert_eq!(
+        (c.state, c.send_count, c.last_session.as_deref()),
+        (CommandState::Sent, 1, Some("k1"))
+    );
+    let outcome = |code: u16| CommandOutcome {
+        command_id: high.id,
+        status_code: code,
+        results: vec![],
+        child_codes: vec![],
+    };
+    let answer = SessionCommit {
+        outcomes: vec![outcome(200)],
+        session: session.clone(),
+        ..SessionCommit::default()
+    };
+    store.commit_session_message(e.id, &answer, t0).await.unwrap();
+    let again = SessionCommit {
+        outcomes: vec![outcome(500)],
+        session,
+        ..SessionCommit::default()
+    };
+    store.commit_session_message(e.id, &again, t0).await.unwrap();
+    let c = store.command(high.id).await.unwrap().unwrap();
+    assert_eq!(
+        (c.state, c.status_code),
+        (CommandState::Succeeded, Some(200)),
+        "the first outcome wins"
+    );
+    assert_eq!(store.command_result(high.id).await.unwrap().unwrap().status_code, 200);
+    let stale = store.command(stale.id).await.unwrap().unwrap();
+    assert_eq!(
+        stale.state,
+        CommandState::Expired,
+        "expired when a session committed past its deadline"
+    );
+    let acks = store
+        .device_events_for(e.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|ev| ev.kind == EventKind::CommandAcknowledged)
+        .count();
+    assert_eq!(acks, 1, "one event per recorded outcome");
+
+    // Another enrollment cannot record an outcome for this one's command.
+    let other = enrollment("ABCDEFABCDEFABCDEFABCDEFABCDEF02", "q2", None, t0);
+    store
+        .commit_enrollment(&commit(other.clone(), None, None))
+        .await
+        .unwrap();
+    let foreign = SessionCommit {
+        outcomes: vec![CommandOutcome {
+            command_id: normal.id,
+            status_code: 200,
+            results: vec![],
+            child_codes: vec![],
+        }],
+        ..SessionCommit::default()
+    };
+    store.commit_session_message(other.id, &foreign, t0).await.unwrap();
+    assert_eq!(
+        store.command(normal.id).await.unwrap().unwrap().state,
+        CommandState::Pending
+    );
+    assert!(store.command_result(normal.id).await.unwrap().is_none());
+}
+
+/// Webhooks: a subscription starts at the newest event, pings queue and make it due, attempts are
+/// logged and move the cursor (or drop the ping) only when delivered or given up, the log pages newest
+/// first and is pruned, and deleting a subscription takes its log with it.
+async fn webhook_story(store: &dyn Store, t0: OffsetDateTime) {
+    let newest = store
+        .device_events_after(0, 1000)
+        .await
+        .unwrap()
+        .last()
+        .map_or(0, |e| e.seq);
+    assert!(newest > 0, "the story above recorded device events");
+    let new = |name: &str, kinds: WebhookKinds| NewWebhook {
+        id: WebhookId::new(),
+        name: name.into(),
+        url: "https://hooks.example.com/steward".into(),
+        kinds,
+        sealed_secret: "steward-sealed-v1:opaque".into(),
+        enabled: true,
+        created_by: "test".into(),
+        created_at: t0,
+    };
+    let a = store.create_webhook(&new("a", WebhookKinds::All)).await.unwrap();
+    assert_eq!(
+        a.cursor, newest,
+        "a subscription gets what happens after it was created"
+    );
+    assert_eq!(
+        (a.attempts, a.retry_item.as_deref(), a.next_attempt_at),
+        (0, None, None)
+    );
+    let b = store
+        .create_webhook(&new("b", WebhookKinds::only([EventKind::Wiped, EventKind::Enrolled])))
+        .await
+        .unwrap();
+    assert_eq!(store.webhook(b.id).await.unwrap().unwrap(), b);
+    assert_eq!(b.kinds.names(), vec!["enrolled", "wiped"]);
+    let listed: Vec<WebhookId> = store.list_webhooks().await.unwrap().iter().map(|w| w.id).collect();
+    assert_eq!(listed.len(), 2);
+    assert!(listed.contains(&a.id) && listed.contains(&b.id));
+    assert!(store.webhook(WebhookId::new()).await.unwrap().is_none());
+
+    // A failing attempt records the retry state and leaves the cursor alone.
+    let attempt = |item: DeliveryItem, n: u32, outcome: DeliveryOutcome| WebhookAttempt {
+        webhook_id: a.id,
+        item,
+        delivery_id: format!("{}-x", a.id),
+        event_type: "enrolled".into(),
+        attempt: n,
+        status_code: Some(500),
+        error: None,
+        duration_ms: 12,
+        at: t0 + Duration::seconds(i64::from(n)),
+        outcome,
+        next_attempt_at: (outcome == DeliveryOutcome::Retrying).then(|| t0 + Duration::minutes(1)),
+    };
+    store
+        .record_webhook_attempt(&attempt(DeliveryItem::Event(newest + 1), 1, DeliveryOutcome::Retrying))
+        .await
+        .unwrap();
+    let w = store.webhook(a.id).await.unwrap().unwrap();
+    assert_eq!((w.cursor, w.attempts), (newest, 1));
+    assert_eq!(w.next_attempt_at, Some(t0 + Duration::minutes(1)));
+    assert_eq!(w.retry_item, Some(format!("{}-x", a.id)));
+    let mut ok = attempt(DeliveryItem::Event(newest + 1), 2, DeliveryOutcome::Delivered);
+    ok.status_code = Some(204);
+    store.record_webhook_attempt(&ok).await.unwrap();
+    let w = store.webhook(a.id).await.unwrap().unwrap();
+    assert_eq!(
+        (w.cursor, w.attempts, w.retry_item, w.next_attempt_at),
+        (newest + 1, 0, None, None)
+    );
+    // The cursor never moves backwards.
+    store.advance_webhook_cursor(a.id, newest).await.unwrap();
+    assert_eq!(store.webhook(a.id).await.unwrap().unwrap().cursor, newest + 1);
+    store.advance_webhook_cursor(a.id, newest + 5).await.unwrap();
+    assert_eq!(store.webhook(a.id).await.unwrap().unwrap().cursor, newest + 5);
+
+    // Pings: queued in order, due at once, dropped when delivered or given up.
+    store
+        .record_webhook_attempt(&attempt(DeliveryItem::Event(newest + 6), 1, DeliveryOutcome::Retrying))
+        .await
+        .unwrap();
+    let p1 = store.queue_webhook_ping(a.id, t0).await.unwrap().unwrap();
+    let p2 = store.queue_webhook_ping(a.id, t0).await.unwrap().unwrap();
+    assert!(p2.id > p1.id);
+    assert_eq!(store.webhook(a.id).await.unwrap().unwrap().next_attempt_at, None);
+    assert!(store.queue_webhook_ping(WebhookId::new(), t0).await.unwrap().is_none());
+    assert_eq!(store.next_webhook_ping(a.id).await.unwrap(), Some(p1.clone()));
+    assert_eq!(store.next_webhook_ping(b.id).await.unwrap(), None);
+    store
+        .record_webhook_attempt(&attempt(DeliveryItem::Ping(p1.id), 1, DeliveryOutcome::Failed))
+        .await
+        .unwrap();
+    assert_eq!(store.next_webhook_ping(a.id).await.unwrap(), Some(p2));
+    assert_eq!(store.webhook(a.id).await.unwrap().unwrap().cursor, newest + 5);
+
+    // The log, newest first, paged by id.
+    let log = store.webhook_deliveries(a.id, None, 100).await.unwrap();
+    assert_eq!(log.len(), 4);
+    assert!(log.windows(2).all(|w| w[0].id > w[1].id));
+    assert_eq!(log[0].outcome, DeliveryOutcome::Failed);
+    assert_eq!(log[0].event_seq, None);
+    assert_eq!(log[3].event_seq, Some(newest + 1));
+    assert_eq!(
+        (log[3].attempt, log[3].status_code, log[3].duration_ms),
+        (1, Some(500), 12)
+    );
+    assert_eq!(log[3].at, t0 + Duration::seconds(1));
+    let page = store.webhook_deliveries(a.id, Some(log[1].id), 100).await.unwrap();
+    assert_eq!(
+        page.iter().map(|d| d.id).collect::<Vec<_>>(),
+        vec![log[2].id, log[3].id]
+    );
+    assert!(store.webhook_deliveries(b.id, None, 100).await.unwrap().is_empty());
+
+    // Retention: by row count per subscription, then by age.
+    assert_eq!(
+        store.prune_webhook_deliveries(t0 - Duration::days(1), 3).await.unwrap(),
+        1
+    );
+    assert_eq!(store.webhook_deliveries(a.id, None, 100).await.unwrap().len(), 3);
+    assert_eq!(
+        store
+            .prune_webhook_deliveries(t0 + Duration::seconds(2), 100)
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(store.webhook_deliveries(a.id, None, 100).await.unwrap().len(), 1);
+
+    // An attempt for a deleted subscription writes nothing; deleting takes the log along.
+    assert!(store.delete_webhook(a.id).await.unwrap());
+    assert!(!store.delete_webhook(a.id).await.unwrap());
+    store
+        .record_webhook_attempt(&attempt(DeliveryItem::Event(newest + 6), 2, DeliveryOutcome::Retrying))
+        .await
+        .unwrap();
+    assert!(store.webhook(a.id).await.unwrap().is_none());
+    assert!(store.webhook_deliveries(a.id, None, 100).await.unwrap().is_empty());
+    assert_eq!(store.list_webhooks().await.unwrap().len(), 1);
 }

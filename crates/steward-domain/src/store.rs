@@ -6,9 +6,11 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use crate::admin::*;
+use crate::console::*;
 use crate::management::*;
 use crate::model::*;
 use crate::secret::TokenHash;
+use crate::webhooks::*;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -130,4 +132,50 @@ pub trait Store: Send + Sync + 'static {
         after_seq: Option<i64>,
         limit: u32,
     ) -> StoreResult<Vec<AuditEvent>>;
+
+    // ---- webhooks ----
+    /// Creates a subscription whose cursor is the newest device event (it receives what happens next).
+    async fn create_webhook(&self, w: &NewWebhook) -> StoreResult<Webhook>;
+    async fn webhook(&self, id: WebhookId) -> StoreResult<Option<Webhook>>;
+    /// All subscriptions, oldest first.
+    async fn list_webhooks(&self) -> StoreResult<Vec<Webhook>>;
+    /// Deletes a subscription with its queued pings and delivery log. Returns false if it did not exist.
+    async fn delete_webhook(&self, id: WebhookId) -> StoreResult<bool>;
+    /// Queues a ping and makes the subscription due now (a test also cuts a retry backoff short).
+    /// Returns None if the subscription does not exist.
+    async fn queue_webhook_ping(&self, id: WebhookId, now: OffsetDateTime) -> StoreResult<Option<WebhookPing>>;
+    /// The oldest queued ping of a subscription.
+    async fn next_webhook_ping(&self, id: WebhookId) -> StoreResult<Option<WebhookPing>>;
+    /// Moves the cursor forward over events the subscription does not want (never backwards).
+    async fn advance_webhook_cursor(&self, id: WebhookId, seq: i64) -> StoreResult<()>;
+    /// Appends the attempt to the delivery log and, atomically, updates the subscription: delivered or
+    /// failed moves past the item (cursor or ping), retrying records the attempt count and next time.
+    /// A subscription deleted meanwhile is not an error (nothing is written).
+    async fn record_webhook_attempt(&self, a: &WebhookAttempt) -> StoreResult<()>;
+    /// A page of one subscription's delivery log, newest first, continuing below `before_id`.
+    async fn webhook_deliveries(
+        &self,
+        id: WebhookId,
+        before_id: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Vec<WebhookDelivery>>;
+    /// Retention: deletes log rows older than `older_than` and all but the newest
+    /// `keep_per_webhook` rows of each subscription. Returns how many were deleted.
+    async fn prune_webhook_deliveries(&self, older_than: OffsetDateTime, keep_per_webhook: u32) -> StoreResult<u64>;
+
+    // ---- web console ----
+    /// Creates a user who may sign in to the console with `role` (one transaction). Conflict if the
+    /// e-mail exists.
+    async fn create_console_user(&self, u: &User, role: Role) -> StoreResult<()>;
+    /// A user with a console role, by e-mail (case-insensitive); None for unknown users and users
+    /// without console access.
+    async fn console_user_by_email(&self, email: &str) -> StoreResult<Option<ConsoleUser>>;
+    async fn create_console_session(&self, s: &ConsoleSession) -> StoreResult<()>;
+    /// The session and its user (with the user's current role, so a role change applies at once).
+    async fn console_session(&self, id_hash: &TokenHash) -> StoreResult<Option<(ConsoleSession, ConsoleUser)>>;
+    async fn touch_console_session(&self, id_hash: &TokenHash, now: OffsetDateTime) -> StoreResult<()>;
+    /// Deletes the session (logout) and every expired one. Returns false if it did not exist.
+    async fn delete_console_session(&self, id_hash: &TokenHash, now: OffsetDateTime) -> StoreResult<bool>;
+    /// Dashboard totals; `now` anchors the check-in freshness buckets.
+    async fn device_stats(&self, now: OffsetDateTime) -> StoreResult<DeviceStats>;
 }

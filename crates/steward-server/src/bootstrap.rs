@@ -1,6 +1,6 @@
 //! First-start and every-start preparation of the data directory: the key-encryption key, the root
-//! CA, the device-identity issuing CA, the TLS server certificate, the federation signing key and
-//! the bootstrap admin token.
+//! CA, the device-identity issuing CA, the TLS server certificate, the federation signing key, the
+//! webhook secret key and the bootstrap admin token.
 //!
 //! The rule that matters most: an existing CA is never replaced. If its key cannot be decrypted
 //! (wrong or missing KEK, tampered file) the server refuses to start, because a silently new CA
@@ -45,6 +45,10 @@ pub struct Pki {
     pub tls_key: PrivateKeyDer<'static>,
     /// HMAC-SHA256 key for federated sign-in tokens.
     pub federation_key: aws_lc_rs::hmac::Key,
+    /// AES-256-GCM data key sealing webhook signing secrets in the database. A key of its own (sealed
+    /// by the KEK in `webhook.key.sealed`) rather than the KEK itself, because the KEK is used at start
+    /// only and must not stay in memory for the life of the process.
+    pub webhook_key: Kek,
 }
 
 impl std::fmt::Debug for Pki {
@@ -225,6 +229,23 @@ pub fn load_pki(config: &Config) -> Result<(Pki, bool), BootstrapError> {
         aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &bytes)
     };
 
+    let webhook_key = {
+        let path = config.data_dir.join("webhook.key.sealed");
+        let bytes: Zeroizing<Vec<u8>> = if path.exists() {
+            let sealed = fs::read_to_string(&path).map_err(io(&path))?;
+            kek.open("webhook.key", sealed.trim())
+                .map_err(|_| BootstrapError::Unseal {
+                    what: path.display().to_string(),
+                    kek_hint: config.data_dir.join("kek").display().to_string(),
+                })?
+        } else {
+            let k = steward_pki::random_bytes::<32>()?;
+            write_atomic(&path, kek.seal("webhook.key", &k)?.as_bytes(), 0o600)?;
+            Zeroizing::new(k.to_vec())
+        };
+        Kek::from_bytes(&bytes)?
+    };
+
     let (tls_chain, tls_key) = load_tls(config, &kek, &root)?;
     Ok((
         Pki {
@@ -233,6 +254,7 @@ pub fn load_pki(config: &Config) -> Result<(Pki, bool), BootstrapError> {
             tls_chain,
             tls_key,
             federation_key,
+            webhook_key,
         },
         created,
     ))

@@ -56,6 +56,38 @@ pub struct Config {
     pub enrollment: EnrollmentConfig,
     pub management: ManagementConfig,
     pub limits: LimitsConfig,
+    pub webhooks: WebhooksConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhooksConfig {
+    /// Waits before each retry of a failed delivery, in seconds; when used up the event is given up
+    /// (logged as failed) and the subscription moves on. Fractions allowed (tests use milliseconds).
+    pub retry_schedule_seconds: Vec<f64>,
+    /// Per-attempt deadline (connect, TLS, request and response head).
+    pub timeout_seconds: u64,
+    /// How often the dispatcher looks for new events and due retries, in milliseconds.
+    pub poll_interval_ms: u64,
+    /// Extra CA certificates (PEM) trusted for https targets, besides the system roots.
+    pub ca_file: Option<PathBuf>,
+    /// Delivery log retention: rows older than this many days are deleted…
+    pub delivery_log_days: u32,
+    /// …and at most this many rows are kept per subscription.
+    pub delivery_log_max_per_webhook: u32,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        Self {
+            retry_schedule_seconds: vec![10.0, 60.0, 300.0, 1800.0, 7200.0, 21600.0],
+            timeout_seconds: 10,
+            poll_interval_ms: 1000,
+            ca_file: None,
+            delivery_log_days: 30,
+            delivery_log_max_per_webhook: 10_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -146,6 +178,7 @@ impl Default for Config {
             enrollment: EnrollmentConfig::default(),
             management: ManagementConfig::default(),
             limits: LimitsConfig::default(),
+            webhooks: WebhooksConfig::default(),
         }
     }
 }
@@ -367,6 +400,25 @@ impl Config {
         }
         if !(4096..=64 * 1024 * 1024).contains(&self.limits.enrollment_body_bytes) {
             return invalid("limits.enrollment_body_bytes must be between 4 KiB and 64 MiB".into());
+        }
+        let w = &self.webhooks;
+        if w.retry_schedule_seconds.len() > 20
+            || w.retry_schedule_seconds
+                .iter()
+                .any(|s| !s.is_finite() || *s <= 0.0 || *s > 7.0 * 86400.0)
+        {
+            return invalid(
+                "webhooks.retry_schedule_seconds: at most 20 waits, each above 0 and at most 7 days".into(),
+            );
+        }
+        if !(1..=60).contains(&w.timeout_seconds) {
+            return invalid("webhooks.timeout_seconds must be between 1 and 60".into());
+        }
+        if !(10..=60_000).contains(&w.poll_interval_ms) {
+            return invalid("webhooks.poll_interval_ms must be between 10 and 60000".into());
+        }
+        if w.delivery_log_days == 0 || w.delivery_log_max_per_webhook == 0 {
+            return invalid("webhooks.delivery_log_days and delivery_log_max_per_webhook must be at least 1".into());
         }
         if let Some(t) = &self.admin_token
             && t.expose().len() < 16

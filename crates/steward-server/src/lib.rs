@@ -1,14 +1,16 @@
 //! The Steward HTTP server: one HTTPS port carrying the Windows enrollment (MS-MDE2) and management
-//! (OMA-DM) surfaces and the admin REST API (`/api/v1`). [`start`] prepares the data directory and key
+//! (OMA-DM) surfaces, the admin REST API (`/api/v1`) and the web console (`/console`). [`start`] prepares the data directory and key
 //! material, opens the store and serves until [`RunningServer::shutdown`].
 
 pub mod admin;
 pub mod api;
 pub mod bootstrap;
 pub mod config;
+pub mod console;
 mod http_util;
 pub mod listener;
 pub mod tls;
+pub mod webhooks;
 pub mod windows;
 
 use std::net::SocketAddr;
@@ -60,7 +62,10 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, ServeError> {
 
 /// The router for all surfaces, before the transport. Exposed so tests can drive it in-process.
 pub fn router(state: AppState) -> Router {
-    windows::routes().merge(api::router(state.clone())).with_state(state)
+    windows::routes()
+        .merge(api::router(state.clone()))
+        .merge(console::router(state.clone()))
+        .with_state(state)
 }
 
 pub struct RunningServer {
@@ -73,6 +78,8 @@ pub struct RunningServer {
     pub state: AppState,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<()>,
+    /// The webhook dispatcher ([`webhooks`]); it watches the same shutdown channel.
+    webhook_task: JoinHandle<()>,
 }
 
 impl RunningServer {
@@ -80,6 +87,7 @@ impl RunningServer {
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         let _ = self.task.await;
+        let _ = self.webhook_task.await;
     }
 
     /// Serves until the process receives Ctrl-C / SIGTERM.
@@ -158,6 +166,7 @@ pub async fn start_with_store(
     };
     let app = router(state.clone());
     let (shutdown, rx) = watch::channel(false);
+    let webhook_task = webhooks::spawn(&state, rx.clone());
     let task = tokio::spawn(listener::serve(listener, tls, app, handshake_timeout, rx));
     tracing::info!(%local_addr, %public_url, "listening");
     Ok(RunningServer {
@@ -169,5 +178,6 @@ pub async fn start_with_store(
         state,
         shutdown,
         task,
+        webhook_task,
     })
 }

@@ -34,5 +34,16 @@ pub fn server_config(pki: &Pki) -> Result<Arc<rustls::ServerConfig>, TlsError> {
         .map_err(|e| err(&e))?;
     // Windows' enrollment and OMA-DM clients speak HTTP/1.1 only.
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // TLS resumption with stateless tickets. Windows opens a new connection for every OMA-DM
+    // session and resumes its previous TLS session, which skips the certificate exchange, our
+    // ECDSA signature and the client-certificate chain verification (most of a check-in's CPU;
+    // see docs/BENCHMARKS.md). rustls' default is a stateful cache of 256 sessions, far fewer than
+    // a fleet; tickets carry the session (including the verified client certificate, which
+    // rustls restores as the peer certificate) sealed under a key rotated every 6 hours, so they
+    // cost no server memory. Revocation still holds: the management handler looks the enrollment
+    // up by certificate thumbprint on every request and refuses inactive ones, so a resumed session
+    // of a revoked or wiped device is refused. Expiry is not re-checked: a certificate that expires
+    // during a ticket's lifetime (at most 6 hours) can still resume until the ticket lapses.
+    cfg.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new().map_err(|e| err(&e))?;
     Ok(Arc::new(cfg))
 }

@@ -90,6 +90,25 @@ impl HttpsClient {
     /// `roots`: DER certificates to trust (the server's CA). `identity`: client certificate chain and
     /// PKCS#8 key for mutual TLS.
     pub fn new(roots: &[Vec<u8>], identity: Option<(Vec<Vec<u8>>, Vec<u8>)>) -> Result<Self, HttpsError> {
+        Ok(Self::with_config(Self::tls_config(roots, identity)?))
+    }
+
+    /// A client on an existing rustls configuration. The configuration holds the TLS session
+    /// cache, so clients built from one configuration resume each other's sessions, as Windows
+    /// does across its per-session connections (benchmarks use this to measure resumption).
+    pub fn with_config(tls: Arc<rustls::ClientConfig>) -> Self {
+        Self {
+            tls,
+            conn: Mutex::new(None),
+            connections_opened: Default::default(),
+        }
+    }
+
+    /// The rustls configuration [`HttpsClient::new`] uses.
+    pub fn tls_config(
+        roots: &[Vec<u8>],
+        identity: Option<(Vec<Vec<u8>>, Vec<u8>)>,
+    ) -> Result<Arc<rustls::ClientConfig>, HttpsError> {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let mut store = RootCertStore::empty();
         for der in roots {
@@ -111,11 +130,7 @@ impl HttpsClient {
             None => builder.with_no_client_auth(),
         };
         cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Ok(Self {
-            tls: Arc::new(cfg),
-            conn: Mutex::new(None),
-            connections_opened: Default::default(),
-        })
+        Ok(Arc::new(cfg))
     }
 
     async fn connect(&self, host: &str, port: u16) -> Result<SendRequest<Full<Bytes>>, HttpsError> {

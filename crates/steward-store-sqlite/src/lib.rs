@@ -5,8 +5,10 @@
 //! `busy_timeout` instead of failing half-way with SQLITE_BUSY.
 
 mod admin;
+mod console;
 mod management;
 mod migrate;
+mod webhooks;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -225,6 +227,27 @@ pub(crate) async fn insert_log(conn: &mut sqlx::SqliteConnection, e: &IssuanceLo
 
 #[async_trait]
 impl Store for SqliteStore {
+    async fn create_console_user(&self, u: &User, role: Role) -> StoreResult<()> {
+        self.create_console_user_impl(u, role).await
+    }
+    async fn console_user_by_email(&self, email: &str) -> StoreResult<Option<ConsoleUser>> {
+        self.console_user_by_email_impl(email).await
+    }
+    async fn create_console_session(&self, s: &ConsoleSession) -> StoreResult<()> {
+        self.create_console_session_impl(s).await
+    }
+    async fn console_session(&self, id_hash: &TokenHash) -> StoreResult<Option<(ConsoleSession, ConsoleUser)>> {
+        self.console_session_impl(id_hash).await
+    }
+    async fn touch_console_session(&self, id_hash: &TokenHash, now: OffsetDateTime) -> StoreResult<()> {
+        self.touch_console_session_impl(id_hash, now).await
+    }
+    async fn delete_console_session(&self, id_hash: &TokenHash, now: OffsetDateTime) -> StoreResult<bool> {
+        self.delete_console_session_impl(id_hash, now).await
+    }
+    async fn device_stats(&self, now: OffsetDateTime) -> StoreResult<DeviceStats> {
+        self.device_stats_impl(now).await
+    }
     async fn create_enrollment_token(&self, t: &NewEnrollmentToken) -> StoreResult<EnrollmentToken> {
         let mut tx = self.begin_write().await?;
         let group_id = match &t.group {
@@ -656,6 +679,42 @@ impl Store for SqliteStore {
     ) -> StoreResult<Vec<AuditEvent>> {
         self.audit_events_impl(filter, after_seq, limit).await
     }
+
+    async fn create_webhook(&self, w: &NewWebhook) -> StoreResult<Webhook> {
+        self.create_webhook_impl(w).await
+    }
+    async fn webhook(&self, id: WebhookId) -> StoreResult<Option<Webhook>> {
+        self.webhook_impl(id).await
+    }
+    async fn list_webhooks(&self) -> StoreResult<Vec<Webhook>> {
+        self.list_webhooks_impl().await
+    }
+    async fn delete_webhook(&self, id: WebhookId) -> StoreResult<bool> {
+        self.delete_webhook_impl(id).await
+    }
+    async fn queue_webhook_ping(&self, id: WebhookId, now: OffsetDateTime) -> StoreResult<Option<WebhookPing>> {
+        self.queue_webhook_ping_impl(id, now).await
+    }
+    async fn next_webhook_ping(&self, id: WebhookId) -> StoreResult<Option<WebhookPing>> {
+        self.next_webhook_ping_impl(id).await
+    }
+    async fn advance_webhook_cursor(&self, id: WebhookId, seq: i64) -> StoreResult<()> {
+        self.advance_webhook_cursor_impl(id, seq).await
+    }
+    async fn record_webhook_attempt(&self, a: &WebhookAttempt) -> StoreResult<()> {
+        self.record_webhook_attempt_impl(a).await
+    }
+    async fn webhook_deliveries(
+        &self,
+        id: WebhookId,
+        before_id: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Vec<WebhookDelivery>> {
+        self.webhook_deliveries_impl(id, before_id, limit).await
+    }
+    async fn prune_webhook_deliveries(&self, older_than: OffsetDateTime, keep_per_webhook: u32) -> StoreResult<u64> {
+        self.prune_webhook_deliveries_impl(older_than, keep_per_webhook).await
+    }
 }
 
 #[cfg(test)]
@@ -666,6 +725,12 @@ mod tests {
     async fn conformance_story_in_memory() {
         let store = SqliteStore::open_in_memory().await.unwrap();
         steward_domain::conformance::run(&store).await;
+    }
+
+    #[tokio::test]
+    async fn conformance_command_queue() {
+        let store = SqliteStore::open_in_memory().await.unwrap();
+        steward_domain::conformance::command_queue(&store).await;
     }
 
     #[tokio::test]

@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 use crate::{SqliteStore, backend, enrollment_from_row, from_micros, insert_log, micros, opt_micros, parse_id};
 
 /// Raw device messages kept per enrollment (the newest ones).
-pub const DEVICE_MESSAGES_KEPT: i64 = 50;
+pub const DEVICE_MESSAGES_KEPT: i64 = 10;
 
 fn json_err(e: serde_json::Error) -> StoreError {
     StoreError::Backend(format!("bad JSON in database: {e}"))
@@ -215,23 +215,31 @@ impl SqliteStore {
     }
 
     pub(crate) async fn enqueue_commands_impl(&self, commands: &[NewCommand]) -> StoreResult<()> {
+        // Multi-row INSERTs: a fan-out to a fleet is one call with N × commands rows, and a statement
+        // per row made it cost 3.8 s per 100,000 (docs/BENCHMARKS.md). 100 rows × 7 parameters stays
+        // far below SQLite's bound-parameter limit; rows keep their order, so `seq` (queue order) does too.
+        const ROWS: usize = 100;
         let mut tx = self.begin_write().await?;
-        for c in commands {
-            let payload = serde_json::to_string(&c.payload).map_err(json_err)?;
-            sqlx::query(
+        for chunk in commands.chunks(ROWS) {
+            let sql = format!(
                 "INSERT INTO commands (id, enrollment_id, payload, priority, origin, state, created_at, expires_at) \
-                 VALUES (?, ?, ?, ?, ?, 'pending', ?, ?)",
-            )
-            .bind(c.id.to_string())
-            .bind(c.enrollment_id.to_string())
-            .bind(payload)
-            .bind(i64::from(c.priority))
-            .bind(&c.origin)
-            .bind(micros(c.created_at))
-            .bind(c.expires_at.map(micros))
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
+                 VALUES {}",
+                vec!["(?, ?, ?, ?, ?, 'pending', ?, ?)"; chunk.len()].join(", ")
+            );
+            // Only placeholders are generated; every value is bound.
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for c in chunk {
+                let payload = serde_json::to_string(&c.payload).map_err(json_err)?;
+                q = q
+                    .bind(c.id.to_string())
+                    .bind(c.enrollment_id.to_string())
+                    .bind(payload)
+                    .bind(i64::from(c.priority))
+                    .bind(c.origin.clone())
+                    .bind(micros(c.created_at))
+                    .bind(c.expires_at.map(micros));
+            }
+            q.execute(&mut *tx).await.map_err(backend)?;
         }
         tx.commit().await.map_err(backend)
     }
@@ -490,46 +498,64 @@ impl SqliteStore {
             }
         }
 
-        for (name, value) in &c.facts {
-            let old: Option<String> =
-                sqlx::query_scalar("SELECT value FROM device_facts WHERE enrollment_id = ? AND name = ?")
+        if !c.facts.is_empty() {
+            // One read of the device's current values instead of one per fact, and one UPDATE for
+            // all unchanged ones: every check-in reports the same DevInfo facts, and a commit pays
+            // per statement on the single write connection (docs/BENCHMARKS.md).
+            let mut current: std::collections::HashMap<String, String> =
+                sqlx::query_as::<_, (String, String)>("SELECT name, value FROM device_facts WHERE enrollment_id = ?")
                     .bind(&eid)
-                    .bind(name)
-                    .fetch_optional(&mut *tx)
+                    .fetch_all(&mut *tx)
                     .await
-                    .map_err(backend)?;
-            if old.as_deref() == Some(value.as_str()) {
-                sqlx::query("UPDATE device_facts SET updated_at = ? WHERE enrollment_id = ? AND name = ?")
-                    .bind(at)
-                    .bind(&eid)
-                    .bind(name)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(backend)?;
-                continue;
+                    .map_err(backend)?
+                    .into_iter()
+                    .collect();
+            let mut unchanged: Vec<&str> = Vec::new();
+            for (name, value) in &c.facts {
+                let old = current.get(name).cloned();
+                if old.as_deref() == Some(value.as_str()) {
+                    unchanged.push(name);
+                    continue;
+                }
+                sqlx::query(
+                    "INSERT INTO device_facts (enrollment_id, name, value, updated_at) VALUES (?, ?, ?, ?) \
+                     ON CONFLICT (enrollment_id, name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                )
+                .bind(&eid)
+                .bind(name)
+                .bind(value)
+                .bind(at)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+                sqlx::query(
+                    "INSERT INTO device_fact_history (enrollment_id, name, old_value, new_value, at) VALUES (?, ?, ?, ?, ?)",
+                )
+                .bind(&eid)
+                .bind(name)
+                .bind(old)
+                .bind(value)
+                .bind(at)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+                // A later item for the same name compares against this value, as it would
+                // against the row just written.
+                current.insert(name.clone(), value.clone());
             }
-            sqlx::query(
-                "INSERT INTO device_facts (enrollment_id, name, value, updated_at) VALUES (?, ?, ?, ?) \
-                 ON CONFLICT (enrollment_id, name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-            )
-            .bind(&eid)
-            .bind(name)
-            .bind(value)
-            .bind(at)
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
-            sqlx::query(
-                "INSERT INTO device_fact_history (enrollment_id, name, old_value, new_value, at) VALUES (?, ?, ?, ?, ?)",
-            )
-            .bind(&eid)
-            .bind(name)
-            .bind(old)
-            .bind(value)
-            .bind(at)
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
+            // Chunked well under SQLite's bound-parameter limit.
+            for chunk in unchanged.chunks(500) {
+                let sql = format!(
+                    "UPDATE device_facts SET updated_at = ? WHERE enrollment_id = ? AND name IN ({})",
+                    vec!["?"; chunk.len()].join(", ")
+                );
+                // Only placeholders are generated; every value is bound.
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(at).bind(&eid);
+                for name in chunk {
+                    q = q.bind(*name);
+                }
+                q.execute(&mut *tx).await.map_err(backend)?;
+            }
         }
 
         if let Some((state, reason)) = &c.new_state {

@@ -10,6 +10,8 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "initial", include_str!("../migrations/0001_initial.sql")),
     (2, "management", include_str!("../migrations/0002_management.sql")),
     (3, "admin", include_str!("../migrations/0003_admin.sql")),
+    (4, "webhooks", include_str!("../migrations/0004_webhooks.sql")),
+    (5, "console", include_str!("../migrations/0005_console.sql")),
 ];
 
 pub(crate) async fn run(pool: &SqlitePool) -> StoreResult<()> {

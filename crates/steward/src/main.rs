@@ -1,33 +1,55 @@
-//! The `steward` binary: `serve` runs the server; the other subcommands work on the local data
-//! directory directly (SQLite allows that while the server runs), so an operator can create an
-//! enrollment token on a fresh install before any admin API client exists.
+//! The `steward` binary: `serve` runs the server; `login` makes the other commands API clients of a
+//! server (`client.rs`, `remote.rs`). Without a configured server, or with `--local`, the device,
+//! command and token commands work on the local data directory directly (SQLite allows that while
+//! the server runs), so an operator can create an enrollment token on a fresh install before any
+//! admin API client exists, and recover offline.
 
+mod cli_config;
+mod client;
 mod duration;
+mod output;
+mod remote;
 
 use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use steward_domain::{
-    AuditFilter, AuditOutcome, CommandId, CommandItem, CommandPayload, EnrollmentId, EnrollmentTokenId, NewAuditEvent,
-    NewEnrollmentToken, Role, Store, TokenHash, TokenKind, User, UserId, Verb,
+    AuditFilter, AuditOutcome, CommandId, CommandItem, CommandPayload, DeviceCursor, DeviceQuery, DeviceSort,
+    EnrollmentId, EnrollmentState, EnrollmentTokenId, NewAuditEvent, NewEnrollmentToken, Role, Store, TokenHash,
+    TokenKind, User, UserId, Verb,
 };
 use steward_server::Config;
 use steward_server::admin;
 use steward_server::windows::commands::{Action, WipeKind};
 use time::OffsetDateTime;
 
+use client::{ApiClient, ApiError, Target};
+use output::Output;
+
 #[derive(Parser)]
 #[command(
     name = "steward",
     version,
-    about = "Steward: device management for Windows, Apple and Android"
+    about = "Steward: device management for Windows, Apple and Android",
+    after_help = "Device, command and token commands go through the admin API when a server is configured \
+                  (`steward login`, or STEWARD_SERVER and STEWARD_TOKEN); otherwise, or with --local, they \
+                  work on the local data directory."
 )]
 struct Cli {
-    /// TOML config file (defaults are used for anything it does not set; STEWARD_* variables override it).
+    /// TOML config file of the server (defaults are used for anything it does not set; STEWARD_*
+    /// variables override it). Used by `serve`, `config check` and the --local commands.
     #[arg(long, short, global = true, env = "STEWARD_CONFIG")]
     config: Option<PathBuf>,
+    /// Work on the local data directory even when a server is configured (offline recovery, or
+    /// before any API token exists).
+    #[arg(long, global = true)]
+    local: bool,
+    /// Output format: tables for people, the API's JSON for scripts.
+    #[arg(long, short, global = true, value_enum, default_value = "table")]
+    output: Output,
     #[command(subcommand)]
     command: Task,
 }
@@ -41,24 +63,48 @@ enum Task {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Check an API token against a server and store the server, CA and token for the other
+    /// commands (in $XDG_CONFIG_HOME/steward/cli.toml, mode 0600).
+    Login {
+        /// e.g. https://mdm.example.com:8443 (default: STEWARD_SERVER).
+        #[arg(long)]
+        server: Option<String>,
+        /// PEM file of the CA to trust, e.g. steward-data/pki/root-ca.pem (default: STEWARD_CA, else
+        /// the system's trusted roots).
+        #[arg(long)]
+        ca: Option<PathBuf>,
+        /// Read the token from standard input (one line) instead of STEWARD_TOKEN or a prompt.
+        #[arg(long)]
+        token_stdin: bool,
+    },
+    /// Forget the stored server and token (the token itself stays valid; revoke it with
+    /// `steward tokens revoke`).
+    Logout,
     /// Enrollment tokens: the password a device presents to enroll.
-    #[command(name = "enroll-token")]
-    EnrollToken {
+    #[command(name = "enroll-tokens", visible_alias = "enroll-token")]
+    EnrollTokens {
         #[command(subcommand)]
         command: TokenCommand,
     },
-    /// Users of Steward's own user store (federated sign-in, e-mail + password enrollment).
+    /// Named API tokens with a role (through the API only).
+    Tokens {
+        #[command(subcommand)]
+        command: ApiTokenCommand,
+    },
+    /// Users of Steward's own user store (federated sign-in, e-mail + password enrollment). Local.
     User {
         #[command(subcommand)]
         command: UserCommand,
     },
     /// Enrolled devices.
-    Device {
+    #[command(visible_alias = "device")]
+    Devices {
         #[command(subcommand)]
         command: DeviceCommand,
     },
     /// Queue, list and cancel device commands (OMA-DM Get/Add/Replace/Delete/Exec).
-    Command {
+    #[command(visible_alias = "command")]
+    Commands {
         #[command(subcommand)]
         command: CommandCommand,
     },
@@ -74,12 +120,30 @@ enum Task {
     },
     /// Reboot a device at its next check-in.
     Reboot { device: String },
-    /// Refresh a device's inventory at its next check-in.
-    Sync { device: String },
-    /// The hash-chained audit log of admin actions.
+    /// Lock a device at its next check-in (RemoteLock CSP; desktop editions may refuse it).
+    Lock { device: String },
+    /// Refresh inventory at the next check-in: of one device, or of every active device of a group
+    /// or whose name matches (with a progress bar and a summary).
+    Sync {
+        /// DeviceID or enrollment id.
+        #[arg(required_unless_present_any = ["group", "search"], conflicts_with_all = ["group", "search"])]
+        device: Option<String>,
+        /// Every active device of this group.
+        #[arg(long)]
+        group: Option<String>,
+        /// Every active device whose name contains this (case-insensitive); with --group, both.
+        #[arg(long)]
+        search: Option<String>,
+    },
+    /// The hash-chained audit log of admin actions (local data directory).
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+    /// Print a shell completion script, e.g. `steward completions bash > /etc/bash_completion.d/steward`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
     },
 }
 
@@ -101,12 +165,43 @@ enum WipeArg {
     AutomaticRedeployment,
 }
 
+impl WipeArg {
+    fn kind(self) -> WipeKind {
+        match self {
+            WipeArg::Wipe => WipeKind::Wipe,
+            WipeArg::Protected => WipeKind::Protected,
+            WipeArg::PersistUserData => WipeKind::PersistUserData,
+            WipeArg::PersistProvisionedData => WipeKind::PersistProvisionedData,
+            WipeArg::AutomaticRedeployment => WipeKind::AutomaticRedeployment,
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum DeviceCommand {
-    /// List enrollments.
-    List,
+    /// List devices (enrollments in any state).
+    List(DeviceListArgs),
     /// Show one device: enrollment, inventory facts, commands.
     Show { device: String },
+}
+
+#[derive(clap::Args)]
+struct DeviceListArgs {
+    /// Only devices whose name contains this (case-insensitive).
+    #[arg(long)]
+    search: Option<String>,
+    /// Only devices in this state: active, replaced, unenrolled or wiped.
+    #[arg(long)]
+    state: Option<String>,
+    /// Only devices of this group.
+    #[arg(long)]
+    group: Option<String>,
+    /// At most this many devices (default through the API: the first 100; locally: all).
+    #[arg(long, conflicts_with = "all")]
+    limit: Option<usize>,
+    /// Every matching device (follows the API's pagination cursors).
+    #[arg(long)]
+    all: bool,
 }
 
 #[derive(Subcommand)]
@@ -138,6 +233,54 @@ enum VerbArg {
     Exec,
 }
 
+impl VerbArg {
+    fn verb(self) -> Verb {
+        match self {
+            VerbArg::Get => Verb::Get,
+            VerbArg::Add => Verb::Add,
+            VerbArg::Replace => Verb::Replace,
+            VerbArg::Delete => Verb::Delete,
+            VerbArg::Exec => Verb::Exec,
+        }
+    }
+
+    fn api_name(self) -> &'static str {
+        match self {
+            VerbArg::Get => "get",
+            VerbArg::Add => "add",
+            VerbArg::Replace => "replace",
+            VerbArg::Delete => "delete",
+            VerbArg::Exec => "exec",
+        }
+    }
+}
+
+/// `--item` values as (LocURI, data): Add and Replace need LocURI=VALUE, Exec sends empty data.
+fn parse_items(verb: VerbArg, items: &[String]) -> Result<Vec<(String, Option<String>)>> {
+    items
+        .iter()
+        .map(|i| {
+            let (target, data) = match (verb.verb(), i.split_once('=')) {
+                (Verb::Add | Verb::Replace, Some((t, v))) => (t, Some(v.to_owned())),
+                (Verb::Add | Verb::Replace, None) => bail!("{i:?}: Add and Replace items are LocURI=VALUE"),
+                (Verb::Exec, _) => (i.as_str(), Some(String::new())),
+                _ => (i.as_str(), None),
+            };
+            Ok((target.to_owned(), data))
+        })
+        .collect()
+}
+
+/// A duration in whole `unit`s, rounded up (the API takes hours or days).
+fn ceil_units(d: time::Duration, unit: time::Duration) -> Result<i64> {
+    if d <= time::Duration::ZERO {
+        bail!("durations must be positive");
+    }
+    let whole = d.whole_seconds();
+    let per = unit.whole_seconds().max(1);
+    Ok((whole + per - 1) / per)
+}
+
 #[derive(Subcommand)]
 enum ConfigCommand {
     /// Load and validate the configuration without starting anything; print the effective settings.
@@ -151,7 +294,7 @@ enum TokenCommand {
         /// How many devices may enroll with it (default: unlimited until it expires).
         #[arg(long)]
         uses: Option<u32>,
-        /// Lifetime, e.g. 30m, 24h, 7d, 2w (default 7d).
+        /// Lifetime, e.g. 30m, 24h, 7d, 2w (default 7d; through the API, rounded up to hours).
         #[arg(long, default_value = "7d", value_parser = duration::parse)]
         expires: time::Duration,
         /// Put devices enrolled with this token into this group (created if missing).
@@ -163,6 +306,52 @@ enum TokenCommand {
     },
     /// List tokens (never their values).
     List,
+    /// Revoke a token: no further device can enroll with it.
+    Revoke { id: String },
+}
+
+#[derive(Subcommand)]
+enum ApiTokenCommand {
+    /// List API tokens with role, scope, last use and state (never their values).
+    List,
+    /// Create a named token and print it (shown only this once).
+    Create {
+        /// What it is for, e.g. ci-inventory-export.
+        name: String,
+        #[arg(long, value_enum)]
+        role: RoleArg,
+        /// Limit it to the devices of this group.
+        #[arg(long)]
+        group: Option<String>,
+        /// Lifetime, e.g. 90d or 12w, rounded up to days (default: no expiry).
+        #[arg(long, value_parser = duration::parse)]
+        expires: Option<time::Duration>,
+    },
+    /// Revoke a token: it stops authenticating at once.
+    Revoke { id: String },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum RoleArg {
+    /// Everything.
+    Admin,
+    /// Device actions and commands, no settings, tokens or users.
+    Operator,
+    /// Read, sync, lock and reboot; no wipe.
+    Helpdesk,
+    /// Read-only, including the audit log.
+    Auditor,
+}
+
+impl RoleArg {
+    fn api_name(self) -> &'static str {
+        match self {
+            RoleArg::Admin => "admin",
+            RoleArg::Operator => "operator",
+            RoleArg::Helpdesk => "helpdesk",
+            RoleArg::Auditor => "auditor",
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -178,7 +367,17 @@ enum UserCommand {
     },
 }
 
-fn main() -> Result<()> {
+/// Exit codes: 0 success, 1 error, 2 usage (clap), 3 authentication or permission refused (HTTP
+/// 401/403), 4 not found (404).
+fn exit_code(e: &anyhow::Error) -> u8 {
+    match e.downcast_ref::<ApiError>().and_then(ApiError::status) {
+        Some(401 | 403) => 3,
+        Some(404) => 4,
+        _ => 1,
+    }
+}
+
+fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -188,60 +387,248 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let config = Config::load(cli.config.as_deref()).context("configuration")?;
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}
+
+/// The global options.
+struct Ctx {
+    config: Option<PathBuf>,
+    local: bool,
+    output: Output,
+}
+
+/// Where a command that has both forms runs.
+enum Mode {
+    Local(Box<Config>),
+    Remote(ApiClient),
+}
+
+fn mode(cli: &Ctx) -> Result<Mode> {
+    if !cli.local {
+        let stored = match cli_config::path() {
+            Some(p) => cli_config::load(&p)?,
+            None => None,
+        };
+        if let Some(target) = cli_config::resolve_from(&|k| std::env::var(k).ok(), stored)? {
+            return Ok(Mode::Remote(ApiClient::new(&target)?));
+        }
+    }
+    Ok(Mode::Local(Box::new(local_config(cli)?)))
+}
+
+fn local_config(cli: &Ctx) -> Result<Config> {
+    Config::load(cli.config.as_deref()).context("configuration")
+}
+
+fn no_json_locally(out: Output) -> Result<()> {
+    if out == Output::Json {
+        bail!(
+            "--output json needs the API: log in (`steward login`) or set STEWARD_SERVER; the local form prints tables"
+        );
+    }
+    Ok(())
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let Cli {
+        config,
+        local,
+        output: out,
+        command,
+    } = cli;
+    let cli = Ctx {
+        config,
+        local,
+        output: out,
+    };
+    // Commands that never need the server configuration or a runtime.
+    match &command {
+        Task::Completions { shell } => {
+            // Generated into memory: clap_complete panics on a failed write (e.g. a closed pipe).
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut Cli::command(), "steward", &mut script);
+            let mut stdout = std::io::stdout().lock();
+            std::io::Write::write_all(&mut stdout, &script)
+                .and_then(|()| std::io::Write::flush(&mut stdout))
+                .context("writing the completion script")?;
+            return Ok(());
+        }
+        Task::Logout => return logout(),
+        Task::Config {
+            command: ConfigCommand::Check,
+        } => return config_check(&local_config(&cli)?),
+        _ => {}
+    }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
-        match cli.command {
-            Task::Serve => serve(config).await,
-            Task::Config {
-                command: ConfigCommand::Check,
-            } => config_check(&config),
-            Task::EnrollToken { command } => token(config, command).await,
-            Task::User { command } => user(config, command).await,
-            Task::Device { command } => devices(config, command).await,
-            Task::Command { command } => device_commands(config, command).await,
+        match command {
+            Task::Completions { .. } | Task::Logout | Task::Config { .. } => Ok(()),
+            Task::Login {
+                server,
+                ca,
+                token_stdin,
+            } => login(server, ca, token_stdin).await,
+            Task::Serve => serve(local_config(&cli)?).await,
+            Task::User { command } => user(local_config(&cli)?, command).await,
+            Task::Audit { command } => audit_log(local_config(&cli)?, command).await,
+            Task::Tokens { command } => match mode(&cli)? {
+                Mode::Remote(c) => remote::api_tokens(&c, out, command).await,
+                Mode::Local(_) => bail!(
+                    "API tokens are managed through the API: log in first (`steward login`, with the admin \
+                     token `steward serve` printed or STEWARD_ADMIN_TOKEN)"
+                ),
+            },
+            Task::EnrollTokens { command } => match mode(&cli)? {
+                Mode::Remote(c) => remote::enrollment_tokens(&c, out, command).await,
+                Mode::Local(config) => {
+                    no_json_locally(out)?;
+                    token(*config, command).await
+                }
+            },
+            Task::Devices { command } => match mode(&cli)? {
+                Mode::Remote(c) => remote::devices(&c, out, command).await,
+                Mode::Local(config) => {
+                    no_json_locally(out)?;
+                    devices(*config, command).await
+                }
+            },
+            Task::Commands { command } => match mode(&cli)? {
+                Mode::Remote(c) => remote::commands(&c, out, command).await,
+                Mode::Local(config) => {
+                    no_json_locally(out)?;
+                    device_commands(*config, command).await
+                }
+            },
             Task::Wipe { device, kind, yes } => {
                 if !yes {
                     bail!("wiping erases {device}; repeat with --yes to confirm");
                 }
-                let kind = match kind {
-                    WipeArg::Wipe => WipeKind::Wipe,
-                    WipeArg::Protected => WipeKind::Protected,
-                    WipeArg::PersistUserData => WipeKind::PersistUserData,
-                    WipeArg::PersistProvisionedData => WipeKind::PersistProvisionedData,
-                    WipeArg::AutomaticRedeployment => WipeKind::AutomaticRedeployment,
-                };
-                action(config, &device, Action::Wipe(kind)).await
+                match mode(&cli)? {
+                    Mode::Remote(c) => {
+                        let body = serde_json::json!({ "kind": kind.kind(), "confirm": true });
+                        remote::action(&c, out, &device, "wipe", Some(body)).await
+                    }
+                    Mode::Local(config) => {
+                        no_json_locally(out)?;
+                        action(*config, &device, Action::Wipe(kind.kind())).await
+                    }
+                }
             }
-            Task::Reboot { device } => action(config, &device, Action::Reboot).await,
-            Task::Audit { command } => audit_log(config, command).await,
-            Task::Sync { device } => {
-                let store = steward_server::open_store(&config).await?;
-                let e = admin::find_device(store.as_ref(), &device).await?;
-                let id = admin::queue_command(
-                    store.as_ref(),
-                    &e,
-                    steward_server::windows::inventory::inventory_command(),
-                    steward_server::windows::inventory::ORIGIN,
-                    -10,
-                    None,
-                )
-                .await?;
-                audit(
-                    store.as_ref(),
-                    "device.sync",
-                    e.device_id.to_string(),
-                    format!("command {id}"),
-                )
-                .await?;
-                println!(
-                    "queued inventory refresh {id} for {}; it runs at the device's next check-in",
-                    e.device_id
-                );
-                Ok(())
-            }
+            Task::Reboot { device } => simple_action(&cli, &device, "reboot", Action::Reboot).await,
+            Task::Lock { device } => simple_action(&cli, &device, "lock", Action::Lock).await,
+            Task::Sync { device, group, search } => match (mode(&cli)?, device) {
+                (Mode::Remote(c), Some(d)) => remote::action(&c, out, &d, "sync", None).await,
+                (Mode::Remote(c), None) => remote::bulk_sync(&c, out, group.as_deref(), search).await,
+                (Mode::Local(config), device) => {
+                    no_json_locally(out)?;
+                    local_sync(*config, device.as_deref(), group.as_deref(), search).await
+                }
+            },
         }
     })
+}
+
+async fn simple_action(cli: &Ctx, device: &str, name: &str, local: Action) -> Result<()> {
+    match mode(cli)? {
+        Mode::Remote(c) => remote::action(&c, cli.output, device, name, None).await,
+        Mode::Local(config) => {
+            no_json_locally(cli.output)?;
+            action(*config, device, local).await
+        }
+    }
+}
+
+/// Reads one line from standard input; on a terminal, prompts on stderr with echo switched off.
+fn read_secret_line(prompt: &str) -> Result<String> {
+    let stdin = std::io::stdin();
+    let tty = stdin.is_terminal();
+    let stty = |arg: &str| {
+        std::process::Command::new("stty")
+            .arg(arg)
+            .stdin(std::process::Stdio::inherit())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let mut echo_off = false;
+    if tty {
+        eprint!("{prompt}");
+        echo_off = cfg!(unix) && stty("-echo");
+    }
+    let mut line = String::new();
+    let read = stdin.lock().read_line(&mut line);
+    if echo_off {
+        stty("echo");
+        eprintln!();
+    }
+    read.context("reading the token from standard input")?;
+    Ok(line.trim().to_owned())
+}
+
+async fn login(server: Option<String>, ca: Option<PathBuf>, token_stdin: bool) -> Result<()> {
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+    let server = server
+        .or_else(|| env(cli_config::ENV_SERVER))
+        .context("which server? pass --server https://host:8443 (or set STEWARD_SERVER)")?;
+    let server = client::normalize_server(&server)?;
+    let ca = match ca.or_else(|| env(cli_config::ENV_CA).map(PathBuf::from)) {
+        Some(p) => Some(std::fs::canonicalize(&p).with_context(|| format!("the CA file {}", p.display()))?),
+        None => None,
+    };
+    let token = if token_stdin {
+        read_secret_line("")?
+    } else if let Some(t) = env(cli_config::ENV_TOKEN) {
+        t.trim().to_owned()
+    } else if std::io::stdin().is_terminal() {
+        read_secret_line(&format!("API token for {server}: "))?
+    } else {
+        bail!("no token: pass --token-stdin and write it to standard input, or set STEWARD_TOKEN");
+    };
+    if token.is_empty() {
+        bail!("the token is empty");
+    }
+    let path = cli_config::path()
+        .context("cannot store the login: set HOME or XDG_CONFIG_HOME (or use STEWARD_SERVER and STEWARD_TOKEN)")?;
+    let target = Target {
+        server: server.clone(),
+        token: token.clone(),
+        ca: ca.clone(),
+    };
+    let info = ApiClient::new(&target)?
+        .server_info()
+        .await
+        .with_context(|| format!("login to {server} failed"))?;
+    cli_config::save(
+        &path,
+        &cli_config::CliConfig {
+            server: Some(server.clone()),
+            ca,
+            token: Some(token),
+        },
+    )?;
+    println!(
+        "Logged in to {server} (Steward {}, {} active devices); saved in {}",
+        info.data.version,
+        info.data.counts.active_devices,
+        path.display()
+    );
+    Ok(())
+}
+
+fn logout() -> Result<()> {
+    match cli_config::path() {
+        Some(p) if cli_config::remove(&p)? => println!("logged out: removed {}", p.display()),
+        _ => println!("not logged in"),
+    }
+    if std::env::var_os(cli_config::ENV_SERVER).is_some() {
+        eprintln!("note: STEWARD_SERVER is still set in the environment");
+    }
+    Ok(())
 }
 
 async fn serve(config: Config) -> Result<()> {
@@ -345,6 +732,14 @@ async fn token(config: Config, command: TokenCommand) -> Result<()> {
             }
             println!("{}", secret.expose());
         }
+        TokenCommand::Revoke { id } => {
+            let id: EnrollmentTokenId = id.parse().context("enrollment token id")?;
+            if !store.revoke_enrollment_token(id).await? {
+                bail!("no enrollment token {id} (or it is already revoked)");
+            }
+            audit(store.as_ref(), "enrollment_token.revoke", id.to_string(), String::new()).await?;
+            println!("revoked enrollment token {id}");
+        }
         TokenCommand::List => {
             println!(
                 "{:<36}  {:>9}  {:<25}  {:<8}  DESCRIPTION",
@@ -437,22 +832,33 @@ async fn action(config: Config, device: &str, action: Action) -> Result<()> {
 async fn devices(config: Config, command: DeviceCommand) -> Result<()> {
     let store = steward_server::open_store(&config).await?;
     match command {
-        DeviceCommand::List => {
-            println!(
-                "{:<34}  {:<20}  {:<10}  {:<20}  {:<25}  LAST SEEN",
-                "DEVICE ID", "NAME", "STATE", "OS", "USER"
-            );
-            for e in store.list_enrollments().await? {
-                println!(
-                    "{:<34}  {:<20}  {:<10}  {:<20}  {:<25}  {}",
-                    e.device_id.as_str(),
-                    e.device_name.as_deref().unwrap_or("-"),
-                    e.state.as_str(),
-                    e.os_version.as_deref().unwrap_or("-"),
-                    e.user_email.as_deref().unwrap_or("-"),
-                    e.last_seen_at.map_or("never".to_owned(), |t| t.to_string())
-                );
+        DeviceCommand::List(DeviceListArgs {
+            search,
+            state,
+            group,
+            limit,
+            all: _,
+        }) => {
+            if limit == Some(0) {
+                bail!("--limit must be at least 1");
             }
+            let state = match state.as_deref() {
+                Some(s) => Some(EnrollmentState::parse(s).with_context(|| format!("unknown state {s:?}"))?),
+                None => None,
+            };
+            let rows = select_local(store.as_ref(), search, state, group.as_deref(), limit).await?;
+            let mut t = output::Table::new(&["DEVICE ID", "NAME", "STATE", "OS", "USER", "LAST SEEN"]);
+            for e in rows {
+                t.row(vec![
+                    e.device_id.to_string(),
+                    output::or_dash(e.device_name.as_deref()),
+                    e.state.as_str().to_owned(),
+                    output::or_dash(e.os_version.as_deref()),
+                    output::or_dash(e.user_email.as_deref()),
+                    e.last_seen_at.map_or("never".to_owned(), |t| t.to_string()),
+                ]);
+            }
+            t.print()?;
         }
         DeviceCommand::Show { device } => {
             let e = admin::find_device(store.as_ref(), &device).await?;
@@ -477,6 +883,110 @@ async fn devices(config: Config, command: DeviceCommand) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Devices of the local store matching the filters, in enrollment order, paging through the store.
+async fn select_local(
+    store: &dyn Store,
+    search: Option<String>,
+    state: Option<EnrollmentState>,
+    group: Option<&str>,
+    max: Option<usize>,
+) -> Result<Vec<steward_domain::Enrollment>> {
+    let group_id = match group {
+        Some(g) => Some(
+            store
+                .group_by_name(g.trim())
+                .await?
+                .with_context(|| format!("no group named {g:?}"))?
+                .id,
+        ),
+        None => None,
+    };
+    let mut query = DeviceQuery {
+        name_contains: search.filter(|s| !s.is_empty()),
+        state,
+        group_id,
+        limit: 500,
+        ..DeviceQuery::default()
+    };
+    let mut rows = Vec::new();
+    loop {
+        let page = store.list_devices(&query).await?;
+        let Some(last) = page.last() else { break };
+        query.after = Some(DeviceCursor {
+            key: DeviceSort::EnrolledAt.key_of(last),
+            id: last.id,
+        });
+        let full = page.len() == query.limit as usize;
+        rows.extend(page);
+        if max.is_some_and(|m| rows.len() >= m) || !full {
+            break;
+        }
+    }
+    if let Some(m) = max {
+        rows.truncate(m);
+    }
+    Ok(rows)
+}
+
+/// `steward sync` on the local data directory: one device, or every active device selected by
+/// group and/or name, with a progress bar and a summary.
+async fn local_sync(config: Config, device: Option<&str>, group: Option<&str>, search: Option<String>) -> Result<()> {
+    let store = steward_server::open_store(&config).await?;
+    let targets = match device {
+        Some(d) => vec![admin::find_device(store.as_ref(), d).await?],
+        None => select_local(store.as_ref(), search, Some(EnrollmentState::Active), group, None).await?,
+    };
+    let total = targets.len();
+    let pb = (device.is_none()).then(|| remote::progress_bar(total));
+    let mut report = remote::BulkReport::default();
+    for e in targets {
+        let queued = admin::queue_command(
+            store.as_ref(),
+            &e,
+            steward_server::windows::inventory::inventory_command(),
+            steward_server::windows::inventory::ORIGIN,
+            -10,
+            None,
+        )
+        .await;
+        match queued {
+            Ok(id) => {
+                audit(
+                    store.as_ref(),
+                    "device.sync",
+                    e.device_id.to_string(),
+                    format!("command {id}"),
+                )
+                .await?;
+                if device.is_some() {
+                    println!(
+                        "queued inventory refresh {id} for {}; it runs at the device's next check-in",
+                        e.device_id
+                    );
+                }
+                report
+                    .queued
+                    .push((e.device_id.to_string(), id.to_string(), serde_json::Value::Null));
+            }
+            Err(err) if device.is_some() => return Err(err.into()),
+            Err(err) => report.failed.push((e.device_id.to_string(), err.to_string())),
+        }
+        if let Some(pb) = &pb {
+            pb.inc(1);
+        }
+    }
+    match pb {
+        Some(pb) => {
+            pb.finish_and_clear();
+            if total == 0 {
+                eprintln!("no active device matches; nothing queued");
+            }
+            report.finish(Output::Table, "an inventory refresh", total)
+        }
+        None => Ok(()),
+    }
 }
 
 async fn print_commands(store: &dyn Store, id: EnrollmentId) -> Result<()> {
@@ -505,30 +1015,16 @@ async fn device_commands(config: Config, command: CommandCommand) -> Result<()> 
             format,
         } => {
             let e = admin::find_device(store.as_ref(), &device).await?;
-            let verb = match verb {
-                VerbArg::Get => Verb::Get,
-                VerbArg::Add => Verb::Add,
-                VerbArg::Replace => Verb::Replace,
-                VerbArg::Delete => Verb::Delete,
-                VerbArg::Exec => Verb::Exec,
-            };
-            let items = items
-                .iter()
-                .map(|i| {
-                    let (target, data) = match (verb, i.split_once('=')) {
-                        (Verb::Add | Verb::Replace, Some((t, v))) => (t, Some(v.to_owned())),
-                        (Verb::Add | Verb::Replace, None) => bail!("{i:?}: Add and Replace items are LocURI=VALUE"),
-                        (Verb::Exec, _) => (i.as_str(), Some(String::new())),
-                        _ => (i.as_str(), None),
-                    };
-                    Ok(CommandItem {
-                        target: target.to_owned(),
-                        format: format.clone(),
-                        type_: None,
-                        data,
-                    })
+            let items = parse_items(verb, &items)?
+                .into_iter()
+                .map(|(target, data)| CommandItem {
+                    target,
+                    format: format.clone(),
+                    type_: None,
+                    data,
                 })
-                .collect::<Result<Vec<_>>>()?;
+                .collect();
+            let verb = verb.verb();
             let payload = CommandPayload {
                 verb,
                 items,

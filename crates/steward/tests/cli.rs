@@ -1,6 +1,7 @@
 //! The `steward` binary end to end: `config check`, `serve` on a fresh data directory (zero
 //! configuration besides where and on which port), `enroll-token create` against the same data
-//! directory while the server runs, and a simulated device enrolling with that token.
+//! directory while the server runs, a simulated device enrolling with that token, and the CLI as an
+//! API client (`login`, `devices`, `commands`, `sync`, `wipe`, `tokens`, errors and exit codes).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -30,6 +31,90 @@ fn free_port() -> u16 {
 }
 
 struct Server(Child);
+
+const ADMIN_TOKEN: &str = "stw_adm_cli_test_bootstrap_0123456789";
+
+/// Starts `steward serve` with a known bootstrap admin token and waits for its banner.
+fn start_server(dir: &std::path::Path, port: u16) -> Server {
+    let mut child = steward(dir, port)
+        .env("STEWARD_ADMIN_TOKEN", ADMIN_TOKEN)
+        .arg("serve")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let server = Server(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx.recv_timeout(left).expect("server printed its banner");
+        assert!(!line.contains(ADMIN_TOKEN), "a configured admin token is never printed");
+        if line.contains("ms-device-enrollment:") {
+            return server;
+        }
+    }
+}
+
+/// The CLI as a client: no data directory it could fall back to, its own config home.
+fn client(home: &std::path::Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_steward"));
+    c.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", home)
+        .env("XDG_CONFIG_HOME", home.join("config"))
+        .env("STEWARD_LOG", "warn")
+        .stdin(Stdio::null());
+    c
+}
+
+fn run_ok(c: &mut Command) -> String {
+    let out = c.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{:?} failed: {}{}",
+        c.get_args().collect::<Vec<_>>(),
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn run_json(c: &mut Command) -> serde_json::Value {
+    let text = run_ok(c.args(["--output", "json"]));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+fn login(home: &std::path::Path, port: u16, ca: &std::path::Path, token: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = client(home)
+        .args([
+            "login",
+            "--server",
+            &format!("https://localhost:{port}"),
+            "--token-stdin",
+            "--ca",
+        ])
+        .arg(ca)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{token}\n").as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
 
 impl Drop for Server {
     fn drop(&mut self) {
@@ -186,4 +271,253 @@ async fn audit_verify_detects_an_edited_row() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("BROKEN at event #1"), "{err}");
+}
+
+#[test]
+fn completions_generate_for_every_shell() {
+    let home = tempfile::tempdir().unwrap();
+    for (shell, marker) in [
+        ("bash", "_steward()"),
+        ("zsh", "#compdef steward"),
+        ("fish", "complete -c steward"),
+        ("powershell", "Register-ArgumentCompleter"),
+    ] {
+        let script = run_ok(client(home.path()).args(["completions", shell]));
+        assert!(script.contains(marker), "{shell}: {}", &script[..script.len().min(200)]);
+        assert!(
+            script.contains("enroll-tokens") && script.contains("devices"),
+            "{shell}"
+        );
+    }
+    let out = client(home.path()).args(["completions", "tcsh"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "usage error");
+}
+
+/// `steward login` with the bootstrap token, then the device, command, action and token commands
+/// through the admin API against a real server and a simulated device; `--local` and `logout`
+/// fall back to the data directory; bad tokens give one clear line and exit code 3.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_cli_manages_a_simulated_device() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _server = start_server(dir.path(), port);
+    let ca = dir.path().join("pki/root-ca.pem");
+    let cli_toml = home.path().join("config/steward/cli.toml");
+
+    // Not logged in, no data directory named: the local form (here an empty default directory
+    // would be created, so just check that the remote-only command says what to do).
+    let out = client(home.path()).args(["tokens", "list"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("steward login"));
+
+    // A wrong token: refused, nothing stored.
+    let out = login(home.path(), port, &ca, "stw_adm_not_a_real_token_at_all");
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("login to https://localhost:") && err.contains("401"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(!cli_toml.exists());
+
+    // Without --ca the server's private CA is not trusted, and the error says what to do.
+    let out = client(home.path())
+        .env("STEWARD_TOKEN", ADMIN_TOKEN)
+        .args(["login", "--server", &format!("https://localhost:{port}")])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--ca"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let out = login(home.path(), port, &ca, ADMIN_TOKEN);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let said = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("Logged in to https://localhost:"), "{said}");
+    assert!(!said.contains(ADMIN_TOKEN), "the token is never printed");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&cli_toml).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let text = std::fs::read_to_string(&cli_toml).unwrap();
+        assert!(
+            text.contains(&format!("https://localhost:{port}")) && text.contains("root-ca.pem"),
+            "{text}"
+        );
+    }
+
+    // Enrollment tokens through the API; the simulated device enrolls with one.
+    let token = run_ok(client(home.path()).args([
+        "enroll-tokens",
+        "create",
+        "--uses",
+        "2",
+        "--expires",
+        "1h",
+        "--group",
+        "lab",
+    ]));
+    let token = token.trim().to_owned();
+    assert!(token.starts_with("stw_enr_"), "{token}");
+    let tokens = run_json(client(home.path()).args(["enroll-tokens", "list"]));
+    assert_eq!(tokens["items"][0]["group"], "lab");
+    assert!(
+        tokens.to_string().find(&token).is_none(),
+        "listings never hold token values"
+    );
+
+    let root_pem = std::fs::read(&ca).unwrap();
+    let root: Vec<Vec<u8>> = rustls_pki_types::pem::PemObject::pem_slice_iter(&root_pem)
+        .map(|c: Result<rustls_pki_types::CertificateDer<'static>, _>| c.unwrap().to_vec())
+        .collect();
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let https = HttpsClient::new(&root, None).unwrap();
+    let opts = EnrollOptions::new(
+        format!("https://localhost:{port}"),
+        "erin@example.com",
+        Credentials::Password(token.clone()),
+    );
+    let device = steward_sim::enroll::enroll(&https, &opts).await.unwrap();
+    let id = device.device_id.clone();
+
+    // devices list / show
+    let list = run_json(client(home.path()).args(["devices", "list"]));
+    let items = list["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{list}");
+    assert_eq!(items[0]["device_id"], id.as_str());
+    assert_eq!(items[0]["state"], "active");
+    let table = run_ok(client(home.path()).args(["devices", "list", "--group", "lab"]));
+    assert!(table.starts_with("DEVICE ID") && table.contains(&id), "{table}");
+    let none = run_json(client(home.path()).args(["devices", "list", "--search", "no-such-name"]));
+    assert_eq!(none["items"].as_array().unwrap().len(), 0);
+    let out = client(home.path())
+        .args(["devices", "list", "--group", "nope"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no group named \"nope\""));
+    let shown = run_json(client(home.path()).args(["devices", "show", &id]));
+    assert_eq!(shown["device"]["device_id"], id.as_str());
+    let out = client(home.path())
+        .args(["devices", "show", "NO-SUCH-DEVICE"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("device not found (404 Not Found)"));
+
+    // sync queues an inventory refresh visible in the command timeline.
+    let said = run_ok(client(home.path()).args(["sync", &id]));
+    assert!(said.contains("queued inventory"), "{said}");
+    let commands = run_json(client(home.path()).args(["commands", "list", &id]));
+    let items = commands["items"].as_array().unwrap();
+    assert!(
+        items
+            .iter()
+            .any(|c| c["origin"] == "inventory" && c["state"] == "pending"),
+        "{commands}"
+    );
+    let table = run_ok(client(home.path()).args(["commands", "list", &id]));
+    assert!(table.contains("inventory") && table.contains("pending"), "{table}");
+
+    // Bulk sync over a group, and a custom command then cancelled.
+    let said = run_ok(client(home.path()).args(["sync", "--group", "lab"]));
+    assert!(said.contains("queued an inventory refresh on 1 of 1 devices"), "{said}");
+    let queued = run_ok(client(home.path()).args([
+        "commands",
+        "send",
+        &id,
+        "--verb",
+        "replace",
+        "--format",
+        "int",
+        "--item",
+        "./Device/Vendor/MSFT/Policy/Config/Camera/AllowCamera=0",
+    ]));
+    let cid = queued.trim().to_owned();
+    let cancelled = run_json(client(home.path()).args(["commands", "cancel", &cid]));
+    assert_eq!(cancelled["state"], "cancelled");
+    let out = client(home.path()).args(["commands", "cancel", &cid]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("409 Conflict"));
+
+    // A help-desk token may sync but not wipe: exit code 3 and the reason.
+    let helpdesk =
+        run_ok(client(home.path()).args(["tokens", "create", "desk", "--role", "helpdesk", "--expires", "30d"]));
+    let helpdesk = helpdesk.trim().to_owned();
+    assert!(helpdesk.starts_with("stw_adm_"), "{helpdesk}");
+    let out = client(home.path())
+        .env("STEWARD_TOKEN", &helpdesk)
+        .args(["wipe", &id, "--yes"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("403 Forbidden") && err.contains("helpdesk"), "{err}");
+    let tokens = run_json(client(home.path()).args(["tokens", "list"]));
+    let desk = &tokens["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "desk")
+        .unwrap();
+    assert_eq!(desk["role"], "helpdesk");
+    let desk_id = desk["id"].as_str().unwrap().to_owned();
+    run_ok(client(home.path()).args(["tokens", "revoke", &desk_id]));
+
+    // An invalid (here: revoked) token: one clear line, exit code 3.
+    let out = client(home.path())
+        .env("STEWARD_TOKEN", &helpdesk)
+        .args(["devices", "list"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("error: ") && err.contains("401 Unauthorized") && err.contains("steward login"),
+        "{err}"
+    );
+    assert!(!err.contains(&helpdesk));
+
+    // wipe through the API: --yes required, then queued ahead of everything.
+    let out = client(home.path()).args(["wipe", &id]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--yes"));
+    let wiped = run_json(client(home.path()).args(["wipe", &id, "--yes", "--kind", "wipe"]));
+    assert_eq!(wiped["origin"], "action:wipe");
+    assert_eq!(wiped["state"], "pending");
+
+    // The API calls were audited with the token's name, not as the local CLI.
+    let out = steward(dir.path(), port).args(["audit", "export"]).output().unwrap();
+    let audit = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        audit.contains("\"device.wipe\"") && audit.contains("\"device.sync\""),
+        "{audit}"
+    );
+    assert!(!audit.contains("cli (local)"), "{audit}");
+
+    // --local works on the data directory even while logged in.
+    let local = run_ok(
+        steward(dir.path(), port)
+            .env("HOME", home.path())
+            .env("XDG_CONFIG_HOME", home.path().join("config"))
+            .args(["--local", "devices", "list"]),
+    );
+    assert!(local.contains(&id), "{local}");
+
+    // logout forgets the server: the same command is local again.
+    let said = run_ok(client(home.path()).arg("logout"));
+    assert!(said.contains("logged out"), "{said}");
+    assert!(!cli_toml.exists());
+    let out = steward(dir.path(), port)
+        .env("HOME", home.path())
+        .env("XDG_CONFIG_HOME", home.path().join("config"))
+        .args(["devices", "list", "--output", "json"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--output json needs the API"));
 }

@@ -32,6 +32,10 @@ pub enum Permission {
     ApiTokensWrite,
     AuditRead,
     ServerRead,
+    /// List subscriptions and read their delivery logs.
+    WebhooksRead,
+    /// Create, delete and test subscriptions.
+    WebhooksWrite,
 }
 
 impl Permission {
@@ -50,6 +54,8 @@ impl Permission {
             Self::ApiTokensWrite => "api_tokens.write",
             Self::AuditRead => "audit.read",
             Self::ServerRead => "server.read",
+            Self::WebhooksRead => "webhooks.read",
+            Self::WebhooksWrite => "webhooks.write",
         }
     }
 
@@ -62,8 +68,10 @@ impl Permission {
             }
             Self::DevicesAct => matches!(role, Admin | Operator | Helpdesk),
             Self::DevicesCommand | Self::DevicesWipe => matches!(role, Admin | Operator),
-            Self::AuditRead | Self::ApiTokensRead => matches!(role, Admin | Auditor),
-            Self::EnrollmentTokensWrite | Self::UsersWrite | Self::ApiTokensWrite => role == Admin,
+            Self::AuditRead | Self::ApiTokensRead | Self::WebhooksRead => matches!(role, Admin | Auditor),
+            Self::EnrollmentTokensWrite | Self::UsersWrite | Self::ApiTokensWrite | Self::WebhooksWrite => {
+                role == Admin
+            }
         }
     }
 
@@ -181,6 +189,17 @@ pub const ROUTES: &[RouteRule] = &[
     rule("GET", "/api/v1/groups", P::GroupsRead, "group.list"),
     rule("GET", "/api/v1/audit-events", P::AuditRead, "audit.list"),
     rule("GET", "/api/v1/server", P::ServerRead, "server.show"),
+    rule("GET", "/api/v1/webhooks", P::WebhooksRead, "webhook.list"),
+    rule("POST", "/api/v1/webhooks", P::WebhooksWrite, "webhook.create"),
+    rule("GET", "/api/v1/webhooks/{id}", P::WebhooksRead, "webhook.show"),
+    rule("DELETE", "/api/v1/webhooks/{id}", P::WebhooksWrite, "webhook.delete"),
+    rule(
+        "GET",
+        "/api/v1/webhooks/{id}/deliveries",
+        P::WebhooksRead,
+        "webhook.deliveries",
+    ),
+    rule("POST", "/api/v1/webhooks/{id}/test", P::WebhooksWrite, "webhook.test"),
 ];
 
 pub fn rule_for(method: &str, path: &str) -> Option<&'static RouteRule> {
@@ -292,30 +311,43 @@ pub async fn authorize(State(state): State<AppState>, mut req: Request, next: Ne
 
     if mutating {
         let note = resp.extensions().get::<AuditNote>().cloned().unwrap_or_default();
-        let status = resp.status();
-        let event = NewAuditEvent {
-            at: OffsetDateTime::now_utc(),
-            actor: principal.name.clone(),
-            actor_id: principal.token_id.map(|i| i.to_string()),
-            actor_role: Some(principal.role),
-            action: rule.action.to_owned(),
-            target: note
-                .target
-                .or_else(|| Some(path.strip_prefix("/api/v1").unwrap_or(&path).to_owned())),
-            source_ip: peer,
-            outcome: if status.is_success() {
-                AuditOutcome::Success
-            } else {
-                AuditOutcome::Failure
-            },
-            status: Some(status.as_u16()),
-            details: note.details,
-        };
-        // The action already happened (or was refused); failing the response now would make the
-        // caller retry something that succeeded. The failure is logged loudly instead.
-        if let Err(e) = state.store.append_audit_event(&event).await {
-            tracing::error!(error = %e, action = rule.action, "cannot append to the audit log");
-        }
+        record_audit(&state, &principal, rule, &path, peer, resp.status(), note).await;
     }
     resp
+}
+
+/// Appends the outcome of a state-changing call to the audit log. Shared by the API middleware and
+/// the web console, so both record the same action names, targets and outcomes.
+pub(crate) async fn record_audit(
+    state: &AppState,
+    principal: &Principal,
+    rule: &RouteRule,
+    path: &str,
+    peer: Option<String>,
+    status: http::StatusCode,
+    note: AuditNote,
+) {
+    let event = NewAuditEvent {
+        at: OffsetDateTime::now_utc(),
+        actor: principal.name.clone(),
+        actor_id: principal.token_id.map(|i| i.to_string()),
+        actor_role: Some(principal.role),
+        action: rule.action.to_owned(),
+        target: note
+            .target
+            .or_else(|| Some(path.strip_prefix("/api/v1").unwrap_or(path).to_owned())),
+        source_ip: peer,
+        outcome: if status.is_success() {
+            AuditOutcome::Success
+        } else {
+            AuditOutcome::Failure
+        },
+        status: Some(status.as_u16()),
+        details: note.details,
+    };
+    // The action already happened (or was refused); failing the response now would make the
+    // caller retry something that succeeded. The failure is logged loudly instead.
+    if let Err(e) = state.store.append_audit_event(&event).await {
+        tracing::error!(error = %e, action = rule.action, "cannot append to the audit log");
+    }
 }

@@ -4,9 +4,10 @@
 //! the two cannot drift, and is served at `/api/v1/openapi.json`.
 
 pub mod auth;
-mod devices;
+pub(crate) mod devices;
 pub mod error;
-mod resources;
+pub(crate) mod resources;
+mod webhooks;
 
 use axum::Router;
 use axum::response::IntoResponse;
@@ -47,6 +48,7 @@ pub const DEFAULT_LIMIT: u32 = 100;
         (name = "access", description = "API tokens, users and groups"),
         (name = "audit", description = "The hash-chained audit log"),
         (name = "server", description = "Server settings and totals"),
+        (name = "webhooks", description = "Signed HTTP callbacks for device events"),
     )
 )]
 struct ApiDoc;
@@ -86,6 +88,10 @@ fn unprotected_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(resources::list_groups))
         .routes(routes!(resources::list_audit_events))
         .routes(routes!(resources::server_info))
+        .routes(routes!(webhooks::list_webhooks, webhooks::create_webhook))
+        .routes(routes!(webhooks::get_webhook, webhooks::delete_webhook))
+        .routes(routes!(webhooks::list_webhook_deliveries))
+        .routes(routes!(webhooks::test_webhook))
         .split_for_parts();
     finish_document(&mut doc);
     (router, doc)

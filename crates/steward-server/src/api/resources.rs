@@ -447,6 +447,8 @@ pub struct NewUserRequest {
     /// At least 8 characters; stored as Argon2id.
     #[schema(value_type = String, format = Password)]
     pub password: SecretString,
+    /// Lets the user sign in to the web console with this role (absent: enrollment only).
+    pub console_role: Option<RoleName>,
 }
 
 /// List users of Steward's user store.
@@ -509,7 +511,11 @@ pub async fn create_user(
         disabled: false,
         created_at: OffsetDateTime::now_utc(),
     };
-    state.store.create_user(&user).await.map_err(|e| match e {
+    let stored = match body.console_role {
+        Some(role) => state.store.create_console_user(&user, role.into()).await,
+        None => state.store.create_user(&user).await,
+    };
+    stored.map_err(|e| match e {
         StoreError::Conflict(_) => ApiError::Conflict(format!("a user {} exists", user.email)),
         other => other.into(),
     })?;

@@ -367,21 +367,16 @@ async fn enroll_device(state: &AppState, req: SoapRequest) -> Result<Response, S
 
     if let Err(e) = state.store.commit_enrollment(&commit).await {
         // The certificate exists but was never delivered: account for its serial as void.
-        let void = IssuanceLogEntry {
-            serial: issued.serial_hex.clone(),
-            event: IssuanceEvent::Void,
-            thumbprint: Some(issued.thumbprint.clone()),
-            subject: Some(subject),
-            device_id: Some(device_id.clone()),
-            enrollment_id: None,
-            not_before: Some(not_before),
-            not_after: Some(issued.not_after),
-            reason: Some(format!("enrollment not committed: {e}")),
-            at: OffsetDateTime::now_utc(),
-        };
-        if let Err(log_err) = state.store.append_issuance_log(&void).await {
-            tracing::error!(serial = %issued.serial_hex, error = %log_err, "could not record void certificate");
-        }
+        record_void(
+            state,
+            &issued,
+            subject,
+            &device_id,
+            None,
+            not_before,
+            format!("enrollment not committed: {e}"),
+        )
+        .await;
         return Err(match e {
             StoreError::TokenUnusable(u) => SoapFault::new(FaultSubcode::Authentication, u.to_string()),
             StoreError::NonceReused => {
@@ -442,4 +437,32 @@ async fn enroll_device(state: &AppState, req: SoapRequest) -> Result<Response, S
         &doc_xml,
         now,
     )))
+}
+
+/// A certificate was signed but the change that would deliver it did not commit: account for its
+/// serial as `void` in the issuance log so it is never mistaken for a live identity.
+pub(super) async fn record_void(
+    state: &AppState,
+    issued: &steward_pki::IssuedCertificate,
+    subject: String,
+    device_id: &DeviceId,
+    enrollment_id: Option<EnrollmentId>,
+    not_before: OffsetDateTime,
+    reason: String,
+) {
+    let void = IssuanceLogEntry {
+        serial: issued.serial_hex.clone(),
+        event: IssuanceEvent::Void,
+        thumbprint: Some(issued.thumbprint.clone()),
+        subject: Some(subject),
+        device_id: Some(device_id.clone()),
+        enrollment_id,
+        not_before: Some(not_before),
+        not_after: Some(issued.not_after),
+        reason: Some(reason),
+        at: OffsetDateTime::now_utc(),
+    };
+    if let Err(e) = state.store.append_issuance_log(&void).await {
+        tracing::error!(serial = %issued.serial_hex, error = %e, "could not record void certificate");
+    }
 }

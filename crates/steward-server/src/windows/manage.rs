@@ -122,7 +122,15 @@ pub async fn management(
     let raw = String::from_utf8_lossy(&bytes);
     let request_hash = hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &bytes));
 
-    let previous = state.store.session_state(enrollment.id).await.map_err(internal)?;
+    let now = OffsetDateTime::now_utc();
+    // The three reads are independent: run them together on the read pool, so a message waits
+    // for the slowest, not the sum. (A replayed message discards the facts and queue; replays are rare.)
+    let (previous, facts, open) = tokio::try_join!(
+        state.store.session_state(enrollment.id),
+        state.store.device_facts(enrollment.id),
+        state.store.deliverable_commands(enrollment.id, now),
+    )
+    .map_err(internal)?;
     if let Some(p) = &previous
         && p.session_id == msg.header.session_id
         && p.client_msg_id == msg.header.msg_id
@@ -133,14 +141,19 @@ pub async fn management(
         return Ok(syncml_ok(p.last_response.clone()));
     }
 
-    let now = OffsetDateTime::now_utc();
     let new_session = previous
         .as_ref()
         .is_none_or(|p| p.session_id != msg.header.session_id || msg.header.msg_id == 1);
-    let facts = state.store.device_facts(enrollment.id).await.map_err(internal)?;
-    if new_session {
-        schedule_inventory(&state, &enrollment, &facts, now).await?;
-    }
+    let open = if new_session && schedule_inventory(&state, &enrollment, &facts, &open, now).await? {
+        // The inventory Get was just queued: read the queue again so it goes out in this session.
+        state
+            .store
+            .deliverable_commands(enrollment.id, now)
+            .await
+            .map_err(internal)?
+    } else {
+        open
+    };
     let e = &state.config.enrollment;
     let poll = session::PollPolicy {
         provider_id: e.provider_id.clone(),
@@ -151,11 +164,6 @@ pub async fn management(
             .find(|f| f.name == session::POLL_FACT)
             .and_then(|f| f.value.parse().ok()),
     };
-    let open = state
-        .store
-        .deliverable_commands(enrollment.id, now)
-        .await
-        .map_err(internal)?;
     let by_md5 = thumbprint.is_empty();
     let mut out = session::process(session::SessionInput {
         msg: &msg,
@@ -266,23 +274,24 @@ fn syncml_ok(body: String) -> Response {
 }
 
 /// Queues an inventory Get at the start of a session when the last one is older than the configured
-/// interval (or never came) and none is already waiting.
+/// interval (or never came) and none is already waiting in `open` (the deliverable queue). Returns
+/// whether it queued one.
 async fn schedule_inventory(
     state: &AppState,
     e: &Enrollment,
     facts: &[DeviceFact],
+    open: &[Command],
     now: OffsetDateTime,
-) -> Result<(), ManagementError> {
+) -> Result<bool, ManagementError> {
     let interval = time::Duration::hours(i64::from(state.config.enrollment.inventory_interval_hours));
     let fresh = facts
         .iter()
         .any(|f| f.name == inventory::COLLECTED_AT && now - f.updated_at < interval);
     if fresh {
-        return Ok(());
+        return Ok(false);
     }
-    let open = state.store.deliverable_commands(e.id, now).await.map_err(internal)?;
     if open.iter().any(|c| c.origin == inventory::ORIGIN) {
-        return Ok(());
+        return Ok(false);
     }
     state
         .store
@@ -296,5 +305,6 @@ async fn schedule_inventory(
             expires_at: Some(now + interval),
         }])
         .await
-        .map_err(internal)
+        .map_err(internal)?;
+    Ok(true)
 }

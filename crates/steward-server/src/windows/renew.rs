@@ -100,21 +100,17 @@ pub async fn renew_device(state: &AppState, req: SoapRequest, tls_cert: Option<&
         at: now,
     };
     if let Err(e) = state.store.renew_certificate(&renewal).await {
-        let void = IssuanceLogEntry {
-            serial: issued.serial_hex.clone(),
-            event: IssuanceEvent::Void,
-            thumbprint: Some(issued.thumbprint.clone()),
-            subject: Some(subject),
-            device_id: Some(enrollment.device_id.clone()),
-            enrollment_id: Some(enrollment.id),
-            not_before: Some(not_before),
-            not_after: Some(issued.not_after),
-            reason: Some(format!("renewal not committed: {e}")),
-            at: OffsetDateTime::now_utc(),
-        };
-        if let Err(log_err) = state.store.append_issuance_log(&void).await {
-            tracing::error!(serial = %issued.serial_hex, error = %log_err, "could not record void certificate");
-        }
+        let reason = format!("renewal not committed: {e}");
+        super::enroll::record_void(
+            state,
+            &issued,
+            subject,
+            &enrollment.device_id,
+            Some(enrollment.id),
+            not_before,
+            reason,
+        )
+        .await;
         return Err(match e {
             StoreError::NotFound => denied("the certificate is no longer current"),
             other => internal(format!("could not record the renewal: {other}")),

@@ -35,7 +35,7 @@ pub const DEFAULT_MAX_MSG_SIZE: usize = 512 * 1024;
 /// Room left for the SyncHdr and framing when packing commands.
 const HEADER_SLACK: usize = 2048;
 /// Raw device messages are kept for audit up to this size each.
-const RAW_MESSAGE_KEEP: usize = 64 * 1024;
+const RAW_MESSAGE_KEEP: usize = 16 * 1024;
 
 pub const TYPE_MSI_INSTALL: &str = "Reversed-Domain-Name:com.microsoft.mdm.win32csp_install";
 

@@ -194,6 +194,12 @@ const EXPECTED: &[(&str, &str, &str, bool)] = &[
     ("GET", "/api/v1/groups", "AOHU", true),
     ("GET", "/api/v1/audit-events", "AU", false),
     ("GET", "/api/v1/server", "AOHU", true),
+    ("GET", "/api/v1/webhooks", "AU", false),
+    ("POST", "/api/v1/webhooks", "A", false),
+    ("GET", "/api/v1/webhooks/{id}", "AU", false),
+    ("DELETE", "/api/v1/webhooks/{id}", "A", false),
+    ("GET", "/api/v1/webhooks/{id}/deliveries", "AU", false),
+    ("POST", "/api/v1/webhooks/{id}/test", "A", false),
 ];
 
 fn letter(role: Role) -> char {

@@ -280,6 +280,27 @@ struct FailingCommit(Arc<dyn Store>);
 
 #[async_trait::async_trait]
 impl Store for FailingCommit {
+    async fn create_console_user(&self, u: &User, role: Role) -> StoreResult<()> {
+        self.0.create_console_user(u, role).await
+    }
+    async fn console_user_by_email(&self, email: &str) -> StoreResult<Option<ConsoleUser>> {
+        self.0.console_user_by_email(email).await
+    }
+    async fn create_console_session(&self, s: &ConsoleSession) -> StoreResult<()> {
+        self.0.create_console_session(s).await
+    }
+    async fn console_session(&self, h: &TokenHash) -> StoreResult<Option<(ConsoleSession, ConsoleUser)>> {
+        self.0.console_session(h).await
+    }
+    async fn touch_console_session(&self, h: &TokenHash, now: ::time::OffsetDateTime) -> StoreResult<()> {
+        self.0.touch_console_session(h, now).await
+    }
+    async fn delete_console_session(&self, h: &TokenHash, now: ::time::OffsetDateTime) -> StoreResult<bool> {
+        self.0.delete_console_session(h, now).await
+    }
+    async fn device_stats(&self, now: ::time::OffsetDateTime) -> StoreResult<DeviceStats> {
+        self.0.device_stats(now).await
+    }
     async fn create_enrollment_token(&self, t: &NewEnrollmentToken) -> StoreResult<EnrollmentToken> {
         self.0.create_enrollment_token(t).await
     }
@@ -425,6 +446,45 @@ impl Store for FailingCommit {
     }
     async fn audit_events(&self, f: &AuditFilter, after: Option<i64>, limit: u32) -> StoreResult<Vec<AuditEvent>> {
         self.0.audit_events(f, after, limit).await
+    }
+    async fn create_webhook(&self, w: &NewWebhook) -> StoreResult<Webhook> {
+        self.0.create_webhook(w).await
+    }
+    async fn webhook(&self, id: WebhookId) -> StoreResult<Option<Webhook>> {
+        self.0.webhook(id).await
+    }
+    async fn list_webhooks(&self) -> StoreResult<Vec<Webhook>> {
+        self.0.list_webhooks().await
+    }
+    async fn delete_webhook(&self, id: WebhookId) -> StoreResult<bool> {
+        self.0.delete_webhook(id).await
+    }
+    async fn queue_webhook_ping(&self, id: WebhookId, now: ::time::OffsetDateTime) -> StoreResult<Option<WebhookPing>> {
+        self.0.queue_webhook_ping(id, now).await
+    }
+    async fn next_webhook_ping(&self, id: WebhookId) -> StoreResult<Option<WebhookPing>> {
+        self.0.next_webhook_ping(id).await
+    }
+    async fn advance_webhook_cursor(&self, id: WebhookId, seq: i64) -> StoreResult<()> {
+        self.0.advance_webhook_cursor(id, seq).await
+    }
+    async fn record_webhook_attempt(&self, a: &WebhookAttempt) -> StoreResult<()> {
+        self.0.record_webhook_attempt(a).await
+    }
+    async fn webhook_deliveries(
+        &self,
+        id: WebhookId,
+        before_id: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Vec<WebhookDelivery>> {
+        self.0.webhook_deliveries(id, before_id, limit).await
+    }
+    async fn prune_webhook_deliveries(
+        &self,
+        older_than: ::time::OffsetDateTime,
+        keep_per_webhook: u32,
+    ) -> StoreResult<u64> {
+        self.0.prune_webhook_deliveries(older_than, keep_per_webhook).await
     }
 }
 

@@ -6,9 +6,11 @@
 
 mod api;
 mod common;
+mod console;
 mod enrollment;
 mod enrollment_faults;
 mod fixtures;
 mod lifecycle;
 mod load;
 mod management;
+mod webhooks;

@@ -1,0 +1,1122 @@
+//! `steward-bench`: the issue-5 measurements in one run on one machine. Everything talks to
+//! 127.0.0.1 only: an in-process Steward server driven by the device simulator, a bare
+//! hyper+rustls server on the same TLS configuration as the baseline, and a child server process
+//! for the memory figure (so the simulator's own memory is not counted).
+//!
+//! Sizes come from [`BenchOptions`]; the smoke test runs it tiny and checks only that figures come
+//! out. No figure here is asserted anywhere: timings on shared CI machines are noise.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use steward_domain::*;
+use steward_pki::{DeviceCertParams, DeviceKey};
+use steward_server::Config;
+use steward_sim::{Credentials, DeviceProfile, EnrollOptions, HttpsClient, ManagedDevice, SessionTrigger};
+use steward_windows_proto::syncml;
+use time::OffsetDateTime;
+use tokio::net::TcpListener;
+
+const SYNCML: &str = "application/vnd.syncml.dm+xml";
+const MANAGEMENT_PATH: &str = "/ManagementServer/MDM.svc";
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("setup: {0}")]
+    Setup(String),
+    #[error(transparent)]
+    Server(#[from] steward_server::ServeError),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("pki: {0}")]
+    Pki(#[from] steward_pki::PkiError),
+    #[error("https: {0}")]
+    Https(#[from] steward_sim::HttpsError),
+    #[error("enrollment: {0}")]
+    Enroll(#[from] steward_sim::EnrollError),
+    #[error("session: {0}")]
+    Session(#[from] steward_sim::SessionError),
+    #[error("syncml: {0}")]
+    SyncMl(#[from] syncml::SyncMlError),
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("task: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+type Result<T> = std::result::Result<T, BenchError>;
+
+/// What to measure and how big. Defaults are the documented reference run's sizes.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Seconds spent on each CPU-only measurement (signing, each codec figure).
+    pub cpu_seconds: f64,
+    /// Directory holding the real captures `04-session1-msg1.request.xml` and
+    /// `05-session2-unenroll.request.xml`; missing files are reported, not fatal.
+    pub fixtures: Option<PathBuf>,
+    /// Items in the generated large SyncML message (Results, ~300 bytes each).
+    pub large_items: usize,
+    /// Devices enrolled over the wire for the enrollment figure (also the management fleet).
+    pub enroll_devices: usize,
+    /// Devices taking part in the session measurements (at most `enroll_devices`).
+    pub devices: usize,
+    /// Sessions per session measurement (run in whole rounds over `devices`).
+    pub sessions: usize,
+    /// Concurrent clients.
+    pub concurrency: usize,
+    /// Devices written directly through the store for the store-size, fan-out and RSS figures.
+    pub store_devices: usize,
+    /// The executable to run as the child server (`<exe> serve-child`); None skips the RSS figure.
+    pub child_exe: Option<PathBuf>,
+    /// Devices that enroll and check in against the child server before its RSS is read.
+    pub child_active_devices: usize,
+}
+
+impl Default for BenchOptions {
+    fn default() -> Self {
+        Self {
+            cpu_seconds: 2.0,
+            fixtures: None,
+            large_items: 2_000,
+            enroll_devices: 1_000,
+            devices: 200,
+            sessions: 4_000,
+            concurrency: 32,
+            store_devices: 10_000,
+            child_exe: None,
+            child_active_devices: 100,
+        }
+    }
+}
+
+/// One measured figure.
+#[derive(Debug, Clone)]
+pub struct Figure {
+    pub name: String,
+    pub value: f64,
+    pub unit: &'static str,
+    pub note: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    pub figures: Vec<Figure>,
+}
+
+impl Report {
+    fn add(&mut self, name: impl Into<String>, value: f64, unit: &'static str, note: impl Into<String>) {
+        let f = Figure {
+            name: name.into(),
+            value,
+            unit,
+            note: note.into(),
+        };
+        eprintln!("  {:<58} {:>12.2} {:<10} {}", f.name, f.value, f.unit, f.note);
+        self.figures.push(f);
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Figure> {
+        self.figures.iter().find(|f| f.name == name)
+    }
+
+    /// A Markdown table of every figure.
+    pub fn to_markdown(&self) -> String {
+        let mut s = String::from("| figure | value | unit | note |\n|---|---:|---|---|\n");
+        for f in &self.figures {
+            s.push_str(&format!("| {} | {:.2} | {} | {} |\n", f.name, f.value, f.unit, f.note));
+        }
+        s
+    }
+}
+
+/// Latency distribution of one measurement.
+#[derive(Debug, Clone, Copy, Default)]
+struct Latency {
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+}
+
+fn latency(samples: &mut [Duration]) -> Latency {
+    if samples.is_empty() {
+        return Latency::default();
+    }
+    samples.sort_unstable();
+    // Nearest rank, as steward-sim's load report does.
+    let rank = |q: f64| {
+        let i = ((q * samples.len() as f64).ceil() as usize).clamp(1, samples.len()) - 1;
+        samples[i].as_secs_f64() * 1e3
+    };
+    Latency {
+        p50_ms: rank(0.50),
+        p99_ms: rank(0.99),
+        max_ms: rank(1.0),
+    }
+}
+
+/// Runs every measurement and returns the figures (also printed to stderr as they come).
+pub async fn run(opts: &BenchOptions) -> Result<Report> {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let mut report = Report::default();
+
+    eprintln!("CA signing");
+    for threads in [1, 2] {
+        let rate = signing_rate(opts.cpu_seconds, threads).await?;
+        report.add(format!("CA signing, {threads} thread(s)"), rate, "certs/s", "");
+    }
+
+    eprintln!("SyncML codec");
+    codec(opts, &mut report)?;
+
+    eprintln!("wire: in-process server on 127.0.0.1");
+    let server = BenchServer::start().await?;
+    let devices = enrollment(&server, opts, &mut report).await?;
+    let template = sessions(&server, devices, opts, &mut report).await?;
+    server.server.shutdown().await;
+
+    eprintln!("store and memory");
+    store_and_memory(opts, &template, &mut report).await?;
+    Ok(report)
+}
+
+// ---- CA signing ----
+
+async fn signing_rate(seconds: f64, threads: usize) -> Result<f64> {
+    tokio::task::spawn_blocking(move || -> Result<f64> {
+        let validity = time::Duration::days(3650);
+        let root = steward_pki::generate_root_ca("Bench Root", "Steward Bench", validity)?;
+        let issuing = steward_pki::generate_issuing_ca(&root, "Bench Issuing", "Steward Bench", validity)?;
+        let spki = DeviceKey::generate_rsa(2048)?.spki_der();
+        let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+        let started = Instant::now();
+        let issued = std::thread::scope(|s| {
+            let workers: Vec<_> = (0..threads)
+                .map(|_| {
+                    s.spawn(|| -> Result<u64> {
+                        let mut n = 0u64;
+                        while Instant::now() < deadline {
+                            let now = OffsetDateTime::now_utc();
+                            let params = DeviceCertParams {
+                                serial: *uuid::Uuid::new_v4().as_bytes(),
+                                common_name: uuid::Uuid::new_v4().simple().to_string().to_uppercase(),
+                                organizational_unit: Some(uuid::Uuid::new_v4().to_string()),
+                                not_before: now,
+                                not_after: now + time::Duration::days(365),
+                            };
+                            std::hint::black_box(steward_pki::issue_device_certificate(&issuing, &spki, &params)?);
+                            n += 1;
+                        }
+                        Ok(n)
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| {
+                    w.join()
+                        .map_err(|_| BenchError::Setup("signing thread panicked".into()))?
+                })
+                .sum::<Result<u64>>()
+        })?;
+        Ok(issued as f64 / started.elapsed().as_secs_f64())
+    })
+    .await?
+}
+
+// ---- SyncML codec ----
+
+/// MB/s of `f` over `bytes` bytes per call, for `seconds`.
+fn throughput(seconds: f64, bytes: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    let started = Instant::now();
+    let mut n = 0u64;
+    while started.elapsed().as_secs_f64() < seconds || n == 0 {
+        f()?;
+        n += 1;
+    }
+    Ok((bytes as f64 * n as f64) / started.elapsed().as_secs_f64() / 1e6)
+}
+
+fn codec_one(name: &str, input: &[u8], seconds: f64, report: &mut Report) -> Result<()> {
+    let msg = syncml::parse_bytes(input)?;
+    let parse = throughput(seconds, input.len(), || {
+        std::hint::black_box(syncml::parse_bytes(std::hint::black_box(input))?);
+        Ok(())
+    })?;
+    let written_len = syncml::write(&msg).len();
+    let mut buf = String::with_capacity(written_len);
+    let write = throughput(seconds, written_len, || {
+        buf.clear();
+        syncml::write_into(std::hint::black_box(&msg), &mut buf);
+        std::hint::black_box(&buf);
+        Ok(())
+    })?;
+    let note = format!("{} bytes", input.len());
+    report.add(format!("SyncML parse, {name}"), parse, "MB/s", note.clone());
+    report.add(
+        format!("SyncML write, {name}"),
+        write,
+        "MB/s",
+        format!("{written_len} bytes out"),
+    );
+    Ok(())
+}
+
+/// A device's answer to a big inventory Get: `items` Results items with escapable text.
+pub fn large_message(items: usize) -> String {
+    let mut results = syncml::Results {
+        cmd_id: "3".into(),
+        msg_ref: Some("1".into()),
+        cmd_ref: "5".into(),
+        ..Default::default()
+    };
+    for i in 0..items {
+        let mut item = syncml::Item {
+            source: Some(syncml::LocTarget::new(format!(
+                "./Device/Vendor/MSFT/DeviceStatus/Bench/Node{i:05}/Value"
+            ))),
+            ..Default::default()
+        };
+        item.meta = Some(syncml::Meta::format("chr"));
+        item.data = Some(syncml::ItemData::Text(format!(
+            "value {i} <with> & escapable characters and some padding to look like a real setting {}",
+            "x".repeat(120)
+        )));
+        results.items.push(item);
+    }
+    let msg = syncml::SyncMl {
+        header: syncml::SyncHdr::new("1A", 2, "https://localhost/ManagementServer/MDM.svc", "BENCHDEVICE"),
+        body: syncml::SyncBody {
+            commands: vec![
+                syncml::Command::Status(syncml::Status {
+                    cmd_id: "1".into(),
+                    msg_ref: "1".into(),
+                    cmd_ref: "0".into(),
+                    cmd: "SyncHdr".into(),
+                    data: "200".into(),
+                    ..Default::default()
+                }),
+                syncml::Command::Results(results),
+            ],
+            final_: true,
+        },
+    };
+    syncml::write(&msg)
+}
+
+fn codec(opts: &BenchOptions, report: &mut Report) -> Result<()> {
+    for file in ["04-session1-msg1.request.xml", "05-session2-unenroll.request.xml"] {
+        let Some(path) = opts.fixtures.as_ref().map(|d| d.join(file)) else {
+            eprintln!("  (no --fixtures directory: skipping {file})");
+            continue;
+        };
+        match std::fs::read(&path) {
+            Ok(bytes) => codec_one(file, &bytes, opts.cpu_seconds, report)?,
+            Err(e) => eprintln!("  (cannot read {}: {e}; skipped)", path.display()),
+        }
+    }
+    let large = large_message(opts.large_items);
+    codec_one(
+        &format!("generated Results, {} items", opts.large_items),
+        large.as_bytes(),
+        opts.cpu_seconds,
+        report,
+    )
+}
+
+// ---- The in-process server ----
+
+struct BenchServer {
+    server: steward_server::RunningServer,
+    url: String,
+    roots: Arc<Vec<Vec<u8>>>,
+    _dir: tempfile::TempDir,
+}
+
+fn server_config(dir: &Path, port: u16) -> Config {
+    Config {
+        data_dir: dir.to_owned(),
+        listen: ([127, 0, 0, 1], port).into(),
+        public_url: Some(format!("https://localhost:{port}")),
+        ..Config::default()
+    }
+}
+
+impl BenchServer {
+    async fn start() -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        let server = steward_server::start_with_listener(server_config(dir.path(), port), listener).await?;
+        let roots = Arc::new(vec![server.state.pki.root.cert_der().to_vec()]);
+        Ok(Self {
+            url: format!("https://localhost:{port}"),
+            server,
+            roots,
+            _dir: dir,
+        })
+    }
+
+    fn store(&self) -> &dyn Store {
+        self.server.state.store.as_ref()
+    }
+}
+
+async fn create_token(store: &dyn Store, uses: usize) -> Result<String> {
+    let secret = TokenKind::Enrollment
+        .generate()
+        .map_err(|_| BenchError::Setup("random generator failed".into()))?;
+    let now = OffsetDateTime::now_utc();
+    store
+        .create_enrollment_token(&NewEnrollmentToken {
+            id: EnrollmentTokenId::new(),
+            token_hash: TokenHash::of(secret.expose()),
+            description: Some("steward-bench".into()),
+            max_uses: Some(u32::try_from(uses).unwrap_or(u32::MAX)),
+            expires_at: Some(now + time::Duration::hours(6)),
+            group: None,
+            created_at: now,
+        })
+        .await?;
+    Ok(secret.expose().to_owned())
+}
+
+// ---- Enrollment ----
+
+/// Keys for `n` devices. Benchmark shortcut (as `steward-sim load --shared-key`): one RSA key
+/// loaded `n` times, before the clock starts, so RSA generation does not compete with the server.
+async fn device_keys(n: usize) -> Result<Vec<DeviceKey>> {
+    tokio::task::spawn_blocking(move || -> Result<Vec<DeviceKey>> {
+        let key = DeviceKey::generate_rsa(2048)?;
+        let der = key.pkcs8_der();
+        let mut keys = vec![key];
+        for _ in 1..n {
+            keys.push(DeviceKey::from_pkcs8(&der)?);
+        }
+        Ok(keys)
+    })
+    .await?
+}
+
+async fn enroll_fleet(
+    url: &str,
+    roots: &Arc<Vec<Vec<u8>>>,
+    token: &str,
+    n: usize,
+    concurrency: usize,
+) -> Result<(Vec<ManagedDevice>, Vec<Duration>, Duration, Vec<String>)> {
+    let keys = Arc::new(Mutex::new(
+        device_keys(n).await?.into_iter().enumerate().collect::<Vec<_>>(),
+    ));
+    let started = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..concurrency.clamp(1, n.max(1)) {
+        let (keys, roots, url, token) = (keys.clone(), roots.clone(), url.to_owned(), token.to_owned());
+        set.spawn(async move {
+            let mut out = (Vec::new(), Vec::new(), Vec::new());
+            loop {
+                let next = keys.lock().map(|mut k| k.pop()).unwrap_or(None);
+                let Some((i, key)) = next else { break };
+                let t = Instant::now();
+                let mut opts = EnrollOptions::new(
+                    url.clone(),
+                    format!("bench{i:06}@bench.example"),
+                    Credentials::Password(token.clone()),
+                );
+                opts.device_name = format!("BENCH-{i:06}");
+                // A fresh client per device: Windows enrolls over its own connection.
+                let r = match HttpsClient::new(&roots, None) {
+                    Ok(client) => steward_sim::enroll_with_key(&client, &opts, key)
+                        .await
+                        .map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                match r {
+                    Ok(enrolled) => {
+                        out.1.push(t.elapsed());
+                        let profile = DeviceProfile::random(&enrolled.device_id);
+                        out.0.push(ManagedDevice::from_enrolled(enrolled, profile));
+                    }
+                    Err(e) => out.2.push(e),
+                }
+            }
+            out
+        });
+    }
+    let (mut devices, mut lat, mut errors) = (Vec::new(), Vec::new(), Vec::new());
+    while let Some(r) = set.join_next().await {
+        let (d, l, e) = r?;
+        devices.extend(d);
+        lat.extend(l);
+        errors.extend(e);
+    }
+    Ok((devices, lat, started.elapsed(), errors))
+}
+
+async fn enrollment(server: &BenchServer, opts: &BenchOptions, report: &mut Report) -> Result<Vec<ManagedDevice>> {
+    let n = opts.enroll_devices.max(opts.devices).max(1);
+    let token = create_token(server.store(), n).await?;
+    let (devices, mut lat, wall, errors) =
+        enroll_fleet(&server.url, &server.roots, &token, n, opts.concurrency).await?;
+    let l = latency(&mut lat);
+    report.add(
+        "enrollment end to end (probe, Discover, Policy, RST, stored)",
+        devices.len() as f64 / wall.as_secs_f64(),
+        "enroll/s",
+        format!(
+            "{} ok, {} failed, concurrency {}, p50 {:.1} ms, p99 {:.1} ms",
+            devices.len(),
+            errors.len(),
+            opts.concurrency,
+            l.p50_ms,
+            l.p99_ms
+        ),
+    );
+    if let Some(e) = errors.first() {
+        eprintln!("  first enrollment error: {e}");
+    }
+    Ok(devices)
+}
+
+// ---- Management sessions ----
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ConnMode {
+    /// A new connection per session with a full handshake (no resumption possible).
+    Fresh,
+    /// A new connection per session, resuming the device's previous TLS session when the server
+    /// allows it (Windows keeps its TLS session cache across OMA-DM sessions).
+    Resumed,
+    /// One connection kept open across sessions: no handshake at all after the first.
+    Reused,
+}
+
+impl ConnMode {
+    fn label(self) -> &'static str {
+        match self {
+            ConnMode::Fresh => "new connection per session, full handshake",
+            ConnMode::Resumed => "new connection per session, TLS resumption",
+            ConnMode::Reused => "connection reused across sessions",
+        }
+    }
+}
+
+struct Dev {
+    device: ManagedDevice,
+    enrollment: EnrollmentId,
+    tls: Arc<rustls::ClientConfig>,
+    kept: Option<HttpsClient>,
+}
+
+/// What one session is.
+#[derive(Clone)]
+enum Work {
+    Steward,
+    /// The baseline: `posts` POSTs of `body` to the bare server.
+    Bare {
+        url: String,
+        body: Bytes,
+        posts: usize,
+    },
+}
+
+#[derive(Default)]
+struct RoundResult {
+    latencies: Vec<Duration>,
+    messages: u64,
+    commands: u64,
+    errors: Vec<String>,
+}
+
+async fn one_session(d: &mut Dev, mode: ConnMode, work: &Work, roots: &[Vec<u8>]) -> Result<(u64, u64)> {
+    let fresh;
+    let client = match mode {
+        ConnMode::Fresh => {
+            fresh = HttpsClient::new(roots, d.device.tls_identity())?;
+            &fresh
+        }
+        ConnMode::Resumed => {
+            fresh = HttpsClient::with_config(d.tls.clone());
+            &fresh
+        }
+        ConnMode::Reused => d.kept.get_or_insert_with(|| HttpsClient::with_config(d.tls.clone())),
+    };
+    match work {
+        Work::Steward => {
+            let r = d.device.run_session(client, SessionTrigger::Scheduled).await?;
+            if !r.ended {
+                return Err(BenchError::Setup("the server did not end the session".into()));
+            }
+            Ok((u64::from(r.messages), r.received.len() as u64))
+        }
+        Work::Bare { url, body, posts } => {
+            for _ in 0..*posts {
+                let r = client.post(url, SYNCML, body.clone()).await?;
+                if !r.status.is_success() {
+                    return Err(BenchError::Setup(format!("bare server answered {}", r.status)));
+                }
+            }
+            Ok((*posts as u64, 0))
+        }
+    }
+}
+
+/// One session per device, `concurrency` at a time; returns the devices and what happened.
+async fn round(
+    devs: Vec<Dev>,
+    mode: ConnMode,
+    work: &Work,
+    concurrency: usize,
+    roots: &Arc<Vec<Vec<u8>>>,
+) -> Result<(Vec<Dev>, RoundResult, Duration)> {
+    let queue = Arc::new(Mutex::new(devs.into_iter().collect::<VecDeque<_>>()));
+    let started = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..concurrency.max(1) {
+        let (queue, roots, work) = (queue.clone(), roots.clone(), work.clone());
+        set.spawn(async move {
+            let mut done = Vec::new();
+            let mut res = RoundResult::default();
+            loop {
+                let next = queue.lock().map(|mut q| q.pop_front()).unwrap_or(None);
+                let Some(mut d) = next else { break };
+                let t = Instant::now();
+                match one_session(&mut d, mode, &work, &roots).await {
+                    Ok((m, c)) => {
+                        res.latencies.push(t.elapsed());
+                        res.messages += m;
+                        res.commands += c;
+                    }
+                    Err(e) => res.errors.push(e.to_string()),
+                }
+                done.push(d);
+            }
+            (done, res)
+        });
+    }
+    let mut devs = Vec::new();
+    let mut total = RoundResult::default();
+    while let Some(r) = set.join_next().await {
+        let (d, res) = r?;
+        devs.extend(d);
+        total.latencies.extend(res.latencies);
+        total.messages += res.messages;
+        total.commands += res.commands;
+        total.errors.extend(res.errors);
+    }
+    Ok((devs, total, started.elapsed()))
+}
+
+fn replace_commands(enrollment: EnrollmentId, n: usize, tag: &str, now: OffsetDateTime) -> Vec<NewCommand> {
+    (0..n)
+        .map(|i| NewCommand {
+            id: CommandId::new(),
+            enrollment_id: enrollment,
+            payload: CommandPayload::single(
+                Verb::Replace,
+                CommandItem {
+                    target: format!("./Device/Vendor/MSFT/Policy/Config/Bench/Setting{i}"),
+                    format: Some("int".into()),
+                    type_: None,
+                    data: Some(tag.to_owned()),
+                },
+            ),
+            priority: 0,
+            origin: "admin".into(),
+            created_at: now,
+            expires_at: None,
+        })
+        .collect()
+}
+
+/// What the store-size figure copies into every synthetic device: a real inventoried device's
+/// facts and session state.
+#[derive(Debug, Clone, Default)]
+pub struct DeviceTemplate {
+    facts: Vec<(String, String)>,
+    session: SessionState,
+}
+
+struct Measured {
+    rate: f64,
+    lat: Latency,
+    sessions: usize,
+    messages_per_session: f64,
+    commands_per_session: f64,
+    errors: usize,
+}
+
+async fn measure(
+    mut devs: Vec<Dev>,
+    mode: ConnMode,
+    work: &Work,
+    replaces: usize,
+    store: &dyn Store,
+    opts: &BenchOptions,
+    roots: &Arc<Vec<Vec<u8>>>,
+) -> Result<(Vec<Dev>, Measured)> {
+    let rounds = (opts.sessions / devs.len().max(1)).max(1);
+    let mut all = RoundResult::default();
+    let mut wall = Duration::ZERO;
+    for r in 0..rounds {
+        if replaces > 0 {
+            // Queued before the clock starts: the figure is the session, not the enqueue.
+            let now = OffsetDateTime::now_utc();
+            let cmds: Vec<NewCommand> = devs
+                .iter()
+                .flat_map(|d| replace_commands(d.enrollment, replaces, &r.to_string(), now))
+                .collect();
+            store.enqueue_commands(&cmds).await?;
+        }
+        let (back, res, took) = round(devs, mode, work, opts.concurrency, roots).await?;
+        devs = back;
+        wall += took;
+        all.latencies.extend(res.latencies);
+        all.messages += res.messages;
+        all.commands += res.commands;
+        all.errors.extend(res.errors);
+    }
+    if let Some(e) = all.errors.first() {
+        eprintln!("  first error ({} in all): {e}", all.errors.len());
+    }
+    let ok = all.latencies.len();
+    let m = Measured {
+        rate: ok as f64 / wall.as_secs_f64(),
+        lat: latency(&mut all.latencies),
+        sessions: ok,
+        messages_per_session: all.messages as f64 / ok.max(1) as f64,
+        commands_per_session: all.commands as f64 / ok.max(1) as f64,
+        errors: all.errors.len(),
+    };
+    Ok((devs, m))
+}
+
+fn add_measured(report: &mut Report, name: String, m: &Measured, baseline: Option<f64>) {
+    let mut note = format!(
+        "{} sessions, {} failed, {:.1} msgs and {:.1} cmds/session, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        m.sessions, m.errors, m.messages_per_session, m.commands_per_session, m.lat.p50_ms, m.lat.p99_ms, m.lat.max_ms
+    );
+    if let Some(b) = baseline.filter(|b| *b > 0.0) {
+        note.push_str(&format!(", {:.0} % of bare baseline", 100.0 * m.rate / b));
+    }
+    report.add(name, m.rate, "sessions/s", note);
+}
+
+async fn sessions(
+    server: &BenchServer,
+    devices: Vec<ManagedDevice>,
+    opts: &BenchOptions,
+    report: &mut Report,
+) -> Result<DeviceTemplate> {
+    let store = server.store();
+    let mut devs = Vec::new();
+    for device in devices.into_iter().take(opts.devices.max(1)) {
+        let id = DeviceId::parse(&device.profile.device_id)
+            .ok_or_else(|| BenchError::Setup("simulator produced a bad DeviceID".into()))?;
+        let e = store
+            .active_enrollment_by_device_id(&id)
+            .await?
+            .ok_or_else(|| BenchError::Setup("enrolled device not in the store".into()))?;
+        let tls = HttpsClient::tls_config(&server.roots, device.tls_identity())?;
+        devs.push(Dev {
+            device,
+            enrollment: e.id,
+            tls,
+            kept: None,
+        });
+    }
+    if devs.is_empty() {
+        return Err(BenchError::Setup("no device enrolled".into()));
+    }
+    let roots = &server.roots;
+    // Warm-up, not measured: the first session carries the inventory; the next ones settle the poll
+    // schedule. After them a check-in is idle (the figures print commands/session to show it).
+    let mut rounds_first = RoundResult::default();
+    for _ in 0..3 {
+        let (back, res, _) = round(devs, ConnMode::Resumed, &Work::Steward, opts.concurrency, roots).await?;
+        devs = back;
+        rounds_first.errors.extend(res.errors);
+    }
+    if let Some(e) = rounds_first.errors.first() {
+        eprintln!("  warm-up errors ({}): {e}", rounds_first.errors.len());
+    }
+
+    // Sizes for the baseline: the device's message 1 and our answer to it.
+    let request = {
+        let d = &mut devs[0].device;
+        let msg = d.start_session(SessionTrigger::Scheduled)?;
+        d.end_session();
+        Bytes::from(syncml::write(&msg))
+    };
+    let state = store
+        .session_state(devs[0].enrollment)
+        .await?
+        .ok_or_else(|| BenchError::Setup("no session state after warm-up".into()))?;
+    let template = DeviceTemplate {
+        facts: store
+            .device_facts(devs[0].enrollment)
+            .await?
+            .into_iter()
+            .map(|f| (f.name, f.value))
+            .collect(),
+        session: state.clone(),
+    };
+    let answer = Bytes::from(state.last_response.clone());
+
+    let tls =
+        steward_server::tls::server_config(&server.server.state.pki).map_err(|e| BenchError::Setup(e.to_string()))?;
+    let (bare_addr, bare_task) = start_bare(tls, answer.clone()).await?;
+    let bare_url = format!("https://localhost:{}{MANAGEMENT_PATH}", bare_addr.port());
+
+    let mut idle_msgs = 1.0;
+    for mode in [ConnMode::Fresh, ConnMode::Resumed, ConnMode::Reused] {
+        let (back, idle) = measure(devs, mode, &Work::Steward, 0, store, opts, roots).await?;
+        devs = back;
+        idle_msgs = idle.messages_per_session;
+        let bare_work = Work::Bare {
+            url: bare_url.clone(),
+            body: request.clone(),
+            posts: idle.messages_per_session.round().max(1.0) as usize,
+        };
+        let (back, bare) = measure(devs, mode, &bare_work, 0, store, opts, roots).await?;
+        devs = back;
+        add_measured(
+            report,
+            format!("bare hyper+rustls baseline, {}", mode.label()),
+            &bare,
+            None,
+        );
+        add_measured(
+            report,
+            format!("idle check-in, {}", mode.label()),
+            &idle,
+            Some(bare.rate),
+        );
+        let (back, ten) = measure(devs, mode, &Work::Steward, 10, store, opts, roots).await?;
+        devs = back;
+        add_measured(report, format!("10-Replace session, {}", mode.label()), &ten, None);
+    }
+    eprintln!(
+        "  (baseline: {} request bytes, {} answer bytes, {idle_msgs:.1} POSTs per session)",
+        request.len(),
+        answer.len()
+    );
+    bare_task.abort();
+    Ok(template)
+}
+
+/// The baseline: hyper http1 with keep-alive on the server's own rustls configuration (same
+/// certificates, same client-certificate verifier, same resumption settings), answering every
+/// POST with a fixed body the size of our idle answer. No routing, no store, no SyncML.
+async fn start_bare(
+    tls: Arc<rustls::ServerConfig>,
+    answer: Bytes,
+) -> Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let task = tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let _ = tcp.set_nodelay(true);
+            let (acceptor, answer) = (acceptor.clone(), answer.clone());
+            tokio::spawn(async move {
+                let Ok(stream) = acceptor.accept(tcp).await else { return };
+                let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let answer = answer.clone();
+                    async move {
+                        let _ = req.into_body().collect().await;
+                        let mut resp = http::Response::new(Full::new(answer));
+                        resp.headers_mut()
+                            .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(SYNCML));
+                        Ok::<_, Infallible>(resp)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .keep_alive(true)
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    Ok((addr, task))
+}
+
+// ---- Store size, fan-out, server memory ----
+
+fn synthetic_enrollment(i: usize, now: OffsetDateTime) -> Result<Enrollment> {
+    let device_id = DeviceId::parse(&uuid::Uuid::new_v4().simple().to_string().to_uppercase())
+        .ok_or_else(|| BenchError::Setup("bad synthetic DeviceID".into()))?;
+    let thumb = uuid::Uuid::new_v4().simple().to_string().to_uppercase();
+    Ok(Enrollment {
+        id: EnrollmentId::new(),
+        device_id,
+        hw_dev_id: Some(uuid::Uuid::new_v4().simple().to_string()),
+        device_name: Some(format!("SYNTH-{i:06}")),
+        os_version: Some("10.0.26100.2605".into()),
+        os_edition: Some("72".into()),
+        enrollment_type: EnrollmentType::Full,
+        user_email: Some(format!("synth{i:06}@bench.example")),
+        auth_method: AuthMethod::EnrollmentToken,
+        enrollment_token_id: None,
+        group_id: None,
+        cert_serial: uuid::Uuid::new_v4().simple().to_string(),
+        // 40 hex digits like a SHA-1 thumbprint (a UUID is 32).
+        cert_thumbprint: format!("{thumb}{}", &thumb[..8]),
+        cert_not_after: now + time::Duration::days(365),
+        state: EnrollmentState::Active,
+        enrolled_at: now,
+        updated_at: now,
+        last_seen_at: None,
+    })
+}
+
+async fn checkpoint(db: &Path) -> Result<()> {
+    use sqlx::ConnectOptions;
+    let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(db)
+        .connect()
+        .await
+        .map_err(|e| BenchError::Setup(format!("checkpoint: {e}")))?;
+    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+        .execute(&mut conn)
+        .await
+        .map_err(|e| BenchError::Setup(format!("checkpoint: {e}")))?;
+    Ok(())
+}
+
+fn file_len(p: &Path) -> u64 {
+    std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
+}
+
+fn db_bytes(dir: &Path) -> (u64, u64) {
+    let db = dir.join("steward.db");
+    (file_len(&db), file_len(&dir.join("steward.db-wal")))
+}
+
+async fn store_and_memory(opts: &BenchOptions, template: &DeviceTemplate, report: &mut Report) -> Result<()> {
+    let n = opts.store_devices.max(1);
+    let dir = tempfile::tempdir()?;
+    let config = server_config(dir.path(), 0);
+    let store = steward_server::open_store(&config).await?;
+    let (db0, wal0) = db_bytes(dir.path());
+    let started = Instant::now();
+    let mut ids = Vec::with_capacity(n);
+    for i in 0..n {
+        let now = OffsetDateTime::now_utc();
+        let e = synthetic_enrollment(i, now)?;
+        let id = e.id;
+        store
+            .commit_enrollment(&EnrollmentCommit {
+                subject: format!("CN={}", e.device_id),
+                enrollment: e,
+                not_before: now,
+                consume_token: None,
+                consume_nonce: None,
+                md5_credential: None,
+            })
+            .await?;
+        let mut session = template.session.clone();
+        session.key = uuid::Uuid::new_v4().to_string();
+        store
+            .commit_session_message(
+                id,
+                &SessionCommit {
+                    facts: template.facts.clone(),
+                    session,
+                    ..Default::default()
+                },
+                now,
+            )
+            .await?;
+        ids.push(id);
+    }
+    let populate = started.elapsed();
+    // Fold the WAL into the database file so the file size is the data's size (the WAL is
+    // bounded by the autocheckpoint, whatever the fleet size).
+    checkpoint(&steward_server::database_path(&config)).await?;
+    let (db1, wal1) = db_bytes(dir.path());
+    let per_device = db1.saturating_sub(db0 + wal0) as f64 / n as f64;
+    report.add(
+        format!("store bytes per enrolled, inventoried device ({n} devices)"),
+        per_device,
+        "bytes",
+        format!(
+            "db {} bytes after checkpoint (wal {}); {} facts each; written through the Store at {:.0} devices/s",
+            db1,
+            wal1,
+            template.facts.len(),
+            n as f64 / populate.as_secs_f64()
+        ),
+    );
+
+    let now = OffsetDateTime::now_utc();
+    let cmds: Vec<NewCommand> = ids.iter().flat_map(|id| replace_commands(*id, 10, "1", now)).collect();
+    let t = Instant::now();
+    store.enqueue_commands(&cmds).await?;
+    let fan = t.elapsed();
+    report.add(
+        format!("fan-out: enqueue 10 commands to {n} devices"),
+        fan.as_secs_f64(),
+        "s",
+        format!(
+            "{:.0} commands/s, one store call",
+            cmds.len() as f64 / fan.as_secs_f64()
+        ),
+    );
+
+    let Some(exe) = &opts.child_exe else {
+        eprintln!("  (no child executable: skipping server RSS)");
+        return Ok(());
+    };
+    let token = create_token(store.as_ref(), opts.child_active_devices.max(1)).await?;
+    drop(store);
+    let child = ChildServer::spawn(exe, dir.path()).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss_start = child.rss()?;
+    report.add(
+        format!("server RSS after start, {n} enrolled idle devices"),
+        rss_start.0 as f64 / 1e6,
+        "MB",
+        "child process, nothing connected yet",
+    );
+    let roots = Arc::new(vec![child.root_der.clone()]);
+    let (fleet, _, _, errors) =
+        enroll_fleet(&child.url, &roots, &token, opts.child_active_devices, opts.concurrency).await?;
+    let mut devs = Vec::new();
+    for device in fleet {
+        let tls = HttpsClient::tls_config(&roots, device.tls_identity())?;
+        devs.push(Dev {
+            device,
+            enrollment: EnrollmentId::new(),
+            tls,
+            kept: None,
+        });
+    }
+    let mut failed = errors.len();
+    for _ in 0..2 {
+        let (back, res, _) = round(devs, ConnMode::Fresh, &Work::Steward, opts.concurrency, &roots).await?;
+        devs = back;
+        failed += res.errors.len();
+    }
+    let (rss, hwm) = child.rss()?;
+    report.add(
+        format!("server RSS, {n} idle + {} active devices", opts.child_active_devices),
+        rss as f64 / 1e6,
+        "MB",
+        format!(
+            "peak (VmHWM) {:.1} MB after {} enrollments and 2 sessions each over the wire, {failed} failed",
+            hwm as f64 / 1e6,
+            opts.child_active_devices
+        ),
+    );
+    child.stop().await?;
+    Ok(())
+}
+
+/// `steward-bench serve-child`: a Steward server in its own process, so its RSS is its own.
+struct ChildServer {
+    child: tokio::process::Child,
+    url: String,
+    root_der: Vec<u8>,
+}
+
+impl ChildServer {
+    async fn spawn(exe: &Path, data_dir: &Path) -> Result<Self> {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = tokio::process::Command::new(exe)
+            .arg("serve-child")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| BenchError::Setup("child has no stdout".into()))?;
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let port = loop {
+            let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+                .await
+                .map_err(|_| BenchError::Setup("child server did not start in 60 s".into()))??
+                .ok_or_else(|| BenchError::Setup("child server exited".into()))?;
+            if let Some(p) = line.strip_prefix("PORT ") {
+                break p
+                    .trim()
+                    .parse::<u16>()
+                    .map_err(|e| BenchError::Setup(format!("child port: {e}")))?;
+            }
+        };
+        let root_pem = std::fs::read_to_string(data_dir.join("pki").join("root-ca.pem"))?;
+        let root_der = pem_to_der(&root_pem).ok_or_else(|| BenchError::Setup("bad root-ca.pem".into()))?;
+        Ok(Self {
+            child,
+            url: format!("https://localhost:{port}"),
+            root_der,
+        })
+    }
+
+    /// (VmRSS, VmHWM) in bytes.
+    fn rss(&self) -> Result<(u64, u64)> {
+        let pid = self
+            .child
+            .id()
+            .ok_or_else(|| BenchError::Setup("child server exited".into()))?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let kb = |key: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse::<u64>().ok())
+                .map(|v| v * 1024)
+                .unwrap_or(0)
+        };
+        Ok((kb("VmRSS:"), kb("VmHWM:")))
+    }
+
+    async fn stop(mut self) -> Result<()> {
+        // Closing stdin asks the child to shut down gracefully.
+        drop(self.child.stdin.take());
+        if tokio::time::timeout(Duration::from_secs(15), self.child.wait())
+            .await
+            .is_err()
+        {
+            self.child.kill().await?;
+        }
+        Ok(())
+    }
+}
+
+fn pem_to_der(pem: &str) -> Option<Vec<u8>> {
+    use base64::Engine;
+    let body: String = pem
+        .lines()
+        .skip_while(|l| !l.starts_with("-----BEGIN"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("-----END"))
+        .collect();
+    base64::engine::general_purpose::STANDARD.decode(body).ok()
+}
+
+/// The body of `steward-bench serve-child`: serve `data_dir` on 127.0.0.1 (an ephemeral port,
+/// printed as `PORT <n>`) until stdin closes.
+pub async fn serve_child(data_dir: &Path) -> Result<()> {
+    use tokio::io::AsyncReadExt;
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    let server = steward_server::start_with_listener(server_config(data_dir, port), listener).await?;
+    println!("PORT {port}");
+    let mut sink = Vec::new();
+    let _ = tokio::io::stdin().read_to_end(&mut sink).await;
+    server.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,95 @@
+//! `steward-bench`: prints the issue-5 figures measured on this machine (see docs/BENCHMARKS.md
+//! for the reference run and what each figure means).
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use steward_bench::{BenchOptions, run, serve_child};
+
+#[derive(Parser, Debug)]
+#[command(name = "steward-bench", about = "Steward performance figures (127.0.0.1 only)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Cmd>,
+    /// Seconds per CPU-only figure (signing, codec).
+    #[arg(long, default_value_t = 2.0)]
+    cpu_seconds: f64,
+    /// Directory with the Windows captures 04-session1-msg1 and 05-session2-unenroll.
+    #[arg(long)]
+    fixtures: Option<PathBuf>,
+    /// Items in the generated large SyncML message.
+    #[arg(long, default_value_t = 2_000)]
+    large_items: usize,
+    /// Devices enrolled over the wire for the enrollment figure.
+    #[arg(long, default_value_t = 1_000)]
+    enroll_devices: usize,
+    /// Devices used for the session figures.
+    #[arg(long, default_value_t = 200)]
+    devices: usize,
+    /// Sessions per session figure (whole rounds over --devices).
+    #[arg(long, default_value_t = 4_000)]
+    sessions: usize,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Devices written through the store for the store-size, fan-out and RSS figures.
+    #[arg(long, default_value_t = 10_000)]
+    store_devices: usize,
+    /// Devices that enroll and check in against the child server before its RSS is read.
+    #[arg(long, default_value_t = 100)]
+    child_active_devices: usize,
+    /// Skip the child-process RSS figure.
+    #[arg(long)]
+    no_rss: bool,
+    /// Also print the figures as a Markdown table.
+    #[arg(long)]
+    markdown: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Internal: run a server on DATA_DIR on 127.0.0.1 until stdin closes (the RSS figure).
+    #[command(hide = true)]
+    ServeChild {
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    if let Some(Cmd::ServeChild { data_dir }) = &cli.command {
+        return match serve_child(data_dir).await {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("serve-child: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
+    let opts = BenchOptions {
+        cpu_seconds: cli.cpu_seconds,
+        fixtures: cli.fixtures,
+        large_items: cli.large_items,
+        enroll_devices: cli.enroll_devices,
+        devices: cli.devices,
+        sessions: cli.sessions,
+        concurrency: cli.concurrency,
+        store_devices: cli.store_devices,
+        child_exe: if cli.no_rss { None } else { std::env::current_exe().ok() },
+        child_active_devices: cli.child_active_devices,
+    };
+    match run(&opts).await {
+        Ok(report) => {
+            if cli.markdown {
+                println!("{}", report.to_markdown());
+            }
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("steward-bench: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,40 @@
+//! The bench at toy size: it must run end to end and produce figures. No figure is checked
+//! against a threshold (timings on CI machines are noise).
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_produces_figures() {
+    let opts = steward_bench::BenchOptions {
+        cpu_seconds: 0.05,
+        fixtures: Some(std::path::PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../../shared/fixtures/windows/win10-19043-fleet-poc"
+        ))),
+        large_items: 20,
+        enroll_devices: 4,
+        devices: 4,
+        sessions: 4,
+        concurrency: 2,
+        store_devices: 5,
+        child_exe: None,
+        child_active_devices: 0,
+    };
+    let report = steward_bench::run(&opts).await.unwrap();
+    for name in [
+        "CA signing, 1 thread(s)",
+        "enrollment end to end (probe, Discover, Policy, RST, stored)",
+        "idle check-in, new connection per session, TLS resumption",
+        "bare hyper+rustls baseline, connection reused across sessions",
+        "10-Replace session, new connection per session, full handshake",
+        "fan-out: enqueue 10 commands to 5 devices",
+    ] {
+        let f = report.get(name).unwrap_or_else(|| panic!("missing figure {name}"));
+        assert!(f.value.is_finite() && f.value > 0.0, "{name}: {}", f.value);
+    }
+    assert!(
+        report
+            .figures
+            .iter()
+            .any(|f| f.name.starts_with("SyncML parse, generated"))
+    );
+    assert!(report.figures.iter().any(|f| f.name.starts_with("store bytes per")));
+}

@@ -1,0 +1,770 @@
+//! The console pages. Each one reads through the admin API's handlers (so paging, filters, scope
+//! and validation are the API's) and renders with maud, which escapes every spliced value: device
+//! names, users and inventory come from devices and are never trusted as markup.
+
+use axum::extract::{Extension, Form, Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use http::StatusCode;
+use maud::{Markup, html};
+use serde::Deserialize;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use super::{ConsoleCtx, api_error_page, error_page, layout, page, see_other};
+use crate::AppState;
+use crate::api::devices::{self, CommandView, DeviceListQuery, PageQuery, SortField, WipeRequest};
+use crate::api::error::{ApiJson, ApiQuery};
+use crate::api::resources::{self, AuditQuery, NewEnrollmentTokenRequest};
+use crate::windows::commands::WipeKind;
+
+/// Devices per list page: the store pages in SQL, so the size of the fleet does not matter.
+const PAGE_SIZE: u32 = 50;
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&Rfc3339).unwrap_or_default()
+}
+
+/// "5 min ago", with the exact time for assistive technology and hover.
+fn when(t: Option<OffsetDateTime>) -> Markup {
+    let Some(t) = t else {
+        return html! { span.muted { "never" } };
+    };
+    let secs = (OffsetDateTime::now_utc() - t).whole_seconds().max(0);
+    let text = match secs {
+        0..60 => "just now".to_owned(),
+        60..3600 => format!("{} min ago", secs / 60),
+        3600..86400 => format!("{} h ago", secs / 3600),
+        _ => format!("{} days ago", secs / 86400),
+    };
+    html! { time datetime=(rfc3339(t)) title=(rfc3339(t)) { (text) } }
+}
+
+fn state_badge(s: &str) -> Markup {
+    html! { span class=(format!("state state-{s}")) { (s) } }
+}
+
+fn csrf_input(ctx: &ConsoleCtx) -> Markup {
+    html! { input type="hidden" name="csrf" value=(ctx.csrf); }
+}
+
+/// The refusal for a page the user's role may not use (the same answer the API would give).
+fn refuse(ctx: &ConsoleCtx, method: &str, api_path: &str) -> Option<Response> {
+    if ctx.may(method, api_path) {
+        None
+    } else {
+        Some(error_page(
+            Some(ctx),
+            StatusCode::FORBIDDEN,
+            &format!("the {} role may not use this page", ctx.role()),
+        ))
+    }
+}
+
+/// The status and problem detail of a failed API call.
+async fn problem_of(resp: Response) -> (StatusCode, String) {
+    let status = resp.status();
+    let detail = axum::body::to_bytes(resp.into_body(), 64 * 1024)
+        .await
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v.get("detail").and_then(|d| d.as_str()).map(str::to_owned))
+        .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_owned());
+    (status, detail)
+}
+
+// ---------------------------------------------------------------- dashboard
+
+pub async fn dashboard(State(state): State<AppState>, Extension(ctx): Extension<ConsoleCtx>) -> Response {
+    if let Some(r) = refuse(&ctx, "GET", "/api/v1/server") {
+        return r;
+    }
+    let stats = match state.store.device_stats(OffsetDateTime::now_utc()).await {
+        Ok(s) => s,
+        Err(e) => return api_error_page(&ctx, e.into()),
+    };
+    let active = stats.seen_last_hour + stats.seen_last_day + stats.seen_older + stats.never_seen;
+    let buckets = [
+        ("Less than 1 hour ago", stats.seen_last_hour),
+        ("1 to 24 hours ago", stats.seen_last_day),
+        ("More than 24 hours ago", stats.seen_older),
+        ("Never", stats.never_seen),
+    ];
+    let body = html! {
+        div.cards {
+            section.card aria-labelledby="h-enrolled" {
+                h2 #h-enrolled { "Enrolled devices" }
+                p.big { (active) }
+                table {
+                    caption.muted { "Enrollments by state" }
+                    thead { tr { th scope="col" { "State" } th.num scope="col" { "Count" } } }
+                    tbody {
+                        @for (s, n) in &stats.by_state {
+                            tr {
+                                td { a href=(format!("/console/devices?state={s}")) { (state_badge(s)) } }
+                                td.num { (n) }
+                            }
+                        }
+                    }
+                }
+            }
+            section.card aria-labelledby="h-fresh" {
+                h2 #h-fresh { "Last check-in" }
+                table {
+                    caption.muted { "Active devices by time since their last session" }
+                    thead { tr { th scope="col" { "When" } th.num scope="col" { "Devices" } th scope="col" { span.muted { "Share" } } } }
+                    tbody {
+                        @for (label, n) in buckets {
+                            tr {
+                                td { (label) }
+                                td.num { (n) }
+                                td { meter min="0" max=(active.max(1)) value=(n) aria-label=(format!("{label}: {n} of {active}")) {} }
+                            }
+                        }
+                    }
+                }
+            }
+            section.card aria-labelledby="h-os" {
+                h2 #h-os { "OS versions" }
+                table {
+                    thead { tr { th scope="col" { "Version" } th.num scope="col" { "Devices" } } }
+                    tbody {
+                        @for (v, n) in &stats.os_versions {
+                            tr { td.mono { (v) } td.num { (n) } }
+                        }
+                    }
+                }
+            }
+            section.card aria-labelledby="h-cmd" {
+                h2 #h-cmd { "Pending commands" }
+                p.big { (stats.open_commands) }
+                p.muted { "Queued or sent, waiting for the devices' next check-in." }
+            }
+        }
+    };
+    page(StatusCode::OK, layout(Some(&ctx), "Dashboard", "/console", body))
+}
+
+// ---------------------------------------------------------------- devices
+
+#[derive(Debug, Default, Deserialize)]
+pub struct DeviceSearch {
+    /// A device name fragment, or a user's e-mail (anything with an @).
+    #[serde(default)]
+    q: String,
+    #[serde(default)]
+    state: String,
+    cursor: Option<String>,
+}
+
+const STATES: &[&str] = &["active", "replaced", "unenrolled", "wiped"];
+
+pub async fn devices(
+    State(state): State<AppState>,
+    Extension(ctx): Extension<ConsoleCtx>,
+    Query(search): Query<DeviceSearch>,
+) -> Response {
+    if let Some(r) = refuse(&ctx, "GET", "/api/v1/devices") {
+        return r;
+    }
+    let q = search.q.trim().to_owned();
+    let (name, user) = if q.contains('@') {
+        (None, Some(q.clone()))
+    } else {
+        (Some(q.clone()).filter(|s| !s.is_empty()), None)
+    };
+    let query = DeviceListQuery {
+        name,
+        user,
+        os_version: None,
+        state: Some(search.state.clone()).filter(|s| !s.is_empty()),
+        last_seen_before: None,
+        last_seen_after: None,
+        sort: Some(SortField::Name),
+        order: None,
+        cursor: search.cursor.clone().filter(|c| !c.is_empty()),
+        limit: Some(PAGE_SIZE),
+    };
+    let list = match devices::list_devices(State(state), Extension(ctx.principal.clone()), ApiQuery(query)).await {
+        Ok(axum::Json(p)) => p,
+        Err(e) => return api_error_page(&ctx, e),
+    };
+    let body = html! {
+        form.search method="get" action="/console/devices" role="search" {
+            div {
+                label for="q" { "Search" }
+                br;
+                input #q type="search" name="q" value=(q) placeholder="Device name or user e-mail";
+            }
+            div {
+                label for="state" { "State" }
+                br;
+                select #state name="state" {
+                    option value="" selected[search.state.is_empty()] { "Any" }
+                    @for s in STATES {
+                        option value=(s) selected[search.state == *s] { (s) }
+                    }
+                }
+            }
+            button type="submit" { "Search" }
+        }
+        @if list.items.is_empty() {
+            p { "No devices match." }
+        } @else {
+            table {
+                caption.muted { "Devices, by name" }
+                thead {
+                    tr {
+                        th scope="col" { "Name" }
+                        th scope="col" { "User" }
+                        th scope="col" { "OS version" }
+                        th scope="col" { "State" }
+                        th scope="col" { "Last check-in" }
+                    }
+                }
+                tbody {
+                    @for d in &list.items {
+                        tr {
+                            td { a href=(format!("/console/devices/{}", d.id)) { (d.name.as_deref().unwrap_or(&d.device_id)) } }
+                            td { (d.user_email.as_deref().unwrap_or("")) }
+                            td.mono { (d.os_version.as_deref().unwrap_or("")) }
+                            td { (state_badge(&d.state)) }
+                            td { (when(d.last_seen_at)) }
+                        }
+                    }
+                }
+            }
+        }
+        @if let Some(next) = &list.next_cursor {
+            p {
+                a rel="next" href=(format!("/console/devices?q={}&state={}&cursor={}", urlencode(&q), urlencode(&search.state), next)) { "Next page →" }
+            }
+        }
+    };
+    page(StatusCode::OK, layout(Some(&ctx), "Devices", "/console/devices", body))
+}
+
+/// Percent-encodes a query value (everything but unreserved characters).
+fn urlencode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct DeviceNotice {
+    done: Option<String>,
+}
+
+/// How many commands the timeline shows (newest first).
+const TIMELINE_LEN: usize = 100;
+
+pub async fn device(
+    State(state): State<AppState>,
+    Extension(ctx): Extension<ConsoleCtx>,
+    Path(id): Path<String>,
+    Query(notice): Query<DeviceNotice>,
+) -> Response {
+    if let Some(r) = refuse(&ctx, "GET", "/api/v1/devices/{id}") {
+        return r;
+    }
+    let who = Extension(ctx.principal.clone());
+    let detail = match devices::get_device(State(state.clone()), who.clone(), Path(id.clone())).await {
+        Ok(axum::Json(d)) => d,
+        Err(e) => return api_error_page(&ctx, e),
+    };
+    let commands = match devices::list_device_commands(
+        State(state),
+        who,
+        Path(id.clone()),
+        ApiQuery(PageQuery {
+            cursor: None,
+            limit: Some(crate::api::MAX_LIMIT),
+        }),
+    )
+    .await
+    {
+        Ok(axum::Json(p)) => p.items,
+        Err(e) => return api_error_page(&ctx, e),
+    };
+    let d = &detail.device;
+    let name = d.name.clone().unwrap_or_else(|| d.device_id.clone());
+    let active = d.state == "active";
+    let done = notice.done.as_deref().and_then(|a| match a {
+        "sync" => Some("Sync queued: the device refreshes its inventory at its next check-in."),
+        "reboot" => Some("Reboot queued."),
+        "lock" => Some("Lock queued."),
+        "wipe" => Some("Wipe queued ahead of every other command."),
+        _ => None,
+    });
+    let timeline: Vec<&CommandView> = commands.iter().rev().take(TIMELINE_LEN).collect();
+    let body = html! {
+        @if let Some(msg) = done {
+            p.notice role="status" { (msg) }
+        }
+        @if active {
+            section aria-labelledby="h-actions" {
+                h2 #h-actions { "Actions" }
+                div.actions {
+                    @for (action, label, api) in [
+                        ("sync", "Sync now", "/api/v1/devices/{id}/actions/sync"),
+                        ("reboot", "Reboot", "/api/v1/devices/{id}/actions/reboot"),
+                        ("lock", "Lock", "/api/v1/devices/{id}/actions/lock"),
+                    ] {
+                        @if ctx.may("POST", api) {
+                            form.inline method="post" action=(format!("/console/devices/{}/actions/{action}", d.id)) {
+                                (csrf_input(&ctx))
+                                button type="submit" #(format!("action-{action}")) { (label) }
+                            }
+                        }
+                    }
+                    @if ctx.may("POST", "/api/v1/devices/{id}/actions/wipe") {
+                        a.danger href=(format!("/console/devices/{}/wipe", d.id)) { "Wipe…" }
+                    }
+                }
+            }
+        }
+        section aria-labelledby="h-enrollment" {
+            h2 #h-enrollment { "Enrollment" }
+            dl.facts {
+                dt { "Name" } dd #device-name { (name) }
+                dt { "State" } dd { (state_badge(&d.state)) }
+                dt { "DeviceID" } dd.mono { (d.device_id) }
+                dt { "Enrollment id" } dd.mono { (d.id) }
+                dt { "User" } dd { (d.user_email.as_deref().unwrap_or("")) }
+                dt { "OS version" } dd.mono { (d.os_version.as_deref().unwrap_or("")) }
+                dt { "Enrollment type" } dd { (d.enrollment_type) }
+                dt { "Authenticated by" } dd { (d.auth_method) }
+                dt { "Enrolled" } dd { (when(Some(d.enrolled_at))) }
+                dt { "Last check-in" } dd { (when(d.last_seen_at)) }
+                dt { "Certificate" } dd.mono { (detail.certificate.thumbprint) " (expires " (rfc3339(detail.certificate.not_after)) ")" }
+            }
+        }
+        section aria-labelledby="h-inventory" {
+            h2 #h-inventory { "Inventory" }
+            @if detail.facts.is_empty() {
+                p.muted { "No inventory yet: it arrives with the device's first session." }
+            } @else {
+                table {
+                    thead { tr { th scope="col" { "Fact" } th scope="col" { "Value" } th scope="col" { "Updated" } } }
+                    tbody {
+                        @for f in &detail.facts {
+                            tr { td.mono { (f.name) } td { (f.value) } td { (when(Some(f.updated_at))) } }
+                        }
+                    }
+                }
+            }
+        }
+        section aria-labelledby="h-commands" {
+            h2 #h-commands { "Command timeline" }
+            @if timeline.is_empty() {
+                p.muted { "No commands yet." }
+            } @else {
+                table #commands {
+                    caption.muted { "Newest first" }
+                    thead {
+                        tr {
+                            th scope="col" { "Queued" }
+                            th scope="col" { "Origin" }
+                            th scope="col" { "Command" }
+                            th scope="col" { "State" }
+                            th.num scope="col" { "Status" }
+                            th scope="col" { "Completed" }
+                        }
+                    }
+                    tbody {
+                        @for c in &timeline {
+                            tr {
+                                td { (when(Some(c.created_at))) }
+                                td { (c.origin) }
+                                td { (c.verb) " " span.mono { (c.targets.first().map(String::as_str).unwrap_or("")) }
+                                     @if c.targets.len() > 1 { span.muted { " +" (c.targets.len() - 1) " more" } } }
+                                td { (state_badge(&c.state)) }
+                                td.num { (c.status_code.map(|s| s.to_string()).unwrap_or_default()) }
+                                td { (when(c.completed_at)) }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    page(StatusCode::OK, layout(Some(&ctx), &name, "/console/devices", body))
+}
+
+pub async fn device_action(
+    State(state): State<AppState>,
+    Extension(ctx): Extension<ConsoleCtx>,
+    Path((id, action)): Path<(String, String)>,
+) -> Response {
+    let api_path = match action.as_str() {
+        "sync" => "/api/v1/devices/{id}/actions/sync",
+        "reboot" => "/api/v1/devices/{id}/actions/reboot",
+        "lock" => "/api/v1/devices/{id}/actions/lock",
+        _ => return error_page(Some(&ctx), StatusCode::NOT_FOUND, "no such action"),
+    };
+    let concrete = api_path.replace("{id}", &id);
+    let st = State(state.clone());
+    let who = Extension(ctx.principal.clone());
+    let p = Path(id.clone());
+    let resp = ctx
+        .call_api(&state, "POST", api_path, &concrete, async move {
+            match action.as_str() {
+                "sync" => devices::sync(st, who, p).await.into_response(),
+                "reboot" => devices::reboot(st, who, p).await.into_response(),
+                _ => devices::lock(st, who, p).await.into_response(),
+            }
+        })
+        .await;
+    if resp.status().is_success() {
+        let action = concrete.rsplit('/').next().unwrap_or("");
+        return see_other(&format!("/console/devices/{}?done={action}", urlencode(&id)));
+    }
+    let (status, detail) = problem_of(resp).await;
+    error_page(Some(&ctx), status, &detail)
+}
+
+fn wipe_form(ctx: &ConsoleCtx, id: &str, name: &str, error: Option<&str>) -> Markup {
+    html! {
+        @if let Some(e) = error {
+            p.error role="alert" { (e) }
+        }
+        p {
+            "Wiping erases " strong { (name) } ": Windows resets and the device leaves management once it "
+            "acknowledges. This cannot be undone."
+        }
+        form.stack method="post" action=(format!("/console/devices/{}/wipe", urlencode(id))) {
+            (csrf_input(ctx))
+            label for="kind" { "Kind of wipe" }
+            select #kind name="kind" {
+                option value="protected" selected { "Protected (doWipeProtected, recommended)" }
+                option value="wipe" { "Wipe (doWipe)" }
+                option value="persist_user_data" { "Keep user data (doWipePersistUserData)" }
+                option value="persist_provisioned_data" { "Keep provisioning data (doWipePersistProvisionedData)" }
+            }
+            label for="confirm_name" { "Type the device name " code { (name) } " to confirm" }
+            input #confirm_name type="text" name="confirm_name" autocomplete="off" required;
+            button.danger type="submit" { "Wipe this device" }
+        }
+        p { a href=(format!("/console/devices/{}", urlencode(id))) { "Cancel" } }
+    }
+}
+
+async fn device_name(state: &AppState, ctx: &ConsoleCtx, id: &str) -> Result<String, Response> {
+    match devices::get_device(
+        State(state.clone()),
+        Extension(ctx.principal.clone()),
+        Path(id.to_owned()),
+    )
+    .await
+    {
+        Ok(axum::Json(d)) => Ok(d.device.name.unwrap_or(d.device.device_id)),
+        Err(e) => Err(api_error_page(ctx, e)),
+    }
+}
+
+pub async fn wipe_confirm(
+    State(state): State<AppState>,
+    Extension(ctx): Extension<ConsoleCtx>,
+    Path(id): Path<String>,
+) -> Response {
+    if let Some(r) = refuse(&ctx, "POST", "/api/v1/devices/{id}/actions/wipe") {
+        return r;
+    }
+    let name = match device_name(&state, &ctx, &id).await {
+        Ok(n) => n,
+        Err(r) => return r,
+    };
+    page(
+        StatusCode::OK,
+        layout(
+            Some(&ctx),
+            &format!("Wipe {name}?"),
+            "/console/devices",
+            wipe_form(&ctx, &id, &name, None),
+        ),
+    )
+}
+
+#[derive(Debug, Deserialize)]
+pub struct WipeForm {
+    #[serde(default)]
+    confirm_name: String,
+    kind: Option<WipeKind>,
+}
+
+pub async fn wipe(
+    State(state): State<AppState>,
+    Extension(ctx): Extension<ConsoleCtx>,
+    Path(id): Path<String>,
+    Form(form): Form<WipeForm>,
+) -> Response {
+    let api_path = "/api/v1/devices/{id}/actions/wipe";
+    // The role check comes first (and is audited as the API would audit it); the name is only
+    // looked up for someone who may wipe.
+    let name = if ctx.may("POST", api_path) {
+        match device_name(&state, &ctx, &id).await {
+            Ok(n) => Some(n),
+            Err(r) => return r,
+        }
+    } else {
+        None
+    };
+    let confirmed = name.as_deref().is_some_and(|n| form.confirm_name.trim() == n);
+    let concrete = api_path.replace("{id}", &id);
+    let req = WipeRequest {
+        kind: form.kind,
+        confirm: confirmed,
+    };
+    let (st, who, p) = (State(state.clone()), Extension(ctx.principal.clone()), Path(id.clone()));
+    let resp = ctx
+        .call_api(&state, "POST", api_path, &concrete, async move {
+            devices::wipe(st, who, p, ApiJson(req)).await.into_response()
+        })
+        .await;
+    if resp.status().is_success() {
+        return see_other(&format!("/console/devices/{}?done=wipe", urlencode(&id)));
+    }
+    let (status, detail) = problem_of(resp).await;
+    match name {
+        Some(name) if status == StatusCode::UNPROCESSABLE_ENTITY => page(
+            status,
+            layout(
+                Some(&ctx),
+                &format!("Wipe {name}?"),
+                "/console/devices",
+                wipe_form(
+                    &ctx,
+                    &id,
+                    &name,
+                    Some("The name you typed does not match the device's name."),
+                ),
+            ),
+        ),
+        _ => error_page(Some(&ctx), status, &detail),
+    }
+}
+
+// ---------------------------------------------------------------- enrollment
+
+fn enrollment_instructions(state: &AppState, token: Option<&str>) -> Markup {
+    let discovery = format!("{}{}", state.config.public_url(), crate::windows::DISCOVERY_URL_PATH);
+    let link = format!("ms-device-enrollment:?mode=mdm&username=user@example.com&servername={discovery}");
+    html! {
+        section aria-labelledby="h-howto" {
+            h2 #h-howto { "Enroll a Windows 10/11 device" }
+            ol {
+                li { "Unless Steward has a publicly trusted certificate, install its root CA (" code { "steward-data/pki/root-ca.pem" } ") in the device's Trusted Root Certification Authorities." }
+                li { "Open " strong { "Settings › Accounts › Access work or school › Enroll only in device management" } "." }
+                li { "Enter any e-mail address and, when asked, the server " code { (discovery) } "." }
+                li { "Use " @if token.is_some() { "the token above" } @else { "an enrollment token" } " as the password." }
+            }
+            p { "Or open this link on the device: " a #enroll-link href=(link) { code { (link) } } }
+        }
+    }
+}
+
+pub async fn enrollment(State(state): State<AppState>, Extension(ctx): Extension<ConsoleCtx>) -> Response {
+    if let Some(r) = refuse(&ctx, "GET", "/api/v1/enrollment-tokens") {
+        return r;
+    }
+    let tokens = match resources::list_enrollment_tokens(
+        State(state.clone()),
+        ApiQuery(PageQuery {
+            cursor: None,
+            limit: Some(crate::api::MAX_LIMIT),
+        }),
+    )
+    .await
+    {
+        Ok(axum::Json(p)) => p.items,
+        Err(e) => return api_error_page(&ctx, e),
+    };
+    let body = html! {
+        @if ctx.may("POST", "/api/v1/enrollment-tokens") {
+            section aria-labelledby="h-new" {
+                h2 #h-new { "New enrollment token" }
+                form.stack method="post" action="/console/enrollment" {
+                    (csrf_input(&ctx))
+                    label for="description" { "Description" }
+                    input #description type="text" name="description" maxlength="200";
+                    label for="max_uses" { "Devices it may enroll (empty: unlimited)" }
+                    input #max_uses type="number" name="max_uses" min="1";
+                    label for="expires_in_hours" { "Valid for (hours)" }
+                    input #expires_in_hours type="number" name="expires_in_hours" min="1" max="8760" value="168";
+                    label for="group" { "Group (optional)" }
+                    input #group type="text" name="group" maxlength="128";
+                    button type="submit" { "Create token" }
+                }
+            }
+        }
+        (enrollment_instructions(&state, None))
+        section aria-labelledby="h-tokens" {
+            h2 #h-tokens { "Tokens" }
+            table {
+                thead { tr {
+                    th scope="col" { "Description" } th scope="col" { "State" } th.num scope="col" { "Uses" }
+                    th scope="col" { "Group" } th scope="col" { "Expires" }
+                } }
+                tbody {
+                    @for t in tokens.iter().rev() {
+                        tr {
+                            td { (t.description.as_deref().unwrap_or("")) }
+                            td { (state_badge(&t.state)) }
+                            td.num { (t.uses) @if let Some(m) = t.max_uses { " / " (m) } }
+                            td { (t.group.as_deref().unwrap_or("")) }
+                            td { (t.expires_at.map(rfc3339).unwrap_or_default()) }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    page(
+        StatusCode::OK,
+        layout(Some(&ctx), "Enrollment", "/console/enrollment", body),
+    )
+}
+
+#[derive(Deserialize)]
+pub struct NewTokenForm {
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    max_uses: String,
+    #[serde(default)]
+    expires_in_hours: String,
+    #[serde(default)]
+    group: String,
+}
+
+pub async fn create_enrollment_token(
+    State(state): State<AppState>,
+    Extension(ctx): Extension<ConsoleCtx>,
+    Form(form): Form<NewTokenForm>,
+) -> Response {
+    let number = |s: &str| -> Result<Option<u32>, ()> {
+        let s = s.trim();
+        if s.is_empty() {
+            Ok(None)
+        } else {
+            s.parse().map(Some).map_err(|_| ())
+        }
+    };
+    let (Ok(max_uses), Ok(hours)) = (number(&form.max_uses), number(&form.expires_in_hours)) else {
+        return error_page(
+            Some(&ctx),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "uses and hours must be whole numbers",
+        );
+    };
+    let req = NewEnrollmentTokenRequest {
+        description: Some(form.description.trim().to_owned()).filter(|s| !s.is_empty()),
+        max_uses,
+        expires_in_hours: hours,
+        group: Some(form.group.trim().to_owned()).filter(|s| !s.is_empty()),
+    };
+    let st = State(state.clone());
+    let resp = ctx
+        .call_api(
+            &state,
+            "POST",
+            "/api/v1/enrollment-tokens",
+            "/api/v1/enrollment-tokens",
+            async move {
+                resources::create_enrollment_token(st, ApiJson(req))
+                    .await
+                    .into_response()
+            },
+        )
+        .await;
+    if !resp.status().is_success() {
+        let (status, detail) = problem_of(resp).await;
+        return error_page(Some(&ctx), status, &detail);
+    }
+    let created = axum::body::to_bytes(resp.into_body(), 64 * 1024)
+        .await
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+    let Some(token) = created
+        .as_ref()
+        .and_then(|v| v.get("token"))
+        .and_then(|t| t.as_str())
+        .map(str::to_owned)
+    else {
+        return error_page(Some(&ctx), StatusCode::INTERNAL_SERVER_ERROR, "internal error");
+    };
+    // Shown once, in this response only (no redirect: the token must not be in a URL or stored).
+    let body = html! {
+        div.secret role="status" {
+            p { strong { "Copy this token now. " } "Steward keeps only its hash; it will not be shown again." }
+            p { code #new-token { (token) } }
+        }
+        (enrollment_instructions(&state, Some(&token)))
+        p { a href="/console/enrollment" { "Back to enrollment tokens" } }
+    };
+    page(
+        StatusCode::CREATED,
+        layout(Some(&ctx), "Enrollment token created", "/console/enrollment", body),
+    )
+}
+
+// ---------------------------------------------------------------- audit
+
+#[derive(Debug, Default, Deserialize)]
+pub struct AuditPage {
+    cursor: Option<String>,
+}
+
+pub async fn audit(
+    State(state): State<AppState>,
+    Extension(ctx): Extension<ConsoleCtx>,
+    Query(q): Query<AuditPage>,
+) -> Response {
+    if let Some(r) = refuse(&ctx, "GET", "/api/v1/audit-events") {
+        return r;
+    }
+    let query = AuditQuery {
+        actor: None,
+        action: None,
+        target: None,
+        cursor: q.cursor.filter(|c| !c.is_empty()),
+        limit: Some(PAGE_SIZE),
+    };
+    let events = match resources::list_audit_events(State(state), ApiQuery(query)).await {
+        Ok(axum::Json(p)) => p,
+        Err(e) => return api_error_page(&ctx, e),
+    };
+    let body = html! {
+        p.muted { "Every state-changing action, newest first. The log is hash-chained: " code { "steward audit verify" } " detects an edited row." }
+        table {
+            thead { tr {
+                th.num scope="col" { "#" } th scope="col" { "When" } th scope="col" { "Who" } th scope="col" { "Role" }
+                th scope="col" { "Action" } th scope="col" { "Target" } th scope="col" { "From" } th scope="col" { "Outcome" }
+            } }
+            tbody {
+                @for e in &events.items {
+                    tr {
+                        td.num { (e.seq) }
+                        td { (when(Some(e.at))) }
+                        td { (e.actor) }
+                        td { (e.actor_role.as_ref().map(|r| format!("{r:?}").to_lowercase()).unwrap_or_default()) }
+                        td.mono { (e.action) }
+                        td.mono { (e.target.as_deref().unwrap_or("")) }
+                        td.mono { (e.source_ip.as_deref().unwrap_or("")) }
+                        td { (state_badge(if e.outcome == "success" { "succeeded" } else { "failed" })) " " (e.status.map(|s| s.to_string()).unwrap_or_default()) }
+                    }
+                }
+            }
+        }
+        @if let Some(next) = &events.next_cursor {
+            p { a rel="next" href=(format!("/console/audit?cursor={next}")) { "Older events →" } }
+        }
+    };
+    page(StatusCode::OK, layout(Some(&ctx), "Audit log", "/console/audit", body))
+}

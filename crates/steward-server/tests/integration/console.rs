@@ -1,0 +1,652 @@
+//! The web console: session cookie flags, CSRF, role enforcement and audit of console actions,
+//! escaping of device-provided strings (in-process, fast), and one end-to-end run in headless
+//! Chromium over real TLS with a simulated device (log in, search, sync, see it acknowledged).
+
+use std::time::Duration;
+
+use axum::body::Body;
+use base64::Engine;
+use http::{Request, StatusCode, header};
+use serde_json::{Value, json};
+use steward_domain::*;
+use steward_sim::session::SessionTrigger;
+use steward_sim::{Credentials, ManagedDevice};
+use time::OffsetDateTime;
+use tower::ServiceExt;
+
+use crate::common::{ADMIN_TOKEN, TestServer};
+
+const PASSWORD: &str = "correct horse battery";
+
+async fn console_user(t: &TestServer, email: &str, role: Role) {
+    t.store()
+        .create_console_user(
+            &User {
+                id: UserId::new(),
+                email: email.into(),
+                display_name: None,
+                password_hash: steward_domain::secret::hash_password(PASSWORD).unwrap(),
+                disabled: false,
+                created_at: OffsetDateTime::now_utc(),
+            },
+            role,
+        )
+        .await
+        .unwrap();
+}
+
+/// Enrolls a simulated device that calls itself `name`.
+async fn named_device(t: &TestServer, name: &str) -> ManagedDevice {
+    let token = t.token(Some(1), ::time::Duration::hours(1), None).await;
+    let mut opts = t.options(Credentials::Password(token));
+    opts.device_name = name.to_owned();
+    let enrolled = steward_sim::enroll::enroll(&t.client(), &opts).await.unwrap();
+    let mut profile = steward_sim::csp::DeviceProfile::random(&enrolled.device_id);
+    profile.device_name = name.to_owned();
+    ManagedDevice::from_enrolled(enrolled, profile)
+}
+
+struct Resp {
+    status: StatusCode,
+    headers: http::HeaderMap,
+    body: String,
+}
+
+impl Resp {
+    fn location(&self) -> &str {
+        self.headers
+            .get(header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+    /// The CSRF token the page's forms carry.
+    fn csrf(&self) -> String {
+        let at = self
+            .body
+            .find("name=\"csrf\" value=\"")
+            .expect("a form with a csrf field")
+            + 19;
+        self.body[at..].split('"').next().unwrap().to_owned()
+    }
+}
+
+/// One request to the server's router in-process (the console needs no TLS to be tested).
+async fn send(t: &TestServer, method: &str, path: &str, cookie: Option<&str>, form: Option<&str>) -> Resp {
+    let mut req = Request::builder().method(method).uri(path);
+    if let Some(c) = cookie {
+        req = req.header(header::COOKIE, format!("__Host-steward_session={c}"));
+    }
+    let req = match form {
+        Some(f) => req
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from(f.to_owned()))
+            .unwrap(),
+        None => req.body(Body::empty()).unwrap(),
+    };
+    let resp = steward_server::router(t.server.state.clone())
+        .oneshot(req)
+        .await
+        .unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let bytes = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    Resp {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&bytes).into_owned(),
+    }
+}
+
+fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// Signs in and returns the session cookie's value.
+async fn login(t: &TestServer, email: &str) -> String {
+    let r = send(
+        t,
+        "POST",
+        "/console/login",
+        None,
+        Some(&format!("email={}&password={}", enc(email), enc(PASSWORD))),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let cookie = r.headers.get(header::SET_COOKIE).unwrap().to_str().unwrap().to_owned();
+    cookie
+        .strip_prefix("__Host-steward_session=")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+async fn audit_rows(t: &TestServer, action: &str) -> Vec<AuditEvent> {
+    let filter = AuditFilter {
+        action: Some(action.into()),
+        newest_first: true,
+        ..Default::default()
+    };
+    t.store().audit_events(&filter, None, 100).await.unwrap()
+}
+
+#[tokio::test]
+async fn sessions_csrf_roles_and_escaping() {
+    let t = TestServer::start().await;
+    console_user(&t, "admin@example.com", Role::Admin).await;
+    console_user(&t, "help@example.com", Role::Helpdesk).await;
+    let evil = "<script>alert(1)</script>";
+    let device = named_device(&t, evil).await;
+    let e = t.enrollment_of(&device).await;
+
+    // Anonymous: every page but the login page sends you to sign in; the login page has labels.
+    let r = send(&t, "GET", "/console", None, None).await;
+    assert_eq!((r.status, r.location()), (StatusCode::SEE_OTHER, "/console/login"));
+    let r = send(&t, "GET", "/console/login", None, None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.body.contains("<label for=\"email\">") && r.body.contains("<label for=\"password\">"));
+    let csp = r
+        .headers
+        .get(header::CONTENT_SECURITY_POLICY)
+        .unwrap()
+        .to_str()
+        .unwrap();
+    assert!(
+        csp.contains("default-src 'none'") && !csp.contains("script-src"),
+        "{csp}"
+    );
+
+    // A wrong password is refused (and audited), a wrong e-mail looks the same.
+    for (email, pw) in [
+        ("admin@example.com", "wrong password"),
+        ("nobody@example.com", PASSWORD),
+    ] {
+        let r = send(
+            &t,
+            "POST",
+            "/console/login",
+            None,
+            Some(&format!("email={}&password={}", enc(email), enc(pw))),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+        assert!(r.headers.get(header::SET_COOKIE).is_none());
+        assert!(r.body.contains("Wrong e-mail or password."));
+    }
+    assert_eq!(audit_rows(&t, "console.login").await.len(), 2);
+
+    // The session cookie: __Host- prefix, Secure, HttpOnly, SameSite=Strict, Path=/, no Domain.
+    let r = send(
+        &t,
+        "POST",
+        "/console/login",
+        None,
+        Some(&format!("email=admin%40example.com&password={}", enc(PASSWORD))),
+    )
+    .await;
+    assert_eq!((r.status, r.location()), (StatusCode::SEE_OTHER, "/console"));
+    let set = r.headers.get(header::SET_COOKIE).unwrap().to_str().unwrap().to_owned();
+    for flag in [
+        "__Host-steward_session=",
+        "; Secure",
+        "; HttpOnly",
+        "; SameSite=Strict",
+        "; Path=/",
+    ] {
+        assert!(set.contains(flag), "{flag} missing from {set}");
+    }
+    assert!(!set.contains("Domain"), "{set}");
+    let admin = login(&t, "admin@example.com").await;
+    // 256 random bits, base64url: 43 characters; only its hash is stored.
+    assert_eq!(admin.len(), 43);
+
+    // Every page escapes what devices report: the name never becomes markup.
+    let device_page = format!("/console/devices/{}", e.id);
+    for path in [
+        "/console".to_owned(),
+        format!("/console/devices?q={}", enc(evil)),
+        device_page.clone(),
+        format!("/console/devices/{}/wipe", e.id),
+        "/console/enrollment".to_owned(),
+        "/console/audit".to_owned(),
+    ] {
+        let r = send(&t, "GET", &path, Some(&admin), None).await;
+        assert_eq!(r.status, StatusCode::OK, "{path}: {}", r.body);
+        assert!(!r.body.contains("<script"), "{path} contains markup from the device");
+    }
+    let r = send(
+        &t,
+        "GET",
+        &format!("/console/devices?q={}", enc(evil)),
+        Some(&admin),
+        None,
+    )
+    .await;
+    assert!(r.body.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "{}", r.body);
+
+    // CSRF: a POST without the session's token (or with another) changes nothing.
+    let page = send(&t, "GET", &device_page, Some(&admin), None).await;
+    let csrf = page.csrf();
+    let sync = format!("/console/devices/{}/actions/sync", e.id);
+    let open_before = t.store().commands_for_enrollment(e.id).await.unwrap().len();
+    for form in ["", "csrf=forged"] {
+        let r = send(&t, "POST", &sync, Some(&admin), Some(form)).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{form:?}");
+    }
+    assert_eq!(
+        t.store().commands_for_enrollment(e.id).await.unwrap().len(),
+        open_before
+    );
+    let r = send(&t, "POST", &sync, Some(&admin), Some(&format!("csrf={csrf}"))).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    assert_eq!(r.location(), format!("{device_page}?done=sync"));
+    assert_eq!(
+        t.store().commands_for_enrollment(e.id).await.unwrap().len(),
+        open_before + 1
+    );
+    let synced = audit_rows(&t, "device.sync").await;
+    assert_eq!(synced[0].actor, "admin@example.com (console)");
+    assert_eq!(synced[0].target.as_deref(), Some(e.device_id.as_str()));
+    assert_eq!(synced[0].outcome, AuditOutcome::Success);
+
+    // Help desk: may sync, may not wipe, even with the right name and a valid token; the refusal
+    // is audited like the API's. The page does not offer the wipe either.
+    let help = login(&t, "help@example.com").await;
+    let page = send(&t, "GET", &device_page, Some(&help), None).await;
+    assert!(page.body.contains("action-sync") && !page.body.contains("/wipe\""));
+    let hcsrf = page.csrf();
+    let wipe = format!("/console/devices/{}/wipe", e.id);
+    let r = send(
+        &t,
+        "POST",
+        &wipe,
+        Some(&help),
+        Some(&format!("csrf={hcsrf}&confirm_name={}", enc(evil))),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+    let wipes = audit_rows(&t, "device.wipe").await;
+    assert_eq!(wipes.len(), 1);
+    assert_eq!((wipes[0].outcome, wipes[0].status), (AuditOutcome::Failure, Some(403)));
+    assert_eq!(
+        send(&t, "GET", "/console/audit", Some(&help), None).await.status,
+        StatusCode::FORBIDDEN
+    );
+    let r = send(&t, "POST", &sync, Some(&help), Some(&format!("csrf={hcsrf}"))).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+
+    // Admin wipe: a mistyped name is refused (422, audited), the exact name queues it.
+    let r = send(
+        &t,
+        "POST",
+        &wipe,
+        Some(&admin),
+        Some(&format!("csrf={csrf}&confirm_name=nope")),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let r = send(
+        &t,
+        "POST",
+        &wipe,
+        Some(&admin),
+        Some(&format!("csrf={csrf}&kind=protected&confirm_name={}", enc(evil))),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let wipes = audit_rows(&t, "device.wipe").await;
+    assert_eq!(wipes.len(), 3);
+    assert_eq!((wipes[0].outcome, wipes[0].status), (AuditOutcome::Success, Some(202)));
+    assert_eq!(wipes[1].status, Some(422));
+
+    // Logout: needs the token, ends the session server-side and clears the cookie.
+    let r = send(&t, "POST", "/console/logout", Some(&admin), Some("csrf=forged")).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = send(
+        &t,
+        "POST",
+        "/console/logout",
+        Some(&admin),
+        Some(&format!("csrf={csrf}")),
+    )
+    .await;
+    assert_eq!((r.status, r.location()), (StatusCode::SEE_OTHER, "/console/login"));
+    assert!(
+        r.headers
+            .get(header::SET_COOKIE)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .contains("Max-Age=0")
+    );
+    let r = send(&t, "GET", "/console", Some(&admin), None).await;
+    assert_eq!((r.status, r.location()), (StatusCode::SEE_OTHER, "/console/login"));
+    assert_eq!(
+        send(&t, "GET", "/console", Some(&help), None).await.status,
+        StatusCode::OK
+    );
+
+    // Bootstrap over the API: a user created with a console role can sign in.
+    let client = t.client();
+    let resp = client
+        .request(
+            http::Method::POST,
+            &t.url("/api/v1/users"),
+            &[
+                ("authorization", &format!("Bearer {ADMIN_TOKEN}")),
+                ("content-type", "application/json"),
+            ],
+            bytes::Bytes::from(
+                json!({"email": "ops@example.com", "password": PASSWORD, "console_role": "operator"}).to_string(),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status, 201, "{}", resp.text());
+    let ops = login(&t, "ops@example.com").await;
+    let r = send(&t, "GET", "/console", Some(&ops), None).await;
+    assert!(r.body.contains("ops@example.com (operator)"));
+}
+
+// ---------------------------------------------------------------- browser
+
+/// A minimal W3C WebDriver client (JSON over HTTP/1.1 to a local chromedriver): the handful of
+/// commands this test needs, without pulling a WebDriver crate's dependency tree into the build.
+struct Browser {
+    base: String,
+    session: String,
+}
+
+const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+async fn wd(method: http::Method, url: &str, body: Option<Value>) -> Value {
+    let uri: http::Uri = url.parse().unwrap();
+    let addr = format!("{}:{}", uri.host().unwrap(), uri.port_u16().unwrap());
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let req = Request::builder()
+        .method(method)
+        .uri(uri.path())
+        .header(header::HOST, uri.authority().unwrap().as_str())
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    let status = resp.status();
+    let bytes = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    assert!(status.is_success(), "WebDriver {url}: {status} {v}");
+    v["value"].clone()
+}
+
+impl Browser {
+    async fn start(base: String) -> Self {
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": chromium_binary(),
+                "args": [
+                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
+                    "--window-size=1280,1000",
+                    // The test server's certificate comes from its own throw-away CA.
+                    "--ignore-certificate-errors",
+                ],
+            },
+        }}});
+        let v = wd(http::Method::POST, &format!("{base}/session"), Some(caps)).await;
+        let session = v["sessionId"].as_str().unwrap().to_owned();
+        let b = Self { base, session };
+        // A click returns before the navigation it starts has committed: element lookups wait for
+        // the next page's elements (implicit wait) and content checks poll (`wait_for`).
+        wd(
+            http::Method::POST,
+            &b.url("/timeouts"),
+            Some(json!({"implicit": 10_000})),
+        )
+        .await;
+        b
+    }
+    /// Polls the page source until `done` holds (10 s), so assertions never read the previous page.
+    async fn wait_for(&self, done: impl Fn(&str) -> bool) -> String {
+        let mut page = String::new();
+        for _ in 0..100 {
+            page = self.source().await;
+            if done(&page) {
+                return page;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("page never reached the expected state:\n{page}");
+    }
+    fn url(&self, tail: &str) -> String {
+        format!("{}/session/{}{tail}", self.base, self.session)
+    }
+    async fn goto(&self, url: &str) {
+        wd(http::Method::POST, &self.url("/url"), Some(json!({ "url": url }))).await;
+    }
+    async fn find(&self, css: &str) -> String {
+        let v = wd(
+            http::Method::POST,
+            &self.url("/element"),
+            Some(json!({"using": "css selector", "value": css})),
+        )
+        .await;
+        v[ELEMENT_KEY].as_str().unwrap().to_owned()
+    }
+    async fn find_link(&self, text: &str) -> String {
+        let v = wd(
+            http::Method::POST,
+            &self.url("/element"),
+            Some(json!({"using": "link text", "value": text})),
+        )
+        .await;
+        v[ELEMENT_KEY].as_str().unwrap().to_owned()
+    }
+    async fn type_into(&self, css: &str, text: &str) {
+        let el = self.find(css).await;
+        wd(
+            http::Method::POST,
+            &self.url(&format!("/element/{el}/value")),
+            Some(json!({ "text": text })),
+        )
+        .await;
+    }
+    async fn click(&self, el: &str) {
+        wd(
+            http::Method::POST,
+            &self.url(&format!("/element/{el}/click")),
+            Some(json!({})),
+        )
+        .await;
+    }
+    async fn source(&self) -> String {
+        wd(http::Method::GET, &self.url("/source"), None)
+            .await
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+    async fn current_url(&self) -> String {
+        wd(http::Method::GET, &self.url("/url"), None)
+            .await
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+    async fn refresh(&self) {
+        wd(http::Method::POST, &self.url("/refresh"), Some(json!({}))).await;
+    }
+    async fn screenshot(&self, name: &str) {
+        let v = wd(http::Method::GET, &self.url("/screenshot"), None).await;
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(v.as_str().unwrap())
+            .unwrap();
+        let dir = artifacts_dir();
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
+    }
+    async fn quit(self) {
+        wd(http::Method::DELETE, &self.url(""), None).await;
+    }
+}
+
+fn artifacts_dir() -> std::path::PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
+    target.join("test-artifacts/console")
+}
+
+fn find_program(candidates: &[&str]) -> Option<String> {
+    candidates.iter().find_map(|c| {
+        if c.contains('/') {
+            std::path::Path::new(c).exists().then(|| c.to_string())
+        } else {
+            std::env::var_os("PATH").and_then(|p| {
+                std::env::split_paths(&p)
+                    .map(|d| d.join(c))
+                    .find(|f| f.exists())
+                    .map(|f| f.to_string_lossy().into_owned())
+            })
+        }
+    })
+}
+
+fn chromium_binary() -> String {
+    std::env::var("STEWARD_CHROMIUM")
+        .ok()
+        .or_else(|| find_program(&["/usr/bin/chromium", "chromium", "chromium-browser"]))
+        .expect("Chromium is not installed: the console browser test needs it (./scripts/test installs the Debian packages chromium and chromium-driver)")
+}
+
+/// Starts chromedriver on a free port; it is killed when the guard drops.
+struct Driver(std::process::Child, String);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn start_chromedriver() -> Driver {
+    let bin = std::env::var("STEWARD_CHROMEDRIVER")
+        .ok()
+        .or_else(|| find_program(&["/usr/bin/chromedriver", "chromedriver"]))
+        .expect("chromedriver is not installed: the console browser test needs it (./scripts/test installs the Debian packages chromium and chromium-driver)");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // Reaped by Driver's Drop (kill + wait).
+    #[allow(clippy::zombie_processes)]
+    let child = std::process::Command::new(bin)
+        .arg(format!("--port={port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start chromedriver");
+    // Owned by the guard from here, so a failed start still kills it.
+    let driver = Driver(child, format!("http://127.0.0.1:{port}"));
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            return driver;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("chromedriver did not start listening on {port}");
+}
+
+#[tokio::test]
+async fn browser_login_search_sync_and_see_it_acknowledged() {
+    let driver = start_chromedriver().await;
+    let t = TestServer::start().await;
+    console_user(&t, "admin@example.com", Role::Admin).await;
+    let mut device = named_device(&t, "DESKTOP-BROWSER1").await;
+    let _other = named_device(&t, "LAPTOP-OTHER").await;
+    let client = t.device_client(&device);
+    // The first session delivers the enrollment-time inventory, so the next sync stands alone.
+    device.run_session(&client, SessionTrigger::Scheduled).await.unwrap();
+
+    let b = Browser::start(driver.1.clone()).await;
+    b.goto(&t.url("/console")).await;
+    assert!(b.current_url().await.ends_with("/console/login"));
+    b.type_into("#email", "admin@example.com").await;
+    b.type_into("#password", PASSWORD).await;
+    b.screenshot("01-login").await;
+    b.click(&b.find("form.login button").await).await;
+    b.wait_for(|p| p.contains("Enrolled devices")).await;
+    assert!(b.current_url().await.ends_with("/console"), "{}", b.source().await);
+    b.screenshot("02-dashboard").await;
+
+    b.click(&b.find_link("Devices").await).await;
+    b.type_into("#q", "browser").await;
+    b.click(&b.find("form.search button").await).await;
+    let list = b
+        .wait_for(|p| p.contains("DESKTOP-BROWSER1") && !p.contains("LAPTOP-OTHER"))
+        .await;
+    assert!(
+        list.contains("DESKTOP-BROWSER1") && !list.contains("LAPTOP-OTHER"),
+        "{list}"
+    );
+    b.screenshot("03-devices-search").await;
+
+    b.click(&b.find_link("DESKTOP-BROWSER1").await).await;
+    b.click(&b.find("#action-sync").await).await;
+    let page = b.wait_for(|p| p.contains("Sync queued")).await;
+    assert!(page.contains("Sync queued"), "{page}");
+    assert!(page.contains("state-pending"), "{page}");
+    b.screenshot("04-device-sync-queued").await;
+
+    // The device checks in and answers the inventory Get.
+    device.run_session(&client, SessionTrigger::Scheduled).await.unwrap();
+    b.refresh().await;
+    // The newest row of the command timeline: the sync, acknowledged with 200.
+    let newest_row = |page: &str| -> Option<String> {
+        let timeline = &page[page.find("id=\"commands\"")?..];
+        let rows = &timeline[timeline.find("<tbody>")?..];
+        Some(rows[..rows.find("</tr>")?].to_owned())
+    };
+    let page = b
+        .wait_for(|p| newest_row(p).is_some_and(|r| r.contains("state-succeeded") && r.contains(">200<")))
+        .await;
+    assert!(newest_row(&page).is_some());
+    b.screenshot("05-device-sync-acknowledged").await;
+
+    b.click(&b.find_link("Wipe…").await).await;
+    b.wait_for(|p| p.contains("Wipe DESKTOP-BROWSER1?")).await;
+    b.screenshot("06-wipe-confirm").await;
+    b.click(&b.find_link("Enrollment").await).await;
+    b.type_into("#description", "pilot laptops").await;
+    b.click(&b.find("form.stack button").await).await;
+    let page = b.wait_for(|p| p.contains("stw_enr_")).await;
+    assert!(page.contains("stw_enr_") && page.contains("ms-device-enrollment:?mode=mdm"));
+    b.screenshot("07-enrollment-token").await;
+    b.click(&b.find_link("Audit log").await).await;
+    b.wait_for(|p| p.contains("device.sync")).await;
+    b.screenshot("08-audit").await;
+    b.quit().await;
+    drop(driver);
+    t.server.shutdown().await;
+}

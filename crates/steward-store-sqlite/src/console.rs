@@ -1,0 +1,188 @@
+//! SQLite implementation of the web console's part of the store: console users (a role on the
+//! `users` row), sessions, and the dashboard aggregates.
+
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+use steward_domain::*;
+use time::OffsetDateTime;
+
+use crate::{SqliteStore, backend, from_micros, micros, parse_id, user_from_row};
+
+fn console_user_from_row(r: &SqliteRow) -> StoreResult<Option<ConsoleUser>> {
+    let Some(role) = r.get::<Option<String>, _>("console_role") else {
+        return Ok(None);
+    };
+    let role = Role::parse(&role).ok_or_else(|| StoreError::Backend("bad console_role in users".into()))?;
+    Ok(Some(ConsoleUser {
+        user: user_from_row(r)?,
+        role,
+    }))
+}
+
+impl SqliteStore {
+    pub(crate) async fn create_console_user_impl(&self, u: &User, role: Role) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        let res = sqlx::query(
+            "INSERT INTO users (id, email, display_name, password_hash, disabled, created_at, console_role) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(u.id.to_string())
+        .bind(u.email.to_lowercase())
+        .bind(&u.display_name)
+        .bind(&u.password_hash)
+        .bind(i64::from(u.disabled))
+        .bind(micros(u.created_at))
+        .bind(role.as_str())
+        .execute(&mut *tx)
+        .await;
+        match res {
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                return Err(StoreError::Conflict(format!("user {}", u.email)));
+            }
+            other => {
+                other.map_err(backend)?;
+            }
+        }
+        tx.commit().await.map_err(backend)
+    }
+
+    pub(crate) async fn console_user_by_email_impl(&self, email: &str) -> StoreResult<Option<ConsoleUser>> {
+        let row = sqlx::query("SELECT * FROM users WHERE email = ?")
+            .bind(email.trim().to_lowercase())
+            .fetch_optional(&self.read)
+            .await
+            .map_err(backend)?;
+        match row {
+            Some(r) => console_user_from_row(&r),
+            None => Ok(None),
+        }
+    }
+
+    pub(crate) async fn create_console_session_impl(&self, s: &ConsoleSession) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO console_sessions (id_hash, user_id, created_at, last_seen_at, expires_at, source_ip) \
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(s.id_hash.to_hex())
+        .bind(s.user_id.to_string())
+        .bind(micros(s.created_at))
+        .bind(micros(s.last_seen_at))
+        .bind(micros(s.expires_at))
+        .bind(&s.source_ip)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        tx.commit().await.map_err(backend)
+    }
+
+    pub(crate) async fn console_session_impl(
+        &self,
+        id_hash: &TokenHash,
+    ) -> StoreResult<Option<(ConsoleSession, ConsoleUser)>> {
+        let row = sqlx::query(
+            "SELECT u.*, s.id_hash AS s_id_hash, s.created_at AS s_created_at, s.last_seen_at AS s_last_seen_at, \
+             s.expires_at AS s_expires_at, s.source_ip AS s_source_ip \
+             FROM console_sessions s JOIN users u ON u.id = s.user_id WHERE s.id_hash = ?",
+        )
+        .bind(id_hash.to_hex())
+        .fetch_optional(&self.read)
+        .await
+        .map_err(backend)?;
+        let Some(r) = row else { return Ok(None) };
+        let Some(user) = console_user_from_row(&r)? else {
+            // The user lost console access: the session is dead.
+            return Ok(None);
+        };
+        let session = ConsoleSession {
+            id_hash: *id_hash,
+            user_id: parse_id(&r.get::<String, _>("id"))?,
+            created_at: from_micros(r.get("s_created_at"))?,
+            last_seen_at: from_micros(r.get("s_last_seen_at"))?,
+            expires_at: from_micros(r.get("s_expires_at"))?,
+            source_ip: r.get("s_source_ip"),
+        };
+        Ok(Some((session, user)))
+    }
+
+    pub(crate) async fn touch_console_session_impl(&self, id_hash: &TokenHash, now: OffsetDateTime) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("UPDATE console_sessions SET last_seen_at = ? WHERE id_hash = ?")
+            .bind(micros(now))
+            .bind(id_hash.to_hex())
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        tx.commit().await.map_err(backend)
+    }
+
+    pub(crate) async fn delete_console_session_impl(
+        &self,
+        id_hash: &TokenHash,
+        now: OffsetDateTime,
+    ) -> StoreResult<bool> {
+        let mut tx = self.begin_write().await?;
+        let n = sqlx::query("DELETE FROM console_sessions WHERE id_hash = ?")
+            .bind(id_hash.to_hex())
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?
+            .rows_affected();
+        // Housekeeping rides along with logouts: sessions past their absolute expiry are useless.
+        sqlx::query("DELETE FROM console_sessions WHERE expires_at < ?")
+            .bind(micros(now))
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
+        Ok(n > 0)
+    }
+
+    pub(crate) async fn device_stats_impl(&self, now: OffsetDateTime) -> StoreResult<DeviceStats> {
+        let by_state = sqlx::query("SELECT state, COUNT(*) AS n FROM enrollments GROUP BY state ORDER BY state")
+            .fetch_all(&self.read)
+            .await
+            .map_err(backend)?
+            .iter()
+            .map(|r| (r.get::<String, _>("state"), r.get::<i64, _>("n") as u64))
+            .collect();
+        let hour = micros(now - time::Duration::hours(1));
+        let day = micros(now - time::Duration::days(1));
+        let f = sqlx::query(
+            "SELECT \
+             COALESCE(SUM(last_seen_at >= ?), 0) AS h, \
+             COALESCE(SUM(last_seen_at < ? AND last_seen_at >= ?), 0) AS d, \
+             COALESCE(SUM(last_seen_at < ?), 0) AS o, \
+             COALESCE(SUM(last_seen_at IS NULL), 0) AS never, \
+             (SELECT COUNT(*) FROM commands WHERE state IN ('pending', 'sent')) AS open_commands \
+             FROM enrollments WHERE state = 'active'",
+        )
+        .bind(hour)
+        .bind(hour)
+        .bind(day)
+        .bind(day)
+        .fetch_one(&self.read)
+        .await
+        .map_err(backend)?;
+        let os_versions = sqlx::query(
+            "SELECT COALESCE(os_version, 'unknown') AS v, COUNT(*) AS n FROM enrollments \
+             WHERE state = 'active' GROUP BY v ORDER BY n DESC, v LIMIT 20",
+        )
+        .fetch_all(&self.read)
+        .await
+        .map_err(backend)?
+        .iter()
+        .map(|r| (r.get::<String, _>("v"), r.get::<i64, _>("n") as u64))
+        .collect();
+        let n = |c: &str| f.get::<i64, _>(c) as u64;
+        Ok(DeviceStats {
+            by_state,
+            seen_last_hour: n("h"),
+            seen_last_day: n("d"),
+            seen_older: n("o"),
+            never_seen: n("never"),
+            os_versions,
+            open_commands: n("open_commands"),
+        })
+    }
+}
