@@ -1,8 +1,6 @@
 //! Test harness: a server in a temporary data directory, plus helpers to create tokens and users
 //! exactly as the CLI does.
 
-use std::sync::Arc;
-
 use steward_domain::*;
 use steward_server::config::AuthPolicy;
 use steward_server::{Config, RunningServer};
@@ -28,9 +26,6 @@ pub fn config_for(dir: &std::path::Path, port: u16) -> Config {
     }
 }
 
-/// Wraps the store the server gets (fault injection).
-pub type StoreWrapper = Box<dyn FnOnce(Arc<dyn Store>) -> Arc<dyn Store>>;
-
 impl TestServer {
     pub async fn start() -> Self {
         Self::start_with(|_| {}).await
@@ -38,11 +33,11 @@ impl TestServer {
 
     pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        Self::start_in(dir, tweak, None).await
+        Self::start_in(dir, tweak).await
     }
 
-    pub async fn start_in(dir: tempfile::TempDir, tweak: impl FnOnce(&mut Config), wrap: Option<StoreWrapper>) -> Self {
-        Self::start_on(dir, 0, tweak, wrap).await
+    pub async fn start_in(dir: tempfile::TempDir, tweak: impl FnOnce(&mut Config)) -> Self {
+        Self::start_on(dir, 0, tweak).await
     }
 
     /// Stops the server and starts it again on the same port and data directory (a restart).
@@ -50,15 +45,10 @@ impl TestServer {
         let port: u16 = self.server.local_addr.port();
         let TestServer { server, dir, .. } = self;
         server.shutdown().await;
-        Self::start_on(dir, port, |_| {}, None).await
+        Self::start_on(dir, port, |_| {}).await
     }
 
-    pub async fn start_on(
-        dir: tempfile::TempDir,
-        port: u16,
-        tweak: impl FnOnce(&mut Config),
-        wrap: Option<StoreWrapper>,
-    ) -> Self {
+    pub async fn start_on(dir: tempfile::TempDir, port: u16, tweak: impl FnOnce(&mut Config)) -> Self {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let mut bound = None;
         for _ in 0..50 {
@@ -74,12 +64,7 @@ impl TestServer {
         let port = listener.local_addr().unwrap().port();
         let mut config = config_for(dir.path(), port);
         tweak(&mut config);
-        let store = steward_server::open_store(&config).await.unwrap();
-        let store = match wrap {
-            Some(w) => w(store),
-            None => store,
-        };
-        let server = steward_server::start_with_store(config, listener, store).await.unwrap();
+        let server = steward_server::start_with_listener(config, listener).await.unwrap();
         let root_der = server.state.pki.root.cert_der().to_vec();
         Self {
             url: format!("https://localhost:{port}"),

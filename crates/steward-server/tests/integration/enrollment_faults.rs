@@ -1,8 +1,6 @@
 //! Bad input: every case gets the right SOAP fault (or HTTP status) and leaves no device row and no
 //! issued certificate behind.
 
-use std::sync::Arc;
-
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use steward_domain::*;
@@ -274,229 +272,21 @@ async fn bad_certificate_requests() {
     t.server.shutdown().await;
 }
 
-/// Wraps the real store so the enrollment commit fails: the device must get a fault, and the signed
-/// certificate must be accounted for as void with nothing else written.
-struct FailingCommit(Arc<dyn Store>);
-
-#[async_trait::async_trait]
-impl Store for FailingCommit {
-    async fn create_console_user(&self, u: &User, role: Role) -> StoreResult<()> {
-        self.0.create_console_user(u, role).await
-    }
-    async fn console_user_by_email(&self, email: &str) -> StoreResult<Option<ConsoleUser>> {
-        self.0.console_user_by_email(email).await
-    }
-    async fn create_console_session(&self, s: &ConsoleSession) -> StoreResult<()> {
-        self.0.create_console_session(s).await
-    }
-    async fn console_session(&self, h: &TokenHash) -> StoreResult<Option<(ConsoleSession, ConsoleUser)>> {
-        self.0.console_session(h).await
-    }
-    async fn touch_console_session(&self, h: &TokenHash, now: ::time::OffsetDateTime) -> StoreResult<()> {
-        self.0.touch_console_session(h, now).await
-    }
-    async fn delete_console_session(&self, h: &TokenHash, now: ::time::OffsetDateTime) -> StoreResult<bool> {
-        self.0.delete_console_session(h, now).await
-    }
-    async fn device_stats(&self, now: ::time::OffsetDateTime) -> StoreResult<DeviceStats> {
-        self.0.device_stats(now).await
-    }
-    async fn create_enrollment_token(&self, t: &NewEnrollmentToken) -> StoreResult<EnrollmentToken> {
-        self.0.create_enrollment_token(t).await
-    }
-    async fn enrollment_token_by_hash(&self, h: &TokenHash) -> StoreResult<Option<EnrollmentToken>> {
-        self.0.enrollment_token_by_hash(h).await
-    }
-    async fn list_enrollment_tokens(&self) -> StoreResult<Vec<EnrollmentToken>> {
-        self.0.list_enrollment_tokens().await
-    }
-    async fn group_by_name(&self, n: &str) -> StoreResult<Option<Group>> {
-        self.0.group_by_name(n).await
-    }
-    async fn create_user(&self, u: &User) -> StoreResult<()> {
-        self.0.create_user(u).await
-    }
-    async fn user_by_email(&self, e: &str) -> StoreResult<Option<User>> {
-        self.0.user_by_email(e).await
-    }
-    async fn put_admin_token(&self, n: &str, h: &TokenHash, at: ::time::OffsetDateTime) -> StoreResult<()> {
-        self.0.put_admin_token(n, h, at).await
-    }
-    async fn admin_token_exists(&self, h: &TokenHash) -> StoreResult<bool> {
-        self.0.admin_token_exists(h).await
-    }
-    async fn count_admin_tokens(&self) -> StoreResult<u64> {
-        self.0.count_admin_tokens().await
-    }
-    async fn active_enrollment_by_device_id(&self, d: &DeviceId) -> StoreResult<Option<Enrollment>> {
-        self.0.active_enrollment_by_device_id(d).await
-    }
-    async fn enrollment_by_id(&self, id: EnrollmentId) -> StoreResult<Option<Enrollment>> {
-        self.0.enrollment_by_id(id).await
-    }
-    async fn list_enrollments(&self) -> StoreResult<Vec<Enrollment>> {
-        self.0.list_enrollments().await
-    }
-    async fn commit_enrollment(&self, _c: &EnrollmentCommit) -> StoreResult<()> {
-        Err(StoreError::Backend("disk I/O error (injected)".into()))
-    }
-    async fn append_issuance_log(&self, e: &IssuanceLogEntry) -> StoreResult<()> {
-        self.0.append_issuance_log(e).await
-    }
-    async fn issuance_log(&self) -> StoreResult<Vec<IssuanceLogEntry>> {
-        self.0.issuance_log().await
-    }
-    async fn enrollment_by_certificate(&self, t: &str) -> StoreResult<Option<Enrollment>> {
-        self.0.enrollment_by_certificate(t).await
-    }
-    async fn renew_certificate(&self, r: &CertificateRenewal) -> StoreResult<()> {
-        self.0.renew_certificate(r).await
-    }
-    async fn md5_credential(&self, id: EnrollmentId) -> StoreResult<Option<String>> {
-        self.0.md5_credential(id).await
-    }
-    async fn device_events_after(&self, after: i64, limit: u32) -> StoreResult<Vec<DeviceEvent>> {
-        self.0.device_events_after(after, limit).await
-    }
-    async fn device_events_for(&self, id: EnrollmentId) -> StoreResult<Vec<DeviceEvent>> {
-        self.0.device_events_for(id).await
-    }
-    async fn end_enrollment(
-        &self,
-        id: EnrollmentId,
-        s: EnrollmentState,
-        reason: &str,
-        now: ::time::OffsetDateTime,
-    ) -> StoreResult<bool> {
-        self.0.end_enrollment(id, s, reason, now).await
-    }
-    async fn enqueue_commands(&self, c: &[NewCommand]) -> StoreResult<()> {
-        self.0.enqueue_commands(c).await
-    }
-    async fn command(&self, id: CommandId) -> StoreResult<Option<Command>> {
-        self.0.command(id).await
-    }
-    async fn commands_for_enrollment(&self, id: EnrollmentId) -> StoreResult<Vec<Command>> {
-        self.0.commands_for_enrollment(id).await
-    }
-    async fn deliverable_commands(&self, id: EnrollmentId, now: ::time::OffsetDateTime) -> StoreResult<Vec<Command>> {
-        self.0.deliverable_commands(id, now).await
-    }
-    async fn cancel_command(&self, id: CommandId, now: ::time::OffsetDateTime) -> StoreResult<bool> {
-        self.0.cancel_command(id, now).await
-    }
-    async fn command_result(&self, id: CommandId) -> StoreResult<Option<CommandResult>> {
-        self.0.command_result(id).await
-    }
-    async fn session_state(&self, id: EnrollmentId) -> StoreResult<Option<SessionState>> {
-        self.0.session_state(id).await
-    }
-    async fn commit_session_message(
-        &self,
-        id: EnrollmentId,
-        c: &SessionCommit,
-        now: ::time::OffsetDateTime,
-    ) -> StoreResult<()> {
-        self.0.commit_session_message(id, c, now).await
-    }
-    async fn device_facts(&self, id: EnrollmentId) -> StoreResult<Vec<DeviceFact>> {
-        self.0.device_facts(id).await
-    }
-    async fn fact_history(&self, id: EnrollmentId) -> StoreResult<Vec<FactChange>> {
-        self.0.fact_history(id).await
-    }
-    async fn device_messages(&self, id: EnrollmentId) -> StoreResult<Vec<(::time::OffsetDateTime, String)>> {
-        self.0.device_messages(id).await
-    }
-    async fn list_devices(&self, q: &DeviceQuery) -> StoreResult<Vec<Enrollment>> {
-        self.0.list_devices(q).await
-    }
-    async fn latest_enrollment_by_device_id(&self, d: &DeviceId) -> StoreResult<Option<Enrollment>> {
-        self.0.latest_enrollment_by_device_id(d).await
-    }
-    async fn revoke_enrollment_token(&self, id: EnrollmentTokenId) -> StoreResult<bool> {
-        self.0.revoke_enrollment_token(id).await
-    }
-    async fn list_users(&self) -> StoreResult<Vec<User>> {
-        self.0.list_users().await
-    }
-    async fn list_groups(&self) -> StoreResult<Vec<Group>> {
-        self.0.list_groups().await
-    }
-    async fn create_api_token(&self, t: &NewApiToken) -> StoreResult<ApiToken> {
-        self.0.create_api_token(t).await
-    }
-    async fn api_token_by_hash(&self, h: &TokenHash) -> StoreResult<Option<ApiToken>> {
-        self.0.api_token_by_hash(h).await
-    }
-    async fn list_api_tokens(&self) -> StoreResult<Vec<ApiToken>> {
-        self.0.list_api_tokens().await
-    }
-    async fn revoke_api_token(&self, id: ApiTokenId, now: ::time::OffsetDateTime) -> StoreResult<bool> {
-        self.0.revoke_api_token(id, now).await
-    }
-    async fn touch_api_token(&self, id: ApiTokenId, now: ::time::OffsetDateTime) -> StoreResult<()> {
-        self.0.touch_api_token(id, now).await
-    }
-    async fn admin_counts(&self) -> StoreResult<AdminCounts> {
-        self.0.admin_counts().await
-    }
-    async fn append_audit_event(&self, e: &NewAuditEvent) -> StoreResult<AuditEvent> {
-        self.0.append_audit_event(e).await
-    }
-    async fn audit_events(&self, f: &AuditFilter, after: Option<i64>, limit: u32) -> StoreResult<Vec<AuditEvent>> {
-        self.0.audit_events(f, after, limit).await
-    }
-    async fn create_webhook(&self, w: &NewWebhook) -> StoreResult<Webhook> {
-        self.0.create_webhook(w).await
-    }
-    async fn webhook(&self, id: WebhookId) -> StoreResult<Option<Webhook>> {
-        self.0.webhook(id).await
-    }
-    async fn list_webhooks(&self) -> StoreResult<Vec<Webhook>> {
-        self.0.list_webhooks().await
-    }
-    async fn delete_webhook(&self, id: WebhookId) -> StoreResult<bool> {
-        self.0.delete_webhook(id).await
-    }
-    async fn queue_webhook_ping(&self, id: WebhookId, now: ::time::OffsetDateTime) -> StoreResult<Option<WebhookPing>> {
-        self.0.queue_webhook_ping(id, now).await
-    }
-    async fn next_webhook_ping(&self, id: WebhookId) -> StoreResult<Option<WebhookPing>> {
-        self.0.next_webhook_ping(id).await
-    }
-    async fn advance_webhook_cursor(&self, id: WebhookId, seq: i64) -> StoreResult<()> {
-        self.0.advance_webhook_cursor(id, seq).await
-    }
-    async fn record_webhook_attempt(&self, a: &WebhookAttempt) -> StoreResult<()> {
-        self.0.record_webhook_attempt(a).await
-    }
-    async fn webhook_deliveries(
-        &self,
-        id: WebhookId,
-        before_id: Option<i64>,
-        limit: u32,
-    ) -> StoreResult<Vec<WebhookDelivery>> {
-        self.0.webhook_deliveries(id, before_id, limit).await
-    }
-    async fn prune_webhook_deliveries(
-        &self,
-        older_than: ::time::OffsetDateTime,
-        keep_per_webhook: u32,
-    ) -> StoreResult<u64> {
-        self.0.prune_webhook_deliveries(older_than, keep_per_webhook).await
-    }
-}
-
 #[tokio::test]
 async fn failed_commit_voids_the_certificate() {
-    let dir = tempfile::tempdir().unwrap();
-    let t = TestServer::start_in(
-        dir,
-        |_| {},
-        Some(Box::new(|s| Arc::new(FailingCommit(s)) as Arc<dyn Store>)),
+    let t = TestServer::start().await;
+    // Make the real database refuse the enrollment insert, as a full disk or I/O error would: the
+    // commit transaction fails half-way and must roll back everything.
+    let db = sqlx::SqlitePool::connect(&format!("sqlite://{}", t.dir.path().join("steward.db").display()))
+        .await
+        .unwrap();
+    sqlx::query(
+        "CREATE TRIGGER inject_commit_failure BEFORE INSERT ON enrollments \
+         BEGIN SELECT RAISE(ABORT, 'disk I/O error (injected)'); END",
     )
-    .await;
+    .execute(&db)
+    .await
+    .unwrap();
     let token = t.token(Some(1), ::time::Duration::hours(1), None).await;
     let err = enroll(&t.client(), &t.options(Credentials::Password(token.clone())))
         .await

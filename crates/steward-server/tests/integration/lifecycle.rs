@@ -30,7 +30,7 @@ async fn restart_keeps_the_ca_and_wrong_kek_refuses_to_start() {
     assert!(sealed.starts_with("steward-sealed-v1:"), "CA key is sealed at rest");
 
     // Same data directory: same CA.
-    let t = TestServer::start_in(dir, |_| {}, None).await;
+    let t = TestServer::start_in(dir, |_| {}).await;
     assert!(!t.server.ca_created);
     assert_eq!(t.root_der, root);
     assert_eq!(t.server.state.pki.issuing.cert_der(), issuing.as_slice());
@@ -82,7 +82,7 @@ async fn first_start_without_admin_token_generates_one_once() {
     );
     let TestServer { server, dir, .. } = t;
     server.shutdown().await;
-    let t = TestServer::start_in(dir, |c| c.admin_token = None, None).await;
+    let t = TestServer::start_in(dir, |c| c.admin_token = None).await;
     assert!(
         t.server.generated_admin_token.is_none(),
         "printed only on the first start"

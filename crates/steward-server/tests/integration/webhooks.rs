@@ -529,7 +529,7 @@ async fn failing_endpoint_is_retried_with_backoff_and_blocks_nobody_else() {
 async fn a_restart_resumes_delivery_without_loss_or_skip() {
     let (rx, port) = Receiver::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let t = TestServer::start_in(dir, fast(&[0.5; 10]), None).await;
+    let t = TestServer::start_in(dir, fast(&[0.5; 10])).await;
     let (id, secret) = subscribe(&t, &format!("http://127.0.0.1:{port}/hook"), json!(["enrolled"])).await;
 
     let one = t.managed_device(None).await;
@@ -546,7 +546,7 @@ async fn a_restart_resumes_delivery_without_loss_or_skip() {
     let TestServer { server, dir, .. } = t;
     server.shutdown().await;
     rx.fail(0);
-    let t = TestServer::start_on(dir, port_server, fast(&[0.5; 10]), None).await;
+    let t = TestServer::start_on(dir, port_server, fast(&[0.5; 10])).await;
     let four = t.managed_device(None).await;
 
     let got = rx
