@@ -137,7 +137,7 @@ pub async fn start_with_listener(config: Config, listener: TcpListener) -> Resul
     start_with_store(config, listener, store).await
 }
 
-/// Starts serving with a given store (tests wrap the real store to inject failures).
+/// Starts serving with an already opened store: the seam where another backend (PostgreSQL) plugs in.
 pub async fn start_with_store(
     config: Config,
     listener: TcpListener,
