@@ -674,6 +674,14 @@ async fn webhook_story(store: &dyn Store, t0: OffsetDateTime) {
     assert_eq!(listed.len(), 2);
     assert!(listed.contains(&a.id) && listed.contains(&b.id));
     assert!(store.webhook(WebhookId::new()).await.unwrap().is_none());
+    // Pausing keeps everything else (the cursor above all).
+    assert!(store.set_webhook_enabled(b.id, false).await.unwrap());
+    let paused = store.webhook(b.id).await.unwrap().unwrap();
+    assert!(!paused.enabled);
+    assert_eq!(paused.cursor, b.cursor);
+    assert!(store.set_webhook_enabled(b.id, true).await.unwrap());
+    assert_eq!(store.webhook(b.id).await.unwrap().unwrap(), b);
+    assert!(!store.set_webhook_enabled(WebhookId::new(), false).await.unwrap());
 
     // A failing attempt records the retry state and leaves the cursor alone.
     let attempt = |item: DeliveryItem, n: u32, outcome: DeliveryOutcome| WebhookAttempt {
@@ -774,4 +782,235 @@ async fn webhook_story(store: &dyn Store, t0: OffsetDateTime) {
     assert!(store.webhook(a.id).await.unwrap().is_none());
     assert!(store.webhook_deliveries(a.id, None, 100).await.unwrap().is_empty());
     assert_eq!(store.list_webhooks().await.unwrap().len(), 1);
+}
+
+/// The console's part of the store (users with a role, staged sessions, second factor, dashboard
+/// aggregates) and group management. Run on a fresh, empty store.
+pub async fn console_and_groups(store: &dyn Store) {
+    let t0 = now();
+    let user = |email: &str| User {
+        id: UserId::new(),
+        email: email.into(),
+        display_name: None,
+        password_hash: "$argon2id$fake".into(),
+        disabled: false,
+        created_at: t0,
+    };
+
+    // Console users: a role on the user; enrollment-only users are not console users.
+    let admin = user("Root@Example.com");
+    store.create_console_user(&admin, Role::Admin).await.unwrap();
+    assert!(matches!(
+        store
+            .create_console_user(&user("root@example.com"), Role::Auditor)
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    let plain = user("plain@example.com");
+    store.create_user(&plain).await.unwrap();
+    let cu = store
+        .console_user_by_email(" ROOT@example.com")
+        .await
+        .unwrap()
+        .expect("console user");
+    assert_eq!(
+        (cu.user.id, cu.role, cu.user.email.as_str()),
+        (admin.id, Role::Admin, "root@example.com")
+    );
+    assert!(cu.totp.is_none(), "no second factor until set up");
+    assert!(
+        store
+            .console_user_by_email("plain@example.com")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .console_user_by_email("nobody@example.com")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        store.console_user(admin.id).await.unwrap().map(|u| u.role),
+        Some(Role::Admin)
+    );
+    assert!(store.console_user(plain.id).await.unwrap().is_none());
+
+    // Second factor: set up (unconfirmed), confirmed with a first step, each step used once.
+    assert!(
+        store
+            .set_user_totp(admin.id, Some("steward-sealed-v1:seed"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store.set_user_totp(UserId::new(), Some("x")).await.unwrap(),
+        "unknown user"
+    );
+    let t = store
+        .console_user(admin.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .totp
+        .expect("seed stored");
+    assert_eq!(
+        (t.sealed_secret.as_str(), t.confirmed(), t.last_step),
+        ("steward-sealed-v1:seed", false, None)
+    );
+    assert!(
+        !store.use_totp_step(admin.id, 100).await.unwrap(),
+        "an unconfirmed seed signs nobody in"
+    );
+    assert!(store.confirm_user_totp(admin.id, 100, t0).await.unwrap());
+    let t = store.console_user(admin.id).await.unwrap().unwrap().totp.unwrap();
+    assert_eq!((t.confirmed_at, t.last_step), (Some(t0), Some(100)));
+    assert!(
+        !store.use_totp_step(admin.id, 100).await.unwrap(),
+        "the confirming code is used"
+    );
+    assert!(!store.use_totp_step(admin.id, 99).await.unwrap(), "older steps too");
+    assert!(store.use_totp_step(admin.id, 101).await.unwrap());
+    assert!(
+        !store.use_totp_step(admin.id, 101).await.unwrap(),
+        "a step is accepted once"
+    );
+    assert!(
+        !store.confirm_user_totp(plain.id, 5, t0).await.unwrap(),
+        "no seed, nothing to confirm"
+    );
+
+    // Sessions: pending and full, looked up with the user, touched, deleted with the expired ones.
+    let session = |id: &str, pending: bool, expires: OffsetDateTime| ConsoleSession {
+        id_hash: TokenHash::of(id),
+        user_id: admin.id,
+        created_at: t0,
+        last_seen_at: t0,
+        expires_at: expires,
+        source_ip: Some("192.0.2.1".into()),
+        second_factor_pending: pending,
+    };
+    let s1 = session("s1", true, t0 + Duration::minutes(5));
+    store.create_console_session(&s1).await.unwrap();
+    let s2 = session("s2", false, t0 + Duration::hours(12));
+    store.create_console_session(&s2).await.unwrap();
+    let old = session("old", false, t0 - Duration::seconds(1));
+    store.create_console_session(&old).await.unwrap();
+    let (got, who) = store.console_session(&s1.id_hash).await.unwrap().expect("session");
+    assert_eq!(got, s1);
+    assert_eq!(who.user.id, admin.id);
+    assert!(who.totp.is_some_and(|t| t.confirmed()));
+    assert!(
+        !store
+            .console_session(&s2.id_hash)
+            .await
+            .unwrap()
+            .unwrap()
+            .0
+            .second_factor_pending
+    );
+    assert!(store.console_session(&TokenHash::of("nope")).await.unwrap().is_none());
+    store
+        .touch_console_session(&s2.id_hash, t0 + Duration::minutes(3))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .console_session(&s2.id_hash)
+            .await
+            .unwrap()
+            .unwrap()
+            .0
+            .last_seen_at,
+        t0 + Duration::minutes(3)
+    );
+    assert!(store.delete_console_session(&s1.id_hash, t0).await.unwrap());
+    assert!(!store.delete_console_session(&s1.id_hash, t0).await.unwrap());
+    assert!(
+        store.console_session(&old.id_hash).await.unwrap().is_none(),
+        "expired sessions swept"
+    );
+    assert!(store.console_session(&s2.id_hash).await.unwrap().is_some());
+    // Resetting the second factor ends the user's sessions (done by the caller, in this order).
+    assert!(store.set_user_totp(admin.id, None).await.unwrap());
+    assert!(store.console_user(admin.id).await.unwrap().unwrap().totp.is_none());
+    assert_eq!(store.delete_console_sessions_of(admin.id).await.unwrap(), 1);
+    assert!(store.console_session(&s2.id_hash).await.unwrap().is_none());
+
+    // Groups: create, names unique, devices moved in and out, counts, delete only when unused.
+    let g = |name: &str| Group {
+        id: GroupId::new(),
+        name: name.into(),
+        created_at: t0,
+    };
+    let sales = g("sales");
+    store.create_group(&sales).await.unwrap();
+    assert!(matches!(
+        store.create_group(&g("sales")).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(store.group_by_name("sales").await.unwrap(), Some(sales.clone()));
+    let e1 = enrollment("dev-console-1", "C1", None, t0);
+    store.commit_enrollment(&commit(e1.clone(), None, None)).await.unwrap();
+    let e2 = enrollment("dev-console-2", "C2", None, t0);
+    store.commit_enrollment(&commit(e2.clone(), None, None)).await.unwrap();
+    assert!(store.set_enrollment_group(e1.id, Some(sales.id)).await.unwrap());
+    assert!(store.set_enrollment_group(e2.id, Some(sales.id)).await.unwrap());
+    assert!(
+        !store
+            .set_enrollment_group(EnrollmentId::new(), Some(sales.id))
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.group_device_counts().await.unwrap(), vec![(sales.id, 2)]);
+    let q = DeviceQuery {
+        group_id: Some(sales.id),
+        limit: 10,
+        ..Default::default()
+    };
+    assert_eq!(store.list_devices(&q).await.unwrap().len(), 2);
+    assert!(
+        matches!(store.delete_group(sales.id).await, Err(StoreError::Conflict(_))),
+        "in use"
+    );
+    assert!(store.set_enrollment_group(e2.id, None).await.unwrap());
+    assert_eq!(store.enrollment_by_id(e2.id).await.unwrap().unwrap().group_id, None);
+    // An ended enrollment does not keep the group alive.
+    store
+        .end_enrollment(
+            e1.id,
+            EnrollmentState::Unenrolled,
+            "user unenrolled",
+            t0 + Duration::seconds(1),
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.group_device_counts().await.unwrap(), vec![]);
+    assert!(store.delete_group(sales.id).await.unwrap());
+    assert!(!store.delete_group(sales.id).await.unwrap());
+    assert!(store.group_by_name("sales").await.unwrap().is_none());
+    assert_eq!(store.enrollment_by_id(e1.id).await.unwrap().unwrap().group_id, None);
+
+    // Dashboard aggregates and the activity by day, from the device event log.
+    let stats = store.device_stats(t0).await.unwrap();
+    assert_eq!(
+        stats.by_state,
+        vec![("active".to_owned(), 1), ("unenrolled".to_owned(), 1)]
+    );
+    assert_eq!((stats.never_seen, stats.seen_last_hour), (1, 0));
+    assert_eq!(stats.os_versions, vec![("10.0.26100.1".to_owned(), 1)]);
+    let again = enrollment("dev-console-2", "C3", None, t0 + Duration::seconds(2));
+    store.commit_enrollment(&commit(again, None, None)).await.unwrap();
+    let days = store.daily_activity(t0 - Duration::days(1)).await.unwrap();
+    let total = days.iter().fold(DailyActivity::default(), |mut a, d| {
+        a.enrolled += d.enrolled;
+        a.reenrolled += d.reenrolled;
+        a.removed += d.removed;
+        a
+    });
+    assert_eq!((total.enrolled, total.reenrolled, total.removed), (2, 1, 1), "{days:?}");
+    assert!(days.iter().all(|d| d.day == utc_midnight(d.day)));
+    assert!(store.daily_activity(t0 + Duration::days(2)).await.unwrap().is_empty());
 }

@@ -6,6 +6,7 @@ pub mod console;
 pub mod model;
 pub mod secret;
 pub mod store;
+pub mod totp;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;

@@ -114,6 +114,17 @@ pub trait Store: Send + Sync + 'static {
     async fn revoke_enrollment_token(&self, id: EnrollmentTokenId) -> StoreResult<bool>;
     async fn list_users(&self) -> StoreResult<Vec<User>>;
     async fn list_groups(&self) -> StoreResult<Vec<Group>>;
+    /// Creates a device group. Conflict if the name is taken (names compare case-sensitively).
+    async fn create_group(&self, g: &Group) -> StoreResult<()>;
+    /// Deletes an empty group. Conflict while an active enrollment, an unrevoked enrollment token or
+    /// an unrevoked API token still refers to it (moving or revoking them first is a decision for a
+    /// person, not a side effect). Returns false if it did not exist.
+    async fn delete_group(&self, id: GroupId) -> StoreResult<bool>;
+    /// Moves an enrollment into a group (or out of every group with None). Returns false if the
+    /// enrollment does not exist; NotFound-free for an unknown group is the caller's check.
+    async fn set_enrollment_group(&self, id: EnrollmentId, group: Option<GroupId>) -> StoreResult<bool>;
+    /// Active devices per group (groups without devices are absent).
+    async fn group_device_counts(&self) -> StoreResult<Vec<(GroupId, u64)>>;
     async fn create_api_token(&self, t: &NewApiToken) -> StoreResult<ApiToken>;
     async fn api_token_by_hash(&self, hash: &TokenHash) -> StoreResult<Option<ApiToken>>;
     async fn list_api_tokens(&self) -> StoreResult<Vec<ApiToken>>;
@@ -141,6 +152,9 @@ pub trait Store: Send + Sync + 'static {
     async fn list_webhooks(&self) -> StoreResult<Vec<Webhook>>;
     /// Deletes a subscription with its queued pings and delivery log. Returns false if it did not exist.
     async fn delete_webhook(&self, id: WebhookId) -> StoreResult<bool>;
+    /// Pauses or resumes a subscription. A paused one keeps its cursor, so on resume it delivers what
+    /// happened meanwhile. Returns false if it does not exist.
+    async fn set_webhook_enabled(&self, id: WebhookId, enabled: bool) -> StoreResult<bool>;
     /// Queues a ping and makes the subscription due now (a test also cuts a retry backoff short).
     /// Returns None if the subscription does not exist.
     async fn queue_webhook_ping(&self, id: WebhookId, now: OffsetDateTime) -> StoreResult<Option<WebhookPing>>;
@@ -178,4 +192,19 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_console_session(&self, id_hash: &TokenHash, now: OffsetDateTime) -> StoreResult<bool>;
     /// Dashboard totals; `now` anchors the check-in freshness buckets.
     async fn device_stats(&self, now: OffsetDateTime) -> StoreResult<DeviceStats>;
+    /// Per UTC day from `since` on, what the device event log records (aggregated in the database).
+    async fn daily_activity(&self, since: OffsetDateTime) -> StoreResult<Vec<DailyActivity>>;
+    /// Stores a new, unconfirmed TOTP seed for the user (replacing any, confirmed or not, and
+    /// forgetting the last used step), or with None removes the second factor. False if no such user.
+    async fn set_user_totp(&self, user: UserId, sealed_secret: Option<&str>) -> StoreResult<bool>;
+    /// Marks the user's seed confirmed and consumes `step`, in one statement. False if the user has
+    /// no seed or `step` is not after the last used one.
+    async fn confirm_user_totp(&self, user: UserId, step: i64, at: OffsetDateTime) -> StoreResult<bool>;
+    /// Consumes a time step atomically: true only if `step` is after the last used one (two sign-ins
+    /// racing with the same code, even on two replicas, cannot both win).
+    async fn use_totp_step(&self, user: UserId, step: i64) -> StoreResult<bool>;
+    /// Ends every console session of the user (second factor reset, user disabled).
+    async fn delete_console_sessions_of(&self, user: UserId) -> StoreResult<u64>;
+    /// A console user by id (None for unknown users and users without console access).
+    async fn console_user(&self, id: UserId) -> StoreResult<Option<ConsoleUser>>;
 }

@@ -45,10 +45,12 @@ pub struct Pki {
     pub tls_key: PrivateKeyDer<'static>,
     /// HMAC-SHA256 key for federated sign-in tokens.
     pub federation_key: aws_lc_rs::hmac::Key,
-    /// AES-256-GCM data key sealing webhook signing secrets in the database. A key of its own (sealed
-    /// by the KEK in `webhook.key.sealed`) rather than the KEK itself, because the KEK is used at start
-    /// only and must not stay in memory for the life of the process.
-    pub webhook_key: Kek,
+    /// AES-256-GCM data key sealing the secrets the database must hold readable: webhook signing
+    /// secrets and console users' TOTP seeds (each sealed with a label naming its owner, so a blob
+    /// cannot be moved to another row). A key of its own (sealed by the KEK in `webhook.key.sealed`,
+    /// the name it was first created under) rather than the KEK itself, because the KEK is used at
+    /// start only and must not stay in memory for the life of the process.
+    pub data_key: Kek,
 }
 
 impl std::fmt::Debug for Pki {
@@ -229,7 +231,7 @@ pub fn load_pki(config: &Config) -> Result<(Pki, bool), BootstrapError> {
         aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &bytes)
     };
 
-    let webhook_key = {
+    let data_key = {
         let path = config.data_dir.join("webhook.key.sealed");
         let bytes: Zeroizing<Vec<u8>> = if path.exists() {
             let sealed = fs::read_to_string(&path).map_err(io(&path))?;
@@ -254,7 +256,7 @@ pub fn load_pki(config: &Config) -> Result<(Pki, bool), BootstrapError> {
             tls_chain,
             tls_key,
             federation_key,
-            webhook_key,
+            data_key,
         },
         created,
     ))

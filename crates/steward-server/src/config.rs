@@ -57,6 +57,22 @@ pub struct Config {
     pub management: ManagementConfig,
     pub limits: LimitsConfig,
     pub webhooks: WebhooksConfig,
+    pub console: ConsoleConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleConfig {
+    /// Every console user must give a TOTP code after the password; a user without one sets it up
+    /// at the first sign-in, before reaching any page. When false, the second factor is optional
+    /// (a user may still set it up, and is then always asked for it).
+    pub require_totp: bool,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        Self { require_totp: true }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -179,6 +195,7 @@ impl Default for Config {
             management: ManagementConfig::default(),
             limits: LimitsConfig::default(),
             webhooks: WebhooksConfig::default(),
+            console: ConsoleConfig::default(),
         }
     }
 }
@@ -268,7 +285,11 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
         "STEWARD_INVENTORY_INTERVAL_HOURS",
         "enrollment.inventory_interval_hours",
     ),
+    ("STEWARD_CONSOLE_REQUIRE_TOTP", "console.require_totp"),
 ];
+
+/// Boolean keys: their environment value is true/false, 1/0, yes/no or on/off.
+const BOOL_KEYS: &[&str] = &["management.md5_auth", "console.require_totp"];
 
 /// Keys whose TOML type is not a string: their environment value is parsed as that type.
 const NUMERIC_KEYS: &[&str] = &[
@@ -308,7 +329,7 @@ impl Config {
                     var,
                     message: format!("expected a whole number, got {raw:?}"),
                 })?)
-            } else if *key == "management.md5_auth" {
+            } else if BOOL_KEYS.contains(key) {
                 toml::Value::Boolean(match raw.trim().to_ascii_lowercase().as_str() {
                     "1" | "true" | "yes" | "on" => true,
                     "0" | "false" | "no" | "off" => false,

@@ -13,7 +13,7 @@
 //!
 //! Signing: `Steward-Signature: t=<unix>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>` (see
 //! `steward_domain::webhook_signature` and docs/OPERATIONS.md for verification). The secret is kept
-//! sealed with the webhook key (`Pki::webhook_key`) and opened only to sign.
+//! sealed with the webhook key (`Pki::data_key`) and opened only to sign.
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -368,7 +368,7 @@ async fn deliver_due(ctx: &Ctx, id: WebhookId) -> Result<(), WebhookError> {
         let Some(item) = next_item(ctx.store.as_ref(), &w).await? else {
             return Ok(());
         };
-        let secret = open_secret(&ctx.pki.webhook_key, &w)?;
+        let secret = open_secret(&ctx.pki.data_key, &w)?;
         let attempt = if w.retry_item.as_deref() == Some(item.delivery_id.as_str()) {
             w.attempts.saturating_add(1)
         } else {

@@ -168,6 +168,94 @@ impl SqliteStore {
             .collect()
     }
 
+    pub(crate) async fn create_group_impl(&self, g: &Group) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        let res = sqlx::query("INSERT INTO groups (id, name, created_at) VALUES (?, ?, ?)")
+            .bind(g.id.to_string())
+            .bind(&g.name)
+            .bind(micros(g.created_at))
+            .execute(&mut *tx)
+            .await;
+        match res {
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                return Err(StoreError::Conflict(format!("group {}", g.name)));
+            }
+            other => {
+                other.map_err(backend)?;
+            }
+        }
+        tx.commit().await.map_err(backend)
+    }
+
+    pub(crate) async fn delete_group_impl(&self, id: GroupId) -> StoreResult<bool> {
+        let mut tx = self.begin_write().await?;
+        let in_use: i64 = sqlx::query_scalar(
+            "SELECT (SELECT COUNT(*) FROM enrollments WHERE group_id = ?1 AND state = 'active') \
+             + (SELECT COUNT(*) FROM enrollment_tokens WHERE group_id = ?1 AND revoked = 0) \
+             + (SELECT COUNT(*) FROM api_tokens WHERE group_id = ?1 AND revoked_at IS NULL)",
+        )
+        .bind(id.to_string())
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(backend)?;
+        if in_use > 0 {
+            return Err(StoreError::Conflict(format!(
+                "group {id} still has active devices, enrollment tokens or API tokens"
+            )));
+        }
+        // History rows (ended enrollments, revoked tokens) keep pointing at nothing rather than
+        // blocking the delete: the group name is gone, the records stay.
+        for sql in [
+            "UPDATE enrollments SET group_id = NULL WHERE group_id = ?",
+            "UPDATE enrollment_tokens SET group_id = NULL WHERE group_id = ?",
+            "UPDATE api_tokens SET group_id = NULL WHERE group_id = ?",
+        ] {
+            sqlx::query(sql)
+                .bind(id.to_string())
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+        }
+        let n = sqlx::query("DELETE FROM groups WHERE id = ?")
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?
+            .rows_affected();
+        tx.commit().await.map_err(backend)?;
+        Ok(n > 0)
+    }
+
+    pub(crate) async fn set_enrollment_group_impl(
+        &self,
+        id: EnrollmentId,
+        group: Option<GroupId>,
+    ) -> StoreResult<bool> {
+        let mut tx = self.begin_write().await?;
+        let n = sqlx::query("UPDATE enrollments SET group_id = ? WHERE id = ?")
+            .bind(group.map(|g| g.to_string()))
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?
+            .rows_affected();
+        tx.commit().await.map_err(backend)?;
+        Ok(n > 0)
+    }
+
+    pub(crate) async fn group_device_counts_impl(&self) -> StoreResult<Vec<(GroupId, u64)>> {
+        sqlx::query(
+            "SELECT group_id, COUNT(*) AS n FROM enrollments \
+             WHERE state = 'active' AND group_id IS NOT NULL GROUP BY group_id",
+        )
+        .fetch_all(&self.read)
+        .await
+        .map_err(backend)?
+        .iter()
+        .map(|r| Ok((parse_id(&r.get::<String, _>("group_id"))?, r.get::<i64, _>("n") as u64)))
+        .collect()
+    }
+
     pub(crate) async fn create_api_token_impl(&self, t: &NewApiToken) -> StoreResult<ApiToken> {
         let mut tx = self.begin_write().await?;
         let res = sqlx::query(

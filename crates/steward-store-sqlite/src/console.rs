@@ -8,14 +8,29 @@ use time::OffsetDateTime;
 
 use crate::{SqliteStore, backend, from_micros, micros, parse_id, user_from_row};
 
+/// A statement being bound.
+type SqlxQuery<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>;
+
 fn console_user_from_row(r: &SqliteRow) -> StoreResult<Option<ConsoleUser>> {
     let Some(role) = r.get::<Option<String>, _>("console_role") else {
         return Ok(None);
     };
     let role = Role::parse(&role).ok_or_else(|| StoreError::Backend("bad console_role in users".into()))?;
+    let totp = match r.get::<Option<String>, _>("totp_secret") {
+        Some(sealed_secret) => Some(UserTotp {
+            sealed_secret,
+            confirmed_at: r
+                .get::<Option<i64>, _>("totp_confirmed_at")
+                .map(from_micros)
+                .transpose()?,
+            last_step: r.get("totp_last_step"),
+        }),
+        None => None,
+    };
     Ok(Some(ConsoleUser {
         user: user_from_row(r)?,
         role,
+        totp,
     }))
 }
 
@@ -58,11 +73,128 @@ impl SqliteStore {
         }
     }
 
+    pub(crate) async fn console_user_impl(&self, id: UserId) -> StoreResult<Option<ConsoleUser>> {
+        let row = sqlx::query("SELECT * FROM users WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&self.read)
+            .await
+            .map_err(backend)?;
+        match row {
+            Some(r) => console_user_from_row(&r),
+            None => Ok(None),
+        }
+    }
+
+    /// One UPDATE in its own write transaction; the number of rows it changed.
+    async fn update_users(
+        &self,
+        sql: &'static str,
+        bind: impl FnOnce(SqlxQuery<'static>) -> SqlxQuery<'static>,
+    ) -> StoreResult<u64> {
+        let mut tx = self.begin_write().await?;
+        let n = bind(sqlx::query(sql))
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?
+            .rows_affected();
+        tx.commit().await.map_err(backend)?;
+        Ok(n)
+    }
+
+    pub(crate) async fn set_user_totp_impl(&self, user: UserId, sealed: Option<&str>) -> StoreResult<bool> {
+        let sealed = sealed.map(str::to_owned);
+        let n = self
+            .update_users(
+                "UPDATE users SET totp_secret = ?, totp_confirmed_at = NULL, totp_last_step = NULL WHERE id = ?",
+                |q| q.bind(sealed).bind(user.to_string()),
+            )
+            .await?;
+        Ok(n > 0)
+    }
+
+    pub(crate) async fn confirm_user_totp_impl(
+        &self,
+        user: UserId,
+        step: i64,
+        at: OffsetDateTime,
+    ) -> StoreResult<bool> {
+        let n = self
+            .update_users(
+                "UPDATE users SET totp_confirmed_at = ?, totp_last_step = ? WHERE id = ? \
+                 AND totp_secret IS NOT NULL AND (totp_last_step IS NULL OR totp_last_step < ?)",
+                |q| q.bind(micros(at)).bind(step).bind(user.to_string()).bind(step),
+            )
+            .await?;
+        Ok(n > 0)
+    }
+
+    pub(crate) async fn use_totp_step_impl(&self, user: UserId, step: i64) -> StoreResult<bool> {
+        // The condition and the write are one statement: two sign-ins with the same code serialise
+        // on the write lock and the second finds the step used.
+        let n = self
+            .update_users(
+                "UPDATE users SET totp_last_step = ? WHERE id = ? AND totp_confirmed_at IS NOT NULL \
+                 AND (totp_last_step IS NULL OR totp_last_step < ?)",
+                |q| q.bind(step).bind(user.to_string()).bind(step),
+            )
+            .await?;
+        Ok(n > 0)
+    }
+
+    pub(crate) async fn delete_console_sessions_of_impl(&self, user: UserId) -> StoreResult<u64> {
+        self.update_users("DELETE FROM console_sessions WHERE user_id = ?", |q| {
+            q.bind(user.to_string())
+        })
+        .await
+    }
+
+    pub(crate) async fn daily_activity_impl(&self, since: OffsetDateTime) -> StoreResult<Vec<DailyActivity>> {
+        const DAY_MICROS: i64 = 86_400_000_000;
+        let since = micros(utc_midnight(since));
+        // Integer division of microseconds since the epoch gives the UTC day (no time zones in SQL).
+        let rows = sqlx::query(
+            "SELECT at / ?1 AS day, kind, COUNT(*) AS n, \
+             COALESCE(SUM(kind = 'enrolled' AND json_extract(data, '$.replaced') = 1), 0) AS replaced \
+             FROM device_events WHERE at >= ?2 \
+             AND kind IN ('enrolled', 'unenrolled', 'wiped', 'command_acknowledged', 'command_failed') \
+             GROUP BY day, kind ORDER BY day",
+        )
+        .bind(DAY_MICROS)
+        .bind(since)
+        .fetch_all(&self.read)
+        .await
+        .map_err(backend)?;
+        let mut out: Vec<DailyActivity> = Vec::new();
+        for r in &rows {
+            let day = from_micros(r.get::<i64, _>("day") * DAY_MICROS)?;
+            if out.last().is_none_or(|d| d.day != day) {
+                out.push(DailyActivity {
+                    day,
+                    ..Default::default()
+                });
+            }
+            let Some(d) = out.last_mut() else { continue };
+            let n = r.get::<i64, _>("n") as u64;
+            match r.get::<String, _>("kind").as_str() {
+                "enrolled" => {
+                    let replaced = r.get::<i64, _>("replaced") as u64;
+                    d.reenrolled += replaced;
+                    d.enrolled += n - replaced.min(n);
+                }
+                "unenrolled" | "wiped" => d.removed += n,
+                "command_acknowledged" => d.commands_acknowledged += n,
+                "command_failed" => d.commands_failed += n,
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+
     pub(crate) async fn create_console_session_impl(&self, s: &ConsoleSession) -> StoreResult<()> {
         let mut tx = self.begin_write().await?;
         sqlx::query(
-            "INSERT INTO console_sessions (id_hash, user_id, created_at, last_seen_at, expires_at, source_ip) \
-             VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO console_sessions (id_hash, user_id, created_at, last_seen_at, expires_at, source_ip, \
+             second_factor_pending) VALUES (?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(s.id_hash.to_hex())
         .bind(s.user_id.to_string())
@@ -70,6 +202,7 @@ impl SqliteStore {
         .bind(micros(s.last_seen_at))
         .bind(micros(s.expires_at))
         .bind(&s.source_ip)
+        .bind(i64::from(s.second_factor_pending))
         .execute(&mut *tx)
         .await
         .map_err(backend)?;
@@ -82,7 +215,8 @@ impl SqliteStore {
     ) -> StoreResult<Option<(ConsoleSession, ConsoleUser)>> {
         let row = sqlx::query(
             "SELECT u.*, s.id_hash AS s_id_hash, s.created_at AS s_created_at, s.last_seen_at AS s_last_seen_at, \
-             s.expires_at AS s_expires_at, s.source_ip AS s_source_ip \
+             s.expires_at AS s_expires_at, s.source_ip AS s_source_ip, \
+             s.second_factor_pending AS s_pending \
              FROM console_sessions s JOIN users u ON u.id = s.user_id WHERE s.id_hash = ?",
         )
         .bind(id_hash.to_hex())
@@ -101,6 +235,7 @@ impl SqliteStore {
             last_seen_at: from_micros(r.get("s_last_seen_at"))?,
             expires_at: from_micros(r.get("s_expires_at"))?,
             source_ip: r.get("s_source_ip"),
+            second_factor_pending: r.get::<i64, _>("s_pending") != 0,
         };
         Ok(Some((session, user)))
     }

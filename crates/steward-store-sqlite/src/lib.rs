@@ -248,6 +248,24 @@ impl Store for SqliteStore {
     async fn device_stats(&self, now: OffsetDateTime) -> StoreResult<DeviceStats> {
         self.device_stats_impl(now).await
     }
+    async fn daily_activity(&self, since: OffsetDateTime) -> StoreResult<Vec<DailyActivity>> {
+        self.daily_activity_impl(since).await
+    }
+    async fn set_user_totp(&self, user: UserId, sealed_secret: Option<&str>) -> StoreResult<bool> {
+        self.set_user_totp_impl(user, sealed_secret).await
+    }
+    async fn confirm_user_totp(&self, user: UserId, step: i64, at: OffsetDateTime) -> StoreResult<bool> {
+        self.confirm_user_totp_impl(user, step, at).await
+    }
+    async fn use_totp_step(&self, user: UserId, step: i64) -> StoreResult<bool> {
+        self.use_totp_step_impl(user, step).await
+    }
+    async fn delete_console_sessions_of(&self, user: UserId) -> StoreResult<u64> {
+        self.delete_console_sessions_of_impl(user).await
+    }
+    async fn console_user(&self, id: UserId) -> StoreResult<Option<ConsoleUser>> {
+        self.console_user_impl(id).await
+    }
     async fn create_enrollment_token(&self, t: &NewEnrollmentToken) -> StoreResult<EnrollmentToken> {
         let mut tx = self.begin_write().await?;
         let group_id = match &t.group {
@@ -543,6 +561,8 @@ impl Store for SqliteStore {
             "user": e.user_email,
             "device_name": e.device_name,
             "serial": e.cert_serial,
+            // Re-enrollment: the device had an active enrollment, now replaced (fleet size unchanged).
+            "replaced": !previous.is_empty(),
         });
         management::insert_event(&mut tx, EventKind::Enrolled, e.id, e.device_id.as_str(), data, now).await?;
 
@@ -650,6 +670,18 @@ impl Store for SqliteStore {
     async fn list_groups(&self) -> StoreResult<Vec<Group>> {
         self.list_groups_impl().await
     }
+    async fn create_group(&self, g: &Group) -> StoreResult<()> {
+        self.create_group_impl(g).await
+    }
+    async fn delete_group(&self, id: GroupId) -> StoreResult<bool> {
+        self.delete_group_impl(id).await
+    }
+    async fn set_enrollment_group(&self, id: EnrollmentId, group: Option<GroupId>) -> StoreResult<bool> {
+        self.set_enrollment_group_impl(id, group).await
+    }
+    async fn group_device_counts(&self) -> StoreResult<Vec<(GroupId, u64)>> {
+        self.group_device_counts_impl().await
+    }
     async fn create_api_token(&self, t: &NewApiToken) -> StoreResult<ApiToken> {
         self.create_api_token_impl(t).await
     }
@@ -692,6 +724,9 @@ impl Store for SqliteStore {
     async fn delete_webhook(&self, id: WebhookId) -> StoreResult<bool> {
         self.delete_webhook_impl(id).await
     }
+    async fn set_webhook_enabled(&self, id: WebhookId, enabled: bool) -> StoreResult<bool> {
+        self.set_webhook_enabled_impl(id, enabled).await
+    }
     async fn queue_webhook_ping(&self, id: WebhookId, now: OffsetDateTime) -> StoreResult<Option<WebhookPing>> {
         self.queue_webhook_ping_impl(id, now).await
     }
@@ -725,6 +760,12 @@ mod tests {
     async fn conformance_story_in_memory() {
         let store = SqliteStore::open_in_memory().await.unwrap();
         steward_domain::conformance::run(&store).await;
+    }
+
+    #[tokio::test]
+    async fn conformance_console_and_groups() {
+        let store = SqliteStore::open_in_memory().await.unwrap();
+        steward_domain::conformance::console_and_groups(&store).await;
     }
 
     #[tokio::test]

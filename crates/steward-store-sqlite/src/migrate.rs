@@ -12,6 +12,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     (3, "admin", include_str!("../migrations/0003_admin.sql")),
     (4, "webhooks", include_str!("../migrations/0004_webhooks.sql")),
     (5, "console", include_str!("../migrations/0005_console.sql")),
+    (
+        6,
+        "groups_totp_activity",
+        include_str!("../migrations/0006_groups_totp_activity.sql"),
+    ),
 ];
 
 pub(crate) async fn run(pool: &SqlitePool) -> StoreResult<()> {

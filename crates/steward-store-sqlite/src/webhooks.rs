@@ -133,6 +133,19 @@ impl SqliteStore {
         Ok(n > 0)
     }
 
+    pub(crate) async fn set_webhook_enabled_impl(&self, id: WebhookId, enabled: bool) -> StoreResult<bool> {
+        let mut tx = self.begin_write().await?;
+        let n = sqlx::query("UPDATE webhooks SET enabled = ? WHERE id = ?")
+            .bind(i64::from(enabled))
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?
+            .rows_affected();
+        tx.commit().await.map_err(backend)?;
+        Ok(n > 0)
+    }
+
     pub(crate) async fn queue_webhook_ping_impl(
         &self,
         id: WebhookId,

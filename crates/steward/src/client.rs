@@ -403,6 +403,7 @@ impl ApiClient {
             ("name", f.search.clone()),
             ("state", f.state.clone()),
             ("user", f.user.clone()),
+            ("group", f.group.clone()),
             ("cursor", cursor),
             ("limit", Some(limit.to_string())),
         ]);
@@ -464,6 +465,49 @@ impl ApiClient {
     pub async fn groups(&self, cursor: Option<String>) -> Result<Fetched<Page<Group>>, ApiError> {
         let q = query(&[("cursor", cursor), ("limit", Some(MAX_PAGE.to_string()))]);
         self.json(http::Method::GET, &format!("/api/v1/groups{q}"), None).await
+    }
+
+    pub async fn create_group(&self, name: &str) -> Result<Fetched<Group>, ApiError> {
+        self.json(
+            http::Method::POST,
+            "/api/v1/groups",
+            Some(serde_json::json!({ "name": name })),
+        )
+        .await
+    }
+
+    pub async fn delete_group(&self, id: &str) -> Result<(), ApiError> {
+        self.send(http::Method::DELETE, &format!("/api/v1/groups/{}", encode(id)), None)
+            .await
+            .map(drop)
+    }
+
+    pub async fn set_device_group(&self, device: &str, group: Option<&str>) -> Result<Fetched<Device>, ApiError> {
+        self.json(
+            http::Method::PUT,
+            &format!("/api/v1/devices/{}/group", encode(device)),
+            Some(serde_json::json!({ "group": group })),
+        )
+        .await
+    }
+
+    pub async fn users(&self, cursor: Option<String>) -> Result<Fetched<Page<UserView>>, ApiError> {
+        let q = query(&[("cursor", cursor), ("limit", Some(MAX_PAGE.to_string()))]);
+        self.json(http::Method::GET, &format!("/api/v1/users{q}"), None).await
+    }
+
+    pub async fn create_user(&self, body: serde_json::Value) -> Result<Fetched<UserView>, ApiError> {
+        self.json(http::Method::POST, "/api/v1/users", Some(body)).await
+    }
+
+    pub async fn reset_user_totp(&self, id: &str) -> Result<(), ApiError> {
+        self.send(
+            http::Method::DELETE,
+            &format!("/api/v1/users/{}/totp", encode(id)),
+            None,
+        )
+        .await
+        .map(drop)
     }
 
     pub async fn api_tokens(&self, cursor: Option<String>) -> Result<Fetched<Page<ApiToken>>, ApiError> {
@@ -579,6 +623,8 @@ pub struct DeviceFilter {
     pub search: Option<String>,
     pub state: Option<String>,
     pub user: Option<String>,
+    /// Group name.
+    pub group: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -650,6 +696,14 @@ pub struct CommandView {
 pub struct Group {
     pub id: String,
     pub name: String,
+    #[serde(default)]
+    pub active_devices: u64,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+pub struct UserView {
+    pub id: String,
+    pub email: String,
 }
 
 #[derive(Debug, Deserialize, Serialize)]

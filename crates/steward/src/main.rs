@@ -91,7 +91,14 @@ enum Task {
         #[command(subcommand)]
         command: ApiTokenCommand,
     },
-    /// Users of Steward's own user store (federated sign-in, e-mail + password enrollment). Local.
+    /// Device groups (through the API when logged in, else on the local data directory).
+    #[command(visible_alias = "group")]
+    Groups {
+        #[command(subcommand)]
+        command: GroupCommand,
+    },
+    /// Users of Steward's own user store: console users, federated sign-in, e-mail + password
+    /// enrollment (through the API when logged in, else on the local data directory).
     User {
         #[command(subcommand)]
         command: UserCommand,
@@ -183,6 +190,24 @@ enum DeviceCommand {
     List(DeviceListArgs),
     /// Show one device: enrollment, inventory facts, commands.
     Show { device: String },
+    /// Move a device into a group (or out of every group with --none).
+    Move {
+        device: String,
+        #[arg(long, required_unless_present = "none")]
+        group: Option<String>,
+        #[arg(long, conflicts_with = "group")]
+        none: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum GroupCommand {
+    /// List groups with their active device counts.
+    List,
+    /// Create a group.
+    Create { name: String },
+    /// Delete an empty group (no active device, enrollment token or API token in it).
+    Delete { name: String },
 }
 
 #[derive(clap::Args)]
@@ -344,6 +369,15 @@ enum RoleArg {
 }
 
 impl RoleArg {
+    fn role(self) -> Role {
+        match self {
+            RoleArg::Admin => Role::Admin,
+            RoleArg::Operator => Role::Operator,
+            RoleArg::Helpdesk => Role::Helpdesk,
+            RoleArg::Auditor => Role::Auditor,
+        }
+    }
+
     fn api_name(self) -> &'static str {
         match self {
             RoleArg::Admin => "admin",
@@ -364,7 +398,12 @@ enum UserCommand {
         /// Password on the command line (visible in process listings; prefer standard input).
         #[arg(long)]
         password: Option<String>,
+        /// Let the user sign in to the web console with this role.
+        #[arg(long, value_enum)]
+        console_role: Option<RoleArg>,
     },
+    /// Remove a console user's second factor (lost authenticator) and end their console sessions.
+    ResetTotp { email: String },
 }
 
 /// Exit codes: 0 success, 1 error, 2 usage (clap), 3 authentication or permission refused (HTTP
@@ -475,7 +514,20 @@ fn run(cli: Cli) -> Result<()> {
                 token_stdin,
             } => login(server, ca, token_stdin).await,
             Task::Serve => serve(local_config(&cli)?).await,
-            Task::User { command } => user(local_config(&cli)?, command).await,
+            Task::User { command } => match mode(&cli)? {
+                Mode::Remote(c) => remote::users(&c, out, command).await,
+                Mode::Local(config) => {
+                    no_json_locally(out)?;
+                    user(*config, command).await
+                }
+            },
+            Task::Groups { command } => match mode(&cli)? {
+                Mode::Remote(c) => remote::groups(&c, out, command).await,
+                Mode::Local(config) => {
+                    no_json_locally(out)?;
+                    groups(*config, command).await
+                }
+            },
             Task::Audit { command } => audit_log(local_config(&cli)?, command).await,
             Task::Tokens { command } => match mode(&cli)? {
                 Mode::Remote(c) => remote::api_tokens(&c, out, command).await,
@@ -772,40 +824,113 @@ async fn token(config: Config, command: TokenCommand) -> Result<()> {
 async fn user(config: Config, command: UserCommand) -> Result<()> {
     let store = steward_server::open_store(&config).await?;
     match command {
-        UserCommand::Add { email, name, password } => {
+        UserCommand::Add {
+            email,
+            name,
+            password,
+            console_role,
+        } => {
             let email = email.trim().to_lowercase();
             if !email.contains('@') || email.len() > 254 {
                 bail!("{email:?} is not an e-mail address");
             }
-            let password = match password {
-                Some(p) => p,
-                None => {
-                    if std::io::stdin().is_terminal() {
-                        eprint!("Password for {email}: ");
-                    }
-                    let mut line = String::new();
-                    std::io::stdin().lock().read_line(&mut line)?;
-                    line.trim_end_matches(['\r', '\n']).to_owned()
-                }
-            };
-            if password.chars().count() < 8 {
-                bail!("the password must have at least 8 characters");
-            }
+            let password = read_password(&email, password)?;
             let hash = tokio::task::spawn_blocking(move || steward_domain::secret::hash_password(&password))
                 .await?
                 .map_err(|e| anyhow::anyhow!("hashing the password: {e}"))?;
-            store
-                .create_user(&User {
-                    id: UserId::new(),
-                    email: email.clone(),
-                    display_name: name,
-                    password_hash: hash,
-                    disabled: false,
-                    created_at: OffsetDateTime::now_utc(),
-                })
-                .await?;
+            let user = User {
+                id: UserId::new(),
+                email: email.clone(),
+                display_name: name,
+                password_hash: hash,
+                disabled: false,
+                created_at: OffsetDateTime::now_utc(),
+            };
+            match console_role {
+                Some(r) => store.create_console_user(&user, r.role()).await?,
+                None => store.create_user(&user).await?,
+            }
             audit(store.as_ref(), "user.create", email.clone(), String::new()).await?;
             println!("added user {email}");
+        }
+        UserCommand::ResetTotp { email } => {
+            let u = store
+                .console_user_by_email(&email)
+                .await?
+                .with_context(|| format!("no console user {email:?}"))?;
+            store.set_user_totp(u.user.id, None).await?;
+            let ended = store.delete_console_sessions_of(u.user.id).await?;
+            audit(store.as_ref(), "user.reset_totp", u.user.email.clone(), String::new()).await?;
+            println!(
+                "removed the second factor of {} and ended {ended} console session(s)",
+                u.user.email
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The password from --password, else one line of standard input; at least 8 characters.
+pub(crate) fn read_password(email: &str, given: Option<String>) -> Result<String> {
+    let password = match given {
+        Some(p) => p,
+        None => {
+            if std::io::stdin().is_terminal() {
+                eprint!("Password for {email}: ");
+            }
+            let mut line = String::new();
+            std::io::stdin().lock().read_line(&mut line)?;
+            line.trim_end_matches(['\r', '\n']).to_owned()
+        }
+    };
+    if password.chars().count() < 8 {
+        bail!("the password must have at least 8 characters");
+    }
+    Ok(password)
+}
+
+async fn groups(config: Config, command: GroupCommand) -> Result<()> {
+    let store = steward_server::open_store(&config).await?;
+    match command {
+        GroupCommand::List => {
+            let counts: std::collections::HashMap<_, _> = store.group_device_counts().await?.into_iter().collect();
+            let mut t = output::Table::new(&["NAME", "ACTIVE DEVICES", "ID"]);
+            for g in store.list_groups().await? {
+                t.row(vec![
+                    g.name.clone(),
+                    counts.get(&g.id).copied().unwrap_or(0).to_string(),
+                    g.id.to_string(),
+                ]);
+            }
+            t.print()?;
+        }
+        GroupCommand::Create { name } => {
+            let g = steward_domain::Group {
+                id: steward_domain::GroupId::new(),
+                name: name.trim().to_owned(),
+                created_at: OffsetDateTime::now_utc(),
+            };
+            if g.name.is_empty() || g.name.chars().count() > 64 {
+                bail!("a group name has 1-64 characters");
+            }
+            store.create_group(&g).await?;
+            audit(store.as_ref(), "group.create", g.name.clone(), String::new()).await?;
+            println!("created group {}", g.name);
+        }
+        GroupCommand::Delete { name } => {
+            let g = store
+                .group_by_name(&name)
+                .await?
+                .with_context(|| format!("no group named {name:?}"))?;
+            match store.delete_group(g.id).await {
+                Ok(_) => {}
+                Err(steward_domain::StoreError::Conflict(_)) => bail!(
+                    "group {name:?} still has active devices, enrollment tokens or API tokens: move or revoke them first"
+                ),
+                Err(e) => return Err(e.into()),
+            }
+            audit(store.as_ref(), "group.delete", g.id.to_string(), String::new()).await?;
+            println!("deleted group {name}");
         }
     }
     Ok(())
@@ -859,6 +984,28 @@ async fn devices(config: Config, command: DeviceCommand) -> Result<()> {
                 ]);
             }
             t.print()?;
+        }
+        DeviceCommand::Move { device, group, none: _ } => {
+            let e = admin::find_device(store.as_ref(), &device).await?;
+            let g = match group.as_deref() {
+                Some(name) => Some(
+                    store
+                        .group_by_name(name)
+                        .await?
+                        .with_context(|| format!("no group named {name:?}"))?,
+                ),
+                None => None,
+            };
+            store.set_enrollment_group(e.id, g.as_ref().map(|g| g.id)).await?;
+            let label = g.as_ref().map_or("(none)".to_owned(), |g| g.name.clone());
+            audit(
+                store.as_ref(),
+                "device.set_group",
+                e.device_id.to_string(),
+                format!("group: {label}"),
+            )
+            .await?;
+            println!("moved {} to group {label}", e.device_id);
         }
         DeviceCommand::Show { device } => {
             let e = admin::find_device(store.as_ref(), &device).await?;

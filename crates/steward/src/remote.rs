@@ -8,7 +8,9 @@ use serde_json::json;
 
 use crate::client::{self, ApiClient, CommandView, Device, DeviceFilter, MAX_PAGE};
 use crate::output::{Output, Table, or_dash, print_json, when};
-use crate::{ApiTokenCommand, CommandCommand, DeviceCommand, DeviceListArgs, TokenCommand};
+use crate::{
+    ApiTokenCommand, CommandCommand, DeviceCommand, DeviceListArgs, GroupCommand, RoleArg, TokenCommand, UserCommand,
+};
 
 /// Requests in flight at once during bulk operations (one connection each).
 const BULK_CONCURRENCY: usize = 4;
@@ -22,29 +24,95 @@ async fn group_id(c: &ApiClient, name: &str) -> Result<String> {
         .data
         .items
         .into_iter()
-        .find(|g| g.name.eq_ignore_ascii_case(name))
+        .find(|g| g.name == name)
         .map(|g| g.id)
         .with_context(|| format!("no group named {name:?}"))
 }
 
-/// Devices matching the filters, following cursors up to `max`. The API filters by name and state;
-/// the group filter is applied here (the API has no group parameter).
+/// Devices matching the filters (name, state, group: all applied by the API), following cursors up
+/// to `max`.
 async fn select_devices(
     c: &ApiClient,
     filter: &DeviceFilter,
-    group: Option<&str>,
     max: Option<usize>,
 ) -> Result<(client::Fetched<client::Page<Device>>, bool)> {
-    let group_id = match group {
-        Some(g) => Some(group_id(c, g).await?),
-        None => None,
-    };
-    let page_size = match (max, &group_id) {
-        (Some(m), None) => u32::try_from(m).unwrap_or(MAX_PAGE).clamp(1, MAX_PAGE),
-        _ => MAX_PAGE,
-    };
-    let keep = |d: &Device| group_id.is_none() || d.group_id == group_id;
-    Ok(client::collect_pages(max, keep, |cur| c.devices(filter, cur, page_size)).await?)
+    let page_size = max.map_or(MAX_PAGE, |m| u32::try_from(m).unwrap_or(MAX_PAGE).clamp(1, MAX_PAGE));
+    Ok(client::collect_pages(max, |_: &Device| true, |cur| c.devices(filter, cur, page_size)).await?)
+}
+
+pub async fn groups(c: &ApiClient, out: Output, command: GroupCommand) -> Result<()> {
+    match command {
+        GroupCommand::List => {
+            let (groups, _) = client::collect_pages(None, |_| true, |cur| c.groups(cur)).await?;
+            match out {
+                Output::Json => print_json(&groups.raw)?,
+                Output::Table => {
+                    let mut t = Table::new(&["NAME", "ACTIVE DEVICES", "ID"]);
+                    for g in &groups.data.items {
+                        t.row(vec![g.name.clone(), g.active_devices.to_string(), g.id.clone()]);
+                    }
+                    t.print()?;
+                }
+            }
+        }
+        GroupCommand::Create { name } => {
+            let g = c.create_group(&name).await?;
+            match out {
+                Output::Json => print_json(&g.raw)?,
+                Output::Table => println!("created group {} ({})", g.data.name, g.data.id),
+            }
+        }
+        GroupCommand::Delete { name } => {
+            let id = group_id(c, &name).await?;
+            c.delete_group(&id).await?;
+            match out {
+                Output::Json => print_json(&json!({ "deleted": id }))?,
+                Output::Table => println!("deleted group {name}"),
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn users(c: &ApiClient, out: Output, command: UserCommand) -> Result<()> {
+    match command {
+        UserCommand::Add {
+            email,
+            name,
+            password,
+            console_role,
+        } => {
+            let password = crate::read_password(&email, password)?;
+            let body = json!({
+                "email": email,
+                "display_name": name,
+                "password": password,
+                "console_role": console_role.map(RoleArg::api_name),
+            });
+            let u = c.create_user(body).await?;
+            match out {
+                Output::Json => print_json(&u.raw)?,
+                Output::Table => println!("added user {} ({})", u.data.email, u.data.id),
+            }
+        }
+        UserCommand::ResetTotp { email } => {
+            let wanted = email.trim().to_lowercase();
+            let (users, _) =
+                client::collect_pages(None, |u: &client::UserView| u.email == wanted, |cur| c.users(cur)).await?;
+            let Some(u) = users.data.items.first() else {
+                bail!("no user {email:?}");
+            };
+            c.reset_user_totp(&u.id).await?;
+            match out {
+                Output::Json => print_json(&json!({ "reset_totp": u.id }))?,
+                Output::Table => println!(
+                    "removed the second factor of {} and ended their console sessions",
+                    u.email
+                ),
+            }
+        }
+    }
+    Ok(())
 }
 
 pub async fn devices(c: &ApiClient, out: Output, command: DeviceCommand) -> Result<()> {
@@ -64,8 +132,9 @@ pub async fn devices(c: &ApiClient, out: Output, command: DeviceCommand) -> Resu
                 search,
                 state,
                 user: None,
+                group,
             };
-            let (page, more) = select_devices(c, &filter, group.as_deref(), max).await?;
+            let (page, more) = select_devices(c, &filter, max).await?;
             match out {
                 Output::Json => print_json(&page.raw)?,
                 Output::Table => {
@@ -85,6 +154,17 @@ pub async fn devices(c: &ApiClient, out: Output, command: DeviceCommand) -> Resu
             }
             if more && limit.is_none() {
                 eprintln!("(more devices match: use --all, or --limit N)");
+            }
+        }
+        DeviceCommand::Move { device, group, none: _ } => {
+            let d = c.set_device_group(&device, group.as_deref()).await?;
+            match out {
+                Output::Json => print_json(&d.raw)?,
+                Output::Table => println!(
+                    "moved {} to group {}",
+                    d.data.device_id,
+                    group.as_deref().unwrap_or("(none)")
+                ),
             }
         }
         DeviceCommand::Show { device } => {
@@ -253,8 +333,9 @@ pub async fn bulk_sync(c: &ApiClient, out: Output, group: Option<&str>, search: 
         search,
         state: Some("active".into()),
         user: None,
+        group: group.map(str::to_owned),
     };
-    let (selected, _) = select_devices(c, &filter, group, None).await?;
+    let (selected, _) = select_devices(c, &filter, None).await?;
     let devices = selected.data.items;
     let total = devices.len();
     if total == 0 {

@@ -400,6 +400,41 @@ async fn remote_cli_manages_a_simulated_device() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("no group named \"nope\""));
+    // Groups through the API: create, move the device, the list filters by it server-side.
+    run_ok(client(home.path()).args(["groups", "create", "Finance"]));
+    let moved = run_json(client(home.path()).args(["devices", "move", &id, "--group", "Finance"]));
+    assert_eq!(moved["device_id"], id.as_str());
+    let groups = run_json(client(home.path()).args(["groups", "list"]));
+    let finance = groups["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["name"] == "Finance")
+        .unwrap()
+        .clone();
+    assert_eq!(finance["active_devices"], 1, "{groups}");
+    let listed = run_json(client(home.path()).args(["devices", "list", "--group", "Finance"]));
+    assert_eq!(listed["items"].as_array().unwrap().len(), 1);
+    let out = client(home.path())
+        .args(["groups", "delete", "Finance"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "a group in use is not deleted");
+    run_ok(client(home.path()).args(["devices", "move", &id, "--none"]));
+    run_ok(client(home.path()).args(["groups", "delete", "Finance"]));
+    run_ok(client(home.path()).args(["devices", "move", &id, "--group", "lab"]));
+    // Users through the API, with a console role; their second factor can be reset remotely.
+    let added = run_json(client(home.path()).args([
+        "user",
+        "add",
+        "ops@example.com",
+        "--password",
+        "correct horse battery",
+        "--console-role",
+        "operator",
+    ]));
+    assert_eq!(added["email"], "ops@example.com");
+    run_ok(client(home.path()).args(["user", "reset-totp", "ops@example.com"]));
     let shown = run_json(client(home.path()).args(["devices", "show", &id]));
     assert_eq!(shown["device"]["device_id"], id.as_str());
     let out = client(home.path())

@@ -28,6 +28,8 @@ pub enum Permission {
     UsersRead,
     UsersWrite,
     GroupsRead,
+    /// Create and delete groups, move devices between them.
+    GroupsWrite,
     ApiTokensRead,
     ApiTokensWrite,
     AuditRead,
@@ -50,6 +52,7 @@ impl Permission {
             Self::UsersRead => "users.read",
             Self::UsersWrite => "users.write",
             Self::GroupsRead => "groups.read",
+            Self::GroupsWrite => "groups.write",
             Self::ApiTokensRead => "api_tokens.read",
             Self::ApiTokensWrite => "api_tokens.write",
             Self::AuditRead => "audit.read",
@@ -67,7 +70,7 @@ impl Permission {
                 true
             }
             Self::DevicesAct => matches!(role, Admin | Operator | Helpdesk),
-            Self::DevicesCommand | Self::DevicesWipe => matches!(role, Admin | Operator),
+            Self::DevicesCommand | Self::DevicesWipe | Self::GroupsWrite => matches!(role, Admin | Operator),
             Self::AuditRead | Self::ApiTokensRead | Self::WebhooksRead => matches!(role, Admin | Auditor),
             Self::EnrollmentTokensWrite | Self::UsersWrite | Self::ApiTokensWrite | Self::WebhooksWrite => {
                 role == Admin
@@ -187,12 +190,17 @@ pub const ROUTES: &[RouteRule] = &[
     rule("GET", "/api/v1/users", P::UsersRead, "user.list"),
     rule("POST", "/api/v1/users", P::UsersWrite, "user.create"),
     rule("GET", "/api/v1/groups", P::GroupsRead, "group.list"),
+    rule("POST", "/api/v1/groups", P::GroupsWrite, "group.create"),
+    rule("DELETE", "/api/v1/groups/{id}", P::GroupsWrite, "group.delete"),
+    rule("PUT", "/api/v1/devices/{id}/group", P::GroupsWrite, "device.set_group"),
+    rule("DELETE", "/api/v1/users/{id}/totp", P::UsersWrite, "user.reset_totp"),
     rule("GET", "/api/v1/audit-events", P::AuditRead, "audit.list"),
     rule("GET", "/api/v1/server", P::ServerRead, "server.show"),
     rule("GET", "/api/v1/webhooks", P::WebhooksRead, "webhook.list"),
     rule("POST", "/api/v1/webhooks", P::WebhooksWrite, "webhook.create"),
     rule("GET", "/api/v1/webhooks/{id}", P::WebhooksRead, "webhook.show"),
     rule("DELETE", "/api/v1/webhooks/{id}", P::WebhooksWrite, "webhook.delete"),
+    rule("PATCH", "/api/v1/webhooks/{id}", P::WebhooksWrite, "webhook.update"),
     rule(
         "GET",
         "/api/v1/webhooks/{id}/deliveries",

@@ -94,6 +94,8 @@ pub struct FactChangeEntry {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DeviceDetail {
     pub device: DeviceSummary,
+    /// The name of the device's group, if any.
+    pub group: Option<String>,
     pub certificate: Certificate,
     /// Current inventory facts.
     pub facts: Vec<Fact>,
@@ -180,6 +182,8 @@ pub struct DeviceListQuery {
     pub os_version: Option<String>,
     /// active, replaced, unenrolled or wiped.
     pub state: Option<String>,
+    /// Only devices of this group (its name).
+    pub group: Option<String>,
     /// Last check-in strictly before this time (RFC 3339).
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub last_seen_before: Option<OffsetDateTime>,
@@ -253,12 +257,28 @@ pub async fn list_devices(
         None => None,
         Some(s) => Some(EnrollmentState::parse(s).ok_or_else(|| ApiError::BadRequest(format!("unknown state {s:?}")))?),
     };
+    // A group-scoped token may name only its own group (another one simply matches nothing).
+    let group_id = match q.group.as_deref().filter(|g| !g.is_empty()) {
+        None => who.group,
+        Some(name) => {
+            let Some(g) = state.store.group_by_name(name).await? else {
+                return Err(ApiError::BadRequest(format!("no group named {name:?}")));
+            };
+            if who.group.is_some_and(|own| own != g.id) {
+                return Ok(axum::Json(DevicePage {
+                    items: Vec::new(),
+                    next_cursor: None,
+                }));
+            }
+            Some(g.id)
+        }
+    };
     let query = DeviceQuery {
         name_contains: q.name.filter(|s| !s.is_empty()),
         user: q.user.filter(|s| !s.is_empty()),
         os_version: q.os_version.filter(|s| !s.is_empty()),
         state: state_filter,
-        group_id: who.group,
+        group_id,
         last_seen_before: q.last_seen_before,
         last_seen_after: q.last_seen_after,
         sort,
@@ -331,7 +351,18 @@ pub async fn get_device(
     let e = resolve_any(&state, &who, &id).await?;
     let facts = state.store.device_facts(e.id).await?;
     let history = state.store.fact_history(e.id).await?;
+    let group = match e.group_id {
+        Some(g) => state
+            .store
+            .list_groups()
+            .await?
+            .into_iter()
+            .find(|x| x.id == g)
+            .map(|x| x.name),
+        None => None,
+    };
     Ok(axum::Json(DeviceDetail {
+        group,
         device: DeviceSummary::from(&e),
         certificate: Certificate {
             serial: e.cert_serial.clone(),
@@ -627,4 +658,60 @@ pub async fn cancel_command(
         details: Some(format!("device {}", e.device_id)),
     };
     Ok((Extension(note), axum::Json(CommandView::from(&c))).into_response())
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceGroupRequest {
+    /// The group's name; null takes the device out of every group.
+    pub group: Option<String>,
+}
+
+/// Move a device into a group (or out of every group). Applies to its active enrollment and to
+/// whatever the group is used for from now on (scoped tokens, bulk actions).
+#[utoipa::path(
+    put,
+    path = "/api/v1/devices/{id}/group",
+    tag = "devices",
+    params(("id" = String, Path, description = "Enrollment id or DeviceID")),
+    request_body = DeviceGroupRequest,
+    responses(
+        (status = 200, description = "The device, moved", body = DeviceSummary),
+        (status = 404, description = "No such active device", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "No such group", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn set_device_group(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<DeviceGroupRequest>,
+) -> Result<Response, ApiError> {
+    let mut e = resolve_active(&state, &who, &id).await?;
+    let group = match body.group.as_deref() {
+        None => None,
+        Some(name) => Some(
+            state
+                .store
+                .group_by_name(name)
+                .await?
+                .ok_or_else(|| ApiError::Unprocessable(format!("no group named {name:?}")))?,
+        ),
+    };
+    if !state
+        .store
+        .set_enrollment_group(e.id, group.as_ref().map(|g| g.id))
+        .await?
+    {
+        return Err(ApiError::NotFound("device"));
+    }
+    e.group_id = group.as_ref().map(|g| g.id);
+    let note = AuditNote {
+        target: Some(e.device_id.to_string()),
+        details: Some(format!(
+            "group: {}",
+            group.as_ref().map_or("(none)", |g| g.name.as_str())
+        )),
+    };
+    Ok((Extension(note), axum::Json(DeviceSummary::from(&e))).into_response())
 }

@@ -7,7 +7,7 @@ pub mod auth;
 pub(crate) mod devices;
 pub mod error;
 pub(crate) mod resources;
-mod webhooks;
+pub(crate) mod webhooks;
 
 use axum::Router;
 use axum::response::IntoResponse;
@@ -76,6 +76,7 @@ fn unprotected_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(devices::reboot))
         .routes(routes!(devices::lock))
         .routes(routes!(devices::sync))
+        .routes(routes!(devices::set_device_group))
         .routes(routes!(devices::cancel_command))
         .routes(routes!(
             resources::list_enrollment_tokens,
@@ -85,11 +86,17 @@ fn unprotected_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(resources::list_api_tokens, resources::create_api_token))
         .routes(routes!(resources::revoke_api_token))
         .routes(routes!(resources::list_users, resources::create_user))
-        .routes(routes!(resources::list_groups))
+        .routes(routes!(resources::list_groups, resources::create_group))
+        .routes(routes!(resources::delete_group))
+        .routes(routes!(resources::reset_user_totp))
         .routes(routes!(resources::list_audit_events))
         .routes(routes!(resources::server_info))
         .routes(routes!(webhooks::list_webhooks, webhooks::create_webhook))
-        .routes(routes!(webhooks::get_webhook, webhooks::delete_webhook))
+        .routes(routes!(
+            webhooks::get_webhook,
+            webhooks::delete_webhook,
+            webhooks::update_webhook
+        ))
         .routes(routes!(webhooks::list_webhook_deliveries))
         .routes(routes!(webhooks::test_webhook))
         .split_for_parts();

@@ -528,6 +528,8 @@ pub struct GroupView {
     pub name: String,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    /// Devices with an active enrollment in the group.
+    pub active_devices: u64,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -558,17 +560,130 @@ pub async fn list_groups(
         .filter(|g| who.group.is_none_or(|s| s == g.id))
         .collect();
     let (page, next_cursor) = page_in_memory(groups, |g| g.id.to_string(), q.cursor.as_deref(), limit)?;
+    let counts: std::collections::HashMap<GroupId, u64> =
+        state.store.group_device_counts().await?.into_iter().collect();
     Ok(axum::Json(GroupPage {
         items: page
             .into_iter()
             .map(|g| GroupView {
                 id: g.id.0,
+                active_devices: counts.get(&g.id).copied().unwrap_or(0),
                 name: g.name,
                 created_at: g.created_at,
             })
             .collect(),
         next_cursor,
     }))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewGroupRequest {
+    /// 1-64 characters: letters, digits, space, `-`, `_`, `.`.
+    pub name: String,
+}
+
+/// Create a device group.
+#[utoipa::path(
+    post,
+    path = "/api/v1/groups",
+    tag = "access",
+    request_body = NewGroupRequest,
+    responses(
+        (status = 201, description = "Created", body = GroupView),
+        (status = 409, description = "A group with this name exists", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid name", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn create_group(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<NewGroupRequest>,
+) -> Result<Response, ApiError> {
+    let name = body.name.trim().to_owned();
+    let valid = (1..=64).contains(&name.chars().count())
+        && name
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, ' ' | '-' | '_' | '.'));
+    if !valid {
+        return Err(ApiError::Unprocessable(
+            "a group name has 1-64 letters, digits, spaces, '-', '_' or '.'".into(),
+        ));
+    }
+    let group = Group {
+        id: GroupId::new(),
+        name,
+        created_at: OffsetDateTime::now_utc(),
+    };
+    state.store.create_group(&group).await.map_err(|e| match e {
+        StoreError::Conflict(_) => ApiError::Conflict(format!("a group {} exists", group.name)),
+        other => other.into(),
+    })?;
+    Ok(created(
+        group.name.clone(),
+        GroupView {
+            id: group.id.0,
+            name: group.name,
+            created_at: group.created_at,
+            active_devices: 0,
+        },
+    ))
+}
+
+/// Delete an empty group (no active device, enrollment token or API token in it).
+#[utoipa::path(
+    delete,
+    path = "/api/v1/groups/{id}",
+    tag = "access",
+    params(("id" = String, Path, description = "Group id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such group", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The group still has devices or tokens", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn delete_group(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let id: GroupId = id.parse().map_err(|_| ApiError::NotFound("group"))?;
+    match state.store.delete_group(id).await {
+        Ok(true) => {}
+        Ok(false) => return Err(ApiError::NotFound("group")),
+        Err(StoreError::Conflict(_)) => {
+            return Err(ApiError::Conflict(
+                "the group still has active devices, enrollment tokens or API tokens: move or revoke them first".into(),
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let note = AuditNote {
+        target: Some(id.to_string()),
+        details: None,
+    };
+    Ok((StatusCode::NO_CONTENT, Extension(note)).into_response())
+}
+
+/// Remove a console user's second factor (lost phone). Their console sessions end; at the next
+/// sign-in they set up a new one (or sign in with the password alone where TOTP is optional).
+#[utoipa::path(
+    delete,
+    path = "/api/v1/users/{id}/totp",
+    tag = "access",
+    params(("id" = String, Path, description = "User id")),
+    responses(
+        (status = 204, description = "Removed; the user's sessions ended"),
+        (status = 404, description = "No such console user", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn reset_user_totp(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let id: UserId = id.parse().map_err(|_| ApiError::NotFound("user"))?;
+    let Some(user) = state.store.console_user(id).await? else {
+        return Err(ApiError::NotFound("user"));
+    };
+    state.store.set_user_totp(id, None).await?;
+    state.store.delete_console_sessions_of(id).await?;
+    let note = AuditNote {
+        target: Some(user.user.email),
+        details: None,
+    };
+    Ok((StatusCode::NO_CONTENT, Extension(note)).into_response())
 }
 
 // ---------------------------------------------------------------- audit log
@@ -707,6 +822,8 @@ pub struct ServerInfo {
     pub poll_interval_minutes: u32,
     pub inventory_interval_hours: u32,
     pub md5_auth: bool,
+    /// Console users must give a TOTP code after their password.
+    pub console_require_totp: bool,
     /// Totals (for a group-scoped token: of the whole server; they reveal no device).
     pub counts: Counts,
 }
@@ -735,6 +852,7 @@ pub async fn server_info(State(state): State<AppState>) -> Result<axum::Json<Ser
         poll_interval_minutes: cfg.enrollment.poll_interval_minutes,
         inventory_interval_hours: cfg.enrollment.inventory_interval_hours,
         md5_auth: cfg.management.md5_auth,
+        console_require_totp: cfg.console.require_totp,
         counts: Counts {
             active_devices: c.active_devices,
             enrollments: c.enrollments,

@@ -198,7 +198,7 @@ pub async fn create_webhook(
     })?;
     let secret = generate_webhook_secret().map_err(|_| ApiError::Internal("system random generator failed".into()))?;
     let id = WebhookId::new();
-    let sealed_secret = seal_secret(&state.pki.webhook_key, id, &secret)
+    let sealed_secret = seal_secret(&state.pki.data_key, id, &secret)
         .map_err(|e| ApiError::Internal(format!("sealing the webhook secret: {e}")))?;
     let w = state
         .store
@@ -263,6 +263,42 @@ pub async fn delete_webhook(State(state): State<AppState>, Path(id): Path<String
         details: None,
     };
     Ok((StatusCode::NO_CONTENT, Extension(note)).into_response())
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookUpdate {
+    /// false pauses deliveries; events keep accumulating and are delivered, in order, on resume.
+    pub enabled: bool,
+}
+
+/// Pause or resume a subscription.
+#[utoipa::path(
+    patch,
+    path = "/api/v1/webhooks/{id}",
+    tag = "webhooks",
+    params(("id" = String, Path, description = "Webhook id")),
+    request_body = WebhookUpdate,
+    responses(
+        (status = 200, description = "The subscription", body = WebhookView),
+        (status = 404, description = "No such webhook", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn update_webhook(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<WebhookUpdate>,
+) -> Result<Response, ApiError> {
+    let w = find(&state, &id).await?;
+    if !state.store.set_webhook_enabled(w.id, body.enabled).await? {
+        return Err(ApiError::NotFound("webhook"));
+    }
+    let w = find(&state, &id).await?;
+    let note = AuditNote {
+        target: Some(w.id.to_string()),
+        details: Some(if body.enabled { "enabled" } else { "disabled" }.into()),
+    };
+    Ok((Extension(note), axum::Json(WebhookView::from(&w))).into_response())
 }
 
 /// A subscription's delivery log (every attempt), newest first.

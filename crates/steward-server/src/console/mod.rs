@@ -8,6 +8,7 @@
 //! uses. A console user can therefore never do more than an API token of the same role, and every
 //! rule (wipe confirmation, command validation, scope) lives in one place.
 
+mod admin;
 mod pages;
 mod session;
 
@@ -52,10 +53,23 @@ pub fn router(state: AppState) -> Router<AppState> {
             get(pages::enrollment).post(pages::create_enrollment_token),
         )
         .route("/console/audit", get(pages::audit))
+        .route("/console/groups", get(admin::groups).post(admin::create_group))
+        .route("/console/groups/{id}/delete", post(admin::delete_group))
+        .route("/console/devices/{id}/group", post(admin::move_device))
+        .route("/console/settings", get(admin::settings))
+        .route("/console/settings/webhooks/{id}/{verb}", post(admin::toggle_webhook))
+        .route("/console/account", get(admin::account))
+        .route("/console/account/totp", post(admin::start_totp))
+        .route("/console/account/totp/confirm", post(admin::confirm_totp))
         .route("/console/logout", post(session::logout))
         .route_layer(axum::middleware::from_fn_with_state(state, session::require_session));
     Router::new()
         .route("/console/login", get(session::login_page).post(session::login))
+        .route(
+            session::SECOND_FACTOR_PATH,
+            get(session::second_factor_page).post(session::second_factor),
+        )
+        .route("/console/login/cancel", post(session::cancel_second_factor))
         .route("/console/static/console.css", get(stylesheet))
         .merge(protected)
         .layer(axum::Extension(limiter))
@@ -88,6 +102,9 @@ async fn security_headers(req: Request, next: Next) -> Response {
 pub struct ConsoleCtx {
     pub principal: Principal,
     pub email: String,
+    pub user_id: steward_domain::UserId,
+    /// Whether the user has a confirmed second factor.
+    pub totp_confirmed: bool,
     /// The per-session CSRF token every form carries.
     pub csrf: String,
     pub peer: Option<String>,
@@ -160,7 +177,9 @@ const NAV: &[(&str, &str, &str)] = &[
     ("/console", "Dashboard", "/api/v1/server"),
     ("/console/devices", "Devices", "/api/v1/devices"),
     ("/console/enrollment", "Enrollment", "/api/v1/enrollment-tokens"),
+    ("/console/groups", "Groups", "/api/v1/groups"),
     ("/console/audit", "Audit log", "/api/v1/audit-events"),
+    ("/console/settings", "Settings", "/api/v1/server"),
 ];
 
 /// The page frame: skip link, navigation, the signed-in user and the logout button.
@@ -195,7 +214,7 @@ pub(crate) fn layout(ctx: Option<&ConsoleCtx>, title: &str, current: &str, body:
                             }
                         }
                         div.who {
-                            span { (ctx.email) " (" (ctx.role()) ")" }
+                            a href="/console/account" { (ctx.email) } " (" (ctx.role()) ")"
                             form method="post" action="/console/logout" {
                                 input type="hidden" name="csrf" value=(ctx.csrf);
                                 button type="submit" { "Sign out" }

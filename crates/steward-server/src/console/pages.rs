@@ -25,7 +25,7 @@ fn rfc3339(t: OffsetDateTime) -> String {
 }
 
 /// "5 min ago", with the exact time for assistive technology and hover.
-fn when(t: Option<OffsetDateTime>) -> Markup {
+pub(super) fn when(t: Option<OffsetDateTime>) -> Markup {
     let Some(t) = t else {
         return html! { span.muted { "never" } };
     };
@@ -43,12 +43,12 @@ fn state_badge(s: &str) -> Markup {
     html! { span class=(format!("state state-{s}")) { (s) } }
 }
 
-fn csrf_input(ctx: &ConsoleCtx) -> Markup {
+pub(super) fn csrf_input(ctx: &ConsoleCtx) -> Markup {
     html! { input type="hidden" name="csrf" value=(ctx.csrf); }
 }
 
 /// The refusal for a page the user's role may not use (the same answer the API would give).
-fn refuse(ctx: &ConsoleCtx, method: &str, api_path: &str) -> Option<Response> {
+pub(super) fn refuse(ctx: &ConsoleCtx, method: &str, api_path: &str) -> Option<Response> {
     if ctx.may(method, api_path) {
         None
     } else {
@@ -61,7 +61,7 @@ fn refuse(ctx: &ConsoleCtx, method: &str, api_path: &str) -> Option<Response> {
 }
 
 /// The status and problem detail of a failed API call.
-async fn problem_of(resp: Response) -> (StatusCode, String) {
+pub(super) async fn problem_of(resp: Response) -> (StatusCode, String) {
     let status = resp.status();
     let detail = axum::body::to_bytes(resp.into_body(), 64 * 1024)
         .await
@@ -83,6 +83,12 @@ pub async fn dashboard(State(state): State<AppState>, Extension(ctx): Extension<
         Err(e) => return api_error_page(&ctx, e.into()),
     };
     let active = stats.seen_last_hour + stats.seen_last_day + stats.seen_older + stats.never_seen;
+    let now = OffsetDateTime::now_utc();
+    let since = now - time::Duration::days(i64::from(CHART_DAYS) - 1);
+    let activity = match state.store.daily_activity(since).await {
+        Ok(rows) => steward_domain::activity_series(active, &rows, CHART_DAYS, now),
+        Err(e) => return api_error_page(&ctx, e.into()),
+    };
     let buckets = [
         ("Less than 1 hour ago", stats.seen_last_hour),
         ("1 to 24 hours ago", stats.seen_last_day),
@@ -140,8 +146,115 @@ pub async fn dashboard(State(state): State<AppState>, Extension(ctx): Extension<
                 p.muted { "Queued or sent, waiting for the devices' next check-in." }
             }
         }
+        div.cards.charts {
+            section.card aria-labelledby="h-chart-active" {
+                h2 #h-chart-active { "Enrolled devices, last " (CHART_DAYS) " days" }
+                (bar_chart(
+                    "chart-active",
+                    &activity.iter().map(|d| (d.activity.day, vec![d.active_at_end])).collect::<Vec<_>>(),
+                    &["Active devices at the end of the day"],
+                ))
+            }
+            section.card aria-labelledby="h-chart-commands" {
+                h2 #h-chart-commands { "Command outcomes per day" }
+                (bar_chart(
+                    "chart-commands",
+                    &activity
+                        .iter()
+                        .map(|d| (d.activity.day, vec![d.activity.commands_acknowledged, d.activity.commands_failed]))
+                        .collect::<Vec<_>>(),
+                    &["Acknowledged", "Failed"],
+                ))
+            }
+            section.card aria-labelledby="h-chart-enroll" {
+                h2 #h-chart-enroll { "Enrollments per day" }
+                (bar_chart(
+                    "chart-enroll",
+                    &activity
+                        .iter()
+                        .map(|d| (d.activity.day, vec![d.activity.enrolled, d.activity.reenrolled, d.activity.removed]))
+                        .collect::<Vec<_>>(),
+                    &["New", "Re-enrolled", "Unenrolled or wiped"],
+                ))
+            }
+        }
     };
     page(StatusCode::OK, layout(Some(&ctx), "Dashboard", "/console", body))
+}
+
+/// Days the dashboard charts cover.
+const CHART_DAYS: u32 = 30;
+
+/// The non-empty segments of one stacked bar, bottom up: (series index, value, top y, height).
+fn stack(values: &[u64], scale: impl Fn(u64) -> f64, base: f64) -> Vec<(usize, u64, f64, f64)> {
+    let mut top = base;
+    let mut out = Vec::with_capacity(values.len());
+    for (k, &v) in values.iter().enumerate() {
+        let h = scale(v);
+        top -= h;
+        if v > 0 {
+            out.push((k, v, top, h));
+        }
+    }
+    out
+}
+
+/// A stacked bar chart as inline SVG (no script, no inline style: the CSP forbids both), one bar per
+/// day, one stacked segment per series, with the same figures as a table for screen readers and
+/// for copying.
+fn bar_chart(id: &str, days: &[(OffsetDateTime, Vec<u64>)], series: &[&str]) -> Markup {
+    const W: f64 = 600.0;
+    const H: f64 = 140.0;
+    let max = days
+        .iter()
+        .map(|(_, v)| v.iter().sum::<u64>())
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let slot = W / days.len().max(1) as f64;
+    let bar = (slot * 0.8).max(1.0);
+    let scale = |n: u64| n as f64 / max as f64 * (H - 4.0);
+    let day_label = |t: &OffsetDateTime| format!("{}-{:02}-{:02}", t.year(), u8::from(t.month()), t.day());
+    let summary = format!(
+        "{} from {} to {}; highest day {max}",
+        series.join(", "),
+        days.first().map(|d| day_label(&d.0)).unwrap_or_default(),
+        days.last().map(|d| day_label(&d.0)).unwrap_or_default(),
+    );
+    html! {
+        figure.chart #(id) {
+            svg viewBox=(format!("0 0 {W} {}", H + 16.0)) role="img" aria-label=(summary) preserveAspectRatio="none" {
+                line.axis x1="0" y1=(H) x2=(W) y2=(H) {}
+                @for (i, (day, values)) in days.iter().enumerate() {
+                    @let x = i as f64 * slot + (slot - bar) / 2.0;
+                    @for (k, v, top, h) in stack(values, scale, H) {
+                        rect class=(format!("s{k}")) x=(format!("{x:.1}")) y=(format!("{top:.1}")) width=(format!("{bar:.1}")) height=(format!("{h:.1}")) {
+                            title { (day_label(day)) ": " (series.get(k).copied().unwrap_or("")) " " (v) }
+                        }
+                    }
+                }
+                text.tick x="0" y=(H + 13.0) { (days.first().map(|d| day_label(&d.0)).unwrap_or_default()) }
+                text.tick x=(W) y=(H + 13.0) text-anchor="end" { (days.last().map(|d| day_label(&d.0)).unwrap_or_default()) }
+            }
+            figcaption {
+                @for (k, name) in series.iter().enumerate() {
+                    span.key { span class=(format!("swatch s{k}")) aria-hidden="true" {} (name) }
+                }
+                span.muted { " · max " (max) }
+            }
+            details {
+                summary { "Figures" }
+                table {
+                    thead { tr { th scope="col" { "Day (UTC)" } @for name in series { th.num scope="col" { (name) } } } }
+                    tbody {
+                        @for (day, values) in days.iter().rev() {
+                            tr { td { (day_label(day)) } @for v in values { td.num { (v) } } }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 // ---------------------------------------------------------------- devices
@@ -153,6 +266,8 @@ pub struct DeviceSearch {
     q: String,
     #[serde(default)]
     state: String,
+    #[serde(default)]
+    group: String,
     cursor: Option<String>,
 }
 
@@ -177,6 +292,7 @@ pub async fn devices(
         user,
         os_version: None,
         state: Some(search.state.clone()).filter(|s| !s.is_empty()),
+        group: Some(search.group.clone()).filter(|s| !s.is_empty()),
         last_seen_before: None,
         last_seen_after: None,
         sort: Some(SortField::Name),
@@ -184,6 +300,7 @@ pub async fn devices(
         cursor: search.cursor.clone().filter(|c| !c.is_empty()),
         limit: Some(PAGE_SIZE),
     };
+    let groups = super::admin::group_names(&state, &ctx).await;
     let list = match devices::list_devices(State(state), Extension(ctx.principal.clone()), ApiQuery(query)).await {
         Ok(axum::Json(p)) => p,
         Err(e) => return api_error_page(&ctx, e),
@@ -202,6 +319,18 @@ pub async fn devices(
                     option value="" selected[search.state.is_empty()] { "Any" }
                     @for s in STATES {
                         option value=(s) selected[search.state == *s] { (s) }
+                    }
+                }
+            }
+            @if !groups.is_empty() {
+                div {
+                    label for="group" { "Group" }
+                    br;
+                    select #group name="group" {
+                        option value="" selected[search.group.is_empty()] { "Any" }
+                        @for g in &groups {
+                            option value=(g) selected[search.group == *g] { (g) }
+                        }
                     }
                 }
             }
@@ -236,7 +365,7 @@ pub async fn devices(
         }
         @if let Some(next) = &list.next_cursor {
             p {
-                a rel="next" href=(format!("/console/devices?q={}&state={}&cursor={}", urlencode(&q), urlencode(&search.state), next)) { "Next page →" }
+                a rel="next" href=(format!("/console/devices?q={}&state={}&group={}&cursor={}", urlencode(&q), urlencode(&search.state), urlencode(&search.group), next)) { "Next page →" }
             }
         }
     };
@@ -244,7 +373,7 @@ pub async fn devices(
 }
 
 /// Percent-encodes a query value (everything but unreserved characters).
-fn urlencode(s: &str) -> String {
+pub(super) fn urlencode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
@@ -278,6 +407,7 @@ pub async fn device(
         Ok(axum::Json(d)) => d,
         Err(e) => return api_error_page(&ctx, e),
     };
+    let groups = super::admin::group_names(&state, &ctx).await;
     let commands = match devices::list_device_commands(
         State(state),
         who,
@@ -300,6 +430,7 @@ pub async fn device(
         "reboot" => Some("Reboot queued."),
         "lock" => Some("Lock queued."),
         "wipe" => Some("Wipe queued ahead of every other command."),
+        "group" => Some("Group changed."),
         _ => None,
     });
     let timeline: Vec<&CommandView> = commands.iter().rev().take(TIMELINE_LEN).collect();
@@ -343,6 +474,23 @@ pub async fn device(
                 dt { "Enrolled" } dd { (when(Some(d.enrolled_at))) }
                 dt { "Last check-in" } dd { (when(d.last_seen_at)) }
                 dt { "Certificate" } dd.mono { (detail.certificate.thumbprint) " (expires " (rfc3339(detail.certificate.not_after)) ")" }
+                dt { "Group" } dd #device-group { (detail.group.as_deref().unwrap_or("none")) }
+            }
+            @if active && ctx.may("PUT", "/api/v1/devices/{id}/group") && !groups.is_empty() {
+                form.search method="post" action=(format!("/console/devices/{}/group", d.id)) {
+                    (csrf_input(&ctx))
+                    div {
+                        label for="move-group" { "Move to group" }
+                        br;
+                        select #move-group name="group" {
+                            option value="" selected[detail.group.is_none()] { "(no group)" }
+                            @for g in &groups {
+                                option value=(g) selected[detail.group.as_deref() == Some(g.as_str())] { (g) }
+                            }
+                        }
+                    }
+                    button type="submit" { "Move" }
+                }
             }
         }
         section aria-labelledby="h-inventory" {

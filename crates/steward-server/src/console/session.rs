@@ -1,7 +1,13 @@
 //! Console sign-in: argon2 passwords of users with a console role, sessions in a `__Host-` cookie
 //! (Secure, HttpOnly, SameSite=Strict; a random 256-bit id of which only the SHA-256 is stored),
-//! idle and absolute expiry, a per-session CSRF token on every POST, and an in-memory login rate
-//! limiter.
+//! idle and absolute expiry, a per-session CSRF token on every POST, an in-memory login rate
+//! limiter, and the TOTP second factor (RFC 6238).
+//!
+//! Sign-in is staged: a right password gives a *pending* session (5 minutes, reaching only the
+//! second-factor page) whenever the user has a confirmed TOTP seed or the configuration requires
+//! one; the right code replaces it with a full session under a new id, so nothing learned about
+//! the pending cookie carries over. Users without a seed set it up on that page at their first
+//! sign-in (`console.require_totp`, the default).
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
@@ -16,6 +22,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use maud::html;
 use serde::Deserialize;
+use steward_domain::totp::TotpSecret;
 use steward_domain::*;
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
@@ -35,6 +42,8 @@ pub const ABSOLUTE_TIMEOUT: time::Duration = time::Duration::hours(12);
 /// `last_seen_at` is written at most this often per session: every page view would otherwise be
 /// a write on SQLite's single writer.
 const TOUCH_INTERVAL: time::Duration = time::Duration::seconds(60);
+/// How long the second-factor step may take after the password.
+const PENDING_TIMEOUT: time::Duration = time::Duration::minutes(5);
 /// Largest form body a console POST may send.
 const MAX_FORM_BYTES: usize = 64 * 1024;
 
@@ -181,6 +190,9 @@ pub async fn require_session(State(state): State<AppState>, req: Request, next: 
         let _ = state.store.delete_console_session(&hash, now).await;
         return to_login();
     }
+    if session.second_factor_pending {
+        return see_other(SECOND_FACTOR_PATH);
+    }
     if now - session.last_seen_at > TOUCH_INTERVAL
         && let Err(e) = state.store.touch_console_session(&hash, now).await
     {
@@ -194,6 +206,8 @@ pub async fn require_session(State(state): State<AppState>, req: Request, next: 
             group: None,
         },
         email: user.user.email.clone(),
+        user_id: user.user.id,
+        totp_confirmed: user.totp.as_ref().is_some_and(UserTotp::confirmed),
         csrf: csrf_for(&id),
         peer: peer_of(&req),
     };
@@ -342,31 +356,351 @@ pub async fn login(
             login_form(Some("Wrong e-mail or password."), &email),
         );
     };
+    let second_factor_due = state.config.console.require_totp || user.totp.as_ref().is_some_and(UserTotp::confirmed);
+    if second_factor_due {
+        // The per-user failure count stays until the code is right too: password guesses and
+        // code guesses share one budget.
+        return start_session(&state, user.user.id, peer, true).await;
+    }
     limiter.clear_user(&email);
+    audit_login(&state, &email, Some(user.role), peer.clone(), true).await;
+    start_session(&state, user.user.id, peer, false).await
+}
 
+/// Creates a session (pending the second factor, or full) and answers with its cookie and a
+/// redirect to where it may go.
+async fn start_session(state: &AppState, user: UserId, peer: Option<String>, pending: bool) -> Response {
     let mut raw = Zeroizing::new([0u8; 32]);
     if aws_lc_rs::rand::fill(raw.as_mut()).is_err() {
         return error_page(None, StatusCode::INTERNAL_SERVER_ERROR, "internal error");
     }
     let id = Zeroizing::new(URL_SAFE_NO_PAD.encode(raw.as_ref()));
     let now = OffsetDateTime::now_utc();
+    let lifetime = if pending { PENDING_TIMEOUT } else { ABSOLUTE_TIMEOUT };
     let session = ConsoleSession {
         id_hash: TokenHash::of(&id),
-        user_id: user.user.id,
+        user_id: user,
         created_at: now,
         last_seen_at: now,
-        expires_at: now + ABSOLUTE_TIMEOUT,
-        source_ip: peer.clone(),
+        expires_at: now + lifetime,
+        source_ip: peer,
+        second_factor_pending: pending,
     };
     if let Err(e) = state.store.create_console_session(&session).await {
         tracing::error!(error = %e, "cannot create console session");
         return error_page(None, StatusCode::INTERNAL_SERVER_ERROR, "internal error");
     }
-    audit_login(&state, &email, Some(user.role), peer, true).await;
-    let mut r = see_other("/console");
+    let mut r = see_other(if pending { SECOND_FACTOR_PATH } else { "/console" });
     r.headers_mut()
-        .insert(header::SET_COOKIE, set_cookie(&id, ABSOLUTE_TIMEOUT.whole_seconds()));
+        .insert(header::SET_COOKIE, set_cookie(&id, lifetime.whole_seconds()));
     r
+}
+
+// ---------------------------------------------------------------- second factor
+
+pub const SECOND_FACTOR_PATH: &str = "/console/login/second-factor";
+
+/// The AES-GCM label binding a sealed seed to its user: a sealed blob copied to another user's
+/// row does not open.
+fn totp_label(user: UserId) -> String {
+    format!("totp:{user}")
+}
+
+pub(crate) fn seal_totp(state: &AppState, user: UserId, secret: &TotpSecret) -> Option<String> {
+    state
+        .pki
+        .data_key
+        .seal(&totp_label(user), secret.as_bytes())
+        .map_err(|e| tracing::error!(error = %e, "cannot seal a TOTP seed"))
+        .ok()
+}
+
+/// Opens a stored seed; None (logged) if it cannot be opened: wrong data key after a restore, or
+/// a row edited by hand.
+pub(crate) fn open_totp(state: &AppState, user: UserId, t: &UserTotp) -> Option<TotpSecret> {
+    let bytes = state
+        .pki
+        .data_key
+        .open(&totp_label(user), &t.sealed_secret)
+        .map_err(|e| tracing::error!(%user, error = %e, "cannot open the TOTP seed"))
+        .ok()?;
+    TotpSecret::from_bytes(&bytes)
+        .map_err(|e| tracing::error!(%user, error = %e, "the stored TOTP seed is unusable"))
+        .ok()
+}
+
+/// The answer when a seed cannot be opened.
+pub(crate) fn totp_unreadable(ctx: Option<&ConsoleCtx>) -> Response {
+    error_page(
+        ctx,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "the second factor cannot be checked: ask an administrator to reset it (steward user reset-totp)",
+    )
+}
+
+fn internal() -> Response {
+    error_page(None, StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+}
+
+/// The issuer authenticator apps show next to the code: the server's name and host.
+fn totp_issuer(state: &AppState) -> String {
+    let host = state
+        .config
+        .public_url
+        .as_deref()
+        .and_then(|u| u.split("://").nth(1))
+        .and_then(|rest| rest.split(['/', ':']).next())
+        .unwrap_or("localhost");
+    format!("Steward {host}")
+}
+
+/// The QR code of an `otpauth://` URI as inline SVG (generated here, not user input).
+pub(crate) fn qr_svg(data: &str) -> Option<maud::PreEscaped<String>> {
+    let code = qrcode::QrCode::with_error_correction_level(data.as_bytes(), qrcode::EcLevel::M).ok()?;
+    let svg = code
+        .render::<qrcode::render::svg::Color<'_>>()
+        .min_dimensions(200, 200)
+        .quiet_zone(true)
+        .build();
+    // Drop the XML declaration: the SVG is embedded in HTML.
+    let svg = match svg.find("<svg") {
+        Some(i) => svg[i..].to_owned(),
+        None => svg,
+    };
+    Some(maud::PreEscaped(svg))
+}
+
+/// The set-up block: the seed as QR code and as text, for the authenticator app.
+pub(crate) fn totp_setup_block(state: &AppState, email: &str, secret: &TotpSecret) -> maud::Markup {
+    let uri = secret.otpauth_uri(&totp_issuer(state), email);
+    let b32 = secret.to_base32();
+    html! {
+        p { "Scan this code with an authenticator app (Microsoft Authenticator, Google Authenticator, 1Password, FreeOTP…), or type the key in:" }
+        @if let Some(svg) = qr_svg(&uri) {
+            figure.qr role="img" aria-label="QR code of the authenticator key" { (svg) }
+        }
+        p { "Key: " code #totp-secret { (b32.as_str()) } }
+        p.muted { "Time-based, 6 digits, every 30 seconds (SHA-1)." }
+    }
+}
+
+fn second_factor_form(ctx_csrf: &str, setup: Option<maud::Markup>, error: Option<&str>) -> maud::Markup {
+    let title = if setup.is_some() {
+        "Set up two-step sign-in"
+    } else {
+        "Two-step sign-in"
+    };
+    layout(
+        None,
+        title,
+        "",
+        html! {
+            @if let Some(e) = error {
+                p.error role="alert" #login-error { (e) }
+            }
+            @if let Some(setup) = setup {
+                p { "This server requires a second factor for the console. Set it up now; you will be asked for a code at every sign-in." }
+                (setup)
+            }
+            form.login method="post" action=(SECOND_FACTOR_PATH) {
+                input type="hidden" name="csrf" value=(ctx_csrf);
+                label for="code" { "Code from your authenticator app" }
+                input #code type="text" name="code" inputmode="numeric" pattern="[0-9 ]{6,7}" autocomplete="one-time-code" required autofocus;
+                button type="submit" { "Verify" }
+            }
+            form method="post" action="/console/login/cancel" {
+                input type="hidden" name="csrf" value=(ctx_csrf);
+                button.link type="submit" { "Cancel and sign in again" }
+            }
+        },
+    )
+}
+
+/// The pending session of the request, if it is still usable.
+async fn pending_session(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<(Zeroizing<String>, ConsoleSession, ConsoleUser), Response> {
+    let Some(id) = session_cookie(headers) else {
+        return Err(to_login());
+    };
+    let id = Zeroizing::new(id);
+    let hash = TokenHash::of(&id);
+    let now = OffsetDateTime::now_utc();
+    match state.store.console_session(&hash).await {
+        Ok(Some((s, u))) if s.second_factor_pending && s.expires_at > now && !u.user.disabled => Ok((id, s, u)),
+        Ok(Some((s, _))) if !s.second_factor_pending => Err(see_other("/console")),
+        Ok(_) => {
+            let _ = state.store.delete_console_session(&hash, now).await;
+            Err(to_login())
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "console session lookup failed");
+            Err(error_page(None, StatusCode::INTERNAL_SERVER_ERROR, "internal error"))
+        }
+    }
+}
+
+/// The seed to set up: the unconfirmed one stored earlier (a reload shows the same QR code), or a
+/// new one stored now.
+async fn setup_secret(state: &AppState, user: &ConsoleUser) -> Result<TotpSecret, Response> {
+    if let Some(t) = user.totp.as_ref().filter(|t| !t.confirmed()) {
+        return open_totp(state, user.user.id, t).ok_or_else(|| totp_unreadable(None));
+    }
+    let secret = TotpSecret::generate().map_err(|_| internal())?;
+    let sealed = seal_totp(state, user.user.id, &secret).ok_or_else(internal)?;
+    match state.store.set_user_totp(user.user.id, Some(&sealed)).await {
+        Ok(_) => Ok(secret),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot store a TOTP seed");
+            Err(error_page(None, StatusCode::INTERNAL_SERVER_ERROR, "internal error"))
+        }
+    }
+}
+
+pub async fn second_factor_page(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let (id, _, user) = match pending_session(&state, &headers).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let setup = if user.totp.as_ref().is_some_and(UserTotp::confirmed) {
+        None
+    } else {
+        match setup_secret(&state, &user).await {
+            Ok(secret) => Some(totp_setup_block(&state, &user.user.email, &secret)),
+            Err(r) => return r,
+        }
+    };
+    page(StatusCode::OK, second_factor_form(&csrf_for(&id), setup, None))
+}
+
+#[derive(Deserialize)]
+pub struct CodeForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    code: String,
+}
+
+pub async fn second_factor(
+    State(state): State<AppState>,
+    Extension(limiter): Extension<std::sync::Arc<LoginLimiter>>,
+    req: Request,
+) -> Response {
+    let peer = peer_of(&req);
+    if foreign_origin(req.headers()) {
+        return error_page(None, StatusCode::FORBIDDEN, "cross-site request refused");
+    }
+    let (id, session, user) = match pending_session(&state, req.headers()).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let csrf = csrf_for(&id);
+    let Ok(Form(form)) = Form::<CodeForm>::from_request(req, &()).await else {
+        return error_page(None, StatusCode::BAD_REQUEST, "enter the code");
+    };
+    if !csrf_matches(&csrf, &form.csrf) {
+        return error_page(
+            None,
+            StatusCode::FORBIDDEN,
+            "the form's security token is missing or stale",
+        );
+    }
+    let email = user.user.email.clone();
+    let keys = [
+        format!("ip:{}", peer.as_deref().unwrap_or("unknown")),
+        format!("user:{email}"),
+    ];
+    let now = OffsetDateTime::now_utc();
+    let setting_up = !user.totp.as_ref().is_some_and(UserTotp::confirmed);
+    let again = |error: &str, status: StatusCode, secret: Option<&TotpSecret>| {
+        let setup = secret.map(|s| totp_setup_block(&state, &email, s));
+        page(status, second_factor_form(&csrf, setup, Some(error)))
+    };
+    let Some(totp) = user.totp.as_ref() else {
+        // The seed was reset meanwhile: show the set-up page again.
+        return see_other(SECOND_FACTOR_PATH);
+    };
+    let Some(secret) = open_totp(&state, user.user.id, totp) else {
+        return totp_unreadable(None);
+    };
+    let shown = setting_up.then_some(&secret);
+    if limiter.blocked(&keys) {
+        return again(
+            "Too many failed attempts. Wait 15 minutes and try again.",
+            StatusCode::TOO_MANY_REQUESTS,
+            shown,
+        );
+    }
+    let accepted = match secret.verify(&form.code, now, totp.last_step) {
+        None => Ok(false),
+        Some(step) if setting_up => state.store.confirm_user_totp(user.user.id, step, now).await,
+        Some(step) => state.store.use_totp_step(user.user.id, step).await,
+    };
+    match accepted {
+        Ok(true) => {}
+        Ok(false) => {
+            limiter.record_failure(&keys);
+            audit_second_factor(&state, &email, user.role, peer, false).await;
+            return again(
+                "That code is not valid (or was already used). Enter the current code.",
+                StatusCode::UNAUTHORIZED,
+                shown,
+            );
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot record the TOTP step");
+            return error_page(None, StatusCode::INTERNAL_SERVER_ERROR, "internal error");
+        }
+    }
+    limiter.clear_user(&email);
+    // The pending session is spent; the full one gets a fresh id.
+    if let Err(e) = state.store.delete_console_session(&session.id_hash, now).await {
+        tracing::warn!(error = %e, "cannot delete the pending console session");
+    }
+    if setting_up {
+        audit_event(&state, &email, user.role, peer.clone(), "console.totp_enroll", true).await;
+    }
+    audit_login(&state, &email, Some(user.role), peer.clone(), true).await;
+    start_session(&state, user.user.id, peer, false).await
+}
+
+/// Abandons a pending sign-in.
+pub async fn cancel_second_factor(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Some(id) = session_cookie(&headers) {
+        let id = Zeroizing::new(id);
+        let _ = state
+            .store
+            .delete_console_session(&TokenHash::of(&id), OffsetDateTime::now_utc())
+            .await;
+    }
+    to_login()
+}
+
+async fn audit_second_factor(state: &AppState, email: &str, role: Role, peer: Option<String>, ok: bool) {
+    audit_event(state, email, role, peer, "console.second_factor", ok).await;
+}
+
+async fn audit_event(state: &AppState, email: &str, role: Role, peer: Option<String>, action: &str, ok: bool) {
+    let event = NewAuditEvent {
+        at: OffsetDateTime::now_utc(),
+        actor: format!("{email} (console)"),
+        actor_id: None,
+        actor_role: Some(role),
+        action: action.into(),
+        target: Some(email.to_owned()),
+        source_ip: peer,
+        outcome: if ok {
+            AuditOutcome::Success
+        } else {
+            AuditOutcome::Failure
+        },
+        status: Some(if ok { 303 } else { 401 }),
+        details: None,
+    };
+    if let Err(e) = state.store.append_audit_event(&event).await {
+        tracing::error!(error = %e, "cannot append to the audit log");
+    }
 }
 
 pub async fn logout(State(state): State<AppState>, Extension(ctx): Extension<ConsoleCtx>, req: Request) -> Response {

@@ -142,9 +142,35 @@ async fn audit_rows(t: &TestServer, action: &str) -> Vec<AuditEvent> {
     t.store().audit_events(&filter, None, 100).await.unwrap()
 }
 
+/// A server whose console does not require a second factor (tests about everything else).
+async fn without_required_totp() -> TestServer {
+    TestServer::start_with(|c| c.console.require_totp = false).await
+}
+
+/// The value of the element with `id` in a page (the text between its tags).
+fn element_text(body: &str, id: &str) -> String {
+    let at = body
+        .find(&format!("id=\"{id}\""))
+        .unwrap_or_else(|| panic!("no #{id} in {body}"));
+    let rest = &body[at..];
+    let start = rest.find('>').unwrap() + 1;
+    rest[start..start + rest[start..].find('<').unwrap()].to_owned()
+}
+
+fn session_of(r: &Resp) -> String {
+    let cookie = r.headers.get(header::SET_COOKIE).unwrap().to_str().unwrap();
+    cookie
+        .strip_prefix("__Host-steward_session=")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
 #[tokio::test]
 async fn sessions_csrf_roles_and_escaping() {
-    let t = TestServer::start().await;
+    let t = without_required_totp().await;
     console_user(&t, "admin@example.com", Role::Admin).await;
     console_user(&t, "help@example.com", Role::Helpdesk).await;
     let evil = "<script>alert(1)</script>";
@@ -357,7 +383,377 @@ async fn sessions_csrf_roles_and_escaping() {
     assert_eq!(resp.status, 201, "{}", resp.text());
     let ops = login(&t, "ops@example.com").await;
     let r = send(&t, "GET", "/console", Some(&ops), None).await;
-    assert!(r.body.contains("ops@example.com (operator)"));
+    assert!(r.body.contains("ops@example.com</a> (operator)"), "{}", r.body);
+}
+
+#[tokio::test]
+async fn second_factor_is_set_up_then_required_once_per_code_and_reset_by_an_admin() {
+    use steward_domain::totp::{TotpSecret, step_of};
+    let t = TestServer::start().await; // require_totp is the default
+    console_user(&t, "admin@example.com", Role::Admin).await;
+    let password_form = format!("email=admin%40example.com&password={}", enc(PASSWORD));
+
+    // The right password gives only a short pending session that reaches the second-factor page.
+    let r = send(&t, "POST", "/console/login", None, Some(&password_form)).await;
+    assert_eq!(
+        (r.status, r.location()),
+        (StatusCode::SEE_OTHER, "/console/login/second-factor")
+    );
+    assert!(r.headers[header::SET_COOKIE].to_str().unwrap().contains("Max-Age=300"));
+    let pending = session_of(&r);
+    for path in ["/console", "/console/devices", "/console/settings"] {
+        let r = send(&t, "GET", path, Some(&pending), None).await;
+        assert_eq!(
+            (r.status, r.location()),
+            (StatusCode::SEE_OTHER, "/console/login/second-factor"),
+            "{path}"
+        );
+    }
+    assert!(audit_rows(&t, "console.login").await.is_empty(), "not signed in yet");
+
+    // First sign-in: the set-up page shows the key (and its QR code); a reload shows the same key.
+    let page = send(&t, "GET", "/console/login/second-factor", Some(&pending), None).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("<svg") && page.body.contains("Set up two-step sign-in"));
+    let key = element_text(&page.body, "totp-secret");
+    let again = send(&t, "GET", "/console/login/second-factor", Some(&pending), None).await;
+    assert_eq!(element_text(&again.body, "totp-secret"), key);
+    let secret = TotpSecret::from_base32(&key).unwrap();
+    let csrf = page.csrf();
+
+    // A wrong code (or a missing CSRF token) is refused and signs nobody in.
+    let now = OffsetDateTime::now_utc();
+    let right = secret.code_at(now);
+    let wrong = if right == "000000" { "111111" } else { "000000" };
+    let r = send(
+        &t,
+        "POST",
+        "/console/login/second-factor",
+        Some(&pending),
+        Some(&format!("csrf={csrf}&code={wrong}")),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert!(r.body.contains("not valid"));
+    let r = send(
+        &t,
+        "POST",
+        "/console/login/second-factor",
+        Some(&pending),
+        Some(&format!("csrf=forged&code={right}")),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+
+    // The right code: a full session under a new id; the pending one is gone.
+    let r = send(
+        &t,
+        "POST",
+        "/console/login/second-factor",
+        Some(&pending),
+        Some(&format!("csrf={csrf}&code={right}")),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.location()),
+        (StatusCode::SEE_OTHER, "/console"),
+        "{}",
+        r.body
+    );
+    let full = session_of(&r);
+    assert_ne!(full, pending);
+    assert_eq!(
+        send(&t, "GET", "/console", Some(&full), None).await.status,
+        StatusCode::OK
+    );
+    let r = send(&t, "GET", "/console/login/second-factor", Some(&pending), None).await;
+    assert_eq!((r.status, r.location()), (StatusCode::SEE_OTHER, "/console/login"));
+    assert_eq!(audit_rows(&t, "console.totp_enroll").await.len(), 1);
+    assert_eq!(
+        audit_rows(&t, "console.second_factor").await[0].outcome,
+        AuditOutcome::Failure
+    );
+    let account = send(&t, "GET", "/console/account", Some(&full), None).await;
+    assert!(
+        element_text(&account.body, "totp-state").starts_with("on"),
+        "{}",
+        account.body
+    );
+
+    // Second sign-in: no key shown any more; the code already used is refused (replay), the next
+    // step's code is accepted.
+    let r = send(&t, "POST", "/console/login", None, Some(&password_form)).await;
+    let pending2 = session_of(&r);
+    let page = send(&t, "GET", "/console/login/second-factor", Some(&pending2), None).await;
+    assert!(!page.body.contains("totp-secret") && !page.body.contains("<svg"));
+    let csrf2 = page.csrf();
+    let r = send(
+        &t,
+        "POST",
+        "/console/login/second-factor",
+        Some(&pending2),
+        Some(&format!("csrf={csrf2}&code={right}")),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "a code is accepted once");
+    let next = secret.code_at_step(step_of(now) + 1);
+    let r = send(
+        &t,
+        "POST",
+        "/console/login/second-factor",
+        Some(&pending2),
+        Some(&format!("csrf={csrf2}&code={next}")),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.location()),
+        (StatusCode::SEE_OTHER, "/console"),
+        "{}",
+        r.body
+    );
+    let full2 = session_of(&r);
+
+    // Lost phone: an admin removes the factor over the API; the user's sessions end and the next
+    // sign-in sets up a new key.
+    let user = t
+        .store()
+        .console_user_by_email("admin@example.com")
+        .await
+        .unwrap()
+        .unwrap();
+    let resp = t
+        .client()
+        .request(
+            http::Method::DELETE,
+            &t.url(&format!("/api/v1/users/{}/totp", user.user.id)),
+            &[("authorization", &format!("Bearer {ADMIN_TOKEN}"))],
+            bytes::Bytes::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status, 204, "{}", resp.text());
+    for s in [&full, &full2] {
+        let r = send(&t, "GET", "/console", Some(s), None).await;
+        assert_eq!((r.status, r.location()), (StatusCode::SEE_OTHER, "/console/login"));
+    }
+    assert_eq!(audit_rows(&t, "user.reset_totp").await.len(), 1);
+    let r = send(&t, "POST", "/console/login", None, Some(&password_form)).await;
+    let page = send(&t, "GET", "/console/login/second-factor", Some(&session_of(&r)), None).await;
+    assert_ne!(element_text(&page.body, "totp-secret"), key, "a new key");
+}
+
+#[tokio::test]
+async fn optional_second_factor_set_up_from_the_account_page_is_then_asked_for() {
+    use steward_domain::totp::TotpSecret;
+    let t = without_required_totp().await;
+    console_user(&t, "alice@example.com", Role::Auditor).await;
+    let cookie = login(&t, "alice@example.com").await;
+    let account = send(&t, "GET", "/console/account", Some(&cookie), None).await;
+    assert_eq!(element_text(&account.body, "totp-state"), "off");
+    let csrf = account.csrf();
+    let setup = send(
+        &t,
+        "POST",
+        "/console/account/totp",
+        Some(&cookie),
+        Some(&format!("csrf={csrf}")),
+    )
+    .await;
+    assert_eq!(setup.status, StatusCode::OK, "{}", setup.body);
+    let secret = TotpSecret::from_base32(&element_text(&setup.body, "totp-secret")).unwrap();
+    let r = send(
+        &t,
+        "POST",
+        "/console/account/totp/confirm",
+        Some(&cookie),
+        Some(&format!("csrf={csrf}&code=12345x")),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let r = send(
+        &t,
+        "POST",
+        "/console/account/totp/confirm",
+        Some(&cookie),
+        Some(&format!(
+            "csrf={csrf}&code={}",
+            secret.code_at(OffsetDateTime::now_utc())
+        )),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.location()),
+        (StatusCode::SEE_OTHER, "/console/account?done=totp")
+    );
+    // From now on the password alone is not enough, even though the server does not require it.
+    let r = send(
+        &t,
+        "POST",
+        "/console/login",
+        None,
+        Some(&format!("email=alice%40example.com&password={}", enc(PASSWORD))),
+    )
+    .await;
+    assert_eq!(r.location(), "/console/login/second-factor");
+}
+
+#[tokio::test]
+async fn groups_settings_and_charts_pages() {
+    let t = without_required_totp().await;
+    console_user(&t, "admin@example.com", Role::Admin).await;
+    console_user(&t, "help@example.com", Role::Helpdesk).await;
+    let device = named_device(&t, "PC-GROUPED").await;
+    let e = t.enrollment_of(&device).await;
+    let admin = login(&t, "admin@example.com").await;
+    let help = login(&t, "help@example.com").await;
+
+    // The dashboard charts: inline SVG with the figures as a table.
+    let dash = send(&t, "GET", "/console", Some(&admin), None).await;
+    for id in ["chart-active", "chart-commands", "chart-enroll"] {
+        assert!(dash.body.contains(&format!("id=\"{id}\"")), "{id}");
+    }
+    assert!(dash.body.contains("<svg") && dash.body.contains("Active devices at the end of the day"));
+
+    // Groups: create (help desk may not), move the device in, filter the list by it.
+    let page = send(&t, "GET", "/console/groups", Some(&admin), None).await;
+    let csrf = page.csrf();
+    let r = send(
+        &t,
+        "POST",
+        "/console/groups",
+        Some(&admin),
+        Some(&format!("csrf={csrf}&name=Finance")),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.location()),
+        (StatusCode::SEE_OTHER, "/console/groups?done=created"),
+        "{}",
+        r.body
+    );
+    let r = send(
+        &t,
+        "POST",
+        "/console/groups",
+        Some(&admin),
+        Some(&format!("csrf={csrf}&name=Finance")),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    let hpage = send(&t, "GET", "/console/groups", Some(&help), None).await;
+    assert!(hpage.body.contains("Finance") && !hpage.body.contains("Create group"));
+    let r = send(
+        &t,
+        "POST",
+        "/console/groups",
+        Some(&help),
+        Some(&format!("csrf={}&name=Ops", hpage.csrf())),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let device_page = format!("/console/devices/{}", e.id);
+    let r = send(
+        &t,
+        "POST",
+        &format!("{device_page}/group"),
+        Some(&admin),
+        Some(&format!("csrf={csrf}&group=Finance")),
+    )
+    .await;
+    assert_eq!(r.location(), format!("{device_page}?done=group"), "{}", r.body);
+    let page = send(&t, "GET", &device_page, Some(&admin), None).await;
+    assert_eq!(element_text(&page.body, "device-group"), "Finance");
+    let list = send(&t, "GET", "/console/devices?group=Finance", Some(&admin), None).await;
+    assert!(list.body.contains("PC-GROUPED"));
+    let resp = t
+        .client()
+        .request(
+            http::Method::GET,
+            &t.url("/api/v1/devices?group=Finance"),
+            &[("authorization", &format!("Bearer {ADMIN_TOKEN}"))],
+            bytes::Bytes::new(),
+        )
+        .await
+        .unwrap();
+    let v: Value = serde_json::from_slice(&resp.body).unwrap();
+    assert_eq!(v["items"].as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(
+        audit_rows(&t, "device.set_group").await[0].details.as_deref(),
+        Some("group: Finance")
+    );
+    // A group in use cannot be deleted; emptied, it can.
+    let g = t.store().group_by_name("Finance").await.unwrap().unwrap();
+    let del = format!("/console/groups/{}/delete", g.id);
+    let r = send(&t, "POST", &del, Some(&admin), Some(&format!("csrf={csrf}"))).await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    send(
+        &t,
+        "POST",
+        &format!("{device_page}/group"),
+        Some(&admin),
+        Some(&format!("csrf={csrf}&group=")),
+    )
+    .await;
+    let r = send(&t, "POST", &del, Some(&admin), Some(&format!("csrf={csrf}"))).await;
+    assert_eq!(r.location(), "/console/groups?done=deleted", "{}", r.body);
+    assert!(t.store().group_by_name("Finance").await.unwrap().is_none());
+
+    // Settings: the running configuration, and webhooks paused and resumed (admin only).
+    let hook = t
+        .client()
+        .request(
+            http::Method::POST,
+            &t.url("/api/v1/webhooks"),
+            &[
+                ("authorization", &format!("Bearer {ADMIN_TOKEN}")),
+                ("content-type", "application/json"),
+            ],
+            bytes::Bytes::from(
+                json!({"name": "siem", "url": "https://siem.example.com/hook", "events": ["all"]}).to_string(),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(hook.status, 201, "{}", hook.text());
+    let hook: Value = serde_json::from_slice(&hook.body).unwrap();
+    let hook_id = hook["webhook"]["id"]
+        .as_str()
+        .or(hook["id"].as_str())
+        .unwrap()
+        .to_owned();
+    let settings = send(&t, "GET", "/console/settings", Some(&admin), None).await;
+    assert!(settings.body.contains("server-settings") && settings.body.contains("siem.example.com"));
+    assert!(settings.body.contains("optional"), "require_totp is off here");
+    let pause = format!("/console/settings/webhooks/{hook_id}/disable");
+    let r = send(&t, "POST", &pause, Some(&admin), Some(&format!("csrf={csrf}"))).await;
+    assert_eq!(r.location(), "/console/settings?done=disabled", "{}", r.body);
+    let id: WebhookId = hook_id.parse().unwrap();
+    assert!(!t.store().webhook(id).await.unwrap().unwrap().enabled);
+    let hs = send(&t, "GET", "/console/settings", Some(&help), None).await;
+    assert!(
+        hs.status == StatusCode::OK && !hs.body.contains("siem.example.com"),
+        "help desk sees no webhooks"
+    );
+    let r = send(
+        &t,
+        "POST",
+        &pause.replace("disable", "enable"),
+        Some(&help),
+        Some(&format!("csrf={}", hs.csrf())),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = send(
+        &t,
+        "POST",
+        &pause.replace("disable", "enable"),
+        Some(&admin),
+        Some(&format!("csrf={csrf}")),
+    )
+    .await;
+    assert_eq!(r.location(), "/console/settings?done=enabled");
+    assert!(t.store().webhook(id).await.unwrap().unwrap().enabled);
+    assert_eq!(audit_rows(&t, "webhook.update").await.len(), 3);
 }
 
 // ---------------------------------------------------------------- browser
@@ -493,6 +889,14 @@ impl Browser {
             .unwrap()
             .to_owned()
     }
+    async fn text(&self, css: &str) -> String {
+        let el = self.find(css).await;
+        wd(http::Method::GET, &self.url(&format!("/element/{el}/text")), None)
+            .await
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
     async fn refresh(&self) {
         wd(http::Method::POST, &self.url("/refresh"), Some(json!({}))).await;
     }
@@ -596,6 +1000,13 @@ async fn browser_login_search_sync_and_see_it_acknowledged() {
     b.type_into("#password", PASSWORD).await;
     b.screenshot("01-login").await;
     b.click(&b.find("form.login button").await).await;
+    // First sign-in: the server requires a second factor and shows the key to set up.
+    b.wait_for(|p| p.contains("Set up two-step sign-in")).await;
+    let key = b.text("#totp-secret").await;
+    b.screenshot("01b-second-factor-setup").await;
+    let secret = steward_domain::totp::TotpSecret::from_base32(&key).unwrap();
+    b.type_into("#code", &secret.code_at(OffsetDateTime::now_utc())).await;
+    b.click(&b.find("form.login button").await).await;
     b.wait_for(|p| p.contains("Enrolled devices")).await;
     assert!(b.current_url().await.ends_with("/console"), "{}", b.source().await);
     b.screenshot("02-dashboard").await;
@@ -634,18 +1045,52 @@ async fn browser_login_search_sync_and_see_it_acknowledged() {
     assert!(newest_row(&page).is_some());
     b.screenshot("05-device-sync-acknowledged").await;
 
-    b.click(&b.find_link("Wipe…").await).await;
-    b.wait_for(|p| p.contains("Wipe DESKTOP-BROWSER1?")).await;
-    b.screenshot("06-wipe-confirm").await;
+    let device_url = b.current_url().await;
     b.click(&b.find_link("Enrollment").await).await;
     b.type_into("#description", "pilot laptops").await;
     b.click(&b.find("form.stack button").await).await;
     let page = b.wait_for(|p| p.contains("stw_enr_")).await;
     assert!(page.contains("stw_enr_") && page.contains("ms-device-enrollment:?mode=mdm"));
-    b.screenshot("07-enrollment-token").await;
+    b.screenshot("06-enrollment-token").await;
+
+    // Groups: create one and move the device into it.
+    b.click(&b.find_link("Groups").await).await;
+    b.type_into("#group-name", "Pilot").await;
+    b.click(&b.find("form.stack button").await).await;
+    b.wait_for(|p| p.contains("Group created")).await;
+    b.goto(&device_url).await;
+    b.click(&b.find("#move-group option[value=\"Pilot\"]").await).await;
+    b.click(&b.find("form[action$=\"/group\"] button").await).await;
+    b.wait_for(|p| p.contains("Group changed")).await;
+    assert_eq!(b.text("#device-group").await, "Pilot");
+    b.click(&b.find_link("Groups").await).await;
+    b.wait_for(|p| p.contains("Pilot")).await;
+    b.screenshot("07-groups").await;
+    b.click(&b.find_link("Settings").await).await;
+    b.wait_for(|p| p.contains("server-settings")).await;
+    b.screenshot("08-settings").await;
+
+    // Wipe from the console: confirm by typing the name; the device acknowledges at its next
+    // session and leaves management.
+    b.goto(&device_url).await;
+    b.click(&b.find_link("Wipe…").await).await;
+    b.wait_for(|p| p.contains("Wipe DESKTOP-BROWSER1?")).await;
+    b.type_into("#confirm_name", "DESKTOP-BROWSER1").await;
+    b.screenshot("09-wipe-confirm").await;
+    b.click(&b.find("button.danger").await).await;
+    b.wait_for(|p| p.contains("Wipe queued")).await;
+    device.run_session(&client, SessionTrigger::Scheduled).await.unwrap();
+    b.refresh().await;
+    b.wait_for(|p| p.contains("state-wiped")).await;
+    b.screenshot("10-wiped").await;
+
+    b.goto(&t.url("/console")).await;
+    b.wait_for(|p| p.contains("chart-commands")).await;
+    b.screenshot("11-dashboard-charts").await;
     b.click(&b.find_link("Audit log").await).await;
-    b.wait_for(|p| p.contains("device.sync")).await;
-    b.screenshot("08-audit").await;
+    b.wait_for(|p| p.contains("device.wipe") && p.contains("device.set_group"))
+        .await;
+    b.screenshot("12-audit").await;
     b.quit().await;
     drop(driver);
     t.server.shutdown().await;

@@ -1,0 +1,13 @@
+-- Console second factor (TOTP), staged sign-in sessions, and the index the activity charts read.
+
+-- The TOTP seed sealed under the server's data key (never the seed itself); confirmed once the user
+-- entered a first code; the last accepted RFC 6238 time step, so every code is accepted once.
+ALTER TABLE users ADD COLUMN totp_secret TEXT;
+ALTER TABLE users ADD COLUMN totp_confirmed_at INTEGER;
+ALTER TABLE users ADD COLUMN totp_last_step INTEGER;
+
+-- 1: password given, second factor still due; such a session reaches only the second-factor pages.
+ALTER TABLE console_sessions ADD COLUMN second_factor_pending INTEGER NOT NULL DEFAULT 0;
+
+-- Dashboard charts aggregate the device event log by day.
+CREATE INDEX device_events_at ON device_events(at, kind);
