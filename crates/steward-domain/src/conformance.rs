@@ -799,10 +799,10 @@ pub async fn console_and_groups(store: &dyn Store) {
 
     // Console users: a role on the user; enrollment-only users are not console users.
     let admin = user("Root@Example.com");
-    store.create_console_user(&admin, Role::Admin).await.unwrap();
+    store.create_console_user(&admin, Role::Admin, None).await.unwrap();
     assert!(matches!(
         store
-            .create_console_user(&user("root@example.com"), Role::Auditor)
+            .create_console_user(&user("root@example.com"), Role::Auditor, None)
             .await,
         Err(StoreError::Conflict(_))
     ));
@@ -833,8 +833,8 @@ pub async fn console_and_groups(store: &dyn Store) {
             .is_none()
     );
     assert_eq!(
-        store.console_user(admin.id).await.unwrap().map(|u| u.role),
-        Some(Role::Admin)
+        store.console_user(admin.id).await.unwrap().map(|u| (u.role, u.group)),
+        Some((Role::Admin, None))
     );
     assert!(store.console_user(plain.id).await.unwrap().is_none());
 
@@ -990,6 +990,31 @@ pub async fn console_and_groups(store: &dyn Store) {
     assert_eq!(store.group_device_counts().await.unwrap(), vec![]);
     assert!(store.delete_group(sales.id).await.unwrap());
     assert!(!store.delete_group(sales.id).await.unwrap());
+    // A team's console user is scoped to its group, which stays in use while the user exists.
+    let team_group = g("team");
+    store.create_group(&team_group).await.unwrap();
+    let team = user("team@example.com");
+    store
+        .create_console_user(&team, Role::Operator, Some(team_group.id))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.console_user(team.id).await.unwrap().unwrap().group,
+        Some(team_group.id)
+    );
+    assert_eq!(
+        store
+            .console_user_by_email("team@example.com")
+            .await
+            .unwrap()
+            .unwrap()
+            .group,
+        Some(team_group.id)
+    );
+    assert!(matches!(
+        store.delete_group(team_group.id).await,
+        Err(StoreError::Conflict(_))
+    ));
     assert!(store.group_by_name("sales").await.unwrap().is_none());
     assert_eq!(store.enrollment_by_id(e1.id).await.unwrap().unwrap().group_id, None);
 

@@ -14,6 +14,8 @@ use crate::secret::TokenHash;
 pub struct ConsoleUser {
     pub user: User,
     pub role: Role,
+    /// Group scope: the user sees only this group's devices (None: the whole fleet the role allows).
+    pub group: Option<crate::model::GroupId>,
     /// The second factor, once the user started setting it up.
     pub totp: Option<UserTotp>,
 }

@@ -116,8 +116,8 @@ pub trait Store: Send + Sync + 'static {
     async fn list_groups(&self) -> StoreResult<Vec<Group>>;
     /// Creates a device group. Conflict if the name is taken (names compare case-sensitively).
     async fn create_group(&self, g: &Group) -> StoreResult<()>;
-    /// Deletes an empty group. Conflict while an active enrollment, an unrevoked enrollment token or
-    /// an unrevoked API token still refers to it (moving or revoking them first is a decision for a
+    /// Deletes an empty group. Conflict while an active enrollment, an unrevoked enrollment token,
+    /// an unrevoked API token or a console user still refers to it (moving or revoking them first is a decision for a
     /// person, not a side effect). Returns false if it did not exist.
     async fn delete_group(&self, id: GroupId) -> StoreResult<bool>;
     /// Moves an enrollment into a group (or out of every group with None). Returns false if the
@@ -178,9 +178,9 @@ pub trait Store: Send + Sync + 'static {
     async fn prune_webhook_deliveries(&self, older_than: OffsetDateTime, keep_per_webhook: u32) -> StoreResult<u64>;
 
     // ---- web console ----
-    /// Creates a user who may sign in to the console with `role` (one transaction). Conflict if the
-    /// e-mail exists.
-    async fn create_console_user(&self, u: &User, role: Role) -> StoreResult<()>;
+    /// Creates a user who may sign in to the console with `role`, limited to `group`'s devices if
+    /// given (one transaction). Conflict if the e-mail exists.
+    async fn create_console_user(&self, u: &User, role: Role, group: Option<GroupId>) -> StoreResult<()>;
     /// A user with a console role, by e-mail (case-insensitive); None for unknown users and users
     /// without console access.
     async fn console_user_by_email(&self, email: &str) -> StoreResult<Option<ConsoleUser>>;

@@ -1,10 +1,14 @@
--- Console second factor (TOTP), staged sign-in sessions, and the index the activity charts read.
+-- Console second factor (TOTP), group-scoped console users, staged sign-in sessions, and the index the
+-- activity charts read.
 
 -- The TOTP seed sealed under the server's data key (never the seed itself); confirmed once the user
 -- entered a first code; the last accepted RFC 6238 time step, so every code is accepted once.
 ALTER TABLE users ADD COLUMN totp_secret TEXT;
 ALTER TABLE users ADD COLUMN totp_confirmed_at INTEGER;
 ALTER TABLE users ADD COLUMN totp_last_step INTEGER;
+
+-- A team's console user: sees only this group's devices, like a group-scoped API token.
+ALTER TABLE users ADD COLUMN console_group_id TEXT REFERENCES groups(id);
 
 -- 1: password given, second factor still due; such a session reaches only the second-factor pages.
 ALTER TABLE console_sessions ADD COLUMN second_factor_pending INTEGER NOT NULL DEFAULT 0;

@@ -192,7 +192,8 @@ impl SqliteStore {
         let in_use: i64 = sqlx::query_scalar(
             "SELECT (SELECT COUNT(*) FROM enrollments WHERE group_id = ?1 AND state = 'active') \
              + (SELECT COUNT(*) FROM enrollment_tokens WHERE group_id = ?1 AND revoked = 0) \
-             + (SELECT COUNT(*) FROM api_tokens WHERE group_id = ?1 AND revoked_at IS NULL)",
+             + (SELECT COUNT(*) FROM api_tokens WHERE group_id = ?1 AND revoked_at IS NULL) \
+             + (SELECT COUNT(*) FROM users WHERE console_group_id = ?1)",
         )
         .bind(id.to_string())
         .fetch_one(&mut *tx)
@@ -200,7 +201,7 @@ impl SqliteStore {
         .map_err(backend)?;
         if in_use > 0 {
             return Err(StoreError::Conflict(format!(
-                "group {id} still has active devices, enrollment tokens or API tokens"
+                "group {id} still has active devices, enrollment tokens, API tokens or console users"
             )));
         }
         // History rows (ended enrollments, revoked tokens) keep pointing at nothing rather than

@@ -30,16 +30,25 @@ fn console_user_from_row(r: &SqliteRow) -> StoreResult<Option<ConsoleUser>> {
     Ok(Some(ConsoleUser {
         user: user_from_row(r)?,
         role,
+        group: r
+            .get::<Option<String>, _>("console_group_id")
+            .map(|g| parse_id(&g))
+            .transpose()?,
         totp,
     }))
 }
 
 impl SqliteStore {
-    pub(crate) async fn create_console_user_impl(&self, u: &User, role: Role) -> StoreResult<()> {
+    pub(crate) async fn create_console_user_impl(
+        &self,
+        u: &User,
+        role: Role,
+        group: Option<GroupId>,
+    ) -> StoreResult<()> {
         let mut tx = self.begin_write().await?;
         let res = sqlx::query(
-            "INSERT INTO users (id, email, display_name, password_hash, disabled, created_at, console_role) \
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO users (id, email, display_name, password_hash, disabled, created_at, console_role, \
+             console_group_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(u.id.to_string())
         .bind(u.email.to_lowercase())
@@ -48,6 +57,7 @@ impl SqliteStore {
         .bind(i64::from(u.disabled))
         .bind(micros(u.created_at))
         .bind(role.as_str())
+        .bind(group.map(|g| g.to_string()))
         .execute(&mut *tx)
         .await;
         match res {

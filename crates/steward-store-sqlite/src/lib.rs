@@ -227,8 +227,8 @@ pub(crate) async fn insert_log(conn: &mut sqlx::SqliteConnection, e: &IssuanceLo
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn create_console_user(&self, u: &User, role: Role) -> StoreResult<()> {
-        self.create_console_user_impl(u, role).await
+    async fn create_console_user(&self, u: &User, role: Role, group: Option<GroupId>) -> StoreResult<()> {
+        self.create_console_user_impl(u, role, group).await
     }
     async fn console_user_by_email(&self, email: &str) -> StoreResult<Option<ConsoleUser>> {
         self.console_user_by_email_impl(email).await

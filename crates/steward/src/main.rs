@@ -401,6 +401,9 @@ enum UserCommand {
         /// Let the user sign in to the web console with this role.
         #[arg(long, value_enum)]
         console_role: Option<RoleArg>,
+        /// With --console-role: only this group's devices exist for the user.
+        #[arg(long, requires = "console_role")]
+        console_group: Option<String>,
     },
     /// Remove a console user's second factor (lost authenticator) and end their console sessions.
     ResetTotp { email: String },
@@ -829,7 +832,18 @@ async fn user(config: Config, command: UserCommand) -> Result<()> {
             name,
             password,
             console_role,
+            console_group,
         } => {
+            let group = match console_group.as_deref() {
+                Some(g) => Some(
+                    store
+                        .group_by_name(g)
+                        .await?
+                        .with_context(|| format!("no group named {g:?}"))?
+                        .id,
+                ),
+                None => None,
+            };
             let email = email.trim().to_lowercase();
             if !email.contains('@') || email.len() > 254 {
                 bail!("{email:?} is not an e-mail address");
@@ -847,7 +861,7 @@ async fn user(config: Config, command: UserCommand) -> Result<()> {
                 created_at: OffsetDateTime::now_utc(),
             };
             match console_role {
-                Some(r) => store.create_console_user(&user, r.role()).await?,
+                Some(r) => store.create_console_user(&user, r.role(), group).await?,
                 None => store.create_user(&user).await?,
             }
             audit(store.as_ref(), "user.create", email.clone(), String::new()).await?;

@@ -81,6 +81,7 @@ pub async fn users(c: &ApiClient, out: Output, command: UserCommand) -> Result<(
             name,
             password,
             console_role,
+            console_group,
         } => {
             let password = crate::read_password(&email, password)?;
             let body = json!({
@@ -88,6 +89,7 @@ pub async fn users(c: &ApiClient, out: Output, command: UserCommand) -> Result<(
                 "display_name": name,
                 "password": password,
                 "console_role": console_role.map(RoleArg::api_name),
+                "console_group": console_group,
             });
             let u = c.create_user(body).await?;
             match out {

@@ -232,6 +232,12 @@ impl Principal {
     pub fn sees(&self, e: &Enrollment) -> bool {
         self.group.is_none() || self.group == e.group_id
     }
+
+    /// Whether the role allows the permission and, for a group-scoped caller, whether the
+    /// permission is open to scoped callers at all.
+    pub fn permits(&self, p: Permission) -> bool {
+        p.allows(self.role) && (self.group.is_none() || p.available_to_scoped())
+    }
 }
 
 /// Extra audit information a handler attaches to its response (the created token's id, the queued
@@ -300,8 +306,7 @@ pub async fn authorize(State(state): State<AppState>, mut req: Request, next: Ne
     let path = req.uri().path().to_owned();
     let mutating = !matches!(req.method(), &http::Method::GET | &http::Method::HEAD);
 
-    let allowed =
-        rule.permission.allows(principal.role) && (principal.group.is_none() || rule.permission.available_to_scoped());
+    let allowed = principal.permits(rule.permission);
     let resp = if allowed {
         req.extensions_mut().insert(principal.clone());
         next.run(req).await

@@ -449,6 +449,9 @@ pub struct NewUserRequest {
     pub password: SecretString,
     /// Lets the user sign in to the web console with this role (absent: enrollment only).
     pub console_role: Option<RoleName>,
+    /// With a console role: limit the user to this group's devices (the group's name), like a
+    /// group-scoped API token.
+    pub console_group: Option<String>,
 }
 
 /// List users of Steward's user store.
@@ -511,8 +514,22 @@ pub async fn create_user(
         disabled: false,
         created_at: OffsetDateTime::now_utc(),
     };
+    let group = match (&body.console_role, body.console_group.as_deref()) {
+        (_, None) => None,
+        (None, Some(_)) => {
+            return Err(ApiError::Unprocessable("console_group needs a console_role".into()));
+        }
+        (Some(_), Some(name)) => Some(
+            state
+                .store
+                .group_by_name(name)
+                .await?
+                .ok_or_else(|| ApiError::Unprocessable(format!("no group named {name:?}")))?
+                .id,
+        ),
+    };
     let stored = match body.console_role {
-        Some(role) => state.store.create_console_user(&user, role.into()).await,
+        Some(role) => state.store.create_console_user(&user, role.into(), group).await,
         None => state.store.create_user(&user).await,
     };
     stored.map_err(|e| match e {

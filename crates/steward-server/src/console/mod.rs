@@ -127,7 +127,7 @@ impl ConsoleCtx {
     /// Whether the API route (method, routed path) is allowed for this user's role: the console
     /// asks the API's permission table, never a table of its own.
     pub fn may(&self, method: &str, api_path: &str) -> bool {
-        rule_for(method, api_path).is_some_and(|r| r.permission.allows(self.role()))
+        rule_for(method, api_path).is_some_and(|r| self.principal.permits(r.permission))
     }
 
     /// Runs an API handler as this user: refused with the API's own 403 unless the permission
@@ -143,10 +143,10 @@ impl ConsoleCtx {
         let Some(rule) = rule_for(method, api_path) else {
             return ApiError::Internal(format!("no permission rule for {method} {api_path}")).into_response();
         };
-        let resp = if rule.permission.allows(self.role()) {
+        let resp = if self.principal.permits(rule.permission) {
             handler.await
         } else {
-            forbidden(self.role(), rule.permission).into_response()
+            forbidden(&self.principal, rule.permission).into_response()
         };
         if method != "GET" {
             let note = resp.extensions().get::<AuditNote>().cloned().unwrap_or_default();
@@ -165,9 +165,13 @@ impl ConsoleCtx {
     }
 }
 
-fn forbidden(role: Role, permission: Permission) -> ApiError {
+fn forbidden(who: &Principal, permission: Permission) -> ApiError {
     ApiError::Forbidden {
-        role: role.to_string(),
+        role: if who.group.is_some() {
+            format!("group-scoped {}", who.role)
+        } else {
+            who.role.to_string()
+        },
         permission: permission.as_str(),
     }
 }

@@ -713,6 +713,10 @@ fn enrollment_instructions(state: &AppState, token: Option<&str>) -> Markup {
                 li { "Use " @if token.is_some() { "the token above" } @else { "an enrollment token" } " as the password." }
             }
             p { "Or open this link on the device: " a #enroll-link href=(link) { code { (link) } } }
+            // A phone camera or a QR reader on the device opens the same link.
+            @if let Some(svg) = super::session::qr_svg(&link) {
+                figure.qr #enroll-qr role="img" aria-label="QR code of the enrollment link" { (svg) }
+            }
         }
     }
 }

@@ -203,7 +203,7 @@ pub async fn require_session(State(state): State<AppState>, req: Request, next: 
             name: format!("{} (console)", user.user.email),
             token_id: None,
             role: user.role,
-            group: None,
+            group: user.group,
         },
         email: user.user.email.clone(),
         user_id: user.user.id,

@@ -19,6 +19,10 @@ use crate::common::{ADMIN_TOKEN, TestServer};
 const PASSWORD: &str = "correct horse battery";
 
 async fn console_user(t: &TestServer, email: &str, role: Role) {
+    scoped_console_user(t, email, role, None).await;
+}
+
+async fn scoped_console_user(t: &TestServer, email: &str, role: Role, group: Option<GroupId>) {
     t.store()
         .create_console_user(
             &User {
@@ -30,6 +34,7 @@ async fn console_user(t: &TestServer, email: &str, role: Role) {
                 created_at: OffsetDateTime::now_utc(),
             },
             role,
+            group,
         )
         .await
         .unwrap();
@@ -1050,7 +1055,11 @@ async fn browser_login_search_sync_and_see_it_acknowledged() {
     b.type_into("#description", "pilot laptops").await;
     b.click(&b.find("form.stack button").await).await;
     let page = b.wait_for(|p| p.contains("stw_enr_")).await;
-    assert!(page.contains("stw_enr_") && page.contains("ms-device-enrollment:?mode=mdm"));
+    assert!(
+        page.contains("stw_enr_")
+            && page.contains("ms-device-enrollment:?mode=mdm")
+            && page.contains("id=\"enroll-qr\"")
+    );
     b.screenshot("06-enrollment-token").await;
 
     // Groups: create one and move the device into it.
@@ -1094,4 +1103,94 @@ async fn browser_login_search_sync_and_see_it_acknowledged() {
     b.quit().await;
     drop(driver);
     t.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_group_scoped_console_user_sees_only_its_group() {
+    let t = without_required_totp().await;
+    let inside = named_device(&t, "PC-TEAM").await;
+    let outside = named_device(&t, "PC-ELSEWHERE").await;
+    let (inside, outside) = (t.enrollment_of(&inside).await, t.enrollment_of(&outside).await);
+    let team = Group {
+        id: GroupId::new(),
+        name: "team".into(),
+        created_at: OffsetDateTime::now_utc(),
+    };
+    t.store().create_group(&team).await.unwrap();
+    t.store().set_enrollment_group(inside.id, Some(team.id)).await.unwrap();
+    scoped_console_user(&t, "lead@example.com", Role::Operator, Some(team.id)).await;
+    let lead = login(&t, "lead@example.com").await;
+
+    let list = send(&t, "GET", "/console/devices", Some(&lead), None).await;
+    assert!(
+        list.body.contains("PC-TEAM") && !list.body.contains("PC-ELSEWHERE"),
+        "{}",
+        list.body
+    );
+    let r = send(
+        &t,
+        "GET",
+        &format!("/console/devices/{}", outside.id),
+        Some(&lead),
+        None,
+    )
+    .await;
+    assert_eq!(
+        r.status,
+        StatusCode::NOT_FOUND,
+        "another group's device does not exist for it"
+    );
+    let page = send(&t, "GET", &format!("/console/devices/{}", inside.id), Some(&lead), None).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("action-sync") && !page.body.contains("move-group"));
+    let csrf = page.csrf();
+    // Acting on its own devices works; on others' it is refused without revealing them.
+    let r = send(
+        &t,
+        "POST",
+        &format!("/console/devices/{}/actions/sync", inside.id),
+        Some(&lead),
+        Some(&format!("csrf={csrf}")),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let r = send(
+        &t,
+        "POST",
+        &format!("/console/devices/{}/actions/sync", outside.id),
+        Some(&lead),
+        Some(&format!("csrf={csrf}")),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    // Nothing global: no audit log, no group management, no moving devices; only its group listed.
+    let nav = send(&t, "GET", "/console", Some(&lead), None).await;
+    assert!(!nav.body.contains("href=\"/console/audit\"") && !nav.body.contains("href=\"/console/enrollment\""));
+    assert_eq!(
+        send(&t, "GET", "/console/audit", Some(&lead), None).await.status,
+        StatusCode::FORBIDDEN
+    );
+    let groups = send(&t, "GET", "/console/groups", Some(&lead), None).await;
+    assert!(groups.body.contains(">team<") && !groups.body.contains("Create group"));
+    let r = send(
+        &t,
+        "POST",
+        "/console/groups",
+        Some(&lead),
+        Some(&format!("csrf={csrf}&name=x")),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = send(
+        &t,
+        "POST",
+        &format!("/console/devices/{}/group", inside.id),
+        Some(&lead),
+        Some(&format!("csrf={csrf}&group=")),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let refused = audit_rows(&t, "group.create").await;
+    assert_eq!(refused[0].actor_role, Some(Role::Operator));
+    assert_eq!(refused[0].outcome, AuditOutcome::Failure);
 }
