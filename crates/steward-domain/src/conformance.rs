@@ -1028,7 +1028,7 @@ pub async fn console_and_groups(store: &dyn Store) {
     assert_eq!(stats.os_versions, vec![("10.0.26100.1".to_owned(), 1)]);
     let again = enrollment("dev-console-2", "C3", None, t0 + Duration::seconds(2));
     store.commit_enrollment(&commit(again, None, None)).await.unwrap();
-    let days = store.daily_activity(t0 - Duration::days(1)).await.unwrap();
+    let days = store.daily_activity(t0 - Duration::days(1), None).await.unwrap();
     let total = days.iter().fold(DailyActivity::default(), |mut a, d| {
         a.enrolled += d.enrolled;
         a.reenrolled += d.reenrolled;
@@ -1037,5 +1037,24 @@ pub async fn console_and_groups(store: &dyn Store) {
     });
     assert_eq!((total.enrolled, total.reenrolled, total.removed), (2, 1, 1), "{days:?}");
     assert!(days.iter().all(|d| d.day == utc_midnight(d.day)));
-    assert!(store.daily_activity(t0 + Duration::days(2)).await.unwrap().is_empty());
+    assert!(
+        store
+            .daily_activity(t0 + Duration::days(2), None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .daily_activity(t0 - Duration::days(3), Some(t0 - Duration::days(1)))
+            .await
+            .unwrap()
+            .is_empty(),
+        "the upper bound excludes its own day and later"
+    );
+    let bounded = store
+        .daily_activity(t0 - Duration::days(1), Some(t0 + Duration::days(1)))
+        .await
+        .unwrap();
+    assert_eq!(bounded, days);
 }

@@ -192,8 +192,13 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_console_session(&self, id_hash: &TokenHash, now: OffsetDateTime) -> StoreResult<bool>;
     /// Dashboard totals; `now` anchors the check-in freshness buckets.
     async fn device_stats(&self, now: OffsetDateTime) -> StoreResult<DeviceStats>;
-    /// Per UTC day from `since` on, what the device event log records (aggregated in the database).
-    async fn daily_activity(&self, since: OffsetDateTime) -> StoreResult<Vec<DailyActivity>>;
+    /// Per UTC day from the day of `since` up to (not including) the day of `until` (None: up to now),
+    /// what the device event log records (aggregated in the database).
+    async fn daily_activity(
+        &self,
+        since: OffsetDateTime,
+        until: Option<OffsetDateTime>,
+    ) -> StoreResult<Vec<DailyActivity>>;
     /// Stores a new, unconfirmed TOTP seed for the user (replacing any, confirmed or not, and
     /// forgetting the last used step), or with None removes the second factor. False if no such user.
     async fn set_user_totp(&self, user: UserId, sealed_secret: Option<&str>) -> StoreResult<bool>;

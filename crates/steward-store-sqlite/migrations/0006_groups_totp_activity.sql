@@ -13,5 +13,8 @@ ALTER TABLE users ADD COLUMN console_group_id TEXT REFERENCES groups(id);
 -- 1: password given, second factor still due; such a session reaches only the second-factor pages.
 ALTER TABLE console_sessions ADD COLUMN second_factor_pending INTEGER NOT NULL DEFAULT 0;
 
+-- Active devices per group (groups page, device list filter) without reading every enrollment.
+CREATE INDEX enrollments_group_state ON enrollments(group_id, state);
+
 -- Dashboard charts aggregate the device event log by day.
 CREATE INDEX device_events_at ON device_events(at, kind);

@@ -158,19 +158,25 @@ impl SqliteStore {
         .await
     }
 
-    pub(crate) async fn daily_activity_impl(&self, since: OffsetDateTime) -> StoreResult<Vec<DailyActivity>> {
+    pub(crate) async fn daily_activity_impl(
+        &self,
+        since: OffsetDateTime,
+        until: Option<OffsetDateTime>,
+    ) -> StoreResult<Vec<DailyActivity>> {
         const DAY_MICROS: i64 = 86_400_000_000;
         let since = micros(utc_midnight(since));
+        let until = until.map_or(i64::MAX, |u| micros(utc_midnight(u)));
         // Integer division of microseconds since the epoch gives the UTC day (no time zones in SQL).
         let rows = sqlx::query(
             "SELECT at / ?1 AS day, kind, COUNT(*) AS n, \
              COALESCE(SUM(kind = 'enrolled' AND json_extract(data, '$.replaced') = 1), 0) AS replaced \
-             FROM device_events WHERE at >= ?2 \
+             FROM device_events WHERE at >= ?2 AND at < ?3 \
              AND kind IN ('enrolled', 'unenrolled', 'wiped', 'command_acknowledged', 'command_failed') \
              GROUP BY day, kind ORDER BY day",
         )
         .bind(DAY_MICROS)
         .bind(since)
+        .bind(until)
         .fetch_all(&self.read)
         .await
         .map_err(backend)?;

@@ -248,8 +248,12 @@ impl Store for SqliteStore {
     async fn device_stats(&self, now: OffsetDateTime) -> StoreResult<DeviceStats> {
         self.device_stats_impl(now).await
     }
-    async fn daily_activity(&self, since: OffsetDateTime) -> StoreResult<Vec<DailyActivity>> {
-        self.daily_activity_impl(since).await
+    async fn daily_activity(
+        &self,
+        since: OffsetDateTime,
+        until: Option<OffsetDateTime>,
+    ) -> StoreResult<Vec<DailyActivity>> {
+        self.daily_activity_impl(since, until).await
     }
     async fn set_user_totp(&self, user: UserId, sealed_secret: Option<&str>) -> StoreResult<bool> {
         self.set_user_totp_impl(user, sealed_secret).await

@@ -419,7 +419,28 @@ fn exit_code(e: &anyhow::Error) -> u8 {
     }
 }
 
+/// `steward devices list | head` closes standard output early. Rust ignores SIGPIPE, so the next
+/// `println!` panics with "failed printing to stdout: … (os error 32)". Shell tools end quietly there:
+/// exit with 141 (128 + SIGPIPE, what the shell reports for them) instead of printing a panic.
+/// (Restoring SIGPIPE's default action would need an unsafe libc call.)
+fn quiet_on_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let msg = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.contains("failed printing to stdout") && msg.contains("os error 32") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
+}
+
 fn main() -> ExitCode {
+    quiet_on_broken_pipe();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -124,6 +124,23 @@ impl Drop for Server {
 }
 
 #[test]
+fn a_closed_stdout_ends_the_command_quietly() {
+    // `steward … | head`: the reader is gone before the command prints.
+    let dir = tempfile::tempdir().unwrap();
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = steward(dir.path(), 9443)
+        .args(["config", "check"])
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(141), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
 fn config_check_reports_and_rejects() {
     let dir = tempfile::tempdir().unwrap();
     let out = steward(dir.path(), 9443).args(["config", "check"]).output().unwrap();

@@ -8,6 +8,7 @@
 //! uses. A console user can therefore never do more than an API token of the same role, and every
 //! rule (wipe confirmation, command validation, scope) lives in one place.
 
+mod activity;
 mod admin;
 mod pages;
 mod session;
@@ -42,6 +43,7 @@ const CSS: &str = include_str!("console.css");
 /// The console routes. Everything but the login page and the stylesheet needs a session.
 pub fn router(state: AppState) -> Router<AppState> {
     let limiter = Arc::new(LoginLimiter::default());
+    let activity = Arc::new(activity::ActivityCache::default());
     let protected = Router::new()
         .route("/console", get(pages::dashboard))
         .route("/console/devices", get(pages::devices))
@@ -73,6 +75,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/console/static/console.css", get(stylesheet))
         .merge(protected)
         .layer(axum::Extension(limiter))
+        .layer(axum::Extension(activity))
         .layer(axum::middleware::from_fn(security_headers))
 }
 

@@ -74,7 +74,11 @@ pub(super) async fn problem_of(resp: Response) -> (StatusCode, String) {
 
 // ---------------------------------------------------------------- dashboard
 
-pub async fn dashboard(State(state): State<AppState>, Extension(ctx): Extension<ConsoleCtx>) -> Response {
+pub async fn dashboard(
+    State(state): State<AppState>,
+    Extension(ctx): Extension<ConsoleCtx>,
+    Extension(cache): Extension<std::sync::Arc<super::activity::ActivityCache>>,
+) -> Response {
     if let Some(r) = refuse(&ctx, "GET", "/api/v1/server") {
         return r;
     }
@@ -84,9 +88,8 @@ pub async fn dashboard(State(state): State<AppState>, Extension(ctx): Extension<
     };
     let active = stats.seen_last_hour + stats.seen_last_day + stats.seen_older + stats.never_seen;
     let now = OffsetDateTime::now_utc();
-    let since = now - time::Duration::days(i64::from(CHART_DAYS) - 1);
-    let activity = match state.store.daily_activity(since).await {
-        Ok(rows) => steward_domain::activity_series(active, &rows, CHART_DAYS, now),
+    let activity = match cache.series(state.store.as_ref(), active, CHART_DAYS, now).await {
+        Ok(series) => series,
         Err(e) => return api_error_page(&ctx, e.into()),
     };
     let buckets = [
@@ -223,7 +226,7 @@ fn bar_chart(id: &str, days: &[(OffsetDateTime, Vec<u64>)], series: &[&str]) -> 
     );
     html! {
         figure.chart #(id) {
-            svg viewBox=(format!("0 0 {W} {}", H + 16.0)) role="img" aria-label=(summary) preserveAspectRatio="none" {
+            svg viewBox=(format!("0 0 {W} {}", H + 16.0)) role="img" aria-label=(summary) {
                 line.axis x1="0" y1=(H) x2=(W) y2=(H) {}
                 @for (i, (day, values)) in days.iter().enumerate() {
                     @let x = i as f64 * slot + (slot - bar) / 2.0;
