@@ -1015,6 +1015,51 @@ pub async fn console_and_groups(store: &dyn Store) {
         store.delete_group(team_group.id).await,
         Err(StoreError::Conflict(_))
     ));
+
+    // Access changes: role and group, removal, disabling.
+    let emails = |v: Vec<ConsoleUser>| {
+        let mut e = v.into_iter().map(|u| u.user.email).collect::<Vec<_>>();
+        e.sort();
+        e
+    };
+    assert_eq!(
+        emails(store.list_console_users().await.unwrap()),
+        vec!["root@example.com", "team@example.com"]
+    );
+    assert!(
+        store
+            .set_console_access(team.id, Some(Role::Auditor), None)
+            .await
+            .unwrap()
+    );
+    let t = store.console_user(team.id).await.unwrap().unwrap();
+    assert_eq!((t.role, t.group), (Role::Auditor, None));
+    assert!(store.delete_group(team_group.id).await.unwrap(), "no longer in use");
+    assert!(
+        store
+            .set_console_access(plain.id, Some(Role::Helpdesk), None)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.console_user(plain.id).await.unwrap().unwrap().role,
+        Role::Helpdesk
+    );
+    assert!(store.set_console_access(plain.id, None, None).await.unwrap());
+    assert!(
+        store.console_user(plain.id).await.unwrap().is_none(),
+        "console access removed"
+    );
+    assert!(
+        store.user_by_email("plain@example.com").await.unwrap().is_some(),
+        "the user stays"
+    );
+    assert!(!store.set_console_access(UserId::new(), None, None).await.unwrap());
+    assert!(store.set_user_disabled(team.id, true).await.unwrap());
+    assert!(store.console_user(team.id).await.unwrap().unwrap().user.disabled);
+    assert!(store.set_user_disabled(team.id, false).await.unwrap());
+    assert!(!store.console_user(team.id).await.unwrap().unwrap().user.disabled);
+    assert!(!store.set_user_disabled(UserId::new(), true).await.unwrap());
     assert!(store.group_by_name("sales").await.unwrap().is_none());
     assert_eq!(store.enrollment_by_id(e1.id).await.unwrap().unwrap().group_id, None);
 

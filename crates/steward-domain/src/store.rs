@@ -212,4 +212,12 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_console_sessions_of(&self, user: UserId) -> StoreResult<u64>;
     /// A console user by id (None for unknown users and users without console access).
     async fn console_user(&self, id: UserId) -> StoreResult<Option<ConsoleUser>>;
+    /// Every user with console access, oldest first.
+    async fn list_console_users(&self) -> StoreResult<Vec<ConsoleUser>>;
+    /// Disables (or re-enables) a user: a disabled user can neither enroll devices nor sign in.
+    /// False if no such user.
+    async fn set_user_disabled(&self, user: UserId, disabled: bool) -> StoreResult<bool>;
+    /// Gives the user console access with `role`, limited to `group` if given, or with None removes
+    /// console access (and the group). False if no such user.
+    async fn set_console_access(&self, user: UserId, role: Option<Role>, group: Option<GroupId>) -> StoreResult<bool>;
 }

@@ -95,6 +95,45 @@ impl SqliteStore {
         }
     }
 
+    pub(crate) async fn list_console_users_impl(&self) -> StoreResult<Vec<ConsoleUser>> {
+        let rows = sqlx::query("SELECT * FROM users WHERE console_role IS NOT NULL ORDER BY created_at, id")
+            .fetch_all(&self.read)
+            .await
+            .map_err(backend)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            if let Some(u) = console_user_from_row(r)? {
+                out.push(u);
+            }
+        }
+        Ok(out)
+    }
+
+    pub(crate) async fn set_user_disabled_impl(&self, user: UserId, disabled: bool) -> StoreResult<bool> {
+        let n = self
+            .update_users("UPDATE users SET disabled = ? WHERE id = ?", |q| {
+                q.bind(i64::from(disabled)).bind(user.to_string())
+            })
+            .await?;
+        Ok(n > 0)
+    }
+
+    pub(crate) async fn set_console_access_impl(
+        &self,
+        user: UserId,
+        role: Option<Role>,
+        group: Option<GroupId>,
+    ) -> StoreResult<bool> {
+        let group = role.and(group).map(|g| g.to_string());
+        let n = self
+            .update_users(
+                "UPDATE users SET console_role = ?, console_group_id = ? WHERE id = ?",
+                |q| q.bind(role.map(Role::as_str)).bind(group).bind(user.to_string()),
+            )
+            .await?;
+        Ok(n > 0)
+    }
+
     /// One UPDATE in its own write transaction; the number of rows it changed.
     async fn update_users(
         &self,

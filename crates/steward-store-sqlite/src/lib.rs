@@ -270,6 +270,15 @@ impl Store for SqliteStore {
     async fn console_user(&self, id: UserId) -> StoreResult<Option<ConsoleUser>> {
         self.console_user_impl(id).await
     }
+    async fn list_console_users(&self) -> StoreResult<Vec<ConsoleUser>> {
+        self.list_console_users_impl().await
+    }
+    async fn set_user_disabled(&self, user: UserId, disabled: bool) -> StoreResult<bool> {
+        self.set_user_disabled_impl(user, disabled).await
+    }
+    async fn set_console_access(&self, user: UserId, role: Option<Role>, group: Option<GroupId>) -> StoreResult<bool> {
+        self.set_console_access_impl(user, role, group).await
+    }
     async fn create_enrollment_token(&self, t: &NewEnrollmentToken) -> StoreResult<EnrollmentToken> {
         let mut tx = self.begin_write().await?;
         let group_id = match &t.group {

@@ -500,6 +500,15 @@ impl ApiClient {
         self.json(http::Method::POST, "/api/v1/users", Some(body)).await
     }
 
+    pub async fn update_user(&self, id: &str, body: serde_json::Value) -> Result<Fetched<UserView>, ApiError> {
+        self.json(
+            http::Method::PATCH,
+            &format!("/api/v1/users/{}", encode(id)),
+            Some(body),
+        )
+        .await
+    }
+
     pub async fn reset_user_totp(&self, id: &str) -> Result<(), ApiError> {
         self.send(
             http::Method::DELETE,
@@ -704,6 +713,12 @@ pub struct Group {
 pub struct UserView {
     pub id: String,
     pub email: String,
+    #[serde(default)]
+    pub disabled: bool,
+    pub console_role: Option<String>,
+    pub console_group_id: Option<String>,
+    #[serde(default)]
+    pub second_factor: bool,
 }
 
 #[derive(Debug, Deserialize, Serialize)]

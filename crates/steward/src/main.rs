@@ -407,6 +407,21 @@ enum UserCommand {
     },
     /// Remove a console user's second factor (lost authenticator) and end their console sessions.
     ResetTotp { email: String },
+    /// List users with their console role, group and second factor.
+    List,
+    /// Disable a user: no console sign-in, no device enrollment; their console sessions end.
+    Disable { email: String },
+    /// Re-enable a disabled user.
+    Enable { email: String },
+    /// Change a user's console role (`none` removes console access) and group scope.
+    SetRole {
+        email: String,
+        /// admin, operator, helpdesk, auditor or none.
+        role: String,
+        /// Limit the user to this group's devices (default: the whole fleet).
+        #[arg(long)]
+        group: Option<String>,
+    },
 }
 
 /// Exit codes: 0 success, 1 error, 2 usage (clap), 3 authentication or permission refused (HTTP
@@ -888,6 +903,74 @@ async fn user(config: Config, command: UserCommand) -> Result<()> {
             audit(store.as_ref(), "user.create", email.clone(), String::new()).await?;
             println!("added user {email}");
         }
+        UserCommand::List => {
+            let console = store.list_console_users().await?;
+            let groups = store.list_groups().await?;
+            let mut t = output::Table::new(&["EMAIL", "CONSOLE ROLE", "GROUP", "2FA", "DISABLED"]);
+            for u in store.list_users().await? {
+                let c = console.iter().find(|c| c.user.id == u.id);
+                let group = c
+                    .and_then(|c| c.group)
+                    .and_then(|g| groups.iter().find(|x| x.id == g))
+                    .map(|g| g.name.clone());
+                t.row(vec![
+                    u.email.clone(),
+                    c.map_or("-".to_owned(), |c| c.role.to_string()),
+                    output::or_dash(group.as_deref()),
+                    if c.and_then(|c| c.totp.as_ref())
+                        .is_some_and(steward_domain::UserTotp::confirmed)
+                    {
+                        "on"
+                    } else {
+                        "-"
+                    }
+                    .to_owned(),
+                    if u.disabled { "yes" } else { "-" }.to_owned(),
+                ]);
+            }
+            t.print()?;
+        }
+        UserCommand::Disable { email } => set_disabled(store.as_ref(), &email, true).await?,
+        UserCommand::Enable { email } => set_disabled(store.as_ref(), &email, false).await?,
+        UserCommand::SetRole { email, role, group } => {
+            let u = store
+                .user_by_email(&email)
+                .await?
+                .with_context(|| format!("no user {email:?}"))?;
+            let role = match role.as_str() {
+                "none" => None,
+                r => Some(
+                    Role::parse(r)
+                        .with_context(|| format!("unknown role {r:?} (admin, operator, helpdesk, auditor or none)"))?,
+                ),
+            };
+            let group = match group.as_deref() {
+                Some(g) => {
+                    if role.is_none() {
+                        bail!("--group needs a console role");
+                    }
+                    Some(
+                        store
+                            .group_by_name(g)
+                            .await?
+                            .with_context(|| format!("no group named {g:?}"))?
+                            .id,
+                    )
+                }
+                None => None,
+            };
+            store.set_console_access(u.id, role, group).await?;
+            store.delete_console_sessions_of(u.id).await?;
+            let what = role.map_or("none".to_owned(), |r| r.to_string());
+            audit(
+                store.as_ref(),
+                "user.update",
+                u.email.clone(),
+                format!("console: {what}"),
+            )
+            .await?;
+            println!("{}: console role {what}", u.email);
+        }
         UserCommand::ResetTotp { email } => {
             let u = store
                 .console_user_by_email(&email)
@@ -902,6 +985,19 @@ async fn user(config: Config, command: UserCommand) -> Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+async fn set_disabled(store: &dyn Store, email: &str, disabled: bool) -> Result<()> {
+    let u = store
+        .user_by_email(email)
+        .await?
+        .with_context(|| format!("no user {email:?}"))?;
+    store.set_user_disabled(u.id, disabled).await?;
+    store.delete_console_sessions_of(u.id).await?;
+    let what = if disabled { "disabled" } else { "enabled" };
+    audit(store, "user.update", u.email.clone(), what.to_owned()).await?;
+    println!("{what} {}", u.email);
     Ok(())
 }
 

@@ -74,6 +74,24 @@ pub async fn groups(c: &ApiClient, out: Output, command: GroupCommand) -> Result
     Ok(())
 }
 
+/// A user by e-mail (the list is read whole: users are few).
+async fn find_user(c: &ApiClient, email: &str) -> Result<client::UserView> {
+    let wanted = email.trim().to_lowercase();
+    let (mut users, _) =
+        client::collect_pages(None, |u: &client::UserView| u.email == wanted, |cur| c.users(cur)).await?;
+    users.data.items.pop().with_context(|| format!("no user {email:?}"))
+}
+
+async fn set_disabled(c: &ApiClient, out: Output, email: &str, disabled: bool) -> Result<()> {
+    let u = find_user(c, email).await?;
+    let v = c.update_user(&u.id, json!({ "disabled": disabled })).await?;
+    match out {
+        Output::Json => print_json(&v.raw)?,
+        Output::Table => println!("{} {}", if disabled { "disabled" } else { "enabled" }, v.data.email),
+    }
+    Ok(())
+}
+
 pub async fn users(c: &ApiClient, out: Output, command: UserCommand) -> Result<()> {
     match command {
         UserCommand::Add {
@@ -97,13 +115,48 @@ pub async fn users(c: &ApiClient, out: Output, command: UserCommand) -> Result<(
                 Output::Table => println!("added user {} ({})", u.data.email, u.data.id),
             }
         }
+        UserCommand::List => {
+            let (users, _) = client::collect_pages(None, |_| true, |cur| c.users(cur)).await?;
+            let (groups, _) = client::collect_pages(None, |_| true, |cur| c.groups(cur)).await?;
+            match out {
+                Output::Json => print_json(&users.raw)?,
+                Output::Table => {
+                    let mut t = Table::new(&["EMAIL", "CONSOLE ROLE", "GROUP", "2FA", "DISABLED"]);
+                    for u in &users.data.items {
+                        let group = u
+                            .console_group_id
+                            .as_ref()
+                            .and_then(|g| groups.data.items.iter().find(|x| &x.id == g))
+                            .map(|g| g.name.as_str());
+                        t.row(vec![
+                            u.email.clone(),
+                            or_dash(u.console_role.as_deref()),
+                            or_dash(group),
+                            if u.second_factor { "on" } else { "-" }.to_owned(),
+                            if u.disabled { "yes" } else { "-" }.to_owned(),
+                        ]);
+                    }
+                    t.print()?;
+                }
+            }
+        }
+        UserCommand::Disable { email } => set_disabled(c, out, &email, true).await?,
+        UserCommand::Enable { email } => set_disabled(c, out, &email, false).await?,
+        UserCommand::SetRole { email, role, group } => {
+            let u = find_user(c, &email).await?;
+            let body = json!({ "console_role": role, "console_group": group.unwrap_or_default() });
+            let v = c.update_user(&u.id, body).await?;
+            match out {
+                Output::Json => print_json(&v.raw)?,
+                Output::Table => println!(
+                    "{}: console role {}",
+                    v.data.email,
+                    v.data.console_role.as_deref().unwrap_or("none")
+                ),
+            }
+        }
         UserCommand::ResetTotp { email } => {
-            let wanted = email.trim().to_lowercase();
-            let (users, _) =
-                client::collect_pages(None, |u: &client::UserView| u.email == wanted, |cur| c.users(cur)).await?;
-            let Some(u) = users.data.items.first() else {
-                bail!("no user {email:?}");
-            };
+            let u = find_user(c, &email).await?;
             c.reset_user_totp(&u.id).await?;
             match out {
                 Output::Json => print_json(&json!({ "reset_totp": u.id }))?,

@@ -452,6 +452,29 @@ async fn remote_cli_manages_a_simulated_device() {
     ]));
     assert_eq!(added["email"], "ops@example.com");
     run_ok(client(home.path()).args(["user", "reset-totp", "ops@example.com"]));
+    let users = run_json(client(home.path()).args(["user", "list"]));
+    let ops = users["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["email"] == "ops@example.com")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (ops["console_role"].as_str(), ops["disabled"].as_bool()),
+        (Some("operator"), Some(false))
+    );
+    let changed = run_json(client(home.path()).args(["user", "set-role", "ops@example.com", "auditor"]));
+    assert_eq!(changed["console_role"], "auditor");
+    let disabled = run_json(client(home.path()).args(["user", "disable", "ops@example.com"]));
+    assert_eq!(disabled["disabled"], true);
+    let table = run_ok(client(home.path()).args(["user", "list"]));
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("ops@example.com") && l.contains("auditor") && l.ends_with("yes")),
+        "{table}"
+    );
     let shown = run_json(client(home.path()).args(["devices", "show", &id]));
     assert_eq!(shown["device"]["device_id"], id.as_str());
     let out = client(home.path())

@@ -194,6 +194,7 @@ pub const ROUTES: &[RouteRule] = &[
     rule("DELETE", "/api/v1/groups/{id}", P::GroupsWrite, "group.delete"),
     rule("PUT", "/api/v1/devices/{id}/group", P::GroupsWrite, "device.set_group"),
     rule("DELETE", "/api/v1/users/{id}/totp", P::UsersWrite, "user.reset_totp"),
+    rule("PATCH", "/api/v1/users/{id}", P::UsersWrite, "user.update"),
     rule("GET", "/api/v1/audit-events", P::AuditRead, "audit.list"),
     rule("GET", "/api/v1/server", P::ServerRead, "server.show"),
     rule("GET", "/api/v1/webhooks", P::WebhooksRead, "webhook.list"),

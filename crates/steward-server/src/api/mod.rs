@@ -89,6 +89,7 @@ fn unprotected_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(resources::list_groups, resources::create_group))
         .routes(routes!(resources::delete_group))
         .routes(routes!(resources::reset_user_totp))
+        .routes(routes!(resources::update_user))
         .routes(routes!(resources::list_audit_events))
         .routes(routes!(resources::server_info))
         .routes(routes!(webhooks::list_webhooks, webhooks::create_webhook))

@@ -419,6 +419,23 @@ pub struct UserView {
     pub disabled: bool,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    /// The console role; absent for users who exist only for device enrollment.
+    pub console_role: Option<RoleName>,
+    /// The group a console user is limited to.
+    pub console_group_id: Option<uuid::Uuid>,
+    /// Whether the console user has a confirmed TOTP second factor.
+    pub second_factor: bool,
+}
+
+impl UserView {
+    fn of(u: &User, console: Option<&ConsoleUser>) -> Self {
+        Self {
+            console_role: console.map(|c| c.role.into()),
+            console_group_id: console.and_then(|c| c.group).map(|g| g.0),
+            second_factor: console.and_then(|c| c.totp.as_ref()).is_some_and(UserTotp::confirmed),
+            ..Self::from(u)
+        }
+    }
 }
 
 impl From<&User> for UserView {
@@ -429,6 +446,9 @@ impl From<&User> for UserView {
             display_name: u.display_name.clone(),
             disabled: u.disabled,
             created_at: u.created_at,
+            console_role: None,
+            console_group_id: None,
+            second_factor: false,
         }
     }
 }
@@ -468,9 +488,13 @@ pub async fn list_users(
 ) -> Result<axum::Json<UserPage>, ApiError> {
     let limit = check_limit(q.limit)?;
     let users = state.store.list_users().await?;
+    let console = state.store.list_console_users().await?;
     let (page, next_cursor) = page_in_memory(users, |u| u.id.to_string(), q.cursor.as_deref(), limit)?;
     Ok(axum::Json(UserPage {
-        items: page.iter().map(UserView::from).collect(),
+        items: page
+            .iter()
+            .map(|u| UserView::of(u, console.iter().find(|c| c.user.id == u.id)))
+            .collect(),
         next_cursor,
     }))
 }
@@ -536,7 +560,12 @@ pub async fn create_user(
         StoreError::Conflict(_) => ApiError::Conflict(format!("a user {} exists", user.email)),
         other => other.into(),
     })?;
-    Ok(created(user.email.clone(), UserView::from(&user)))
+    let view = UserView {
+        console_role: body.console_role,
+        console_group_id: group.map(|g| g.0),
+        ..UserView::from(&user)
+    };
+    Ok(created(user.email.clone(), view))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -675,6 +704,92 @@ pub async fn delete_group(State(state): State<AppState>, Path(id): Path<String>)
         details: None,
     };
     Ok((StatusCode::NO_CONTENT, Extension(note)).into_response())
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateUserRequest {
+    /// true: the user can neither sign in to the console nor enroll devices; their console sessions end.
+    pub disabled: Option<bool>,
+    /// admin, operator, helpdesk or auditor; `none` removes console access.
+    pub console_role: Option<String>,
+    /// Limit the console user to this group (its name); `""` for the whole fleet. Without
+    /// console_role the user's current role is kept.
+    pub console_group: Option<String>,
+}
+
+/// Disable or re-enable a user, change or remove their console role and group. Any change ends the
+/// user's console sessions, so it applies at once.
+#[utoipa::path(
+    patch,
+    path = "/api/v1/users/{id}",
+    tag = "access",
+    params(("id" = String, Path, description = "User id")),
+    request_body = UpdateUserRequest,
+    responses(
+        (status = 200, description = "The user as changed", body = UserView),
+        (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Unknown role or group, or a group without a console role", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn update_user(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<UpdateUserRequest>,
+) -> Result<Response, ApiError> {
+    let id: UserId = id.parse().map_err(|_| ApiError::NotFound("user"))?;
+    let Some(user) = state.store.list_users().await?.into_iter().find(|u| u.id == id) else {
+        return Err(ApiError::NotFound("user"));
+    };
+    let current = state.store.console_user(id).await?;
+    // Validate everything before changing anything.
+    let role = match body.console_role.as_deref() {
+        None => current.as_ref().map(|c| c.role),
+        Some("none") => None,
+        Some(r) => Some(Role::parse(r).ok_or_else(|| {
+            ApiError::Unprocessable(format!(
+                "unknown console role {r:?} (admin, operator, helpdesk, auditor or none)"
+            ))
+        })?),
+    };
+    let group = match body.console_group.as_deref() {
+        None if body.console_role.is_some() && role.is_none() => None,
+        None => current.as_ref().and_then(|c| c.group),
+        Some("") => None,
+        Some(name) => Some(
+            state
+                .store
+                .group_by_name(name)
+                .await?
+                .ok_or_else(|| ApiError::Unprocessable(format!("no group named {name:?}")))?
+                .id,
+        ),
+    };
+    if group.is_some() && role.is_none() {
+        return Err(ApiError::Unprocessable("console_group needs a console role".into()));
+    }
+    let mut changes = Vec::new();
+    if body.console_role.is_some() || body.console_group.is_some() {
+        state.store.set_console_access(id, role, group).await?;
+        changes.push(format!(
+            "console: {}{}",
+            role.map_or("none".to_owned(), |r| r.to_string()),
+            group.map(|g| format!(" in group {g}")).unwrap_or_default()
+        ));
+    }
+    if let Some(d) = body.disabled {
+        state.store.set_user_disabled(id, d).await?;
+        changes.push(if d { "disabled" } else { "enabled" }.to_owned());
+    }
+    state.store.delete_console_sessions_of(id).await?;
+    let updated = state.store.console_user(id).await?;
+    let mut view = UserView::of(&user, updated.as_ref());
+    view.disabled = body.disabled.unwrap_or(user.disabled);
+    let note = AuditNote {
+        target: Some(user.email.clone()),
+        details: Some(changes.join(", ")),
+    };
+    Ok((Extension(note), axum::Json(view)).into_response())
 }
 
 /// Remove a console user's second factor (lost phone). Their console sessions end; at the next

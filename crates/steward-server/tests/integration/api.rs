@@ -193,6 +193,7 @@ const EXPECTED: &[(&str, &str, &str, bool)] = &[
     ("GET", "/api/v1/users", "AOHU", false),
     ("POST", "/api/v1/users", "A", false),
     ("DELETE", "/api/v1/users/{id}/totp", "A", false),
+    ("PATCH", "/api/v1/users/{id}", "A", false),
     ("GET", "/api/v1/groups", "AOHU", true),
     ("POST", "/api/v1/groups", "AO", false),
     ("DELETE", "/api/v1/groups/{id}", "AO", false),

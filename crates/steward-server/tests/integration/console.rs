@@ -1194,3 +1194,80 @@ async fn a_group_scoped_console_user_sees_only_its_group() {
     assert_eq!(refused[0].actor_role, Some(Role::Operator));
     assert_eq!(refused[0].outcome, AuditOutcome::Failure);
 }
+
+#[tokio::test]
+async fn disabling_a_user_or_removing_console_access_ends_their_sessions() {
+    let t = without_required_totp().await;
+    console_user(&t, "ops@example.com", Role::Operator).await;
+    let cookie = login(&t, "ops@example.com").await;
+    let id = t
+        .store()
+        .console_user_by_email("ops@example.com")
+        .await
+        .unwrap()
+        .unwrap()
+        .user
+        .id;
+    let patch = |body: Value| {
+        let t = &t;
+        async move {
+            t.client()
+                .request(
+                    http::Method::PATCH,
+                    &t.url(&format!("/api/v1/users/{id}")),
+                    &[
+                        ("authorization", &format!("Bearer {ADMIN_TOKEN}")),
+                        ("content-type", "application/json"),
+                    ],
+                    bytes::Bytes::from(body.to_string()),
+                )
+                .await
+                .unwrap()
+        }
+    };
+    // A role change applies at once (the session re-reads the role; sessions are ended anyway).
+    let r = patch(json!({"console_role": "auditor"})).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v: Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v["console_role"], "auditor");
+    let r = send(&t, "GET", "/console", Some(&cookie), None).await;
+    assert_eq!(r.location(), "/console/login", "sessions ended by the change");
+    let cookie = login(&t, "ops@example.com").await;
+    assert!(
+        send(&t, "GET", "/console", Some(&cookie), None)
+            .await
+            .body
+            .contains("(auditor)")
+    );
+
+    // Disabled: sessions end, the password no longer signs in.
+    let r = patch(json!({"disabled": true})).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = send(&t, "GET", "/console", Some(&cookie), None).await;
+    assert_eq!(r.location(), "/console/login");
+    let form = format!("email=ops%40example.com&password={}", enc(PASSWORD));
+    assert_eq!(
+        send(&t, "POST", "/console/login", None, Some(&form)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(patch(json!({"disabled": false})).await.status, 200);
+    assert_eq!(
+        send(&t, "POST", "/console/login", None, Some(&form)).await.status,
+        StatusCode::SEE_OTHER
+    );
+
+    // Console access removed: the user stays (for enrollment) but cannot sign in; bad input is refused.
+    assert_eq!(patch(json!({"console_role": "none"})).await.status, 200);
+    assert_eq!(
+        send(&t, "POST", "/console/login", None, Some(&form)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(patch(json!({"console_role": "root"})).await.status, 422);
+    assert_eq!(patch(json!({"console_group": "no-such-group"})).await.status, 422);
+    assert_eq!(patch(json!({"nickname": "x"})).await.status, 422);
+    let updates = audit_rows(&t, "user.update").await;
+    assert!(
+        updates.iter().any(|e| e.details.as_deref() == Some("disabled")),
+        "{updates:?}"
+    );
+}
