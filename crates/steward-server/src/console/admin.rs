@@ -9,7 +9,6 @@ use http::StatusCode;
 use maud::{Markup, html};
 use serde::Deserialize;
 use steward_domain::totp::TotpSecret;
-use steward_domain::*;
 use time::OffsetDateTime;
 
 use super::pages::{csrf_input, problem_of, refuse, urlencode, when};
@@ -513,20 +512,14 @@ pub async fn confirm_totp(
             ),
         );
     }
-    let event = NewAuditEvent {
-        at: now,
-        actor: ctx.principal.name.clone(),
-        actor_id: None,
-        actor_role: Some(ctx.role()),
-        action: "console.totp_enroll".into(),
-        target: Some(ctx.email.clone()),
-        source_ip: ctx.peer.clone(),
-        outcome: AuditOutcome::Success,
-        status: Some(303),
-        details: None,
-    };
-    if let Err(e) = state.store.append_audit_event(&event).await {
-        tracing::error!(error = %e, "cannot append to the audit log");
-    }
+    super::session::audit_event(
+        &state,
+        &ctx.email,
+        Some(ctx.role()),
+        ctx.peer.clone(),
+        "console.totp_enroll",
+        true,
+    )
+    .await;
     see_other("/console/account?done=totp")
 }

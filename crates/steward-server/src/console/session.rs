@@ -285,25 +285,7 @@ fn dummy_hash() -> &'static str {
 }
 
 async fn audit_login(state: &AppState, email: &str, role: Option<Role>, peer: Option<String>, ok: bool) {
-    let event = NewAuditEvent {
-        at: OffsetDateTime::now_utc(),
-        actor: format!("{email} (console)"),
-        actor_id: None,
-        actor_role: role,
-        action: "console.login".into(),
-        target: Some(email.to_owned()),
-        source_ip: peer,
-        outcome: if ok {
-            AuditOutcome::Success
-        } else {
-            AuditOutcome::Failure
-        },
-        status: Some(if ok { 303 } else { 401 }),
-        details: None,
-    };
-    if let Err(e) = state.store.append_audit_event(&event).await {
-        tracing::error!(error = %e, "cannot append to the audit log");
-    }
+    audit_event(state, email, role, peer, "console.login", ok).await;
 }
 
 pub async fn login(
@@ -659,7 +641,15 @@ pub async fn second_factor(
         tracing::warn!(error = %e, "cannot delete the pending console session");
     }
     if setting_up {
-        audit_event(&state, &email, user.role, peer.clone(), "console.totp_enroll", true).await;
+        audit_event(
+            &state,
+            &email,
+            Some(user.role),
+            peer.clone(),
+            "console.totp_enroll",
+            true,
+        )
+        .await;
     }
     audit_login(&state, &email, Some(user.role), peer.clone(), true).await;
     start_session(&state, user.user.id, peer, false).await
@@ -678,15 +668,23 @@ pub async fn cancel_second_factor(State(state): State<AppState>, headers: Header
 }
 
 async fn audit_second_factor(state: &AppState, email: &str, role: Role, peer: Option<String>, ok: bool) {
-    audit_event(state, email, role, peer, "console.second_factor", ok).await;
+    audit_event(state, email, Some(role), peer, "console.second_factor", ok).await;
 }
 
-async fn audit_event(state: &AppState, email: &str, role: Role, peer: Option<String>, action: &str, ok: bool) {
+/// A console sign-in step in the audit log (success answers 303, failure 401).
+pub(crate) async fn audit_event(
+    state: &AppState,
+    email: &str,
+    role: Option<Role>,
+    peer: Option<String>,
+    action: &str,
+    ok: bool,
+) {
     let event = NewAuditEvent {
         at: OffsetDateTime::now_utc(),
         actor: format!("{email} (console)"),
         actor_id: None,
-        actor_role: Some(role),
+        actor_role: role,
         action: action.into(),
         target: Some(email.to_owned()),
         source_ip: peer,
@@ -714,21 +712,15 @@ pub async fn logout(State(state): State<AppState>, Extension(ctx): Extension<Con
             tracing::error!(error = %e, "cannot delete console session");
         }
     }
-    let event = NewAuditEvent {
-        at: OffsetDateTime::now_utc(),
-        actor: ctx.principal.name.clone(),
-        actor_id: None,
-        actor_role: Some(ctx.role()),
-        action: "console.logout".into(),
-        target: Some(ctx.email.clone()),
-        source_ip: ctx.peer.clone(),
-        outcome: AuditOutcome::Success,
-        status: Some(303),
-        details: None,
-    };
-    if let Err(e) = state.store.append_audit_event(&event).await {
-        tracing::error!(error = %e, "cannot append to the audit log");
-    }
+    audit_event(
+        &state,
+        &ctx.email,
+        Some(ctx.role()),
+        ctx.peer.clone(),
+        "console.logout",
+        true,
+    )
+    .await;
     to_login()
 }
 
