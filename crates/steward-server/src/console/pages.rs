@@ -92,11 +92,16 @@ pub async fn dashboard(
         Ok(series) => series,
         Err(e) => return api_error_page(&ctx, e.into()),
     };
+    // (label, count, the device list showing them, where one filter can)
     let buckets = [
-        ("Less than 1 hour ago", stats.seen_last_hour),
-        ("1 to 24 hours ago", stats.seen_last_day),
-        ("More than 24 hours ago", stats.seen_older),
-        ("Never", stats.never_seen),
+        ("Less than 1 hour ago", stats.seen_last_hour, None),
+        ("1 to 24 hours ago", stats.seen_last_day, None),
+        (
+            "More than 24 hours ago",
+            stats.seen_older,
+            Some("/console/devices?state=active&seen=1d"),
+        ),
+        ("Never", stats.never_seen, None),
     ];
     let body = html! {
         div.cards {
@@ -122,9 +127,9 @@ pub async fn dashboard(
                     caption.muted { "Active devices by time since their last session" }
                     thead { tr { th scope="col" { "When" } th.num scope="col" { "Devices" } th scope="col" { span.muted { "Share" } } } }
                     tbody {
-                        @for (label, n) in buckets {
+                        @for (label, n, link) in buckets {
                             tr {
-                                td { (label) }
+                                td { @if let Some(href) = link { a href=(href) { (label) } } @else { (label) } }
                                 td.num { (n) }
                                 td { meter min="0" max=(active.max(1)) value=(n) aria-label=(format!("{label}: {n} of {active}")) {} }
                             }
@@ -138,7 +143,10 @@ pub async fn dashboard(
                     thead { tr { th scope="col" { "Version" } th.num scope="col" { "Devices" } } }
                     tbody {
                         @for (v, n) in &stats.os_versions {
-                            tr { td.mono { (v) } td.num { (n) } }
+                            tr {
+                                td.mono { a href=(format!("/console/devices?state=active&os={}", urlencode(v))) { (v) } }
+                                td.num { (n) }
+                            }
                         }
                     }
                 }
@@ -271,10 +279,25 @@ pub struct DeviceSearch {
     state: String,
     #[serde(default)]
     group: String,
+    /// OS version prefix, e.g. `10.0.19045` (Windows 10 22H2).
+    #[serde(default)]
+    os: String,
+    /// Check-in freshness: one of [`SEEN`]'s keys.
+    #[serde(default)]
+    seen: String,
     cursor: Option<String>,
 }
 
 const STATES: &[&str] = &["active", "replaced", "unenrolled", "wiped"];
+
+/// The check-in filters: (key, label, last check-in after now − h hours, before now − h hours).
+/// Devices that never checked in match none of them.
+const SEEN: &[(&str, &str, Option<i64>, Option<i64>)] = &[
+    ("24h", "Within 24 hours", Some(24), None),
+    ("1d", "Not for more than a day", None, Some(24)),
+    ("7d", "Not for more than 7 days", None, Some(24 * 7)),
+    ("30d", "Not for more than 30 days", None, Some(24 * 30)),
+];
 
 pub async fn devices(
     State(state): State<AppState>,
@@ -290,14 +313,17 @@ pub async fn devices(
     } else {
         (Some(q.clone()).filter(|s| !s.is_empty()), None)
     };
+    let now = OffsetDateTime::now_utc();
+    let hours_ago = |h: Option<i64>| h.map(|h| now - time::Duration::hours(h));
+    let seen = SEEN.iter().find(|(k, ..)| *k == search.seen);
     let query = DeviceListQuery {
         name,
         user,
-        os_version: None,
+        os_version: Some(search.os.trim().to_owned()).filter(|s| !s.is_empty()),
         state: Some(search.state.clone()).filter(|s| !s.is_empty()),
         group: Some(search.group.clone()).filter(|s| !s.is_empty()),
-        last_seen_before: None,
-        last_seen_after: None,
+        last_seen_before: seen.and_then(|s| hours_ago(s.3)),
+        last_seen_after: seen.and_then(|s| hours_ago(s.2)),
         sort: Some(SortField::Name),
         order: None,
         cursor: search.cursor.clone().filter(|c| !c.is_empty()),
@@ -324,6 +350,21 @@ pub async fn devices(
                         option value=(s) selected[search.state == *s] { (s) }
                     }
                 }
+            }
+            div {
+                label for="seen" { "Last check-in" }
+                br;
+                select #seen name="seen" {
+                    option value="" selected[search.seen.is_empty()] { "Any" }
+                    @for (key, label, ..) in SEEN {
+                        option value=(key) selected[search.seen == *key] { (label) }
+                    }
+                }
+            }
+            div {
+                label for="os" { "OS version" }
+                br;
+                input #os type="search" name="os" value=(search.os) placeholder="e.g. 10.0.19045" size="14";
             }
             @if !groups.is_empty() {
                 div {
@@ -368,7 +409,7 @@ pub async fn devices(
         }
         @if let Some(next) = &list.next_cursor {
             p {
-                a rel="next" href=(format!("/console/devices?q={}&state={}&group={}&cursor={}", urlencode(&q), urlencode(&search.state), urlencode(&search.group), next)) { "Next page →" }
+                a rel="next" href=(format!("/console/devices?q={}&state={}&group={}&os={}&seen={}&cursor={}", urlencode(&q), urlencode(&search.state), urlencode(&search.group), urlencode(&search.os), urlencode(&search.seen), next)) { "Next page →" }
             }
         }
     };

@@ -670,6 +670,16 @@ async fn groups_settings_and_charts_pages() {
     assert_eq!(element_text(&page.body, "device-group"), "Finance");
     let list = send(&t, "GET", "/console/devices?group=Finance", Some(&admin), None).await;
     assert!(list.body.contains("PC-GROUPED"));
+    // OS version prefix and check-in filters (this device never checked in: no freshness matches).
+    for (query, expected) in [
+        ("os=10.0", true),
+        ("os=6.1", false),
+        ("seen=24h", false),
+        ("seen=7d", false),
+    ] {
+        let list = send(&t, "GET", &format!("/console/devices?{query}"), Some(&admin), None).await;
+        assert_eq!(list.body.contains("PC-GROUPED"), expected, "{query}");
+    }
     let resp = t
         .client()
         .request(
