@@ -486,8 +486,8 @@ async fn enrollment(server: &BenchServer, opts: &BenchOptions, report: &mut Repo
 
 // ---- Management sessions ----
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ConnMode {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ConnMode {
     /// A new connection per session with a full handshake (no resumption possible).
     Fresh,
     /// A new connection per session, resuming the device's previous TLS session when the server
@@ -498,7 +498,7 @@ enum ConnMode {
 }
 
 impl ConnMode {
-    fn label(self) -> &'static str {
+    pub fn label(self) -> &'static str {
         match self {
             ConnMode::Fresh => "new connection per session, full handshake",
             ConnMode::Resumed => "new connection per session, TLS resumption",
@@ -643,6 +643,13 @@ pub struct DeviceTemplate {
     session: SessionState,
 }
 
+/// How many sessions a measurement runs, how many at once.
+#[derive(Debug, Clone, Copy)]
+struct Size {
+    sessions: usize,
+    concurrency: usize,
+}
+
 struct Measured {
     rate: f64,
     lat: Latency,
@@ -658,10 +665,10 @@ async fn measure(
     work: &Work,
     replaces: usize,
     store: &dyn Store,
-    opts: &BenchOptions,
+    size: Size,
     roots: &Arc<Vec<Vec<u8>>>,
 ) -> Result<(Vec<Dev>, Measured)> {
-    let rounds = (opts.sessions / devs.len().max(1)).max(1);
+    let rounds = (size.sessions / devs.len().max(1)).max(1);
     let mut all = RoundResult::default();
     let mut wall = Duration::ZERO;
     for r in 0..rounds {
@@ -674,7 +681,7 @@ async fn measure(
                 .collect();
             store.enqueue_commands(&cmds).await?;
         }
-        let (back, res, took) = round(devs, mode, work, opts.concurrency, roots).await?;
+        let (back, res, took) = round(devs, mode, work, size.concurrency, roots).await?;
         devs = back;
         wall += took;
         all.latencies.extend(res.latencies);
@@ -708,15 +715,13 @@ fn add_measured(report: &mut Report, name: String, m: &Measured, baseline: Optio
     report.add(name, m.rate, "sessions/s", note);
 }
 
-async fn sessions(
-    server: &BenchServer,
-    devices: Vec<ManagedDevice>,
-    opts: &BenchOptions,
-    report: &mut Report,
-) -> Result<DeviceTemplate> {
+/// The enrolled devices as session clients, after three warm-up sessions each (not measured): the
+/// first carries the inventory, the next ones settle the poll schedule; after them a check-in is
+/// idle (the figures print commands/session to show it).
+async fn prepare_devs(server: &BenchServer, devices: Vec<ManagedDevice>, limit: usize, concurrency: usize) -> Result<Vec<Dev>> {
     let store = server.store();
     let mut devs = Vec::new();
-    for device in devices.into_iter().take(opts.devices.max(1)) {
+    for device in devices.into_iter().take(limit.max(1)) {
         let id = DeviceId::parse(&device.profile.device_id)
             .ok_or_else(|| BenchError::Setup("simulator produced a bad DeviceID".into()))?;
         let e = store
@@ -734,33 +739,42 @@ async fn sessions(
     if devs.is_empty() {
         return Err(BenchError::Setup("no device enrolled".into()));
     }
-    let roots = &server.roots;
-    // Warm-up, not measured: the first session carries the inventory; the next ones settle the poll
-    // schedule. After them a check-in is idle (the figures print commands/session to show it).
-    let mut rounds_first = RoundResult::default();
+    let mut warm_up_errors = Vec::new();
     for _ in 0..3 {
-        let (back, res, _) = round(devs, ConnMode::Resumed, &Work::Steward, opts.concurrency, roots).await?;
+        let (back, res, _) = round(devs, ConnMode::Resumed, &Work::Steward, concurrency, &server.roots).await?;
         devs = back;
-        rounds_first.errors.extend(res.errors);
+        warm_up_errors.extend(res.errors);
     }
-    if let Some(e) = rounds_first.errors.first() {
-        eprintln!("  warm-up errors ({}): {e}", rounds_first.errors.len());
+    if let Some(e) = warm_up_errors.first() {
+        eprintln!("  warm-up errors ({}): {e}", warm_up_errors.len());
     }
+    Ok(devs)
+}
 
-    // Sizes for the baseline: the device's message 1 and our answer to it.
+/// The bare baseline server and what it is fed: the device's message 1 and our answer to it
+/// (taken from `dev`'s stored session state), so both sides move the same bytes.
+struct Baseline {
+    url: String,
+    request: Bytes,
+    answer: Bytes,
+    task: tokio::task::JoinHandle<()>,
+}
+
+async fn start_baseline(server: &BenchServer, dev: &mut Dev) -> Result<(Baseline, DeviceTemplate)> {
+    let store = server.store();
     let request = {
-        let d = &mut devs[0].device;
+        let d = &mut dev.device;
         let msg = d.start_session(SessionTrigger::Scheduled)?;
         d.end_session();
         Bytes::from(syncml::write(&msg))
     };
     let state = store
-        .session_state(devs[0].enrollment)
+        .session_state(dev.enrollment)
         .await?
         .ok_or_else(|| BenchError::Setup("no session state after warm-up".into()))?;
     let template = DeviceTemplate {
         facts: store
-            .device_facts(devs[0].enrollment)
+            .device_facts(dev.enrollment)
             .await?
             .into_iter()
             .map(|f| (f.name, f.value))
@@ -768,23 +782,50 @@ async fn sessions(
         session: state.clone(),
     };
     let answer = Bytes::from(state.last_response.clone());
-
     let tls =
         steward_server::tls::server_config(&server.server.state.pki).map_err(|e| BenchError::Setup(e.to_string()))?;
-    let (bare_addr, bare_task) = start_bare(tls, answer.clone()).await?;
-    let bare_url = format!("https://localhost:{}{MANAGEMENT_PATH}", bare_addr.port());
+    let (addr, task) = start_bare(tls, answer.clone()).await?;
+    let baseline = Baseline {
+        url: format!("https://localhost:{}{MANAGEMENT_PATH}", addr.port()),
+        request,
+        answer,
+        task,
+    };
+    Ok((baseline, template))
+}
+
+impl Baseline {
+    fn work(&self, posts: f64) -> Work {
+        Work::Bare {
+            url: self.url.clone(),
+            body: self.request.clone(),
+            posts: posts.round().max(1.0) as usize,
+        }
+    }
+}
+
+async fn sessions(
+    server: &BenchServer,
+    devices: Vec<ManagedDevice>,
+    opts: &BenchOptions,
+    report: &mut Report,
+) -> Result<DeviceTemplate> {
+    let store = server.store();
+    let mut devs = prepare_devs(server, devices, opts.devices, opts.concurrency).await?;
+    let roots = &server.roots;
+    let (baseline, template) = start_baseline(server, &mut devs[0]).await?;
+    let size = Size {
+        sessions: opts.sessions,
+        concurrency: opts.concurrency,
+    };
 
     let mut idle_msgs = 1.0;
     for mode in [ConnMode::Fresh, ConnMode::Resumed, ConnMode::Reused] {
-        let (back, idle) = measure(devs, mode, &Work::Steward, 0, store, opts, roots).await?;
+        let (back, idle) = measure(devs, mode, &Work::Steward, 0, store, size, roots).await?;
         devs = back;
         idle_msgs = idle.messages_per_session;
-        let bare_work = Work::Bare {
-            url: bare_url.clone(),
-            body: request.clone(),
-            posts: idle.messages_per_session.round().max(1.0) as usize,
-        };
-        let (back, bare) = measure(devs, mode, &bare_work, 0, store, opts, roots).await?;
+        let bare_work = baseline.work(idle.messages_per_session);
+        let (back, bare) = measure(devs, mode, &bare_work, 0, store, size, roots).await?;
         devs = back;
         add_measured(
             report,
@@ -798,17 +839,74 @@ async fn sessions(
             &idle,
             Some(bare.rate),
         );
-        let (back, ten) = measure(devs, mode, &Work::Steward, 10, store, opts, roots).await?;
+        let (back, ten) = measure(devs, mode, &Work::Steward, 10, store, size, roots).await?;
         devs = back;
         add_measured(report, format!("10-Replace session, {}", mode.label()), &ten, None);
     }
     eprintln!(
         "  (baseline: {} request bytes, {} answer bytes, {idle_msgs:.1} POSTs per session)",
-        request.len(),
-        answer.len()
+        baseline.request.len(),
+        baseline.answer.len()
     );
-    bare_task.abort();
+    baseline.task.abort();
     Ok(template)
+}
+
+/// `steward-bench checkins`: only the idle check-in, in one connection mode, optionally next to the
+/// bare baseline. Small and repeatable enough to run under `valgrind --tool=callgrind` or
+/// `perf record` when comparing one change of the hot path (docs/BENCHMARKS.md).
+#[derive(Debug, Clone)]
+pub struct CheckinOptions {
+    /// Devices enrolled and taking part.
+    pub devices: usize,
+    /// Measured sessions (whole rounds over `devices`).
+    pub sessions: usize,
+    pub concurrency: usize,
+    pub mode: ConnMode,
+    /// Also measure the bare baseline the same way.
+    pub bare: bool,
+}
+
+pub async fn checkins(opts: &CheckinOptions) -> Result<Report> {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let mut report = Report::default();
+    let server = BenchServer::start().await?;
+    let n = opts.devices.max(1);
+    let token = create_token(server.store(), n).await?;
+    let (devices, _, _, errors) = enroll_fleet(&server.url, &server.roots, &token, n, opts.concurrency).await?;
+    if let Some(e) = errors.first() {
+        eprintln!("  enrollment errors ({}): {e}", errors.len());
+    }
+    let mut devs = prepare_devs(&server, devices, n, opts.concurrency).await?;
+    let size = Size {
+        sessions: opts.sessions,
+        concurrency: opts.concurrency,
+    };
+    let (back, idle) = measure(devs, opts.mode, &Work::Steward, 0, server.store(), size, &server.roots).await?;
+    devs = back;
+    let baseline_rate = if opts.bare {
+        let (baseline, _) = start_baseline(&server, &mut devs[0]).await?;
+        let work = baseline.work(idle.messages_per_session);
+        let (_, bare) = measure(devs, opts.mode, &work, 0, server.store(), size, &server.roots).await?;
+        add_measured(
+            &mut report,
+            format!("bare hyper+rustls baseline, {}", opts.mode.label()),
+            &bare,
+            None,
+        );
+        baseline.task.abort();
+        Some(bare.rate)
+    } else {
+        None
+    };
+    add_measured(
+        &mut report,
+        format!("idle check-in, {}", opts.mode.label()),
+        &idle,
+        baseline_rate,
+    );
+    server.server.shutdown().await;
+    Ok(report)
 }
 
 /// The baseline: hyper http1 with keep-alive on the server's own rustls configuration (same

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use steward_bench::{BenchOptions, run, serve_child};
+use steward_bench::{BenchOptions, CheckinOptions, ConnMode, checkins, run, serve_child};
 
 #[derive(Parser, Debug)]
 #[command(name = "steward-bench", about = "Steward performance figures (127.0.0.1 only)")]
@@ -42,12 +42,27 @@ struct Cli {
     #[arg(long)]
     no_rss: bool,
     /// Also print the figures as a Markdown table.
-    #[arg(long)]
+    #[arg(long, global = true)]
     markdown: bool,
 }
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
+    /// Only the idle check-in (enroll, warm up, then --sessions check-ins in one connection mode):
+    /// small enough to run under callgrind or perf when comparing one change of the hot path.
+    Checkins {
+        #[arg(long, default_value_t = 100)]
+        devices: usize,
+        #[arg(long, default_value_t = 2_000)]
+        sessions: usize,
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        #[arg(long, value_enum, default_value = "reused")]
+        mode: ConnMode,
+        /// Also measure the bare hyper+rustls baseline the same way.
+        #[arg(long)]
+        bare: bool,
+    },
     /// Internal: run a server on DATA_DIR on 127.0.0.1 until stdin closes (the RSS figure).
     #[command(hide = true)]
     ServeChild {
@@ -68,6 +83,23 @@ async fn main() -> std::process::ExitCode {
             }
         };
     }
+    if let Some(Cmd::Checkins {
+        devices,
+        sessions,
+        concurrency,
+        mode,
+        bare,
+    }) = &cli.command
+    {
+        let opts = CheckinOptions {
+            devices: *devices,
+            sessions: *sessions,
+            concurrency: *concurrency,
+            mode: *mode,
+            bare: *bare,
+        };
+        return finish(checkins(&opts).await, cli.markdown);
+    }
     let opts = BenchOptions {
         cpu_seconds: cli.cpu_seconds,
         fixtures: cli.fixtures,
@@ -80,9 +112,13 @@ async fn main() -> std::process::ExitCode {
         child_exe: if cli.no_rss { None } else { std::env::current_exe().ok() },
         child_active_devices: cli.child_active_devices,
     };
-    match run(&opts).await {
+    finish(run(&opts).await, cli.markdown)
+}
+
+fn finish(result: Result<steward_bench::Report, steward_bench::BenchError>, markdown: bool) -> std::process::ExitCode {
+    match result {
         Ok(report) => {
-            if cli.markdown {
+            if markdown {
                 println!("{}", report.to_markdown());
             }
             std::process::ExitCode::SUCCESS
