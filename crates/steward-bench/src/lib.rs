@@ -657,6 +657,43 @@ struct Measured {
     messages_per_session: f64,
     commands_per_session: f64,
     errors: usize,
+    /// CPU time of this whole process (server and simulated clients, user + system) per session.
+    cpu_us_per_session: f64,
+    /// Context switches of this process's threads per session.
+    switches_per_session: f64,
+}
+
+/// CPU ticks and context switches of this process so far. On a shared machine throughput moves
+/// with the neighbours' load; CPU per session moves much less, so before/after comparisons of a
+/// change use it (next to callgrind's instruction counts).
+#[derive(Debug, Clone, Copy, Default)]
+struct ProcCounters {
+    cpu_ticks: u64,
+    switches: u64,
+}
+
+impl ProcCounters {
+    fn read() -> Self {
+        let cpu_ticks = steward_sim::stats::read_proc(None).map_or(0, |s| s.cpu_ticks);
+        // Summed over the live threads (tokio workers, SQLite connection workers); threads that
+        // ended lose their count, which the measured phase does not have.
+        let mut switches = 0;
+        if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
+            for t in tasks.flatten() {
+                let Ok(status) = std::fs::read_to_string(t.path().join("status")) else {
+                    continue;
+                };
+                switches += status
+                    .lines()
+                    .filter(|l| {
+                        l.starts_with("voluntary_ctxt_switches:") || l.starts_with("nonvoluntary_ctxt_switches:")
+                    })
+                    .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                    .sum::<u64>();
+            }
+        }
+        Self { cpu_ticks, switches }
+    }
 }
 
 async fn measure(
@@ -671,6 +708,7 @@ async fn measure(
     let rounds = (size.sessions / devs.len().max(1)).max(1);
     let mut all = RoundResult::default();
     let mut wall = Duration::ZERO;
+    let (mut cpu_ticks, mut switches) = (0u64, 0u64);
     for r in 0..rounds {
         if replaces > 0 {
             // Queued before the clock starts: the figure is the session, not the enqueue.
@@ -681,7 +719,11 @@ async fn measure(
                 .collect();
             store.enqueue_commands(&cmds).await?;
         }
+        let before = ProcCounters::read();
         let (back, res, took) = round(devs, mode, work, size.concurrency, roots).await?;
+        let after = ProcCounters::read();
+        cpu_ticks += after.cpu_ticks.saturating_sub(before.cpu_ticks);
+        switches += after.switches.saturating_sub(before.switches);
         devs = back;
         wall += took;
         all.latencies.extend(res.latencies);
@@ -700,6 +742,8 @@ async fn measure(
         messages_per_session: all.messages as f64 / ok.max(1) as f64,
         commands_per_session: all.commands as f64 / ok.max(1) as f64,
         errors: all.errors.len(),
+        cpu_us_per_session: cpu_ticks as f64 * 1e6 / steward_sim::stats::CLK_TCK as f64 / ok.max(1) as f64,
+        switches_per_session: switches as f64 / ok.max(1) as f64,
     };
     Ok((devs, m))
 }
@@ -709,6 +753,10 @@ fn add_measured(report: &mut Report, name: String, m: &Measured, baseline: Optio
         "{} sessions, {} failed, {:.1} msgs and {:.1} cmds/session, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
         m.sessions, m.errors, m.messages_per_session, m.commands_per_session, m.lat.p50_ms, m.lat.p99_ms, m.lat.max_ms
     );
+    note.push_str(&format!(
+        ", process CPU {:.0} µs and {:.1} context switches/session",
+        m.cpu_us_per_session, m.switches_per_session
+    ));
     if let Some(b) = baseline.filter(|b| *b > 0.0) {
         note.push_str(&format!(", {:.0} % of bare baseline", 100.0 * m.rate / b));
     }
@@ -718,7 +766,12 @@ fn add_measured(report: &mut Report, name: String, m: &Measured, baseline: Optio
 /// The enrolled devices as session clients, after three warm-up sessions each (not measured): the
 /// first carries the inventory, the next ones settle the poll schedule; after them a check-in is
 /// idle (the figures print commands/session to show it).
-async fn prepare_devs(server: &BenchServer, devices: Vec<ManagedDevice>, limit: usize, concurrency: usize) -> Result<Vec<Dev>> {
+async fn prepare_devs(
+    server: &BenchServer,
+    devices: Vec<ManagedDevice>,
+    limit: usize,
+    concurrency: usize,
+) -> Result<Vec<Dev>> {
     let store = server.store();
     let mut devs = Vec::new();
     for device in devices.into_iter().take(limit.max(1)) {
@@ -865,6 +918,23 @@ pub struct CheckinOptions {
     pub mode: ConnMode,
     /// Also measure the bare baseline the same way.
     pub bare: bool,
+    /// Running under `valgrind --tool=callgrind`: zero its counters just before the measured
+    /// sessions and dump them right after (`callgrind_control -z/-d`), so the profile holds the
+    /// measured sessions only, not the setup (key generation, enrollment, warm-up).
+    pub callgrind: bool,
+}
+
+/// Asks callgrind (`callgrind_control`) to act on this process; see [`CheckinOptions::callgrind`].
+fn callgrind_control(flag: &str) -> Result<()> {
+    let status = std::process::Command::new("callgrind_control")
+        .arg(flag)
+        .arg(std::process::id().to_string())
+        .stdout(std::process::Stdio::null())
+        .status()?;
+    if !status.success() {
+        return Err(BenchError::Setup(format!("callgrind_control {flag} failed: {status}")));
+    }
+    Ok(())
 }
 
 pub async fn checkins(opts: &CheckinOptions) -> Result<Report> {
@@ -882,7 +952,13 @@ pub async fn checkins(opts: &CheckinOptions) -> Result<Report> {
         sessions: opts.sessions,
         concurrency: opts.concurrency,
     };
+    if opts.callgrind {
+        callgrind_control("-z")?;
+    }
     let (back, idle) = measure(devs, opts.mode, &Work::Steward, 0, server.store(), size, &server.roots).await?;
+    if opts.callgrind {
+        callgrind_control("-d")?;
+    }
     devs = back;
     let baseline_rate = if opts.bare {
         let (baseline, _) = start_baseline(&server, &mut devs[0]).await?;

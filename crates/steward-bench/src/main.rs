@@ -62,6 +62,10 @@ enum Cmd {
         /// Also measure the bare hyper+rustls baseline the same way.
         #[arg(long)]
         bare: bool,
+        /// Under `valgrind --tool=callgrind`: zero the counters before the measured sessions and
+        /// dump them after, so the profile holds only those sessions.
+        #[arg(long)]
+        callgrind: bool,
     },
     /// Internal: run a server on DATA_DIR on 127.0.0.1 until stdin closes (the RSS figure).
     #[command(hide = true)]
@@ -89,6 +93,7 @@ async fn main() -> std::process::ExitCode {
         concurrency,
         mode,
         bare,
+        callgrind,
     }) = &cli.command
     {
         let opts = CheckinOptions {
@@ -97,6 +102,7 @@ async fn main() -> std::process::ExitCode {
             concurrency: *concurrency,
             mode: *mode,
             bare: *bare,
+            callgrind: *callgrind,
         };
         return finish(checkins(&opts).await, cli.markdown);
     }
