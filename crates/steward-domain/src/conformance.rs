@@ -499,7 +499,7 @@ async fn admin_story(
 /// The command queue: delivery order, expiry, cancellation, exactly-once outcomes, events.
 pub async fn command_queue(store: &dyn Store) {
     let t0 = now();
-    let e = enrollment("ABCDEFABCDEFABCDEFABCDEFABCDEF01", "q1", None, t0);
+    let e = enrollment("ABCDEFABCDEFABCDEFABCDEFABCDEF01", "Q1", None, t0);
     store
         .commit_enrollment(&commit(e.clone(), None, None))
         .await
@@ -553,6 +553,40 @@ pub async fn command_queue(store: &dyn Store) {
         "priority first, then queue order; expired and cancelled out"
     );
 
+    // The management context: one read with the same queue, the overdue flag, no session yet.
+    let ctx = store
+        .management_context(EnrollmentKey::Certificate(&e.cert_thumbprint), &[], t0)
+        .await
+        .unwrap()
+        .expect("context by certificate");
+    assert_eq!(ctx.enrollment, e);
+    assert_eq!(ctx.open.iter().map(|c| c.id).collect::<Vec<_>>(), order);
+    assert_eq!(ctx.open, store.deliverable_commands(e.id, t0).await.unwrap());
+    assert!(ctx.overdue, "the stale command is past its deadline");
+    assert!(!ctx.previous_certificate && ctx.session.is_none() && ctx.facts.is_empty());
+    assert_eq!(
+        store
+            .management_context(EnrollmentKey::Id(e.id), &[], t0)
+            .await
+            .unwrap()
+            .unwrap(),
+        ctx
+    );
+    assert!(
+        store
+            .management_context(EnrollmentKey::Certificate("THUMBnone"), &[], t0)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .management_context(EnrollmentKey::Id(EnrollmentId::new()), &[], t0)
+            .await
+            .unwrap()
+            .is_none()
+    );
+
     // Sent in a session, answered twice: recorded once.
     let session = SessionState {
         key: "k1".into(),
@@ -566,6 +600,22 @@ pub async fn command_queue(store: &dyn Store) {
         ..SessionCommit::default()
     };
     store.commit_session_message(e.id, &sent, t0).await.unwrap();
+    assert_eq!(
+        store.command(stale.id).await.unwrap().unwrap().state,
+        CommandState::Pending,
+        "no sweep unless the commit asks for it"
+    );
+    let ctx = store
+        .management_context(EnrollmentKey::Id(e.id), &[], t0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ctx.session, store.session_state(e.id).await.unwrap());
+    assert_eq!(ctx.session.as_ref().map(|s| s.key.as_str()), Some("k1"));
+    assert_eq!(
+        ctx.open.iter().find(|c| c.id == high.id).unwrap().state,
+        CommandState::Sent
+    );
     let c = store.command(high.id).await.unwrap().unwrap();
     assert_eq!(
         (c.state, c.send_count, c.last_session.as_deref()),
@@ -580,6 +630,7 @@ pub async fn command_queue(store: &dyn Store) {
     let answer = SessionCommit {
         outcomes: vec![outcome(200)],
         session: session.clone(),
+        expire_overdue: true,
         ..SessionCommit::default()
     };
     store.commit_session_message(e.id, &answer, t0).await.unwrap();
@@ -601,6 +652,14 @@ pub async fn command_queue(store: &dyn Store) {
         stale.state,
         CommandState::Expired,
         "expired when a session committed past its deadline"
+    );
+    assert!(
+        !store
+            .management_context(EnrollmentKey::Id(e.id), &[], t0)
+            .await
+            .unwrap()
+            .unwrap()
+            .overdue
     );
     let acks = store
         .device_events_for(e.id)
@@ -632,6 +691,136 @@ pub async fn command_queue(store: &dyn Store) {
         CommandState::Pending
     );
     assert!(store.command_result(normal.id).await.unwrap().is_none());
+}
+
+/// Facts: unchanged values only move `updated_at`, changed and new ones are written with history (a
+/// name reported twice in one message counts in order), the context reads only the named facts, and
+/// a certificate replaced by renewal shows in the context until the commit retires it.
+pub async fn facts_and_renewal(store: &dyn Store) {
+    let t0 = now();
+    // Thumbprints are stored in upper case (a lookup may use any case).
+    let e = enrollment("ABCDEFABCDEFABCDEFABCDEFABCDEF03", "F1", None, t0);
+    store
+        .commit_enrollment(&commit(e.clone(), None, None))
+        .await
+        .expect("enrollment");
+    let report = |facts: &[(&str, &str)], at: OffsetDateTime| {
+        let commit = SessionCommit {
+            facts: facts.iter().map(|(n, v)| ((*n).to_owned(), (*v).to_owned())).collect(),
+            ..SessionCommit::default()
+        };
+        async move { store.commit_session_message(e.id, &commit, at).await.unwrap() }
+    };
+    let value = |name: &'static str| async move {
+        store
+            .device_facts(e.id)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|f| f.name == name)
+            .map(|f| (f.value, f.updated_at))
+    };
+    let history = || async {
+        store
+            .fact_history(e.id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|h| (h.name, h.old_value, h.new_value))
+            .collect::<Vec<_>>()
+    };
+    let t1 = t0 + Duration::seconds(1);
+    let t2 = t0 + Duration::seconds(2);
+    let t3 = t0 + Duration::seconds(3);
+    report(&[("a", "1"), ("b", "2")], t0).await;
+    report(&[("a", "1"), ("b", "3"), ("c", "4")], t1).await;
+    assert_eq!(
+        value("a").await,
+        Some(("1".into(), t1)),
+        "unchanged: only reported again"
+    );
+    assert_eq!(value("b").await, Some(("3".into(), t1)));
+    let h = |n: &str, o: Option<&str>, v: &str| (n.to_owned(), o.map(str::to_owned), v.to_owned());
+    assert_eq!(
+        history().await,
+        vec![
+            h("a", None, "1"),
+            h("b", None, "2"),
+            h("b", Some("2"), "3"),
+            h("c", None, "4")
+        ]
+    );
+    // The same name twice in one message: taken in order.
+    report(&[("a", "5"), ("a", "1"), ("b", "3")], t2).await;
+    assert_eq!(value("a").await, Some(("1".into(), t2)));
+    assert_eq!(value("b").await, Some(("3".into(), t2)));
+    assert_eq!(history().await[4..], [h("a", Some("1"), "5"), h("a", Some("5"), "1")]);
+    report(&[("c", "4")], t3).await;
+    assert_eq!(history().await.len(), 6, "nothing changed, nothing recorded");
+    assert_eq!(value("c").await, Some(("4".into(), t3)));
+
+    let ctx = store
+        .management_context(EnrollmentKey::Id(e.id), &["c", "a", "missing"], t3)
+        .await
+        .unwrap()
+        .unwrap();
+    let named: Vec<(&str, &str)> = ctx.facts.iter().map(|f| (f.name.as_str(), f.value.as_str())).collect();
+    assert_eq!(
+        named,
+        vec![("a", "1"), ("c", "4")],
+        "only the named facts, in name order"
+    );
+    assert_eq!(ctx.facts[1].updated_at, t3);
+    assert!(!ctx.previous_certificate);
+
+    // Renewal: the old certificate still finds the enrollment, which now has a previous certificate
+    // until a commit retires it.
+    store
+        .renew_certificate(&CertificateRenewal {
+            enrollment_id: e.id,
+            old_thumbprint: e.cert_thumbprint.clone(),
+            new_serial: "F2".into(),
+            new_thumbprint: "THUMBF2".into(),
+            subject: format!("CN={}", e.device_id),
+            not_before: t3,
+            not_after: t3 + Duration::days(365),
+            at: t3,
+        })
+        .await
+        .unwrap();
+    for thumb in ["thumbf1", "thumbf2"] {
+        let ctx = store
+            .management_context(EnrollmentKey::Certificate(thumb), &[], t3)
+            .await
+            .unwrap()
+            .expect("old and new certificate");
+        assert_eq!((ctx.enrollment.id, ctx.previous_certificate), (e.id, true));
+        assert_eq!(ctx.enrollment.cert_thumbprint, "THUMBF2");
+    }
+    let retire = SessionCommit {
+        retire_previous_certificate: true,
+        ..SessionCommit::default()
+    };
+    store.commit_session_message(e.id, &retire, t3).await.unwrap();
+    let ctx = store
+        .management_context(EnrollmentKey::Certificate("THUMBF2"), &[], t3)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!ctx.previous_certificate);
+    assert!(
+        store
+            .management_context(EnrollmentKey::Certificate(&e.cert_thumbprint), &[], t3)
+            .await
+            .unwrap()
+            .is_none(),
+        "the retired certificate no longer finds the enrollment"
+    );
+    assert_eq!(
+        ctx.enrollment.last_seen_at,
+        Some(t3),
+        "every committed message is a sighting"
+    );
 }
 
 /// Webhooks: a subscription starts at the newest event, pings queue and make it due, attempts are

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::model::EnrollmentId;
+use crate::model::{Enrollment, EnrollmentId};
 
 /// A queued command. Its UUID is also the SyncML CmdID we send (MS-MDM allows any non-zero string),
 /// so the device's Status/Results CmdRef names the command directly, across sessions and replicas.
@@ -281,6 +281,35 @@ pub struct SessionState {
     pub updated_at: Option<OffsetDateTime>,
 }
 
+/// How a management request names its enrollment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnrollmentKey<'a> {
+    /// SHA-1 thumbprint (hex, any case) of the device's client certificate: its current one, or the
+    /// one a renewal replaced while that is still accepted.
+    Certificate(&'a str),
+    Id(EnrollmentId),
+}
+
+/// Everything processing one device message reads, fetched by [`crate::Store::management_context`]
+/// in one call: each separate read cost a round trip to the database on the hot path of every
+/// check-in (docs/BENCHMARKS.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManagementContext {
+    /// The enrollment, in any state (the caller decides whether the state allows a session).
+    pub enrollment: Enrollment,
+    /// Whether the enrollment still accepts a certificate that a renewal replaced (it is revoked once
+    /// the device uses its new one: [`SessionCommit::retire_previous_certificate`]).
+    pub previous_certificate: bool,
+    pub session: Option<SessionState>,
+    /// The facts asked for by name (not the whole inventory), in name order.
+    pub facts: Vec<DeviceFact>,
+    /// Open, unexpired commands in delivery order, as [`crate::Store::deliverable_commands`].
+    pub open: Vec<Command>,
+    /// Some open command is past its deadline: the commit should mark it expired
+    /// ([`SessionCommit::expire_overdue`]).
+    pub overdue: bool,
+}
+
 /// Everything one processed device message writes, committed atomically by
 /// [`crate::Store::commit_session_message`]: outcomes are recorded (once), commands marked sent, facts
 /// updated, the enrollment's state changed if the device asked (unenroll) or a wipe was acknowledged,
@@ -303,6 +332,10 @@ pub struct SessionCommit {
     /// The device authenticated with its current certificate: a certificate replaced by renewal is no
     /// longer needed and is revoked.
     pub retire_previous_certificate: bool,
+    /// Mark the enrollment's open commands whose deadline has passed as expired. Set when the
+    /// [`ManagementContext`] reported `overdue`; skipping the sweep otherwise saves a statement on every
+    /// message (delivery never depends on it: overdue commands are not deliverable).
+    pub expire_overdue: bool,
 }
 
 /// A renewed identity certificate (MS-WSTEP Renew), committed by [`crate::Store::renew_certificate`].

@@ -93,6 +93,15 @@ pub trait Store: Send + Sync + 'static {
     async fn cancel_command(&self, id: CommandId, now: OffsetDateTime) -> StoreResult<bool>;
     async fn command_result(&self, id: CommandId) -> StoreResult<Option<CommandResult>>;
     async fn session_state(&self, id: EnrollmentId) -> StoreResult<Option<SessionState>>;
+    /// What processing one management message reads (see [`ManagementContext`]), in one call: the
+    /// enrollment named by `key` with its session state, the facts named in `facts`, its deliverable
+    /// commands at `now` and whether an open command is overdue. None if no enrollment matches.
+    async fn management_context(
+        &self,
+        key: EnrollmentKey<'_>,
+        facts: &[&str],
+        now: OffsetDateTime,
+    ) -> StoreResult<Option<ManagementContext>>;
     /// Commits everything one device message produced (see [`SessionCommit`]) atomically.
     async fn commit_session_message(
         &self,

@@ -86,12 +86,14 @@ impl SqliteStore {
     async fn with_options(opts: SqliteConnectOptions, readers: u32) -> StoreResult<Self> {
         let write = SqlitePoolOptions::new()
             .max_connections(1)
+            .test_before_acquire(false)
             .connect_with(opts.clone())
             .await
             .map_err(backend)?;
         migrate::run(&write).await?;
         let read = SqlitePoolOptions::new()
             .max_connections(readers)
+            .test_before_acquire(false)
             .connect_with(opts.read_only(true))
             .await
             .map_err(backend)?;
@@ -650,6 +652,14 @@ impl Store for SqliteStore {
     async fn session_state(&self, id: EnrollmentId) -> StoreResult<Option<SessionState>> {
         self.session_state_impl(id).await
     }
+    async fn management_context(
+        &self,
+        key: EnrollmentKey<'_>,
+        facts: &[&str],
+        now: OffsetDateTime,
+    ) -> StoreResult<Option<ManagementContext>> {
+        self.management_context_impl(key, facts, now).await
+    }
     async fn commit_session_message(
         &self,
         id: EnrollmentId,
@@ -785,6 +795,21 @@ mod tests {
     async fn conformance_command_queue() {
         let store = SqliteStore::open_in_memory().await.unwrap();
         steward_domain::conformance::command_queue(&store).await;
+    }
+
+    #[tokio::test]
+    async fn conformance_facts_and_renewal() {
+        let store = SqliteStore::open_in_memory().await.unwrap();
+        steward_domain::conformance::facts_and_renewal(&store).await;
+    }
+
+    #[tokio::test]
+    async fn conformance_on_disk_command_queue_and_facts() {
+        // The file database runs with a separate read pool: the context read goes there.
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("s.db")).await.unwrap();
+        steward_domain::conformance::command_queue(&store).await;
+        steward_domain::conformance::facts_and_renewal(&store).await;
     }
 
     #[tokio::test]

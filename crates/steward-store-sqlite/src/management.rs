@@ -34,6 +34,104 @@ fn command_from_row(r: &SqliteRow) -> StoreResult<Command> {
     })
 }
 
+/// The `mdm_sessions` columns as `s_*` (table alias `s`), read by [`session_from_row`].
+macro_rules! session_columns {
+    () => {
+        "s.session_key AS s_session_key, s.session_id AS s_session_id, s.client_msg_id AS s_client_msg_id, \
+         s.server_msg_id AS s_server_msg_id, s.last_request_hash AS s_last_request_hash, \
+         s.last_response AS s_last_response, s.login_status AS s_login_status, s.md5_nonce AS s_md5_nonce, \
+         s.chunk_command AS s_chunk_command, s.chunk_offset AS s_chunk_offset, s.updated_at AS s_updated_at"
+    };
+}
+
+/// One statement for everything a management message reads (`management_context`): the enrollment
+/// row, its session state (LEFT JOIN: None before the first message), and as JSON the named facts
+/// (`?2`, a JSON array of names) and the open commands unexpired at `?3`, plus whether any is
+/// overdue. One statement is one round trip to the SQLite worker thread and one read snapshot,
+/// where four separate reads cost four of each (docs/BENCHMARKS.md).
+macro_rules! context_sql {
+    ($where:literal) => {
+        concat!(
+            "SELECT e.*, e.previous_cert_thumbprint IS NOT NULL AS ctx_previous, ",
+            session_columns!(),
+            ", (SELECT json_group_array(json_array(f.name, f.value, f.updated_at)) FROM device_facts f \
+               WHERE f.enrollment_id = e.id AND f.name IN (SELECT j.value FROM json_each(?2) AS j)) AS ctx_facts, \
+             (SELECT json_group_array(json_array(c.id, json(c.payload), c.priority, c.origin, c.state, c.created_at, \
+               c.expires_at, c.send_count, c.last_sent_at, c.last_session, c.status_code, c.completed_at, c.seq)) \
+               FROM commands c WHERE c.enrollment_id = e.id AND c.state IN ('pending', 'sent') \
+               AND (c.expires_at IS NULL OR c.expires_at > ?3)) AS ctx_open, \
+             EXISTS (SELECT 1 FROM commands c WHERE c.enrollment_id = e.id AND c.state IN ('pending', 'sent') \
+               AND c.expires_at <= ?3) AS ctx_overdue \
+             FROM enrollments e LEFT JOIN mdm_sessions s ON s.enrollment_id = e.id WHERE ",
+            $where
+        )
+    };
+}
+
+const CONTEXT_BY_CERTIFICATE: &str = context_sql!("e.cert_thumbprint = ?1 OR e.previous_cert_thumbprint = ?1");
+const CONTEXT_BY_ID: &str = context_sql!("e.id = ?1");
+
+/// An open command as `context_sql!` encodes it: id, payload, priority, origin, state, created_at,
+/// expires_at, send_count, last_sent_at, last_session, status_code, completed_at, seq.
+type OpenCommandJson = (
+    String,
+    CommandPayload,
+    i64,
+    String,
+    String,
+    i64,
+    Option<i64>,
+    i64,
+    Option<i64>,
+    Option<String>,
+    Option<i64>,
+    Option<i64>,
+    i64,
+);
+
+fn open_command_from_json(enrollment_id: EnrollmentId, c: OpenCommandJson) -> StoreResult<Command> {
+    Ok(Command {
+        id: parse_id(&c.0)?,
+        enrollment_id,
+        payload: c.1,
+        priority: c.2 as i32,
+        origin: c.3,
+        state: CommandState::parse(&c.4).ok_or_else(|| StoreError::Backend("bad command state".into()))?,
+        created_at: from_micros(c.5)?,
+        expires_at: opt_micros(c.6)?,
+        send_count: c.7 as u32,
+        last_sent_at: opt_micros(c.8)?,
+        last_session: c.9,
+        status_code: c.10.map(|v| v as u16),
+        completed_at: opt_micros(c.11)?,
+    })
+}
+
+/// The session state from `session_columns!()`; None when the row has none (LEFT JOIN).
+fn session_from_row(r: &SqliteRow) -> StoreResult<Option<SessionState>> {
+    let Some(key) = r.get::<Option<String>, _>("s_session_key") else {
+        return Ok(None);
+    };
+    Ok(Some(SessionState {
+        key,
+        session_id: r.get("s_session_id"),
+        client_msg_id: r.get::<i64, _>("s_client_msg_id") as u32,
+        server_msg_id: r.get::<i64, _>("s_server_msg_id") as u32,
+        last_request_hash: r.get("s_last_request_hash"),
+        last_response: r.get("s_last_response"),
+        login_status: r.get("s_login_status"),
+        md5_nonce: r.get("s_md5_nonce"),
+        chunk: match (
+            r.get::<Option<String>, _>("s_chunk_command"),
+            r.get::<Option<i64>, _>("s_chunk_offset"),
+        ) {
+            (Some(id), Some(off)) => Some((parse_id(&id)?, off as usize)),
+            _ => None,
+        },
+        updated_at: Some(from_micros(r.get("s_updated_at"))?),
+    }))
+}
+
 /// Moves an enrollment out of `active`: revokes its certificate (logged) and cancels open commands.
 pub(crate) async fn end_enrollment_in(
     conn: &mut SqliteConnection,
@@ -149,6 +247,97 @@ fn event_from_row(r: &SqliteRow) -> StoreResult<DeviceEvent> {
         data: serde_json::from_str(&r.get::<String, _>("data")).map_err(json_err)?,
         at: from_micros(r.get("at"))?,
     })
+}
+
+/// Records reported facts: unchanged values only get `updated_at` (when last reported); changed or
+/// new ones are written with a history row. Every check-in reports the same DevInfo facts, and each
+/// statement is a round trip to the single write connection's worker thread, so the usual case
+/// (each name once, nothing changed) is one statement: an UPDATE that marks the unchanged facts and
+/// returns their names. Only the rest are read and written one by one.
+async fn write_facts(conn: &mut SqliteConnection, eid: &str, facts: &[(String, String)], at: i64) -> StoreResult<()> {
+    let mut seen = std::collections::HashSet::new();
+    let distinct = facts.iter().all(|(name, _)| seen.insert(name.as_str()));
+    let mut rest: Vec<&(String, String)> = facts.iter().collect();
+    if distinct {
+        // With a name reported twice, "unchanged" would depend on which of its values is meant; the
+        // general path below takes them in order instead.
+        let pairs = serde_json::to_string(facts).map_err(json_err)?;
+        let unchanged: std::collections::HashSet<String> = sqlx::query_scalar(
+            "UPDATE device_facts SET updated_at = ?1 WHERE enrollment_id = ?2 \
+             AND (name, value) IN (SELECT j.value ->> 0, j.value ->> 1 FROM json_each(?3) AS j) RETURNING name",
+        )
+        .bind(at)
+        .bind(eid)
+        .bind(pairs)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(backend)?
+        .into_iter()
+        .collect();
+        rest.retain(|(name, _)| !unchanged.contains(name));
+        if rest.is_empty() {
+            return Ok(());
+        }
+    }
+    let names = serde_json::to_string(&rest.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>()).map_err(json_err)?;
+    let mut current: std::collections::HashMap<String, String> = sqlx::query_as::<_, (String, String)>(
+        "SELECT name, value FROM device_facts WHERE enrollment_id = ?1 \
+         AND name IN (SELECT j.value FROM json_each(?2) AS j)",
+    )
+    .bind(eid)
+    .bind(names)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(backend)?
+    .into_iter()
+    .collect();
+    let mut unchanged: Vec<&str> = Vec::new();
+    for (name, value) in rest {
+        let old = current.get(name).cloned();
+        if old.as_deref() == Some(value.as_str()) {
+            unchanged.push(name);
+            continue;
+        }
+        sqlx::query(
+            "INSERT INTO device_facts (enrollment_id, name, value, updated_at) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (enrollment_id, name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+        )
+        .bind(eid)
+        .bind(name)
+        .bind(value)
+        .bind(at)
+        .execute(&mut *conn)
+        .await
+        .map_err(backend)?;
+        sqlx::query(
+            "INSERT INTO device_fact_history (enrollment_id, name, old_value, new_value, at) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(eid)
+        .bind(name)
+        .bind(old)
+        .bind(value)
+        .bind(at)
+        .execute(&mut *conn)
+        .await
+        .map_err(backend)?;
+        // A later item for the same name compares against this value, as it would against the row
+        // just written.
+        current.insert(name.clone(), value.clone());
+    }
+    if !unchanged.is_empty() {
+        let names = serde_json::to_string(&unchanged).map_err(json_err)?;
+        sqlx::query(
+            "UPDATE device_facts SET updated_at = ?1 WHERE enrollment_id = ?2 \
+             AND name IN (SELECT j.value FROM json_each(?3) AS j)",
+        )
+        .bind(at)
+        .bind(eid)
+        .bind(names)
+        .execute(&mut *conn)
+        .await
+        .map_err(backend)?;
+    }
+    Ok(())
 }
 
 /// Revokes (logs) and forgets the certificate a renewal replaced, if any.
@@ -320,31 +509,69 @@ impl SqliteStore {
     }
 
     pub(crate) async fn session_state_impl(&self, id: EnrollmentId) -> StoreResult<Option<SessionState>> {
-        let Some(r) = sqlx::query("SELECT * FROM mdm_sessions WHERE enrollment_id = ?")
-            .bind(id.to_string())
+        let r = sqlx::query(concat!(
+            "SELECT ",
+            session_columns!(),
+            " FROM mdm_sessions s WHERE s.enrollment_id = ?"
+        ))
+        .bind(id.to_string())
+        .fetch_optional(&self.read)
+        .await
+        .map_err(backend)?;
+        match r {
+            Some(r) => session_from_row(&r),
+            None => Ok(None),
+        }
+    }
+
+    pub(crate) async fn management_context_impl(
+        &self,
+        key: EnrollmentKey<'_>,
+        facts: &[&str],
+        now: OffsetDateTime,
+    ) -> StoreResult<Option<ManagementContext>> {
+        let (sql, key) = match key {
+            EnrollmentKey::Certificate(t) => (CONTEXT_BY_CERTIFICATE, t.to_ascii_uppercase()),
+            EnrollmentKey::Id(id) => (CONTEXT_BY_ID, id.to_string()),
+        };
+        let names = serde_json::to_string(facts).map_err(json_err)?;
+        let Some(r) = sqlx::query(sql)
+            .bind(key)
+            .bind(names)
+            .bind(micros(now))
             .fetch_optional(&self.read)
             .await
             .map_err(backend)?
         else {
             return Ok(None);
         };
-        Ok(Some(SessionState {
-            key: r.get("session_key"),
-            session_id: r.get("session_id"),
-            client_msg_id: r.get::<i64, _>("client_msg_id") as u32,
-            server_msg_id: r.get::<i64, _>("server_msg_id") as u32,
-            last_request_hash: r.get("last_request_hash"),
-            last_response: r.get("last_response"),
-            login_status: r.get("login_status"),
-            md5_nonce: r.get("md5_nonce"),
-            chunk: match (
-                r.get::<Option<String>, _>("chunk_command"),
-                r.get::<Option<i64>, _>("chunk_offset"),
-            ) {
-                (Some(id), Some(off)) => Some((parse_id(&id)?, off as usize)),
-                _ => None,
-            },
-            updated_at: Some(from_micros(r.get("updated_at"))?),
+        let enrollment = enrollment_from_row(&r)?;
+        let mut facts = serde_json::from_str::<Vec<(String, String, i64)>>(&r.get::<String, _>("ctx_facts"))
+            .map_err(json_err)?
+            .into_iter()
+            .map(|(name, value, at)| {
+                Ok(DeviceFact {
+                    name,
+                    value,
+                    updated_at: from_micros(at)?,
+                })
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        facts.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut open = serde_json::from_str::<Vec<OpenCommandJson>>(&r.get::<String, _>("ctx_open"))
+            .map_err(json_err)?
+            .into_iter()
+            .map(|c| Ok((c.12, c.2, open_command_from_json(enrollment.id, c)?)))
+            .collect::<StoreResult<Vec<(i64, i64, Command)>>>()?;
+        // Delivery order, as deliverable_commands: priority first, then queue order.
+        open.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        Ok(Some(ManagementContext {
+            enrollment,
+            previous_certificate: r.get::<bool, _>("ctx_previous"),
+            session: session_from_row(&r)?,
+            facts,
+            open: open.into_iter().map(|(_, _, c)| c).collect(),
+            overdue: r.get::<bool, _>("ctx_overdue"),
         }))
     }
 
@@ -358,16 +585,18 @@ impl SqliteStore {
         let at = micros(now);
         let mut tx = self.begin_write().await?;
 
-        sqlx::query(
-            "UPDATE commands SET state = 'expired', completed_at = ? WHERE enrollment_id = ? \
-             AND state IN ('pending', 'sent') AND expires_at IS NOT NULL AND expires_at <= ?",
-        )
-        .bind(at)
-        .bind(&eid)
-        .bind(at)
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?;
+        if c.expire_overdue {
+            sqlx::query(
+                "UPDATE commands SET state = 'expired', completed_at = ? WHERE enrollment_id = ? \
+                 AND state IN ('pending', 'sent') AND expires_at IS NOT NULL AND expires_at <= ?",
+            )
+            .bind(at)
+            .bind(&eid)
+            .bind(at)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        }
 
         let device_id: String = if c.outcomes.is_empty() && c.async_completions.is_empty() {
             String::new()
@@ -499,63 +728,7 @@ impl SqliteStore {
         }
 
         if !c.facts.is_empty() {
-            // One read of the device's current values instead of one per fact, and one UPDATE for
-            // all unchanged ones: every check-in reports the same DevInfo facts, and a commit pays
-            // per statement on the single write connection (docs/BENCHMARKS.md).
-            let mut current: std::collections::HashMap<String, String> =
-                sqlx::query_as::<_, (String, String)>("SELECT name, value FROM device_facts WHERE enrollment_id = ?")
-                    .bind(&eid)
-                    .fetch_all(&mut *tx)
-                    .await
-                    .map_err(backend)?
-                    .into_iter()
-                    .collect();
-            let mut unchanged: Vec<&str> = Vec::new();
-            for (name, value) in &c.facts {
-                let old = current.get(name).cloned();
-                if old.as_deref() == Some(value.as_str()) {
-                    unchanged.push(name);
-                    continue;
-                }
-                sqlx::query(
-                    "INSERT INTO device_facts (enrollment_id, name, value, updated_at) VALUES (?, ?, ?, ?) \
-                     ON CONFLICT (enrollment_id, name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-                )
-                .bind(&eid)
-                .bind(name)
-                .bind(value)
-                .bind(at)
-                .execute(&mut *tx)
-                .await
-                .map_err(backend)?;
-                sqlx::query(
-                    "INSERT INTO device_fact_history (enrollment_id, name, old_value, new_value, at) VALUES (?, ?, ?, ?, ?)",
-                )
-                .bind(&eid)
-                .bind(name)
-                .bind(old)
-                .bind(value)
-                .bind(at)
-                .execute(&mut *tx)
-                .await
-                .map_err(backend)?;
-                // A later item for the same name compares against this value, as it would
-                // against the row just written.
-                current.insert(name.clone(), value.clone());
-            }
-            // Chunked well under SQLite's bound-parameter limit.
-            for chunk in unchanged.chunks(500) {
-                let sql = format!(
-                    "UPDATE device_facts SET updated_at = ? WHERE enrollment_id = ? AND name IN ({})",
-                    vec!["?"; chunk.len()].join(", ")
-                );
-                // Only placeholders are generated; every value is bound.
-                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(at).bind(&eid);
-                for name in chunk {
-                    q = q.bind(*name);
-                }
-                q.execute(&mut *tx).await.map_err(backend)?;
-            }
+            write_facts(&mut tx, &eid, &c.facts, at).await?;
         }
 
         if let Some((state, reason)) = &c.new_state {

@@ -18,6 +18,10 @@ use crate::listener::ConnInfo;
 
 pub const SYNCML_CONTENT_TYPE: &str = "application/vnd.syncml.dm+xml";
 
+/// The facts processing a message consults (inventory freshness, the poll interval the device
+/// confirmed); the management context reads only these, not the whole inventory.
+const CONTEXT_FACTS: &[&str] = &[inventory::COLLECTED_AT, session::POLL_FACT];
+
 /// The one error type of the management surface. These are transport-level refusals (no SyncML
 /// answer can be trusted or addressed); each is logged once here.
 #[derive(Debug, thiserror::Error)]
@@ -72,20 +76,22 @@ pub async fn management(
     body: Body,
 ) -> Result<Response, ManagementError> {
     let cert = super::client_certificate(&state, conn.as_ref().map(|Extension(c)| c), &headers);
-    // With a certificate the enrollment is known (and refused if unknown) before the body is read.
+    let now = OffsetDateTime::now_utc();
+    // With a certificate the enrollment is known (and refused if unknown) before the body is read;
+    // the same single read brings everything else processing the message needs.
     let by_cert = match &cert {
         Some(der) => {
             let thumbprint = steward_pki::sha1_thumbprint(der);
-            let e = state
+            let ctx = state
                 .store
-                .enrollment_by_certificate(&thumbprint)
+                .management_context(EnrollmentKey::Certificate(&thumbprint), CONTEXT_FACTS, now)
                 .await
                 .map_err(internal)?
                 .ok_or(ManagementError::UnknownCertificate)?;
-            if e.state != EnrollmentState::Active {
-                return Err(ManagementError::NotActive(e.state.as_str()));
+            if ctx.enrollment.state != EnrollmentState::Active {
+                return Err(ManagementError::NotActive(ctx.enrollment.state.as_str()));
             }
-            Some((e, thumbprint))
+            Some((ctx, thumbprint))
         }
         None if state.config.management.md5_auth => None,
         None => return Err(ManagementError::NoCertificate),
@@ -106,13 +112,29 @@ pub async fn management(
         .unwrap_or_default();
     let management_url = format!("{}{}", state.config.public_url(), super::MANAGEMENT_URL_PATH);
 
-    let (enrollment, thumbprint) = match by_cert {
+    let (ctx, thumbprint) = match by_cert {
         Some(found) => found,
         None => match md5_authenticate(&state, &msg, claimed, &management_url).await? {
-            Md5Outcome::Authenticated(e) => (*e, String::new()),
+            Md5Outcome::Authenticated(e) => {
+                let ctx = state
+                    .store
+                    .management_context(EnrollmentKey::Id(e.id), CONTEXT_FACTS, now)
+                    .await
+                    .map_err(internal)?
+                    .ok_or(ManagementError::NoCertificate)?;
+                (ctx, String::new())
+            }
             Md5Outcome::Challenged(answer) => return Ok(syncml_ok(answer)),
         },
     };
+    let ManagementContext {
+        enrollment,
+        previous_certificate,
+        session: previous,
+        facts,
+        open,
+        overdue,
+    } = ctx;
     if !claimed.eq_ignore_ascii_case(enrollment.device_id.as_str()) {
         tracing::warn!(device.id = %enrollment.device_id, claimed, "device presented another device's LocURI");
         return Err(ManagementError::SourceMismatch {
@@ -122,15 +144,6 @@ pub async fn management(
     let raw = String::from_utf8_lossy(&bytes);
     let request_hash = hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &bytes));
 
-    let now = OffsetDateTime::now_utc();
-    // The three reads are independent: run them together on the read pool, so a message waits
-    // for the slowest, not the sum. (A replayed message discards the facts and queue; replays are rare.)
-    let (previous, facts, open) = tokio::try_join!(
-        state.store.session_state(enrollment.id),
-        state.store.device_facts(enrollment.id),
-        state.store.deliverable_commands(enrollment.id, now),
-    )
-    .map_err(internal)?;
     if let Some(p) = &previous
         && p.session_id == msg.header.session_id
         && p.client_msg_id == msg.header.msg_id
@@ -179,7 +192,9 @@ pub async fn management(
         next_nonce: if by_md5 { super::md5::new_nonce() } else { None },
         poll,
     });
-    out.commit.retire_previous_certificate = !by_md5 && thumbprint == enrollment.cert_thumbprint;
+    out.commit.retire_previous_certificate =
+        previous_certificate && !by_md5 && thumbprint == enrollment.cert_thumbprint;
+    out.commit.expire_overdue = overdue;
     // Durable before the device sees it: if this fails the device gets an error and nothing was
     // marked sent or recorded, so the same work happens again on its retry.
     state
