@@ -9,6 +9,7 @@ mod console;
 mod management;
 mod migrate;
 mod webhooks;
+mod writer;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -26,6 +27,8 @@ pub use migrate::MIGRATIONS;
 pub struct SqliteStore {
     pub(crate) read: SqlitePool,
     pub(crate) write: SqlitePool,
+    /// The hot write paths (see `writer.rs`); the rest use `write` directly.
+    writer: writer::Writer,
 }
 
 pub(crate) fn backend(e: sqlx::Error) -> StoreError {
@@ -79,6 +82,7 @@ impl SqliteStore {
         migrate::run(&pool).await?;
         Ok(Self {
             read: pool.clone(),
+            writer: writer::Writer::start(pool.clone())?,
             write: pool,
         })
     }
@@ -97,7 +101,11 @@ impl SqliteStore {
             .connect_with(opts.read_only(true))
             .await
             .map_err(backend)?;
-        Ok(Self { read, write })
+        Ok(Self {
+            read,
+            writer: writer::Writer::start(write.clone())?,
+            write,
+        })
     }
 
     pub(crate) async fn begin_write(&self) -> StoreResult<sqlx::Transaction<'static, sqlx::Sqlite>> {
@@ -225,6 +233,141 @@ pub(crate) async fn insert_log(conn: &mut sqlx::SqliteConnection, e: &IssuanceLo
     .await
     .map_err(backend)?;
     Ok(())
+}
+
+/// The body of `commit_enrollment`, run by the writer thread on the write connection.
+async fn commit_enrollment_in(conn: &mut sqlx::SqliteConnection, c: &EnrollmentCommit) -> StoreResult<()> {
+    let e = &c.enrollment;
+    let now = e.enrolled_at;
+    let mut tx = sqlx::Connection::begin_with(conn, "BEGIN IMMEDIATE")
+        .await
+        .map_err(backend)?;
+
+    if let Some(token_id) = c.consume_token {
+        // Re-check usability inside the write lock: the pre-check the server did may be stale.
+        let row = sqlx::query("SELECT * FROM enrollment_tokens WHERE id = ?")
+            .bind(token_id.to_string())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(backend)?
+            .ok_or(StoreError::NotFound)?;
+        token_from_row(&row)?.usable_at(now)?;
+        sqlx::query("UPDATE enrollment_tokens SET uses = uses + 1 WHERE id = ?")
+            .bind(token_id.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+    }
+
+    if let Some((nonce, expires_at)) = &c.consume_nonce {
+        let res = sqlx::query("INSERT INTO used_nonces (nonce_hash, expires_at) VALUES (?, ?)")
+            .bind(nonce.to_hex())
+            .bind(micros(*expires_at))
+            .execute(&mut *tx)
+            .await;
+        match res {
+            Err(sqlx::Error::Database(db)) if db.is_unique_violation() => return Err(StoreError::NonceReused),
+            other => {
+                other.map_err(backend)?;
+            }
+        }
+        sqlx::query("DELETE FROM used_nonces WHERE expires_at < ?")
+            .bind(micros(now))
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+    }
+
+    // A device that enrolls again replaces its previous enrollment; the old certificate must stop
+    // working, so it is revoked in the same transaction.
+    let previous = sqlx::query("SELECT id, cert_serial FROM enrollments WHERE device_id = ? AND state = 'active'")
+        .bind(e.device_id.as_str())
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(backend)?;
+    for row in &previous {
+        let old_id: String = row.get("id");
+        let old_serial: String = row.get("cert_serial");
+        sqlx::query("UPDATE enrollments SET state = 'replaced', updated_at = ? WHERE id = ?")
+            .bind(micros(now))
+            .bind(&old_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        insert_log(
+            &mut tx,
+            &IssuanceLogEntry {
+                serial: old_serial,
+                event: IssuanceEvent::Revoked,
+                thumbprint: None,
+                subject: None,
+                device_id: Some(e.device_id.clone()),
+                enrollment_id: Some(parse_id(&old_id)?),
+                not_before: None,
+                not_after: None,
+                reason: Some("superseded by re-enrollment".into()),
+                at: now,
+            },
+        )
+        .await?;
+    }
+
+    sqlx::query(
+        "INSERT INTO enrollments (id, device_id, hw_dev_id, device_name, os_version, os_edition, \
+             enrollment_type, user_email, auth_method, enrollment_token_id, group_id, cert_serial, \
+             cert_thumbprint, cert_not_after, state, enrolled_at, updated_at, md5_credential) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(e.id.to_string())
+    .bind(e.device_id.as_str())
+    .bind(&e.hw_dev_id)
+    .bind(&e.device_name)
+    .bind(&e.os_version)
+    .bind(&e.os_edition)
+    .bind(e.enrollment_type.as_str())
+    .bind(&e.user_email)
+    .bind(e.auth_method.as_str())
+    .bind(e.enrollment_token_id.map(|i| i.to_string()))
+    .bind(e.group_id.map(|i| i.to_string()))
+    .bind(&e.cert_serial)
+    .bind(&e.cert_thumbprint)
+    .bind(micros(e.cert_not_after))
+    .bind(e.state.as_str())
+    .bind(micros(e.enrolled_at))
+    .bind(micros(e.updated_at))
+    .bind(&c.md5_credential)
+    .execute(&mut *tx)
+    .await
+    .map_err(backend)?;
+
+    insert_log(
+        &mut tx,
+        &IssuanceLogEntry {
+            serial: e.cert_serial.clone(),
+            event: IssuanceEvent::Issued,
+            thumbprint: Some(e.cert_thumbprint.clone()),
+            subject: Some(c.subject.clone()),
+            device_id: Some(e.device_id.clone()),
+            enrollment_id: Some(e.id),
+            not_before: Some(c.not_before),
+            not_after: Some(e.cert_not_after),
+            reason: None,
+            at: now,
+        },
+    )
+    .await?;
+    let data = serde_json::json!({
+        "enrollment_type": e.enrollment_type.as_str(),
+        "auth_method": e.auth_method.as_str(),
+        "user": e.user_email,
+        "device_name": e.device_name,
+        "serial": e.cert_serial,
+        // Re-enrollment: the device had an active enrollment, now replaced (fleet size unchanged).
+        "replaced": !previous.is_empty(),
+    });
+    management::insert_event(&mut tx, EventKind::Enrolled, e.id, e.device_id.as_str(), data, now).await?;
+
+    tx.commit().await.map_err(backend)
 }
 
 #[async_trait]
@@ -453,135 +596,10 @@ impl Store for SqliteStore {
     }
 
     async fn commit_enrollment(&self, c: &EnrollmentCommit) -> StoreResult<()> {
-        let e = &c.enrollment;
-        let now = e.enrolled_at;
-        let mut tx = self.begin_write().await?;
-
-        if let Some(token_id) = c.consume_token {
-            // Re-check usability inside the write lock: the pre-check the server did may be stale.
-            let row = sqlx::query("SELECT * FROM enrollment_tokens WHERE id = ?")
-                .bind(token_id.to_string())
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(backend)?
-                .ok_or(StoreError::NotFound)?;
-            token_from_row(&row)?.usable_at(now)?;
-            sqlx::query("UPDATE enrollment_tokens SET uses = uses + 1 WHERE id = ?")
-                .bind(token_id.to_string())
-                .execute(&mut *tx)
-                .await
-                .map_err(backend)?;
-        }
-
-        if let Some((nonce, expires_at)) = &c.consume_nonce {
-            let res = sqlx::query("INSERT INTO used_nonces (nonce_hash, expires_at) VALUES (?, ?)")
-                .bind(nonce.to_hex())
-                .bind(micros(*expires_at))
-                .execute(&mut *tx)
-                .await;
-            match res {
-                Err(sqlx::Error::Database(db)) if db.is_unique_violation() => return Err(StoreError::NonceReused),
-                other => {
-                    other.map_err(backend)?;
-                }
-            }
-            sqlx::query("DELETE FROM used_nonces WHERE expires_at < ?")
-                .bind(micros(now))
-                .execute(&mut *tx)
-                .await
-                .map_err(backend)?;
-        }
-
-        // A device that enrolls again replaces its previous enrollment; the old certificate must stop
-        // working, so it is revoked in the same transaction.
-        let previous = sqlx::query("SELECT id, cert_serial FROM enrollments WHERE device_id = ? AND state = 'active'")
-            .bind(e.device_id.as_str())
-            .fetch_all(&mut *tx)
+        let c = c.clone();
+        self.writer
+            .run(move |conn| Box::pin(async move { commit_enrollment_in(conn, &c).await }))
             .await
-            .map_err(backend)?;
-        for row in &previous {
-            let old_id: String = row.get("id");
-            let old_serial: String = row.get("cert_serial");
-            sqlx::query("UPDATE enrollments SET state = 'replaced', updated_at = ? WHERE id = ?")
-                .bind(micros(now))
-                .bind(&old_id)
-                .execute(&mut *tx)
-                .await
-                .map_err(backend)?;
-            insert_log(
-                &mut tx,
-                &IssuanceLogEntry {
-                    serial: old_serial,
-                    event: IssuanceEvent::Revoked,
-                    thumbprint: None,
-                    subject: None,
-                    device_id: Some(e.device_id.clone()),
-                    enrollment_id: Some(parse_id(&old_id)?),
-                    not_before: None,
-                    not_after: None,
-                    reason: Some("superseded by re-enrollment".into()),
-                    at: now,
-                },
-            )
-            .await?;
-        }
-
-        sqlx::query(
-            "INSERT INTO enrollments (id, device_id, hw_dev_id, device_name, os_version, os_edition, \
-             enrollment_type, user_email, auth_method, enrollment_token_id, group_id, cert_serial, \
-             cert_thumbprint, cert_not_after, state, enrolled_at, updated_at, md5_credential) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(e.id.to_string())
-        .bind(e.device_id.as_str())
-        .bind(&e.hw_dev_id)
-        .bind(&e.device_name)
-        .bind(&e.os_version)
-        .bind(&e.os_edition)
-        .bind(e.enrollment_type.as_str())
-        .bind(&e.user_email)
-        .bind(e.auth_method.as_str())
-        .bind(e.enrollment_token_id.map(|i| i.to_string()))
-        .bind(e.group_id.map(|i| i.to_string()))
-        .bind(&e.cert_serial)
-        .bind(&e.cert_thumbprint)
-        .bind(micros(e.cert_not_after))
-        .bind(e.state.as_str())
-        .bind(micros(e.enrolled_at))
-        .bind(micros(e.updated_at))
-        .bind(&c.md5_credential)
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?;
-
-        insert_log(
-            &mut tx,
-            &IssuanceLogEntry {
-                serial: e.cert_serial.clone(),
-                event: IssuanceEvent::Issued,
-                thumbprint: Some(e.cert_thumbprint.clone()),
-                subject: Some(c.subject.clone()),
-                device_id: Some(e.device_id.clone()),
-                enrollment_id: Some(e.id),
-                not_before: Some(c.not_before),
-                not_after: Some(e.cert_not_after),
-                reason: None,
-                at: now,
-            },
-        )
-        .await?;
-        let data = serde_json::json!({
-            "enrollment_type": e.enrollment_type.as_str(),
-            "auth_method": e.auth_method.as_str(),
-            "user": e.user_email,
-            "device_name": e.device_name,
-            "serial": e.cert_serial,
-            // Re-enrollment: the device had an active enrollment, now replaced (fleet size unchanged).
-            "replaced": !previous.is_empty(),
-        });
-        management::insert_event(&mut tx, EventKind::Enrolled, e.id, e.device_id.as_str(), data, now).await?;
-
-        tx.commit().await.map_err(backend)
     }
 
     async fn append_issuance_log(&self, e: &IssuanceLogEntry) -> StoreResult<()> {
@@ -632,7 +650,10 @@ impl Store for SqliteStore {
         self.end_enrollment_impl(id, state, reason, now).await
     }
     async fn enqueue_commands(&self, commands: &[NewCommand]) -> StoreResult<()> {
-        self.enqueue_commands_impl(commands).await
+        let commands = commands.to_vec();
+        self.writer
+            .run(move |conn| Box::pin(async move { management::enqueue_commands_in(conn, &commands).await }))
+            .await
     }
     async fn command(&self, id: CommandId) -> StoreResult<Option<Command>> {
         self.command_impl(id).await
@@ -666,7 +687,12 @@ impl Store for SqliteStore {
         commit: &SessionCommit,
         now: OffsetDateTime,
     ) -> StoreResult<()> {
-        self.commit_session_message_impl(id, commit, now).await
+        let commit = commit.clone();
+        self.writer
+            .run(move |conn| {
+                Box::pin(async move { management::commit_session_message_in(conn, id, &commit, now).await })
+            })
+            .await
     }
     async fn device_facts(&self, id: EnrollmentId) -> StoreResult<Vec<DeviceFact>> {
         self.device_facts_impl(id).await
@@ -810,6 +836,37 @@ mod tests {
         let store = SqliteStore::open(&dir.path().join("s.db")).await.unwrap();
         steward_domain::conformance::command_queue(&store).await;
         steward_domain::conformance::facts_and_renewal(&store).await;
+    }
+
+    #[tokio::test]
+    async fn raw_messages_are_bounded_and_keep_the_newest() {
+        let store = SqliteStore::open_in_memory().await.unwrap();
+        steward_domain::conformance::run(&store).await;
+        let e = store.list_enrollments().await.unwrap().remove(0);
+        let t0 = OffsetDateTime::now_utc();
+        let kept = management::DEVICE_MESSAGES_KEPT as usize;
+        let mut counts = Vec::new();
+        for i in 0..5 * kept {
+            let commit = SessionCommit {
+                raw_message: Some(format!("message {i}")),
+                ..SessionCommit::default()
+            };
+            store
+                .commit_session_message(e.id, &commit, t0 + time::Duration::seconds(i as i64))
+                .await
+                .unwrap();
+            let messages = store.device_messages(e.id).await.unwrap();
+            assert_eq!(messages.last().unwrap().1, format!("message {i}"), "the newest is kept");
+            let bodies: Vec<&str> = messages.iter().map(|(_, b)| b.as_str()).collect();
+            let expected: Vec<String> = (i + 1 - messages.len()..=i).map(|j| format!("message {j}")).collect();
+            assert_eq!(bodies, expected, "the newest ones, oldest first");
+            counts.push(messages.len());
+        }
+        assert!(
+            counts.iter().skip(kept).all(|n| (kept..2 * kept).contains(n)),
+            "{counts:?}"
+        );
+        assert_eq!(counts.iter().max(), Some(&(2 * kept - 1)), "{counts:?}");
     }
 
     #[tokio::test]

@@ -2,13 +2,14 @@
 //! device messages and session state.
 
 use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqliteConnection};
+use sqlx::{Connection, Row, SqliteConnection};
 use steward_domain::*;
 use time::OffsetDateTime;
 
 use crate::{SqliteStore, backend, enrollment_from_row, from_micros, insert_log, micros, opt_micros, parse_id};
 
-/// Raw device messages kept per enrollment (the newest ones).
+/// Raw device messages kept per enrollment: at least this many of the newest ones, fewer than twice
+/// as many (they are trimmed in batches, see `commit_session_message_in`).
 pub const DEVICE_MESSAGES_KEPT: i64 = 10;
 
 fn json_err(e: serde_json::Error) -> StoreError {
@@ -403,36 +404,6 @@ impl SqliteStore {
         Ok(changed)
     }
 
-    pub(crate) async fn enqueue_commands_impl(&self, commands: &[NewCommand]) -> StoreResult<()> {
-        // Multi-row INSERTs: a fan-out to a fleet is one call with N × commands rows, and a statement
-        // per row made it cost 3.8 s per 100,000 (docs/BENCHMARKS.md). 100 rows × 7 parameters stays
-        // far below SQLite's bound-parameter limit; rows keep their order, so `seq` (queue order) does too.
-        const ROWS: usize = 100;
-        let mut tx = self.begin_write().await?;
-        for chunk in commands.chunks(ROWS) {
-            let sql = format!(
-                "INSERT INTO commands (id, enrollment_id, payload, priority, origin, state, created_at, expires_at) \
-                 VALUES {}",
-                vec!["(?, ?, ?, ?, ?, 'pending', ?, ?)"; chunk.len()].join(", ")
-            );
-            // Only placeholders are generated; every value is bound.
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for c in chunk {
-                let payload = serde_json::to_string(&c.payload).map_err(json_err)?;
-                q = q
-                    .bind(c.id.to_string())
-                    .bind(c.enrollment_id.to_string())
-                    .bind(payload)
-                    .bind(i64::from(c.priority))
-                    .bind(c.origin.clone())
-                    .bind(micros(c.created_at))
-                    .bind(c.expires_at.map(micros));
-            }
-            q.execute(&mut *tx).await.map_err(backend)?;
-        }
-        tx.commit().await.map_err(backend)
-    }
-
     pub(crate) async fn command_impl(&self, id: CommandId) -> StoreResult<Option<Command>> {
         sqlx::query("SELECT * FROM commands WHERE id = ?")
             .bind(id.to_string())
@@ -574,175 +545,214 @@ impl SqliteStore {
             overdue: r.get::<bool, _>("ctx_overdue"),
         }))
     }
+}
 
-    pub(crate) async fn commit_session_message_impl(
-        &self,
-        id: EnrollmentId,
-        c: &SessionCommit,
-        now: OffsetDateTime,
-    ) -> StoreResult<()> {
-        let eid = id.to_string();
-        let at = micros(now);
-        let mut tx = self.begin_write().await?;
-
-        if c.expire_overdue {
-            sqlx::query(
-                "UPDATE commands SET state = 'expired', completed_at = ? WHERE enrollment_id = ? \
-                 AND state IN ('pending', 'sent') AND expires_at IS NOT NULL AND expires_at <= ?",
-            )
-            .bind(at)
-            .bind(&eid)
-            .bind(at)
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
+/// The body of `enqueue_commands`, run by the writer thread on the write connection.
+pub(crate) async fn enqueue_commands_in(conn: &mut SqliteConnection, commands: &[NewCommand]) -> StoreResult<()> {
+    // Multi-row INSERTs: a fan-out to a fleet is one call with N × commands rows, and a statement
+    // per row made it cost 3.8 s per 100,000 (docs/BENCHMARKS.md). 100 rows × 7 parameters stays
+    // far below SQLite's bound-parameter limit; rows keep their order, so `seq` (queue order) does too.
+    const ROWS: usize = 100;
+    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.map_err(backend)?;
+    for chunk in commands.chunks(ROWS) {
+        let sql = format!(
+            "INSERT INTO commands (id, enrollment_id, payload, priority, origin, state, created_at, expires_at) \
+                 VALUES {}",
+            vec!["(?, ?, ?, ?, ?, 'pending', ?, ?)"; chunk.len()].join(", ")
+        );
+        // Only placeholders are generated; every value is bound.
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for c in chunk {
+            let payload = serde_json::to_string(&c.payload).map_err(json_err)?;
+            q = q
+                .bind(c.id.to_string())
+                .bind(c.enrollment_id.to_string())
+                .bind(payload)
+                .bind(i64::from(c.priority))
+                .bind(c.origin.clone())
+                .bind(micros(c.created_at))
+                .bind(c.expires_at.map(micros));
         }
+        q.execute(&mut *tx).await.map_err(backend)?;
+    }
+    tx.commit().await.map_err(backend)
+}
 
-        let device_id: String = if c.outcomes.is_empty() && c.async_completions.is_empty() {
-            String::new()
-        } else {
-            sqlx::query_scalar("SELECT device_id FROM enrollments WHERE id = ?")
-                .bind(&eid)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(backend)?
-                .unwrap_or_default()
-        };
-        for o in &c.outcomes {
-            // Only this enrollment's own, still-open commands take an outcome; the first one wins.
-            let open = sqlx::query(
-                "SELECT 1 FROM commands WHERE id = ? AND enrollment_id = ? AND state IN ('pending', 'sent')",
-            )
-            .bind(o.command_id.to_string())
+/// The body of `commit_session_message`, run by the writer thread on the write connection.
+pub(crate) async fn commit_session_message_in(
+    conn: &mut SqliteConnection,
+    id: EnrollmentId,
+    c: &SessionCommit,
+    now: OffsetDateTime,
+) -> StoreResult<()> {
+    let eid = id.to_string();
+    let at = micros(now);
+    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.map_err(backend)?;
+
+    if c.expire_overdue {
+        sqlx::query(
+            "UPDATE commands SET state = 'expired', completed_at = ? WHERE enrollment_id = ? \
+                 AND state IN ('pending', 'sent') AND expires_at IS NOT NULL AND expires_at <= ?",
+        )
+        .bind(at)
+        .bind(&eid)
+        .bind(at)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+    }
+
+    let device_id: String = if c.outcomes.is_empty() && c.async_completions.is_empty() {
+        String::new()
+    } else {
+        sqlx::query_scalar("SELECT device_id FROM enrollments WHERE id = ?")
             .bind(&eid)
             .fetch_optional(&mut *tx)
             .await
-            .map_err(backend)?;
-            if open.is_none() {
-                continue;
-            }
-            let inserted = sqlx::query(
-                "INSERT INTO command_results (command_id, enrollment_id, status_code, results, child_codes, received_at) \
-                 VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (command_id) DO NOTHING",
-            )
-            .bind(o.command_id.to_string())
-            .bind(&eid)
-            .bind(i64::from(o.status_code))
-            .bind(serde_json::to_string(&o.results).map_err(json_err)?)
-            .bind(serde_json::to_string(&o.child_codes).map_err(json_err)?)
-            .bind(at)
-            .execute(&mut *tx)
-            .await
             .map_err(backend)?
-            .rows_affected();
-            if inserted == 0 {
-                continue;
-            }
-            let state = match o.status_code {
-                202 => CommandState::Accepted,
-                200..=299 => CommandState::Succeeded,
-                _ => CommandState::Failed,
-            };
-            let completed = (state != CommandState::Accepted).then_some(at);
-            sqlx::query("UPDATE commands SET state = ?, status_code = ?, completed_at = ? WHERE id = ?")
-                .bind(state.as_str())
-                .bind(i64::from(o.status_code))
-                .bind(completed)
+            .unwrap_or_default()
+    };
+    for o in &c.outcomes {
+        // Only this enrollment's own, still-open commands take an outcome; the first one wins.
+        let open =
+            sqlx::query("SELECT 1 FROM commands WHERE id = ? AND enrollment_id = ? AND state IN ('pending', 'sent')")
                 .bind(o.command_id.to_string())
-                .execute(&mut *tx)
+                .bind(&eid)
+                .fetch_optional(&mut *tx)
                 .await
                 .map_err(backend)?;
-            let kind = if state == CommandState::Failed {
-                EventKind::CommandFailed
-            } else {
-                EventKind::CommandAcknowledged
-            };
-            let data = serde_json::json!({ "command_id": o.command_id, "status_code": o.status_code });
-            insert_event(&mut tx, kind, id, &device_id, data, now).await?;
+        if open.is_none() {
+            continue;
         }
+        let inserted = sqlx::query(
+            "INSERT INTO command_results (command_id, enrollment_id, status_code, results, child_codes, received_at) \
+                 VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (command_id) DO NOTHING",
+        )
+        .bind(o.command_id.to_string())
+        .bind(&eid)
+        .bind(i64::from(o.status_code))
+        .bind(serde_json::to_string(&o.results).map_err(json_err)?)
+        .bind(serde_json::to_string(&o.child_codes).map_err(json_err)?)
+        .bind(at)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?
+        .rows_affected();
+        if inserted == 0 {
+            continue;
+        }
+        let state = match o.status_code {
+            202 => CommandState::Accepted,
+            200..=299 => CommandState::Succeeded,
+            _ => CommandState::Failed,
+        };
+        let completed = (state != CommandState::Accepted).then_some(at);
+        sqlx::query("UPDATE commands SET state = ?, status_code = ?, completed_at = ? WHERE id = ?")
+            .bind(state.as_str())
+            .bind(i64::from(o.status_code))
+            .bind(completed)
+            .bind(o.command_id.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        let kind = if state == CommandState::Failed {
+            EventKind::CommandFailed
+        } else {
+            EventKind::CommandAcknowledged
+        };
+        let data = serde_json::json!({ "command_id": o.command_id, "status_code": o.status_code });
+        insert_event(&mut tx, kind, id, &device_id, data, now).await?;
+    }
 
-        for (cid, payload) in &c.requeue {
-            sqlx::query(
-                "UPDATE commands SET payload = ?, state = 'pending' WHERE id = ? AND enrollment_id = ? \
+    for (cid, payload) in &c.requeue {
+        sqlx::query(
+            "UPDATE commands SET payload = ?, state = 'pending' WHERE id = ? AND enrollment_id = ? \
                  AND state IN ('pending', 'sent')",
-            )
-            .bind(serde_json::to_string(payload).map_err(json_err)?)
-            .bind(cid.to_string())
-            .bind(&eid)
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
-        }
+        )
+        .bind(serde_json::to_string(payload).map_err(json_err)?)
+        .bind(cid.to_string())
+        .bind(&eid)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+    }
 
-        for cid in &c.sent {
-            sqlx::query(
-                "UPDATE commands SET state = 'sent', send_count = send_count + 1, last_sent_at = ?, last_session = ? \
+    for cid in &c.sent {
+        sqlx::query(
+            "UPDATE commands SET state = 'sent', send_count = send_count + 1, last_sent_at = ?, last_session = ? \
                  WHERE id = ? AND enrollment_id = ? AND state IN ('pending', 'sent')",
-            )
-            .bind(at)
-            .bind(&c.session.key)
-            .bind(cid.to_string())
-            .bind(&eid)
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
-        }
+        )
+        .bind(at)
+        .bind(&c.session.key)
+        .bind(cid.to_string())
+        .bind(&eid)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+    }
 
-        for (target, code) in &c.async_completions {
-            // The newest accepted command of this enrollment that targeted this node.
-            let rows = sqlx::query(
-                "SELECT id, payload FROM commands WHERE enrollment_id = ? AND state = 'accepted' ORDER BY seq DESC",
-            )
-            .bind(&eid)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(backend)?;
-            for r in rows {
-                let payload: CommandPayload = serde_json::from_str(&r.get::<String, _>("payload")).map_err(json_err)?;
-                if payload.targets().iter().any(|t| t == target) {
-                    let state = if (200..300).contains(code) {
-                        CommandState::Succeeded
-                    } else {
-                        CommandState::Failed
-                    };
-                    sqlx::query("UPDATE commands SET state = ?, status_code = ?, completed_at = ? WHERE id = ?")
-                        .bind(state.as_str())
-                        .bind(i64::from(*code))
-                        .bind(at)
-                        .bind(r.get::<String, _>("id"))
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(backend)?;
-                    let kind = if state == CommandState::Failed {
-                        EventKind::CommandFailed
-                    } else {
-                        EventKind::CommandAcknowledged
-                    };
-                    let data = serde_json::json!({
-                        "command_id": r.get::<String, _>("id"), "status_code": code, "completion": "async"
-                    });
-                    insert_event(&mut tx, kind, id, &device_id, data, now).await?;
-                    break;
-                }
+    for (target, code) in &c.async_completions {
+        // The newest accepted command of this enrollment that targeted this node.
+        let rows = sqlx::query(
+            "SELECT id, payload FROM commands WHERE enrollment_id = ? AND state = 'accepted' ORDER BY seq DESC",
+        )
+        .bind(&eid)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(backend)?;
+        for r in rows {
+            let payload: CommandPayload = serde_json::from_str(&r.get::<String, _>("payload")).map_err(json_err)?;
+            if payload.targets().iter().any(|t| t == target) {
+                let state = if (200..300).contains(code) {
+                    CommandState::Succeeded
+                } else {
+                    CommandState::Failed
+                };
+                sqlx::query("UPDATE commands SET state = ?, status_code = ?, completed_at = ? WHERE id = ?")
+                    .bind(state.as_str())
+                    .bind(i64::from(*code))
+                    .bind(at)
+                    .bind(r.get::<String, _>("id"))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(backend)?;
+                let kind = if state == CommandState::Failed {
+                    EventKind::CommandFailed
+                } else {
+                    EventKind::CommandAcknowledged
+                };
+                let data = serde_json::json!({
+                    "command_id": r.get::<String, _>("id"), "status_code": code, "completion": "async"
+                });
+                insert_event(&mut tx, kind, id, &device_id, data, now).await?;
+                break;
             }
         }
+    }
 
-        if !c.facts.is_empty() {
-            write_facts(&mut tx, &eid, &c.facts, at).await?;
-        }
+    if !c.facts.is_empty() {
+        write_facts(&mut tx, &eid, &c.facts, at).await?;
+    }
 
-        if let Some((state, reason)) = &c.new_state {
-            end_enrollment_in(&mut tx, id, *state, reason, now).await?;
-        }
+    if let Some((state, reason)) = &c.new_state {
+        end_enrollment_in(&mut tx, id, *state, reason, now).await?;
+    }
 
-        if let Some(body) = &c.raw_message {
-            sqlx::query("INSERT INTO device_messages (enrollment_id, received_at, body) VALUES (?, ?, ?)")
-                .bind(&eid)
-                .bind(at)
-                .bind(body)
-                .execute(&mut *tx)
-                .await
-                .map_err(backend)?;
+    if let Some(body) = &c.raw_message {
+        // Trimming after every insert was a second statement per message, each a round trip while the
+        // write connection is held. Trimming back to DEVICE_MESSAGES_KEPT once there are twice as many
+        // does it on one message in DEVICE_MESSAGES_KEPT: between KEPT and 2 × KEPT − 1 are kept.
+        let stored: i64 = sqlx::query_scalar(
+            "INSERT INTO device_messages (enrollment_id, received_at, body) VALUES (?1, ?2, ?3) \
+             RETURNING (SELECT COUNT(*) FROM device_messages WHERE enrollment_id = ?1)",
+        )
+        .bind(&eid)
+        .bind(at)
+        .bind(body)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(backend)?;
+        if stored >= 2 * DEVICE_MESSAGES_KEPT {
             sqlx::query(
                 "DELETE FROM device_messages WHERE enrollment_id = ? AND seq <= \
                  (SELECT seq FROM device_messages WHERE enrollment_id = ? ORDER BY seq DESC LIMIT 1 OFFSET ?)",
@@ -754,9 +764,10 @@ impl SqliteStore {
             .await
             .map_err(backend)?;
         }
+    }
 
-        let s = &c.session;
-        sqlx::query(
+    let s = &c.session;
+    sqlx::query(
             "INSERT INTO mdm_sessions (enrollment_id, session_key, session_id, client_msg_id, server_msg_id, \
              last_request_hash, last_response, login_status, md5_nonce, chunk_command, chunk_offset, updated_at) \
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
@@ -783,20 +794,21 @@ impl SqliteStore {
         .await
         .map_err(backend)?;
 
-        sqlx::query("UPDATE enrollments SET last_seen_at = ? WHERE id = ?")
-            .bind(at)
-            .bind(&eid)
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
+    sqlx::query("UPDATE enrollments SET last_seen_at = ? WHERE id = ?")
+        .bind(at)
+        .bind(&eid)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
 
-        if c.retire_previous_certificate {
-            retire_previous(&mut tx, id, "device uses its renewed certificate", now).await?;
-        }
-
-        tx.commit().await.map_err(backend)
+    if c.retire_previous_certificate {
+        retire_previous(&mut tx, id, "device uses its renewed certificate", now).await?;
     }
 
+    tx.commit().await.map_err(backend)
+}
+
+impl SqliteStore {
     pub(crate) async fn renew_certificate_impl(&self, r: &CertificateRenewal) -> StoreResult<()> {
         let mut tx = self.begin_write().await?;
         let Some(row) = sqlx::query("SELECT * FROM enrollments WHERE id = ? AND state = 'active'")
