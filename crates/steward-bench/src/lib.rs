@@ -985,6 +985,258 @@ pub async fn checkins(opts: &CheckinOptions) -> Result<Report> {
     Ok(report)
 }
 
+// ---- Policy storm ----
+
+/// `steward-bench storm`: a new "profile" (a set of Policy CSP Replace commands) is assigned to a
+/// whole enrolled fleet at once, then every device checks in. Profiles as objects do not exist yet;
+/// on the wire a profile is exactly such a set of queued Replace commands.
+#[derive(Debug, Clone)]
+pub struct StormOptions {
+    /// Devices enrolled over the wire (own certificate each; one RSA key loaded per device, as
+    /// `steward-sim load --shared-key`).
+    pub devices: usize,
+    /// Replace commands in the profile.
+    pub commands: usize,
+    /// Check-ins (and enrollments) in flight at once.
+    pub concurrency: usize,
+    /// 0: every device checks in as soon as a slot is free (all at once). Otherwise device i starts
+    /// its check-in `i × spread / devices` seconds after the assignment: a poll schedule compressed
+    /// into `spread` seconds.
+    pub spread_seconds: f64,
+}
+
+/// One device's storm check-in: when it started and ended, relative to the assignment.
+struct StormSample {
+    start: Duration,
+    end: Duration,
+    commands: usize,
+}
+
+/// Runs the storm check-ins: each device one session over a new connection with TLS resumption
+/// (what Windows does on its poll), started on the schedule `spread` describes.
+async fn storm_round(
+    devs: Vec<Dev>,
+    t0: Instant,
+    spread: Duration,
+    concurrency: usize,
+    roots: &Arc<Vec<Vec<u8>>>,
+) -> Result<(Vec<Dev>, Vec<StormSample>, Vec<String>)> {
+    let n = devs.len().max(1);
+    let queue = Arc::new(Mutex::new(devs.into_iter().enumerate().collect::<VecDeque<_>>()));
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..concurrency.max(1) {
+        let (queue, roots) = (queue.clone(), roots.clone());
+        set.spawn(async move {
+            let (mut done, mut samples, mut errors) = (Vec::new(), Vec::new(), Vec::new());
+            loop {
+                let next = queue.lock().map(|mut q| q.pop_front()).unwrap_or(None);
+                let Some((i, mut d)) = next else { break };
+                let due = t0 + spread.mul_f64(i as f64 / n as f64);
+                tokio::time::sleep_until(due.into()).await;
+                let start = t0.elapsed();
+                match one_session(&mut d, ConnMode::Resumed, &Work::Steward, &roots).await {
+                    Ok((_, commands)) => samples.push(StormSample {
+                        start,
+                        end: t0.elapsed(),
+                        commands: commands as usize,
+                    }),
+                    Err(e) => errors.push(e.to_string()),
+                }
+                done.push(d);
+            }
+            (done, samples, errors)
+        });
+    }
+    let (mut devs, mut samples, mut errors) = (Vec::new(), Vec::new(), Vec::new());
+    while let Some(r) = set.join_next().await {
+        let (d, s, e) = r?;
+        devs.extend(d);
+        samples.extend(s);
+        errors.extend(e);
+    }
+    Ok((devs, samples, errors))
+}
+
+/// The newest device event's seq (0 if none).
+async fn newest_event(store: &dyn Store) -> Result<i64> {
+    let mut after = 0;
+    loop {
+        let page = store.device_events_after(after, 10_000).await?;
+        match page.last() {
+            Some(e) => after = e.seq,
+            None => return Ok(after),
+        }
+    }
+}
+
+/// Acknowledged and failed command events after `after` whose command is in `ids`.
+async fn recorded_outcomes(
+    store: &dyn Store,
+    after: i64,
+    ids: &std::collections::HashSet<String>,
+) -> Result<(usize, usize)> {
+    let (mut acked, mut failed, mut cursor) = (0, 0, after);
+    loop {
+        let page = store.device_events_after(cursor, 10_000).await?;
+        let Some(last) = page.last() else {
+            return Ok((acked, failed));
+        };
+        cursor = last.seq;
+        for e in &page {
+            let ours = e
+                .data
+                .get("command_id")
+                .and_then(|v| v.as_str())
+                .is_some_and(|id| ids.contains(id));
+            match e.kind {
+                EventKind::CommandAcknowledged if ours => acked += 1,
+                EventKind::CommandFailed if ours => failed += 1,
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Resident set size of this process, MB.
+fn own_rss_mb() -> f64 {
+    steward_sim::stats::read_proc(None).map_or(0.0, |s| s.rss_bytes as f64 / 1e6)
+}
+
+pub async fn storm(opts: &StormOptions) -> Result<Report> {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let mut report = Report::default();
+    let server = BenchServer::start().await?;
+    let n = opts.devices.max(1);
+    let rss_before = own_rss_mb();
+    eprintln!("policy storm: enrolling {n} devices");
+    let token = create_token(server.store(), n).await?;
+    let (devices, mut lat, wall, errors) =
+        enroll_fleet(&server.url, &server.roots, &token, n, opts.concurrency).await?;
+    let l = latency(&mut lat);
+    report.add(
+        format!("policy storm: enroll {n} devices"),
+        devices.len() as f64 / wall.as_secs_f64(),
+        "enroll/s",
+        format!(
+            "{} ok, {} failed, concurrency {}, p50 {:.1} ms, p99 {:.1} ms",
+            devices.len(),
+            errors.len(),
+            opts.concurrency,
+            l.p50_ms,
+            l.p99_ms
+        ),
+    );
+    if let Some(e) = errors.first() {
+        eprintln!("  first enrollment error: {e}");
+    }
+    eprintln!("policy storm: warm-up sessions (inventory, poll schedule)");
+    let devs = prepare_devs(&server, devices, n, opts.concurrency).await?;
+    let enrolled = devs.len();
+    report.add(
+        "policy storm: this process's RSS per enrolled simulated device",
+        (own_rss_mb() - rss_before) * 1e6 / enrolled.max(1) as f64,
+        "bytes",
+        format!(
+            "{:.1} MB for {enrolled} devices after 3 sessions each; an upper bound for the simulator, as \
+             the in-process server's own growth is included",
+            own_rss_mb() - rss_before
+        ),
+    );
+
+    let store = server.store();
+    let seq0 = newest_event(store).await?;
+    let now = OffsetDateTime::now_utc();
+    let cmds: Vec<NewCommand> = devs
+        .iter()
+        .flat_map(|d| {
+            (0..opts.commands).map(move |i| NewCommand {
+                id: CommandId::new(),
+                enrollment_id: d.enrollment,
+                payload: CommandPayload::single(
+                    Verb::Replace,
+                    CommandItem {
+                        target: format!("./Device/Vendor/MSFT/Policy/Config/StormProfile/Setting{i}"),
+                        format: Some("int".into()),
+                        type_: None,
+                        data: Some("1".into()),
+                    },
+                ),
+                priority: 0,
+                origin: "admin".into(),
+                created_at: now,
+                expires_at: None,
+            })
+        })
+        .collect();
+    let ids: std::collections::HashSet<String> = cmds.iter().map(|c| c.id.to_string()).collect();
+    eprintln!(
+        "policy storm: assigning {} commands, then every device checks in",
+        cmds.len()
+    );
+    let assigned = Instant::now();
+    store.enqueue_commands(&cmds).await?;
+    let assign = assigned.elapsed();
+    report.add(
+        format!(
+            "policy storm: assign a {}-Replace profile to {enrolled} devices",
+            opts.commands
+        ),
+        assign.as_secs_f64(),
+        "s",
+        format!("{} commands in one store call", cmds.len()),
+    );
+
+    let t0 = Instant::now();
+    let spread = Duration::from_secs_f64(opts.spread_seconds.max(0.0));
+    let (_devs, samples, errors) = storm_round(devs, t0, spread, opts.concurrency, &server.roots).await?;
+    if let Some(e) = errors.first() {
+        eprintln!("  first check-in error ({} in all): {e}", errors.len());
+    }
+    let (acked, failed) = recorded_outcomes(store, seq0, &ids).await?;
+    let received: usize = samples.iter().map(|s| s.commands).sum();
+    let last = samples.iter().map(|s| s.end).max().unwrap_or_default();
+    let mut per_device: Vec<Duration> = samples.iter().map(|s| s.end.saturating_sub(s.start)).collect();
+    let mut since_assign: Vec<Duration> = samples.iter().map(|s| s.end).collect();
+    let l = latency(&mut per_device);
+    let a = latency(&mut since_assign);
+    let schedule = if spread.is_zero() {
+        format!("all at once, {} in flight", opts.concurrency)
+    } else {
+        format!(
+            "check-ins spread evenly over {:.0} s, at most {} in flight",
+            spread.as_secs_f64(),
+            opts.concurrency
+        )
+    };
+    report.add(
+        format!("policy storm: {enrolled} devices, time from assignment to the last acknowledgement"),
+        (assign + last).as_secs_f64(),
+        "s",
+        format!(
+            "{schedule}; {} sessions ok, {} failed; {acked} acknowledgements and {failed} failures recorded \
+             in the store of {} commands ({received} executed by the devices); from assignment: p50 {:.1} s, \
+             p99 {:.1} s",
+            samples.len(),
+            errors.len(),
+            cmds.len(),
+            (assign.as_secs_f64() * 1e3 + a.p50_ms) / 1e3,
+            (assign.as_secs_f64() * 1e3 + a.p99_ms) / 1e3
+        ),
+    );
+    report.add(
+        "policy storm: per device, check-in start to acknowledgement recorded, p99",
+        l.p99_ms,
+        "ms",
+        format!(
+            "p50 {:.1} ms, max {:.1} ms (the session ends after the server committed the statuses, so \
+             this includes sending the final answer)",
+            l.p50_ms, l.max_ms
+        ),
+    );
+    server.server.shutdown().await;
+    Ok(report)
+}
+
 /// The baseline: hyper http1 with keep-alive on the server's own rustls configuration (same
 /// certificates, same client-certificate verifier, same resumption settings), answering every
 /// POST with a fixed body the size of our idle answer. No routing, no store, no SyncML.

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use steward_bench::{BenchOptions, CheckinOptions, ConnMode, checkins, run, serve_child};
+use steward_bench::{BenchOptions, CheckinOptions, ConnMode, StormOptions, checkins, run, serve_child, storm};
 
 #[derive(Parser, Debug)]
 #[command(name = "steward-bench", about = "Steward performance figures (127.0.0.1 only)")]
@@ -67,6 +67,21 @@ enum Cmd {
         #[arg(long)]
         callgrind: bool,
     },
+    /// Policy storm: enroll --devices, warm them up, assign one profile (--commands Replace commands
+    /// each) to all of them at once, then let every device check in; prints the time until the last
+    /// acknowledgement and the per-device check-in-to-acknowledgement latency.
+    Storm {
+        #[arg(long, default_value_t = 10_000)]
+        devices: usize,
+        #[arg(long, default_value_t = 5)]
+        commands: usize,
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        /// 0: all devices check in at once (as fast as --concurrency allows); otherwise device i
+        /// starts i × SPREAD / devices seconds after the assignment (a compressed poll schedule).
+        #[arg(long, default_value_t = 0.0)]
+        spread_seconds: f64,
+    },
     /// Internal: run a server on DATA_DIR on 127.0.0.1 until stdin closes (the RSS figure).
     #[command(hide = true)]
     ServeChild {
@@ -105,6 +120,21 @@ async fn main() -> std::process::ExitCode {
             callgrind: *callgrind,
         };
         return finish(checkins(&opts).await, cli.markdown);
+    }
+    if let Some(Cmd::Storm {
+        devices,
+        commands,
+        concurrency,
+        spread_seconds,
+    }) = &cli.command
+    {
+        let opts = StormOptions {
+            devices: *devices,
+            commands: *commands,
+            concurrency: *concurrency,
+            spread_seconds: *spread_seconds,
+        };
+        return finish(storm(&opts).await, cli.markdown);
     }
     let opts = BenchOptions {
         cpu_seconds: cli.cpu_seconds,
