@@ -613,20 +613,12 @@ pub(crate) async fn commit_session_message_in(
             .unwrap_or_default()
     };
     for o in &c.outcomes {
-        // Only this enrollment's own, still-open commands take an outcome; the first one wins.
-        let open =
-            sqlx::query("SELECT 1 FROM commands WHERE id = ? AND enrollment_id = ? AND state IN ('pending', 'sent')")
-                .bind(o.command_id.to_string())
-                .bind(&eid)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(backend)?;
-        if open.is_none() {
-            continue;
-        }
+        // Only this enrollment's own, still-open commands take an outcome; the first one wins. The
+        // check and the insert are one statement (one round trip less per outcome).
         let inserted = sqlx::query(
             "INSERT INTO command_results (command_id, enrollment_id, status_code, results, child_codes, received_at) \
-                 VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (command_id) DO NOTHING",
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6 WHERE EXISTS (SELECT 1 FROM commands WHERE id = ?1 AND enrollment_id = ?2 \
+             AND state IN ('pending', 'sent')) ON CONFLICT (command_id) DO NOTHING",
         )
         .bind(o.command_id.to_string())
         .bind(&eid)
@@ -677,15 +669,19 @@ pub(crate) async fn commit_session_message_in(
         .map_err(backend)?;
     }
 
-    for cid in &c.sent {
+    if !c.sent.is_empty() {
+        // One statement for every command in the answer, not one each: a profile is several commands
+        // in one message, and each statement is a round trip while the write connection is held.
+        let ids = serde_json::to_string(&c.sent).map_err(json_err)?;
         sqlx::query(
-            "UPDATE commands SET state = 'sent', send_count = send_count + 1, last_sent_at = ?, last_session = ? \
-                 WHERE id = ? AND enrollment_id = ? AND state IN ('pending', 'sent')",
+            "UPDATE commands SET state = 'sent', send_count = send_count + 1, last_sent_at = ?1, last_session = ?2 \
+             WHERE enrollment_id = ?3 AND state IN ('pending', 'sent') \
+             AND id IN (SELECT j.value FROM json_each(?4) AS j)",
         )
         .bind(at)
         .bind(&c.session.key)
-        .bind(cid.to_string())
         .bind(&eid)
+        .bind(ids)
         .execute(&mut *tx)
         .await
         .map_err(backend)?;
