@@ -232,15 +232,11 @@ impl SqliteStore {
         id: EnrollmentId,
         group: Option<GroupId>,
     ) -> StoreResult<bool> {
-        let mut tx = self.begin_write().await?;
-        let n = sqlx::query("UPDATE enrollments SET group_id = ? WHERE id = ?")
-            .bind(group.map(|g| g.to_string()))
-            .bind(id.to_string())
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?
-            .rows_affected();
-        tx.commit().await.map_err(backend)?;
+        let n = self
+            .write_one("UPDATE enrollments SET group_id = ? WHERE id = ?", |q| {
+                q.bind(group.map(|g| g.to_string())).bind(id.to_string())
+            })
+            .await?;
         Ok(n > 0)
     }
 

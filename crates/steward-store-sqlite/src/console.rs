@@ -8,9 +8,6 @@ use time::OffsetDateTime;
 
 use crate::{SqliteStore, backend, from_micros, micros, parse_id, user_from_row};
 
-/// A statement being bound.
-type SqlxQuery<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>;
-
 fn console_user_from_row(r: &SqliteRow) -> StoreResult<Option<ConsoleUser>> {
     let Some(role) = r.get::<Option<String>, _>("console_role") else {
         return Ok(None);
@@ -111,7 +108,7 @@ impl SqliteStore {
 
     pub(crate) async fn set_user_disabled_impl(&self, user: UserId, disabled: bool) -> StoreResult<bool> {
         let n = self
-            .update_users("UPDATE users SET disabled = ? WHERE id = ?", |q| {
+            .write_one("UPDATE users SET disabled = ? WHERE id = ?", |q| {
                 q.bind(i64::from(disabled)).bind(user.to_string())
             })
             .await?;
@@ -126,7 +123,7 @@ impl SqliteStore {
     ) -> StoreResult<bool> {
         let group = role.and(group).map(|g| g.to_string());
         let n = self
-            .update_users(
+            .write_one(
                 "UPDATE users SET console_role = ?, console_group_id = ? WHERE id = ?",
                 |q| q.bind(role.map(Role::as_str)).bind(group).bind(user.to_string()),
             )
@@ -134,26 +131,10 @@ impl SqliteStore {
         Ok(n > 0)
     }
 
-    /// One UPDATE in its own write transaction; the number of rows it changed.
-    async fn update_users(
-        &self,
-        sql: &'static str,
-        bind: impl FnOnce(SqlxQuery<'static>) -> SqlxQuery<'static>,
-    ) -> StoreResult<u64> {
-        let mut tx = self.begin_write().await?;
-        let n = bind(sqlx::query(sql))
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?
-            .rows_affected();
-        tx.commit().await.map_err(backend)?;
-        Ok(n)
-    }
-
     pub(crate) async fn set_user_totp_impl(&self, user: UserId, sealed: Option<&str>) -> StoreResult<bool> {
         let sealed = sealed.map(str::to_owned);
         let n = self
-            .update_users(
+            .write_one(
                 "UPDATE users SET totp_secret = ?, totp_confirmed_at = NULL, totp_last_step = NULL WHERE id = ?",
                 |q| q.bind(sealed).bind(user.to_string()),
             )
@@ -168,7 +149,7 @@ impl SqliteStore {
         at: OffsetDateTime,
     ) -> StoreResult<bool> {
         let n = self
-            .update_users(
+            .write_one(
                 "UPDATE users SET totp_confirmed_at = ?, totp_last_step = ? WHERE id = ? \
                  AND totp_secret IS NOT NULL AND (totp_last_step IS NULL OR totp_last_step < ?)",
                 |q| q.bind(micros(at)).bind(step).bind(user.to_string()).bind(step),
@@ -181,7 +162,7 @@ impl SqliteStore {
         // The condition and the write are one statement: two sign-ins with the same code serialise
         // on the write lock and the second finds the step used.
         let n = self
-            .update_users(
+            .write_one(
                 "UPDATE users SET totp_last_step = ? WHERE id = ? AND totp_confirmed_at IS NOT NULL \
                  AND (totp_last_step IS NULL OR totp_last_step < ?)",
                 |q| q.bind(step).bind(user.to_string()).bind(step),
@@ -191,7 +172,7 @@ impl SqliteStore {
     }
 
     pub(crate) async fn delete_console_sessions_of_impl(&self, user: UserId) -> StoreResult<u64> {
-        self.update_users("DELETE FROM console_sessions WHERE user_id = ?", |q| {
+        self.write_one("DELETE FROM console_sessions WHERE user_id = ?", |q| {
             q.bind(user.to_string())
         })
         .await

@@ -31,6 +31,9 @@ pub struct SqliteStore {
     writer: writer::Writer,
 }
 
+/// A statement being bound.
+pub(crate) type SqlxQuery<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>;
+
 pub(crate) fn backend(e: sqlx::Error) -> StoreError {
     StoreError::Backend(e.to_string())
 }
@@ -110,6 +113,22 @@ impl SqliteStore {
 
     pub(crate) async fn begin_write(&self) -> StoreResult<sqlx::Transaction<'static, sqlx::Sqlite>> {
         self.write.begin_with("BEGIN IMMEDIATE").await.map_err(backend)
+    }
+
+    /// One statement in its own write transaction (the small admin edits); rows it changed.
+    pub(crate) async fn write_one(
+        &self,
+        sql: &'static str,
+        bind: impl FnOnce(SqlxQuery<'static>) -> SqlxQuery<'static>,
+    ) -> StoreResult<u64> {
+        let mut tx = self.begin_write().await?;
+        let n = bind(sqlx::query(sql))
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?
+            .rows_affected();
+        tx.commit().await.map_err(backend)?;
+        Ok(n)
     }
 
     async fn ensure_group(tx: &mut sqlx::SqliteConnection, name: &str, now: OffsetDateTime) -> StoreResult<GroupId> {

@@ -134,15 +134,11 @@ impl SqliteStore {
     }
 
     pub(crate) async fn set_webhook_enabled_impl(&self, id: WebhookId, enabled: bool) -> StoreResult<bool> {
-        let mut tx = self.begin_write().await?;
-        let n = sqlx::query("UPDATE webhooks SET enabled = ? WHERE id = ?")
-            .bind(i64::from(enabled))
-            .bind(id.to_string())
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?
-            .rows_affected();
-        tx.commit().await.map_err(backend)?;
+        let n = self
+            .write_one("UPDATE webhooks SET enabled = ? WHERE id = ?", |q| {
+                q.bind(i64::from(enabled)).bind(id.to_string())
+            })
+            .await?;
         Ok(n > 0)
     }
 
