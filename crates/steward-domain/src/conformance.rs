@@ -108,6 +108,11 @@ pub async fn run(store: &dyn Store) {
         .expect("user by e-mail");
     assert_eq!(u.email, "alice@example.com");
     assert_eq!(u.created_at, t0);
+    assert_eq!(
+        store.user_by_id(user.id).await.unwrap().map(|u| u.email),
+        Some(u.email.clone())
+    );
+    assert!(store.user_by_id(UserId::new()).await.unwrap().is_none());
     assert!(matches!(
         store
             .create_user(&User {

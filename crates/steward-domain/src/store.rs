@@ -39,6 +39,7 @@ pub trait Store: Send + Sync + 'static {
     // ---- users ----
     async fn create_user(&self, u: &User) -> StoreResult<()>;
     async fn user_by_email(&self, email: &str) -> StoreResult<Option<User>>;
+    async fn user_by_id(&self, id: UserId) -> StoreResult<Option<User>>;
 
     // ---- admin tokens ----
     /// Records an admin API token hash (the bootstrap token, for one). Idempotent for the same hash.

@@ -871,13 +871,7 @@ async fn user(config: Config, command: UserCommand) -> Result<()> {
             console_group,
         } => {
             let group = match console_group.as_deref() {
-                Some(g) => Some(
-                    store
-                        .group_by_name(g)
-                        .await?
-                        .with_context(|| format!("no group named {g:?}"))?
-                        .id,
-                ),
+                Some(g) => Some(local_group(store.as_ref(), g).await?.id),
                 None => None,
             };
             let email = email.trim().to_lowercase();
@@ -949,13 +943,7 @@ async fn user(config: Config, command: UserCommand) -> Result<()> {
                     if role.is_none() {
                         bail!("--group needs a console role");
                     }
-                    Some(
-                        store
-                            .group_by_name(g)
-                            .await?
-                            .with_context(|| format!("no group named {g:?}"))?
-                            .id,
-                    )
+                    Some(local_group(store.as_ref(), g).await?.id)
                 }
                 None => None,
             };
@@ -986,6 +974,14 @@ async fn user(config: Config, command: UserCommand) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The group called `name`, or an error saying there is none.
+async fn local_group(store: &dyn Store, name: &str) -> Result<steward_domain::Group> {
+    store
+        .group_by_name(name)
+        .await?
+        .with_context(|| format!("no group named {name:?}"))
 }
 
 async fn set_disabled(store: &dyn Store, email: &str, disabled: bool) -> Result<()> {
@@ -1036,23 +1032,13 @@ async fn groups(config: Config, command: GroupCommand) -> Result<()> {
             t.print()?;
         }
         GroupCommand::Create { name } => {
-            let g = steward_domain::Group {
-                id: steward_domain::GroupId::new(),
-                name: name.trim().to_owned(),
-                created_at: OffsetDateTime::now_utc(),
-            };
-            if g.name.is_empty() || g.name.chars().count() > 64 {
-                bail!("a group name has 1-64 characters");
-            }
+            let g = steward_domain::Group::named(&name, OffsetDateTime::now_utc())?;
             store.create_group(&g).await?;
             audit(store.as_ref(), "group.create", g.name.clone(), String::new()).await?;
             println!("created group {}", g.name);
         }
         GroupCommand::Delete { name } => {
-            let g = store
-                .group_by_name(&name)
-                .await?
-                .with_context(|| format!("no group named {name:?}"))?;
+            let g = local_group(store.as_ref(), &name).await?;
             match store.delete_group(g.id).await {
                 Ok(_) => {}
                 Err(steward_domain::StoreError::Conflict(_)) => bail!(
@@ -1119,12 +1105,7 @@ async fn devices(config: Config, command: DeviceCommand) -> Result<()> {
         DeviceCommand::Move { device, group, none: _ } => {
             let e = admin::find_device(store.as_ref(), &device).await?;
             let g = match group.as_deref() {
-                Some(name) => Some(
-                    store
-                        .group_by_name(name)
-                        .await?
-                        .with_context(|| format!("no group named {name:?}"))?,
-                ),
+                Some(name) => Some(local_group(store.as_ref(), name).await?),
                 None => None,
             };
             store.set_enrollment_group(e.id, g.as_ref().map(|g| g.id)).await?;
@@ -1172,13 +1153,7 @@ async fn select_local(
     max: Option<usize>,
 ) -> Result<Vec<steward_domain::Enrollment>> {
     let group_id = match group {
-        Some(g) => Some(
-            store
-                .group_by_name(g.trim())
-                .await?
-                .with_context(|| format!("no group named {g:?}"))?
-                .id,
-        ),
+        Some(g) => Some(local_group(store, g.trim()).await?.id),
         None => None,
     };
     let mut query = DeviceQuery {

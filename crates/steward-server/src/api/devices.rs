@@ -690,13 +690,7 @@ pub async fn set_device_group(
     let mut e = resolve_active(&state, &who, &id).await?;
     let group = match body.group.as_deref() {
         None => None,
-        Some(name) => Some(
-            state
-                .store
-                .group_by_name(name)
-                .await?
-                .ok_or_else(|| ApiError::Unprocessable(format!("no group named {name:?}")))?,
-        ),
+        Some(name) => Some(super::named_group(&state, name).await?),
     };
     if !state
         .store

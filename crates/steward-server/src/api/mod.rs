@@ -228,3 +228,13 @@ pub(crate) fn page_in_memory<T>(
     };
     Ok((page, next))
 }
+
+/// The group called `name` (as written), or 422: a request naming a group that does not exist is
+/// malformed, not a missing resource.
+pub(crate) async fn named_group(state: &AppState, name: &str) -> Result<steward_domain::Group, ApiError> {
+    state
+        .store
+        .group_by_name(name)
+        .await?
+        .ok_or_else(|| ApiError::Unprocessable(format!("no group named {name:?}")))
+}

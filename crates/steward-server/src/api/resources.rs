@@ -356,14 +356,7 @@ pub async fn create_api_token(
     }
     let group_id = match body.group.as_deref() {
         None => None,
-        Some(g) => Some(
-            state
-                .store
-                .group_by_name(g.trim())
-                .await?
-                .ok_or_else(|| ApiError::Unprocessable(format!("no group named {g:?}")))?
-                .id,
-        ),
+        Some(g) => Some(super::named_group(&state, g.trim()).await?.id),
     };
     let secret = random_token(TokenKind::Admin)?;
     let now = OffsetDateTime::now_utc();
@@ -543,14 +536,7 @@ pub async fn create_user(
         (None, Some(_)) => {
             return Err(ApiError::Unprocessable("console_group needs a console_role".into()));
         }
-        (Some(_), Some(name)) => Some(
-            state
-                .store
-                .group_by_name(name)
-                .await?
-                .ok_or_else(|| ApiError::Unprocessable(format!("no group named {name:?}")))?
-                .id,
-        ),
+        (Some(_), Some(name)) => Some(super::named_group(&state, name).await?.id),
     };
     let stored = match body.console_role {
         Some(role) => state.store.create_console_user(&user, role.into(), group).await,
@@ -645,21 +631,8 @@ pub async fn create_group(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<NewGroupRequest>,
 ) -> Result<Response, ApiError> {
-    let name = body.name.trim().to_owned();
-    let valid = (1..=64).contains(&name.chars().count())
-        && name
-            .chars()
-            .all(|c| c.is_alphanumeric() || matches!(c, ' ' | '-' | '_' | '.'));
-    if !valid {
-        return Err(ApiError::Unprocessable(
-            "a group name has 1-64 letters, digits, spaces, '-', '_' or '.'".into(),
-        ));
-    }
-    let group = Group {
-        id: GroupId::new(),
-        name,
-        created_at: OffsetDateTime::now_utc(),
-    };
+    let group =
+        Group::named(&body.name, OffsetDateTime::now_utc()).map_err(|e| ApiError::Unprocessable(e.to_string()))?;
     state.store.create_group(&group).await.map_err(|e| match e {
         StoreError::Conflict(_) => ApiError::Conflict(format!("a group {} exists", group.name)),
         other => other.into(),
@@ -738,7 +711,7 @@ pub async fn update_user(
     ApiJson(body): ApiJson<UpdateUserRequest>,
 ) -> Result<Response, ApiError> {
     let id: UserId = id.parse().map_err(|_| ApiError::NotFound("user"))?;
-    let Some(user) = state.store.list_users().await?.into_iter().find(|u| u.id == id) else {
+    let Some(user) = state.store.user_by_id(id).await? else {
         return Err(ApiError::NotFound("user"));
     };
     let current = state.store.console_user(id).await?;
@@ -756,14 +729,7 @@ pub async fn update_user(
         None if body.console_role.is_some() && role.is_none() => None,
         None => current.as_ref().and_then(|c| c.group),
         Some("") => None,
-        Some(name) => Some(
-            state
-                .store
-                .group_by_name(name)
-                .await?
-                .ok_or_else(|| ApiError::Unprocessable(format!("no group named {name:?}")))?
-                .id,
-        ),
+        Some(name) => Some(super::named_group(&state, name).await?.id),
     };
     if group.is_some() && role.is_none() {
         return Err(ApiError::Unprocessable("console_group needs a console role".into()));

@@ -449,24 +449,9 @@ pub async fn start_totp(State(state): State<AppState>, Extension(ctx): Extension
         Ok(None) => return see_other("/console/login"),
         Err(e) => return api_error_page(&ctx, e.into()),
     };
-    // Reuse an unconfirmed seed (a reload shows the same code); else store a new one.
-    let secret = match user.totp.as_ref() {
-        Some(t) if !t.confirmed() => match open_totp(&state, ctx.user_id, t) {
-            Some(s) => s,
-            None => return totp_unreadable(Some(&ctx)),
-        },
-        _ => {
-            let Ok(secret) = TotpSecret::generate() else {
-                return error_page(Some(&ctx), StatusCode::INTERNAL_SERVER_ERROR, "internal error");
-            };
-            let Some(sealed) = super::session::seal_totp(&state, ctx.user_id, &secret) else {
-                return error_page(Some(&ctx), StatusCode::INTERNAL_SERVER_ERROR, "internal error");
-            };
-            if let Err(e) = state.store.set_user_totp(ctx.user_id, Some(&sealed)).await {
-                return api_error_page(&ctx, e.into());
-            }
-            secret
-        }
+    let secret = match super::session::setup_secret(&state, &user, Some(&ctx)).await {
+        Ok(s) => s,
+        Err(r) => return r,
     };
     page(StatusCode::OK, setup_page(&state, &ctx, &secret, None))
 }

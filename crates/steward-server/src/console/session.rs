@@ -420,10 +420,6 @@ pub(crate) fn totp_unreadable(ctx: Option<&ConsoleCtx>) -> Response {
     )
 }
 
-fn internal() -> Response {
-    error_page(None, StatusCode::INTERNAL_SERVER_ERROR, "internal error")
-}
-
 /// The issuer authenticator apps show next to the code: the server's name and host.
 fn totp_issuer(state: &AppState) -> String {
     let host = state
@@ -524,18 +520,24 @@ async fn pending_session(
 }
 
 /// The seed to set up: the unconfirmed one stored earlier (a reload shows the same QR code), or a
-/// new one stored now.
-async fn setup_secret(state: &AppState, user: &ConsoleUser) -> Result<TotpSecret, Response> {
+/// new one stored now. Used by the first sign-in and by the account page; `ctx` frames the error
+/// page (None before the sign-in is complete).
+pub(crate) async fn setup_secret(
+    state: &AppState,
+    user: &ConsoleUser,
+    ctx: Option<&ConsoleCtx>,
+) -> Result<TotpSecret, Response> {
     if let Some(t) = user.totp.as_ref().filter(|t| !t.confirmed()) {
-        return open_totp(state, user.user.id, t).ok_or_else(|| totp_unreadable(None));
+        return open_totp(state, user.user.id, t).ok_or_else(|| totp_unreadable(ctx));
     }
+    let internal = || error_page(ctx, StatusCode::INTERNAL_SERVER_ERROR, "internal error");
     let secret = TotpSecret::generate().map_err(|_| internal())?;
     let sealed = seal_totp(state, user.user.id, &secret).ok_or_else(internal)?;
     match state.store.set_user_totp(user.user.id, Some(&sealed)).await {
         Ok(_) => Ok(secret),
         Err(e) => {
             tracing::error!(error = %e, "cannot store a TOTP seed");
-            Err(error_page(None, StatusCode::INTERNAL_SERVER_ERROR, "internal error"))
+            Err(internal())
         }
     }
 }
@@ -548,7 +550,7 @@ pub async fn second_factor_page(State(state): State<AppState>, headers: HeaderMa
     let setup = if user.totp.as_ref().is_some_and(UserTotp::confirmed) {
         None
     } else {
-        match setup_secret(&state, &user).await {
+        match setup_secret(&state, &user, None).await {
             Ok(secret) => Some(totp_setup_block(&state, &user.user.email, &secret)),
             Err(r) => return r,
         }
