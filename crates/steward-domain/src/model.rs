@@ -222,17 +222,29 @@ impl EnrollmentToken {
     /// Whether the token may authenticate one more enrollment at `now`. The store re-checks this
     /// atomically when the use is consumed, so two devices racing for the last use cannot both win.
     pub fn usable_at(&self, now: OffsetDateTime) -> Result<(), TokenUnusable> {
-        if self.revoked {
-            return Err(TokenUnusable::Revoked);
-        }
-        if self.expires_at.is_some_and(|e| e <= now) {
-            return Err(TokenUnusable::Expired);
-        }
-        if self.max_uses.is_some_and(|m| self.uses >= m) {
-            return Err(TokenUnusable::Exhausted);
-        }
-        Ok(())
+        token_usable(self.revoked, self.expires_at, self.max_uses, self.uses, now)
     }
+}
+
+/// Whether an enrollment token with these properties can enroll one more device at `now`: the
+/// rule of [`EnrollmentToken::usable_at`], for a store that reads only these columns.
+pub fn token_usable(
+    revoked: bool,
+    expires_at: Option<OffsetDateTime>,
+    max_uses: Option<u32>,
+    uses: u32,
+    now: OffsetDateTime,
+) -> Result<(), TokenUnusable> {
+    if revoked {
+        return Err(TokenUnusable::Revoked);
+    }
+    if expires_at.is_some_and(|e| e <= now) {
+        return Err(TokenUnusable::Expired);
+    }
+    if max_uses.is_some_and(|m| uses >= m) {
+        return Err(TokenUnusable::Exhausted);
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

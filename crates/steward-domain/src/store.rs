@@ -84,6 +84,10 @@ pub trait Store: Send + Sync + 'static {
         reason: &str,
         now: OffsetDateTime,
     ) -> StoreResult<bool>;
+    /// Queues commands in the given order. A small call is one transaction. A fleet-wide fan-out
+    /// may commit in batches (the SQLite store: 10,000 commands each) so that device sessions are
+    /// not held up behind it; if a batch fails, the batches before it stay queued and the error
+    /// says how many commands were.
     async fn enqueue_commands(&self, commands: &[NewCommand]) -> StoreResult<()>;
     async fn command(&self, id: CommandId) -> StoreResult<Option<Command>>;
     /// All commands of an enrollment, oldest first.

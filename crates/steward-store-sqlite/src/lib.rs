@@ -8,8 +8,10 @@ mod admin;
 mod console;
 mod management;
 mod migrate;
+mod reads;
 mod webhooks;
 mod writer;
+mod writes;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -29,6 +31,8 @@ pub struct SqliteStore {
     pub(crate) write: SqlitePool,
     /// The hot write paths (see `writer.rs`); the rest use `write` directly.
     writer: writer::Writer,
+    /// The hot read (see `reads.rs`); the rest use `read`.
+    pub(crate) readers: std::sync::Arc<reads::Readers>,
 }
 
 /// A statement being bound.
@@ -56,6 +60,49 @@ pub(crate) fn parse_id<T: FromStr>(s: &str) -> StoreResult<T> {
         .map_err(|_| StoreError::Backend(format!("bad id in database: {s}")))
 }
 
+fn opt_parse<T: FromStr>(s: Option<String>) -> StoreResult<Option<T>> {
+    s.map(|s| parse_id(&s)).transpose()
+}
+
+/// Column access by name, for the row mappers shared by the sqlx reads and the rusqlite paths
+/// (`writes.rs`, `reads.rs`).
+pub(crate) trait Cols {
+    fn text(&self, name: &str) -> StoreResult<String>;
+    fn opt_text(&self, name: &str) -> StoreResult<Option<String>>;
+    fn int(&self, name: &str) -> StoreResult<i64>;
+    fn opt_int(&self, name: &str) -> StoreResult<Option<i64>>;
+}
+
+impl Cols for SqliteRow {
+    fn text(&self, name: &str) -> StoreResult<String> {
+        self.try_get(name).map_err(backend)
+    }
+    fn opt_text(&self, name: &str) -> StoreResult<Option<String>> {
+        self.try_get(name).map_err(backend)
+    }
+    fn int(&self, name: &str) -> StoreResult<i64> {
+        self.try_get(name).map_err(backend)
+    }
+    fn opt_int(&self, name: &str) -> StoreResult<Option<i64>> {
+        self.try_get(name).map_err(backend)
+    }
+}
+
+impl Cols for rusqlite::Row<'_> {
+    fn text(&self, name: &str) -> StoreResult<String> {
+        self.get(name).map_err(writes::db)
+    }
+    fn opt_text(&self, name: &str) -> StoreResult<Option<String>> {
+        self.get(name).map_err(writes::db)
+    }
+    fn int(&self, name: &str) -> StoreResult<i64> {
+        self.get(name).map_err(writes::db)
+    }
+    fn opt_int(&self, name: &str) -> StoreResult<Option<i64>> {
+        self.get(name).map_err(writes::db)
+    }
+}
+
 impl SqliteStore {
     /// Opens (creating if missing) the database file and applies pending migrations.
     pub async fn open(path: &Path) -> StoreResult<Self> {
@@ -69,27 +116,6 @@ impl SqliteStore {
         Self::with_options(opts, 8).await
     }
 
-    /// A private in-memory database (tests). Both pools share one connection so they see the same data.
-    pub async fn open_in_memory() -> StoreResult<Self> {
-        let opts = SqliteConnectOptions::from_str("sqlite::memory:")
-            .map_err(backend)?
-            .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .connect_with(opts)
-            .await
-            .map_err(backend)?;
-        migrate::run(&pool).await?;
-        Ok(Self {
-            read: pool.clone(),
-            writer: writer::Writer::start(pool.clone())?,
-            write: pool,
-        })
-    }
-
     async fn with_options(opts: SqliteConnectOptions, readers: u32) -> StoreResult<Self> {
         let write = SqlitePoolOptions::new()
             .max_connections(1)
@@ -101,12 +127,13 @@ impl SqliteStore {
         let read = SqlitePoolOptions::new()
             .max_connections(readers)
             .test_before_acquire(false)
-            .connect_with(opts.read_only(true))
+            .connect_with(opts.clone().read_only(true))
             .await
             .map_err(backend)?;
         Ok(Self {
             read,
-            writer: writer::Writer::start(write.clone())?,
+            writer: writer::Writer::start(write.clone(), opts.get_filename())?,
+            readers: std::sync::Arc::new(reads::Readers::new(opts.get_filename().to_owned())),
             write,
         })
     }
@@ -181,34 +208,27 @@ pub(crate) fn user_from_row(r: &SqliteRow) -> StoreResult<User> {
     })
 }
 
-pub(crate) fn enrollment_from_row(r: &SqliteRow) -> StoreResult<Enrollment> {
+pub(crate) fn enrollment_from_row(r: &impl Cols) -> StoreResult<Enrollment> {
     let bad = |what: &str| StoreError::Backend(format!("bad {what} in database"));
     Ok(Enrollment {
-        id: parse_id(&r.get::<String, _>("id"))?,
-        device_id: DeviceId::parse(&r.get::<String, _>("device_id")).ok_or_else(|| bad("device_id"))?,
-        hw_dev_id: r.get("hw_dev_id"),
-        device_name: r.get("device_name"),
-        os_version: r.get("os_version"),
-        os_edition: r.get("os_edition"),
-        enrollment_type: EnrollmentType::parse(&r.get::<String, _>("enrollment_type"))
-            .ok_or_else(|| bad("enrollment_type"))?,
-        user_email: r.get("user_email"),
-        auth_method: AuthMethod::parse(&r.get::<String, _>("auth_method")).ok_or_else(|| bad("auth_method"))?,
-        enrollment_token_id: r
-            .get::<Option<String>, _>("enrollment_token_id")
-            .map(|s| parse_id(&s))
-            .transpose()?,
-        group_id: r
-            .get::<Option<String>, _>("group_id")
-            .map(|s| parse_id(&s))
-            .transpose()?,
-        cert_serial: r.get("cert_serial"),
-        cert_thumbprint: r.get("cert_thumbprint"),
-        cert_not_after: from_micros(r.get("cert_not_after"))?,
-        state: EnrollmentState::parse(&r.get::<String, _>("state")).ok_or_else(|| bad("state"))?,
-        enrolled_at: from_micros(r.get("enrolled_at"))?,
-        updated_at: from_micros(r.get("updated_at"))?,
-        last_seen_at: opt_micros(r.get("last_seen_at"))?,
+        id: parse_id(&r.text("id")?)?,
+        device_id: DeviceId::parse(&r.text("device_id")?).ok_or_else(|| bad("device_id"))?,
+        hw_dev_id: r.opt_text("hw_dev_id")?,
+        device_name: r.opt_text("device_name")?,
+        os_version: r.opt_text("os_version")?,
+        os_edition: r.opt_text("os_edition")?,
+        enrollment_type: EnrollmentType::parse(&r.text("enrollment_type")?).ok_or_else(|| bad("enrollment_type"))?,
+        user_email: r.opt_text("user_email")?,
+        auth_method: AuthMethod::parse(&r.text("auth_method")?).ok_or_else(|| bad("auth_method"))?,
+        enrollment_token_id: opt_parse(r.opt_text("enrollment_token_id")?)?,
+        group_id: opt_parse(r.opt_text("group_id")?)?,
+        cert_serial: r.text("cert_serial")?,
+        cert_thumbprint: r.text("cert_thumbprint")?,
+        cert_not_after: from_micros(r.int("cert_not_after")?)?,
+        state: EnrollmentState::parse(&r.text("state")?).ok_or_else(|| bad("state"))?,
+        enrolled_at: from_micros(r.int("enrolled_at")?)?,
+        updated_at: from_micros(r.int("updated_at")?)?,
+        last_seen_at: opt_micros(r.opt_int("last_seen_at")?)?,
     })
 }
 
@@ -231,162 +251,6 @@ fn log_from_row(r: &SqliteRow) -> StoreResult<IssuanceLogEntry> {
         reason: r.get("reason"),
         at: from_micros(r.get("at"))?,
     })
-}
-
-pub(crate) async fn insert_log(conn: &mut sqlx::SqliteConnection, e: &IssuanceLogEntry) -> StoreResult<()> {
-    sqlx::query(
-        "INSERT INTO certificate_log (serial, event, thumbprint, subject, device_id, enrollment_id, \
-         not_before, not_after, reason, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(&e.serial)
-    .bind(e.event.as_str())
-    .bind(&e.thumbprint)
-    .bind(&e.subject)
-    .bind(e.device_id.as_ref().map(DeviceId::as_str))
-    .bind(e.enrollment_id.map(|i| i.to_string()))
-    .bind(e.not_before.map(micros))
-    .bind(e.not_after.map(micros))
-    .bind(&e.reason)
-    .bind(micros(e.at))
-    .execute(&mut *conn)
-    .await
-    .map_err(backend)?;
-    Ok(())
-}
-
-/// The body of `commit_enrollment`, run by the writer thread on the write connection.
-async fn commit_enrollment_in(conn: &mut sqlx::SqliteConnection, c: &EnrollmentCommit) -> StoreResult<()> {
-    let e = &c.enrollment;
-    let now = e.enrolled_at;
-    let mut tx = sqlx::Connection::begin_with(conn, "BEGIN IMMEDIATE")
-        .await
-        .map_err(backend)?;
-
-    if let Some(token_id) = c.consume_token {
-        // Re-check usability inside the write lock: the pre-check the server did may be stale.
-        let row = sqlx::query("SELECT * FROM enrollment_tokens WHERE id = ?")
-            .bind(token_id.to_string())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(backend)?
-            .ok_or(StoreError::NotFound)?;
-        token_from_row(&row)?.usable_at(now)?;
-        sqlx::query("UPDATE enrollment_tokens SET uses = uses + 1 WHERE id = ?")
-            .bind(token_id.to_string())
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
-    }
-
-    if let Some((nonce, expires_at)) = &c.consume_nonce {
-        let res = sqlx::query("INSERT INTO used_nonces (nonce_hash, expires_at) VALUES (?, ?)")
-            .bind(nonce.to_hex())
-            .bind(micros(*expires_at))
-            .execute(&mut *tx)
-            .await;
-        match res {
-            Err(sqlx::Error::Database(db)) if db.is_unique_violation() => return Err(StoreError::NonceReused),
-            other => {
-                other.map_err(backend)?;
-            }
-        }
-        sqlx::query("DELETE FROM used_nonces WHERE expires_at < ?")
-            .bind(micros(now))
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
-    }
-
-    // A device that enrolls again replaces its previous enrollment; the old certificate must stop
-    // working, so it is revoked in the same transaction.
-    let previous = sqlx::query("SELECT id, cert_serial FROM enrollments WHERE device_id = ? AND state = 'active'")
-        .bind(e.device_id.as_str())
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(backend)?;
-    for row in &previous {
-        let old_id: String = row.get("id");
-        let old_serial: String = row.get("cert_serial");
-        sqlx::query("UPDATE enrollments SET state = 'replaced', updated_at = ? WHERE id = ?")
-            .bind(micros(now))
-            .bind(&old_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
-        insert_log(
-            &mut tx,
-            &IssuanceLogEntry {
-                serial: old_serial,
-                event: IssuanceEvent::Revoked,
-                thumbprint: None,
-                subject: None,
-                device_id: Some(e.device_id.clone()),
-                enrollment_id: Some(parse_id(&old_id)?),
-                not_before: None,
-                not_after: None,
-                reason: Some("superseded by re-enrollment".into()),
-                at: now,
-            },
-        )
-        .await?;
-    }
-
-    sqlx::query(
-        "INSERT INTO enrollments (id, device_id, hw_dev_id, device_name, os_version, os_edition, \
-             enrollment_type, user_email, auth_method, enrollment_token_id, group_id, cert_serial, \
-             cert_thumbprint, cert_not_after, state, enrolled_at, updated_at, md5_credential) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(e.id.to_string())
-    .bind(e.device_id.as_str())
-    .bind(&e.hw_dev_id)
-    .bind(&e.device_name)
-    .bind(&e.os_version)
-    .bind(&e.os_edition)
-    .bind(e.enrollment_type.as_str())
-    .bind(&e.user_email)
-    .bind(e.auth_method.as_str())
-    .bind(e.enrollment_token_id.map(|i| i.to_string()))
-    .bind(e.group_id.map(|i| i.to_string()))
-    .bind(&e.cert_serial)
-    .bind(&e.cert_thumbprint)
-    .bind(micros(e.cert_not_after))
-    .bind(e.state.as_str())
-    .bind(micros(e.enrolled_at))
-    .bind(micros(e.updated_at))
-    .bind(&c.md5_credential)
-    .execute(&mut *tx)
-    .await
-    .map_err(backend)?;
-
-    insert_log(
-        &mut tx,
-        &IssuanceLogEntry {
-            serial: e.cert_serial.clone(),
-            event: IssuanceEvent::Issued,
-            thumbprint: Some(e.cert_thumbprint.clone()),
-            subject: Some(c.subject.clone()),
-            device_id: Some(e.device_id.clone()),
-            enrollment_id: Some(e.id),
-            not_before: Some(c.not_before),
-            not_after: Some(e.cert_not_after),
-            reason: None,
-            at: now,
-        },
-    )
-    .await?;
-    let data = serde_json::json!({
-        "enrollment_type": e.enrollment_type.as_str(),
-        "auth_method": e.auth_method.as_str(),
-        "user": e.user_email,
-        "device_name": e.device_name,
-        "serial": e.cert_serial,
-        // Re-enrollment: the device had an active enrollment, now replaced (fleet size unchanged).
-        "replaced": !previous.is_empty(),
-    });
-    management::insert_event(&mut tx, EventKind::Enrolled, e.id, e.device_id.as_str(), data, now).await?;
-
-    tx.commit().await.map_err(backend)
 }
 
 #[async_trait]
@@ -627,15 +491,12 @@ impl Store for SqliteStore {
 
     async fn commit_enrollment(&self, c: &EnrollmentCommit) -> StoreResult<()> {
         let c = c.clone();
-        self.writer
-            .run(move |conn| Box::pin(async move { commit_enrollment_in(conn, &c).await }))
-            .await
+        self.writer.run(move |conn| writes::commit_enrollment(conn, &c)).await
     }
 
     async fn append_issuance_log(&self, e: &IssuanceLogEntry) -> StoreResult<()> {
-        let mut tx = self.begin_write().await?;
-        insert_log(&mut tx, e).await?;
-        tx.commit().await.map_err(backend)
+        let e = e.clone();
+        self.writer.run(move |conn| writes::append_issuance_log(conn, &e)).await
     }
 
     async fn issuance_log(&self) -> StoreResult<Vec<IssuanceLogEntry>> {
@@ -652,7 +513,8 @@ impl Store for SqliteStore {
         self.enrollment_by_certificate_impl(thumbprint).await
     }
     async fn renew_certificate(&self, r: &CertificateRenewal) -> StoreResult<()> {
-        self.renew_certificate_impl(r).await
+        let r = r.clone();
+        self.writer.run(move |conn| writes::renew_certificate(conn, &r)).await
     }
     async fn device_events_after(&self, after: i64, limit: u32) -> StoreResult<Vec<DeviceEvent>> {
         self.device_events_after_impl(after, limit).await
@@ -677,13 +539,31 @@ impl Store for SqliteStore {
         reason: &str,
         now: OffsetDateTime,
     ) -> StoreResult<bool> {
-        self.end_enrollment_impl(id, state, reason, now).await
+        let reason = reason.to_owned();
+        self.writer
+            .run(move |conn| writes::end_enrollment(conn, id, state, &reason, now))
+            .await
     }
     async fn enqueue_commands(&self, commands: &[NewCommand]) -> StoreResult<()> {
-        let commands = commands.to_vec();
-        self.writer
-            .run(move |conn| Box::pin(async move { management::enqueue_commands_in(conn, &commands).await }))
-            .await
+        // A fleet-wide fan-out commits in batches, each its own job, so device sessions queued
+        // behind it commit in between instead of waiting for all of it (1,000,000 rows held the
+        // write lock 36 s as one transaction).
+        let mut queued = 0;
+        for batch in commands.chunks(writes::ENQUEUE_BATCH) {
+            let batch = batch.to_vec();
+            let n = batch.len();
+            self.writer
+                .run(move |conn| writes::enqueue_commands(conn, &batch))
+                .await
+                .map_err(|e| match e {
+                    StoreError::Backend(m) if queued > 0 => {
+                        StoreError::Backend(format!("{m} (the first {queued} commands were queued)"))
+                    }
+                    other => other,
+                })?;
+            queued += n;
+        }
+        Ok(())
     }
     async fn command(&self, id: CommandId) -> StoreResult<Option<Command>> {
         self.command_impl(id).await
@@ -719,9 +599,7 @@ impl Store for SqliteStore {
     ) -> StoreResult<()> {
         let commit = commit.clone();
         self.writer
-            .run(move |conn| {
-                Box::pin(async move { management::commit_session_message_in(conn, id, &commit, now).await })
-            })
+            .run(move |conn| writes::commit_session_message(conn, id, &commit, now))
             .await
     }
     async fn device_facts(&self, id: EnrollmentId) -> StoreResult<Vec<DeviceFact>> {
@@ -835,42 +713,40 @@ impl Store for SqliteStore {
 mod tests {
     use super::*;
 
+    /// A store in a fresh file: the writer thread and the hot read open the file by path.
+    async fn temp_store() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("s.db")).await.unwrap();
+        (dir, store)
+    }
+
     #[tokio::test]
-    async fn conformance_story_in_memory() {
-        let store = SqliteStore::open_in_memory().await.unwrap();
+    async fn conformance_story() {
+        let (_dir, store) = temp_store().await;
         steward_domain::conformance::run(&store).await;
     }
 
     #[tokio::test]
     async fn conformance_console_and_groups() {
-        let store = SqliteStore::open_in_memory().await.unwrap();
+        let (_dir, store) = temp_store().await;
         steward_domain::conformance::console_and_groups(&store).await;
     }
 
     #[tokio::test]
     async fn conformance_command_queue() {
-        let store = SqliteStore::open_in_memory().await.unwrap();
+        let (_dir, store) = temp_store().await;
         steward_domain::conformance::command_queue(&store).await;
     }
 
     #[tokio::test]
     async fn conformance_facts_and_renewal() {
-        let store = SqliteStore::open_in_memory().await.unwrap();
-        steward_domain::conformance::facts_and_renewal(&store).await;
-    }
-
-    #[tokio::test]
-    async fn conformance_on_disk_command_queue_and_facts() {
-        // The file database runs with a separate read pool: the context read goes there.
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("s.db")).await.unwrap();
-        steward_domain::conformance::command_queue(&store).await;
+        let (_dir, store) = temp_store().await;
         steward_domain::conformance::facts_and_renewal(&store).await;
     }
 
     #[tokio::test]
     async fn raw_messages_are_bounded_and_keep_the_newest() {
-        let store = SqliteStore::open_in_memory().await.unwrap();
+        let (_dir, store) = temp_store().await;
         steward_domain::conformance::run(&store).await;
         let e = store.list_enrollments().await.unwrap().remove(0);
         let t0 = OffsetDateTime::now_utc();
@@ -900,6 +776,51 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_large_enqueue_commits_in_batches_and_reports_a_partial_failure() {
+        let (_dir, store) = temp_store().await;
+        steward_domain::conformance::run(&store).await;
+        let e = store.list_enrollments().await.unwrap().remove(0);
+        let t0 = OffsetDateTime::now_utc();
+        let cmd = |i: usize| NewCommand {
+            id: CommandId::new(),
+            enrollment_id: e.id,
+            payload: CommandPayload::single(
+                Verb::Get,
+                CommandItem {
+                    target: format!("./Vendor/Bench/{i}"),
+                    format: None,
+                    type_: None,
+                    data: None,
+                },
+            ),
+            priority: 0,
+            origin: "fan-out".into(),
+            created_at: t0,
+            expires_at: None,
+        };
+        let before = store.commands_for_enrollment(e.id).await.unwrap().len();
+        let batch = writes::ENQUEUE_BATCH;
+        let all: Vec<NewCommand> = (0..2 * batch + 3).map(cmd).collect();
+        store.enqueue_commands(&all).await.unwrap();
+        let queued = store.commands_for_enrollment(e.id).await.unwrap();
+        assert_eq!(queued.len(), before + all.len());
+        let ids: Vec<CommandId> = queued[before..].iter().map(|c| c.id).collect();
+        let expected: Vec<CommandId> = all.iter().map(|c| c.id).collect();
+        assert_eq!(ids, expected, "queue order is the call's order across batches");
+
+        // The third batch repeats an id: the first two batches stay, the third is rolled back whole.
+        let mut again: Vec<NewCommand> = (0..2 * batch + 3).map(cmd).collect();
+        again[2 * batch + 1].id = all[0].id;
+        let err = store.enqueue_commands(&again).await.unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("the first {} commands were queued", 2 * batch)),
+            "{err}"
+        );
+        let queued = store.commands_for_enrollment(e.id).await.unwrap();
+        assert_eq!(queued.len(), before + all.len() + 2 * batch);
+    }
+
+    #[tokio::test]
     async fn conformance_story_on_disk_and_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.db");
@@ -913,7 +834,7 @@ mod tests {
 
     #[tokio::test]
     async fn certificate_log_is_append_only() {
-        let store = SqliteStore::open_in_memory().await.unwrap();
+        let (_dir, store) = temp_store().await;
         steward_domain::conformance::run(&store).await;
         let upd = sqlx::query("UPDATE certificate_log SET event = 'issued'")
             .execute(&store.write)
@@ -925,7 +846,7 @@ mod tests {
 
     #[tokio::test]
     async fn audit_log_is_append_only_and_verify_finds_an_edited_row() {
-        let store = SqliteStore::open_in_memory().await.unwrap();
+        let (_dir, store) = temp_store().await;
         steward_domain::conformance::run(&store).await;
         let upd = sqlx::query("UPDATE audit_events SET actor = 'mallory'")
             .execute(&store.write)

@@ -1,36 +1,45 @@
-//! The hot write path's own thread.
+//! The writer thread: the device lifecycle's write transactions (`writes.rs`) run here, one after
+//! another, on the store's own rusqlite connection.
 //!
-//! SQLite has one writer, so the store has one write connection, and every statement of a write
-//! transaction is a round trip to that connection's sqlx worker thread. Awaited on the server's
-//! async workers, each of those wake-ups queued behind whatever else was ready there (TLS, parsing
-//! of other requests), and so did handing the connection to the next transaction (sqlx returns a
-//! connection to its pool in a spawned task). Measured under check-in load, the write connection
-//! was held ~1 ms per three-statement commit and idle ~40 % of the time between commits while
-//! dozens of commits waited for it: commits per second, not CPU, bounded check-ins
-//! (docs/BENCHMARKS.md).
+//! SQLite has one writer, so every write transaction waits for the previous one anyway. Run through
+//! sqlx, each statement of a transaction was a round trip to the connection's worker thread, awaited
+//! on the server's async workers: under check-in load the write connection was held ~1 ms per
+//! commit and sat idle ~40 % of the time between commits while dozens waited, and thread wake-ups
+//! were the largest single cost of an idle check-in (docs/BENCHMARKS.md). Here a transaction is
+//! plain function calls on one thread that owns its connection: the only hand-overs are the job
+//! going in and its answer coming out.
 //!
-//! Here one OS thread takes write jobs from a queue and runs them back to back on the write
-//! connection, each in its own transaction, so a round trip is two thread wake-ups and a hand-over
-//! costs nothing. After [`BATCH`] jobs, or when the queue is empty, the connection goes back to the
-//! pool so the other writers (admin API, webhooks, which use the pool directly) get their turn.
+//! The other writers (admin API edits, webhooks, the console) still write through the sqlx write
+//! pool of one connection. That connection is the process's write lock: this thread holds it (as a
+//! token, unused) while it runs a batch of up to [`BATCH`] jobs, so the two never contend for
+//! SQLite's lock; between batches the pool's writers get their turn. Another process (the `steward`
+//! CLI) waits on `busy_timeout`, as before.
+//!
 //! A job runs to its end even if its caller has gone away (a device that dropped the connection):
 //! its transaction is then committed or rolled back whole, as always.
 
-use std::future::Future;
-use std::pin::Pin;
+use std::path::Path;
+use std::sync::mpsc;
+use std::time::Duration;
 
-use sqlx::{SqliteConnection, SqlitePool};
+use rusqlite::Connection;
+use sqlx::SqlitePool;
 use steward_domain::{StoreError, StoreResult};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
-pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+use crate::writes::db;
 
-/// A write job: given the write connection (or the error getting it), does its work and sends its
-/// own answer.
-type Job = Box<dyn for<'c> FnOnce(StoreResult<&'c mut SqliteConnection>) -> BoxFuture<'c, ()> + Send>;
+/// A write job: given the write connection (or the error getting the write lock), does its work and
+/// sends its own answer.
+type Job = Box<dyn FnOnce(StoreResult<&mut Connection>) + Send>;
 
-/// Jobs run on one checkout of the write connection before it goes back to the pool.
+/// Jobs run under one hold of the write lock before the pool's writers get a turn.
 const BATCH: usize = 64;
+
+/// Page cache of the writer's connection. A fleet-wide enqueue writes into the `commands` indexes
+/// at random places (ids are random); with SQLite's default 2 MB those pages were read back from
+/// the OS again and again (docs/BENCHMARKS.md). Memory is only taken as pages are used.
+const CACHE_KIB: i64 = 64 * 1024;
 
 fn stopped() -> StoreError {
     StoreError::Backend("the database writer thread has stopped".into())
@@ -38,60 +47,67 @@ fn stopped() -> StoreError {
 
 #[derive(Debug, Clone)]
 pub(crate) struct Writer {
-    jobs: mpsc::UnboundedSender<Job>,
+    jobs: mpsc::Sender<Job>,
 }
 
 impl Writer {
-    /// Starts the writer thread on `pool`'s connection. It runs its jobs on the caller's Tokio
-    /// runtime (timers, sqlx's pool tasks) and ends when the last [`Writer`] clone is dropped.
-    pub(crate) fn start(pool: SqlitePool) -> StoreResult<Self> {
+    /// Opens the writer's connection and starts its thread. `lock` is the sqlx write pool (one
+    /// connection) whose connection serves as the write lock. The thread uses the caller's Tokio
+    /// runtime to take that lock and ends when the last [`Writer`] clone is dropped.
+    pub(crate) fn start(lock: SqlitePool, path: &Path) -> StoreResult<Self> {
         let handle = tokio::runtime::Handle::try_current()
             .map_err(|e| StoreError::Backend(format!("the SQLite store needs a Tokio runtime: {e}")))?;
-        let (jobs, queue) = mpsc::unbounded_channel();
+        let conn = open(path)?;
+        let (jobs, queue) = mpsc::channel();
         std::thread::Builder::new()
             .name("steward-sqlite-writer".into())
-            .spawn(move || handle.block_on(run(pool, queue)))
+            .spawn(move || run(&handle, &lock, conn, &queue))
             .map_err(|e| StoreError::Backend(format!("starting the database writer thread: {e}")))?;
         Ok(Self { jobs })
     }
 
-    /// Runs `f` on the write connection, on the writer thread, and returns its result. `f` must use
-    /// only the connection it is given: anything else that needs the write connection would wait
-    /// for this job to end.
+    /// Runs `f` on the writer thread's connection and returns its result.
     pub(crate) async fn run<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
-        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, StoreResult<T>> + Send + 'static,
+        F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
         let job: Job = Box::new(move |conn| {
-            Box::pin(async move {
-                let result = match conn {
-                    Ok(conn) => f(conn).await,
-                    Err(e) => Err(e),
-                };
-                // The caller may have gone away; the work is done either way.
-                let _ = reply.send(result);
-            })
+            // The caller may have gone away; the work is done either way.
+            let _ = reply.send(conn.and_then(f));
         });
         self.jobs.send(job).map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
 }
 
-async fn run(pool: SqlitePool, mut queue: mpsc::UnboundedReceiver<Job>) {
-    while let Some(job) = queue.recv().await {
-        let mut conn = match pool.acquire().await {
-            Ok(conn) => conn,
-            Err(e) => {
-                job(Err(StoreError::Backend(e.to_string()))).await;
-                continue;
+fn open(path: &Path) -> StoreResult<Connection> {
+    let conn = Connection::open(path).map_err(db)?;
+    // The same settings as the sqlx connections (lib.rs); WAL is a property of the file, set there.
+    conn.busy_timeout(Duration::from_secs(10)).map_err(db)?;
+    conn.pragma_update(None, "foreign_keys", true).map_err(db)?;
+    conn.pragma_update(None, "synchronous", "NORMAL").map_err(db)?;
+    conn.pragma_update(None, "cache_size", -CACHE_KIB).map_err(db)?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+fn run(handle: &tokio::runtime::Handle, lock: &SqlitePool, mut conn: Connection, queue: &mpsc::Receiver<Job>) {
+    while let Ok(job) = queue.recv() {
+        // Blocking on the runtime from this thread (not one of its workers) only to take and give
+        // back the lock; the jobs themselves are synchronous.
+        handle.block_on(async {
+            match lock.acquire().await {
+                Err(e) => job(Err(StoreError::Backend(e.to_string()))),
+                Ok(_held) => {
+                    job(Ok(&mut conn));
+                    for _ in 1..BATCH {
+                        let Ok(job) = queue.try_recv() else { break };
+                        job(Ok(&mut conn));
+                    }
+                }
             }
-        };
-        job(Ok(&mut conn)).await;
-        for _ in 1..BATCH {
-            let Ok(job) = queue.try_recv() else { break };
-            job(Ok(&mut conn)).await;
-        }
+        });
     }
 }
