@@ -1,7 +1,9 @@
 //! `steward-bench`: the issue-5 measurements in one run on one machine. Everything talks to
 //! 127.0.0.1 only: an in-process Steward server driven by the device simulator, a bare
 //! hyper+rustls server on the same TLS configuration as the baseline, and a child server process
-//! for the memory figure (so the simulator's own memory is not counted).
+//! for the memory figure (so the simulator's own memory is not counted). Both in-process servers
+//! run on their own runtime, so the CPU they spend per session is reported apart from the
+//! simulated devices' (which the bare baseline's client does not do).
 //!
 //! Sizes come from [`BenchOptions`]; the smoke test runs it tiny and checks only that figures come
 //! out. No figure here is asserted anywhere: timings on shared CI machines are noise.
@@ -336,7 +338,24 @@ struct BenchServer {
     server: steward_server::RunningServer,
     url: String,
     roots: Arc<Vec<Vec<u8>>>,
+    /// The server's own runtime: its worker threads are named [`SERVER_THREADS`], so the CPU the
+    /// server spends can be told from the simulated clients' (which run on the caller's runtime).
+    runtime: ServerRuntime,
     _dir: tempfile::TempDir,
+}
+
+struct ServerRuntime(Option<tokio::runtime::Runtime>);
+
+/// Name of the in-process servers' runtime threads (Steward's and the bare baseline's).
+const SERVER_THREADS: &str = "bench-server";
+
+impl Drop for ServerRuntime {
+    fn drop(&mut self) {
+        // Dropped from async code: a runtime may not block there to wait for its tasks.
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 fn server_config(dir: &Path, port: u16) -> Config {
@@ -351,16 +370,38 @@ fn server_config(dir: &Path, port: u16) -> Config {
 impl BenchServer {
     async fn start() -> Result<Self> {
         let dir = tempfile::tempdir()?;
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let port = listener.local_addr()?.port();
-        let server = steward_server::start_with_listener(server_config(dir.path(), port), listener).await?;
+        // Two workers, as `steward serve` has on this machine.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name(SERVER_THREADS)
+            .enable_all()
+            .build()?;
+        let data_dir = dir.path().to_owned();
+        let server = runtime
+            .spawn(async move {
+                let listener = TcpListener::bind("127.0.0.1:0").await?;
+                let port = listener.local_addr()?.port();
+                Ok::<_, BenchError>(
+                    steward_server::start_with_listener(server_config(&data_dir, port), listener).await?,
+                )
+            })
+            .await??;
         let roots = Arc::new(vec![server.state.pki.root.cert_der().to_vec()]);
         Ok(Self {
-            url: format!("https://localhost:{port}"),
+            url: format!("https://localhost:{}", server.local_addr.port()),
             server,
             roots,
+            runtime: ServerRuntime(Some(runtime)),
             _dir: dir,
         })
+    }
+
+    fn handle(&self) -> Result<tokio::runtime::Handle> {
+        self.runtime
+            .0
+            .as_ref()
+            .map(|rt| rt.handle().clone())
+            .ok_or_else(|| BenchError::Setup("the server runtime has stopped".into()))
     }
 
     fn store(&self) -> &dyn Store {
@@ -661,6 +702,9 @@ struct Measured {
     cpu_us_per_session: f64,
     /// Context switches of this process's threads per session.
     switches_per_session: f64,
+    /// CPU time of the server's threads alone (its runtime, the SQLite writer and sqlx workers)
+    /// per session: what one session costs the server, without the simulated device's own work.
+    server_cpu_us_per_session: f64,
 }
 
 /// CPU ticks and context switches of this process so far. On a shared machine throughput moves
@@ -670,6 +714,25 @@ struct Measured {
 struct ProcCounters {
     cpu_ticks: u64,
     switches: u64,
+    /// User + system ticks of the server's threads (see [`is_server_thread`]).
+    server_ticks: u64,
+}
+
+/// The in-process server's threads, by name: its runtime's workers and blocking pool, the SQLite
+/// writer thread and sqlx's per-connection worker threads (the clients use neither).
+fn is_server_thread(comm: &str) -> bool {
+    comm.starts_with(SERVER_THREADS) || comm.starts_with("steward-sqlite") || comm.starts_with("sqlx-sqlite")
+}
+
+/// (name, user + system ticks) of one thread from its `/proc/<pid>/task/<tid>/stat`.
+fn thread_ticks(stat: &str) -> Option<(&str, u64)> {
+    let (head, rest) = stat.rsplit_once(')')?;
+    let comm = head.split_once('(')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // After the comm: state is field 3 of proc(5), utime 14 and stime 15.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some((comm, utime + stime))
 }
 
 impl ProcCounters {
@@ -677,9 +740,15 @@ impl ProcCounters {
         let cpu_ticks = steward_sim::stats::read_proc(None).map_or(0, |s| s.cpu_ticks);
         // Summed over the live threads (tokio workers, SQLite connection workers); threads that
         // ended lose their count, which the measured phase does not have.
-        let mut switches = 0;
+        let (mut switches, mut server_ticks) = (0, 0);
         if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
             for t in tasks.flatten() {
+                if let Ok(stat) = std::fs::read_to_string(t.path().join("stat"))
+                    && let Some((comm, ticks)) = thread_ticks(&stat)
+                    && is_server_thread(comm)
+                {
+                    server_ticks += ticks;
+                }
                 let Ok(status) = std::fs::read_to_string(t.path().join("status")) else {
                     continue;
                 };
@@ -692,7 +761,11 @@ impl ProcCounters {
                     .sum::<u64>();
             }
         }
-        Self { cpu_ticks, switches }
+        Self {
+            cpu_ticks,
+            switches,
+            server_ticks,
+        }
     }
 }
 
@@ -708,7 +781,7 @@ async fn measure(
     let rounds = (size.sessions / devs.len().max(1)).max(1);
     let mut all = RoundResult::default();
     let mut wall = Duration::ZERO;
-    let (mut cpu_ticks, mut switches) = (0u64, 0u64);
+    let (mut cpu_ticks, mut switches, mut server_ticks) = (0u64, 0u64, 0u64);
     for r in 0..rounds {
         if replaces > 0 {
             // Queued before the clock starts: the figure is the session, not the enqueue.
@@ -724,6 +797,7 @@ async fn measure(
         let after = ProcCounters::read();
         cpu_ticks += after.cpu_ticks.saturating_sub(before.cpu_ticks);
         switches += after.switches.saturating_sub(before.switches);
+        server_ticks += after.server_ticks.saturating_sub(before.server_ticks);
         devs = back;
         wall += took;
         all.latencies.extend(res.latencies);
@@ -744,6 +818,7 @@ async fn measure(
         errors: all.errors.len(),
         cpu_us_per_session: cpu_ticks as f64 * 1e6 / steward_sim::stats::CLK_TCK as f64 / ok.max(1) as f64,
         switches_per_session: switches as f64 / ok.max(1) as f64,
+        server_cpu_us_per_session: server_ticks as f64 * 1e6 / steward_sim::stats::CLK_TCK as f64 / ok.max(1) as f64,
     };
     Ok((devs, m))
 }
@@ -754,8 +829,8 @@ fn add_measured(report: &mut Report, name: String, m: &Measured, baseline: Optio
         m.sessions, m.errors, m.messages_per_session, m.commands_per_session, m.lat.p50_ms, m.lat.p99_ms, m.lat.max_ms
     );
     note.push_str(&format!(
-        ", process CPU {:.0} µs and {:.1} context switches/session",
-        m.cpu_us_per_session, m.switches_per_session
+        ", process CPU {:.0} µs (server {:.0} µs) and {:.1} context switches/session",
+        m.cpu_us_per_session, m.server_cpu_us_per_session, m.switches_per_session
     ));
     if let Some(b) = baseline.filter(|b| *b > 0.0) {
         note.push_str(&format!(", {:.0} % of bare baseline", 100.0 * m.rate / b));
@@ -837,7 +912,7 @@ async fn start_baseline(server: &BenchServer, dev: &mut Dev) -> Result<(Baseline
     let answer = Bytes::from(state.last_response.clone());
     let tls =
         steward_server::tls::server_config(&server.server.state.pki).map_err(|e| BenchError::Setup(e.to_string()))?;
-    let (addr, task) = start_bare(tls, answer.clone()).await?;
+    let (addr, task) = start_bare(&server.handle()?, tls, answer.clone()).await?;
     let baseline = Baseline {
         url: format!("https://localhost:{}{MANAGEMENT_PATH}", addr.port()),
         request,
@@ -1241,13 +1316,15 @@ pub async fn storm(opts: &StormOptions) -> Result<Report> {
 /// certificates, same client-certificate verifier, same resumption settings), answering every
 /// POST with a fixed body the size of our idle answer. No routing, no store, no SyncML.
 async fn start_bare(
+    rt: &tokio::runtime::Handle,
     tls: Arc<rustls::ServerConfig>,
     answer: Bytes,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    // Bound and served on the server runtime, as Steward is, so its CPU is counted the same way.
+    let listener = rt.spawn(TcpListener::bind("127.0.0.1:0")).await??;
     let addr = listener.local_addr()?;
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    let task = tokio::spawn(async move {
+    let task = rt.spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
             let _ = tcp.set_nodelay(true);
             let (acceptor, answer) = (acceptor.clone(), answer.clone());

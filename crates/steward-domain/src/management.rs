@@ -21,8 +21,10 @@ use crate::model::{Enrollment, EnrollmentId};
 pub struct CommandId(pub Uuid);
 
 impl CommandId {
+    /// A new, time-ordered id (UUIDv7, RFC 9562 §5.7): a fleet-wide fan-out inserts in id order
+    /// into the `commands` id index instead of at random places (docs/BENCHMARKS.md, third pass).
     pub fn new() -> Self {
-        Self(Uuid::new_v4())
+        Self(Uuid::now_v7())
     }
     /// The CmdID used on the wire for this command.
     pub fn cmd_id(&self) -> String {

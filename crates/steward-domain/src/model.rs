@@ -16,8 +16,10 @@ macro_rules! uuid_id {
         #[serde(transparent)]
         pub struct $name(pub Uuid);
         impl $name {
+            /// A new, time-ordered id (UUIDv7, RFC 9562 §5.7): rows created together sit together in
+            /// the indexes keyed by id, where random ids scattered every insert.
             pub fn new() -> Self {
-                Self(Uuid::new_v4())
+                Self(Uuid::now_v7())
             }
         }
         impl Default for $name {

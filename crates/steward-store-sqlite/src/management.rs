@@ -148,27 +148,26 @@ fn read_context(
         }
     }
     facts.sort_by(|a, b| a.name.cmp(&b.name));
-    let mut open = Vec::new();
+    let (mut open, mut overdue) = (Vec::new(), false);
     {
-        // Delivery order, as deliverable_commands: priority first, then queue order.
+        // Delivery order, as deliverable_commands: priority first, then queue order. Expired ones
+        // are not deliverable; that one is open tells the commit to expire it.
         let mut stmt = tx
             .prepare_cached(
                 "SELECT * FROM commands WHERE enrollment_id = ?1 AND state IN ('pending', 'sent') \
-                 AND (expires_at IS NULL OR expires_at > ?2) ORDER BY priority DESC, seq",
+                 ORDER BY priority DESC, seq",
             )
             .map_err(db)?;
-        let mut rows = stmt.query(rusqlite::params![eid, micros(now)]).map_err(db)?;
+        let mut rows = stmt.query(rusqlite::params![eid]).map_err(db)?;
         while let Some(r) = rows.next().map_err(db)? {
-            open.push(command_from_row(r)?);
+            let command = command_from_row(r)?;
+            if command.expires_at.is_some_and(|at| at <= now) {
+                overdue = true;
+            } else {
+                open.push(command);
+            }
         }
     }
-    let overdue = tx
-        .prepare_cached(
-            "SELECT 1 FROM commands WHERE enrollment_id = ?1 AND state IN ('pending', 'sent') AND expires_at <= ?2",
-        )
-        .map_err(db)?
-        .exists(rusqlite::params![eid, micros(now)])
-        .map_err(db)?;
     Ok(Some(ManagementContext {
         enrollment,
         previous_certificate,
