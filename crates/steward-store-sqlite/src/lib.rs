@@ -821,6 +821,43 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_panicking_write_job_fails_alone_and_the_writer_goes_on() {
+        let (_dir, store) = temp_store().await;
+        let insert = |tx: &rusqlite::Transaction<'_>, name: &str| {
+            tx.execute(
+                "INSERT INTO groups (id, name, created_at) VALUES (?1, ?2, 0)",
+                rusqlite::params![GroupId::new().to_string(), name],
+            )
+            .map_err(writes::db)
+        };
+        let failed = store
+            .writer
+            .run(move |conn| -> StoreResult<()> {
+                let tx = conn
+                    .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                    .map_err(writes::db)?;
+                insert(&tx, "half-written")?;
+                panic!("a bug in a write job");
+            })
+            .await;
+        assert!(failed.is_err());
+        store
+            .writer
+            .run(move |conn| {
+                let tx = conn
+                    .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                    .map_err(writes::db)?;
+                insert(&tx, "kept")?;
+                tx.commit().map_err(writes::db)
+            })
+            .await
+            .expect("the writer goes on after a panicked job");
+        let names: Vec<String> = store.list_groups().await.unwrap().into_iter().map(|g| g.name).collect();
+        assert!(names.contains(&"kept".to_owned()), "{names:?}");
+        assert!(!names.contains(&"half-written".to_owned()), "rolled back: {names:?}");
+    }
+
+    #[tokio::test]
     async fn conformance_story_on_disk_and_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.db");

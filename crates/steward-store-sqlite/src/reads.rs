@@ -6,8 +6,8 @@
 //!
 //! Here the statement runs on the calling task's thread on a read-only rusqlite connection taken
 //! from a small idle list. That is blocking work on an async worker, accepted for this one statement
-//! because it is short and bounded: one row by a unique index, no lock to wait for (WAL readers
-//! never wait for the writer) and, on a warm page cache, no disk I/O. Everything else reads through
+//! because it is short and bounded: indexed lookups of one device's rows, no lock to wait for (WAL
+//! readers never wait for the writer) and, on a warm page cache, no disk I/O. Everything else reads through
 //! the sqlx pool.
 
 use std::path::PathBuf;

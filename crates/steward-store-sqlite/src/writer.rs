@@ -101,13 +101,21 @@ fn run(handle: &tokio::runtime::Handle, lock: &SqlitePool, mut conn: Connection,
             match lock.acquire().await {
                 Err(e) => job(Err(StoreError::Backend(e.to_string()))),
                 Ok(_held) => {
-                    job(Ok(&mut conn));
+                    run_one(job, &mut conn);
                     for _ in 1..BATCH {
                         let Ok(job) = queue.try_recv() else { break };
-                        job(Ok(&mut conn));
+                        run_one(job, &mut conn);
                     }
                 }
             }
         });
+    }
+}
+
+/// Runs one job. A panic in it (a bug) fails that job alone: its transaction rolls back as the
+/// stack unwinds, its caller gets an error, and the thread goes on serving the others.
+fn run_one(job: Job, conn: &mut Connection) {
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(Ok(conn)))).is_err() {
+        tracing::error!("a database write job panicked; its transaction was rolled back");
     }
 }
