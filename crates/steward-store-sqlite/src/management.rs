@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 use rusqlite::OptionalExtension;
 
 use crate::writes::db;
-use crate::{Cols, SqliteStore, backend, enrollment_from_row, from_micros, micros, opt_micros, parse_id};
+use crate::{Cols, NamedRow, SqliteStore, backend, enrollment_from_row, from_micros, micros, opt_micros, parse_id};
 
 /// Raw device messages kept per enrollment: at least this many of the newest ones, fewer than twice
 /// as many (they are trimmed in batches, see `commit_session_message_in`).
@@ -119,10 +119,11 @@ fn read_context(
         let Some(r) = rows.next().map_err(db)? else {
             return Ok(None);
         };
+        let r = NamedRow::new(r)?;
         (
-            enrollment_from_row(r)?,
+            enrollment_from_row(&r)?,
             r.int("ctx_previous")? != 0,
-            session_from_row(r)?,
+            session_from_row(&r)?,
         )
     };
     let eid = enrollment.id.to_string();
@@ -160,7 +161,7 @@ fn read_context(
             .map_err(db)?;
         let mut rows = stmt.query(rusqlite::params![eid]).map_err(db)?;
         while let Some(r) = rows.next().map_err(db)? {
-            let command = command_from_row(r)?;
+            let command = command_from_row(&NamedRow::new(r)?)?;
             if command.expires_at.is_some_and(|at| at <= now) {
                 overdue = true;
             } else {
