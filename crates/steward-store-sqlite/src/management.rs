@@ -15,7 +15,7 @@ use crate::{Cols, NamedRow, SqliteStore, backend, enrollment_from_row, from_micr
 /// as many (they are trimmed in batches, see `commit_session_message_in`).
 pub const DEVICE_MESSAGES_KEPT: i64 = 10;
 
-fn json_err(e: serde_json::Error) -> StoreError {
+pub(crate) fn json_err(e: serde_json::Error) -> StoreError {
     StoreError::Backend(format!("bad JSON in database: {e}"))
 }
 

@@ -11,15 +11,11 @@ use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, 
 use steward_domain::*;
 use time::OffsetDateTime;
 
-use crate::management::DEVICE_MESSAGES_KEPT;
+use crate::management::{DEVICE_MESSAGES_KEPT, json_err};
 use crate::{micros, opt_micros, parse_id};
 
 pub(crate) fn db(e: rusqlite::Error) -> StoreError {
     StoreError::Backend(e.to_string())
-}
-
-fn json_err(e: serde_json::Error) -> StoreError {
-    StoreError::Backend(format!("bad JSON in database: {e}"))
 }
 
 fn immediate(conn: &mut Connection) -> StoreResult<Transaction<'_>> {
