@@ -64,8 +64,8 @@ fn opt_parse<T: FromStr>(s: Option<String>) -> StoreResult<Option<T>> {
     s.map(|s| parse_id(&s)).transpose()
 }
 
-/// Column access by name, for the row mappers shared by the sqlx reads and the rusqlite paths
-/// (`writes.rs`, `reads.rs`).
+/// Column access by name, so one row mapper serves a sqlx row and a rusqlite one (the context read,
+/// `management::read_context`).
 pub(crate) trait Cols {
     fn text(&self, name: &str) -> StoreResult<String>;
     fn opt_text(&self, name: &str) -> StoreResult<Option<String>>;
