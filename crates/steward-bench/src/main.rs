@@ -90,6 +90,10 @@ enum Cmd {
     },
 }
 
+/// The allocator of the `steward` binary, so that in-process figures are the server's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
