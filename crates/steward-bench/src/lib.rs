@@ -502,19 +502,29 @@ async fn enroll_fleet(
 
 async fn enrollment(server: &BenchServer, opts: &BenchOptions, report: &mut Report) -> Result<Vec<ManagedDevice>> {
     let n = opts.enroll_devices.max(opts.devices).max(1);
+    let name = "enrollment end to end (probe, Discover, Policy, RST, stored)";
+    enroll_and_report(server, n, opts.concurrency, name, report).await
+}
+
+/// Enrolls `n` devices over the wire, `concurrency` at a time, and reports the rate as `name`.
+async fn enroll_and_report(
+    server: &BenchServer,
+    n: usize,
+    concurrency: usize,
+    name: &str,
+    report: &mut Report,
+) -> Result<Vec<ManagedDevice>> {
     let token = create_token(server.store(), n).await?;
-    let (devices, mut lat, wall, errors) =
-        enroll_fleet(&server.url, &server.roots, &token, n, opts.concurrency).await?;
+    let (devices, mut lat, wall, errors) = enroll_fleet(&server.url, &server.roots, &token, n, concurrency).await?;
     let l = latency(&mut lat);
     report.add(
-        "enrollment end to end (probe, Discover, Policy, RST, stored)",
+        name,
         devices.len() as f64 / wall.as_secs_f64(),
         "enroll/s",
         format!(
-            "{} ok, {} failed, concurrency {}, p50 {:.1} ms, p99 {:.1} ms",
+            "{} ok, {} failed, concurrency {concurrency}, p50 {:.1} ms, p99 {:.1} ms",
             devices.len(),
             errors.len(),
-            opts.concurrency,
             l.p50_ms,
             l.p99_ms
         ),
@@ -1184,26 +1194,14 @@ pub async fn storm(opts: &StormOptions) -> Result<Report> {
     let n = opts.devices.max(1);
     let rss_before = own_rss_mb();
     eprintln!("policy storm: enrolling {n} devices");
-    let token = create_token(server.store(), n).await?;
-    let (devices, mut lat, wall, errors) =
-        enroll_fleet(&server.url, &server.roots, &token, n, opts.concurrency).await?;
-    let l = latency(&mut lat);
-    report.add(
-        format!("policy storm: enroll {n} devices"),
-        devices.len() as f64 / wall.as_secs_f64(),
-        "enroll/s",
-        format!(
-            "{} ok, {} failed, concurrency {}, p50 {:.1} ms, p99 {:.1} ms",
-            devices.len(),
-            errors.len(),
-            opts.concurrency,
-            l.p50_ms,
-            l.p99_ms
-        ),
-    );
-    if let Some(e) = errors.first() {
-        eprintln!("  first enrollment error: {e}");
-    }
+    let devices = enroll_and_report(
+        &server,
+        n,
+        opts.concurrency,
+        &format!("policy storm: enroll {n} devices"),
+        &mut report,
+    )
+    .await?;
     eprintln!("policy storm: warm-up sessions (inventory, poll schedule)");
     let devs = prepare_devs(&server, devices, n, opts.concurrency).await?;
     let enrolled = devs.len();

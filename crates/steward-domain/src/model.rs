@@ -315,6 +315,54 @@ pub struct User {
     pub created_at: OffsetDateTime,
 }
 
+/// Fewest characters of a user's password, wherever users are created.
+pub const MIN_PASSWORD_CHARS: usize = 8;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NewUserError {
+    #[error("{0:?} is not an e-mail address")]
+    Email(String),
+    #[error("the password must have at least {MIN_PASSWORD_CHARS} characters")]
+    ShortPassword,
+    #[error("hashing the password: {0}")]
+    Hash(String),
+}
+
+impl User {
+    /// The e-mail as users are stored and looked up: trimmed, lower-cased, one `@`-bearing word of at
+    /// most 254 bytes. The API and the CLI both check it here.
+    pub fn normalize_email(email: &str) -> Result<String, NewUserError> {
+        let email = email.trim().to_lowercase();
+        if !email.contains('@') || email.len() > 254 || email.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(NewUserError::Email(email));
+        }
+        Ok(email)
+    }
+
+    /// A new, enabled user with the password hashed (Argon2id: slow on purpose, so call this off the
+    /// async workers).
+    pub fn create(
+        email: &str,
+        display_name: Option<String>,
+        password: &str,
+        now: OffsetDateTime,
+    ) -> Result<Self, NewUserError> {
+        let email = Self::normalize_email(email)?;
+        if password.chars().count() < MIN_PASSWORD_CHARS {
+            return Err(NewUserError::ShortPassword);
+        }
+        let password_hash = crate::secret::hash_password(password).map_err(|e| NewUserError::Hash(e.to_string()))?;
+        Ok(Self {
+            id: UserId::new(),
+            email,
+            display_name,
+            password_hash,
+            disabled: false,
+            created_at: now,
+        })
+    }
+}
+
 impl fmt::Debug for User {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("User")
@@ -390,6 +438,30 @@ pub struct EnrollmentCommit {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn new_users_have_a_normalized_email_and_a_hashed_password() {
+        let now = OffsetDateTime::now_utc();
+        let u = User::create("  Ada@Example.ORG ", None, "correct horse", now).unwrap();
+        assert_eq!(u.email, "ada@example.org");
+        assert!(u.password_hash.starts_with("$argon2id$"));
+        assert!(!u.disabled);
+        for bad in [
+            "ada",
+            "ada @example.org",
+            "ada@exa\u{7}mple.org",
+            &format!("{}@x.org", "a".repeat(250)),
+        ] {
+            assert_eq!(
+                User::create(bad, None, "correct horse", now).unwrap_err(),
+                NewUserError::Email(bad.trim().to_lowercase())
+            );
+        }
+        assert_eq!(
+            User::create("ada@example.org", None, "1234567", now).unwrap_err(),
+            NewUserError::ShortPassword
+        );
+    }
 
     #[test]
     fn device_id_validation() {

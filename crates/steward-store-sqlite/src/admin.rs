@@ -137,14 +137,12 @@ impl SqliteStore {
     }
 
     pub(crate) async fn revoke_enrollment_token_impl(&self, id: EnrollmentTokenId) -> StoreResult<bool> {
-        let mut tx = self.begin_write().await?;
-        let n = sqlx::query("UPDATE enrollment_tokens SET revoked = 1 WHERE id = ? AND revoked = 0")
-            .bind(id.to_string())
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?
-            .rows_affected();
-        tx.commit().await.map_err(backend)?;
+        let n = self
+            .write_one(
+                "UPDATE enrollment_tokens SET revoked = 1 WHERE id = ? AND revoked = 0",
+                |q| q.bind(id.to_string()),
+            )
+            .await?;
         Ok(n == 1)
     }
 
@@ -206,23 +204,17 @@ impl SqliteStore {
         }
         // History rows (ended enrollments, revoked tokens) keep pointing at nothing rather than
         // blocking the delete: the group name is gone, the records stay.
-        for sql in [
-            "UPDATE enrollments SET group_id = NULL WHERE group_id = ?",
-            "UPDATE enrollment_tokens SET group_id = NULL WHERE group_id = ?",
-            "UPDATE api_tokens SET group_id = NULL WHERE group_id = ?",
-        ] {
-            sqlx::query(sql)
-                .bind(id.to_string())
-                .execute(&mut *tx)
-                .await
-                .map_err(backend)?;
-        }
-        let n = sqlx::query("DELETE FROM groups WHERE id = ?")
-            .bind(id.to_string())
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?
-            .rows_affected();
+        let n = Self::each_for_id(
+            &mut tx,
+            &[
+                "UPDATE enrollments SET group_id = NULL WHERE group_id = ?",
+                "UPDATE enrollment_tokens SET group_id = NULL WHERE group_id = ?",
+                "UPDATE api_tokens SET group_id = NULL WHERE group_id = ?",
+                "DELETE FROM groups WHERE id = ?",
+            ],
+            &id.to_string(),
+        )
+        .await?;
         tx.commit().await.map_err(backend)?;
         Ok(n > 0)
     }
@@ -316,27 +308,21 @@ impl SqliteStore {
     }
 
     pub(crate) async fn revoke_api_token_impl(&self, id: ApiTokenId, now: OffsetDateTime) -> StoreResult<bool> {
-        let mut tx = self.begin_write().await?;
-        let n = sqlx::query("UPDATE api_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
-            .bind(micros(now))
-            .bind(id.to_string())
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?
-            .rows_affected();
-        tx.commit().await.map_err(backend)?;
+        let n = self
+            .write_one(
+                "UPDATE api_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+                |q| q.bind(micros(now)).bind(id.to_string()),
+            )
+            .await?;
         Ok(n == 1)
     }
 
     pub(crate) async fn touch_api_token_impl(&self, id: ApiTokenId, now: OffsetDateTime) -> StoreResult<()> {
-        let mut tx = self.begin_write().await?;
-        sqlx::query("UPDATE api_tokens SET last_used_at = ? WHERE id = ?")
-            .bind(micros(now))
-            .bind(id.to_string())
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
-        tx.commit().await.map_err(backend)
+        self.write_one("UPDATE api_tokens SET last_used_at = ? WHERE id = ?", |q| {
+            q.bind(micros(now)).bind(id.to_string())
+        })
+        .await?;
+        Ok(())
     }
 
     pub(crate) async fn admin_counts_impl(&self) -> StoreResult<AdminCounts> {

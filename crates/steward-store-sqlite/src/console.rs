@@ -227,22 +227,21 @@ impl SqliteStore {
     }
 
     pub(crate) async fn create_console_session_impl(&self, s: &ConsoleSession) -> StoreResult<()> {
-        let mut tx = self.begin_write().await?;
-        sqlx::query(
+        self.write_one(
             "INSERT INTO console_sessions (id_hash, user_id, created_at, last_seen_at, expires_at, source_ip, \
              second_factor_pending) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            |q| {
+                q.bind(s.id_hash.to_hex())
+                    .bind(s.user_id.to_string())
+                    .bind(micros(s.created_at))
+                    .bind(micros(s.last_seen_at))
+                    .bind(micros(s.expires_at))
+                    .bind(s.source_ip.clone())
+                    .bind(i64::from(s.second_factor_pending))
+            },
         )
-        .bind(s.id_hash.to_hex())
-        .bind(s.user_id.to_string())
-        .bind(micros(s.created_at))
-        .bind(micros(s.last_seen_at))
-        .bind(micros(s.expires_at))
-        .bind(&s.source_ip)
-        .bind(i64::from(s.second_factor_pending))
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?;
-        tx.commit().await.map_err(backend)
+        .await?;
+        Ok(())
     }
 
     pub(crate) async fn console_session_impl(
@@ -277,14 +276,11 @@ impl SqliteStore {
     }
 
     pub(crate) async fn touch_console_session_impl(&self, id_hash: &TokenHash, now: OffsetDateTime) -> StoreResult<()> {
-        let mut tx = self.begin_write().await?;
-        sqlx::query("UPDATE console_sessions SET last_seen_at = ? WHERE id_hash = ?")
-            .bind(micros(now))
-            .bind(id_hash.to_hex())
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
-        tx.commit().await.map_err(backend)
+        self.write_one("UPDATE console_sessions SET last_seen_at = ? WHERE id_hash = ?", |q| {
+            q.bind(micros(now)).bind(id_hash.to_hex())
+        })
+        .await?;
+        Ok(())
     }
 
     pub(crate) async fn delete_console_session_impl(

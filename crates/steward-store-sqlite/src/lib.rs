@@ -185,6 +185,25 @@ impl SqliteStore {
         Ok(n)
     }
 
+    /// Runs `statements` in order inside `tx`, each with `id` as its one parameter (a delete and the
+    /// clean-up before it); rows changed by the last.
+    pub(crate) async fn each_for_id(
+        tx: &mut sqlx::SqliteConnection,
+        statements: &[&'static str],
+        id: &str,
+    ) -> StoreResult<u64> {
+        let mut n = 0;
+        for &sql in statements {
+            n = sqlx::query(sql)
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?
+                .rows_affected();
+        }
+        Ok(n)
+    }
+
     async fn ensure_group(tx: &mut sqlx::SqliteConnection, name: &str, now: OffsetDateTime) -> StoreResult<GroupId> {
         if let Some(row) = sqlx::query("SELECT id FROM groups WHERE name = ?")
             .bind(name)
@@ -453,18 +472,13 @@ impl Store for SqliteStore {
     }
 
     async fn put_admin_token(&self, name: &str, hash: &TokenHash, created_at: OffsetDateTime) -> StoreResult<()> {
-        let mut tx = self.begin_write().await?;
-        sqlx::query(
+        self.write_one(
             "INSERT INTO admin_tokens (token_hash, name, created_at) VALUES (?, ?, ?) \
              ON CONFLICT (token_hash) DO NOTHING",
+            |q| q.bind(hash.to_hex()).bind(name.to_owned()).bind(micros(created_at)),
         )
-        .bind(hash.to_hex())
-        .bind(name)
-        .bind(micros(created_at))
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?;
-        tx.commit().await.map_err(backend)
+        .await?;
+        Ok(())
     }
 
     async fn admin_token_exists(&self, hash: &TokenHash) -> StoreResult<bool> {

@@ -235,17 +235,12 @@ impl SqliteStore {
     }
 
     pub(crate) async fn cancel_command_impl(&self, id: CommandId, now: OffsetDateTime) -> StoreResult<bool> {
-        let mut tx = self.begin_write().await?;
-        let n = sqlx::query(
-            "UPDATE commands SET state = 'cancelled', completed_at = ? WHERE id = ? AND state IN ('pending', 'sent')",
-        )
-        .bind(micros(now))
-        .bind(id.to_string())
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?
-        .rows_affected();
-        tx.commit().await.map_err(backend)?;
+        let n = self
+            .write_one(
+                "UPDATE commands SET state = 'cancelled', completed_at = ? WHERE id = ? AND state IN ('pending', 'sent')",
+                |q| q.bind(micros(now)).bind(id.to_string()),
+            )
+            .await?;
         Ok(n == 1)
     }
 

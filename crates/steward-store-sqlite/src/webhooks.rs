@@ -113,22 +113,16 @@ impl SqliteStore {
         let mut tx = self.begin_write().await?;
         // Explicit rather than relying on ON DELETE CASCADE alone: a connection opened without
         // foreign_keys (sqlite3 shell, an old tool) would otherwise leave orphans behind.
-        for sql in [
-            "DELETE FROM webhook_pings WHERE webhook_id = ?",
-            "DELETE FROM webhook_deliveries WHERE webhook_id = ?",
-        ] {
-            sqlx::query(sql)
-                .bind(id.to_string())
-                .execute(&mut *tx)
-                .await
-                .map_err(backend)?;
-        }
-        let n = sqlx::query("DELETE FROM webhooks WHERE id = ?")
-            .bind(id.to_string())
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?
-            .rows_affected();
+        let n = Self::each_for_id(
+            &mut tx,
+            &[
+                "DELETE FROM webhook_pings WHERE webhook_id = ?",
+                "DELETE FROM webhook_deliveries WHERE webhook_id = ?",
+                "DELETE FROM webhooks WHERE id = ?",
+            ],
+            &id.to_string(),
+        )
+        .await?;
         tx.commit().await.map_err(backend)?;
         Ok(n > 0)
     }
@@ -180,14 +174,11 @@ impl SqliteStore {
     }
 
     pub(crate) async fn advance_webhook_cursor_impl(&self, id: WebhookId, seq: i64) -> StoreResult<()> {
-        let mut tx = self.begin_write().await?;
-        sqlx::query("UPDATE webhooks SET cursor = MAX(cursor, ?) WHERE id = ?")
-            .bind(seq)
-            .bind(id.to_string())
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
-        tx.commit().await.map_err(backend)
+        self.write_one("UPDATE webhooks SET cursor = MAX(cursor, ?) WHERE id = ?", |q| {
+            q.bind(seq).bind(id.to_string())
+        })
+        .await?;
+        Ok(())
     }
 
     pub(crate) async fn record_webhook_attempt_impl(&self, a: &WebhookAttempt) -> StoreResult<()> {

@@ -19,7 +19,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 use steward_domain::{
     AuditFilter, AuditOutcome, CommandId, CommandItem, CommandPayload, DeviceCursor, DeviceQuery, DeviceSort,
     EnrollmentId, EnrollmentState, EnrollmentTokenId, NewAuditEvent, NewEnrollmentToken, Role, Store, TokenHash,
-    TokenKind, User, UserId, Verb,
+    TokenKind, User, Verb,
 };
 use steward_server::Config;
 use steward_server::admin;
@@ -880,21 +880,13 @@ async fn user(config: Config, command: UserCommand) -> Result<()> {
                 Some(g) => Some(local_group(store.as_ref(), g).await?.id),
                 None => None,
             };
-            let email = email.trim().to_lowercase();
-            if !email.contains('@') || email.len() > 254 {
-                bail!("{email:?} is not an e-mail address");
-            }
+            // Checked before asking for the password; User::create checks it again.
+            let email = User::normalize_email(&email)?;
             let password = read_password(&email, password)?;
-            let hash = tokio::task::spawn_blocking(move || steward_domain::secret::hash_password(&password))
-                .await?
-                .map_err(|e| anyhow::anyhow!("hashing the password: {e}"))?;
-            let user = User {
-                id: UserId::new(),
-                email: email.clone(),
-                display_name: name,
-                password_hash: hash,
-                disabled: false,
-                created_at: OffsetDateTime::now_utc(),
+            let user = {
+                let email = email.clone();
+                tokio::task::spawn_blocking(move || User::create(&email, name, &password, OffsetDateTime::now_utc()))
+                    .await??
             };
             match console_role {
                 Some(r) => store.create_console_user(&user, r.role(), group).await?,
@@ -1016,8 +1008,8 @@ pub(crate) fn read_password(email: &str, given: Option<String>) -> Result<String
             line.trim_end_matches(['\r', '\n']).to_owned()
         }
     };
-    if password.chars().count() < 8 {
-        bail!("the password must have at least 8 characters");
+    if password.chars().count() < steward_domain::MIN_PASSWORD_CHARS {
+        return Err(steward_domain::NewUserError::ShortPassword.into());
     }
     Ok(password)
 }

@@ -211,6 +211,17 @@ pub struct PageQuery {
     pub limit: Option<u32>,
 }
 
+impl PageQuery {
+    /// The first page at the largest size: the console shows its short lists (groups, enrollment
+    /// tokens, webhooks, a device's commands) on one page.
+    pub fn first_full_page() -> ApiQuery<Self> {
+        ApiQuery(Self {
+            cursor: None,
+            limit: Some(super::MAX_LIMIT),
+        })
+    }
+}
+
 /// The device cursor remembers the ordering it was made for, so it cannot be replayed against
 /// another one.
 #[derive(Serialize, Deserialize)]

@@ -508,29 +508,17 @@ pub async fn create_user(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<NewUserRequest>,
 ) -> Result<Response, ApiError> {
-    let email = body.email.trim().to_lowercase();
-    if !email.contains('@') || email.len() > 254 || email.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(ApiError::Unprocessable(format!("{email:?} is not an e-mail address")));
-    }
-    if body.password.expose().chars().count() < 8 {
-        return Err(ApiError::Unprocessable(
-            "the password must have at least 8 characters".into(),
-        ));
-    }
-    let password = body.password;
+    let (email, display_name, password) = (body.email, body.display_name, body.password);
     // Argon2 is slow on purpose: keep it off the async workers.
-    let hash = tokio::task::spawn_blocking(move || steward_domain::secret::hash_password(password.expose()))
-        .await
-        .map_err(|e| ApiError::Internal(format!("password hashing task: {e}")))?
-        .map_err(|e| ApiError::Internal(format!("password hashing: {e}")))?;
-    let user = User {
-        id: UserId::new(),
-        email,
-        display_name: body.display_name,
-        password_hash: hash,
-        disabled: false,
-        created_at: OffsetDateTime::now_utc(),
-    };
+    let user = tokio::task::spawn_blocking(move || {
+        User::create(&email, display_name, password.expose(), OffsetDateTime::now_utc())
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("password hashing task: {e}")))?
+    .map_err(|e| match e {
+        NewUserError::Hash(_) => ApiError::Internal(e.to_string()),
+        invalid => ApiError::Unprocessable(invalid.to_string()),
+    })?;
     let group = match (&body.console_role, body.console_group.as_deref()) {
         (_, None) => None,
         (None, Some(_)) => {

@@ -16,7 +16,7 @@ use super::session::{open_totp, totp_setup_block, totp_unreadable};
 use super::{ConsoleCtx, api_error_page, error_page, layout, page, see_other};
 use crate::AppState;
 use crate::api::devices::{self, DeviceGroupRequest, PageQuery};
-use crate::api::error::{ApiJson, ApiQuery};
+use crate::api::error::ApiJson;
 use crate::api::resources::{self, NewGroupRequest};
 use crate::api::webhooks::{self as api_webhooks, WebhookUpdate};
 
@@ -57,10 +57,7 @@ pub async fn groups(
     let list = match resources::list_groups(
         State(state),
         Extension(ctx.principal.clone()),
-        ApiQuery(PageQuery {
-            cursor: None,
-            limit: Some(crate::api::MAX_LIMIT),
-        }),
+        PageQuery::first_full_page(),
     )
     .await
     {
@@ -214,10 +211,7 @@ pub(super) async fn group_names(state: &AppState, ctx: &ConsoleCtx) -> Vec<Strin
     resources::list_groups(
         State(state.clone()),
         Extension(ctx.principal.clone()),
-        ApiQuery(PageQuery {
-            cursor: None,
-            limit: Some(crate::api::MAX_LIMIT),
-        }),
+        PageQuery::first_full_page(),
     )
     .await
     .map(|axum::Json(p)| p.items.into_iter().map(|g| g.name).collect())
@@ -239,15 +233,7 @@ pub async fn settings(
         Err(e) => return api_error_page(&ctx, e),
     };
     let hooks = if ctx.may("GET", "/api/v1/webhooks") {
-        match api_webhooks::list_webhooks(
-            State(state.clone()),
-            ApiQuery(PageQuery {
-                cursor: None,
-                limit: Some(crate::api::MAX_LIMIT),
-            }),
-        )
-        .await
-        {
+        match api_webhooks::list_webhooks(State(state.clone()), PageQuery::first_full_page()).await {
             Ok(axum::Json(p)) => Some(p.items),
             Err(e) => return api_error_page(&ctx, e),
         }

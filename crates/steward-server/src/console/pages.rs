@@ -452,20 +452,11 @@ pub async fn device(
         Err(e) => return api_error_page(&ctx, e),
     };
     let groups = super::admin::group_names(&state, &ctx).await;
-    let commands = match devices::list_device_commands(
-        State(state),
-        who,
-        Path(id.clone()),
-        ApiQuery(PageQuery {
-            cursor: None,
-            limit: Some(crate::api::MAX_LIMIT),
-        }),
-    )
-    .await
-    {
-        Ok(axum::Json(p)) => p.items,
-        Err(e) => return api_error_page(&ctx, e),
-    };
+    let commands =
+        match devices::list_device_commands(State(state), who, Path(id.clone()), PageQuery::first_full_page()).await {
+            Ok(axum::Json(p)) => p.items,
+            Err(e) => return api_error_page(&ctx, e),
+        };
     let d = &detail.device;
     let name = d.name.clone().unwrap_or_else(|| d.device_id.clone());
     let active = d.state == "active";
@@ -769,15 +760,7 @@ pub async fn enrollment(State(state): State<AppState>, Extension(ctx): Extension
     if let Some(r) = refuse(&ctx, "GET", "/api/v1/enrollment-tokens") {
         return r;
     }
-    let tokens = match resources::list_enrollment_tokens(
-        State(state.clone()),
-        ApiQuery(PageQuery {
-            cursor: None,
-            limit: Some(crate::api::MAX_LIMIT),
-        }),
-    )
-    .await
-    {
+    let tokens = match resources::list_enrollment_tokens(State(state.clone()), PageQuery::first_full_page()).await {
         Ok(axum::Json(p)) => p.items,
         Err(e) => return api_error_page(&ctx, e),
     };
