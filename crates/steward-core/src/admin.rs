@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::model::{Enrollment, EnrollmentState, GroupId};
 use crate::secret::TokenHash;
-use crate::store::{Store, StoreResult};
+use crate::store::{AuditLog, StoreResult};
 
 crate::model::uuid_id!(
     /// A named admin API token.
@@ -389,7 +389,7 @@ impl AuditChainVerifier {
 }
 
 /// Verifies the whole audit log of a store, oldest first. `Ok(Err(..))` names the first broken row.
-pub async fn verify_audit_log(store: &dyn Store) -> StoreResult<Result<AuditChainVerifier, AuditChainBroken>> {
+pub async fn verify_audit_log(store: &dyn AuditLog) -> StoreResult<Result<AuditChainVerifier, AuditChainBroken>> {
     let mut v = AuditChainVerifier::default();
     let mut after = None;
     loop {

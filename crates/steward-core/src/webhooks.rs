@@ -17,7 +17,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
-use crate::management::EventKind;
+use crate::event::EventKind;
 use crate::model::uuid_id;
 use crate::secret::SecretString;
 

@@ -88,8 +88,92 @@ impl fmt::Display for DeviceId {
     }
 }
 
-/// MS-MDE2 AdditionalContext `EnrollmentType`: `Full` (user + device, cert in My/User) or `Device`
-/// (device only, cert in My/System).
+/// The operating-system family a device enrolled from. Each platform has its own wire protocol,
+/// handled by its adapter crate (`steward-windows` for Windows); everything else in Steward is
+/// platform-neutral and carries this tag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Platform {
+    Windows,
+}
+
+impl Platform {
+    pub const ALL: [Platform; 1] = [Platform::Windows];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Platform::Windows => "windows",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+}
+
+impl fmt::Display for Platform {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// SHA-1 thumbprint of a DER certificate: 40 upper-case hex digits, the form every comparison and
+/// every stored row uses (so no caller upper-cases on its own).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Thumbprint(String);
+
+impl Thumbprint {
+    /// The thumbprint of a DER certificate.
+    pub fn of_der(der: &[u8]) -> Self {
+        let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, der);
+        Self(hex::encode_upper(d.as_ref()))
+    }
+    /// A thumbprint written as 40 hex digits in any case.
+    pub fn parse(s: &str) -> Option<Self> {
+        let s = s.trim();
+        (s.len() == 40 && s.bytes().all(|b| b.is_ascii_hexdigit())).then(|| Self(s.to_ascii_uppercase()))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Thumbprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A certificate serial number as Steward writes it (hex of the serial's bytes).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct CertSerial(String);
+
+impl CertSerial {
+    pub fn new(hex: impl Into<String>) -> Self {
+        Self(hex.into())
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for CertSerial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A certificate Steward issued, as an enrollment refers to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertRef {
+    pub serial: CertSerial,
+    pub thumbprint: Thumbprint,
+}
+
+/// What an enrollment manages: the device and its user (`Full`; Windows MS-MDE2 EnrollmentType
+/// `Full`, certificate in My/User) or the device alone (`Device`; certificate in My/System). The
+/// names are the API's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EnrollmentType {
     Full,
@@ -178,12 +262,14 @@ impl EnrollmentState {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Enrollment {
     pub id: EnrollmentId,
+    pub platform: Platform,
     pub device_id: DeviceId,
-    /// AdditionalContext `HWDevID` (hash of hardware ids; stable across re-installs of Windows).
-    pub hw_dev_id: Option<String>,
+    /// A hardware identity stable across re-installs (Windows: AdditionalContext `HWDevID`).
+    pub hardware_id: Option<String>,
     pub device_name: Option<String>,
     pub os_version: Option<String>,
-    /// AdditionalContext `OSEdition` (a number: 72 = Enterprise, 48 = Pro, …).
+    /// The OS edition as the device reports it (Windows: AdditionalContext `OSEdition`, a number:
+    /// 72 = Enterprise, 48 = Pro, …).
     pub os_edition: Option<String>,
     pub enrollment_type: EnrollmentType,
     /// The UsernameToken user name or federated user; for token enrollments, whatever e-mail the user typed.
@@ -191,10 +277,12 @@ pub struct Enrollment {
     pub auth_method: AuthMethod,
     pub enrollment_token_id: Option<EnrollmentTokenId>,
     pub group_id: Option<GroupId>,
-    pub cert_serial: String,
-    pub cert_thumbprint: String,
+    pub cert_serial: CertSerial,
+    pub cert_thumbprint: Thumbprint,
     #[serde(with = "time::serde::rfc3339")]
     pub cert_not_after: OffsetDateTime,
+    /// The certificate a renewal replaced, still accepted until the device first uses the new one.
+    pub previous_cert: Option<CertRef>,
     pub state: EnrollmentState,
     #[serde(with = "time::serde::rfc3339")]
     pub enrolled_at: OffsetDateTime,
@@ -203,6 +291,16 @@ pub struct Enrollment {
     /// Last management session (None until the first check-in).
     #[serde(with = "time::serde::rfc3339::option")]
     pub last_seen_at: Option<OffsetDateTime>,
+}
+
+impl Enrollment {
+    /// The certificate the enrollment currently authenticates with.
+    pub fn certificate(&self) -> CertRef {
+        CertRef {
+            serial: self.cert_serial.clone(),
+            thumbprint: self.cert_thumbprint.clone(),
+        }
+    }
 }
 
 /// An admin-created token that lets devices enroll (the OnPremise UsernameToken password).
@@ -376,9 +474,9 @@ impl fmt::Debug for User {
 /// One row of the append-only certificate issuance log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IssuanceLogEntry {
-    pub serial: String,
+    pub serial: CertSerial,
     pub event: IssuanceEvent,
-    pub thumbprint: Option<String>,
+    pub thumbprint: Option<Thumbprint>,
     pub subject: Option<String>,
     pub device_id: Option<DeviceId>,
     pub enrollment_id: Option<EnrollmentId>,
@@ -430,9 +528,10 @@ pub struct EnrollmentCommit {
     pub consume_token: Option<EnrollmentTokenId>,
     /// Mark this single-use federated token as spent (fails the whole commit if it already was).
     pub consume_nonce: Option<(TokenHash, OffsetDateTime)>,
-    /// `syncml:auth-md5` digest key `b64(md5(name ":" secret))` of the credentials provisioned to the
-    /// device, when MD5 session authentication is enabled.
-    pub md5_credential: Option<String>,
+    /// A protocol-level session credential the platform provisioned to the device, stored opaquely
+    /// (Windows: the `syncml:auth-md5` digest key `b64(md5(name ":" secret))`, when MD5 session
+    /// authentication is enabled).
+    pub session_credential: Option<String>,
 }
 
 #[cfg(test)]

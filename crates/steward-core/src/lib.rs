@@ -1,0 +1,37 @@
+//! Steward's core: the platform-neutral domain (devices and their enrollments, commands, facts,
+//! users, groups, tokens, the audit log), the store traits every database backend implements (by
+//! concern, [`store`]), the seam every platform adapter implements ([`platform`]), and the services
+//! every surface calls ([`service`]). No HTTP, no SQL, no platform protocol here.
+
+pub mod access;
+pub mod admin;
+pub mod checkin;
+pub mod command;
+pub mod console;
+pub mod event;
+pub mod identity;
+pub mod inventory;
+pub mod model;
+pub mod platform;
+pub mod secret;
+pub mod service;
+pub mod store;
+pub mod totp;
+pub mod webhooks;
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
+
+pub use access::{Permission, Principal};
+pub use admin::*;
+pub use checkin::*;
+pub use command::*;
+pub use console::*;
+pub use event::*;
+pub use identity::*;
+pub use inventory::*;
+pub use model::*;
+pub use platform::*;
+pub use secret::{SecretString, TokenHash, TokenKind};
+pub use store::*;
+pub use webhooks::*;

@@ -1,0 +1,87 @@
+//! The seam between platform-neutral Steward and each platform's protocol. A platform adapter
+//! (`steward-windows` for Windows) implements [`PlatformAdapter`]; services reach it through
+//! [`Platforms`] by the enrollment's [`Platform`], so the admin API, the console and the CLI never
+//! name a platform's types.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::command::{Action, CommandSummary, PlatformPayload};
+use crate::model::Platform;
+
+/// A platform's command for a remote action, or a reason it cannot do it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandRejected {
+    /// The platform has no such action (or not this variant of it).
+    #[error("{platform} devices do not support {what}")]
+    Unsupported { platform: Platform, what: String },
+    /// The admin's command is malformed for the platform; the message names what is wrong.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Where and how devices of a platform enroll, for the admin surfaces to show.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnrollmentEndpoint {
+    /// What it is, e.g. "Windows discovery".
+    pub name: String,
+    pub url: String,
+}
+
+/// A platform adapter, as the services use it.
+pub trait PlatformAdapter: Send + Sync {
+    fn platform(&self) -> Platform;
+
+    /// The command a remote action becomes on this platform.
+    fn action_command(&self, action: Action) -> Result<PlatformPayload, CommandRejected>;
+
+    /// Validates an admin's own command, given as JSON in the admin API's shape for this platform,
+    /// and returns it as a payload to queue.
+    fn admin_command(&self, request: &serde_json::Value) -> Result<PlatformPayload, CommandRejected>;
+
+    /// How a queued command reads in lists (an unreadable payload is described as such, never an
+    /// error: lists must render whatever is stored).
+    fn describe(&self, payload: &PlatformPayload) -> CommandSummary;
+
+    /// The URLs devices of this platform enroll with, under the server's public URL.
+    fn enrollment_endpoints(&self, public_url: &str) -> Vec<EnrollmentEndpoint>;
+}
+
+/// The platform adapters this server runs, by platform.
+#[derive(Clone, Default)]
+pub struct Platforms(BTreeMap<Platform, Arc<dyn PlatformAdapter>>);
+
+impl Platforms {
+    pub fn new(adapters: impl IntoIterator<Item = Arc<dyn PlatformAdapter>>) -> Self {
+        Self(adapters.into_iter().map(|a| (a.platform(), a)).collect())
+    }
+
+    /// The adapter of `platform`.
+    pub fn get(&self, platform: Platform) -> Result<&dyn PlatformAdapter, CommandRejected> {
+        self.0
+            .get(&platform)
+            .map(|a| a.as_ref())
+            .ok_or_else(|| CommandRejected::Unsupported {
+                platform,
+                what: "management on this server".into(),
+            })
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &dyn PlatformAdapter> {
+        self.0.values().map(|a| a.as_ref())
+    }
+
+    /// How a command of `platform` reads in lists.
+    pub fn describe(&self, platform: Platform, payload: &PlatformPayload) -> CommandSummary {
+        match self.get(platform) {
+            Ok(a) => a.describe(payload),
+            Err(_) => CommandSummary::default(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Platforms {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.0.keys()).finish()
+    }
+}

@@ -1,0 +1,317 @@
+//! The storage seam, split by concern. Every backend (SQLite now, PostgreSQL for scale-out)
+//! implements each trait directly and passes the same conformance stories; [`Store`] is their
+//! composition, and services take the narrowest trait they need. Methods are coarse on purpose:
+//! each write is a unit of work the backend commits atomically, so no caller can leave half a write
+//! behind. Rules live in core: a backend writes the rows the values it is given describe.
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+use crate::admin::*;
+use crate::checkin::{CheckinCommit, CheckinContext, EnrollmentEnd, EnrollmentKey};
+#[cfg(feature = "inspect")]
+use crate::command::CommandResult;
+use crate::command::{Command, CommandId, NewCommand};
+use crate::console::*;
+use crate::event::DeviceEvent;
+use crate::identity::RenewalCommit;
+use crate::inventory::{DeviceFact, FactChange, FactName};
+use crate::model::*;
+use crate::secret::TokenHash;
+use crate::webhooks::*;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    #[error("already exists: {0}")]
+    Conflict(String),
+    #[error("enrollment token cannot be used: {0}")]
+    TokenUnusable(#[from] TokenUnusable),
+    #[error("single-use token was already used")]
+    NonceReused,
+    /// The database cannot serve the request now (locked, unreachable, overloaded); retrying later
+    /// may succeed. Devices get a retryable answer for it.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("database error: {0}")]
+    Backend(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Enrollment tokens, enrollments and their certificates (the issuance log).
+#[async_trait]
+pub trait EnrollmentStore: Send + Sync {
+    async fn create_enrollment_token(&self, t: &NewEnrollmentToken) -> StoreResult<EnrollmentToken>;
+    async fn enrollment_token_by_hash(&self, hash: &TokenHash) -> StoreResult<Option<EnrollmentToken>>;
+    async fn list_enrollment_tokens(&self) -> StoreResult<Vec<EnrollmentToken>>;
+    /// Revokes an enrollment token. Returns false if it does not exist or already was revoked.
+    async fn revoke_enrollment_token(&self, id: EnrollmentTokenId) -> StoreResult<bool>;
+
+    /// The active enrollment of a device, if any.
+    async fn active_enrollment_by_device_id(&self, device_id: &DeviceId) -> StoreResult<Option<Enrollment>>;
+    /// The newest enrollment of a DeviceID in any state (history included).
+    async fn latest_enrollment_by_device_id(&self, device_id: &DeviceId) -> StoreResult<Option<Enrollment>>;
+    async fn enrollment_by_id(&self, id: EnrollmentId) -> StoreResult<Option<Enrollment>>;
+    /// The enrollment whose current (or still-accepted previous) certificate has this thumbprint,
+    /// in any state (the caller decides whether the state allows what it does).
+    async fn enrollment_by_certificate(&self, thumbprint: &Thumbprint) -> StoreResult<Option<Enrollment>>;
+
+    /// Commits an enrollment atomically (see [`EnrollmentCommit`]). On any error nothing was written.
+    async fn commit_enrollment(&self, c: &EnrollmentCommit) -> StoreResult<()>;
+    /// Applies a renewal (see [`RenewalCommit`]) atomically. NotFound unless the enrollment is
+    /// active and its current certificate is still `expected_current`.
+    async fn commit_renewal(&self, r: &RenewalCommit) -> StoreResult<()>;
+    /// Ends an active enrollment (admin action): revokes its certificates (logged), cancels its open
+    /// commands and records the event, atomically. Returns false if it was not active.
+    async fn end_enrollment(&self, id: EnrollmentId, end: &EnrollmentEnd, now: OffsetDateTime) -> StoreResult<bool>;
+    /// Appends a log entry outside any enrollment commit (a certificate signed for an enrollment
+    /// that failed to commit is recorded as void).
+    async fn append_issuance_log(&self, e: &IssuanceLogEntry) -> StoreResult<()>;
+}
+
+/// The command queue.
+#[async_trait]
+pub trait CommandQueue: Send + Sync {
+    /// Queues commands in the given order. A small call is one transaction. A fleet-wide fan-out
+    /// may commit in batches (the SQLite store: 10,000 commands each) so that device sessions are
+    /// not held up behind it; if a batch fails, the batches before it stay queued and the error
+    /// says how many commands were.
+    async fn enqueue_commands(&self, commands: &[NewCommand]) -> StoreResult<()>;
+    async fn command(&self, id: CommandId) -> StoreResult<Option<Command>>;
+    /// All commands of an enrollment, oldest first.
+    async fn commands_for_enrollment(&self, id: EnrollmentId) -> StoreResult<Vec<Command>>;
+    /// Open (pending or sent), unexpired commands in delivery order: priority, then queue order.
+    async fn deliverable_commands(&self, id: EnrollmentId, now: OffsetDateTime) -> StoreResult<Vec<Command>>;
+    /// Cancels an open command. Returns false if it was no longer open.
+    async fn cancel_command(&self, id: CommandId, now: OffsetDateTime) -> StoreResult<bool>;
+}
+
+/// The per-message hot path: one snapshot read, one write transaction.
+#[async_trait]
+pub trait CheckinStore: Send + Sync {
+    /// What processing one device message reads (see [`CheckinContext`]), in one read snapshot: the
+    /// enrollment named by `key` with its session, the facts named in `facts`, its deliverable and
+    /// awaiting commands at `now`. None if no enrollment matches.
+    async fn checkin_context(
+        &self,
+        key: EnrollmentKey<'_>,
+        facts: &[FactName],
+        now: OffsetDateTime,
+    ) -> StoreResult<Option<CheckinContext>>;
+    /// Commits everything one device message produced (see [`CheckinCommit`]) atomically.
+    async fn commit_checkin(&self, id: EnrollmentId, commit: &CheckinCommit, now: OffsetDateTime) -> StoreResult<()>;
+}
+
+/// Inventory facts and their history.
+#[async_trait]
+pub trait InventoryStore: Send + Sync {
+    async fn device_facts(&self, id: EnrollmentId) -> StoreResult<Vec<DeviceFact>>;
+    async fn fact_history(&self, id: EnrollmentId) -> StoreResult<Vec<FactChange>>;
+}
+
+/// People: users (enrollment and console), their console access and second factor.
+#[async_trait]
+pub trait UserStore: Send + Sync {
+    async fn create_user(&self, u: &User) -> StoreResult<()>;
+    async fn user_by_email(&self, email: &str) -> StoreResult<Option<User>>;
+    async fn user_by_id(&self, id: UserId) -> StoreResult<Option<User>>;
+    async fn list_users(&self) -> StoreResult<Vec<User>>;
+    /// Disables (or re-enables) a user: a disabled user can neither enroll devices nor sign in.
+    /// False if no such user.
+    async fn set_user_disabled(&self, user: UserId, disabled: bool) -> StoreResult<bool>;
+
+    /// Creates a user who may sign in to the console with `role`, limited to `group`'s devices if
+    /// given (one transaction). Conflict if the e-mail exists.
+    async fn create_console_user(&self, u: &User, role: Role, group: Option<GroupId>) -> StoreResult<()>;
+    /// A user with a console role, by e-mail (case-insensitive); None for unknown users and users
+    /// without console access.
+    async fn console_user_by_email(&self, email: &str) -> StoreResult<Option<ConsoleUser>>;
+    /// A console user by id (None for unknown users and users without console access).
+    async fn console_user(&self, id: UserId) -> StoreResult<Option<ConsoleUser>>;
+    /// Every user with console access, oldest first.
+    async fn list_console_users(&self) -> StoreResult<Vec<ConsoleUser>>;
+    /// Gives the user console access with `role`, limited to `group` if given, or with None removes
+    /// console access (and the group). False if no such user.
+    async fn set_console_access(&self, user: UserId, role: Option<Role>, group: Option<GroupId>) -> StoreResult<bool>;
+
+    /// Stores a new, unconfirmed TOTP seed for the user (replacing any, confirmed or not, and
+    /// forgetting the last used step), or with None removes the second factor. False if no such user.
+    async fn set_user_totp(&self, user: UserId, sealed_secret: Option<&str>) -> StoreResult<bool>;
+    /// Marks the user's seed confirmed and consumes `step`, in one statement. False if the user has
+    /// no seed or `step` is not after the last used one.
+    async fn confirm_user_totp(&self, user: UserId, step: i64, at: OffsetDateTime) -> StoreResult<bool>;
+    /// Consumes a time step atomically: true only if `step` is after the last used one (two sign-ins
+    /// racing with the same code, even on two replicas, cannot both win).
+    async fn use_totp_step(&self, user: UserId, step: i64) -> StoreResult<bool>;
+}
+
+/// Device groups and membership.
+#[async_trait]
+pub trait GroupStore: Send + Sync {
+    async fn group_by_name(&self, name: &str) -> StoreResult<Option<Group>>;
+    async fn list_groups(&self) -> StoreResult<Vec<Group>>;
+    /// Creates a device group. Conflict if the name is taken (names compare case-sensitively).
+    async fn create_group(&self, g: &Group) -> StoreResult<()>;
+    /// Deletes an empty group. Conflict while an active enrollment, an unrevoked enrollment token,
+    /// an unrevoked API token or a console user still refers to it (moving or revoking them first is
+    /// a decision for a person, not a side effect). Returns false if it did not exist.
+    async fn delete_group(&self, id: GroupId) -> StoreResult<bool>;
+    /// Moves an enrollment into a group (or out of every group with None). Returns false if the
+    /// enrollment does not exist; an unknown group is the caller's check.
+    async fn set_enrollment_group(&self, id: EnrollmentId, group: Option<GroupId>) -> StoreResult<bool>;
+}
+
+/// Credentials for the admin surfaces: API tokens, the bootstrap token, console sessions.
+#[async_trait]
+pub trait AccessStore: Send + Sync {
+    async fn create_api_token(&self, t: &NewApiToken) -> StoreResult<ApiToken>;
+    async fn api_token_by_hash(&self, hash: &TokenHash) -> StoreResult<Option<ApiToken>>;
+    async fn list_api_tokens(&self) -> StoreResult<Vec<ApiToken>>;
+    /// Revokes an API token. Returns false if it does not exist or already was revoked.
+    async fn revoke_api_token(&self, id: ApiTokenId, now: OffsetDateTime) -> StoreResult<bool>;
+    /// Records that the token was used.
+    async fn touch_api_token(&self, id: ApiTokenId, now: OffsetDateTime) -> StoreResult<()>;
+
+    /// Records a bootstrap admin token hash. Idempotent for the same hash.
+    async fn put_admin_token(&self, name: &str, hash: &TokenHash, created_at: OffsetDateTime) -> StoreResult<()>;
+    async fn admin_token_exists(&self, hash: &TokenHash) -> StoreResult<bool>;
+    async fn count_admin_tokens(&self) -> StoreResult<u64>;
+
+    async fn create_console_session(&self, s: &ConsoleSession) -> StoreResult<()>;
+    /// The session and its user (with the user's current role, so a role change applies at once).
+    async fn console_session(&self, id_hash: &TokenHash) -> StoreResult<Option<(ConsoleSession, ConsoleUser)>>;
+    async fn touch_console_session(&self, id_hash: &TokenHash, now: OffsetDateTime) -> StoreResult<()>;
+    /// Deletes the session (logout) and every expired one. Returns false if it did not exist.
+    async fn delete_console_session(&self, id_hash: &TokenHash, now: OffsetDateTime) -> StoreResult<bool>;
+    /// Ends every console session of the user (second factor reset, user disabled).
+    async fn delete_console_sessions_of(&self, user: UserId) -> StoreResult<u64>;
+}
+
+/// The hash-chained audit log.
+#[async_trait]
+pub trait AuditLog: Send + Sync {
+    /// Appends to the hash-chained audit log (see [`crate::admin`]): the backend assigns the next seq
+    /// and links the row to the previous one atomically. Rows are never updated or deleted.
+    async fn append_audit_event(&self, e: &NewAuditEvent) -> StoreResult<AuditEvent>;
+    /// A page of audit events matching `filter`, continuing after `after_seq` in the filter's order.
+    async fn audit_events(
+        &self,
+        filter: &AuditFilter,
+        after_seq: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Vec<AuditEvent>>;
+}
+
+/// The device event outbox.
+#[async_trait]
+pub trait EventLog: Send + Sync {
+    /// Device events with `seq > after`, oldest first, at most `limit`.
+    async fn device_events_after(&self, after: i64, limit: u32) -> StoreResult<Vec<DeviceEvent>>;
+}
+
+/// Webhook subscriptions, their queue and delivery log.
+#[async_trait]
+pub trait WebhookStore: Send + Sync {
+    /// Creates a subscription whose cursor is the newest device event (it receives what happens next).
+    async fn create_webhook(&self, w: &NewWebhook) -> StoreResult<Webhook>;
+    async fn webhook(&self, id: WebhookId) -> StoreResult<Option<Webhook>>;
+    /// All subscriptions, oldest first.
+    async fn list_webhooks(&self) -> StoreResult<Vec<Webhook>>;
+    /// Deletes a subscription with its queued pings and delivery log. Returns false if it did not exist.
+    async fn delete_webhook(&self, id: WebhookId) -> StoreResult<bool>;
+    /// Pauses or resumes a subscription. A paused one keeps its cursor, so on resume it delivers what
+    /// happened meanwhile. Returns false if it does not exist.
+    async fn set_webhook_enabled(&self, id: WebhookId, enabled: bool) -> StoreResult<bool>;
+    /// Queues a ping and makes the subscription due now (a test also cuts a retry backoff short).
+    /// Returns None if the subscription does not exist.
+    async fn queue_webhook_ping(&self, id: WebhookId, now: OffsetDateTime) -> StoreResult<Option<WebhookPing>>;
+    /// The oldest queued ping of a subscription.
+    async fn next_webhook_ping(&self, id: WebhookId) -> StoreResult<Option<WebhookPing>>;
+    /// Moves the cursor forward over events the subscription does not want (never backwards).
+    async fn advance_webhook_cursor(&self, id: WebhookId, seq: i64) -> StoreResult<()>;
+    /// Appends the attempt to the delivery log and, atomically, updates the subscription: delivered or
+    /// failed moves past the item (cursor or ping), retrying records the attempt count and next time.
+    /// A subscription deleted meanwhile is not an error (nothing is written).
+    async fn record_webhook_attempt(&self, a: &WebhookAttempt) -> StoreResult<()>;
+    /// A page of one subscription's delivery log, newest first, continuing below `before_id`.
+    async fn webhook_deliveries(
+        &self,
+        id: WebhookId,
+        before_id: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Vec<WebhookDelivery>>;
+    /// Retention: deletes log rows older than `older_than` and all but the newest
+    /// `keep_per_webhook` rows of each subscription. Returns how many were deleted.
+    async fn prune_webhook_deliveries(&self, older_than: OffsetDateTime, keep_per_webhook: u32) -> StoreResult<u64>;
+}
+
+/// Lists and aggregates for the admin surfaces, computed in the database.
+#[async_trait]
+pub trait ReportStore: Send + Sync {
+    /// One page of enrollments (any state) matching the query, in its order (keyset pagination).
+    async fn list_devices(&self, q: &DeviceQuery) -> StoreResult<Vec<Enrollment>>;
+    /// Active devices per group (groups without devices are absent).
+    async fn group_device_counts(&self) -> StoreResult<Vec<(GroupId, u64)>>;
+    async fn admin_counts(&self) -> StoreResult<AdminCounts>;
+    /// Dashboard totals; `now` anchors the check-in freshness buckets.
+    async fn device_stats(&self, now: OffsetDateTime) -> StoreResult<DeviceStats>;
+    /// Per UTC day from the day of `since` up to (not including) the day of `until` (None: up to now),
+    /// what the device event log records (aggregated in the database).
+    async fn daily_activity(
+        &self,
+        since: OffsetDateTime,
+        until: Option<OffsetDateTime>,
+    ) -> StoreResult<Vec<DailyActivity>>;
+}
+
+/// Everything a running server needs from its database.
+pub trait Store:
+    EnrollmentStore
+    + CommandQueue
+    + CheckinStore
+    + InventoryStore
+    + UserStore
+    + GroupStore
+    + AccessStore
+    + AuditLog
+    + EventLog
+    + WebhookStore
+    + ReportStore
+    + 'static
+{
+}
+
+impl<T> Store for T where
+    T: EnrollmentStore
+        + CommandQueue
+        + CheckinStore
+        + InventoryStore
+        + UserStore
+        + GroupStore
+        + AccessStore
+        + AuditLog
+        + EventLog
+        + WebhookStore
+        + ReportStore
+        + 'static
+{
+}
+
+/// Readers no request handler needs: whole-table and per-row views for the conformance stories,
+/// the integration tests and offline checks. Not part of [`Store`], so a backend's serving surface
+/// stays what the server uses.
+#[cfg(feature = "inspect")]
+#[async_trait]
+pub trait Inspect: Send + Sync {
+    async fn list_enrollments(&self) -> StoreResult<Vec<Enrollment>>;
+    async fn issuance_log(&self) -> StoreResult<Vec<IssuanceLogEntry>>;
+    async fn command_result(&self, id: CommandId) -> StoreResult<Option<CommandResult>>;
+    /// Raw device messages kept for audit, oldest first (bounded per enrollment).
+    async fn device_messages(&self, id: EnrollmentId) -> StoreResult<Vec<(OffsetDateTime, String)>>;
+    /// One enrollment's events, oldest first.
+    async fn device_events_for(&self, id: EnrollmentId) -> StoreResult<Vec<DeviceEvent>>;
+    /// The stored check-in session of an enrollment.
+    async fn session_record(&self, id: EnrollmentId) -> StoreResult<Option<crate::checkin::SessionRecord>>;
+}
