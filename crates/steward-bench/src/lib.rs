@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
-use steward_domain::*;
+use steward_core::*;
 use steward_pki::{DeviceCertParams, DeviceKey};
 use steward_server::Config;
 use steward_sim::{Credentials, DeviceProfile, EnrollOptions, HttpsClient, ManagedDevice, SessionTrigger};

@@ -1,7 +1,7 @@
 //! Admin operations shared by every admin surface (CLI now, REST API and console later): finding
 //! devices and queueing validated commands and actions for them.
 
-use steward_domain::*;
+use steward_core::*;
 use time::OffsetDateTime;
 
 use crate::windows::commands::{self, Action, CommandError};

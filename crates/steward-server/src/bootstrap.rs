@@ -11,7 +11,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use steward_domain::{SecretString, Store, TokenHash, TokenKind};
+use steward_core::{SecretString, Store, TokenHash, TokenKind};
 use steward_pki::{CertifiedKey, Kek, KeyAlgorithm};
 use time::{Duration, OffsetDateTime};
 use zeroize::Zeroizing;
@@ -34,7 +34,7 @@ pub enum BootstrapError {
     #[error("TLS material: {0}")]
     Tls(String),
     #[error("store: {0}")]
-    Store(#[from] steward_domain::StoreError),
+    Store(#[from] steward_core::StoreError),
 }
 
 /// The key material the server runs with.

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use steward_domain::SecretString;
+use steward_core::SecretString;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use steward_domain::{SecretString, Store};
+use steward_core::{SecretString, Store};
 use steward_store_sqlite::SqliteStore;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -36,7 +36,7 @@ pub enum ServeError {
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
     #[error("store: {0}")]
-    Store(#[from] steward_domain::StoreError),
+    Store(#[from] steward_core::StoreError),
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: SocketAddr, source: std::io::Error },
 }

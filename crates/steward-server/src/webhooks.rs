@@ -12,7 +12,7 @@
 //! them on shutdown; an aborted attempt is simply tried again after the restart.
 //!
 //! Signing: `Steward-Signature: t=<unix>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>` (see
-//! `steward_domain::webhook_signature` and docs/OPERATIONS.md for verification). The secret is kept
+//! `steward_core::webhook_signature` and docs/OPERATIONS.md for verification). The secret is kept
 //! sealed with the webhook key (`Pki::data_key`) and opened only to sign.
 
 use std::collections::{HashMap, HashSet};
@@ -27,7 +27,7 @@ use http_body_util::Full;
 use hyper_util::rt::TokioIo;
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
-use steward_domain::*;
+use steward_core::*;
 use steward_pki::Kek;
 use time::OffsetDateTime;
 use tokio::net::TcpStream;

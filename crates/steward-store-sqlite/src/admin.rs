@@ -3,7 +3,7 @@
 
 use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row, Sqlite};
-use steward_domain::*;
+use steward_core::*;
 use time::OffsetDateTime;
 
 use crate::{SqliteStore, backend, enrollment_from_row, from_micros, micros, opt_micros, parse_id};

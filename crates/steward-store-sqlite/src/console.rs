@@ -3,7 +3,7 @@
 
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
-use steward_domain::*;
+use steward_core::*;
 use time::OffsetDateTime;
 
 use crate::{SqliteStore, backend, from_micros, micros, parse_id, user_from_row};

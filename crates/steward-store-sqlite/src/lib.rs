@@ -20,7 +20,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
-use steward_domain::*;
+use steward_core::*;
 use time::OffsetDateTime;
 
 pub use migrate::MIGRATIONS;
@@ -764,31 +764,31 @@ mod tests {
     #[tokio::test]
     async fn conformance_story() {
         let (_dir, store) = temp_store().await;
-        steward_domain::conformance::run(&store).await;
+        steward_core::conformance::run(&store).await;
     }
 
     #[tokio::test]
     async fn conformance_console_and_groups() {
         let (_dir, store) = temp_store().await;
-        steward_domain::conformance::console_and_groups(&store).await;
+        steward_core::conformance::console_and_groups(&store).await;
     }
 
     #[tokio::test]
     async fn conformance_command_queue() {
         let (_dir, store) = temp_store().await;
-        steward_domain::conformance::command_queue(&store).await;
+        steward_core::conformance::command_queue(&store).await;
     }
 
     #[tokio::test]
     async fn conformance_facts_and_renewal() {
         let (_dir, store) = temp_store().await;
-        steward_domain::conformance::facts_and_renewal(&store).await;
+        steward_core::conformance::facts_and_renewal(&store).await;
     }
 
     #[tokio::test]
     async fn raw_messages_are_bounded_and_keep_the_newest() {
         let (_dir, store) = temp_store().await;
-        steward_domain::conformance::run(&store).await;
+        steward_core::conformance::run(&store).await;
         let e = store.list_enrollments().await.unwrap().remove(0);
         let t0 = OffsetDateTime::now_utc();
         let kept = management::DEVICE_MESSAGES_KEPT as usize;
@@ -819,7 +819,7 @@ mod tests {
     #[tokio::test]
     async fn a_large_enqueue_commits_in_batches_and_reports_a_partial_failure() {
         let (_dir, store) = temp_store().await;
-        steward_domain::conformance::run(&store).await;
+        steward_core::conformance::run(&store).await;
         let e = store.list_enrollments().await.unwrap().remove(0);
         let t0 = OffsetDateTime::now_utc();
         let cmd = |i: usize| NewCommand {
@@ -903,7 +903,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.db");
         let store = SqliteStore::open(&path).await.unwrap();
-        steward_domain::conformance::run(&store).await;
+        steward_core::conformance::run(&store).await;
         drop(store);
         // Migrations are not re-applied; data survives.
         let store = SqliteStore::open(&path).await.unwrap();
@@ -913,7 +913,7 @@ mod tests {
     #[tokio::test]
     async fn certificate_log_is_append_only() {
         let (_dir, store) = temp_store().await;
-        steward_domain::conformance::run(&store).await;
+        steward_core::conformance::run(&store).await;
         let upd = sqlx::query("UPDATE certificate_log SET event = 'issued'")
             .execute(&store.write)
             .await;
@@ -925,7 +925,7 @@ mod tests {
     #[tokio::test]
     async fn audit_log_is_append_only_and_verify_finds_an_edited_row() {
         let (_dir, store) = temp_store().await;
-        steward_domain::conformance::run(&store).await;
+        steward_core::conformance::run(&store).await;
         let upd = sqlx::query("UPDATE audit_events SET actor = 'mallory'")
             .execute(&store.write)
             .await;
@@ -943,7 +943,7 @@ mod tests {
             .execute(&store.write)
             .await
             .unwrap();
-        let broken = steward_domain::verify_audit_log(&store).await.unwrap().unwrap_err();
+        let broken = steward_core::verify_audit_log(&store).await.unwrap().unwrap_err();
         assert_eq!(broken.seq, 2, "{broken}");
     }
 

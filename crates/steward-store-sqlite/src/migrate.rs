@@ -3,7 +3,7 @@
 //! (written by a newer Steward) is refused rather than guessed at.
 
 use sqlx::{Row, SqlitePool};
-use steward_domain::{StoreError, StoreResult};
+use steward_core::{StoreError, StoreResult};
 
 /// (version, name, SQL). Append only; never edit an entry that has shipped.
 pub const MIGRATIONS: &[(i64, &str, &str)] = &[

@@ -15,7 +15,7 @@ use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
-use steward_domain::StoreResult;
+use steward_core::StoreResult;
 
 use crate::writes::db;
 

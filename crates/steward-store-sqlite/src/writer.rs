@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 use sqlx::SqlitePool;
-use steward_domain::{StoreError, StoreResult};
+use steward_core::{StoreError, StoreResult};
 use tokio::sync::oneshot;
 
 use crate::writes::db;

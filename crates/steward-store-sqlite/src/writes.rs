@@ -8,7 +8,7 @@
 //! Each function is one `BEGIN IMMEDIATE` transaction: whole or not at all.
 
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
-use steward_domain::*;
+use steward_core::*;
 use time::OffsetDateTime;
 
 use crate::management::{DEVICE_MESSAGES_KEPT, json_err};

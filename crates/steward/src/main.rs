@@ -16,7 +16,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::{CommandFactory, Parser, Subcommand};
-use steward_domain::{
+use steward_core::{
     AuditFilter, AuditOutcome, CommandId, CommandItem, CommandPayload, DeviceCursor, DeviceQuery, DeviceSort,
     EnrollmentId, EnrollmentState, EnrollmentTokenId, NewAuditEvent, NewEnrollmentToken, Role, Store, TokenHash,
     TokenKind, User, Verb,
@@ -910,7 +910,7 @@ async fn user(config: Config, command: UserCommand) -> Result<()> {
                     c.map_or("-".to_owned(), |c| c.role.to_string()),
                     output::or_dash(group.as_deref()),
                     if c.and_then(|c| c.totp.as_ref())
-                        .is_some_and(steward_domain::UserTotp::confirmed)
+                        .is_some_and(steward_core::UserTotp::confirmed)
                     {
                         "on"
                     } else {
@@ -975,7 +975,7 @@ async fn user(config: Config, command: UserCommand) -> Result<()> {
 }
 
 /// The group called `name`, or an error saying there is none.
-async fn local_group(store: &dyn Store, name: &str) -> Result<steward_domain::Group> {
+async fn local_group(store: &dyn Store, name: &str) -> Result<steward_core::Group> {
     store
         .group_by_name(name)
         .await?
@@ -1008,8 +1008,8 @@ pub(crate) fn read_password(email: &str, given: Option<String>) -> Result<String
             line.trim_end_matches(['\r', '\n']).to_owned()
         }
     };
-    if password.chars().count() < steward_domain::MIN_PASSWORD_CHARS {
-        return Err(steward_domain::NewUserError::ShortPassword.into());
+    if password.chars().count() < steward_core::MIN_PASSWORD_CHARS {
+        return Err(steward_core::NewUserError::ShortPassword.into());
     }
     Ok(password)
 }
@@ -1030,7 +1030,7 @@ async fn groups(config: Config, command: GroupCommand) -> Result<()> {
             t.print()?;
         }
         GroupCommand::Create { name } => {
-            let g = steward_domain::Group::named(&name, OffsetDateTime::now_utc())?;
+            let g = steward_core::Group::named(&name, OffsetDateTime::now_utc())?;
             store.create_group(&g).await?;
             audit(store.as_ref(), "group.create", g.name.clone(), String::new()).await?;
             println!("created group {}", g.name);
@@ -1039,7 +1039,7 @@ async fn groups(config: Config, command: GroupCommand) -> Result<()> {
             let g = local_group(store.as_ref(), &name).await?;
             match store.delete_group(g.id).await {
                 Ok(_) => {}
-                Err(steward_domain::StoreError::Conflict(_)) => bail!(
+                Err(steward_core::StoreError::Conflict(_)) => bail!(
                     "group {name:?} still has active devices, enrollment tokens or API tokens: move or revoke them first"
                 ),
                 Err(e) => return Err(e.into()),
@@ -1149,7 +1149,7 @@ async fn select_local(
     state: Option<EnrollmentState>,
     group: Option<&str>,
     max: Option<usize>,
-) -> Result<Vec<steward_domain::Enrollment>> {
+) -> Result<Vec<steward_core::Enrollment>> {
     let group_id = match group {
         Some(g) => Some(local_group(store, g.trim()).await?.id),
         None => None,
@@ -1332,7 +1332,7 @@ async fn audit(store: &dyn Store, action: &str, target: String, details: String)
 async fn audit_log(config: Config, command: AuditCommand) -> Result<()> {
     let store = steward_server::open_store(&config).await?;
     match command {
-        AuditCommand::Verify => match steward_domain::verify_audit_log(store.as_ref()).await? {
+        AuditCommand::Verify => match steward_core::verify_audit_log(store.as_ref()).await? {
             Ok(v) => {
                 println!("audit log intact: {} events, head hash {}", v.count(), v.head());
                 Ok(())

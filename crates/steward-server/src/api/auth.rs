@@ -7,7 +7,7 @@
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use steward_domain::*;
+use steward_core::*;
 use time::OffsetDateTime;
 
 use super::error::ApiError;

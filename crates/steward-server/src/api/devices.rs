@@ -4,7 +4,7 @@ use axum::extract::{Extension, Path, State};
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
-use steward_domain::*;
+use steward_core::*;
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 

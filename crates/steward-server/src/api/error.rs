@@ -9,7 +9,7 @@ use http::StatusCode;
 use http::request::Parts;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use steward_domain::StoreError;
+use steward_core::StoreError;
 use utoipa::ToSchema;
 
 use crate::admin::AdminError;

@@ -231,7 +231,7 @@ pub(crate) fn page_in_memory<T>(
 
 /// The group called `name` (as written), or 422: a request naming a group that does not exist is
 /// malformed, not a missing resource.
-pub(crate) async fn named_group(state: &AppState, name: &str) -> Result<steward_domain::Group, ApiError> {
+pub(crate) async fn named_group(state: &AppState, name: &str) -> Result<steward_core::Group, ApiError> {
     state
         .store
         .group_by_name(name)

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use steward_domain::{ActivityDay, DailyActivity, Store, StoreResult, activity_series, utc_midnight};
+use steward_core::{ActivityDay, DailyActivity, Store, StoreResult, activity_series, utc_midnight};
 use time::{Duration, OffsetDateTime};
 
 #[derive(Debug, Default)]
@@ -70,6 +70,6 @@ impl ActivityCache {
     }
 }
 
-fn poisoned() -> steward_domain::StoreError {
-    steward_domain::StoreError::Backend("activity cache lock poisoned".into())
+fn poisoned() -> steward_core::StoreError {
+    steward_core::StoreError::Backend("activity cache lock poisoned".into())
 }

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use maud::{Markup, html};
 use serde::Deserialize;
-use steward_domain::totp::TotpSecret;
+use steward_core::totp::TotpSecret;
 use time::OffsetDateTime;
 
 use super::pages::{csrf_input, problem_of, refuse, urlencode, when};

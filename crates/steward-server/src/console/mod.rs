@@ -23,7 +23,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http::{HeaderValue, StatusCode, header};
 use maud::{DOCTYPE, Markup, html};
-use steward_domain::Role;
+use steward_core::Role;
 
 use crate::AppState;
 use crate::api::auth::{AuditNote, Principal, record_audit, rule_for};
@@ -105,7 +105,7 @@ async fn security_headers(req: Request, next: Next) -> Response {
 pub struct ConsoleCtx {
     pub principal: Principal,
     pub email: String,
-    pub user_id: steward_domain::UserId,
+    pub user_id: steward_core::UserId,
     /// Whether the user has a confirmed second factor.
     pub totp_confirmed: bool,
     /// The per-session CSRF token every form carries.

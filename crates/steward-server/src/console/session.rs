@@ -22,8 +22,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use maud::html;
 use serde::Deserialize;
-use steward_domain::totp::TotpSecret;
-use steward_domain::*;
+use steward_core::totp::TotpSecret;
+use steward_core::*;
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
@@ -280,7 +280,7 @@ fn dummy_hash() -> &'static str {
     DUMMY.get_or_init(|| {
         let mut pw = [0u8; 24];
         let _ = aws_lc_rs::rand::fill(&mut pw);
-        steward_domain::secret::hash_password(&hex::encode(pw)).unwrap_or_default()
+        steward_core::secret::hash_password(&hex::encode(pw)).unwrap_or_default()
     })
 }
 
@@ -327,7 +327,7 @@ pub async fn login(
     let password = form.password;
     // Argon2 is slow on purpose: keep it off the async workers.
     let verified =
-        tokio::task::spawn_blocking(move || steward_domain::secret::verify_password(password.expose(), &phc))
+        tokio::task::spawn_blocking(move || steward_core::secret::verify_password(password.expose(), &phc))
             .await
             .unwrap_or(false);
     let Some(user) = user.filter(|_| verified) else {

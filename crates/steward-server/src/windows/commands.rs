@@ -3,7 +3,7 @@
 //! Delete/Exec/Atomic. Validation happens at queue time so a bad command is refused with a clear error
 //! instead of failing on the device (Fleet's profiles stuck "Pending" were unescaped XML in Data).
 
-use steward_domain::{CommandItem, CommandPayload, Verb};
+use steward_core::{CommandItem, CommandPayload, Verb};
 use steward_windows_proto::syncml::is_well_formed_fragment;
 
 /// The wipe variants of the RemoteWipe CSP (plus AutomaticRedeployment).

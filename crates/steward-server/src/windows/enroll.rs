@@ -12,7 +12,7 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use http::{HeaderMap, StatusCode};
-use steward_domain::*;
+use steward_core::*;
 use steward_windows_proto::mde2::{self, Credential, FaultSubcode, RequestBody, SoapRequest};
 use time::{Duration, OffsetDateTime};
 
@@ -170,9 +170,9 @@ async fn authenticate(
             // Argon2 is deliberately slow: keep it off the async workers. Unknown users are checked
             // against a fixed hash so response time does not reveal which e-mails exist.
             let ok = tokio::task::spawn_blocking(move || match phc {
-                Some(phc) => steward_domain::secret::verify_password(&pw, &phc),
+                Some(phc) => steward_core::secret::verify_password(&pw, &phc),
                 None => {
-                    let _ = steward_domain::secret::verify_password(&pw, federated::dummy_phc());
+                    let _ = steward_core::secret::verify_password(&pw, federated::dummy_phc());
                     false
                 }
             })

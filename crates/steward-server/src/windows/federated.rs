@@ -17,7 +17,7 @@ use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use http::StatusCode;
 use serde::Deserialize;
-use steward_domain::TokenHash;
+use steward_core::TokenHash;
 use steward_windows_proto::xml::escape;
 use time::{Duration, OffsetDateTime};
 
@@ -30,7 +30,7 @@ const PREFIX: &str = "stw_fed_";
 static DUMMY_PHC: LazyLock<String> = LazyLock::new(|| {
     let mut pw = [0u8; 16];
     let _ = aws_lc_rs::rand::fill(&mut pw);
-    steward_domain::secret::hash_password(&hex::encode(pw)).unwrap_or_default()
+    steward_core::secret::hash_password(&hex::encode(pw)).unwrap_or_default()
 });
 
 pub fn dummy_phc() -> &'static str {
@@ -175,7 +175,7 @@ pub async fn sign_in(State(state): State<AppState>, Form(f): Form<SignInForm>) -
     let phc = user.as_ref().map(|u| u.password_hash.clone());
     let password = f.password;
     let ok = tokio::task::spawn_blocking(move || {
-        let ok = steward_domain::secret::verify_password(&password, phc.as_deref().unwrap_or(dummy_phc()));
+        let ok = steward_core::secret::verify_password(&password, phc.as_deref().unwrap_or(dummy_phc()));
         ok && phc.is_some()
     })
     .await

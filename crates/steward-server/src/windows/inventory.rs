@@ -2,7 +2,7 @@
 //! DMClient CSPs) and the typed fact each becomes. The device's own Replace of DevInfo at session
 //! start feeds the same map.
 
-use steward_domain::{CommandItem, CommandPayload, Verb};
+use steward_core::{CommandItem, CommandPayload, Verb};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FactKind {

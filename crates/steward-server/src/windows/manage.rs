@@ -7,7 +7,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, StatusCode};
-use steward_domain::*;
+use steward_core::*;
 use steward_windows_proto::syncml;
 use time::OffsetDateTime;
 

@@ -7,7 +7,7 @@
 
 use axum::response::Response;
 use base64::Engine;
-use steward_domain::*;
+use steward_core::*;
 use steward_windows_proto::mde2::{self, FaultSubcode, RequestBody, SoapRequest};
 use time::{Duration, OffsetDateTime};
 

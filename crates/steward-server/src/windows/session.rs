@@ -21,7 +21,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use steward_domain::*;
+use steward_core::*;
 use steward_windows_proto::syncml::{
     self, ALERT_CLIENT_EVENT, ALERT_GENERIC, ALERT_NEXT_MESSAGE, ALERT_SESSION_ABORT, Alert, Container, Item,
     ItemCommand, ItemData, LocTarget, Meta, SyncBody, SyncHdr, SyncMl,

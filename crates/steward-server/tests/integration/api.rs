@@ -8,7 +8,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use http::{Method, Request, StatusCode};
 use serde_json::{Value, json};
-use steward_domain::*;
+use steward_core::*;
 use steward_server::api::{self, ROUTES};
 use steward_server::{AppState, bootstrap};
 use time::{Duration, OffsetDateTime};
@@ -857,7 +857,7 @@ async fn tokens_users_groups_and_server() {
     assert_eq!(status, StatusCode::CREATED, "{user}");
     assert_eq!(user["email"], "bob@example.com");
     let stored = app.store().user_by_email("bob@example.com").await.unwrap().unwrap();
-    assert!(steward_domain::secret::verify_password(
+    assert!(steward_core::secret::verify_password(
         "correct horse",
         &stored.password_hash
     ));

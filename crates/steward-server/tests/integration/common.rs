@@ -1,7 +1,7 @@
 //! Test harness: a server in a temporary data directory, plus helpers to create tokens and users
 //! exactly as the CLI does.
 
-use steward_domain::*;
+use steward_core::*;
 use steward_server::config::AuthPolicy;
 use steward_server::{Config, RunningServer};
 use steward_sim::{Credentials, EnrollOptions, HttpsClient};
@@ -110,7 +110,7 @@ impl TestServer {
                 id: UserId::new(),
                 email: email.into(),
                 display_name: None,
-                password_hash: steward_domain::secret::hash_password(password).unwrap(),
+                password_hash: steward_core::secret::hash_password(password).unwrap(),
                 disabled: false,
                 created_at: OffsetDateTime::now_utc(),
             })

@@ -8,7 +8,7 @@ use axum::body::Body;
 use base64::Engine;
 use http::{Request, StatusCode, header};
 use serde_json::{Value, json};
-use steward_domain::*;
+use steward_core::*;
 use steward_sim::session::SessionTrigger;
 use steward_sim::{Credentials, ManagedDevice};
 use time::OffsetDateTime;
@@ -29,7 +29,7 @@ async fn scoped_console_user(t: &TestServer, email: &str, role: Role, group: Opt
                 id: UserId::new(),
                 email: email.into(),
                 display_name: None,
-                password_hash: steward_domain::secret::hash_password(PASSWORD).unwrap(),
+                password_hash: steward_core::secret::hash_password(PASSWORD).unwrap(),
                 disabled: false,
                 created_at: OffsetDateTime::now_utc(),
             },
@@ -393,7 +393,7 @@ async fn sessions_csrf_roles_and_escaping() {
 
 #[tokio::test]
 async fn second_factor_is_set_up_then_required_once_per_code_and_reset_by_an_admin() {
-    use steward_domain::totp::{TotpSecret, step_of};
+    use steward_core::totp::{TotpSecret, step_of};
     let t = TestServer::start().await; // require_totp is the default
     console_user(&t, "admin@example.com", Role::Admin).await;
     let password_form = format!("email=admin%40example.com&password={}", enc(PASSWORD));
@@ -549,7 +549,7 @@ async fn second_factor_is_set_up_then_required_once_per_code_and_reset_by_an_adm
 
 #[tokio::test]
 async fn optional_second_factor_set_up_from_the_account_page_is_then_asked_for() {
-    use steward_domain::totp::TotpSecret;
+    use steward_core::totp::TotpSecret;
     let t = without_required_totp().await;
     console_user(&t, "alice@example.com", Role::Auditor).await;
     let cookie = login(&t, "alice@example.com").await;
@@ -1019,7 +1019,7 @@ async fn browser_login_search_sync_and_see_it_acknowledged() {
     b.wait_for(|p| p.contains("Set up two-step sign-in")).await;
     let key = b.text("#totp-secret").await;
     b.screenshot("01b-second-factor-setup").await;
-    let secret = steward_domain::totp::TotpSecret::from_base32(&key).unwrap();
+    let secret = steward_core::totp::TotpSecret::from_base32(&key).unwrap();
     b.type_into("#code", &secret.code_at(OffsetDateTime::now_utc())).await;
     b.click(&b.find("form.login button").await).await;
     b.wait_for(|p| p.contains("Enrolled devices")).await;

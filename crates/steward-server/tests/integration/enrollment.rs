@@ -2,7 +2,7 @@
 
 use std::sync::atomic::Ordering;
 
-use steward_domain::*;
+use steward_core::*;
 use steward_sim::{Credentials, enroll::enroll};
 use x509_parser::prelude::*;
 

@@ -3,7 +3,7 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use steward_domain::*;
+use steward_core::*;
 use steward_pki::{CsrSignatureAlgorithm, DeviceKey};
 use steward_sim::{Credentials, HttpsClient, Response, enroll::enroll};
 use steward_windows_proto::mde2::{self, Credential, DiscoverRequest};

@@ -42,7 +42,7 @@ async fn restart_keeps_the_ca_and_wrong_kek_refuses_to_start() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let mut config = config_for(dir.path(), port);
-    config.pki.kek = Some(steward_domain::SecretString::new(wrong.to_base64().as_str()));
+    config.pki.kek = Some(steward_core::SecretString::new(wrong.to_base64().as_str()));
     let err = match steward_server::start_with_listener(config, listener).await {
         Ok(_) => panic!("started with the wrong KEK"),
         Err(e) => e.to_string(),
@@ -76,7 +76,7 @@ async fn first_start_without_admin_token_generates_one_once() {
     assert!(token.expose().starts_with("stw_adm_"));
     assert!(
         t.store()
-            .admin_token_exists(&steward_domain::TokenHash::of(token.expose()))
+            .admin_token_exists(&steward_core::TokenHash::of(token.expose()))
             .await
             .unwrap()
     );

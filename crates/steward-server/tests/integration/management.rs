@@ -1,6 +1,6 @@
 //! Management over real mutual TLS: the simulator enrolls, then runs OMA-DM sessions like Windows.
 
-use steward_domain::*;
+use steward_core::*;
 use steward_server::admin;
 use steward_server::windows::commands::{Action, WipeKind};
 use steward_sim::session::{SessionError, SessionOptions, SessionTrigger};

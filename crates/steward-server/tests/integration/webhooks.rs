@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use axum::body::{Body, Bytes};
 use http::{HeaderMap, Method, Request, StatusCode};
 use serde_json::{Value, json};
-use steward_domain::*;
+use steward_core::*;
 use steward_server::admin;
 use steward_server::windows::commands::Action;
 use steward_sim::session::SessionTrigger;
