@@ -532,6 +532,10 @@ pub struct EnrollmentCommit {
     /// (Windows: the `syncml:auth-md5` digest key `b64(md5(name ":" secret))`, when MD5 session
     /// authentication is enabled).
     pub session_credential: Option<String>,
+    /// The device's active enrollment when the enrollment was decided (None: it had none). The
+    /// store refuses the commit with a conflict if the device's active enrollment is no longer
+    /// exactly this one, and otherwise marks it replaced and revokes its certificate.
+    pub replaces: Option<crate::identity::ReplacedEnrollment>,
 }
 
 #[cfg(test)]

@@ -8,6 +8,8 @@ pub mod devices;
 pub mod directory;
 pub mod identity;
 pub mod passwords;
+pub mod second_factor;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -23,6 +25,8 @@ pub use devices::Devices;
 pub use directory::Directory;
 pub use identity::Identity;
 pub use passwords::{PasswordPolicy, PasswordRefused, Passwords};
+pub use second_factor::SecondFactor;
+pub use webhooks::Webhooks;
 
 /// Why a service refused or failed. Each surface renders it its own way (problem+json, an error
 /// page, a CLI message); the texts are for people.
@@ -93,12 +97,24 @@ pub struct Core {
     pub directory: Directory,
     pub audit: AuditTrail,
     pub passwords: Passwords,
+    pub second_factor: SecondFactor,
+    pub webhooks: Webhooks,
 }
 
 impl Core {
-    pub fn new(store: Arc<dyn Store>, platforms: Platforms, clock: Arc<dyn Clock>, passwords: PasswordPolicy) -> Self {
+    /// The services over `store`; `data_key` seals the secrets the database must hold readable
+    /// (webhook signing secrets, TOTP seeds).
+    pub fn new(
+        store: Arc<dyn Store>,
+        platforms: Platforms,
+        clock: Arc<dyn Clock>,
+        passwords: PasswordPolicy,
+        data_key: Arc<steward_pki::Kek>,
+    ) -> Self {
         let devices = Devices::new(store.clone(), clock.clone());
         Self {
+            second_factor: SecondFactor::new(store.clone(), data_key.clone(), clock.clone()),
+            webhooks: Webhooks::new(store.clone(), data_key, clock.clone()),
             commands: Commands::new(store.clone(), devices.clone(), platforms.clone(), clock.clone()),
             directory: Directory::new(store.clone(), clock.clone()),
             audit: AuditTrail::new(store.clone()),

@@ -8,20 +8,22 @@ use steward_core::*;
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 
-use super::auth::{AuditNote, Principal};
+use steward_core::service::commands::Queued;
+use steward_core::service::devices::DeviceFilter;
+
+use super::auth::AuditNote;
 use super::error::{ApiError, ApiJson, ApiQuery, Problem};
 use super::{check_limit, decode_cursor, encode_cursor, page_in_memory};
-use crate::AppState;
-use crate::admin;
-use crate::windows::commands::{Action, WipeKind};
-use crate::windows::inventory;
+use crate::ApiState;
 
 /// One enrollment of a device.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct DeviceSummary {
     /// Enrollment id (a UUID; paths accept it or the DeviceID).
     pub id: uuid::Uuid,
-    /// The device's own identifier (MS-MDE2 DeviceID).
+    /// windows (the platform it enrolled from).
+    pub platform: String,
+    /// The device's own identifier (Windows: the MS-MDE2 DeviceID).
     pub device_id: String,
     pub name: Option<String>,
     pub user_email: Option<String>,
@@ -42,6 +44,7 @@ impl From<&Enrollment> for DeviceSummary {
     fn from(e: &Enrollment) -> Self {
         Self {
             id: e.id.0,
+            platform: e.platform.as_str().into(),
             device_id: e.device_id.to_string(),
             name: e.device_name.clone(),
             user_email: e.user_email.clone(),
@@ -57,14 +60,14 @@ impl From<&Enrollment> for DeviceSummary {
     }
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct DevicePage {
     pub items: Vec<DeviceSummary>,
     /// Pass as `cursor` to get the next page; absent on the last page.
     pub next_cursor: Option<String>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Certificate {
     pub serial: String,
     /// SHA-1 thumbprint (hex).
@@ -73,7 +76,7 @@ pub struct Certificate {
     pub not_after: OffsetDateTime,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Fact {
     /// e.g. `os.version`, `hardware.serial_number`.
     pub name: String,
@@ -82,7 +85,7 @@ pub struct Fact {
     pub updated_at: OffsetDateTime,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct FactChangeEntry {
     pub name: String,
     pub old_value: Option<String>,
@@ -91,7 +94,7 @@ pub struct FactChangeEntry {
     pub at: OffsetDateTime,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct DeviceDetail {
     pub device: DeviceSummary,
     /// The name of the device's group, if any.
@@ -104,7 +107,7 @@ pub struct DeviceDetail {
 }
 
 /// A queued command and where it stands.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct CommandView {
     pub id: uuid::Uuid,
     pub enrollment_id: uuid::Uuid,
@@ -130,14 +133,15 @@ pub struct CommandView {
     pub expires_at: Option<OffsetDateTime>,
 }
 
-impl From<&Command> for CommandView {
-    fn from(c: &Command) -> Self {
+impl CommandView {
+    /// The view of a command, described by its platform.
+    pub fn of(c: &Command, summary: CommandSummary) -> Self {
         Self {
             id: c.id.0,
             enrollment_id: c.enrollment_id.0,
-            verb: c.payload.verb.as_str().into(),
-            targets: c.payload.targets().into_iter().map(str::to_owned).collect(),
-            origin: c.origin.clone(),
+            verb: summary.kind,
+            targets: summary.targets,
+            origin: c.origin.as_str().into_owned(),
             priority: c.priority,
             state: c.state.as_str().into(),
             status_code: c.status_code,
@@ -150,7 +154,7 @@ impl From<&Command> for CommandView {
     }
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct CommandPage {
     pub items: Vec<CommandView>,
     pub next_cursor: Option<String>,
@@ -243,7 +247,7 @@ struct DevicePageCursor {
     )
 )]
 pub async fn list_devices(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     Extension(who): Extension<Principal>,
     ApiQuery(q): ApiQuery<DeviceListQuery>,
 ) -> Result<axum::Json<DevicePage>, ApiError> {
@@ -268,40 +272,21 @@ pub async fn list_devices(
         None => None,
         Some(s) => Some(EnrollmentState::parse(s).ok_or_else(|| ApiError::BadRequest(format!("unknown state {s:?}")))?),
     };
-    // A group-scoped token may name only its own group (another one simply matches nothing).
-    let group_id = match q.group.as_deref().filter(|g| !g.is_empty()) {
-        None => who.group,
-        Some(name) => {
-            let Some(g) = state.store.group_by_name(name).await? else {
-                return Err(ApiError::BadRequest(format!("no group named {name:?}")));
-            };
-            if who.group.is_some_and(|own| own != g.id) {
-                return Ok(axum::Json(DevicePage {
-                    items: Vec::new(),
-                    next_cursor: None,
-                }));
-            }
-            Some(g.id)
-        }
-    };
-    let query = DeviceQuery {
-        name_contains: q.name.filter(|s| !s.is_empty()),
-        user: q.user.filter(|s| !s.is_empty()),
-        os_version: q.os_version.filter(|s| !s.is_empty()),
+    let filter = DeviceFilter {
+        name_contains: q.name,
+        user: q.user,
+        os_version: q.os_version,
         state: state_filter,
-        group_id,
+        group: q.group,
         last_seen_before: q.last_seen_before,
         last_seen_after: q.last_seen_after,
         sort,
         descending: desc,
         after,
-        // One more than asked tells whether another page exists.
-        limit: limit + 1,
+        limit,
     };
-    let mut rows = state.store.list_devices(&query).await?;
-    let more = rows.len() > limit as usize;
-    rows.truncate(limit as usize);
-    let next_cursor = match (more, rows.last()) {
+    let page = state.core.devices.list(&who, filter).await?;
+    let next_cursor = match (page.more, page.items.last()) {
         (true, Some(last)) => Some(encode_cursor(&DevicePageCursor {
             sort,
             desc,
@@ -313,34 +298,9 @@ pub async fn list_devices(
         _ => None,
     };
     Ok(axum::Json(DevicePage {
-        items: rows.iter().map(DeviceSummary::from).collect(),
+        items: page.items.iter().map(DeviceSummary::from).collect(),
         next_cursor,
     }))
-}
-
-/// A device by enrollment id or DeviceID, in any state (for DeviceIDs: the active enrollment, else
-/// the newest one), within the caller's scope.
-async fn resolve_any(state: &AppState, who: &Principal, key: &str) -> Result<Enrollment, ApiError> {
-    let mut found = None;
-    if let Ok(id) = key.parse::<EnrollmentId>() {
-        found = state.store.enrollment_by_id(id).await?;
-    }
-    if found.is_none()
-        && let Some(d) = DeviceId::parse(key)
-    {
-        found = state.store.latest_enrollment_by_device_id(&d).await?;
-    }
-    found.filter(|e| who.sees(e)).ok_or(ApiError::NotFound("device"))
-}
-
-/// An active enrollment (commands and actions need one), within the caller's scope.
-async fn resolve_active(state: &AppState, who: &Principal, key: &str) -> Result<Enrollment, ApiError> {
-    let e = admin::find_device(state.store.as_ref(), key).await?;
-    if who.sees(&e) {
-        Ok(e)
-    } else {
-        Err(ApiError::NotFound("device"))
-    }
 }
 
 /// One device: enrollment, certificate, inventory facts and their history.
@@ -355,43 +315,34 @@ async fn resolve_active(state: &AppState, who: &Principal, key: &str) -> Result<
     )
 )]
 pub async fn get_device(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     Extension(who): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<axum::Json<DeviceDetail>, ApiError> {
-    let e = resolve_any(&state, &who, &id).await?;
-    let facts = state.store.device_facts(e.id).await?;
-    let history = state.store.fact_history(e.id).await?;
-    let group = match e.group_id {
-        Some(g) => state
-            .store
-            .list_groups()
-            .await?
-            .into_iter()
-            .find(|x| x.id == g)
-            .map(|x| x.name),
-        None => None,
-    };
+    let d = state.core.devices.detail(&who, &id).await?;
+    let e = &d.enrollment;
     Ok(axum::Json(DeviceDetail {
-        group,
-        device: DeviceSummary::from(&e),
+        group: d.group,
+        device: DeviceSummary::from(e),
         certificate: Certificate {
-            serial: e.cert_serial.clone(),
-            thumbprint: e.cert_thumbprint.clone(),
+            serial: e.cert_serial.to_string(),
+            thumbprint: e.cert_thumbprint.to_string(),
             not_after: e.cert_not_after,
         },
-        facts: facts
+        facts: d
+            .facts
             .into_iter()
             .map(|f| Fact {
-                name: f.name,
+                name: f.name.to_string(),
                 value: f.value,
                 updated_at: f.updated_at,
             })
             .collect(),
-        fact_history: history
+        fact_history: d
+            .fact_history
             .into_iter()
             .map(|h| FactChangeEntry {
-                name: h.name,
+                name: h.name.to_string(),
                 old_value: h.old_value,
                 new_value: h.new_value,
                 at: h.at,
@@ -413,22 +364,24 @@ pub async fn get_device(
     )
 )]
 pub async fn list_device_commands(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     Extension(who): Extension<Principal>,
     Path(id): Path<String>,
     ApiQuery(q): ApiQuery<PageQuery>,
 ) -> Result<axum::Json<CommandPage>, ApiError> {
     let limit = check_limit(q.limit)?;
-    let e = resolve_any(&state, &who, &id).await?;
-    let commands = state.store.commands_for_enrollment(e.id).await?;
+    let (e, commands) = state.core.commands.for_device(&who, &id).await?;
     let (page, next_cursor) = page_in_memory(commands, |c| c.id.to_string(), q.cursor.as_deref(), limit)?;
     Ok(axum::Json(CommandPage {
-        items: page.iter().map(CommandView::from).collect(),
+        items: page
+            .iter()
+            .map(|c| CommandView::of(c, state.core.commands.describe(&e, c)))
+            .collect(),
         next_cursor,
     }))
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum VerbName {
     Get,
@@ -438,35 +391,37 @@ pub enum VerbName {
     Exec,
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CommandItemRequest {
     /// The LocURI, e.g. `./Device/Vendor/MSFT/Policy/Config/Camera/AllowCamera`.
     pub target: String,
     /// syncml:metinf Format: chr, int, bool, b64, xml, node…
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<String>,
     /// syncml:metinf Type, e.g. text/plain.
-    #[serde(rename = "type")]
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
     pub type_: Option<String>,
     /// The value (Add, Replace; Exec optionally).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data: Option<String>,
 }
 
-/// A custom OMA-DM command.
-#[derive(Debug, Deserialize, ToSchema)]
+/// A custom device command, in the device's platform's terms (Windows: an OMA-DM command).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CommandRequest {
     pub verb: VerbName,
     pub items: Vec<CommandItemRequest>,
 }
 
-fn accepted(e: &Enrollment, c: Option<Command>, id: CommandId) -> Result<Response, ApiError> {
-    let c = c.ok_or_else(|| ApiError::Internal(format!("queued command {id} not found")))?;
+fn accepted(q: Queued, state: &ApiState) -> Response {
     let note = AuditNote {
-        target: Some(e.device_id.to_string()),
-        details: Some(format!("command {id}")),
+        target: Some(q.enrollment.device_id.to_string()),
+        details: Some(format!("command {}", q.command.id)),
     };
-    Ok((StatusCode::ACCEPTED, Extension(note), axum::Json(CommandView::from(&c))).into_response())
+    let view = CommandView::of(&q.command, state.core.commands.describe(&q.enrollment, &q.command));
+    (StatusCode::ACCEPTED, Extension(note), axum::Json(view)).into_response()
 }
 
 /// Queue a custom command (validated before it is queued: LocURIs, formats, well-formed XML data).
@@ -483,50 +438,58 @@ fn accepted(e: &Enrollment, c: Option<Command>, id: CommandId) -> Result<Respons
     )
 )]
 pub async fn queue_device_command(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     Extension(who): Extension<Principal>,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<CommandRequest>,
 ) -> Result<Response, ApiError> {
-    let e = resolve_active(&state, &who, &id).await?;
-    let verb = match body.verb {
-        VerbName::Get => Verb::Get,
-        VerbName::Add => Verb::Add,
-        VerbName::Replace => Verb::Replace,
-        VerbName::Delete => Verb::Delete,
-        VerbName::Exec => Verb::Exec,
-    };
-    let payload = CommandPayload {
-        verb,
-        items: body
-            .items
-            .into_iter()
-            .map(|i| CommandItem {
-                target: i.target,
-                format: i.format,
-                type_: i.type_,
-                data: i.data,
-            })
-            .collect(),
-        children: Vec::new(),
-    };
-    let cid = admin::queue_command(state.store.as_ref(), &e, payload, "admin", 0, None).await?;
-    accepted(&e, state.store.command(cid).await?, cid)
+    let request = serde_json::to_value(&body).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let q = state.core.commands.queue_admin_command(&who, &id, &request).await?;
+    Ok(accepted(q, &state))
 }
 
-async fn run_action(state: &AppState, who: &Principal, id: &str, action: Action) -> Result<Response, ApiError> {
-    let e = resolve_active(state, who, id).await?;
-    let cid = admin::queue_action(state.store.as_ref(), &e, &action).await?;
-    accepted(&e, state.store.command(cid).await?, cid)
+async fn run_action(state: &ApiState, who: &Principal, id: &str, action: Action) -> Result<Response, ApiError> {
+    let q = state.core.commands.queue_action(who, id, action).await?;
+    Ok(accepted(q, state))
+}
+
+/// The wipe variants of the RemoteWipe CSP (plus AutomaticRedeployment).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[schema(as = WipeKind)]
+pub enum WipeKindName {
+    /// `doWipe`: reset; user data and provisioning removed.
+    Wipe,
+    /// `doWipeProtected`: like doWipe but keeps the device from booting until reset completes, so a
+    /// user cannot interrupt it by power-cycling.
+    Protected,
+    /// `doWipePersistUserData`: reset keeping user accounts and data.
+    PersistUserData,
+    /// `doWipePersistProvisionedData`: reset keeping provisioning data (re-applied after reset).
+    PersistProvisionedData,
+    /// AutomaticRedeployment CSP `doAutomaticRedeployment` (Autopilot Reset).
+    AutomaticRedeployment,
+}
+
+impl From<WipeKindName> for WipeKind {
+    fn from(k: WipeKindName) -> Self {
+        match k {
+            WipeKindName::Wipe => WipeKind::Wipe,
+            WipeKindName::Protected => WipeKind::Protected,
+            WipeKindName::PersistUserData => WipeKind::PersistUserData,
+            WipeKindName::PersistProvisionedData => WipeKind::PersistProvisionedData,
+            WipeKindName::AutomaticRedeployment => WipeKind::AutomaticRedeployment,
+        }
+    }
 }
 
 /// Wipe confirmation: wiping erases the device, so the request must say so explicitly.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WipeRequest {
     /// Which RemoteWipe variant (default protected).
     #[serde(default)]
-    pub kind: Option<WipeKind>,
+    pub kind: Option<WipeKindName>,
     /// Must be `true`.
     #[serde(default)]
     pub confirm: bool,
@@ -547,7 +510,7 @@ pub struct WipeRequest {
     )
 )]
 pub async fn wipe(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     Extension(who): Extension<Principal>,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<WipeRequest>,
@@ -557,10 +520,9 @@ pub async fn wipe(
             "wiping erases the device: send \"confirm\": true".into(),
         ));
     }
-    let kind = body.kind.unwrap_or(WipeKind::Protected);
+    let kind = body.kind.map_or(WipeKind::Protected, WipeKind::from);
     run_action(&state, &who, &id, Action::Wipe(kind)).await
 }
-
 /// Queue a reboot.
 #[utoipa::path(
     post,
@@ -574,7 +536,7 @@ pub async fn wipe(
     )
 )]
 pub async fn reboot(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     Extension(who): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
@@ -594,7 +556,7 @@ pub async fn reboot(
     )
 )]
 pub async fn lock(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     Extension(who): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
@@ -614,21 +576,11 @@ pub async fn lock(
     )
 )]
 pub async fn sync(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     Extension(who): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let e = resolve_active(&state, &who, &id).await?;
-    let cid = admin::queue_command(
-        state.store.as_ref(),
-        &e,
-        inventory::inventory_command(),
-        inventory::ORIGIN,
-        -10,
-        None,
-    )
-    .await?;
-    accepted(&e, state.store.command(cid).await?, cid)
+    run_action(&state, &who, &id, Action::Sync).await
 }
 
 /// Cancel a command the device has not answered yet.
@@ -644,34 +596,20 @@ pub async fn sync(
     )
 )]
 pub async fn cancel_command(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     Extension(who): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let not_found = || ApiError::NotFound("command");
-    let cid: CommandId = id.parse().map_err(|_| not_found())?;
-    let c = state.store.command(cid).await?.ok_or_else(not_found)?;
-    let e = state
-        .store
-        .enrollment_by_id(c.enrollment_id)
-        .await?
-        .filter(|e| who.sees(e))
-        .ok_or_else(not_found)?;
-    if !state.store.cancel_command(cid, OffsetDateTime::now_utc()).await? {
-        return Err(ApiError::Conflict(format!(
-            "command {cid} is {} and can no longer be cancelled",
-            c.state.as_str()
-        )));
-    }
-    let c = state.store.command(cid).await?.ok_or_else(not_found)?;
+    let q = state.core.commands.cancel(&who, &id).await?;
     let note = AuditNote {
-        target: Some(cid.to_string()),
-        details: Some(format!("device {}", e.device_id)),
+        target: Some(q.command.id.to_string()),
+        details: Some(format!("device {}", q.enrollment.device_id)),
     };
-    Ok((Extension(note), axum::Json(CommandView::from(&c))).into_response())
+    let view = CommandView::of(&q.command, state.core.commands.describe(&q.enrollment, &q.command));
+    Ok((Extension(note), axum::Json(view)).into_response())
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceGroupRequest {
     /// The group's name; null takes the device out of every group.
@@ -693,24 +631,12 @@ pub struct DeviceGroupRequest {
     )
 )]
 pub async fn set_device_group(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     Extension(who): Extension<Principal>,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<DeviceGroupRequest>,
 ) -> Result<Response, ApiError> {
-    let mut e = resolve_active(&state, &who, &id).await?;
-    let group = match body.group.as_deref() {
-        None => None,
-        Some(name) => Some(super::named_group(&state, name).await?),
-    };
-    if !state
-        .store
-        .set_enrollment_group(e.id, group.as_ref().map(|g| g.id))
-        .await?
-    {
-        return Err(ApiError::NotFound("device"));
-    }
-    e.group_id = group.as_ref().map(|g| g.id);
+    let (e, group) = state.core.devices.set_group(&who, &id, body.group.as_deref()).await?;
     let note = AuditNote {
         target: Some(e.device_id.to_string()),
         details: Some(format!(

@@ -3,11 +3,17 @@
 //! generated from the handlers' annotations by the same router that serves them (utoipa-axum), so
 //! the two cannot drift, and is served at `/api/v1/openapi.json`.
 
+pub mod api_tokens;
+pub mod audit;
 pub mod auth;
-pub(crate) mod devices;
+pub mod devices;
+pub mod enrollment_tokens;
 pub mod error;
-pub(crate) mod resources;
-pub(crate) mod webhooks;
+pub mod groups;
+pub mod server;
+pub mod types;
+pub mod users;
+pub mod webhooks;
 
 use axum::Router;
 use axum::response::IntoResponse;
@@ -21,9 +27,32 @@ use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::AppState;
-pub use auth::{AuditNote, Permission, Principal, ROUTES, RouteRule};
+pub use auth::{AuditNote, ROUTES, RouteRule, TrustedPrincipal, rule_for};
 pub use error::{ApiError, Problem};
+pub use steward_core::{Permission, Principal};
+
+/// What the admin API reports about the server it runs in (`GET /api/v1/server`), filled by the
+/// composition root from its configuration and platforms.
+#[derive(Debug, Clone, Default)]
+pub struct ServerSettings {
+    pub public_url: String,
+    /// The URL devices enroll with.
+    pub enrollment_url: String,
+    /// onpremise or federated.
+    pub auth_policy: String,
+    pub server_name: String,
+    pub poll_interval_minutes: u32,
+    pub inventory_interval_hours: u32,
+    pub md5_auth: bool,
+    pub console_require_totp: bool,
+}
+
+/// What every handler needs, shared by reference.
+#[derive(Clone)]
+pub struct ApiState {
+    pub core: steward_core::service::Core,
+    pub settings: std::sync::Arc<ServerSettings>,
+}
 
 pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
 
@@ -54,7 +83,7 @@ pub const DEFAULT_LIMIT: u32 = 100;
 struct ApiDoc;
 
 /// The admin API routes (authorization and audit middleware applied) and their OpenAPI document.
-pub fn routes(state: AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
+pub fn routes(state: ApiState) -> (Router<ApiState>, utoipa::openapi::OpenApi) {
     let (router, doc) = unprotected_routes();
     let router = router.route_layer(axum::middleware::from_fn_with_state(state, auth::authorize));
     (router, doc)
@@ -67,7 +96,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 /// Every route is registered here, once: utoipa-axum records its path and method in the document
 /// as it adds it to the router.
-fn unprotected_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+fn unprotected_routes() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
     let (router, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(devices::list_devices))
         .routes(routes!(devices::get_device))
@@ -79,19 +108,19 @@ fn unprotected_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(devices::set_device_group))
         .routes(routes!(devices::cancel_command))
         .routes(routes!(
-            resources::list_enrollment_tokens,
-            resources::create_enrollment_token
+            enrollment_tokens::list_enrollment_tokens,
+            enrollment_tokens::create_enrollment_token
         ))
-        .routes(routes!(resources::revoke_enrollment_token))
-        .routes(routes!(resources::list_api_tokens, resources::create_api_token))
-        .routes(routes!(resources::revoke_api_token))
-        .routes(routes!(resources::list_users, resources::create_user))
-        .routes(routes!(resources::list_groups, resources::create_group))
-        .routes(routes!(resources::delete_group))
-        .routes(routes!(resources::reset_user_totp))
-        .routes(routes!(resources::update_user))
-        .routes(routes!(resources::list_audit_events))
-        .routes(routes!(resources::server_info))
+        .routes(routes!(enrollment_tokens::revoke_enrollment_token))
+        .routes(routes!(api_tokens::list_api_tokens, api_tokens::create_api_token))
+        .routes(routes!(api_tokens::revoke_api_token))
+        .routes(routes!(users::list_users, users::create_user))
+        .routes(routes!(groups::list_groups, groups::create_group))
+        .routes(routes!(groups::delete_group))
+        .routes(routes!(users::reset_user_totp))
+        .routes(routes!(users::update_user))
+        .routes(routes!(audit::list_audit_events))
+        .routes(routes!(server::server_info))
         .routes(routes!(webhooks::list_webhooks, webhooks::create_webhook))
         .routes(routes!(
             webhooks::get_webhook,
@@ -154,7 +183,7 @@ fn finish_document(doc: &mut utoipa::openapi::OpenApi) {
 
 /// The router for `/api/v1`: the API plus its OpenAPI document (readable without a token: it holds
 /// nothing secret, and clients need it to learn how to authenticate).
-pub fn router(state: AppState) -> Router<AppState> {
+pub fn router(state: ApiState) -> Router<ApiState> {
     let (api, doc) = routes(state);
     let json = std::sync::Arc::new(doc.to_pretty_json().unwrap_or_default());
     api.route(
@@ -176,17 +205,17 @@ pub fn router(state: AppState) -> Router<AppState> {
 
 /// Cursors are base64url JSON: opaque to clients, and a client cannot forge anything with them that
 /// the query parameters would not allow anyway.
-pub(crate) fn encode_cursor<T: Serialize>(c: &T) -> String {
+pub fn encode_cursor<T: Serialize>(c: &T) -> String {
     URL_SAFE_NO_PAD.encode(serde_json::to_vec(c).unwrap_or_default())
 }
 
-pub(crate) fn decode_cursor<T: DeserializeOwned>(s: &str) -> Result<T, ApiError> {
+pub fn decode_cursor<T: DeserializeOwned>(s: &str) -> Result<T, ApiError> {
     let bad = || ApiError::BadRequest("invalid cursor".into());
     let bytes = URL_SAFE_NO_PAD.decode(s.trim()).map_err(|_| bad())?;
     serde_json::from_slice(&bytes).map_err(|_| bad())
 }
 
-pub(crate) fn check_limit(limit: Option<u32>) -> Result<u32, ApiError> {
+pub fn check_limit(limit: Option<u32>) -> Result<u32, ApiError> {
     match limit.unwrap_or(DEFAULT_LIMIT) {
         l @ 1..=MAX_LIMIT => Ok(l),
         l => Err(ApiError::BadRequest(format!(
@@ -229,12 +258,20 @@ pub(crate) fn page_in_memory<T>(
     Ok((page, next))
 }
 
-/// The group called `name` (as written), or 422: a request naming a group that does not exist is
-/// malformed, not a missing resource.
-pub(crate) async fn named_group(state: &AppState, name: &str) -> Result<steward_core::Group, ApiError> {
-    state
-        .store
-        .group_by_name(name)
-        .await?
-        .ok_or_else(|| ApiError::Unprocessable(format!("no group named {name:?}")))
+/// A 201 answer naming what was created for the audit log.
+pub(crate) fn created<T: Serialize>(target: String, body: T) -> axum::response::Response {
+    let note = AuditNote {
+        target: Some(target),
+        details: None,
+    };
+    (http::StatusCode::CREATED, axum::Extension(note), axum::Json(body)).into_response()
+}
+
+/// A 204 answer naming what was removed for the audit log.
+pub(crate) fn no_content(target: String) -> axum::response::Response {
+    let note = AuditNote {
+        target: Some(target),
+        details: None,
+    };
+    (http::StatusCode::NO_CONTENT, axum::Extension(note)).into_response()
 }

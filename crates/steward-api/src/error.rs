@@ -7,12 +7,11 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use http::request::Parts;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde::de::DeserializeOwned;
 use steward_core::StoreError;
+use steward_core::service::ServiceError;
 use utoipa::ToSchema;
-
-use crate::admin::AdminError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -28,13 +27,16 @@ pub enum ApiError {
     Unprocessable(String),
     #[error("{0}")]
     Conflict(String),
+    /// Retryable: the database is unavailable or a bounded resource is exhausted.
+    #[error("the server is busy; try again shortly")]
+    Unavailable(String),
     #[error("internal error")]
     Internal(String),
 }
 
 /// An RFC 9457 problem document. `type` is `about:blank` (the status says it all); `code` is a
 /// stable machine-readable name for the failure.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Problem {
     #[serde(rename = "type")]
     #[schema(example = "about:blank")]
@@ -58,6 +60,7 @@ impl ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -70,6 +73,7 @@ impl ApiError {
             ApiError::BadRequest(_) => "bad_request",
             ApiError::Unprocessable(_) => "invalid",
             ApiError::Conflict(_) => "conflict",
+            ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -80,6 +84,7 @@ impl IntoResponse for ApiError {
         let status = self.status();
         match &self {
             ApiError::Internal(detail) => tracing::error!(error = %detail, "admin API request failed"),
+            ApiError::Unavailable(detail) => tracing::warn!(error = %detail, "admin API request refused: busy"),
             other => tracing::debug!(status = status.as_u16(), error = %other, "admin API request refused"),
         }
         let problem = Problem {
@@ -95,6 +100,10 @@ impl IntoResponse for ApiError {
             http::header::CONTENT_TYPE,
             http::HeaderValue::from_static("application/problem+json"),
         );
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            resp.headers_mut()
+                .insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("5"));
+        }
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(
                 http::header::WWW_AUTHENTICATE,
@@ -112,17 +121,25 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(what) => ApiError::Conflict(format!("already exists: {what}")),
             StoreError::TokenUnusable(t) => ApiError::Conflict(t.to_string()),
             StoreError::NonceReused => ApiError::Conflict(e.to_string()),
+            StoreError::Unavailable(m) => ApiError::Unavailable(m),
             StoreError::Backend(m) => ApiError::Internal(m),
         }
     }
 }
 
-impl From<AdminError> for ApiError {
-    fn from(e: AdminError) -> Self {
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
         match e {
-            AdminError::UnknownDevice(_) => ApiError::NotFound("device"),
-            AdminError::Invalid(c) => ApiError::Unprocessable(c.to_string()),
-            AdminError::Store(s) => s.into(),
+            ServiceError::NotFound(what) => ApiError::NotFound(what),
+            ServiceError::Forbidden { role, permission } => ApiError::Forbidden {
+                role,
+                permission: permission.as_str(),
+            },
+            ServiceError::Invalid(m) => ApiError::Unprocessable(m),
+            ServiceError::BadRequest(m) => ApiError::BadRequest(m),
+            ServiceError::Conflict(m) => ApiError::Conflict(m),
+            ServiceError::Unavailable(m) => ApiError::Unavailable(m),
+            ServiceError::Internal(m) => ApiError::Internal(m),
         }
     }
 }

@@ -9,15 +9,15 @@ use steward_core::*;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
-use super::auth::{AuditNote, Principal};
+use super::auth::AuditNote;
 use super::devices::PageQuery;
 use super::error::{ApiError, ApiJson, ApiQuery, Problem};
 use super::{check_limit, decode_cursor, encode_cursor, page_in_memory};
-use crate::AppState;
-use crate::webhooks::{seal_secret, validate_target_url};
+use crate::ApiState;
+use steward_core::service::webhooks::WebhookRequest;
 
 /// A webhook subscription (never its secret).
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct WebhookView {
     pub id: uuid::Uuid,
     pub name: String,
@@ -56,7 +56,7 @@ impl From<&Webhook> for WebhookView {
     }
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct WebhookPage {
     pub items: Vec<WebhookView>,
     pub next_cursor: Option<String>,
@@ -85,7 +85,7 @@ pub struct CreatedWebhook {
 }
 
 /// One delivery attempt.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct WebhookDeliveryView {
     pub id: i64,
     /// The payload's `id` (also the `Steward-Webhook-Id` header); the same for every attempt.
@@ -123,13 +123,13 @@ impl From<WebhookDelivery> for WebhookDeliveryView {
     }
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct WebhookDeliveryPage {
     pub items: Vec<WebhookDeliveryView>,
     pub next_cursor: Option<String>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct QueuedPing {
     /// The ping's delivery id; watch for it in the delivery log.
     pub delivery_id: String,
@@ -138,11 +138,6 @@ pub struct QueuedPing {
 #[derive(Serialize, Deserialize)]
 struct DeliveryCursor {
     before: i64,
-}
-
-async fn find(state: &AppState, id: &str) -> Result<Webhook, ApiError> {
-    let id: WebhookId = id.parse().map_err(|_| ApiError::NotFound("webhook"))?;
-    state.store.webhook(id).await?.ok_or(ApiError::NotFound("webhook"))
 }
 
 /// List webhook subscriptions.
@@ -154,11 +149,11 @@ async fn find(state: &AppState, id: &str) -> Result<Webhook, ApiError> {
     responses((status = 200, description = "A page of subscriptions", body = WebhookPage))
 )]
 pub async fn list_webhooks(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     ApiQuery(q): ApiQuery<PageQuery>,
 ) -> Result<axum::Json<WebhookPage>, ApiError> {
     let limit = check_limit(q.limit)?;
-    let hooks = state.store.list_webhooks().await?;
+    let hooks = state.core.webhooks.list().await?;
     let (page, next_cursor) = page_in_memory(hooks, |w| w.id.to_string(), q.cursor.as_deref(), limit)?;
     Ok(axum::Json(WebhookPage {
         items: page.iter().map(WebhookView::from).collect(),
@@ -179,39 +174,22 @@ pub async fn list_webhooks(
     )
 )]
 pub async fn create_webhook(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     Extension(who): Extension<Principal>,
     ApiJson(body): ApiJson<NewWebhookRequest>,
 ) -> Result<Response, ApiError> {
-    let name = body.name.trim().to_owned();
-    if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
-        return Err(ApiError::Unprocessable("name must be 1-64 printable characters".into()));
-    }
-    let url = body.url.trim().to_owned();
-    validate_target_url(&url).map_err(|m| ApiError::Unprocessable(format!("url: {m}")))?;
-    let kinds = WebhookKinds::parse(&body.events).map_err(|bad| {
-        ApiError::Unprocessable(if bad.is_empty() {
-            "events must name at least one event kind, or \"all\"".into()
-        } else {
-            format!("unknown event kind {bad:?}")
-        })
-    })?;
-    let secret = generate_webhook_secret().map_err(|_| ApiError::Internal("system random generator failed".into()))?;
-    let id = WebhookId::new();
-    let sealed_secret = seal_secret(&state.pki.data_key, id, &secret)
-        .map_err(|e| ApiError::Internal(format!("sealing the webhook secret: {e}")))?;
-    let w = state
-        .store
-        .create_webhook(&NewWebhook {
-            id,
-            name,
-            url,
-            kinds,
-            sealed_secret,
-            enabled: body.enabled.unwrap_or(true),
-            created_by: who.name.clone(),
-            created_at: OffsetDateTime::now_utc(),
-        })
+    let (w, secret) = state
+        .core
+        .webhooks
+        .create(
+            &who,
+            WebhookRequest {
+                name: body.name,
+                url: body.url,
+                events: body.events,
+                enabled: body.enabled,
+            },
+        )
         .await?;
     let note = AuditNote {
         target: Some(w.id.to_string()),
@@ -236,10 +214,10 @@ pub async fn create_webhook(
     )
 )]
 pub async fn get_webhook(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     Path(id): Path<String>,
 ) -> Result<axum::Json<WebhookView>, ApiError> {
-    Ok(axum::Json(WebhookView::from(&find(&state, &id).await?)))
+    Ok(axum::Json(WebhookView::from(&state.core.webhooks.get(&id).await?)))
 }
 
 /// Delete a subscription with its delivery log; nothing more is sent to it.
@@ -253,11 +231,8 @@ pub async fn get_webhook(
         (status = 404, description = "No such webhook", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn delete_webhook(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    let id: WebhookId = id.parse().map_err(|_| ApiError::NotFound("webhook"))?;
-    if !state.store.delete_webhook(id).await? {
-        return Err(ApiError::NotFound("webhook"));
-    }
+pub async fn delete_webhook(State(state): State<ApiState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let id = state.core.webhooks.delete(&id).await?;
     let note = AuditNote {
         target: Some(id.to_string()),
         details: None,
@@ -285,15 +260,11 @@ pub struct WebhookUpdate {
     )
 )]
 pub async fn update_webhook(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<WebhookUpdate>,
 ) -> Result<Response, ApiError> {
-    let w = find(&state, &id).await?;
-    if !state.store.set_webhook_enabled(w.id, body.enabled).await? {
-        return Err(ApiError::NotFound("webhook"));
-    }
-    let w = find(&state, &id).await?;
+    let w = state.core.webhooks.set_enabled(&id, body.enabled).await?;
     let note = AuditNote {
         target: Some(w.id.to_string()),
         details: Some(if body.enabled { "enabled" } else { "disabled" }.into()),
@@ -313,19 +284,16 @@ pub async fn update_webhook(
     )
 )]
 pub async fn list_webhook_deliveries(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     Path(id): Path<String>,
     ApiQuery(q): ApiQuery<PageQuery>,
 ) -> Result<axum::Json<WebhookDeliveryPage>, ApiError> {
     let limit = check_limit(q.limit)?;
-    let w = find(&state, &id).await?;
     let before = match q.cursor.as_deref() {
         Some(c) => Some(decode_cursor::<DeliveryCursor>(c)?.before),
         None => None,
     };
-    let mut rows = state.store.webhook_deliveries(w.id, before, limit + 1).await?;
-    let more = rows.len() > limit as usize;
-    rows.truncate(limit as usize);
+    let (_, rows, more) = state.core.webhooks.deliveries(&id, before, limit).await?;
     let next_cursor = match (more, rows.last()) {
         (true, Some(last)) => Some(encode_cursor(&DeliveryCursor { before: last.id })),
         _ => None,
@@ -348,13 +316,8 @@ pub async fn list_webhook_deliveries(
         (status = 404, description = "No such webhook", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn test_webhook(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    let w = find(&state, &id).await?;
-    let ping = state
-        .store
-        .queue_webhook_ping(w.id, OffsetDateTime::now_utc())
-        .await?
-        .ok_or(ApiError::NotFound("webhook"))?;
+pub async fn test_webhook(State(state): State<ApiState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let (w, ping) = state.core.webhooks.ping(&id).await?;
     let note = AuditNote {
         target: Some(w.id.to_string()),
         details: None,

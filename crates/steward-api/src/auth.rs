@@ -7,92 +7,13 @@
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use steward_core::service::audit::AuditEntry;
 use steward_core::*;
+use steward_http::ConnInfo;
 use time::OffsetDateTime;
 
 use super::error::ApiError;
-use crate::AppState;
-use crate::listener::ConnInfo;
-
-/// What a route needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Permission {
-    DevicesRead,
-    /// Sync, lock, reboot.
-    DevicesAct,
-    /// Custom OMA-DM commands and cancelling commands.
-    DevicesCommand,
-    DevicesWipe,
-    EnrollmentTokensRead,
-    EnrollmentTokensWrite,
-    UsersRead,
-    UsersWrite,
-    GroupsRead,
-    /// Create and delete groups, move devices between them.
-    GroupsWrite,
-    ApiTokensRead,
-    ApiTokensWrite,
-    AuditRead,
-    ServerRead,
-    /// List subscriptions and read their delivery logs.
-    WebhooksRead,
-    /// Create, delete and test subscriptions.
-    WebhooksWrite,
-}
-
-impl Permission {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::DevicesRead => "devices.read",
-            Self::DevicesAct => "devices.act",
-            Self::DevicesCommand => "devices.command",
-            Self::DevicesWipe => "devices.wipe",
-            Self::EnrollmentTokensRead => "enrollment_tokens.read",
-            Self::EnrollmentTokensWrite => "enrollment_tokens.write",
-            Self::UsersRead => "users.read",
-            Self::UsersWrite => "users.write",
-            Self::GroupsRead => "groups.read",
-            Self::GroupsWrite => "groups.write",
-            Self::ApiTokensRead => "api_tokens.read",
-            Self::ApiTokensWrite => "api_tokens.write",
-            Self::AuditRead => "audit.read",
-            Self::ServerRead => "server.read",
-            Self::WebhooksRead => "webhooks.read",
-            Self::WebhooksWrite => "webhooks.write",
-        }
-    }
-
-    /// The role matrix (docs/OPERATIONS.md shows the same table).
-    pub fn allows(self, role: Role) -> bool {
-        use Role::*;
-        match self {
-            Self::DevicesRead | Self::EnrollmentTokensRead | Self::UsersRead | Self::GroupsRead | Self::ServerRead => {
-                true
-            }
-            Self::DevicesAct => matches!(role, Admin | Operator | Helpdesk),
-            Self::DevicesCommand | Self::DevicesWipe | Self::GroupsWrite => matches!(role, Admin | Operator),
-            Self::AuditRead | Self::ApiTokensRead | Self::WebhooksRead => matches!(role, Admin | Auditor),
-            Self::EnrollmentTokensWrite | Self::UsersWrite | Self::ApiTokensWrite | Self::WebhooksWrite => {
-                role == Admin
-            }
-        }
-    }
-
-    /// Whether a group-scoped token may use it at all. Scoped tokens see their group's devices and
-    /// nothing global: otherwise a team admin could mint an unscoped token or read the whole fleet's
-    /// audit trail.
-    pub fn available_to_scoped(self) -> bool {
-        matches!(
-            self,
-            Self::DevicesRead
-                | Self::DevicesAct
-                | Self::DevicesCommand
-                | Self::DevicesWipe
-                | Self::GroupsRead
-                | Self::ServerRead
-        )
-    }
-}
+use crate::ApiState;
 
 /// One admin API route: method, path as routed (axum syntax), permission, audited action name.
 #[derive(Debug, Clone, Copy)]
@@ -215,31 +136,11 @@ pub fn rule_for(method: &str, path: &str) -> Option<&'static RouteRule> {
     ROUTES.iter().find(|r| r.method == method && r.path == path)
 }
 
-/// The authenticated caller, put in the request extensions for handlers.
+/// A caller the transport vouches for without a token: the CLI's in-process transport (`--local`,
+/// working on the data directory) puts it in the request extensions. Nothing from the network can:
+/// extensions are set by code in this process only, and the server's accept loop never sets this one.
 #[derive(Debug, Clone)]
-pub struct Principal {
-    /// The token's name (audit "who").
-    pub name: String,
-    /// The API token's id; None for the bootstrap token.
-    pub token_id: Option<ApiTokenId>,
-    pub role: Role,
-    /// Group scope: only this group's devices exist for this caller.
-    pub group: Option<GroupId>,
-}
-
-impl Principal {
-    /// Whether the enrollment is visible to this caller (out-of-scope devices are reported as not
-    /// found, so a scoped token cannot even learn that they exist).
-    pub fn sees(&self, e: &Enrollment) -> bool {
-        self.group.is_none() || self.group == e.group_id
-    }
-
-    /// Whether the role allows the permission and, for a group-scoped caller, whether the
-    /// permission is open to scoped callers at all.
-    pub fn permits(&self, p: Permission) -> bool {
-        p.allows(self.role) && (self.group.is_none() || p.available_to_scoped())
-    }
-}
+pub struct TrustedPrincipal(pub Principal);
 
 /// Extra audit information a handler attaches to its response (the created token's id, the queued
 /// command…). Without it the request path is the target.
@@ -253,7 +154,8 @@ pub struct AuditNote {
 /// read into a write on SQLite's single writer.
 const TOUCH_INTERVAL_SECONDS: i64 = 60;
 
-async fn authenticate(state: &AppState, headers: &http::HeaderMap) -> Result<Principal, ApiError> {
+async fn authenticate(state: &ApiState, headers: &http::HeaderMap) -> Result<Principal, ApiError> {
+    let store = &state.core.store;
     let token = headers
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -263,7 +165,7 @@ async fn authenticate(state: &AppState, headers: &http::HeaderMap) -> Result<Pri
         .ok_or(ApiError::Unauthenticated)?;
     let hash = TokenHash::of(token);
     let now = OffsetDateTime::now_utc();
-    if let Some(t) = state.store.api_token_by_hash(&hash).await? {
+    if let Some(t) = store.api_token_by_hash(&hash).await? {
         if !t.usable_at(now) {
             tracing::debug!(token = %t.id, "revoked or expired API token presented");
             return Err(ApiError::Unauthenticated);
@@ -271,7 +173,7 @@ async fn authenticate(state: &AppState, headers: &http::HeaderMap) -> Result<Pri
         if t.last_used_at
             .is_none_or(|u| now - u > time::Duration::seconds(TOUCH_INTERVAL_SECONDS))
         {
-            state.store.touch_api_token(t.id, now).await?;
+            store.touch_api_token(t.id, now).await?;
         }
         return Ok(Principal {
             name: t.name,
@@ -280,7 +182,7 @@ async fn authenticate(state: &AppState, headers: &http::HeaderMap) -> Result<Pri
             group: t.group_id,
         });
     }
-    if state.store.admin_token_exists(&hash).await? {
+    if store.admin_token_exists(&hash).await? {
         return Ok(Principal {
             name: "bootstrap admin token".into(),
             token_id: None,
@@ -292,16 +194,20 @@ async fn authenticate(state: &AppState, headers: &http::HeaderMap) -> Result<Pri
 }
 
 /// The middleware in front of every admin API route (see the module docs).
-pub async fn authorize(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+pub async fn authorize(State(state): State<ApiState>, mut req: Request, next: Next) -> Response {
     let method = req.method().as_str().to_owned();
     let matched = req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_owned());
     let Some(rule) = matched.as_deref().and_then(|p| rule_for(&method, p)) else {
         // Fail closed: a route someone forgot to put in the table is unusable, not open.
         return ApiError::Internal(format!("no permission rule for {method} {matched:?}")).into_response();
     };
-    let principal = match authenticate(&state, req.headers()).await {
-        Ok(p) => p,
-        Err(e) => return e.into_response(),
+    let trusted = req.extensions().get::<TrustedPrincipal>().map(|t| t.0.clone());
+    let principal = match trusted {
+        Some(p) => p,
+        None => match authenticate(&state, req.headers()).await {
+            Ok(p) => p,
+            Err(e) => return e.into_response(),
+        },
     };
     let peer = req.extensions().get::<ConnInfo>().map(|c| c.peer.ip().to_string());
     let path = req.uri().path().to_owned();
@@ -313,11 +219,7 @@ pub async fn authorize(State(state): State<AppState>, mut req: Request, next: Ne
         next.run(req).await
     } else {
         ApiError::Forbidden {
-            role: if principal.group.is_some() {
-                format!("group-scoped {}", principal.role)
-            } else {
-                principal.role.to_string()
-            },
+            role: principal.role_label(),
             permission: rule.permission.as_str(),
         }
         .into_response()
@@ -330,10 +232,11 @@ pub async fn authorize(State(state): State<AppState>, mut req: Request, next: Ne
     resp
 }
 
-/// Appends the outcome of a state-changing call to the audit log. Shared by the API middleware and
-/// the web console, so both record the same action names, targets and outcomes.
-pub(crate) async fn record_audit(
-    state: &AppState,
+/// Appends the outcome of a state-changing call to the audit log through the one audit writer.
+/// Shared by the API middleware and the web console, so both record the same action names,
+/// targets and outcomes.
+pub async fn record_audit(
+    state: &ApiState,
     principal: &Principal,
     rule: &RouteRule,
     path: &str,
@@ -341,27 +244,14 @@ pub(crate) async fn record_audit(
     status: http::StatusCode,
     note: AuditNote,
 ) {
-    let event = NewAuditEvent {
-        at: OffsetDateTime::now_utc(),
-        actor: principal.name.clone(),
-        actor_id: principal.token_id.map(|i| i.to_string()),
-        actor_role: Some(principal.role),
+    let entry = AuditEntry {
         action: rule.action.to_owned(),
         target: note
             .target
             .or_else(|| Some(path.strip_prefix("/api/v1").unwrap_or(path).to_owned())),
-        source_ip: peer,
-        outcome: if status.is_success() {
-            AuditOutcome::Success
-        } else {
-            AuditOutcome::Failure
-        },
-        status: Some(status.as_u16()),
         details: note.details,
+        source_ip: peer,
+        status: Some(status.as_u16()),
     };
-    // The action already happened (or was refused); failing the response now would make the
-    // caller retry something that succeeded. The failure is logged loudly instead.
-    if let Err(e) = state.store.append_audit_event(&event).await {
-        tracing::error!(error = %e, action = rule.action, "cannot append to the audit log");
-    }
+    state.core.audit.record(principal, status.is_success(), entry).await;
 }

@@ -1,0 +1,16 @@
+//! The admin API's request and response bodies in one place, for clients: the CLI deserialises
+//! the same types the handlers serialise, so the two cannot drift. (The handlers' modules own them;
+//! this is the index.)
+
+pub use crate::api_tokens::{ApiTokenPage, ApiTokenView, CreatedApiToken, NewApiTokenRequest, RoleName};
+pub use crate::audit::{AuditEventPage, AuditEventView};
+pub use crate::devices::{
+    Certificate, CommandItemRequest, CommandPage, CommandRequest, CommandView, DeviceDetail, DeviceGroupRequest,
+    DevicePage, DeviceSummary, Fact, FactChangeEntry, VerbName, WipeKindName, WipeRequest,
+};
+pub use crate::enrollment_tokens::{CreatedEnrollmentToken, EnrollmentTokenPage, EnrollmentTokenView, NewEnrollmentTokenRequest};
+pub use crate::error::Problem;
+pub use crate::groups::{GroupPage, GroupView, NewGroupRequest};
+pub use crate::server::{Counts, ServerInfo};
+pub use crate::users::{NewUserRequest, UpdateUserRequest, UserPage, UserView};
+pub use crate::webhooks::{CreatedWebhook, NewWebhookRequest, QueuedPing, WebhookDeliveryPage, WebhookDeliveryView, WebhookPage, WebhookUpdate, WebhookView};
