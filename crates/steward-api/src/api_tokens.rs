@@ -88,7 +88,7 @@ pub struct ApiTokenPage {
     pub next_cursor: Option<String>,
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewApiTokenRequest {
     /// What it is for, e.g. `ci-inventory-export` (1-64 characters).

@@ -7,8 +7,8 @@ use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::ApiState;
-use crate::error::{ApiError, ApiQuery, Problem};
 use crate::api_tokens::RoleName;
+use crate::error::{ApiError, ApiQuery, Problem};
 use crate::{check_limit, decode_cursor, encode_cursor};
 
 /// One audit event with its place in the hash chain.
@@ -116,4 +116,3 @@ pub async fn list_audit_events(
         next_cursor,
     }))
 }
-

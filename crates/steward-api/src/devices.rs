@@ -21,9 +21,9 @@ use crate::ApiState;
 pub struct DeviceSummary {
     /// Enrollment id (a UUID; paths accept it or the DeviceID).
     pub id: uuid::Uuid,
-    /// windows (the platform it enrolled from).
+    /// The platform the device enrolled from: windows.
     pub platform: String,
-    /// The device's own identifier (Windows: the MS-MDE2 DeviceID).
+    /// The device's own identifier (MS-MDE2 DeviceID).
     pub device_id: String,
     pub name: Option<String>,
     pub user_email: Option<String>,
@@ -407,7 +407,7 @@ pub struct CommandItemRequest {
     pub data: Option<String>,
 }
 
-/// A custom device command, in the device's platform's terms (Windows: an OMA-DM command).
+/// A custom OMA-DM command.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CommandRequest {

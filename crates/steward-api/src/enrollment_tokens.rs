@@ -63,7 +63,7 @@ pub struct EnrollmentTokenPage {
     pub next_cursor: Option<String>,
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewEnrollmentTokenRequest {
     pub description: Option<String>,

@@ -95,6 +95,7 @@ pub async fn create_group(
     ))
 }
 
+/// Delete an empty group (no active device, enrollment token or API token in it).
 #[utoipa::path(
     delete,
     path = "/api/v1/groups/{id}",

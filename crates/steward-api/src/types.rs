@@ -8,9 +8,14 @@ pub use crate::devices::{
     Certificate, CommandItemRequest, CommandPage, CommandRequest, CommandView, DeviceDetail, DeviceGroupRequest,
     DevicePage, DeviceSummary, Fact, FactChangeEntry, VerbName, WipeKindName, WipeRequest,
 };
-pub use crate::enrollment_tokens::{CreatedEnrollmentToken, EnrollmentTokenPage, EnrollmentTokenView, NewEnrollmentTokenRequest};
+pub use crate::enrollment_tokens::{
+    CreatedEnrollmentToken, EnrollmentTokenPage, EnrollmentTokenView, NewEnrollmentTokenRequest,
+};
 pub use crate::error::Problem;
 pub use crate::groups::{GroupPage, GroupView, NewGroupRequest};
 pub use crate::server::{Counts, ServerInfo};
 pub use crate::users::{NewUserRequest, UpdateUserRequest, UserPage, UserView};
-pub use crate::webhooks::{CreatedWebhook, NewWebhookRequest, QueuedPing, WebhookDeliveryPage, WebhookDeliveryView, WebhookPage, WebhookUpdate, WebhookView};
+pub use crate::webhooks::{
+    CreatedWebhook, NewWebhookRequest, QueuedPing, WebhookDeliveryPage, WebhookDeliveryView, WebhookPage,
+    WebhookUpdate, WebhookView,
+};

@@ -9,10 +9,10 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 
 use crate::ApiState;
+use crate::api_tokens::RoleName;
 use crate::auth::AuditNote;
 use crate::devices::PageQuery;
 use crate::error::{ApiError, ApiJson, ApiQuery, Problem};
-use crate::api_tokens::RoleName;
 use crate::{check_limit, created, page_in_memory};
 use steward_core::service::directory::{UserChange, UserRequest};
 
@@ -115,6 +115,7 @@ pub async fn list_users(
     }))
 }
 
+/// Add a user (e-mail + password enrollment, federated sign-in).
 #[utoipa::path(
     post,
     path = "/api/v1/users",
@@ -204,6 +205,8 @@ pub async fn update_user(
     Ok((Extension(note), axum::Json(view)).into_response())
 }
 
+/// Remove a console user's second factor (lost phone). Their console sessions end; at the next
+/// sign-in they set up a new one (or sign in with the password alone where TOTP is optional).
 #[utoipa::path(
     delete,
     path = "/api/v1/users/{id}/totp",

@@ -22,6 +22,8 @@ use steward_core::*;
 use steward_pki::{DeviceCertParams, DeviceKey};
 use steward_server::Config;
 use steward_sim::{Credentials, DeviceProfile, EnrollOptions, HttpsClient, ManagedDevice, SessionTrigger};
+use steward_store_sqlite::SqliteStore;
+use steward_windows::{CommandItem, OmaDmCommand, Verb};
 use steward_windows_proto::syncml;
 use time::OffsetDateTime;
 use tokio::net::TcpListener;
@@ -336,6 +338,8 @@ fn codec(opts: &BenchOptions, report: &mut Report) -> Result<()> {
 
 struct BenchServer {
     server: steward_server::RunningServer,
+    /// The server's store as its concrete type (the session state is read through `Inspect`).
+    sqlite: Arc<SqliteStore>,
     url: String,
     roots: Arc<Vec<Vec<u8>>>,
     /// The server's own runtime: its worker threads are named [`SERVER_THREADS`], so the CPU the
@@ -381,13 +385,16 @@ impl BenchServer {
             .spawn(async move {
                 let listener = TcpListener::bind("127.0.0.1:0").await?;
                 let port = listener.local_addr()?.port();
-                Ok::<_, BenchError>(
-                    steward_server::start_with_listener(server_config(&data_dir, port), listener).await?,
-                )
+                let config = server_config(&data_dir, port);
+                let sqlite = steward_server::open_sqlite(&config).await?;
+                let server = steward_server::start_with_store(config, listener, sqlite.clone()).await?;
+                Ok::<_, BenchError>((server, sqlite))
             })
             .await??;
-        let roots = Arc::new(vec![server.state.pki.root.cert_der().to_vec()]);
+        let (server, sqlite) = server;
+        let roots = Arc::new(vec![server.pki.root.cert_der().to_vec()]);
         Ok(Self {
+            sqlite,
             url: format!("https://localhost:{}", server.local_addr.port()),
             server,
             roots,
@@ -404,8 +411,8 @@ impl BenchServer {
             .ok_or_else(|| BenchError::Setup("the server runtime has stopped".into()))
     }
 
-    fn store(&self) -> &dyn Store {
-        self.server.state.store.as_ref()
+    fn store(&self) -> &SqliteStore {
+        &self.sqlite
     }
 }
 
@@ -669,7 +676,7 @@ fn replace_commands(enrollment: EnrollmentId, n: usize, tag: &str, now: OffsetDa
         .map(|i| NewCommand {
             id: CommandId::new(),
             enrollment_id: enrollment,
-            payload: CommandPayload::single(
+            payload: OmaDmCommand::single(
                 Verb::Replace,
                 CommandItem {
                     target: format!("./Device/Vendor/MSFT/Policy/Config/Bench/Setting{i}"),
@@ -677,9 +684,10 @@ fn replace_commands(enrollment: EnrollmentId, n: usize, tag: &str, now: OffsetDa
                     type_: None,
                     data: Some(tag.to_owned()),
                 },
-            ),
+            )
+            .to_payload(),
             priority: 0,
-            origin: "admin".into(),
+            origin: CommandOrigin::Admin,
             created_at: now,
             expires_at: None,
         })
@@ -690,8 +698,8 @@ fn replace_commands(enrollment: EnrollmentId, n: usize, tag: &str, now: OffsetDa
 /// facts and session state.
 #[derive(Debug, Clone, Default)]
 pub struct DeviceTemplate {
-    facts: Vec<(String, String)>,
-    session: SessionState,
+    facts: Vec<FactUpdate>,
+    session: SessionRecord,
 }
 
 /// How many sessions a measurement runs, how many at once.
@@ -907,7 +915,7 @@ async fn start_baseline(server: &BenchServer, dev: &mut Dev) -> Result<(Baseline
         Bytes::from(syncml::write(&msg))
     };
     let state = store
-        .session_state(dev.enrollment)
+        .session_record(dev.enrollment)
         .await?
         .ok_or_else(|| BenchError::Setup("no session state after warm-up".into()))?;
     let template = DeviceTemplate {
@@ -915,13 +923,12 @@ async fn start_baseline(server: &BenchServer, dev: &mut Dev) -> Result<(Baseline
             .device_facts(dev.enrollment)
             .await?
             .into_iter()
-            .map(|f| (f.name, f.value))
+            .map(|f| FactUpdate::new(f.name, f.value))
             .collect(),
         session: state.clone(),
     };
     let answer = Bytes::from(state.last_response.clone());
-    let tls =
-        steward_server::tls::server_config(&server.server.state.pki).map_err(|e| BenchError::Setup(e.to_string()))?;
+    let tls = steward_server::tls::server_config(&server.server.pki).map_err(|e| BenchError::Setup(e.to_string()))?;
     let (addr, task) = start_bare(&server.handle()?, tls, answer.clone()).await?;
     let baseline = Baseline {
         url: format!("https://localhost:{}{MANAGEMENT_PATH}", addr.port()),
@@ -1225,7 +1232,7 @@ pub async fn storm(opts: &StormOptions) -> Result<Report> {
             (0..opts.commands).map(move |i| NewCommand {
                 id: CommandId::new(),
                 enrollment_id: d.enrollment,
-                payload: CommandPayload::single(
+                payload: OmaDmCommand::single(
                     Verb::Replace,
                     CommandItem {
                         target: format!("./Device/Vendor/MSFT/Policy/Config/StormProfile/Setting{i}"),
@@ -1233,9 +1240,10 @@ pub async fn storm(opts: &StormOptions) -> Result<Report> {
                         type_: None,
                         data: Some("1".into()),
                     },
-                ),
+                )
+                .to_payload(),
                 priority: 0,
-                origin: "admin".into(),
+                origin: CommandOrigin::Admin,
                 created_at: now,
                 expires_at: None,
             })
@@ -1354,10 +1362,14 @@ fn synthetic_enrollment(i: usize, now: OffsetDateTime) -> Result<Enrollment> {
     let device_id = DeviceId::parse(&uuid::Uuid::new_v4().simple().to_string().to_uppercase())
         .ok_or_else(|| BenchError::Setup("bad synthetic DeviceID".into()))?;
     let thumb = uuid::Uuid::new_v4().simple().to_string().to_uppercase();
+    // 40 hex digits like a SHA-1 thumbprint (a UUID is 32).
+    let thumbprint = Thumbprint::parse(&format!("{thumb}{}", &thumb[..8]))
+        .ok_or_else(|| BenchError::Setup("bad synthetic thumbprint".into()))?;
     Ok(Enrollment {
         id: EnrollmentId::new(),
+        platform: Platform::Windows,
         device_id,
-        hw_dev_id: Some(uuid::Uuid::new_v4().simple().to_string()),
+        hardware_id: Some(uuid::Uuid::new_v4().simple().to_string()),
         device_name: Some(format!("SYNTH-{i:06}")),
         os_version: Some("10.0.26100.2605".into()),
         os_edition: Some("72".into()),
@@ -1366,10 +1378,10 @@ fn synthetic_enrollment(i: usize, now: OffsetDateTime) -> Result<Enrollment> {
         auth_method: AuthMethod::EnrollmentToken,
         enrollment_token_id: None,
         group_id: None,
-        cert_serial: uuid::Uuid::new_v4().simple().to_string(),
-        // 40 hex digits like a SHA-1 thumbprint (a UUID is 32).
-        cert_thumbprint: format!("{thumb}{}", &thumb[..8]),
+        cert_serial: CertSerial::new(uuid::Uuid::new_v4().simple().to_string()),
+        cert_thumbprint: thumbprint,
         cert_not_after: now + time::Duration::days(365),
+        previous_cert: None,
         state: EnrollmentState::Active,
         enrolled_at: now,
         updated_at: now,
@@ -1433,15 +1445,16 @@ async fn store_and_memory(opts: &BenchOptions, template: &DeviceTemplate, report
                         not_before: now,
                         consume_token: None,
                         consume_nonce: None,
-                        md5_credential: None,
+                        session_credential: None,
+                        replaces: None,
                     })
                     .await?;
                 let mut session = template.session.clone();
                 session.key = uuid::Uuid::new_v4().to_string();
                 store
-                    .commit_session_message(
+                    .commit_checkin(
                         id,
-                        &SessionCommit {
+                        &CheckinCommit {
                             facts: template.facts.clone(),
                             session,
                             ..Default::default()
@@ -1460,7 +1473,9 @@ async fn store_and_memory(opts: &BenchOptions, template: &DeviceTemplate, report
     let populate = started.elapsed();
     // Fold the WAL into the database file so the file size is the data's size (the WAL is
     // bounded by the autocheckpoint, whatever the fleet size).
-    checkpoint(&steward_server::database_path(&config)).await?;
+    let steward_server::config::DatabaseUrl::Sqlite(db_path) =
+        config.database_url().map_err(|e| BenchError::Setup(e.to_string()))?;
+    checkpoint(&db_path).await?;
     let (db1, wal1) = db_bytes(dir.path());
     let per_device = db1.saturating_sub(db0 + wal0) as f64 / n as f64;
     report.add(

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use steward_core::{ActivityDay, DailyActivity, Store, StoreResult, activity_series, utc_midnight};
+use steward_core::{ActivityDay, DailyActivity, ReportStore, StoreResult, activity_series, utc_midnight};
 use time::{Duration, OffsetDateTime};
 
 #[derive(Debug, Default)]
@@ -25,7 +25,7 @@ impl ActivityCache {
     /// The last `days` days up to today, with the active-device count at the end of each.
     pub async fn series(
         &self,
-        store: &dyn Store,
+        store: &dyn ReportStore,
         active_now: u64,
         days: u32,
         now: OffsetDateTime,

@@ -1,75 +1,61 @@
 //! Console pages for the fleet's organisation and the server: groups (create, delete, move
 //! devices), settings (the running configuration, read-only, and webhook subscriptions, which can
 //! be paused) and the signed-in user's account (two-step sign-in). Like the other pages, every
-//! change goes through the admin API's handler with the user's role.
+//! change goes through the core services as the user, authorised and audited as the admin API's
+//! route for it ([`ConsoleCtx::act`]).
 
 use axum::extract::{Extension, Form, Path, Query, State};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use http::StatusCode;
 use maud::{Markup, html};
 use serde::Deserialize;
+use steward_api::MAX_LIMIT;
+use steward_core::service::second_factor::CodeCheck;
 use steward_core::totp::TotpSecret;
-use time::OffsetDateTime;
+use steward_core::*;
 
-use super::pages::{csrf_input, problem_of, refuse, urlencode, when};
-use super::session::{open_totp, totp_setup_block, totp_unreadable};
-use super::{ConsoleCtx, api_error_page, error_page, layout, page, see_other};
-use crate::AppState;
-use crate::api::devices::{self, DeviceGroupRequest, PageQuery};
-use crate::api::error::ApiJson;
-use crate::api::resources::{self, NewGroupRequest};
-use crate::api::webhooks::{self as api_webhooks, WebhookUpdate};
+use super::pages::{csrf_input, refuse, urlencode, when};
+use super::routes::{DEVICE_SET_GROUP, GROUP_CREATE, GROUP_DELETE, WEBHOOK_UPDATE};
+use super::session::{audit_account, totp_setup_block, totp_unreadable};
+use super::{
+    ConsoleCtx, ConsoleSettings, ConsoleState, api_error_page, error_page, layout, note, page, see_other,
+    service_error_page,
+};
 
 #[derive(Debug, Default, Deserialize)]
 pub struct Notice {
     done: Option<String>,
 }
 
-/// A state-changing API call on behalf of the user, then back to `back` with a notice, or the
-/// API's problem as an error page.
-async fn act(
-    state: &AppState,
-    ctx: &ConsoleCtx,
-    method: &str,
-    api_path: &str,
-    concrete: &str,
-    back: &str,
-    handler: impl Future<Output = Response>,
-) -> Response {
-    let resp = ctx.call_api(state, method, api_path, concrete, handler).await;
-    if resp.status().is_success() {
-        return see_other(back);
+/// The outcome of a state-changing action: back to `back` with a notice, or the API's problem as
+/// an error page.
+fn back_or_error(ctx: &ConsoleCtx, done: Result<(), steward_api::ApiError>, back: &str) -> Response {
+    match done {
+        Ok(()) => see_other(back),
+        Err(e) => api_error_page(ctx, e),
     }
-    let (status, detail) = problem_of(resp).await;
-    error_page(Some(ctx), status, &detail)
 }
 
 // ---------------------------------------------------------------- groups
 
 pub async fn groups(
-    State(state): State<AppState>,
+    State(state): State<ConsoleState>,
     Extension(ctx): Extension<ConsoleCtx>,
     Query(notice): Query<Notice>,
 ) -> Response {
-    if let Some(r) = refuse(&ctx, "GET", "/api/v1/groups") {
+    if let Some(r) = refuse(&ctx, Permission::GroupsRead) {
         return r;
     }
-    let list = match resources::list_groups(
-        State(state),
-        Extension(ctx.principal.clone()),
-        PageQuery::first_full_page(),
-    )
-    .await
-    {
-        Ok(axum::Json(p)) => p.items,
-        Err(e) => return api_error_page(&ctx, e),
+    let list: Vec<(Group, u64)> = match state.core().directory.groups(&ctx.principal).await {
+        Ok(g) => g.into_iter().take(MAX_LIMIT as usize).collect(),
+        Err(e) => return service_error_page(&ctx, e),
     };
     let done = match notice.done.as_deref() {
         Some("created") => Some("Group created."),
         Some("deleted") => Some("Group deleted."),
         _ => None,
     };
-    let may_delete = ctx.may("DELETE", "/api/v1/groups/{id}");
+    let may_delete = ctx.may(GROUP_DELETE.permission);
     let body = html! {
         @if let Some(msg) = done {
             p.notice role="status" { (msg) }
@@ -91,14 +77,14 @@ pub async fn groups(
                     }
                 }
                 tbody {
-                    @for g in &list {
+                    @for (g, active_devices) in &list {
                         tr {
                             td { a href=(format!("/console/devices?group={}", urlencode(&g.name))) { (g.name) } }
-                            td.num { (g.active_devices) }
+                            td.num { (active_devices) }
                             td { (when(Some(g.created_at))) }
                             @if may_delete {
                                 td {
-                                    @if g.active_devices == 0 {
+                                    @if *active_devices == 0 {
                                         form.inline method="post" action=(format!("/console/groups/{}/delete", g.id)) {
                                             (csrf_input(&ctx))
                                             button type="submit" aria-label=(format!("Delete group {}", g.name)) { "Delete" }
@@ -113,7 +99,7 @@ pub async fn groups(
                 }
             }
         }
-        @if ctx.may("POST", "/api/v1/groups") {
+        @if ctx.may(GROUP_CREATE.permission) {
             section aria-labelledby="h-new-group" {
                 h2 #h-new-group { "New group" }
                 form.stack method="post" action="/console/groups" {
@@ -135,41 +121,31 @@ pub struct GroupForm {
 }
 
 pub async fn create_group(
-    State(state): State<AppState>,
+    State(state): State<ConsoleState>,
     Extension(ctx): Extension<ConsoleCtx>,
     Form(form): Form<GroupForm>,
 ) -> Response {
-    let st = State(state.clone());
-    let req = NewGroupRequest { name: form.name };
-    act(
-        &state,
-        &ctx,
-        "POST",
-        "/api/v1/groups",
-        "/api/v1/groups",
-        "/console/groups?done=created",
-        async move { resources::create_group(st, ApiJson(req)).await.into_response() },
-    )
-    .await
+    let done = ctx
+        .act(&state, GROUP_CREATE, "", StatusCode::CREATED, async {
+            let g = state.core().directory.create_group(&form.name).await?;
+            Ok(((), note(&g.name, None)))
+        })
+        .await;
+    back_or_error(&ctx, done, "/console/groups?done=created")
 }
 
 pub async fn delete_group(
-    State(state): State<AppState>,
+    State(state): State<ConsoleState>,
     Extension(ctx): Extension<ConsoleCtx>,
     Path(id): Path<String>,
 ) -> Response {
-    let st = State(state.clone());
-    let concrete = format!("/api/v1/groups/{id}");
-    act(
-        &state,
-        &ctx,
-        "DELETE",
-        "/api/v1/groups/{id}",
-        &concrete,
-        "/console/groups?done=deleted",
-        async move { resources::delete_group(st, Path(id)).await.into_response() },
-    )
-    .await
+    let done = ctx
+        .act(&state, GROUP_DELETE, &id, StatusCode::NO_CONTENT, async {
+            let deleted = state.core().directory.delete_group(&id).await?;
+            Ok(((), note(deleted, None)))
+        })
+        .await;
+    back_or_error(&ctx, done, "/console/groups?done=deleted")
 }
 
 #[derive(Debug, Deserialize)]
@@ -180,68 +156,65 @@ pub struct MoveForm {
 }
 
 pub async fn move_device(
-    State(state): State<AppState>,
+    State(state): State<ConsoleState>,
     Extension(ctx): Extension<ConsoleCtx>,
     Path(id): Path<String>,
     Form(form): Form<MoveForm>,
 ) -> Response {
-    let req = DeviceGroupRequest {
-        group: Some(form.group.trim().to_owned()).filter(|g| !g.is_empty()),
-    };
-    let (st, who, p) = (State(state.clone()), Extension(ctx.principal.clone()), Path(id.clone()));
-    let concrete = format!("/api/v1/devices/{id}/group");
-    act(
-        &state,
-        &ctx,
-        "PUT",
-        "/api/v1/devices/{id}/group",
-        &concrete,
-        &format!("/console/devices/{}?done=group", urlencode(&id)),
-        async move {
-            devices::set_device_group(st, who, p, ApiJson(req))
-                .await
-                .into_response()
-        },
-    )
-    .await
+    let group = Some(form.group.trim().to_owned()).filter(|g| !g.is_empty());
+    let done = ctx
+        .act(&state, DEVICE_SET_GROUP, &id, StatusCode::OK, async {
+            let (e, group) = state
+                .core()
+                .devices
+                .set_group(&ctx.principal, &id, group.as_deref())
+                .await?;
+            let details = format!("group: {}", group.as_ref().map_or("(none)", |g| g.name.as_str()));
+            Ok(((), note(&e.device_id, Some(details))))
+        })
+        .await;
+    back_or_error(&ctx, done, &format!("/console/devices/{}?done=group", urlencode(&id)))
 }
 
-/// The group names a device can be moved to (for the device page's form).
-pub(super) async fn group_names(state: &AppState, ctx: &ConsoleCtx) -> Vec<String> {
-    resources::list_groups(
-        State(state.clone()),
-        Extension(ctx.principal.clone()),
-        PageQuery::first_full_page(),
-    )
-    .await
-    .map(|axum::Json(p)| p.items.into_iter().map(|g| g.name).collect())
-    .unwrap_or_default()
+/// The group names a device can be moved to (for the device pages' forms).
+pub(super) async fn group_names(state: &ConsoleState, ctx: &ConsoleCtx) -> Vec<String> {
+    match state.core().directory.groups(&ctx.principal).await {
+        Ok(groups) => groups
+            .into_iter()
+            .take(MAX_LIMIT as usize)
+            .map(|(g, _)| g.name)
+            .collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list groups for the console");
+            Vec::new()
+        }
+    }
 }
 
 // ---------------------------------------------------------------- settings
 
 pub async fn settings(
-    State(state): State<AppState>,
+    State(state): State<ConsoleState>,
     Extension(ctx): Extension<ConsoleCtx>,
     Query(notice): Query<Notice>,
 ) -> Response {
-    if let Some(r) = refuse(&ctx, "GET", "/api/v1/server") {
+    if let Some(r) = refuse(&ctx, Permission::ServerRead) {
         return r;
     }
-    let info = match resources::server_info(State(state.clone())).await {
-        Ok(axum::Json(i)) => i,
-        Err(e) => return api_error_page(&ctx, e),
+    let counts = match state.core().store.admin_counts().await {
+        Ok(c) => c,
+        Err(e) => return api_error_page(&ctx, e.into()),
     };
-    let hooks = if ctx.may("GET", "/api/v1/webhooks") {
-        match api_webhooks::list_webhooks(State(state.clone()), PageQuery::first_full_page()).await {
-            Ok(axum::Json(p)) => Some(p.items),
-            Err(e) => return api_error_page(&ctx, e),
+    let hooks = if ctx.may(Permission::WebhooksRead) {
+        match state.core().webhooks.list().await {
+            Ok(w) => Some(w.into_iter().take(MAX_LIMIT as usize).collect::<Vec<_>>()),
+            Err(e) => return service_error_page(&ctx, e),
         }
     } else {
         None
     };
-    let cfg = &state.config;
-    let may_toggle = ctx.may("PATCH", "/api/v1/webhooks/{id}");
+    let may_toggle = ctx.may(WEBHOOK_UPDATE.permission);
+    let info = &state.api.settings;
     let done = match notice.done.as_deref() {
         Some("enabled") => Some("Webhook resumed: it delivers what happened while it was paused, in order."),
         Some("disabled") => Some("Webhook paused: events are kept for it until it is resumed."),
@@ -258,29 +231,30 @@ pub async fn settings(
                 "start (see docs/OPERATIONS.md); `steward config check` validates a change before a restart."
             }
             dl.facts #server-settings {
-                dt { "Version" } dd { (info.version) }
+                dt { "Version" } dd { (env!("CARGO_PKG_VERSION")) }
                 dt { "Public URL" } dd.mono { (info.public_url) }
                 dt { "Enrollment (discovery) URL" } dd.mono { (info.enrollment_url) }
                 dt { "Enrollment authentication" } dd { (info.auth_policy) }
                 dt { "Server name shown on devices" } dd { (info.server_name) }
                 dt { "Device check-in interval" } dd { (info.poll_interval_minutes) " min" }
                 dt { "Inventory refresh" } dd { "every " (info.inventory_interval_hours) " h" }
-                dt { "Device certificates valid for" } dd { (cfg.pki.device_cert_validity_days) " days (renewed in the last " (cfg.pki.renew_period_days) ")" }
                 dt { "OMA-DM MD5 authentication" } dd { (if info.md5_auth { "on" } else { "off" }) }
                 dt { "Console two-step sign-in" } dd { (if info.console_require_totp { "required for every user" } else { "optional" }) }
-                dt { "Trusted proxies" } dd { (if cfg.management.trusted_proxies.is_empty() { "none".to_owned() } else { cfg.management.trusted_proxies.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ") }) }
+                @for (what, value) in &state.settings.config_summary {
+                    dt { (what) } dd { (value) }
+                }
             }
         }
         section aria-labelledby="h-totals" {
             h2 #h-totals { "Totals" }
             dl.facts {
-                dt { "Active devices" } dd { (info.counts.active_devices) }
-                dt { "Enrollments (all states)" } dd { (info.counts.enrollments) }
-                dt { "Open commands" } dd { (info.counts.open_commands) }
-                dt { "Users" } dd { (info.counts.users) }
-                dt { "Groups" } dd { (info.counts.groups) }
-                dt { "API tokens" } dd { (info.counts.api_tokens) }
-                dt { "Audit events" } dd { (info.counts.audit_events) }
+                dt { "Active devices" } dd { (counts.active_devices) }
+                dt { "Enrollments (all states)" } dd { (counts.enrollments) }
+                dt { "Open commands" } dd { (counts.open_commands) }
+                dt { "Users" } dd { (counts.users) }
+                dt { "Groups" } dd { (counts.groups) }
+                dt { "API tokens" } dd { (counts.api_tokens) }
+                dt { "Audit events" } dd { (counts.audit_events) }
             }
         }
         @if let Some(hooks) = hooks {
@@ -304,10 +278,10 @@ pub async fn settings(
                                 tr {
                                     td { (w.name) }
                                     td.mono { (w.url) }
-                                    td { (w.events.join(", ")) }
+                                    td { (w.kinds.names().join(", ")) }
                                     td {
                                         @if !w.enabled { span.state.state-wiped { "paused" } }
-                                        @else if w.failing_attempts > 0 { span.state.state-replaced { "retrying (" (w.failing_attempts) ")" } }
+                                        @else if w.attempts > 0 { span.state.state-replaced { "retrying (" (w.attempts) ")" } }
                                         @else { span.state.state-active { "delivering" } }
                                     }
                                     @if may_toggle {
@@ -334,7 +308,7 @@ pub async fn settings(
 }
 
 pub async fn toggle_webhook(
-    State(state): State<AppState>,
+    State(state): State<ConsoleState>,
     Extension(ctx): Extension<ConsoleCtx>,
     Path((id, verb)): Path<(String, String)>,
 ) -> Response {
@@ -343,28 +317,20 @@ pub async fn toggle_webhook(
         "disable" => false,
         _ => return error_page(Some(&ctx), StatusCode::NOT_FOUND, "no such action"),
     };
-    let st = State(state.clone());
-    let concrete = format!("/api/v1/webhooks/{id}");
-    act(
-        &state,
-        &ctx,
-        "PATCH",
-        "/api/v1/webhooks/{id}",
-        &concrete,
-        &format!("/console/settings?done={verb}d"),
-        async move {
-            api_webhooks::update_webhook(st, Path(id), ApiJson(WebhookUpdate { enabled }))
-                .await
-                .into_response()
-        },
-    )
-    .await
+    let done = ctx
+        .act(&state, WEBHOOK_UPDATE, &id, StatusCode::OK, async {
+            let w = state.core().webhooks.set_enabled(&id, enabled).await?;
+            let details = if enabled { "enabled" } else { "disabled" };
+            Ok(((), note(w.id, Some(details.to_owned()))))
+        })
+        .await;
+    back_or_error(&ctx, done, &format!("/console/settings?done={verb}d"))
 }
 
 // ---------------------------------------------------------------- account
 
-fn account_body(state: &AppState, ctx: &ConsoleCtx, notice: Option<&str>) -> Markup {
-    let required = state.config.console.require_totp;
+fn account_body(settings: &ConsoleSettings, ctx: &ConsoleCtx, notice: Option<&str>) -> Markup {
+    let required = settings.require_totp;
     html! {
         @if let Some(msg) = notice {
             p.notice role="status" { (msg) }
@@ -391,7 +357,7 @@ fn account_body(state: &AppState, ctx: &ConsoleCtx, notice: Option<&str>) -> Mar
 }
 
 pub async fn account(
-    State(state): State<AppState>,
+    State(state): State<ConsoleState>,
     Extension(ctx): Extension<ConsoleCtx>,
     Query(notice): Query<Notice>,
 ) -> Response {
@@ -401,11 +367,11 @@ pub async fn account(
     };
     page(
         StatusCode::OK,
-        layout(Some(&ctx), "Your account", "", account_body(&state, &ctx, msg)),
+        layout(Some(&ctx), "Your account", "", account_body(&state.settings, &ctx, msg)),
     )
 }
 
-fn setup_page(state: &AppState, ctx: &ConsoleCtx, secret: &TotpSecret, error: Option<&str>) -> Markup {
+fn setup_page(state: &ConsoleState, ctx: &ConsoleCtx, secret: &TotpSecret, error: Option<&str>) -> Markup {
     layout(
         Some(ctx),
         "Set up two-step sign-in",
@@ -426,11 +392,11 @@ fn setup_page(state: &AppState, ctx: &ConsoleCtx, secret: &TotpSecret, error: Op
 }
 
 /// Starts (or resumes) setting up the signed-in user's second factor.
-pub async fn start_totp(State(state): State<AppState>, Extension(ctx): Extension<ConsoleCtx>) -> Response {
+pub async fn start_totp(State(state): State<ConsoleState>, Extension(ctx): Extension<ConsoleCtx>) -> Response {
     if ctx.totp_confirmed {
         return see_other("/console/account");
     }
-    let user = match state.store.console_user(ctx.user_id).await {
+    let user = match state.core().store.console_user(ctx.user_id).await {
         Ok(Some(u)) => u,
         Ok(None) => return see_other("/console/login"),
         Err(e) => return api_error_page(&ctx, e.into()),
@@ -449,11 +415,12 @@ pub struct ConfirmForm {
 }
 
 pub async fn confirm_totp(
-    State(state): State<AppState>,
+    State(state): State<ConsoleState>,
     Extension(ctx): Extension<ConsoleCtx>,
     Form(form): Form<ConfirmForm>,
 ) -> Response {
-    let user = match state.store.console_user(ctx.user_id).await {
+    let core = state.core();
+    let user = match core.store.console_user(ctx.user_id).await {
         Ok(Some(u)) => u,
         Ok(None) => return see_other("/console/login"),
         Err(e) => return api_error_page(&ctx, e.into()),
@@ -461,36 +428,28 @@ pub async fn confirm_totp(
     let Some(totp) = user.totp.as_ref().filter(|t| !t.confirmed()) else {
         return see_other("/console/account");
     };
-    let Some(secret) = open_totp(&state, ctx.user_id, totp) else {
+    let Ok(secret) = core.second_factor.open(ctx.user_id, totp) else {
         return totp_unreadable(Some(&ctx));
     };
-    let now = OffsetDateTime::now_utc();
-    let ok = match secret.verify(&form.code, now, totp.last_step) {
-        Some(step) => match state.store.confirm_user_totp(ctx.user_id, step, now).await {
-            Ok(ok) => ok,
-            Err(e) => return api_error_page(&ctx, e.into()),
-        },
-        None => false,
-    };
-    if !ok {
-        return page(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            setup_page(
-                &state,
-                &ctx,
-                &secret,
-                Some("That code is not valid. Enter the code the app shows now."),
-            ),
-        );
+    match core
+        .second_factor
+        .check_with(ctx.user_id, totp, &secret, &form.code)
+        .await
+    {
+        Ok(CodeCheck::Accepted) => {}
+        Ok(CodeCheck::Refused) => {
+            return page(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                setup_page(
+                    &state,
+                    &ctx,
+                    &secret,
+                    Some("That code is not valid. Enter the code the app shows now."),
+                ),
+            );
+        }
+        Err(e) => return service_error_page(&ctx, e),
     }
-    super::session::audit_event(
-        &state,
-        &ctx.email,
-        Some(ctx.role()),
-        ctx.peer.clone(),
-        "console.totp_enroll",
-        true,
-    )
-    .await;
+    audit_account(&state, &ctx, "console.totp_enroll").await;
     see_other("/console/account?done=totp")
 }

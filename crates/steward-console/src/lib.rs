@@ -2,11 +2,13 @@
 //! forms with POST/redirect/GET, no JavaScript at all, so the Content-Security-Policy can forbid
 //! scripts outright.
 //!
-//! The console is a second client of the admin API, in-process: its pages and buttons call the
-//! API's own handlers with a [`Principal`] built from the console session, authorised by the API's
-//! permission table ([`crate::api::ROUTES`]) and audited by the same function the API middleware
-//! uses. A console user can therefore never do more than an API token of the same role, and every
-//! rule (wipe confirmation, command validation, scope) lives in one place.
+//! The console is a second admin surface over the same services as the admin API
+//! ([`steward_core::service::Core`]): its pages and buttons call them with a [`Principal`] built
+//! from the console session. State-changing actions are authorised by the API's own permission
+//! table ([`steward_api::ROUTES`]) and audited through the same function the API middleware uses
+//! ([`steward_api::auth::record_audit`]), with the action name, target, details and HTTP status the
+//! API call would have recorded. A console user can therefore never do more than an API token of
+//! the same role, and every rule (wipe confirmation, command validation, scope) lives in one place.
 
 mod activity;
 mod admin;
@@ -23,13 +25,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http::{HeaderValue, StatusCode, header};
 use maud::{DOCTYPE, Markup, html};
-use steward_core::Role;
+use steward_api::auth::record_audit;
+use steward_api::{ApiError, ApiState, AuditNote, rule_for};
+use steward_core::service::{Core, ServiceError};
+use steward_core::{EnrollmentEndpoint, Permission, Principal, Role};
 
-use crate::AppState;
-use crate::api::auth::{AuditNote, Principal, record_audit, rule_for};
-use crate::api::{ApiError, Permission};
-
-pub use session::{COOKIE_NAME, LoginLimiter};
+pub use session::COOKIE_NAME;
 
 /// Where the console lives.
 pub const CONSOLE_PATH: &str = "/console";
@@ -40,9 +41,50 @@ const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-ac
 
 const CSS: &str = include_str!("console.css");
 
-/// The console routes. Everything but the login page and the stylesheet needs a session.
-pub fn router(state: AppState) -> Router<AppState> {
-    let limiter = Arc::new(LoginLimiter::default());
+/// What the console shows about the server it runs in, filled by the composition root (the rest
+/// comes from the API's [`steward_api::ServerSettings`]).
+#[derive(Debug, Clone, Default)]
+pub struct ConsoleSettings {
+    /// Every console user must give a TOTP code after the password (`console.require_totp`).
+    pub require_totp: bool,
+    /// The issuer authenticator apps show next to the code ([`ConsoleSettings::totp_issuer_for`]).
+    pub totp_issuer: String,
+    /// The running configuration the Settings page lists after what [`ServerSettings`] holds, in
+    /// order: (what, value), e.g. device certificate lifetimes and trusted proxies.
+    pub config_summary: Vec<(String, String)>,
+    /// Where devices enroll (the platform adapters' `enrollment_endpoints`), for the enrollment page.
+    pub enrollment_endpoints: Vec<EnrollmentEndpoint>,
+}
+
+impl ConsoleSettings {
+    /// "Steward <host>", the host taken from the public URL (`localhost` without one).
+    pub fn totp_issuer_for(public_url: Option<&str>) -> String {
+        let host = public_url
+            .and_then(|u| u.split("://").nth(1))
+            .and_then(|rest| rest.split(['/', ':']).next())
+            .filter(|h| !h.is_empty())
+            .unwrap_or("localhost");
+        format!("Steward {host}")
+    }
+}
+
+/// What every console handler needs: the admin API's state (the services and the server settings
+/// the API reports) and the console's own settings.
+#[derive(Clone)]
+pub struct ConsoleState {
+    pub api: ApiState,
+    pub settings: Arc<ConsoleSettings>,
+}
+
+impl ConsoleState {
+    pub(crate) fn core(&self) -> &Core {
+        &self.api.core
+    }
+}
+
+/// The console routes, with their state. Everything but the login pages and the stylesheet needs
+/// a session.
+pub fn router(state: ConsoleState) -> Router {
     let activity = Arc::new(activity::ActivityCache::default());
     let protected = Router::new()
         .route("/console", get(pages::dashboard))
@@ -64,7 +106,10 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/console/account/totp", post(admin::start_totp))
         .route("/console/account/totp/confirm", post(admin::confirm_totp))
         .route("/console/logout", post(session::logout))
-        .route_layer(axum::middleware::from_fn_with_state(state, session::require_session));
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            session::require_session,
+        ));
     Router::new()
         .route("/console/login", get(session::login_page).post(session::login))
         .route(
@@ -74,9 +119,9 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/console/login/cancel", post(session::cancel_second_factor))
         .route("/console/static/console.css", get(stylesheet))
         .merge(protected)
-        .layer(axum::Extension(limiter))
         .layer(axum::Extension(activity))
         .layer(axum::middleware::from_fn(security_headers))
+        .with_state(state)
 }
 
 async fn stylesheet() -> Response {
@@ -100,6 +145,54 @@ async fn security_headers(req: Request, next: Next) -> Response {
     resp
 }
 
+/// An admin API route a console action stands for: its method and routed path name the entry of
+/// the API's permission table ([`steward_api::ROUTES`]) that authorises the action and names it
+/// in the audit log. `permission` is what the pages check before offering the action; a unit test
+/// holds it equal to the table's.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ApiRoute {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub permission: Permission,
+}
+
+/// The API routes behind the console's actions.
+pub(crate) mod routes {
+    use super::ApiRoute;
+    use steward_core::Permission as P;
+
+    const fn r(method: &'static str, path: &'static str, permission: P) -> ApiRoute {
+        ApiRoute {
+            method,
+            path,
+            permission,
+        }
+    }
+
+    pub const DEVICE_SYNC: ApiRoute = r("POST", "/api/v1/devices/{id}/actions/sync", P::DevicesAct);
+    pub const DEVICE_REBOOT: ApiRoute = r("POST", "/api/v1/devices/{id}/actions/reboot", P::DevicesAct);
+    pub const DEVICE_LOCK: ApiRoute = r("POST", "/api/v1/devices/{id}/actions/lock", P::DevicesAct);
+    pub const DEVICE_WIPE: ApiRoute = r("POST", "/api/v1/devices/{id}/actions/wipe", P::DevicesWipe);
+    pub const DEVICE_SET_GROUP: ApiRoute = r("PUT", "/api/v1/devices/{id}/group", P::GroupsWrite);
+    pub const ENROLLMENT_TOKEN_CREATE: ApiRoute = r("POST", "/api/v1/enrollment-tokens", P::EnrollmentTokensWrite);
+    pub const GROUP_CREATE: ApiRoute = r("POST", "/api/v1/groups", P::GroupsWrite);
+    pub const GROUP_DELETE: ApiRoute = r("DELETE", "/api/v1/groups/{id}", P::GroupsWrite);
+    pub const WEBHOOK_UPDATE: ApiRoute = r("PATCH", "/api/v1/webhooks/{id}", P::WebhooksWrite);
+
+    #[cfg(test)]
+    pub const ALL: &[ApiRoute] = &[
+        DEVICE_SYNC,
+        DEVICE_REBOOT,
+        DEVICE_LOCK,
+        DEVICE_WIPE,
+        DEVICE_SET_GROUP,
+        ENROLLMENT_TOKEN_CREATE,
+        GROUP_CREATE,
+        GROUP_DELETE,
+        WEBHOOK_UPDATE,
+    ];
+}
+
 /// The signed-in console user, put in the request extensions by [`session::require_session`].
 #[derive(Clone)]
 pub struct ConsoleCtx {
@@ -110,7 +203,8 @@ pub struct ConsoleCtx {
     pub totp_confirmed: bool,
     /// The per-session CSRF token every form carries.
     pub csrf: String,
-    pub peer: Option<String>,
+    /// The client's address.
+    pub peer: Option<std::net::IpAddr>,
 }
 
 impl std::fmt::Debug for ConsoleCtx {
@@ -127,66 +221,77 @@ impl ConsoleCtx {
         self.principal.role
     }
 
-    /// Whether the API route (method, routed path) is allowed for this user's role: the console
-    /// asks the API's permission table, never a table of its own.
-    pub fn may(&self, method: &str, api_path: &str) -> bool {
-        rule_for(method, api_path).is_some_and(|r| self.principal.permits(r.permission))
+    /// Whether this user's role (and group scope) allows `p`: the same check as an API token's.
+    pub fn may(&self, p: Permission) -> bool {
+        self.principal.permits(p)
     }
 
-    /// Runs an API handler as this user: refused with the API's own 403 unless the permission
-    /// table allows it; state-changing calls are audited exactly as the API middleware audits them.
-    pub async fn call_api(
+    /// Runs a state-changing service call as this user, as the admin API would run it: refused
+    /// with the API's own 403 unless the API's permission table allows `route`, then audited
+    /// exactly as the API middleware audits the call: the table's action name, the concrete API
+    /// path (with `id`), the target and details of `run`'s [`AuditNote`] (else the path), and
+    /// the status the API would have answered: `success` or the error's.
+    pub(crate) async fn act<T>(
         &self,
-        state: &AppState,
-        method: &str,
-        api_path: &str,
-        concrete_path: &str,
-        handler: impl Future<Output = Response>,
-    ) -> Response {
-        let Some(rule) = rule_for(method, api_path) else {
-            return ApiError::Internal(format!("no permission rule for {method} {api_path}")).into_response();
+        state: &ConsoleState,
+        route: ApiRoute,
+        id: &str,
+        success: StatusCode,
+        run: impl Future<Output = Result<(T, AuditNote), ServiceError>>,
+    ) -> Result<T, ApiError> {
+        let Some(rule) = rule_for(route.method, route.path) else {
+            return Err(ApiError::Internal(format!(
+                "no permission rule for {} {}",
+                route.method, route.path
+            )));
         };
-        let resp = if self.principal.permits(rule.permission) {
-            handler.await
+        let concrete = route.path.replace("{id}", id);
+        let (outcome, status, note) = if self.principal.permits(rule.permission) {
+            match run.await {
+                Ok((value, note)) => (Ok(value), success, note),
+                Err(e) => {
+                    let e = ApiError::from(e);
+                    let status = e.status();
+                    (Err(e), status, AuditNote::default())
+                }
+            }
         } else {
-            forbidden(&self.principal, rule.permission).into_response()
+            let e = ApiError::Forbidden {
+                role: self.principal.role_label(),
+                permission: rule.permission.as_str(),
+            };
+            (Err(e), StatusCode::FORBIDDEN, AuditNote::default())
         };
-        if method != "GET" {
-            let note = resp.extensions().get::<AuditNote>().cloned().unwrap_or_default();
-            record_audit(
-                state,
-                &self.principal,
-                rule,
-                concrete_path,
-                self.peer.clone(),
-                resp.status(),
-                note,
-            )
-            .await;
-        }
-        resp
+        record_audit(
+            &state.api,
+            &self.principal,
+            rule,
+            &concrete,
+            self.peer.map(|p| p.to_string()),
+            status,
+            note,
+        )
+        .await;
+        outcome
     }
 }
 
-fn forbidden(who: &Principal, permission: Permission) -> ApiError {
-    ApiError::Forbidden {
-        role: if who.group.is_some() {
-            format!("group-scoped {}", who.role)
-        } else {
-            who.role.to_string()
-        },
-        permission: permission.as_str(),
+/// The audit note naming what a call acted on.
+pub(crate) fn note(target: impl ToString, details: Option<String>) -> AuditNote {
+    AuditNote {
+        target: Some(target.to_string()),
+        details,
     }
 }
 
-/// The navigation entries: (href, label, API route that must be readable).
-const NAV: &[(&str, &str, &str)] = &[
-    ("/console", "Dashboard", "/api/v1/server"),
-    ("/console/devices", "Devices", "/api/v1/devices"),
-    ("/console/enrollment", "Enrollment", "/api/v1/enrollment-tokens"),
-    ("/console/groups", "Groups", "/api/v1/groups"),
-    ("/console/audit", "Audit log", "/api/v1/audit-events"),
-    ("/console/settings", "Settings", "/api/v1/server"),
+/// The navigation entries: (href, label, permission the page needs).
+const NAV: &[(&str, &str, Permission)] = &[
+    ("/console", "Dashboard", Permission::ServerRead),
+    ("/console/devices", "Devices", Permission::DevicesRead),
+    ("/console/enrollment", "Enrollment", Permission::EnrollmentTokensRead),
+    ("/console/groups", "Groups", Permission::GroupsRead),
+    ("/console/audit", "Audit log", Permission::AuditRead),
+    ("/console/settings", "Settings", Permission::ServerRead),
 ];
 
 /// The page frame: skip link, navigation, the signed-in user and the logout button.
@@ -207,8 +312,8 @@ pub(crate) fn layout(ctx: Option<&ConsoleCtx>, title: &str, current: &str, body:
                     @if let Some(ctx) = ctx {
                         nav aria-label="Main" {
                             ul {
-                                @for (href, label, api) in NAV {
-                                    @if ctx.may("GET", api) {
+                                @for (href, label, permission) in NAV {
+                                    @if ctx.may(*permission) {
                                         li {
                                             @if *href == current {
                                                 a href=(href) aria-current="page" { (label) }
@@ -248,8 +353,8 @@ pub(crate) fn page(status: StatusCode, markup: Markup) -> Response {
         .into_response()
 }
 
-/// A failed API call shown as a console page (the problem's detail is safe to show: the API
-/// already keeps internals out of it).
+/// A failed call shown as a console page (the detail is safe to show: [`ApiError`]'s texts keep
+/// internals out).
 pub(crate) fn error_page(ctx: Option<&ConsoleCtx>, status: StatusCode, detail: &str) -> Response {
     let title = status.canonical_reason().unwrap_or("Error");
     page(
@@ -274,9 +379,36 @@ pub(crate) fn api_error_page(ctx: &ConsoleCtx, e: ApiError) -> Response {
     error_page(Some(ctx), status, &e.to_string())
 }
 
+pub(crate) fn service_error_page(ctx: &ConsoleCtx, e: ServiceError) -> Response {
+    api_error_page(ctx, e.into())
+}
+
 pub(crate) fn see_other(location: &str) -> Response {
     match HeaderValue::from_str(location) {
         Ok(v) => (StatusCode::SEE_OTHER, [(header::LOCATION, v)]).into_response(),
         Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn console_actions_are_the_api_tables_routes_with_its_permissions() {
+        for r in routes::ALL {
+            let rule = rule_for(r.method, r.path).unwrap_or_else(|| panic!("{} {} is not in ROUTES", r.method, r.path));
+            assert_eq!(rule.permission, r.permission, "{} {}", r.method, r.path);
+        }
+    }
+
+    #[test]
+    fn totp_issuer_names_the_public_host() {
+        assert_eq!(
+            ConsoleSettings::totp_issuer_for(Some("https://mdm.example.com:8443/x")),
+            "Steward mdm.example.com"
+        );
+        assert_eq!(ConsoleSettings::totp_issuer_for(None), "Steward localhost");
+        assert_eq!(ConsoleSettings::totp_issuer_for(Some("nonsense")), "Steward localhost");
     }
 }

@@ -1,21 +1,24 @@
-//! The console pages. Each one reads through the admin API's handlers (so paging, filters, scope
-//! and validation are the API's) and renders with maud, which escapes every spliced value: device
-//! names, users and inventory come from devices and are never trusted as markup.
+//! The console pages. Each one reads through the core services with the signed-in user's
+//! [`steward_core::Principal`] (so filters, scope and validation are the services', the same the
+//! admin API applies) and renders with maud, which escapes every spliced value: device names,
+//! users and inventory come from devices and are never trusted as markup.
 
 use axum::extract::{Extension, Form, Path, Query, State};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use http::StatusCode;
 use maud::{Markup, html};
 use serde::Deserialize;
+use steward_api::enrollment_tokens::enrollment_token_view;
+use steward_api::types::{CommandView, DeviceSummary};
+use steward_api::{ApiError, MAX_LIMIT, decode_cursor, encode_cursor};
+use steward_core::service::devices::DeviceFilter;
+use steward_core::service::directory::EnrollmentTokenRequest;
+use steward_core::*;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::{ConsoleCtx, api_error_page, error_page, layout, page, see_other};
-use crate::AppState;
-use crate::api::devices::{self, CommandView, DeviceListQuery, PageQuery, SortField, WipeRequest};
-use crate::api::error::{ApiJson, ApiQuery};
-use crate::api::resources::{self, AuditQuery, NewEnrollmentTokenRequest};
-use crate::windows::commands::WipeKind;
+use super::routes::{DEVICE_LOCK, DEVICE_REBOOT, DEVICE_SYNC, DEVICE_WIPE, ENROLLMENT_TOKEN_CREATE};
+use super::{ApiRoute, ConsoleCtx, ConsoleState, api_error_page, error_page, layout, note, page, see_other};
 
 /// Devices per list page: the store pages in SQL, so the size of the fleet does not matter.
 const PAGE_SIZE: u32 = 50;
@@ -48,8 +51,8 @@ pub(super) fn csrf_input(ctx: &ConsoleCtx) -> Markup {
 }
 
 /// The refusal for a page the user's role may not use (the same answer the API would give).
-pub(super) fn refuse(ctx: &ConsoleCtx, method: &str, api_path: &str) -> Option<Response> {
-    if ctx.may(method, api_path) {
+pub(super) fn refuse(ctx: &ConsoleCtx, needs: Permission) -> Option<Response> {
+    if ctx.may(needs) {
         None
     } else {
         Some(error_page(
@@ -60,35 +63,24 @@ pub(super) fn refuse(ctx: &ConsoleCtx, method: &str, api_path: &str) -> Option<R
     }
 }
 
-/// The status and problem detail of a failed API call.
-pub(super) async fn problem_of(resp: Response) -> (StatusCode, String) {
-    let status = resp.status();
-    let detail = axum::body::to_bytes(resp.into_body(), 64 * 1024)
-        .await
-        .ok()
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-        .and_then(|v| v.get("detail").and_then(|d| d.as_str()).map(str::to_owned))
-        .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_owned());
-    (status, detail)
-}
-
 // ---------------------------------------------------------------- dashboard
 
 pub async fn dashboard(
-    State(state): State<AppState>,
+    State(state): State<ConsoleState>,
     Extension(ctx): Extension<ConsoleCtx>,
     Extension(cache): Extension<std::sync::Arc<super::activity::ActivityCache>>,
 ) -> Response {
-    if let Some(r) = refuse(&ctx, "GET", "/api/v1/server") {
+    if let Some(r) = refuse(&ctx, Permission::ServerRead) {
         return r;
     }
-    let stats = match state.store.device_stats(OffsetDateTime::now_utc()).await {
+    let store = &state.core().store;
+    let stats = match store.device_stats(OffsetDateTime::now_utc()).await {
         Ok(s) => s,
         Err(e) => return api_error_page(&ctx, e.into()),
     };
     let active = stats.seen_last_hour + stats.seen_last_day + stats.seen_older + stats.never_seen;
     let now = OffsetDateTime::now_utc();
-    let activity = match cache.series(state.store.as_ref(), active, CHART_DAYS, now).await {
+    let activity = match cache.series(store.as_ref(), active, CHART_DAYS, now).await {
         Ok(series) => series,
         Err(e) => return api_error_page(&ctx, e.into()),
     };
@@ -300,11 +292,11 @@ const SEEN: &[(&str, &str, Option<i64>, Option<i64>)] = &[
 ];
 
 pub async fn devices(
-    State(state): State<AppState>,
+    State(state): State<ConsoleState>,
     Extension(ctx): Extension<ConsoleCtx>,
     Query(search): Query<DeviceSearch>,
 ) -> Response {
-    if let Some(r) = refuse(&ctx, "GET", "/api/v1/devices") {
+    if let Some(r) = refuse(&ctx, Permission::DevicesRead) {
         return r;
     }
     let q = search.q.trim().to_owned();
@@ -316,24 +308,46 @@ pub async fn devices(
     let now = OffsetDateTime::now_utc();
     let hours_ago = |h: Option<i64>| h.map(|h| now - time::Duration::hours(h));
     let seen = SEEN.iter().find(|(k, ..)| *k == search.seen);
-    let query = DeviceListQuery {
-        name,
+    let state_filter = match search.state.as_str() {
+        "" => None,
+        s => match EnrollmentState::parse(s) {
+            Some(s) => Some(s),
+            None => return api_error_page(&ctx, ApiError::BadRequest(format!("unknown state {s:?}"))),
+        },
+    };
+    let after = match search.cursor.as_deref().filter(|c| !c.is_empty()) {
+        None => None,
+        Some(c) => match decode_cursor::<DeviceCursor>(c) {
+            Ok(c) => Some(c),
+            Err(e) => return api_error_page(&ctx, e),
+        },
+    };
+    let filter = DeviceFilter {
+        name_contains: name,
         user,
         os_version: Some(search.os.trim().to_owned()).filter(|s| !s.is_empty()),
-        state: Some(search.state.clone()).filter(|s| !s.is_empty()),
+        state: state_filter,
         group: Some(search.group.clone()).filter(|s| !s.is_empty()),
         last_seen_before: seen.and_then(|s| hours_ago(s.3)),
         last_seen_after: seen.and_then(|s| hours_ago(s.2)),
-        sort: Some(SortField::Name),
-        order: None,
-        cursor: search.cursor.clone().filter(|c| !c.is_empty()),
-        limit: Some(PAGE_SIZE),
+        sort: DeviceSort::Name,
+        descending: false,
+        after,
+        limit: PAGE_SIZE,
     };
     let groups = super::admin::group_names(&state, &ctx).await;
-    let list = match devices::list_devices(State(state), Extension(ctx.principal.clone()), ApiQuery(query)).await {
-        Ok(axum::Json(p)) => p,
-        Err(e) => return api_error_page(&ctx, e),
+    let page_of = match state.core().devices.list(&ctx.principal, filter).await {
+        Ok(p) => p,
+        Err(e) => return api_error_page(&ctx, e.into()),
     };
+    let next_cursor = match (page_of.more, page_of.items.last()) {
+        (true, Some(last)) => Some(encode_cursor(&DeviceCursor {
+            key: DeviceSort::Name.key_of(last),
+            id: last.id,
+        })),
+        _ => None,
+    };
+    let items: Vec<DeviceSummary> = page_of.items.iter().map(DeviceSummary::from).collect();
     let body = html! {
         form.search method="get" action="/console/devices" role="search" {
             div {
@@ -380,7 +394,7 @@ pub async fn devices(
             }
             button type="submit" { "Search" }
         }
-        @if list.items.is_empty() {
+        @if items.is_empty() {
             p { "No devices match." }
         } @else {
             table {
@@ -395,7 +409,7 @@ pub async fn devices(
                     }
                 }
                 tbody {
-                    @for d in &list.items {
+                    @for d in &items {
                         tr {
                             td { a href=(format!("/console/devices/{}", d.id)) { (d.name.as_deref().unwrap_or(&d.device_id)) } }
                             td { (d.user_email.as_deref().unwrap_or("")) }
@@ -407,7 +421,7 @@ pub async fn devices(
                 }
             }
         }
-        @if let Some(next) = &list.next_cursor {
+        @if let Some(next) = &next_cursor {
             p {
                 a rel="next" href=(format!("/console/devices?q={}&state={}&group={}&os={}&seen={}&cursor={}", urlencode(&q), urlencode(&search.state), urlencode(&search.group), urlencode(&search.os), urlencode(&search.seen), next)) { "Next page →" }
             }
@@ -438,26 +452,32 @@ pub struct DeviceNotice {
 const TIMELINE_LEN: usize = 100;
 
 pub async fn device(
-    State(state): State<AppState>,
+    State(state): State<ConsoleState>,
     Extension(ctx): Extension<ConsoleCtx>,
     Path(id): Path<String>,
     Query(notice): Query<DeviceNotice>,
 ) -> Response {
-    if let Some(r) = refuse(&ctx, "GET", "/api/v1/devices/{id}") {
+    if let Some(r) = refuse(&ctx, Permission::DevicesRead) {
         return r;
     }
-    let who = Extension(ctx.principal.clone());
-    let detail = match devices::get_device(State(state.clone()), who.clone(), Path(id.clone())).await {
-        Ok(axum::Json(d)) => d,
-        Err(e) => return api_error_page(&ctx, e),
+    let core = state.core();
+    let detail = match core.devices.detail(&ctx.principal, &id).await {
+        Ok(d) => d,
+        Err(e) => return api_error_page(&ctx, e.into()),
     };
     let groups = super::admin::group_names(&state, &ctx).await;
-    let commands =
-        match devices::list_device_commands(State(state), who, Path(id.clone()), PageQuery::first_full_page()).await {
-            Ok(axum::Json(p)) => p.items,
-            Err(e) => return api_error_page(&ctx, e),
-        };
-    let d = &detail.device;
+    let (enrollment, commands) = match core.commands.for_device(&ctx.principal, &id).await {
+        Ok(c) => c,
+        Err(e) => return api_error_page(&ctx, e.into()),
+    };
+    let timeline: Vec<CommandView> = commands
+        .iter()
+        .rev()
+        .take(TIMELINE_LEN)
+        .map(|c| CommandView::of(c, core.commands.describe(&enrollment, c)))
+        .collect();
+    let e = &detail.enrollment;
+    let d = &DeviceSummary::from(e);
     let name = d.name.clone().unwrap_or_else(|| d.device_id.clone());
     let active = d.state == "active";
     let done = notice.done.as_deref().and_then(|a| match a {
@@ -468,7 +488,6 @@ pub async fn device(
         "group" => Some("Group changed."),
         _ => None,
     });
-    let timeline: Vec<&CommandView> = commands.iter().rev().take(TIMELINE_LEN).collect();
     let body = html! {
         @if let Some(msg) = done {
             p.notice role="status" { (msg) }
@@ -477,19 +496,19 @@ pub async fn device(
             section aria-labelledby="h-actions" {
                 h2 #h-actions { "Actions" }
                 div.actions {
-                    @for (action, label, api) in [
-                        ("sync", "Sync now", "/api/v1/devices/{id}/actions/sync"),
-                        ("reboot", "Reboot", "/api/v1/devices/{id}/actions/reboot"),
-                        ("lock", "Lock", "/api/v1/devices/{id}/actions/lock"),
+                    @for (action, label, route) in [
+                        ("sync", "Sync now", DEVICE_SYNC),
+                        ("reboot", "Reboot", DEVICE_REBOOT),
+                        ("lock", "Lock", DEVICE_LOCK),
                     ] {
-                        @if ctx.may("POST", api) {
+                        @if ctx.may(route.permission) {
                             form.inline method="post" action=(format!("/console/devices/{}/actions/{action}", d.id)) {
                                 (csrf_input(&ctx))
                                 button type="submit" #(format!("action-{action}")) { (label) }
                             }
                         }
                     }
-                    @if ctx.may("POST", "/api/v1/devices/{id}/actions/wipe") {
+                    @if ctx.may(DEVICE_WIPE.permission) {
                         a.danger href=(format!("/console/devices/{}/wipe", d.id)) { "Wipe…" }
                     }
                 }
@@ -503,15 +522,16 @@ pub async fn device(
                 dt { "DeviceID" } dd.mono { (d.device_id) }
                 dt { "Enrollment id" } dd.mono { (d.id) }
                 dt { "User" } dd { (d.user_email.as_deref().unwrap_or("")) }
+                dt { "Platform" } dd #device-platform { (d.platform) }
                 dt { "OS version" } dd.mono { (d.os_version.as_deref().unwrap_or("")) }
                 dt { "Enrollment type" } dd { (d.enrollment_type) }
                 dt { "Authenticated by" } dd { (d.auth_method) }
                 dt { "Enrolled" } dd { (when(Some(d.enrolled_at))) }
                 dt { "Last check-in" } dd { (when(d.last_seen_at)) }
-                dt { "Certificate" } dd.mono { (detail.certificate.thumbprint) " (expires " (rfc3339(detail.certificate.not_after)) ")" }
+                dt { "Certificate" } dd.mono { (e.cert_thumbprint) " (expires " (rfc3339(e.cert_not_after)) ")" }
                 dt { "Group" } dd #device-group { (detail.group.as_deref().unwrap_or("none")) }
             }
-            @if active && ctx.may("PUT", "/api/v1/devices/{id}/group") && !groups.is_empty() {
+            @if active && ctx.may(super::routes::DEVICE_SET_GROUP.permission) && !groups.is_empty() {
                 form.search method="post" action=(format!("/console/devices/{}/group", d.id)) {
                     (csrf_input(&ctx))
                     div {
@@ -537,7 +557,7 @@ pub async fn device(
                     thead { tr { th scope="col" { "Fact" } th scope="col" { "Value" } th scope="col" { "Updated" } } }
                     tbody {
                         @for f in &detail.facts {
-                            tr { td.mono { (f.name) } td { (f.value) } td { (when(Some(f.updated_at))) } }
+                            tr { td.mono { (f.name.to_string()) } td { (f.value) } td { (when(Some(f.updated_at))) } }
                         }
                     }
                 }
@@ -580,36 +600,41 @@ pub async fn device(
     page(StatusCode::OK, layout(Some(&ctx), &name, "/console/devices", body))
 }
 
+/// What a queued action's audit note says (as the API's: the device and the command).
+fn queued_note(q: &steward_core::service::commands::Queued) -> steward_api::AuditNote {
+    note(&q.enrollment.device_id, Some(format!("command {}", q.command.id)))
+}
+
+/// Queues a remote action as this user, audited as the API's action route.
+async fn run_action(
+    state: &ConsoleState,
+    ctx: &ConsoleCtx,
+    route: ApiRoute,
+    id: &str,
+    action: Action,
+) -> Result<(), ApiError> {
+    ctx.act(state, route, id, StatusCode::ACCEPTED, async {
+        let q = state.core().commands.queue_action(&ctx.principal, id, action).await?;
+        Ok(((), queued_note(&q)))
+    })
+    .await
+}
+
 pub async fn device_action(
-    State(state): State<AppState>,
+    State(state): State<ConsoleState>,
     Extension(ctx): Extension<ConsoleCtx>,
     Path((id, action)): Path<(String, String)>,
 ) -> Response {
-    let api_path = match action.as_str() {
-        "sync" => "/api/v1/devices/{id}/actions/sync",
-        "reboot" => "/api/v1/devices/{id}/actions/reboot",
-        "lock" => "/api/v1/devices/{id}/actions/lock",
+    let (route, act) = match action.as_str() {
+        "sync" => (DEVICE_SYNC, Action::Sync),
+        "reboot" => (DEVICE_REBOOT, Action::Reboot),
+        "lock" => (DEVICE_LOCK, Action::Lock),
         _ => return error_page(Some(&ctx), StatusCode::NOT_FOUND, "no such action"),
     };
-    let concrete = api_path.replace("{id}", &id);
-    let st = State(state.clone());
-    let who = Extension(ctx.principal.clone());
-    let p = Path(id.clone());
-    let resp = ctx
-        .call_api(&state, "POST", api_path, &concrete, async move {
-            match action.as_str() {
-                "sync" => devices::sync(st, who, p).await.into_response(),
-                "reboot" => devices::reboot(st, who, p).await.into_response(),
-                _ => devices::lock(st, who, p).await.into_response(),
-            }
-        })
-        .await;
-    if resp.status().is_success() {
-        let action = concrete.rsplit('/').next().unwrap_or("");
-        return see_other(&format!("/console/devices/{}?done={action}", urlencode(&id)));
+    match run_action(&state, &ctx, route, &id, act).await {
+        Ok(()) => see_other(&format!("/console/devices/{}?done={action}", urlencode(&id))),
+        Err(e) => api_error_page(&ctx, e),
     }
-    let (status, detail) = problem_of(resp).await;
-    error_page(Some(&ctx), status, &detail)
 }
 
 fn wipe_form(ctx: &ConsoleCtx, id: &str, name: &str, error: Option<&str>) -> Markup {
@@ -638,25 +663,19 @@ fn wipe_form(ctx: &ConsoleCtx, id: &str, name: &str, error: Option<&str>) -> Mar
     }
 }
 
-async fn device_name(state: &AppState, ctx: &ConsoleCtx, id: &str) -> Result<String, Response> {
-    match devices::get_device(
-        State(state.clone()),
-        Extension(ctx.principal.clone()),
-        Path(id.to_owned()),
-    )
-    .await
-    {
-        Ok(axum::Json(d)) => Ok(d.device.name.unwrap_or(d.device.device_id)),
-        Err(e) => Err(api_error_page(ctx, e)),
+async fn device_name(state: &ConsoleState, ctx: &ConsoleCtx, id: &str) -> Result<String, Response> {
+    match state.core().devices.find(&ctx.principal, id).await {
+        Ok(e) => Ok(e.device_name.unwrap_or_else(|| e.device_id.to_string())),
+        Err(e) => Err(api_error_page(ctx, e.into())),
     }
 }
 
 pub async fn wipe_confirm(
-    State(state): State<AppState>,
+    State(state): State<ConsoleState>,
     Extension(ctx): Extension<ConsoleCtx>,
     Path(id): Path<String>,
 ) -> Response {
-    if let Some(r) = refuse(&ctx, "POST", "/api/v1/devices/{id}/actions/wipe") {
+    if let Some(r) = refuse(&ctx, DEVICE_WIPE.permission) {
         return r;
     }
     let name = match device_name(&state, &ctx, &id).await {
@@ -682,15 +701,14 @@ pub struct WipeForm {
 }
 
 pub async fn wipe(
-    State(state): State<AppState>,
+    State(state): State<ConsoleState>,
     Extension(ctx): Extension<ConsoleCtx>,
     Path(id): Path<String>,
     Form(form): Form<WipeForm>,
 ) -> Response {
-    let api_path = "/api/v1/devices/{id}/actions/wipe";
     // The role check comes first (and is audited as the API would audit it); the name is only
     // looked up for someone who may wipe.
-    let name = if ctx.may("POST", api_path) {
+    let name = if ctx.may(DEVICE_WIPE.permission) {
         match device_name(&state, &ctx, &id).await {
             Ok(n) => Some(n),
             Err(r) => return r,
@@ -699,24 +717,27 @@ pub async fn wipe(
         None
     };
     let confirmed = name.as_deref().is_some_and(|n| form.confirm_name.trim() == n);
-    let concrete = api_path.replace("{id}", &id);
-    let req = WipeRequest {
-        kind: form.kind,
-        confirm: confirmed,
-    };
-    let (st, who, p) = (State(state.clone()), Extension(ctx.principal.clone()), Path(id.clone()));
-    let resp = ctx
-        .call_api(&state, "POST", api_path, &concrete, async move {
-            devices::wipe(st, who, p, ApiJson(req)).await.into_response()
+    let kind = form.kind.unwrap_or(WipeKind::Protected);
+    let done = ctx
+        .act(&state, DEVICE_WIPE, &id, StatusCode::ACCEPTED, async {
+            if !confirmed {
+                // The API's answer to a wipe without `"confirm": true`.
+                return Err(steward_core::service::ServiceError::Invalid(
+                    "wiping erases the device: send \"confirm\": true".into(),
+                ));
+            }
+            let q = state
+                .core()
+                .commands
+                .queue_action(&ctx.principal, &id, Action::Wipe(kind))
+                .await?;
+            Ok(((), queued_note(&q)))
         })
         .await;
-    if resp.status().is_success() {
-        return see_other(&format!("/console/devices/{}?done=wipe", urlencode(&id)));
-    }
-    let (status, detail) = problem_of(resp).await;
-    match name {
-        Some(name) if status == StatusCode::UNPROCESSABLE_ENTITY => page(
-            status,
+    match (done, name) {
+        (Ok(()), _) => see_other(&format!("/console/devices/{}?done=wipe", urlencode(&id))),
+        (Err(e), Some(name)) if !confirmed => page(
+            e.status(),
             layout(
                 Some(&ctx),
                 &format!("Wipe {name}?"),
@@ -729,14 +750,32 @@ pub async fn wipe(
                 ),
             ),
         ),
-        _ => error_page(Some(&ctx), status, &detail),
+        (Err(e), _) => api_error_page(&ctx, e),
     }
 }
 
 // ---------------------------------------------------------------- enrollment
 
-fn enrollment_instructions(state: &AppState, token: Option<&str>) -> Markup {
-    let discovery = format!("{}{}", state.config.public_url(), crate::windows::DISCOVERY_URL_PATH);
+/// The endpoint the Windows how-to below is written for (the Windows adapter's name for it).
+const WINDOWS_DISCOVERY: &str = "Windows discovery";
+
+/// How to enroll a device, for each endpoint the server's platforms offer.
+fn enrollment_instructions(state: &ConsoleState, token: Option<&str>) -> Markup {
+    html! {
+        @for endpoint in &state.settings.enrollment_endpoints {
+            @if endpoint.name == WINDOWS_DISCOVERY {
+                (windows_instructions(&endpoint.url, token))
+            } @else {
+                section {
+                    h2 { (endpoint.name) }
+                    p { "Enroll devices with " code { (endpoint.url) } " and " @if token.is_some() { "the token above" } @else { "an enrollment token" } "." }
+                }
+            }
+        }
+    }
+}
+
+fn windows_instructions(discovery: &str, token: Option<&str>) -> Markup {
     let link = format!("ms-device-enrollment:?mode=mdm&username=user@example.com&servername={discovery}");
     html! {
         section aria-labelledby="h-howto" {
@@ -756,16 +795,25 @@ fn enrollment_instructions(state: &AppState, token: Option<&str>) -> Markup {
     }
 }
 
-pub async fn enrollment(State(state): State<AppState>, Extension(ctx): Extension<ConsoleCtx>) -> Response {
-    if let Some(r) = refuse(&ctx, "GET", "/api/v1/enrollment-tokens") {
+pub async fn enrollment(State(state): State<ConsoleState>, Extension(ctx): Extension<ConsoleCtx>) -> Response {
+    if let Some(r) = refuse(&ctx, Permission::EnrollmentTokensRead) {
         return r;
     }
-    let tokens = match resources::list_enrollment_tokens(State(state.clone()), PageQuery::first_full_page()).await {
-        Ok(axum::Json(p)) => p.items,
-        Err(e) => return api_error_page(&ctx, e),
+    let directory = &state.core().directory;
+    let (tokens, groups) = match (directory.enrollment_tokens().await, directory.group_names().await) {
+        (Ok(t), Ok(g)) => (t, g),
+        (Err(e), _) | (_, Err(e)) => return api_error_page(&ctx, e.into()),
     };
+    let now = state.core().now();
+    // Newest first, as many as the API's largest page.
+    let tokens: Vec<_> = tokens
+        .iter()
+        .rev()
+        .take(MAX_LIMIT as usize)
+        .map(|t| enrollment_token_view(t, &groups, now))
+        .collect();
     let body = html! {
-        @if ctx.may("POST", "/api/v1/enrollment-tokens") {
+        @if ctx.may(ENROLLMENT_TOKEN_CREATE.permission) {
             section aria-labelledby="h-new" {
                 h2 #h-new { "New enrollment token" }
                 form.stack method="post" action="/console/enrollment" {
@@ -791,7 +839,7 @@ pub async fn enrollment(State(state): State<AppState>, Extension(ctx): Extension
                     th scope="col" { "Group" } th scope="col" { "Expires" }
                 } }
                 tbody {
-                    @for t in tokens.iter().rev() {
+                    @for t in &tokens {
                         tr {
                             td { (t.description.as_deref().unwrap_or("")) }
                             td { (state_badge(&t.state)) }
@@ -823,7 +871,7 @@ pub struct NewTokenForm {
 }
 
 pub async fn create_enrollment_token(
-    State(state): State<AppState>,
+    State(state): State<ConsoleState>,
     Extension(ctx): Extension<ConsoleCtx>,
     Form(form): Form<NewTokenForm>,
 ) -> Response {
@@ -842,49 +890,30 @@ pub async fn create_enrollment_token(
             "uses and hours must be whole numbers",
         );
     };
-    let req = NewEnrollmentTokenRequest {
+    let request = EnrollmentTokenRequest {
         description: Some(form.description.trim().to_owned()).filter(|s| !s.is_empty()),
         max_uses,
         expires_in_hours: hours,
         group: Some(form.group.trim().to_owned()).filter(|s| !s.is_empty()),
     };
-    let st = State(state.clone());
-    let resp = ctx
-        .call_api(
-            &state,
-            "POST",
-            "/api/v1/enrollment-tokens",
-            "/api/v1/enrollment-tokens",
-            async move {
-                resources::create_enrollment_token(st, ApiJson(req))
-                    .await
-                    .into_response()
-            },
-        )
+    let created = ctx
+        .act(&state, ENROLLMENT_TOKEN_CREATE, "", StatusCode::CREATED, async {
+            let (t, secret) = state.core().directory.create_enrollment_token(request).await?;
+            Ok((secret, note(t.id, None)))
+        })
         .await;
-    if !resp.status().is_success() {
-        let (status, detail) = problem_of(resp).await;
-        return error_page(Some(&ctx), status, &detail);
-    }
-    let created = axum::body::to_bytes(resp.into_body(), 64 * 1024)
-        .await
-        .ok()
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
-    let Some(token) = created
-        .as_ref()
-        .and_then(|v| v.get("token"))
-        .and_then(|t| t.as_str())
-        .map(str::to_owned)
-    else {
-        return error_page(Some(&ctx), StatusCode::INTERNAL_SERVER_ERROR, "internal error");
+    let secret = match created {
+        Ok(s) => s,
+        Err(e) => return api_error_page(&ctx, e),
     };
+    let token = secret.expose();
     // Shown once, in this response only (no redirect: the token must not be in a URL or stored).
     let body = html! {
         div.secret role="status" {
             p { strong { "Copy this token now. " } "Steward keeps only its hash; it will not be shown again." }
             p { code #new-token { (token) } }
         }
-        (enrollment_instructions(&state, Some(&token)))
+        (enrollment_instructions(&state, Some(token)))
         p { a href="/console/enrollment" { "Back to enrollment tokens" } }
     };
     page(
@@ -900,24 +929,42 @@ pub struct AuditPage {
     cursor: Option<String>,
 }
 
+/// Where the audit log's next page starts.
+#[derive(serde::Serialize, Deserialize)]
+struct AuditCursor {
+    before: i64,
+}
+
 pub async fn audit(
-    State(state): State<AppState>,
+    State(state): State<ConsoleState>,
     Extension(ctx): Extension<ConsoleCtx>,
     Query(q): Query<AuditPage>,
 ) -> Response {
-    if let Some(r) = refuse(&ctx, "GET", "/api/v1/audit-events") {
+    if let Some(r) = refuse(&ctx, Permission::AuditRead) {
         return r;
     }
-    let query = AuditQuery {
-        actor: None,
-        action: None,
-        target: None,
-        cursor: q.cursor.filter(|c| !c.is_empty()),
-        limit: Some(PAGE_SIZE),
+    let after = match q.cursor.as_deref().filter(|c| !c.is_empty()) {
+        None => None,
+        Some(c) => match decode_cursor::<AuditCursor>(c) {
+            Ok(c) => Some(c.before),
+            Err(e) => return api_error_page(&ctx, e),
+        },
     };
-    let events = match resources::list_audit_events(State(state), ApiQuery(query)).await {
-        Ok(axum::Json(p)) => p,
-        Err(e) => return api_error_page(&ctx, e),
+    let filter = AuditFilter {
+        newest_first: true,
+        ..AuditFilter::default()
+    };
+    let mut events = match state.core().store.audit_events(&filter, after, PAGE_SIZE + 1).await {
+        Ok(rows) => rows,
+        Err(e) => return api_error_page(&ctx, e.into()),
+    };
+    let next_cursor = if events.len() > PAGE_SIZE as usize {
+        events.truncate(PAGE_SIZE as usize);
+        events
+            .last()
+            .map(|last| encode_cursor(&AuditCursor { before: last.seq }))
+    } else {
+        None
     };
     let body = html! {
         p.muted { "Every state-changing action, newest first. The log is hash-chained: " code { "steward audit verify" } " detects an edited row." }
@@ -927,21 +974,21 @@ pub async fn audit(
                 th scope="col" { "Action" } th scope="col" { "Target" } th scope="col" { "From" } th scope="col" { "Outcome" }
             } }
             tbody {
-                @for e in &events.items {
+                @for e in &events {
                     tr {
                         td.num { (e.seq) }
                         td { (when(Some(e.at))) }
                         td { (e.actor) }
-                        td { (e.actor_role.as_ref().map(|r| format!("{r:?}").to_lowercase()).unwrap_or_default()) }
+                        td { (e.actor_role.map(|r| r.as_str()).unwrap_or_default()) }
                         td.mono { (e.action) }
                         td.mono { (e.target.as_deref().unwrap_or("")) }
                         td.mono { (e.source_ip.as_deref().unwrap_or("")) }
-                        td { (state_badge(if e.outcome == "success" { "succeeded" } else { "failed" })) " " (e.status.map(|s| s.to_string()).unwrap_or_default()) }
+                        td { (state_badge(if e.outcome == AuditOutcome::Success { "succeeded" } else { "failed" })) " " (e.status.map(|s| s.to_string()).unwrap_or_default()) }
                     }
                 }
             }
         }
-        @if let Some(next) = &events.next_cursor {
+        @if let Some(next) = &next_cursor {
             p { a rel="next" href=(format!("/console/audit?cursor={next}")) { "Older events →" } }
         }
     };

@@ -1,7 +1,9 @@
 //! Console sign-in: argon2 passwords of users with a console role, sessions in a `__Host-` cookie
 //! (Secure, HttpOnly, SameSite=Strict; a random 256-bit id of which only the SHA-256 is stored),
-//! idle and absolute expiry, a per-session CSRF token on every POST, an in-memory login rate
-//! limiter, and the TOTP second factor (RFC 6238).
+//! idle and absolute expiry, a per-session CSRF token on every POST, and the TOTP second factor
+//! (RFC 6238). Passwords are checked, and failures throttled, by the one password check
+//! ([`steward_core::service::Passwords`]); seeds are sealed and codes checked by
+//! [`steward_core::service::SecondFactor`].
 //!
 //! Sign-in is staged: a right password gives a *pending* session (5 minutes, reaching only the
 //! second-factor page) whenever the user has a confirmed TOTP seed or the configuration requires
@@ -9,12 +11,11 @@
 //! the pending cookie carries over. Users without a seed set it up on that page at their first
 //! sign-in (`console.require_totp`, the default).
 
-use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::net::IpAddr;
+use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Extension, Form, FromRequest, Request, State};
+use axum::extract::{Form, FromRequest, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use base64::Engine;
@@ -22,15 +23,16 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use maud::html;
 use serde::Deserialize;
+use steward_core::service::PasswordRefused;
+use steward_core::service::audit::AuditEntry;
+use steward_core::service::second_factor::CodeCheck;
 use steward_core::totp::TotpSecret;
 use steward_core::*;
+use steward_http::ConnInfo;
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
-use super::{ConsoleCtx, error_page, layout, page, see_other};
-use crate::AppState;
-use crate::api::Principal;
-use crate::listener::ConnInfo;
+use super::{ConsoleCtx, ConsoleState, error_page, layout, page, see_other};
 
 /// `__Host-`: the browser only accepts it with Secure, Path=/ and no Domain, so no sibling host or
 /// plain-HTTP page can plant or overwrite it.
@@ -46,67 +48,6 @@ const TOUCH_INTERVAL: time::Duration = time::Duration::seconds(60);
 const PENDING_TIMEOUT: time::Duration = time::Duration::minutes(5);
 /// Largest form body a console POST may send.
 const MAX_FORM_BYTES: usize = 64 * 1024;
-
-// ---------------------------------------------------------------- rate limiting
-
-/// Failed sign-ins counted per source IP and per e-mail in fixed windows, in memory: restarting
-/// the server resets it, and several server processes would each count on their own (documented
-/// in docs/OPERATIONS.md). Enough to make online password guessing slow.
-#[derive(Debug, Default)]
-pub struct LoginLimiter {
-    failures: Mutex<HashMap<String, (u32, Instant)>>,
-}
-
-const LIMIT_WINDOW: Duration = Duration::from_secs(15 * 60);
-const MAX_FAILURES_PER_USER: u32 = 5;
-const MAX_FAILURES_PER_IP: u32 = 20;
-/// Bound on tracked keys: past it, expired entries are dropped, then the oldest.
-const MAX_TRACKED: usize = 10_000;
-
-impl LoginLimiter {
-    fn limit_of(key: &str) -> u32 {
-        if key.starts_with("user:") {
-            MAX_FAILURES_PER_USER
-        } else {
-            MAX_FAILURES_PER_IP
-        }
-    }
-
-    /// Whether any of the keys has used up its failures in the current window.
-    pub fn blocked(&self, keys: &[String]) -> bool {
-        let Ok(map) = self.failures.lock() else { return true };
-        keys.iter().any(|k| {
-            map.get(k)
-                .is_some_and(|(n, since)| since.elapsed() < LIMIT_WINDOW && *n >= Self::limit_of(k))
-        })
-    }
-
-    pub fn record_failure(&self, keys: &[String]) {
-        let Ok(mut map) = self.failures.lock() else { return };
-        if map.len() >= MAX_TRACKED {
-            map.retain(|_, (_, since)| since.elapsed() < LIMIT_WINDOW);
-            while map.len() >= MAX_TRACKED {
-                let Some(oldest) = map.iter().min_by_key(|(_, (_, s))| *s).map(|(k, _)| k.clone()) else {
-                    break;
-                };
-                map.remove(&oldest);
-            }
-        }
-        for k in keys {
-            let e = map.entry(k.clone()).or_insert((0, Instant::now()));
-            if e.1.elapsed() >= LIMIT_WINDOW {
-                *e = (0, Instant::now());
-            }
-            e.0 += 1;
-        }
-    }
-
-    pub fn clear_user(&self, email: &str) {
-        if let Ok(mut map) = self.failures.lock() {
-            map.remove(&format!("user:{email}"));
-        }
-    }
-}
 
 // ---------------------------------------------------------------- cookies and CSRF
 
@@ -136,8 +77,8 @@ fn csrf_matches(expected: &str, given: &str) -> bool {
     aws_lc_rs::constant_time::verify_slices_are_equal(expected.as_bytes(), given.as_bytes()).is_ok()
 }
 
-fn peer_of(req: &Request) -> Option<String> {
-    req.extensions().get::<ConnInfo>().map(|c| c.peer.ip().to_string())
+fn peer_of(req: &Request) -> Option<IpAddr> {
+    req.extensions().get::<ConnInfo>().map(|c| c.peer.ip())
 }
 
 /// A cross-site POST carries an Origin of another site; refuse it even before the CSRF token
@@ -171,14 +112,15 @@ struct CsrfField {
 
 /// In front of every console route but the login page: resolves the session (expired or unknown →
 /// back to the login page), and on POST checks the CSRF token in the form before any handler runs.
-pub async fn require_session(State(state): State<AppState>, req: Request, next: Next) -> Response {
+pub async fn require_session(State(state): State<ConsoleState>, req: Request, next: Next) -> Response {
     let Some(id) = session_cookie(req.headers()) else {
         return to_login();
     };
     let id = Zeroizing::new(id);
     let hash = TokenHash::of(&id);
     let now = OffsetDateTime::now_utc();
-    let (session, user) = match state.store.console_session(&hash).await {
+    let store = &state.core().store;
+    let (session, user) = match store.console_session(&hash).await {
         Ok(Some(s)) => s,
         Ok(None) => return to_login(),
         Err(e) => {
@@ -187,14 +129,14 @@ pub async fn require_session(State(state): State<AppState>, req: Request, next: 
         }
     };
     if user.user.disabled || session.expires_at <= now || now - session.last_seen_at > IDLE_TIMEOUT {
-        let _ = state.store.delete_console_session(&hash, now).await;
+        let _ = store.delete_console_session(&hash, now).await;
         return to_login();
     }
     if session.second_factor_pending {
         return see_other(SECOND_FACTOR_PATH);
     }
     if now - session.last_seen_at > TOUCH_INTERVAL
-        && let Err(e) = state.store.touch_console_session(&hash, now).await
+        && let Err(e) = store.touch_console_session(&hash, now).await
     {
         tracing::warn!(error = %e, "cannot record console session activity");
     }
@@ -273,26 +215,41 @@ pub struct LoginForm {
     password: SecretString,
 }
 
-/// A valid Argon2 hash of nothing anyone knows, verified when the e-mail is unknown so that a
-/// wrong e-mail takes as long as a wrong password (no user enumeration by timing).
-fn dummy_hash() -> &'static str {
-    static DUMMY: OnceLock<String> = OnceLock::new();
-    DUMMY.get_or_init(|| {
-        let mut pw = [0u8; 24];
-        let _ = aws_lc_rs::rand::fill(&mut pw);
-        steward_core::secret::hash_password(&hex::encode(pw)).unwrap_or_default()
-    })
+/// How long to wait, for a person: "15 minutes", "10 seconds".
+fn wait_text(d: Duration) -> String {
+    let secs = d.as_secs().max(1);
+    if secs >= 60 {
+        let minutes = secs.div_ceil(60);
+        format!("{minutes} minute{}", if minutes == 1 { "" } else { "s" })
+    } else {
+        format!("{secs} second{}", if secs == 1 { "" } else { "s" })
+    }
 }
 
-async fn audit_login(state: &AppState, email: &str, role: Option<Role>, peer: Option<String>, ok: bool) {
-    audit_event(state, email, role, peer, "console.login", ok).await;
+/// A console sign-in step in the audit log (success answers 303, failure 401).
+async fn audit_sign_in(
+    state: &ConsoleState,
+    email: &str,
+    role: Option<Role>,
+    peer: Option<IpAddr>,
+    action: &str,
+    ok: bool,
+) {
+    let entry = AuditEntry {
+        action: action.to_owned(),
+        target: Some(email.to_owned()),
+        details: None,
+        source_ip: peer.map(|p| p.to_string()),
+        status: Some(if ok { 303 } else { 401 }),
+    };
+    state
+        .core()
+        .audit
+        .record_as(&format!("{email} (console)"), None, role, ok, entry)
+        .await;
 }
 
-pub async fn login(
-    State(state): State<AppState>,
-    Extension(limiter): Extension<std::sync::Arc<LoginLimiter>>,
-    req: Request,
-) -> Response {
+pub async fn login(State(state): State<ConsoleState>, req: Request) -> Response {
     let peer = peer_of(&req);
     if foreign_origin(req.headers()) {
         return error_page(None, StatusCode::FORBIDDEN, "cross-site request refused");
@@ -304,54 +261,51 @@ pub async fn login(
         );
     };
     let email = form.email.trim().to_lowercase();
-    let keys = [
-        format!("ip:{}", peer.as_deref().unwrap_or("unknown")),
-        format!("user:{email}"),
-    ];
-    if limiter.blocked(&keys) {
-        return page(
-            StatusCode::TOO_MANY_REQUESTS,
-            login_form(Some("Too many failed sign-ins. Wait 15 minutes and try again."), &email),
-        );
-    }
-    let user = match state.store.console_user_by_email(&email).await {
-        Ok(u) => u.filter(|u| !u.user.disabled),
-        Err(e) => {
+    let passwords = &state.core().passwords;
+    let user = match passwords.check_console_user(&email, form.password.expose(), peer).await {
+        Ok(user) => user,
+        Err(PasswordRefused::Throttled { retry_after }) => {
+            let text = format!(
+                "Too many failed sign-ins. Wait {} and try again.",
+                wait_text(retry_after)
+            );
+            return page(StatusCode::TOO_MANY_REQUESTS, login_form(Some(&text), &email));
+        }
+        Err(PasswordRefused::Busy) => {
+            let mut r = page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                login_form(Some("Too many sign-ins at once. Try again in a few seconds."), &email),
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            return r;
+        }
+        Err(PasswordRefused::Store(e)) => {
             tracing::error!(error = %e, "console user lookup failed");
             return error_page(None, StatusCode::INTERNAL_SERVER_ERROR, "internal error");
         }
+        Err(PasswordRefused::Wrong | PasswordRefused::Disabled) => {
+            audit_sign_in(&state, &email, None, peer, "console.login", false).await;
+            return page(
+                StatusCode::UNAUTHORIZED,
+                login_form(Some("Wrong e-mail or password."), &email),
+            );
+        }
     };
-    let phc = user
-        .as_ref()
-        .map_or_else(|| dummy_hash().to_owned(), |u| u.user.password_hash.clone());
-    let password = form.password;
-    // Argon2 is slow on purpose: keep it off the async workers.
-    let verified =
-        tokio::task::spawn_blocking(move || steward_core::secret::verify_password(password.expose(), &phc))
-            .await
-            .unwrap_or(false);
-    let Some(user) = user.filter(|_| verified) else {
-        limiter.record_failure(&keys);
-        audit_login(&state, &email, None, peer, false).await;
-        return page(
-            StatusCode::UNAUTHORIZED,
-            login_form(Some("Wrong e-mail or password."), &email),
-        );
-    };
-    let second_factor_due = state.config.console.require_totp || user.totp.as_ref().is_some_and(UserTotp::confirmed);
+    let second_factor_due = state.settings.require_totp || user.totp.as_ref().is_some_and(UserTotp::confirmed);
     if second_factor_due {
-        // The per-user failure count stays until the code is right too: password guesses and
-        // code guesses share one budget.
+        // The attempt stays counted until the code is right too: password guesses and code
+        // guesses share one budget.
         return start_session(&state, user.user.id, peer, true).await;
     }
-    limiter.clear_user(&email);
-    audit_login(&state, &email, Some(user.role), peer.clone(), true).await;
+    passwords.signed_in(&email, peer);
+    audit_sign_in(&state, &email, Some(user.role), peer, "console.login", true).await;
     start_session(&state, user.user.id, peer, false).await
 }
 
 /// Creates a session (pending the second factor, or full) and answers with its cookie and a
 /// redirect to where it may go.
-async fn start_session(state: &AppState, user: UserId, peer: Option<String>, pending: bool) -> Response {
+async fn start_session(state: &ConsoleState, user: UserId, peer: Option<IpAddr>, pending: bool) -> Response {
     let mut raw = Zeroizing::new([0u8; 32]);
     if aws_lc_rs::rand::fill(raw.as_mut()).is_err() {
         return error_page(None, StatusCode::INTERNAL_SERVER_ERROR, "internal error");
@@ -365,10 +319,10 @@ async fn start_session(state: &AppState, user: UserId, peer: Option<String>, pen
         created_at: now,
         last_seen_at: now,
         expires_at: now + lifetime,
-        source_ip: peer,
+        source_ip: peer.map(|p| p.to_string()),
         second_factor_pending: pending,
     };
-    if let Err(e) = state.store.create_console_session(&session).await {
+    if let Err(e) = state.core().store.create_console_session(&session).await {
         tracing::error!(error = %e, "cannot create console session");
         return error_page(None, StatusCode::INTERNAL_SERVER_ERROR, "internal error");
     }
@@ -382,35 +336,6 @@ async fn start_session(state: &AppState, user: UserId, peer: Option<String>, pen
 
 pub const SECOND_FACTOR_PATH: &str = "/console/login/second-factor";
 
-/// The AES-GCM label binding a sealed seed to its user: a sealed blob copied to another user's
-/// row does not open.
-fn totp_label(user: UserId) -> String {
-    format!("totp:{user}")
-}
-
-pub(crate) fn seal_totp(state: &AppState, user: UserId, secret: &TotpSecret) -> Option<String> {
-    state
-        .pki
-        .data_key
-        .seal(&totp_label(user), secret.as_bytes())
-        .map_err(|e| tracing::error!(error = %e, "cannot seal a TOTP seed"))
-        .ok()
-}
-
-/// Opens a stored seed; None (logged) if it cannot be opened: wrong data key after a restore, or
-/// a row edited by hand.
-pub(crate) fn open_totp(state: &AppState, user: UserId, t: &UserTotp) -> Option<TotpSecret> {
-    let bytes = state
-        .pki
-        .data_key
-        .open(&totp_label(user), &t.sealed_secret)
-        .map_err(|e| tracing::error!(%user, error = %e, "cannot open the TOTP seed"))
-        .ok()?;
-    TotpSecret::from_bytes(&bytes)
-        .map_err(|e| tracing::error!(%user, error = %e, "the stored TOTP seed is unusable"))
-        .ok()
-}
-
 /// The answer when a seed cannot be opened.
 pub(crate) fn totp_unreadable(ctx: Option<&ConsoleCtx>) -> Response {
     error_page(
@@ -418,18 +343,6 @@ pub(crate) fn totp_unreadable(ctx: Option<&ConsoleCtx>) -> Response {
         StatusCode::INTERNAL_SERVER_ERROR,
         "the second factor cannot be checked: ask an administrator to reset it (steward user reset-totp)",
     )
-}
-
-/// The issuer authenticator apps show next to the code: the server's name and host.
-fn totp_issuer(state: &AppState) -> String {
-    let host = state
-        .config
-        .public_url
-        .as_deref()
-        .and_then(|u| u.split("://").nth(1))
-        .and_then(|rest| rest.split(['/', ':']).next())
-        .unwrap_or("localhost");
-    format!("Steward {host}")
 }
 
 /// The QR code of an `otpauth://` URI as inline SVG (generated here, not user input).
@@ -449,8 +362,8 @@ pub(crate) fn qr_svg(data: &str) -> Option<maud::PreEscaped<String>> {
 }
 
 /// The set-up block: the seed as QR code and as text, for the authenticator app.
-pub(crate) fn totp_setup_block(state: &AppState, email: &str, secret: &TotpSecret) -> maud::Markup {
-    let uri = secret.otpauth_uri(&totp_issuer(state), email);
+pub(crate) fn totp_setup_block(state: &ConsoleState, email: &str, secret: &TotpSecret) -> maud::Markup {
+    let uri = secret.otpauth_uri(&state.settings.totp_issuer, email);
     let b32 = secret.to_base32();
     html! {
         p { "Scan this code with an authenticator app (Microsoft Authenticator, Google Authenticator, 1Password, FreeOTP…), or type the key in:" }
@@ -496,7 +409,7 @@ fn second_factor_form(ctx_csrf: &str, setup: Option<maud::Markup>, error: Option
 
 /// The pending session of the request, if it is still usable.
 async fn pending_session(
-    state: &AppState,
+    state: &ConsoleState,
     headers: &HeaderMap,
 ) -> Result<(Zeroizing<String>, ConsoleSession, ConsoleUser), Response> {
     let Some(id) = session_cookie(headers) else {
@@ -505,11 +418,12 @@ async fn pending_session(
     let id = Zeroizing::new(id);
     let hash = TokenHash::of(&id);
     let now = OffsetDateTime::now_utc();
-    match state.store.console_session(&hash).await {
+    let store = &state.core().store;
+    match store.console_session(&hash).await {
         Ok(Some((s, u))) if s.second_factor_pending && s.expires_at > now && !u.user.disabled => Ok((id, s, u)),
         Ok(Some((s, _))) if !s.second_factor_pending => Err(see_other("/console")),
         Ok(_) => {
-            let _ = state.store.delete_console_session(&hash, now).await;
+            let _ = store.delete_console_session(&hash, now).await;
             Err(to_login())
         }
         Err(e) => {
@@ -523,26 +437,22 @@ async fn pending_session(
 /// new one stored now. Used by the first sign-in and by the account page; `ctx` frames the error
 /// page (None before the sign-in is complete).
 pub(crate) async fn setup_secret(
-    state: &AppState,
+    state: &ConsoleState,
     user: &ConsoleUser,
     ctx: Option<&ConsoleCtx>,
 ) -> Result<TotpSecret, Response> {
-    if let Some(t) = user.totp.as_ref().filter(|t| !t.confirmed()) {
-        return open_totp(state, user.user.id, t).ok_or_else(|| totp_unreadable(ctx));
-    }
-    let internal = || error_page(ctx, StatusCode::INTERNAL_SERVER_ERROR, "internal error");
-    let secret = TotpSecret::generate().map_err(|_| internal())?;
-    let sealed = seal_totp(state, user.user.id, &secret).ok_or_else(internal)?;
-    match state.store.set_user_totp(user.user.id, Some(&sealed)).await {
-        Ok(_) => Ok(secret),
-        Err(e) => {
+    let resuming = user.totp.as_ref().is_some_and(|t| !t.confirmed());
+    state.core().second_factor.setup_secret(user).await.map_err(|e| {
+        if resuming {
+            totp_unreadable(ctx)
+        } else {
             tracing::error!(error = %e, "cannot store a TOTP seed");
-            Err(internal())
+            error_page(ctx, StatusCode::INTERNAL_SERVER_ERROR, "internal error")
         }
-    }
+    })
 }
 
-pub async fn second_factor_page(State(state): State<AppState>, headers: HeaderMap) -> Response {
+pub async fn second_factor_page(State(state): State<ConsoleState>, headers: HeaderMap) -> Response {
     let (id, _, user) = match pending_session(&state, &headers).await {
         Ok(p) => p,
         Err(r) => return r,
@@ -566,11 +476,7 @@ pub struct CodeForm {
     code: String,
 }
 
-pub async fn second_factor(
-    State(state): State<AppState>,
-    Extension(limiter): Extension<std::sync::Arc<LoginLimiter>>,
-    req: Request,
-) -> Response {
+pub async fn second_factor(State(state): State<ConsoleState>, req: Request) -> Response {
     let peer = peer_of(&req);
     if foreign_origin(req.headers()) {
         return error_page(None, StatusCode::FORBIDDEN, "cross-site request refused");
@@ -590,12 +496,8 @@ pub async fn second_factor(
             "the form's security token is missing or stale",
         );
     }
+    let core = state.core();
     let email = user.user.email.clone();
-    let keys = [
-        format!("ip:{}", peer.as_deref().unwrap_or("unknown")),
-        format!("user:{email}"),
-    ];
-    let now = OffsetDateTime::now_utc();
     let setting_up = !user.totp.as_ref().is_some_and(UserTotp::confirmed);
     let again = |error: &str, status: StatusCode, secret: Option<&TotpSecret>| {
         let setup = secret.map(|s| totp_setup_block(&state, &email, s));
@@ -605,27 +507,26 @@ pub async fn second_factor(
         // The seed was reset meanwhile: show the set-up page again.
         return see_other(SECOND_FACTOR_PATH);
     };
-    let Some(secret) = open_totp(&state, user.user.id, totp) else {
+    let Ok(secret) = core.second_factor.open(user.user.id, totp) else {
         return totp_unreadable(None);
     };
     let shown = setting_up.then_some(&secret);
-    if limiter.blocked(&keys) {
+    if let Some(wait) = core.passwords.throttled(&email, peer) {
         return again(
-            "Too many failed attempts. Wait 15 minutes and try again.",
+            &format!("Too many failed attempts. Wait {} and try again.", wait_text(wait)),
             StatusCode::TOO_MANY_REQUESTS,
             shown,
         );
     }
-    let accepted = match secret.verify(&form.code, now, totp.last_step) {
-        None => Ok(false),
-        Some(step) if setting_up => state.store.confirm_user_totp(user.user.id, step, now).await,
-        Some(step) => state.store.use_totp_step(user.user.id, step).await,
-    };
-    match accepted {
-        Ok(true) => {}
-        Ok(false) => {
-            limiter.record_failure(&keys);
-            audit_second_factor(&state, &email, user.role, peer, false).await;
+    match core
+        .second_factor
+        .check_with(user.user.id, totp, &secret, &form.code)
+        .await
+    {
+        Ok(CodeCheck::Accepted) => {}
+        Ok(CodeCheck::Refused) => {
+            core.passwords.second_factor_failed(&email, peer);
+            audit_sign_in(&state, &email, Some(user.role), peer, "console.second_factor", false).await;
             return again(
                 "That code is not valid (or was already used). Enter the current code.",
                 StatusCode::UNAUTHORIZED,
@@ -637,31 +538,24 @@ pub async fn second_factor(
             return error_page(None, StatusCode::INTERNAL_SERVER_ERROR, "internal error");
         }
     }
-    limiter.clear_user(&email);
+    core.passwords.signed_in(&email, peer);
     // The pending session is spent; the full one gets a fresh id.
-    if let Err(e) = state.store.delete_console_session(&session.id_hash, now).await {
+    if let Err(e) = core.store.delete_console_session(&session.id_hash, core.now()).await {
         tracing::warn!(error = %e, "cannot delete the pending console session");
     }
     if setting_up {
-        audit_event(
-            &state,
-            &email,
-            Some(user.role),
-            peer.clone(),
-            "console.totp_enroll",
-            true,
-        )
-        .await;
+        audit_sign_in(&state, &email, Some(user.role), peer, "console.totp_enroll", true).await;
     }
-    audit_login(&state, &email, Some(user.role), peer.clone(), true).await;
+    audit_sign_in(&state, &email, Some(user.role), peer, "console.login", true).await;
     start_session(&state, user.user.id, peer, false).await
 }
 
 /// Abandons a pending sign-in.
-pub async fn cancel_second_factor(State(state): State<AppState>, headers: HeaderMap) -> Response {
+pub async fn cancel_second_factor(State(state): State<ConsoleState>, headers: HeaderMap) -> Response {
     if let Some(id) = session_cookie(&headers) {
         let id = Zeroizing::new(id);
         let _ = state
+            .core()
             .store
             .delete_console_session(&TokenHash::of(&id), OffsetDateTime::now_utc())
             .await;
@@ -669,44 +563,21 @@ pub async fn cancel_second_factor(State(state): State<AppState>, headers: Header
     to_login()
 }
 
-async fn audit_second_factor(state: &AppState, email: &str, role: Role, peer: Option<String>, ok: bool) {
-    audit_event(state, email, Some(role), peer, "console.second_factor", ok).await;
+/// A signed-in user's own account step in the audit log (logout, setting up the second factor
+/// from the account page).
+pub(crate) async fn audit_account(state: &ConsoleState, ctx: &ConsoleCtx, action: &str) {
+    audit_sign_in(state, &ctx.email, Some(ctx.role()), ctx.peer, action, true).await;
 }
 
-/// A console sign-in step in the audit log (success answers 303, failure 401).
-pub(crate) async fn audit_event(
-    state: &AppState,
-    email: &str,
-    role: Option<Role>,
-    peer: Option<String>,
-    action: &str,
-    ok: bool,
-) {
-    let event = NewAuditEvent {
-        at: OffsetDateTime::now_utc(),
-        actor: format!("{email} (console)"),
-        actor_id: None,
-        actor_role: role,
-        action: action.into(),
-        target: Some(email.to_owned()),
-        source_ip: peer,
-        outcome: if ok {
-            AuditOutcome::Success
-        } else {
-            AuditOutcome::Failure
-        },
-        status: Some(if ok { 303 } else { 401 }),
-        details: None,
-    };
-    if let Err(e) = state.store.append_audit_event(&event).await {
-        tracing::error!(error = %e, "cannot append to the audit log");
-    }
-}
-
-pub async fn logout(State(state): State<AppState>, Extension(ctx): Extension<ConsoleCtx>, req: Request) -> Response {
+pub async fn logout(
+    State(state): State<ConsoleState>,
+    axum::extract::Extension(ctx): axum::extract::Extension<ConsoleCtx>,
+    req: Request,
+) -> Response {
     if let Some(id) = session_cookie(req.headers()) {
         let id = Zeroizing::new(id);
         if let Err(e) = state
+            .core()
             .store
             .delete_console_session(&TokenHash::of(&id), OffsetDateTime::now_utc())
             .await
@@ -714,15 +585,7 @@ pub async fn logout(State(state): State<AppState>, Extension(ctx): Extension<Con
             tracing::error!(error = %e, "cannot delete console session");
         }
     }
-    audit_event(
-        &state,
-        &ctx.email,
-        Some(ctx.role()),
-        ctx.peer.clone(),
-        "console.logout",
-        true,
-    )
-    .await;
+    audit_account(&state, &ctx, "console.logout").await;
     to_login()
 }
 
@@ -731,22 +594,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn limiter_blocks_after_the_limit_and_clears_on_success() {
-        let l = LoginLimiter::default();
-        let keys = ["ip:1.2.3.4".to_owned(), "user:a@example.com".to_owned()];
-        for _ in 0..MAX_FAILURES_PER_USER {
-            assert!(!l.blocked(&keys));
-            l.record_failure(&keys);
-        }
-        assert!(l.blocked(&keys));
-        l.clear_user("a@example.com");
-        assert!(!l.blocked(&keys));
-        // The IP keeps its count: a different user from the same address is limited at 20.
-        let other = ["ip:1.2.3.4".to_owned(), "user:b@example.com".to_owned()];
-        for _ in MAX_FAILURES_PER_USER..MAX_FAILURES_PER_IP {
-            l.record_failure(&other[..1]);
-        }
-        assert!(l.blocked(&other));
+    fn waits_read_in_minutes_or_seconds() {
+        assert_eq!(wait_text(Duration::from_secs(15 * 60)), "15 minutes");
+        assert_eq!(wait_text(Duration::from_secs(61)), "2 minutes");
+        assert_eq!(wait_text(Duration::from_secs(60)), "1 minute");
+        assert_eq!(wait_text(Duration::from_secs(10)), "10 seconds");
+        assert_eq!(wait_text(Duration::ZERO), "1 second");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use steward_core::{SecretString, Store, TokenHash, TokenKind};
+use steward_core::{AccessStore, SecretString, TokenHash, TokenKind};
 use steward_pki::{CertifiedKey, Kek, KeyAlgorithm};
 use time::{Duration, OffsetDateTime};
 use zeroize::Zeroizing;
@@ -40,7 +40,7 @@ pub enum BootstrapError {
 /// The key material the server runs with.
 pub struct Pki {
     pub root: CertifiedKey,
-    pub issuing: CertifiedKey,
+    pub issuing: std::sync::Arc<CertifiedKey>,
     pub tls_chain: Vec<CertificateDer<'static>>,
     pub tls_key: PrivateKeyDer<'static>,
     /// HMAC-SHA256 key for federated sign-in tokens.
@@ -50,7 +50,7 @@ pub struct Pki {
     /// cannot be moved to another row). A key of its own (sealed by the KEK in `webhook.key.sealed`,
     /// the name it was first created under) rather than the KEK itself, because the KEK is used at
     /// start only and must not stay in memory for the life of the process.
-    pub data_key: Kek,
+    pub data_key: std::sync::Arc<Kek>,
 }
 
 impl std::fmt::Debug for Pki {
@@ -188,6 +188,29 @@ fn load_or_create(
     }
 }
 
+/// Loads `<data_dir>/<label>.sealed` (a 32-byte secret sealed under the KEK with `label`), or
+/// creates it when absent.
+fn load_or_create_secret(config: &Config, kek: &Kek, label: &str) -> Result<Zeroizing<Vec<u8>>, BootstrapError> {
+    let path = config.data_dir.join(format!("{label}.sealed"));
+    if path.exists() {
+        let sealed = fs::read_to_string(&path).map_err(io(&path))?;
+        return kek.open(label, sealed.trim()).map_err(|_| BootstrapError::Unseal {
+            what: path.display().to_string(),
+            kek_hint: config.data_dir.join("kek").display().to_string(),
+        });
+    }
+    let k = steward_pki::random_bytes::<32>()?;
+    write_atomic(&path, kek.seal(label, &k)?.as_bytes(), 0o600)?;
+    Ok(Zeroizing::new(k.to_vec()))
+}
+
+/// The data key alone (the CLI working on the data directory needs it, not the CAs).
+pub fn load_data_key(config: &Config) -> Result<Kek, BootstrapError> {
+    prepare_data_dir(&config.data_dir)?;
+    let kek = load_kek(config)?;
+    Ok(Kek::from_bytes(&load_or_create_secret(config, &kek, "webhook.key")?)?)
+}
+
 /// Loads or creates all key material. Returns it plus whether the CA was created now.
 pub fn load_pki(config: &Config) -> Result<(Pki, bool), BootstrapError> {
     prepare_data_dir(&config.data_dir)?;
@@ -215,44 +238,17 @@ pub fn load_pki(config: &Config) -> Result<(Pki, bool), BootstrapError> {
     })?;
 
     let federation_key = {
-        let path = config.data_dir.join("federation.key.sealed");
-        let bytes: Zeroizing<Vec<u8>> = if path.exists() {
-            let sealed = fs::read_to_string(&path).map_err(io(&path))?;
-            kek.open("federation.key", sealed.trim())
-                .map_err(|_| BootstrapError::Unseal {
-                    what: path.display().to_string(),
-                    kek_hint: config.data_dir.join("kek").display().to_string(),
-                })?
-        } else {
-            let k = steward_pki::random_bytes::<32>()?;
-            write_atomic(&path, kek.seal("federation.key", &k)?.as_bytes(), 0o600)?;
-            Zeroizing::new(k.to_vec())
-        };
+        let bytes = load_or_create_secret(config, &kek, "federation.key")?;
         aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &bytes)
     };
-
-    let data_key = {
-        let path = config.data_dir.join("webhook.key.sealed");
-        let bytes: Zeroizing<Vec<u8>> = if path.exists() {
-            let sealed = fs::read_to_string(&path).map_err(io(&path))?;
-            kek.open("webhook.key", sealed.trim())
-                .map_err(|_| BootstrapError::Unseal {
-                    what: path.display().to_string(),
-                    kek_hint: config.data_dir.join("kek").display().to_string(),
-                })?
-        } else {
-            let k = steward_pki::random_bytes::<32>()?;
-            write_atomic(&path, kek.seal("webhook.key", &k)?.as_bytes(), 0o600)?;
-            Zeroizing::new(k.to_vec())
-        };
-        Kek::from_bytes(&bytes)?
-    };
+    // Named `webhook.key` after what it first sealed; it now seals TOTP seeds too.
+    let data_key = std::sync::Arc::new(Kek::from_bytes(&load_or_create_secret(config, &kek, "webhook.key")?)?);
 
     let (tls_chain, tls_key) = load_tls(config, &kek, &root)?;
     Ok((
         Pki {
             root,
-            issuing,
+            issuing: std::sync::Arc::new(issuing),
             tls_chain,
             tls_key,
             federation_key,
@@ -334,7 +330,10 @@ fn load_tls(
 /// Makes sure an admin token exists. With `admin_token` configured it is registered (idempotent) and
 /// nothing is printed. Otherwise, the first start generates one and returns it so the caller prints it
 /// once; later starts return None.
-pub async fn ensure_admin_token(config: &Config, store: &dyn Store) -> Result<Option<SecretString>, BootstrapError> {
+pub async fn ensure_admin_token(
+    config: &Config,
+    store: &dyn AccessStore,
+) -> Result<Option<SecretString>, BootstrapError> {
     let now = OffsetDateTime::now_utc();
     if let Some(token) = &config.admin_token {
         store

@@ -51,6 +51,7 @@ pub struct Config {
     pub public_url: Option<String>,
     /// Use this admin token instead of generating one on first start.
     pub admin_token: Option<SecretString>,
+    pub database: DatabaseConfig,
     pub tls: TlsConfig,
     pub pki: PkiConfig,
     pub enrollment: EnrollmentConfig,
@@ -58,6 +59,22 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub webhooks: WebhooksConfig,
     pub console: ConsoleConfig,
+}
+
+/// Where the data lives. One crate per backend; the URL's scheme chooses it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `sqlite://<path>` (relative paths are under the working directory) or absent for the
+    /// embedded default, `<data_dir>/steward.db`. (`postgres://…` arrives with the PostgreSQL
+    /// backend.)
+    pub url: Option<SecretString>,
+}
+
+/// A parsed database URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    Sqlite(PathBuf),
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -189,6 +206,7 @@ impl Default for Config {
             listen: SocketAddr::from(([0, 0, 0, 0], 8443)),
             public_url: None,
             admin_token: None,
+            database: DatabaseConfig::default(),
             tls: TlsConfig::default(),
             pki: PkiConfig::default(),
             enrollment: EnrollmentConfig::default(),
@@ -264,6 +282,7 @@ impl Default for LimitsConfig {
 pub const ENV_KEYS: &[(&str, &str)] = &[
     ("STEWARD_DATA_DIR", "data_dir"),
     ("STEWARD_LISTEN", "listen"),
+    ("STEWARD_DATABASE_URL", "database.url"),
     ("STEWARD_PUBLIC_URL", "public_url"),
     ("STEWARD_ADMIN_TOKEN", "admin_token"),
     ("STEWARD_TLS_CERT_FILE", "tls.cert_file"),
@@ -374,6 +393,7 @@ impl Config {
         if host.is_empty() {
             return invalid("public_url has an empty host".into());
         }
+        self.database_url()?;
         if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
             return invalid("tls.cert_file and tls.key_file must be given together".into());
         }
@@ -447,6 +467,24 @@ impl Config {
             return invalid("admin_token must be at least 16 characters".into());
         }
         Ok(())
+    }
+
+    /// The database to open: `database.url`, or the embedded SQLite file in the data directory.
+    pub fn database_url(&self) -> Result<DatabaseUrl, ConfigError> {
+        let Some(url) = &self.database.url else {
+            return Ok(DatabaseUrl::Sqlite(self.data_dir.join("steward.db")));
+        };
+        let url = url.expose().trim();
+        if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+            if path.is_empty() {
+                return Err(ConfigError::Invalid("database.url: sqlite:// needs a file path".into()));
+            }
+            return Ok(DatabaseUrl::Sqlite(PathBuf::from(path)));
+        }
+        let scheme = url.split_once("://").map_or("", |(s, _)| s);
+        Err(ConfigError::Invalid(format!(
+            "database.url: unsupported database {scheme:?} (this version supports sqlite://)"
+        )))
     }
 
     /// The public URL without a trailing slash.

@@ -1,23 +1,22 @@
-//! The Steward HTTP server: one HTTPS port carrying the Windows enrollment (MS-MDE2) and management
-//! (OMA-DM) surfaces, the admin REST API (`/api/v1`) and the web console (`/console`). [`start`] prepares the data directory and key
-//! material, opens the store and serves until [`RunningServer::shutdown`].
+//! The Steward server's composition root: configuration, the data directory and its keys, the
+//! store chosen by `database.url`, TLS, our own accept loop, the webhook dispatcher, and the router
+//! assembled from the surfaces — each platform's device endpoints (wired in [`compose`], the one
+//! module that names a platform), the admin REST API (`steward-api`) and the web console
+//! (`steward-console`). [`start`] prepares everything and serves until [`RunningServer::shutdown`].
 
-pub mod admin;
-pub mod api;
 pub mod bootstrap;
+pub mod compose;
 pub mod config;
-pub mod console;
-mod http_util;
 pub mod listener;
+pub mod local;
 pub mod tls;
 pub mod webhooks;
-pub mod windows;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
+use steward_core::service::Core;
 use steward_core::{SecretString, Store};
 use steward_store_sqlite::SqliteStore;
 use tokio::net::TcpListener;
@@ -41,31 +40,19 @@ pub enum ServeError {
     Listen { addr: SocketAddr, source: std::io::Error },
 }
 
-/// Everything a request handler needs, shared by reference.
-#[derive(Clone)]
-pub struct AppState {
-    pub config: Arc<Config>,
-    pub store: Arc<dyn Store>,
-    pub pki: Arc<Pki>,
-}
-
-/// Path of the SQLite database inside the data directory.
-pub fn database_path(config: &Config) -> std::path::PathBuf {
-    config.data_dir.join("steward.db")
-}
-
-/// Opens the configured store (SQLite in the data directory), applying migrations.
+/// Opens the store `database.url` names (default: SQLite in the data directory), applying its
+/// migrations.
 pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, ServeError> {
-    bootstrap::prepare_data_dir(&config.data_dir)?;
-    Ok(Arc::new(SqliteStore::open(&database_path(config)).await?))
+    Ok(open_sqlite(config).await?)
 }
 
-/// The router for all surfaces, before the transport. Exposed so tests can drive it in-process.
-pub fn router(state: AppState) -> Router {
-    windows::routes()
-        .merge(api::router(state.clone()))
-        .merge(console::router(state.clone()))
-        .with_state(state)
+/// The SQLite store of this configuration, as its concrete type (tests read it through
+/// `steward_core::store::Inspect`).
+pub async fn open_sqlite(config: &Config) -> Result<Arc<SqliteStore>, ServeError> {
+    bootstrap::prepare_data_dir(&config.data_dir)?;
+    match config.database_url()? {
+        config::DatabaseUrl::Sqlite(path) => Ok(Arc::new(SqliteStore::open(&path).await?)),
+    }
 }
 
 pub struct RunningServer {
@@ -75,7 +62,12 @@ pub struct RunningServer {
     /// Set on the first start only, when Steward generated the admin token: print it once.
     pub generated_admin_token: Option<SecretString>,
     pub ca_created: bool,
-    pub state: AppState,
+    /// The services the server runs (tests drive them directly).
+    pub core: Core,
+    pub config: Arc<Config>,
+    pub pki: Arc<Pki>,
+    /// The router the listener serves (tests call it in-process).
+    pub router: axum::Router,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<()>,
     /// The webhook dispatcher ([`webhooks`]); it watches the same shutdown channel.
@@ -137,7 +129,7 @@ pub async fn start_with_listener(config: Config, listener: TcpListener) -> Resul
     start_with_store(config, listener, store).await
 }
 
-/// Starts serving with an already opened store: the seam where another backend (PostgreSQL) plugs in.
+/// Starts serving with an already opened store.
 pub async fn start_with_store(
     config: Config,
     listener: TcpListener,
@@ -159,15 +151,21 @@ pub async fn start_with_store(
     let root_ca_pem = pki.root.cert_pem();
     let public_url = config.public_url();
     let handshake_timeout = Duration::from_secs(config.limits.handshake_timeout_seconds);
-    let state = AppState {
-        config: Arc::new(config),
-        store,
-        pki: Arc::new(pki),
-    };
-    let app = router(state.clone());
+    let config = Arc::new(config);
+    let pki = Arc::new(pki);
+    let data_key = pki.data_key.clone();
+    let core = compose::core(store.clone(), data_key.clone());
+    let app = compose::router(&config, &core, &pki);
     let (shutdown, rx) = watch::channel(false);
-    let webhook_task = webhooks::spawn(&state, rx.clone());
-    let task = tokio::spawn(listener::serve(listener, tls, app, handshake_timeout, rx));
+    let webhook_task = webhooks::spawn(store, data_key, &config.webhooks, rx.clone());
+    let task = tokio::spawn(listener::serve(
+        listener,
+        tls,
+        app.clone(),
+        compose::REWRITE,
+        handshake_timeout,
+        rx,
+    ));
     tracing::info!(%local_addr, %public_url, "listening");
     Ok(RunningServer {
         local_addr,
@@ -175,7 +173,10 @@ pub async fn start_with_store(
         root_ca_pem,
         generated_admin_token,
         ca_created,
-        state,
+        core,
+        config,
+        pki,
+        router: app,
         shutdown,
         task,
         webhook_task,

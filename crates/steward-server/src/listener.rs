@@ -2,31 +2,27 @@
 //! deadline → the peer's leaf certificate goes into a [`ConnInfo`] request extension → hyper HTTP/1.1
 //! with keep-alive (Windows reuses connections within a session).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use rustls_pki_types::CertificateDer;
+use steward_http::ConnInfo;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
-/// What the transport knows about a request's connection.
-#[derive(Debug, Clone)]
-pub struct ConnInfo {
-    pub peer: SocketAddr,
-    /// The client certificate the TLS layer verified against our issuing CA, if one was presented.
-    pub client_cert: Option<Arc<CertificateDer<'static>>>,
-}
+/// A request rewrite applied before routing (the platforms' path canonicalisation: Windows device
+/// paths are case-insensitive, routing is not).
+pub type Rewrite = fn(http::Request<hyper::body::Incoming>) -> http::Request<hyper::body::Incoming>;
 
 pub async fn serve(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     app: Router,
+    rewrite: Rewrite,
     handshake_timeout: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -70,8 +66,7 @@ pub async fn serve(
             let info = ConnInfo { peer, client_cert };
             let svc = hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
                 req.extensions_mut().insert(info.clone());
-                // Device paths are case-insensitive; routing is not, so canonicalise first.
-                app.clone().oneshot(crate::windows::normalize_path(req))
+                app.clone().oneshot(rewrite(req))
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())

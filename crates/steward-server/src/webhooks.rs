@@ -16,7 +16,6 @@
 //! sealed with the webhook key (`Pki::data_key`) and opened only to sign.
 
 use std::collections::{HashMap, HashSet};
-use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,11 +33,9 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
-use crate::AppState;
 use crate::config::WebhooksConfig;
+use steward_core::service::webhooks::open_secret;
 
-/// Longest target URL accepted.
-pub const MAX_URL_LEN: usize = 2048;
 /// Items one worker delivers before handing back to the dispatcher (which then re-reads the list and
 /// starts it again): keeps a big backlog from pinning one task forever.
 const ITEMS_PER_ROUND: usize = 100;
@@ -53,58 +50,6 @@ pub enum WebhookError {
     Seal(#[from] steward_pki::PkiError),
     #[error("{0}")]
     Store(#[from] StoreError),
-}
-
-fn secret_label(id: WebhookId) -> String {
-    // Bound to the subscription: a sealed secret copied to another row does not open.
-    format!("webhook-secret:{id}")
-}
-
-/// Seals a subscription's signing secret for storage.
-pub fn seal_secret(key: &Kek, id: WebhookId, secret: &SecretString) -> Result<String, WebhookError> {
-    Ok(key.seal(&secret_label(id), secret.expose().as_bytes())?)
-}
-
-/// Opens a stored signing secret.
-pub fn open_secret(key: &Kek, w: &Webhook) -> Result<SecretString, WebhookError> {
-    let bytes = key.open(&secret_label(w.id), &w.sealed_secret)?;
-    let text = std::str::from_utf8(&bytes).map_err(|_| steward_pki::PkiError::Unseal)?;
-    Ok(SecretString::new(text))
-}
-
-/// Checks a subscription's target URL. https anywhere; plain http only to a loopback address,
-/// because the signature authenticates a delivery but does not encrypt it: device names, users and
-/// command outcomes would cross the network in clear text. Loopback http is for a local relay or
-/// agent on the same host.
-pub fn validate_target_url(url: &str) -> Result<Uri, String> {
-    if url.len() > MAX_URL_LEN {
-        return Err(format!("the URL is longer than {MAX_URL_LEN} characters"));
-    }
-    let uri: Uri = url.parse().map_err(|_| "not a valid absolute URL".to_owned())?;
-    let authority = uri.authority().ok_or("the URL needs a host")?;
-    if authority.as_str().contains('@') {
-        return Err("credentials in the URL are not allowed; authenticate the signature instead".into());
-    }
-    let host = authority.host().trim_start_matches('[').trim_end_matches(']');
-    if host.is_empty() {
-        return Err("the URL needs a host".into());
-    }
-    match uri.scheme_str() {
-        Some("https") => Ok(uri),
-        Some("http") => {
-            let loopback =
-                host.eq_ignore_ascii_case("localhost") || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
-            if loopback {
-                Ok(uri)
-            } else {
-                Err(
-                    "plain http is allowed only to a loopback address (payloads are signed, not encrypted); use https"
-                        .into(),
-                )
-            }
-        }
-        _ => Err("the URL must be https:// (or http:// to a loopback address)".into()),
-    }
 }
 
 /// The dispatcher's timing, from [`WebhooksConfig`].
@@ -137,16 +82,19 @@ impl From<&WebhooksConfig> for Settings {
 
 struct Ctx {
     store: Arc<dyn Store>,
-    pki: Arc<crate::Pki>,
+    data_key: Arc<Kek>,
     settings: Settings,
     tls: Arc<ClientConfig>,
 }
 
 /// Starts the dispatcher; it stops when `shutdown` turns true (or its sender is dropped).
-pub fn spawn(state: &AppState, shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
-    let settings = Settings::from(&state.config.webhooks);
-    let store = state.store.clone();
-    let pki = state.pki.clone();
+pub fn spawn(
+    store: Arc<dyn Store>,
+    data_key: Arc<Kek>,
+    config: &WebhooksConfig,
+    shutdown: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    let settings = Settings::from(config);
     tokio::spawn(async move {
         let ca_file = settings.ca_file.clone();
         let tls = match tokio::task::spawn_blocking(move || client_tls(ca_file)).await {
@@ -158,7 +106,7 @@ pub fn spawn(state: &AppState, shutdown: watch::Receiver<bool>) -> JoinHandle<()
         };
         let ctx = Arc::new(Ctx {
             store,
-            pki,
+            data_key,
             settings,
             tls,
         });
@@ -368,7 +316,7 @@ async fn deliver_due(ctx: &Ctx, id: WebhookId) -> Result<(), WebhookError> {
         let Some(item) = next_item(ctx.store.as_ref(), &w).await? else {
             return Ok(());
         };
-        let secret = open_secret(&ctx.pki.data_key, &w)?;
+        let secret = open_secret(&ctx.data_key, &w)?;
         let attempt = if w.retry_item.as_deref() == Some(item.delivery_id.as_str()) {
             w.attempts.saturating_add(1)
         } else {
@@ -493,56 +441,4 @@ where
     // Only the status matters; the body is not read, and the connection is not reused.
     conn.abort();
     Ok(resp.map_err(|e| format!("HTTP: {e}"))?.status().as_u16())
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-
-    #[test]
-    fn target_urls() {
-        assert!(validate_target_url("https://hooks.example.com/steward?x=1").is_ok());
-        assert!(validate_target_url("http://127.0.0.1:9000/hook").is_ok());
-        assert!(validate_target_url("http://[::1]:9000/hook").is_ok());
-        assert!(validate_target_url("http://localhost/hook").is_ok());
-        for bad in [
-            "http://hooks.example.com/steward",
-            "http://10.0.0.1/hook",
-            "ftp://example.com/",
-            "https://user:pw@example.com/",
-            "/relative",
-            "not a url",
-        ] {
-            assert!(validate_target_url(bad).is_err(), "{bad}");
-        }
-        assert!(validate_target_url(&format!("https://example.com/{}", "a".repeat(MAX_URL_LEN))).is_err());
-    }
-
-    #[test]
-    fn secrets_are_sealed_per_subscription() {
-        let key = Kek::generate().unwrap();
-        let secret = generate_webhook_secret().unwrap();
-        let id = WebhookId::new();
-        let sealed = seal_secret(&key, id, &secret).unwrap();
-        assert!(!sealed.contains(secret.expose()));
-        let mut w = Webhook {
-            id,
-            name: "n".into(),
-            url: "https://example.com".into(),
-            kinds: WebhookKinds::All,
-            sealed_secret: sealed,
-            enabled: true,
-            created_by: "t".into(),
-            created_at: OffsetDateTime::now_utc(),
-            cursor: 0,
-            attempts: 0,
-            retry_item: None,
-            next_attempt_at: None,
-        };
-        assert_eq!(open_secret(&key, &w).unwrap(), secret);
-        assert!(!format!("{w:?}").contains("sealed"));
-        w.id = WebhookId::new();
-        assert!(open_secret(&key, &w).is_err(), "bound to its subscription");
-    }
 }

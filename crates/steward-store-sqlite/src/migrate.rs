@@ -5,6 +5,8 @@
 use sqlx::{Row, SqlitePool};
 use steward_core::{StoreError, StoreResult};
 
+use crate::error::from_sqlx;
+
 /// (version, name, SQL). Append only; never edit an entry that has shipped.
 pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "initial", include_str!("../migrations/0001_initial.sql")),
@@ -17,10 +19,18 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "groups_totp_activity",
         include_str!("../migrations/0006_groups_totp_activity.sql"),
     ),
+    (
+        7,
+        "platform_neutral",
+        include_str!("../migrations/0007_platform_neutral.sql"),
+    ),
 ];
 
 pub(crate) async fn run(pool: &SqlitePool) -> StoreResult<()> {
-    let be = |e: sqlx::Error| StoreError::Backend(format!("migration: {e}"));
+    let be = |e: sqlx::Error| match from_sqlx(e) {
+        StoreError::Backend(m) => StoreError::Backend(format!("migration: {m}")),
+        other => other,
+    };
     let mut conn = pool.acquire().await.map_err(be)?;
     sqlx::query(
         "CREATE TABLE IF NOT EXISTS _steward_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)",

@@ -1,5 +1,5 @@
 //! The hot read: every management message starts with one indexed read of its enrollment's context
-//! (`Store::management_context`). Through sqlx that read was a round trip to a pool connection's
+//! (`CheckinStore::checkin_context`). Through sqlx that read was a round trip to a pool connection's
 //! worker thread: two thread wake-ups and a pool checkout for a statement of tens of microseconds,
 //! and after the writer thread (`writer.rs`) those hand-overs were the largest cost left in an idle
 //! check-in besides TLS (docs/BENCHMARKS.md, third pass).
@@ -17,7 +17,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags};
 use steward_core::StoreResult;
 
-use crate::writes::db;
+use crate::error::from_rusqlite;
 
 /// Idle connections kept; more are opened under a burst and closed after it.
 const IDLE: usize = 8;
@@ -25,13 +25,15 @@ const IDLE: usize = 8;
 #[derive(Debug)]
 pub(crate) struct Readers {
     path: PathBuf,
+    busy_timeout: Duration,
     idle: Mutex<Vec<Connection>>,
 }
 
 impl Readers {
-    pub(crate) fn new(path: PathBuf) -> Self {
+    pub(crate) fn new(path: PathBuf, busy_timeout: Duration) -> Self {
         Self {
             path,
+            busy_timeout,
             idle: Mutex::new(Vec::new()),
         }
     }
@@ -56,8 +58,8 @@ impl Readers {
             &self.path,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
-        .map_err(db)?;
-        conn.busy_timeout(Duration::from_secs(10)).map_err(db)?;
+        .map_err(from_rusqlite)?;
+        conn.busy_timeout(self.busy_timeout).map_err(from_rusqlite)?;
         conn.set_prepared_statement_cache_capacity(8);
         Ok(conn)
     }

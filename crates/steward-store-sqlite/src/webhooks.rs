@@ -1,11 +1,13 @@
-//! SQLite implementation of webhook subscriptions, queued pings and the delivery log (migration 0004).
+//! [`WebhookStore`]: webhook subscriptions, queued pings and the delivery log (migration 0004).
 
+use async_trait::async_trait;
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 use steward_core::*;
 use time::OffsetDateTime;
 
-use crate::{SqliteStore, backend, from_micros, micros, opt_micros, parse_id};
+use crate::error::from_sqlx;
+use crate::{SqliteStore, from_micros, micros, opt_micros, parse_id};
 
 fn webhook_from_row(r: &SqliteRow) -> StoreResult<Webhook> {
     let bad = |what: &str| StoreError::Backend(format!("bad {what} in webhooks"));
@@ -54,8 +56,9 @@ fn delivery_from_row(r: &SqliteRow) -> StoreResult<WebhookDelivery> {
     })
 }
 
-impl SqliteStore {
-    pub(crate) async fn create_webhook_impl(&self, w: &NewWebhook) -> StoreResult<Webhook> {
+#[async_trait]
+impl WebhookStore for SqliteStore {
+    async fn create_webhook(&self, w: &NewWebhook) -> StoreResult<Webhook> {
         let kinds = serde_json::to_string(&w.kinds.names()).map_err(|e| StoreError::Backend(e.to_string()))?;
         let mut tx = self.begin_write().await?;
         // The cursor is read in the write transaction: with SQLite's single writer no event can
@@ -76,40 +79,40 @@ impl SqliteStore {
         .await
         .map_err(|e| match &e {
             sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Conflict(format!("webhook {}", w.id)),
-            _ => backend(e),
+            _ => from_sqlx(e),
         })?;
         let row = sqlx::query("SELECT * FROM webhooks WHERE id = ?")
             .bind(w.id.to_string())
             .fetch_one(&mut *tx)
             .await
-            .map_err(backend)?;
+            .map_err(from_sqlx)?;
         let created = webhook_from_row(&row)?;
-        tx.commit().await.map_err(backend)?;
+        tx.commit().await.map_err(from_sqlx)?;
         Ok(created)
     }
 
-    pub(crate) async fn webhook_impl(&self, id: WebhookId) -> StoreResult<Option<Webhook>> {
+    async fn webhook(&self, id: WebhookId) -> StoreResult<Option<Webhook>> {
         sqlx::query("SELECT * FROM webhooks WHERE id = ?")
             .bind(id.to_string())
             .fetch_optional(&self.read)
             .await
-            .map_err(backend)?
+            .map_err(from_sqlx)?
             .as_ref()
             .map(webhook_from_row)
             .transpose()
     }
 
-    pub(crate) async fn list_webhooks_impl(&self) -> StoreResult<Vec<Webhook>> {
+    async fn list_webhooks(&self) -> StoreResult<Vec<Webhook>> {
         sqlx::query("SELECT * FROM webhooks ORDER BY created_at, id")
             .fetch_all(&self.read)
             .await
-            .map_err(backend)?
+            .map_err(from_sqlx)?
             .iter()
             .map(webhook_from_row)
             .collect()
     }
 
-    pub(crate) async fn delete_webhook_impl(&self, id: WebhookId) -> StoreResult<bool> {
+    async fn delete_webhook(&self, id: WebhookId) -> StoreResult<bool> {
         let mut tx = self.begin_write().await?;
         // Explicit rather than relying on ON DELETE CASCADE alone: a connection opened without
         // foreign_keys (sqlite3 shell, an old tool) would otherwise leave orphans behind.
@@ -123,11 +126,11 @@ impl SqliteStore {
             &id.to_string(),
         )
         .await?;
-        tx.commit().await.map_err(backend)?;
+        tx.commit().await.map_err(from_sqlx)?;
         Ok(n > 0)
     }
 
-    pub(crate) async fn set_webhook_enabled_impl(&self, id: WebhookId, enabled: bool) -> StoreResult<bool> {
+    async fn set_webhook_enabled(&self, id: WebhookId, enabled: bool) -> StoreResult<bool> {
         let n = self
             .write_one("UPDATE webhooks SET enabled = ? WHERE id = ?", |q| {
                 q.bind(i64::from(enabled)).bind(id.to_string())
@@ -136,17 +139,13 @@ impl SqliteStore {
         Ok(n > 0)
     }
 
-    pub(crate) async fn queue_webhook_ping_impl(
-        &self,
-        id: WebhookId,
-        now: OffsetDateTime,
-    ) -> StoreResult<Option<WebhookPing>> {
+    async fn queue_webhook_ping(&self, id: WebhookId, now: OffsetDateTime) -> StoreResult<Option<WebhookPing>> {
         let mut tx = self.begin_write().await?;
         let n = sqlx::query("UPDATE webhooks SET next_attempt_at = NULL WHERE id = ?")
             .bind(id.to_string())
             .execute(&mut *tx)
             .await
-            .map_err(backend)?
+            .map_err(from_sqlx)?
             .rows_affected();
         if n == 0 {
             return Ok(None);
@@ -156,24 +155,24 @@ impl SqliteStore {
             .bind(micros(now))
             .fetch_one(&mut *tx)
             .await
-            .map_err(backend)?;
+            .map_err(from_sqlx)?;
         let ping = ping_from_row(&row)?;
-        tx.commit().await.map_err(backend)?;
+        tx.commit().await.map_err(from_sqlx)?;
         Ok(Some(ping))
     }
 
-    pub(crate) async fn next_webhook_ping_impl(&self, id: WebhookId) -> StoreResult<Option<WebhookPing>> {
+    async fn next_webhook_ping(&self, id: WebhookId) -> StoreResult<Option<WebhookPing>> {
         sqlx::query("SELECT * FROM webhook_pings WHERE webhook_id = ? ORDER BY id LIMIT 1")
             .bind(id.to_string())
             .fetch_optional(&self.read)
             .await
-            .map_err(backend)?
+            .map_err(from_sqlx)?
             .as_ref()
             .map(ping_from_row)
             .transpose()
     }
 
-    pub(crate) async fn advance_webhook_cursor_impl(&self, id: WebhookId, seq: i64) -> StoreResult<()> {
+    async fn advance_webhook_cursor(&self, id: WebhookId, seq: i64) -> StoreResult<()> {
         self.write_one("UPDATE webhooks SET cursor = MAX(cursor, ?) WHERE id = ?", |q| {
             q.bind(seq).bind(id.to_string())
         })
@@ -181,14 +180,14 @@ impl SqliteStore {
         Ok(())
     }
 
-    pub(crate) async fn record_webhook_attempt_impl(&self, a: &WebhookAttempt) -> StoreResult<()> {
+    async fn record_webhook_attempt(&self, a: &WebhookAttempt) -> StoreResult<()> {
         let id = a.webhook_id.to_string();
         let mut tx = self.begin_write().await?;
         let exists = sqlx::query("SELECT 1 FROM webhooks WHERE id = ?")
             .bind(&id)
             .fetch_optional(&mut *tx)
             .await
-            .map_err(backend)?
+            .map_err(from_sqlx)?
             .is_some();
         if !exists {
             return Ok(());
@@ -213,7 +212,7 @@ impl SqliteStore {
         .bind(a.outcome.as_str())
         .execute(&mut *tx)
         .await
-        .map_err(backend)?;
+        .map_err(from_sqlx)?;
         match a.outcome {
             DeliveryOutcome::Retrying => {
                 sqlx::query("UPDATE webhooks SET attempts = ?, retry_item = ?, next_attempt_at = ? WHERE id = ?")
@@ -223,7 +222,7 @@ impl SqliteStore {
                     .bind(&id)
                     .execute(&mut *tx)
                     .await
-                    .map_err(backend)?;
+                    .map_err(from_sqlx)?;
             }
             DeliveryOutcome::Delivered | DeliveryOutcome::Failed => {
                 match a.item {
@@ -233,7 +232,7 @@ impl SqliteStore {
                             .bind(&id)
                             .execute(&mut *tx)
                             .await
-                            .map_err(backend)?;
+                            .map_err(from_sqlx)?;
                     }
                     DeliveryItem::Ping(ping) => {
                         sqlx::query("DELETE FROM webhook_pings WHERE id = ? AND webhook_id = ?")
@@ -241,20 +240,20 @@ impl SqliteStore {
                             .bind(&id)
                             .execute(&mut *tx)
                             .await
-                            .map_err(backend)?;
+                            .map_err(from_sqlx)?;
                     }
                 }
                 sqlx::query("UPDATE webhooks SET attempts = 0, retry_item = NULL, next_attempt_at = NULL WHERE id = ?")
                     .bind(&id)
                     .execute(&mut *tx)
                     .await
-                    .map_err(backend)?;
+                    .map_err(from_sqlx)?;
             }
         }
-        tx.commit().await.map_err(backend)
+        tx.commit().await.map_err(from_sqlx)
     }
 
-    pub(crate) async fn webhook_deliveries_impl(
+    async fn webhook_deliveries(
         &self,
         id: WebhookId,
         before_id: Option<i64>,
@@ -266,23 +265,19 @@ impl SqliteStore {
             .bind(i64::from(limit))
             .fetch_all(&self.read)
             .await
-            .map_err(backend)?
+            .map_err(from_sqlx)?
             .iter()
             .map(delivery_from_row)
             .collect()
     }
 
-    pub(crate) async fn prune_webhook_deliveries_impl(
-        &self,
-        older_than: OffsetDateTime,
-        keep_per_webhook: u32,
-    ) -> StoreResult<u64> {
+    async fn prune_webhook_deliveries(&self, older_than: OffsetDateTime, keep_per_webhook: u32) -> StoreResult<u64> {
         let mut tx = self.begin_write().await?;
         let mut n = sqlx::query("DELETE FROM webhook_deliveries WHERE at < ?")
             .bind(micros(older_than))
             .execute(&mut *tx)
             .await
-            .map_err(backend)?
+            .map_err(from_sqlx)?
             .rows_affected();
         // Per subscription: everything below its keep_per_webhook-th newest row goes.
         n += sqlx::query(
@@ -294,9 +289,9 @@ impl SqliteStore {
         .bind(i64::from(keep_per_webhook))
         .execute(&mut *tx)
         .await
-        .map_err(backend)?
+        .map_err(from_sqlx)?
         .rows_affected();
-        tx.commit().await.map_err(backend)?;
+        tx.commit().await.map_err(from_sqlx)?;
         Ok(n)
     }
 }

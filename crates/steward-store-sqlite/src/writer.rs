@@ -27,7 +27,7 @@ use sqlx::SqlitePool;
 use steward_core::{StoreError, StoreResult};
 use tokio::sync::oneshot;
 
-use crate::writes::db;
+use crate::error::{from_rusqlite, from_sqlx};
 
 /// A write job: given the write connection (or the error getting the write lock), does its work and
 /// sends its own answer.
@@ -54,10 +54,10 @@ impl Writer {
     /// Opens the writer's connection and starts its thread. `lock` is the sqlx write pool (one
     /// connection) whose connection serves as the write lock. The thread uses the caller's Tokio
     /// runtime to take that lock and ends when the last [`Writer`] clone is dropped.
-    pub(crate) fn start(lock: SqlitePool, path: &Path) -> StoreResult<Self> {
+    pub(crate) fn start(lock: SqlitePool, path: &Path, busy_timeout: Duration) -> StoreResult<Self> {
         let handle = tokio::runtime::Handle::try_current()
             .map_err(|e| StoreError::Backend(format!("the SQLite store needs a Tokio runtime: {e}")))?;
-        let conn = open(path)?;
+        let conn = open(path, busy_timeout)?;
         let (jobs, queue) = mpsc::channel();
         std::thread::Builder::new()
             .name("steward-sqlite-writer".into())
@@ -82,13 +82,15 @@ impl Writer {
     }
 }
 
-fn open(path: &Path) -> StoreResult<Connection> {
-    let conn = Connection::open(path).map_err(db)?;
+fn open(path: &Path, busy_timeout: Duration) -> StoreResult<Connection> {
+    let conn = Connection::open(path).map_err(from_rusqlite)?;
     // The same settings as the sqlx connections (lib.rs); WAL is a property of the file, set there.
-    conn.busy_timeout(Duration::from_secs(10)).map_err(db)?;
-    conn.pragma_update(None, "foreign_keys", true).map_err(db)?;
-    conn.pragma_update(None, "synchronous", "NORMAL").map_err(db)?;
-    conn.pragma_update(None, "cache_size", -CACHE_KIB).map_err(db)?;
+    conn.busy_timeout(busy_timeout).map_err(from_rusqlite)?;
+    conn.pragma_update(None, "foreign_keys", true).map_err(from_rusqlite)?;
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(from_rusqlite)?;
+    conn.pragma_update(None, "cache_size", -CACHE_KIB)
+        .map_err(from_rusqlite)?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
 }
@@ -99,7 +101,7 @@ fn run(handle: &tokio::runtime::Handle, lock: &SqlitePool, mut conn: Connection,
         // back the lock; the jobs themselves are synchronous.
         handle.block_on(async {
             match lock.acquire().await {
-                Err(e) => job(Err(StoreError::Backend(e.to_string()))),
+                Err(e) => job(Err(from_sqlx(e))),
                 Ok(_held) => {
                     run_one(job, &mut conn);
                     for _ in 1..BATCH {

@@ -1,35 +1,40 @@
-//! The device lifecycle's write transactions: enrollment, each management message, command
-//! enqueues, certificate renewal, the end of an enrollment and the issuance log. They run on the
-//! writer thread (`writer.rs`) with rusqlite, synchronously: a statement is a function call on
-//! that thread, not a round trip to sqlx's per-connection worker thread (two thread wake-ups each,
-//! seven per idle check-in before this; docs/BENCHMARKS.md, third pass). Statements are prepared
-//! once per connection (`prepare_cached`).
+//! The device lifecycle's write transactions: enrollment, each check-in message, command enqueues,
+//! certificate renewal, the end of an enrollment and the issuance log. They run on the writer
+//! thread (`writer.rs`) with rusqlite, synchronously: a statement is a function call on that
+//! thread, not a round trip to sqlx's per-connection worker thread (two thread wake-ups each, seven
+//! per idle check-in before this; docs/BENCHMARKS.md, third pass). Statements are prepared once per
+//! connection (`prepare_cached`).
 //!
-//! Each function is one `BEGIN IMMEDIATE` transaction: whole or not at all.
+//! Each function is one `BEGIN IMMEDIATE` transaction: whole or not at all. They write the rows the
+//! values they are given describe; what a device's answer means (a command's state, an event, the
+//! end of an enrollment, which certificates a renewal revokes) was decided in steward-core.
 
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use steward_core::*;
 use time::OffsetDateTime;
 
-use crate::management::{DEVICE_MESSAGES_KEPT, json_err};
-use crate::{micros, opt_micros, parse_id};
+use crate::error::from_rusqlite;
+use crate::rows::thumbprint;
+use crate::{bad, micros, opt_micros};
 
-pub(crate) fn db(e: rusqlite::Error) -> StoreError {
-    StoreError::Backend(e.to_string())
-}
+/// Raw device messages kept per enrollment: at least this many of the newest ones, fewer than twice
+/// as many (they are trimmed in batches, see [`commit_checkin`]).
+pub(crate) const DEVICE_MESSAGES_KEPT: i64 = 10;
+
+/// Commands per transaction of a large enqueue (see `CommandQueue::enqueue_commands`).
+pub(crate) const ENQUEUE_BATCH: usize = 10_000;
 
 fn immediate(conn: &mut Connection) -> StoreResult<Transaction<'_>> {
     conn.transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(db)
+        .map_err(from_rusqlite)
 }
 
 /// Runs one cached statement that returns no rows; rows changed.
 fn exec(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> StoreResult<usize> {
-    conn.prepare_cached(sql).map_err(db)?.execute(params).map_err(db)
-}
-
-fn bad(what: &str) -> StoreError {
-    StoreError::Backend(format!("bad {what} in database"))
+    conn.prepare_cached(sql)
+        .map_err(from_rusqlite)?
+        .execute(params)
+        .map_err(from_rusqlite)
 }
 
 fn insert_log(conn: &Connection, e: &IssuanceLogEntry) -> StoreResult<()> {
@@ -38,9 +43,9 @@ fn insert_log(conn: &Connection, e: &IssuanceLogEntry) -> StoreResult<()> {
         "INSERT INTO certificate_log (serial, event, thumbprint, subject, device_id, enrollment_id, \
          not_before, not_after, reason, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         params![
-            e.serial,
+            e.serial.as_str(),
             e.event.as_str(),
-            e.thumbprint,
+            e.thumbprint.as_ref().map(Thumbprint::as_str),
             e.subject,
             e.device_id.as_ref().map(DeviceId::as_str),
             e.enrollment_id.map(|i| i.to_string()),
@@ -53,42 +58,24 @@ fn insert_log(conn: &Connection, e: &IssuanceLogEntry) -> StoreResult<()> {
     Ok(())
 }
 
-/// Appends a device event (see `device_events` in migration 0002) inside the caller's transaction.
-fn insert_event(
-    conn: &Connection,
-    kind: EventKind,
-    enrollment_id: EnrollmentId,
-    device_id: &str,
-    data: serde_json::Value,
-    at: OffsetDateTime,
-) -> StoreResult<()> {
+/// Appends an event of enrollment `id` (see `device_events` in migration 0002) inside the caller's
+/// transaction; the device id is the enrollment's own.
+fn insert_event(conn: &Connection, id: &str, e: &NewDeviceEvent, at: OffsetDateTime) -> StoreResult<()> {
     exec(
         conn,
-        "INSERT INTO device_events (kind, enrollment_id, device_id, data, at) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![
-            kind.as_str(),
-            enrollment_id.to_string(),
-            device_id,
-            data.to_string(),
-            micros(at)
-        ],
+        "INSERT INTO device_events (kind, enrollment_id, device_id, data, at) \
+         SELECT ?1, id, device_id, ?2, ?3 FROM enrollments WHERE id = ?4",
+        params![e.kind.as_str(), e.data.to_string(), micros(at), id],
     )?;
     Ok(())
 }
 
 /// A revocation entry of the issuance log for `device`'s enrollment `id`.
-fn revoked(
-    serial: String,
-    thumbprint: Option<String>,
-    device: &DeviceId,
-    id: EnrollmentId,
-    reason: &str,
-    at: OffsetDateTime,
-) -> IssuanceLogEntry {
+fn revoked(cert: &CertRef, device: &DeviceId, id: EnrollmentId, reason: &str, at: OffsetDateTime) -> IssuanceLogEntry {
     IssuanceLogEntry {
-        serial,
+        serial: cert.serial.clone(),
         event: IssuanceEvent::Revoked,
-        thumbprint,
+        thumbprint: Some(cert.thumbprint.clone()),
         subject: None,
         device_id: Some(device.clone()),
         enrollment_id: Some(id),
@@ -99,11 +86,21 @@ fn revoked(
     }
 }
 
+fn cert_ref(serial: String, thumb: &str) -> StoreResult<CertRef> {
+    Ok(CertRef {
+        serial: CertSerial::new(serial),
+        thumbprint: thumbprint(thumb)?,
+    })
+}
+
 pub(crate) fn append_issuance_log(conn: &mut Connection, e: &IssuanceLogEntry) -> StoreResult<()> {
     let tx = immediate(conn)?;
     insert_log(&tx, e)?;
-    tx.commit().map_err(db)
+    tx.commit().map_err(from_rusqlite)
 }
+
+/// The device's active enrollment: (id, current certificate, the previous one a renewal left).
+type ActiveRow = (String, String, String, Option<String>, Option<String>);
 
 pub(crate) fn commit_enrollment(conn: &mut Connection, c: &EnrollmentCommit) -> StoreResult<()> {
     let e = &c.enrollment;
@@ -114,7 +111,7 @@ pub(crate) fn commit_enrollment(conn: &mut Connection, c: &EnrollmentCommit) -> 
         // Re-check usability inside the write lock: the pre-check the server did may be stale.
         let (revoked, expires_at, max_uses, uses) = tx
             .prepare_cached("SELECT revoked, expires_at, max_uses, uses FROM enrollment_tokens WHERE id = ?1")
-            .map_err(db)?
+            .map_err(from_rusqlite)?
             .query_row(params![token_id.to_string()], |r| {
                 Ok((
                     r.get::<_, i64>(0)? != 0,
@@ -124,7 +121,7 @@ pub(crate) fn commit_enrollment(conn: &mut Connection, c: &EnrollmentCommit) -> 
                 ))
             })
             .optional()
-            .map_err(db)?
+            .map_err(from_rusqlite)?
             .ok_or(StoreError::NotFound)?;
         token_usable(
             revoked,
@@ -143,14 +140,14 @@ pub(crate) fn commit_enrollment(conn: &mut Connection, c: &EnrollmentCommit) -> 
     if let Some((nonce, expires_at)) = &c.consume_nonce {
         let res = tx
             .prepare_cached("INSERT INTO used_nonces (nonce_hash, expires_at) VALUES (?1, ?2)")
-            .map_err(db)?
+            .map_err(from_rusqlite)?
             .execute(params![nonce.to_hex(), micros(*expires_at)]);
         match res {
             Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::ConstraintViolation) => {
                 return Err(StoreError::NonceReused);
             }
             other => {
-                other.map_err(db)?;
+                other.map_err(from_rusqlite)?;
             }
         }
         exec(
@@ -160,42 +157,61 @@ pub(crate) fn commit_enrollment(conn: &mut Connection, c: &EnrollmentCommit) -> 
         )?;
     }
 
-    // A device that enrolls again replaces its previous enrollment; the old certificate must stop
-    // working, so it is revoked in the same transaction.
-    let previous: Vec<(String, String)> = tx
-        .prepare_cached("SELECT id, cert_serial FROM enrollments WHERE device_id = ?1 AND state = 'active'")
-        .map_err(db)?
-        .query_map(params![e.device_id.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
-        .map_err(db)?
-        .collect::<Result<_, _>>()
-        .map_err(db)?;
-    for (old_id, old_serial) in &previous {
+    // The enrollment was decided against the device's active enrollment as it was then; if that
+    // changed meanwhile (a concurrent enrollment, a renewal, an unenrollment), the decision is stale.
+    let active: Option<ActiveRow> = tx
+        .prepare_cached(
+            "SELECT id, cert_serial, cert_thumbprint, previous_cert_serial, previous_cert_thumbprint \
+             FROM enrollments WHERE device_id = ?1 AND state = 'active'",
+        )
+        .map_err(from_rusqlite)?
+        .query_row(params![e.device_id.as_str()], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })
+        .optional()
+        .map_err(from_rusqlite)?;
+    let matches = match (&active, &c.replaces) {
+        (None, None) => true,
+        (Some((id, serial, thumb, _, _)), Some(r)) => {
+            *id == r.id.to_string() && *serial == r.cert.serial.as_str() && *thumb == r.cert.thumbprint.as_str()
+        }
+        _ => false,
+    };
+    if !matches {
+        return Err(StoreError::Conflict("the device's enrollment changed meanwhile".into()));
+    }
+    if let (Some((_, _, _, previous_serial, previous_thumb)), Some(r)) = (active, &c.replaces) {
+        // A device that enrolls again replaces its previous enrollment; its certificates must stop
+        // working, so they are revoked in the same transaction (a renewal's previous one too).
+        let old = r.id.to_string();
         exec(
             &tx,
-            "UPDATE enrollments SET state = 'replaced', updated_at = ?1 WHERE id = ?2",
-            params![micros(now), old_id],
+            "UPDATE enrollments SET state = 'replaced', updated_at = ?1, previous_cert_serial = NULL, \
+             previous_cert_thumbprint = NULL WHERE id = ?2",
+            params![micros(now), old],
         )?;
-        let entry = revoked(
-            old_serial.clone(),
-            None,
-            &e.device_id,
-            parse_id(old_id)?,
-            "superseded by re-enrollment",
-            now,
-        );
-        insert_log(&tx, &entry)?;
+        let reason = reasons::SUPERSEDED_BY_REENROLLMENT;
+        if let (Some(serial), Some(thumb)) = (previous_serial, previous_thumb) {
+            insert_log(
+                &tx,
+                &revoked(&cert_ref(serial, &thumb)?, &e.device_id, r.id, reason, now),
+            )?;
+        }
+        insert_log(&tx, &revoked(&r.cert, &e.device_id, r.id, reason, now))?;
     }
 
     exec(
         &tx,
-        "INSERT INTO enrollments (id, device_id, hw_dev_id, device_name, os_version, os_edition, \
+        "INSERT INTO enrollments (id, platform, device_id, hardware_id, device_name, os_version, os_edition, \
          enrollment_type, user_email, auth_method, enrollment_token_id, group_id, cert_serial, \
-         cert_thumbprint, cert_not_after, state, enrolled_at, updated_at, md5_credential) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+         cert_thumbprint, cert_not_after, previous_cert_serial, previous_cert_thumbprint, state, enrolled_at, \
+         updated_at, last_seen_at, session_credential) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)",
         params![
             e.id.to_string(),
+            e.platform.as_str(),
             e.device_id.as_str(),
-            e.hw_dev_id,
+            e.hardware_id,
             e.device_name,
             e.os_version,
             e.os_edition,
@@ -204,13 +220,16 @@ pub(crate) fn commit_enrollment(conn: &mut Connection, c: &EnrollmentCommit) -> 
             e.auth_method.as_str(),
             e.enrollment_token_id.map(|i| i.to_string()),
             e.group_id.map(|i| i.to_string()),
-            e.cert_serial,
-            e.cert_thumbprint,
+            e.cert_serial.as_str(),
+            e.cert_thumbprint.as_str(),
             micros(e.cert_not_after),
+            e.previous_cert.as_ref().map(|p| p.serial.as_str()),
+            e.previous_cert.as_ref().map(|p| p.thumbprint.as_str()),
             e.state.as_str(),
             micros(e.enrolled_at),
             micros(e.updated_at),
-            c.md5_credential,
+            e.last_seen_at.map(micros),
+            c.session_credential,
         ],
     )?;
 
@@ -229,65 +248,53 @@ pub(crate) fn commit_enrollment(conn: &mut Connection, c: &EnrollmentCommit) -> 
             at: now,
         },
     )?;
-    let data = serde_json::json!({
-        "enrollment_type": e.enrollment_type.as_str(),
-        "auth_method": e.auth_method.as_str(),
-        "user": e.user_email,
-        "device_name": e.device_name,
-        "serial": e.cert_serial,
-        // Re-enrollment: the device had an active enrollment, now replaced (fleet size unchanged).
-        "replaced": !previous.is_empty(),
-    });
-    insert_event(&tx, EventKind::Enrolled, e.id, e.device_id.as_str(), data, now)?;
-    tx.commit().map_err(db)
+    let event = NewDeviceEvent::enrolled(e, c.replaces.is_some());
+    insert_event(&tx, &e.id.to_string(), &event, now)?;
+    tx.commit().map_err(from_rusqlite)
 }
 
-/// Commands per transaction of a large enqueue (see `Store::enqueue_commands`).
-pub(crate) const ENQUEUE_BATCH: usize = 10_000;
+/// Inserts `commands` in order with one prepared statement, so `seq` keeps the call's order.
+fn insert_commands(tx: &Connection, commands: &[NewCommand]) -> StoreResult<()> {
+    let mut insert = tx
+        .prepare_cached(
+            "INSERT INTO commands (id, enrollment_id, payload, priority, origin, state, created_at, expires_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?7)",
+        )
+        .map_err(from_rusqlite)?;
+    for c in commands {
+        insert
+            .execute(params![
+                c.id.to_string(),
+                c.enrollment_id.to_string(),
+                c.payload.as_json(),
+                i64::from(c.priority),
+                c.origin.as_str(),
+                micros(c.created_at),
+                c.expires_at.map(micros),
+            ])
+            .map_err(from_rusqlite)?;
+    }
+    Ok(())
+}
 
 /// One transaction of `enqueue_commands`: at most [`ENQUEUE_BATCH`] commands.
 pub(crate) fn enqueue_commands(conn: &mut Connection, commands: &[NewCommand]) -> StoreResult<()> {
     let tx = immediate(conn)?;
-    {
-        let mut insert = tx
-            .prepare_cached(
-                "INSERT INTO commands (id, enrollment_id, payload, priority, origin, state, created_at, expires_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?7)",
-            )
-            .map_err(db)?;
-        // One prepared statement, executed per row in queue order, so `seq` keeps it.
-        for c in commands {
-            insert
-                .execute(params![
-                    c.id.to_string(),
-                    c.enrollment_id.to_string(),
-                    serde_json::to_string(&c.payload).map_err(json_err)?,
-                    i64::from(c.priority),
-                    c.origin,
-                    micros(c.created_at),
-                    c.expires_at.map(micros),
-                ])
-                .map_err(db)?;
-        }
-    }
-    tx.commit().map_err(db)
+    insert_commands(&tx, commands)?;
+    tx.commit().map_err(from_rusqlite)
 }
 
-/// Moves an enrollment out of `active`: revokes its certificate (logged) and cancels open commands.
-fn end_enrollment_in(
-    tx: &Connection,
-    id: EnrollmentId,
-    state: EnrollmentState,
-    reason: &str,
-    now: OffsetDateTime,
-) -> StoreResult<bool> {
+/// Moves an active enrollment out of `active`: revokes its certificates (logged), cancels its open
+/// commands and records the event. False if it was not active.
+fn end_enrollment_in(tx: &Connection, id: EnrollmentId, end: &EnrollmentEnd, now: OffsetDateTime) -> StoreResult<bool> {
+    let eid = id.to_string();
     let row = tx
         .prepare_cached(
             "SELECT device_id, cert_serial, cert_thumbprint, previous_cert_serial, previous_cert_thumbprint \
              FROM enrollments WHERE id = ?1 AND state = 'active'",
         )
-        .map_err(db)?
-        .query_row(params![id.to_string()], |r| {
+        .map_err(from_rusqlite)?
+        .query_row(params![eid], |r| {
             Ok((
                 r.get::<_, String>(0)?,
                 r.get::<_, String>(1)?,
@@ -297,46 +304,40 @@ fn end_enrollment_in(
             ))
         })
         .optional()
-        .map_err(db)?;
-    let Some((device_id, serial, thumbprint, previous_serial, previous_thumbprint)) = row else {
+        .map_err(from_rusqlite)?;
+    let Some((device_id, serial, thumb, previous_serial, previous_thumb)) = row else {
         return Ok(false);
     };
     let device = DeviceId::parse(&device_id).ok_or_else(|| bad("device_id"))?;
-    if let Some(serial) = previous_serial {
-        insert_log(tx, &revoked(serial, previous_thumbprint, &device, id, reason, now))?;
+    if let (Some(serial), Some(thumb)) = (previous_serial, previous_thumb) {
+        insert_log(tx, &revoked(&cert_ref(serial, &thumb)?, &device, id, &end.reason, now))?;
     }
     exec(
         tx,
         "UPDATE enrollments SET state = ?1, updated_at = ?2, previous_cert_serial = NULL, \
          previous_cert_thumbprint = NULL WHERE id = ?3",
-        params![state.as_str(), micros(now), id.to_string()],
+        params![end.state.as_str(), micros(now), eid],
     )?;
     exec(
         tx,
         "UPDATE commands SET state = 'cancelled', completed_at = ?1 WHERE enrollment_id = ?2 \
          AND state IN ('pending', 'sent')",
-        params![micros(now), id.to_string()],
+        params![micros(now), eid],
     )?;
-    let kind = if state == EnrollmentState::Wiped {
-        EventKind::Wiped
-    } else {
-        EventKind::Unenrolled
-    };
-    insert_event(tx, kind, id, &device_id, serde_json::json!({ "reason": reason }), now)?;
-    insert_log(tx, &revoked(serial, Some(thumbprint), &device, id, reason, now))?;
+    insert_event(tx, &eid, &NewDeviceEvent::enrollment_ended(end.state, &end.reason), now)?;
+    insert_log(tx, &revoked(&cert_ref(serial, &thumb)?, &device, id, &end.reason, now))?;
     Ok(true)
 }
 
 pub(crate) fn end_enrollment(
     conn: &mut Connection,
     id: EnrollmentId,
-    state: EnrollmentState,
-    reason: &str,
+    end: &EnrollmentEnd,
     now: OffsetDateTime,
 ) -> StoreResult<bool> {
     let tx = immediate(conn)?;
-    let changed = end_enrollment_in(&tx, id, state, reason, now)?;
-    tx.commit().map_err(db)?;
+    let changed = end_enrollment_in(&tx, id, end, now)?;
+    tx.commit().map_err(from_rusqlite)?;
     Ok(changed)
 }
 
@@ -344,30 +345,31 @@ pub(crate) fn end_enrollment(
 /// reported); a changed or new one is written with a history row. Every check-in reports the same
 /// DevInfo facts, so the usual case is one cached UPDATE per fact that finds its row unchanged. A
 /// later item for the same name compares against the value just written.
-fn write_facts(tx: &Connection, eid: &str, facts: &[(String, String)], at: i64) -> StoreResult<()> {
+fn write_facts(tx: &Connection, eid: &str, facts: &[FactUpdate], at: i64) -> StoreResult<()> {
     let mut touch = tx
         .prepare_cached("UPDATE device_facts SET updated_at = ?1 WHERE enrollment_id = ?2 AND name = ?3 AND value = ?4")
-        .map_err(db)?;
-    for (name, value) in facts {
-        if touch.execute(params![at, eid, name, value]).map_err(db)? > 0 {
+        .map_err(from_rusqlite)?;
+    for f in facts {
+        let name = f.name.as_str();
+        if touch.execute(params![at, eid, name, f.value]).map_err(from_rusqlite)? > 0 {
             continue;
         }
         let old: Option<String> = tx
             .prepare_cached("SELECT value FROM device_facts WHERE enrollment_id = ?1 AND name = ?2")
-            .map_err(db)?
+            .map_err(from_rusqlite)?
             .query_row(params![eid, name], |r| r.get(0))
             .optional()
-            .map_err(db)?;
+            .map_err(from_rusqlite)?;
         exec(
             tx,
             "INSERT INTO device_facts (enrollment_id, name, value, updated_at) VALUES (?1, ?2, ?3, ?4) \
              ON CONFLICT (enrollment_id, name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-            params![eid, name, value, at],
+            params![eid, name, f.value, at],
         )?;
         exec(
             tx,
             "INSERT INTO device_fact_history (enrollment_id, name, old_value, new_value, at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![eid, name, old, value, at],
+            params![eid, name, old, f.value, at],
         )?;
     }
     Ok(())
@@ -380,17 +382,13 @@ fn retire_previous(tx: &Connection, id: EnrollmentId, reason: &str, now: OffsetD
             "SELECT device_id, previous_cert_serial, previous_cert_thumbprint FROM enrollments \
              WHERE id = ?1 AND previous_cert_serial IS NOT NULL",
         )
-        .map_err(db)?
+        .map_err(from_rusqlite)?
         .query_row(params![id.to_string()], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, Option<String>>(2)?,
-            ))
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
         })
         .optional()
-        .map_err(db)?;
-    let Some((device_id, serial, thumbprint)) = row else {
+        .map_err(from_rusqlite)?;
+    let Some((device_id, serial, thumb)) = row else {
         return Ok(());
     };
     exec(
@@ -399,19 +397,25 @@ fn retire_previous(tx: &Connection, id: EnrollmentId, reason: &str, now: OffsetD
         params![id.to_string()],
     )?;
     let device = DeviceId::parse(&device_id).ok_or_else(|| bad("device_id"))?;
-    insert_log(tx, &revoked(serial, thumbprint, &device, id, reason, now))
+    insert_log(tx, &revoked(&cert_ref(serial, &thumb)?, &device, id, reason, now))
 }
 
-/// Records one management message's effects (see [`SessionCommit`]).
-pub(crate) fn commit_session_message(
+/// Records everything one check-in message produced (see [`CheckinCommit`]), in its documented
+/// order, in one transaction.
+pub(crate) fn commit_checkin(
     conn: &mut Connection,
     id: EnrollmentId,
-    c: &SessionCommit,
+    c: &CheckinCommit,
     now: OffsetDateTime,
 ) -> StoreResult<()> {
     let eid = id.to_string();
     let at = micros(now);
     let tx = immediate(conn)?;
+
+    // First: the engine may have sent (or even been answered for) a command it queued itself.
+    if !c.enqueue.is_empty() {
+        insert_commands(&tx, &c.enqueue)?;
+    }
 
     if c.expire_overdue {
         exec(
@@ -422,16 +426,6 @@ pub(crate) fn commit_session_message(
         )?;
     }
 
-    let device_id: String = if c.outcomes.is_empty() && c.async_completions.is_empty() {
-        String::new()
-    } else {
-        tx.prepare_cached("SELECT device_id FROM enrollments WHERE id = ?1")
-            .map_err(db)?
-            .query_row(params![eid], |r| r.get(0))
-            .optional()
-            .map_err(db)?
-            .unwrap_or_default()
-    };
     for o in &c.outcomes {
         // Only this enrollment's own, still-open commands take an outcome; the first one wins. The
         // check and the insert are one statement.
@@ -444,45 +438,53 @@ pub(crate) fn commit_session_message(
                 o.command_id.to_string(),
                 eid,
                 i64::from(o.status_code),
-                serde_json::to_string(&o.results).map_err(json_err)?,
-                serde_json::to_string(&o.child_codes).map_err(json_err)?,
+                serde_json::to_string(&o.results).map_err(|e| StoreError::Backend(e.to_string()))?,
+                serde_json::to_string(&o.child_codes).map_err(|e| StoreError::Backend(e.to_string()))?,
                 at,
             ],
         )?;
         if inserted == 0 {
             continue;
         }
-        let state = match o.status_code {
-            202 => CommandState::Accepted,
-            200..=299 => CommandState::Succeeded,
-            _ => CommandState::Failed,
-        };
-        let completed = (state != CommandState::Accepted).then_some(at);
+        // An accepted command is not done yet: its completion arrives later.
+        let completed = (o.state != CommandState::Accepted).then_some(at);
         exec(
             &tx,
             "UPDATE commands SET state = ?1, status_code = ?2, completed_at = ?3 WHERE id = ?4",
             params![
-                state.as_str(),
+                o.state.as_str(),
                 i64::from(o.status_code),
                 completed,
                 o.command_id.to_string()
             ],
         )?;
-        let kind = if state == CommandState::Failed {
-            EventKind::CommandFailed
-        } else {
-            EventKind::CommandAcknowledged
-        };
-        let data = serde_json::json!({ "command_id": o.command_id, "status_code": o.status_code });
-        insert_event(&tx, kind, id, &device_id, data, now)?;
+        insert_event(&tx, &eid, &o.event, now)?;
     }
 
-    for (cid, payload) in &c.requeue {
+    for done in &c.completions {
+        let changed = exec(
+            &tx,
+            "UPDATE commands SET state = ?1, status_code = ?2, completed_at = ?3 WHERE id = ?4 \
+             AND enrollment_id = ?5 AND state = 'accepted'",
+            params![
+                done.state.as_str(),
+                i64::from(done.status_code),
+                at,
+                done.command_id.to_string(),
+                eid
+            ],
+        )?;
+        if changed > 0 {
+            insert_event(&tx, &eid, &done.event, now)?;
+        }
+    }
+
+    for r in &c.requeue {
         exec(
             &tx,
             "UPDATE commands SET payload = ?1, state = 'pending' WHERE id = ?2 AND enrollment_id = ?3 \
              AND state IN ('pending', 'sent')",
-            params![serde_json::to_string(payload).map_err(json_err)?, cid.to_string(), eid],
+            params![r.payload.as_json(), r.command_id.to_string(), eid],
         )?;
     }
 
@@ -492,49 +494,10 @@ pub(crate) fn commit_session_message(
                 "UPDATE commands SET state = 'sent', send_count = send_count + 1, last_sent_at = ?1, \
                  last_session = ?2 WHERE id = ?3 AND enrollment_id = ?4 AND state IN ('pending', 'sent')",
             )
-            .map_err(db)?;
+            .map_err(from_rusqlite)?;
         for cid in &c.sent {
             sent.execute(params![at, c.session.key, cid.to_string(), eid])
-                .map_err(db)?;
-        }
-    }
-
-    for (target, code) in &c.async_completions {
-        // The newest accepted command of this enrollment that targeted this node.
-        let accepted: Vec<(String, String)> = tx
-            .prepare_cached(
-                "SELECT id, payload FROM commands WHERE enrollment_id = ?1 AND state = 'accepted' ORDER BY seq DESC",
-            )
-            .map_err(db)?
-            .query_map(params![eid], |r| Ok((r.get(0)?, r.get(1)?)))
-            .map_err(db)?
-            .collect::<Result<_, _>>()
-            .map_err(db)?;
-        for (command_id, payload) in accepted {
-            let payload: CommandPayload = serde_json::from_str(&payload).map_err(json_err)?;
-            if !payload.targets().iter().any(|t| t == target) {
-                continue;
-            }
-            let state = if (200..300).contains(code) {
-                CommandState::Succeeded
-            } else {
-                CommandState::Failed
-            };
-            exec(
-                &tx,
-                "UPDATE commands SET state = ?1, status_code = ?2, completed_at = ?3 WHERE id = ?4",
-                params![state.as_str(), i64::from(*code), at, command_id],
-            )?;
-            let kind = if state == CommandState::Failed {
-                EventKind::CommandFailed
-            } else {
-                EventKind::CommandAcknowledged
-            };
-            let data = serde_json::json!({
-                "command_id": command_id, "status_code": code, "completion": "async"
-            });
-            insert_event(&tx, kind, id, &device_id, data, now)?;
-            break;
+                .map_err(from_rusqlite)?;
         }
     }
 
@@ -542,8 +505,8 @@ pub(crate) fn commit_session_message(
         write_facts(&tx, &eid, &c.facts, at)?;
     }
 
-    if let Some((state, reason)) = &c.new_state {
-        end_enrollment_in(&tx, id, *state, reason, now)?;
+    if let Some(end) = &c.end_enrollment {
+        end_enrollment_in(&tx, id, end, now)?;
     }
 
     if let Some(body) = &c.raw_message {
@@ -554,9 +517,9 @@ pub(crate) fn commit_session_message(
                 "INSERT INTO device_messages (enrollment_id, received_at, body) VALUES (?1, ?2, ?3) \
                  RETURNING (SELECT COUNT(*) FROM device_messages WHERE enrollment_id = ?1)",
             )
-            .map_err(db)?
+            .map_err(from_rusqlite)?
             .query_row(params![eid, at, body], |r| r.get(0))
-            .map_err(db)?;
+            .map_err(from_rusqlite)?;
         if stored >= 2 * DEVICE_MESSAGES_KEPT {
             exec(
                 &tx,
@@ -570,29 +533,12 @@ pub(crate) fn commit_session_message(
     let s = &c.session;
     exec(
         &tx,
-        "INSERT INTO mdm_sessions (enrollment_id, session_key, session_id, client_msg_id, server_msg_id, \
-         last_request_hash, last_response, login_status, md5_nonce, chunk_command, chunk_offset, updated_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
-         ON CONFLICT (enrollment_id) DO UPDATE SET session_key = excluded.session_key, \
-         session_id = excluded.session_id, \
-         client_msg_id = excluded.client_msg_id, server_msg_id = excluded.server_msg_id, \
+        "INSERT INTO checkin_sessions (enrollment_id, session_key, state, last_request_hash, last_response, \
+         updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+         ON CONFLICT (enrollment_id) DO UPDATE SET session_key = excluded.session_key, state = excluded.state, \
          last_request_hash = excluded.last_request_hash, last_response = excluded.last_response, \
-         login_status = excluded.login_status, md5_nonce = excluded.md5_nonce, \
-         chunk_command = excluded.chunk_command, chunk_offset = excluded.chunk_offset, updated_at = excluded.updated_at",
-        params![
-            eid,
-            s.key,
-            s.session_id,
-            i64::from(s.client_msg_id),
-            i64::from(s.server_msg_id),
-            s.last_request_hash,
-            s.last_response,
-            s.login_status,
-            s.md5_nonce,
-            s.chunk.map(|(id, _)| id.to_string()),
-            s.chunk.map(|(_, off)| off as i64),
-            at,
-        ],
+         updated_at = excluded.updated_at",
+        params![eid, s.key, s.state, s.last_request_hash, s.last_response, at],
     )?;
 
     exec(
@@ -602,75 +548,64 @@ pub(crate) fn commit_session_message(
     )?;
 
     if c.retire_previous_certificate {
-        retire_previous(&tx, id, "device uses its renewed certificate", now)?;
+        retire_previous(&tx, id, reasons::RENEWED_CERTIFICATE_IN_USE, now)?;
     }
 
-    tx.commit().map_err(db)
+    tx.commit().map_err(from_rusqlite)
 }
 
-pub(crate) fn renew_certificate(conn: &mut Connection, r: &CertificateRenewal) -> StoreResult<()> {
+/// Applies a renewal as [`RenewalCommit`] describes it. NotFound unless the enrollment is active and
+/// its current certificate is still the one the renewal was planned against.
+pub(crate) fn commit_renewal(conn: &mut Connection, r: &RenewalCommit) -> StoreResult<()> {
+    let id = r.enrollment_id;
+    let eid = id.to_string();
     let tx = immediate(conn)?;
     let row = tx
-        .prepare_cached(
-            "SELECT device_id, cert_serial, cert_thumbprint, previous_cert_thumbprint FROM enrollments \
-             WHERE id = ?1 AND state = 'active'",
-        )
-        .map_err(db)?
-        .query_row(params![r.enrollment_id.to_string()], |row| {
-            Ok((
-                row.get::<_, String>(0)?,
-                row.get::<_, String>(1)?,
-                row.get::<_, String>(2)?,
-                row.get::<_, Option<String>>(3)?,
-            ))
+        .prepare_cached("SELECT device_id, cert_thumbprint FROM enrollments WHERE id = ?1 AND state = 'active'")
+        .map_err(from_rusqlite)?
+        .query_row(params![eid], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
         })
         .optional()
-        .map_err(db)?;
-    let Some((device_id, serial, thumbprint, previous_thumbprint)) = row else {
+        .map_err(from_rusqlite)?;
+    let Some((device_id, current)) = row else {
         return Err(StoreError::NotFound);
     };
+    if current != r.expected_current.as_str() {
+        return Err(StoreError::NotFound);
+    }
     let device = DeviceId::parse(&device_id).ok_or_else(|| bad("device_id"))?;
-    let id = r.enrollment_id;
-    let old = r.old_thumbprint.to_ascii_uppercase();
-    if old == thumbprint {
-        // Normal renewal: the current certificate becomes the previous one (still accepted).
-        if previous_thumbprint.is_some() {
-            retire_previous(&tx, id, "superseded by a second renewal", r.at)?;
-        }
+    for (cert, reason) in &r.revoke {
+        insert_log(&tx, &revoked(cert, &device, id, reason, r.at))?;
+    }
+    if r.current_becomes_previous {
         exec(
             &tx,
             "UPDATE enrollments SET previous_cert_serial = cert_serial, previous_cert_thumbprint = cert_thumbprint \
              WHERE id = ?1",
-            params![id.to_string()],
+            params![eid],
         )?;
-    } else if previous_thumbprint.as_deref() == Some(old.as_str()) {
-        // The device renews again with the old certificate: it never got (or never used) the one
-        // we issued last time, which is revoked now.
-        let entry = revoked(serial, Some(thumbprint), &device, id, "renewal answer not used", r.at);
-        insert_log(&tx, &entry)?;
-    } else {
-        return Err(StoreError::NotFound);
     }
     exec(
         &tx,
         "UPDATE enrollments SET cert_serial = ?1, cert_thumbprint = ?2, cert_not_after = ?3, updated_at = ?4 \
          WHERE id = ?5",
         params![
-            r.new_serial,
-            r.new_thumbprint,
+            r.new_cert.serial.as_str(),
+            r.new_cert.thumbprint.as_str(),
             micros(r.not_after),
             micros(r.at),
-            id.to_string()
+            eid
         ],
     )?;
     insert_log(
         &tx,
         &IssuanceLogEntry {
-            serial: r.new_serial.clone(),
+            serial: r.new_cert.serial.clone(),
             event: IssuanceEvent::Issued,
-            thumbprint: Some(r.new_thumbprint.clone()),
+            thumbprint: Some(r.new_cert.thumbprint.clone()),
             subject: Some(r.subject.clone()),
-            device_id: Some(device.clone()),
+            device_id: Some(device),
             enrollment_id: Some(id),
             not_before: Some(r.not_before),
             not_after: Some(r.not_after),
@@ -678,7 +613,6 @@ pub(crate) fn renew_certificate(conn: &mut Connection, r: &CertificateRenewal) -
             at: r.at,
         },
     )?;
-    let data = serde_json::json!({ "serial": r.new_serial, "not_after": micros(r.not_after) });
-    insert_event(&tx, EventKind::CertificateRenewed, id, &device_id, data, r.at)?;
-    tx.commit().map_err(db)
+    insert_event(&tx, &eid, &r.event, r.at)?;
+    tx.commit().map_err(from_rusqlite)
 }

@@ -1,8 +1,14 @@
-//! A small typed client for Steward's admin API (`/api/v1`): HTTPS/1.1 over rustls with one
-//! keep-alive connection, a bearer token, and RFC 9457 problem documents turned into [`ApiError`].
+//! The CLI's client of Steward's admin API (`/api/v1`), over one of two transports:
 //!
-//! Every call returns the typed value and the JSON exactly as the server sent it ([`Fetched`]), so
-//! `--output json` prints the API's own document and tables read typed fields.
+//! * HTTPS to a server (`steward login`, or `STEWARD_SERVER` + `STEWARD_TOKEN`): HTTP/1.1 over
+//!   rustls with one keep-alive connection and a bearer token;
+//! * in process ([`LocalApi`]: `--local`, or no server configured): the same router, handlers,
+//!   validation and audit over the local data directory, as the local administrator `cli (local)`.
+//!
+//! Either way the CLI has one implementation of every admin operation (`ops.rs`), reading and
+//! writing the API's own types (`steward_api::types`). RFC 9457 problem documents become
+//! [`ApiError`]. Every call returns the typed value and the JSON exactly as the API produced it
+//! ([`Fetched`]), so `--output json` prints the API's own document and tables read typed fields.
 
 use std::fmt;
 use std::sync::Arc;
@@ -16,27 +22,33 @@ use hyper_util::rt::TokioIo;
 use rustls::RootCertStore;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use steward_api::types::{
+    ApiTokenPage, ApiTokenView, CommandPage, CommandRequest, CommandView, CreatedApiToken, CreatedEnrollmentToken,
+    DeviceDetail, DeviceGroupRequest, DevicePage, DeviceSummary, EnrollmentTokenPage, EnrollmentTokenView, GroupPage,
+    GroupView, NewApiTokenRequest, NewEnrollmentTokenRequest, NewGroupRequest, NewUserRequest, Problem, ServerInfo,
+    UpdateUserRequest, UserPage, UserView, WipeRequest,
+};
+use steward_server::local::LocalApi;
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// The largest page the API serves.
-pub const MAX_PAGE: u32 = 500;
+pub const MAX_PAGE: u32 = steward_api::MAX_LIMIT;
 
-/// A failed API call: the server's problem document, or a transport failure before there was one.
+/// A failed API call: the API's problem document, or a transport failure before there was one.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    /// The server answered with an error status (and usually a problem document).
+    /// The API answered with an error status (and usually a problem document).
     #[error("{detail} ({title})")]
     Problem {
         status: u16,
         /// "404 Not Found"-style status line text.
         title: String,
         detail: String,
-        code: Option<String>,
     },
     #[error("{0}")]
     Transport(String),
@@ -51,23 +63,20 @@ impl ApiError {
     }
 }
 
-#[derive(Deserialize)]
-struct ProblemDoc {
-    title: Option<String>,
-    detail: Option<String>,
-    code: Option<String>,
-}
-
+/// The error of a non-2xx answer: its problem document when it has one (a proxy in front of the
+/// server may answer with anything, so a partial or missing document falls back to the status).
 fn problem(status: http::StatusCode, body: &[u8]) -> ApiError {
     let reason = status.canonical_reason().unwrap_or("Error");
-    let doc: Option<ProblemDoc> = serde_json::from_slice(body).ok();
-    let (title, detail, code) = match doc {
-        Some(d) => (
-            d.title.unwrap_or_else(|| reason.to_owned()),
-            d.detail.unwrap_or_else(|| reason.to_lowercase()),
-            d.code,
-        ),
-        None => (reason.to_owned(), reason.to_lowercase(), None),
+    let (title, detail) = match serde_json::from_slice::<Problem>(body) {
+        Ok(p) => (p.title, p.detail),
+        Err(_) => {
+            let doc: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+            let field = |k: &str| doc.get(k).and_then(|v| v.as_str()).map(str::to_owned);
+            (
+                field("title").unwrap_or_else(|| reason.to_owned()),
+                field("detail").unwrap_or_else(|| reason.to_lowercase()),
+            )
+        }
     };
     // A 401 detail says what is needed; make it actionable for a CLI user.
     let detail = if status == http::StatusCode::UNAUTHORIZED {
@@ -79,7 +88,6 @@ fn problem(status: http::StatusCode, body: &[u8]) -> ApiError {
         status: status.as_u16(),
         title: format!("{} {title}", status.as_u16()),
         detail,
-        code,
     }
 }
 
@@ -115,7 +123,6 @@ struct Endpoint {
     /// Path prefix before `/api/v1` (a reverse proxy's), without a trailing slash.
     prefix: String,
 }
-
 /// Normalises and checks a server URL: https only, host required, no query or fragment.
 pub fn normalize_server(url: &str) -> Result<String> {
     let url = url.trim().trim_end_matches('/');
@@ -225,53 +232,15 @@ fn tls_config(ca: Option<&std::path::Path>) -> Result<Arc<rustls::ClientConfig>>
     Ok(Arc::new(cfg))
 }
 
-/// The admin API client. One keep-alive connection; [`ApiClient::fork`] makes another that shares
-/// the TLS configuration (for concurrent bulk operations).
-pub struct ApiClient {
+/// An HTTPS connection to a server: one keep-alive connection, a bearer token.
+struct Https {
     endpoint: Arc<Endpoint>,
-    server: String,
     authorization: String,
     tls: Arc<rustls::ClientConfig>,
     conn: Mutex<Option<SendRequest<Full<Bytes>>>>,
 }
 
-impl fmt::Debug for ApiClient {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ApiClient")
-            .field("server", &self.server)
-            .finish_non_exhaustive()
-    }
-}
-
-impl ApiClient {
-    pub fn new(target: &Target) -> Result<Self> {
-        let endpoint = parse_endpoint(&target.server)?;
-        if target.token.trim().is_empty() {
-            bail!("the API token is empty");
-        }
-        if target.token.chars().any(|c| c.is_control() || c == ' ') {
-            bail!("the API token contains spaces or control characters");
-        }
-        Ok(Self {
-            endpoint: Arc::new(endpoint),
-            server: target.server.clone(),
-            authorization: format!("Bearer {}", target.token.trim()),
-            tls: tls_config(target.ca.as_deref())?,
-            conn: Mutex::new(None),
-        })
-    }
-
-    /// Another client for the same server and token, with its own connection.
-    pub fn fork(&self) -> Self {
-        Self {
-            endpoint: self.endpoint.clone(),
-            server: self.server.clone(),
-            authorization: self.authorization.clone(),
-            tls: self.tls.clone(),
-            conn: Mutex::new(None),
-        }
-    }
-
+impl Https {
     async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, ApiError> {
         let Endpoint { host, port, .. } = &*self.endpoint;
         let addr = format!("{host}:{port}");
@@ -305,16 +274,14 @@ impl ApiClient {
         Ok(sender)
     }
 
-    /// One request; the body is JSON when given. Returns the status and body of a 2xx answer, the
-    /// problem otherwise.
-    async fn send(&self, method: http::Method, path: &str, body: Option<Vec<u8>>) -> Result<Bytes, ApiError> {
-        let fut = self.send_inner(method, path, body);
-        tokio::time::timeout(REQUEST_TIMEOUT, fut)
-            .await
-            .map_err(|_| ApiError::Transport(format!("{} did not answer in time", self.server)))?
-    }
-
-    async fn send_inner(&self, method: http::Method, path: &str, body: Option<Vec<u8>>) -> Result<Bytes, ApiError> {
+    /// One request over the connection (reconnecting if the server closed it).
+    async fn send(
+        &self,
+        server: &str,
+        method: http::Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(http::StatusCode, Bytes), ApiError> {
         let mut guard = self.conn.lock().await;
         let usable = matches!(&*guard, Some(s) if !s.is_closed());
         if !usable {
@@ -351,17 +318,100 @@ impl ApiClient {
         let resp = sender
             .send_request(req)
             .await
-            .map_err(|e| ApiError::Transport(format!("request to {} failed: {e}", self.server)))?;
+            .map_err(|e| ApiError::Transport(format!("request to {server} failed: {e}")))?;
         let (parts, body) = resp.into_parts();
         let body = body
             .collect()
             .await
-            .map_err(|e| ApiError::Transport(format!("reading the answer of {}: {e}", self.server)))?
+            .map_err(|e| ApiError::Transport(format!("reading the answer of {server}: {e}")))?
             .to_bytes();
-        if parts.status.is_success() {
+        Ok((parts.status, body))
+    }
+}
+
+/// How requests reach the API.
+enum Transport {
+    Https(Https),
+    /// The API router in this process, over the local data directory.
+    Local(Box<LocalApi>),
+}
+
+/// The admin API client. Over HTTPS it keeps one keep-alive connection; [`ApiClient::fork`] makes
+/// another that shares the TLS configuration (for concurrent bulk operations).
+pub struct ApiClient {
+    /// Who answers, for messages: the server's URL, or the local data directory.
+    server: String,
+    transport: Transport,
+}
+
+impl fmt::Debug for ApiClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiClient")
+            .field("server", &self.server)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ApiClient {
+    /// A client of the server `target` names, over HTTPS.
+    pub fn new(target: &Target) -> Result<Self> {
+        let endpoint = parse_endpoint(&target.server)?;
+        if target.token.trim().is_empty() {
+            bail!("the API token is empty");
+        }
+        if target.token.chars().any(|c| c.is_control() || c == ' ') {
+            bail!("the API token contains spaces or control characters");
+        }
+        Ok(Self {
+            server: target.server.clone(),
+            transport: Transport::Https(Https {
+                endpoint: Arc::new(endpoint),
+                authorization: format!("Bearer {}", target.token.trim()),
+                tls: tls_config(target.ca.as_deref())?,
+                conn: Mutex::new(None),
+            }),
+        })
+    }
+
+    /// A client of the API in this process, over the data directory `api` opened (the caller is
+    /// the local administrator, audited as `cli (local)`).
+    pub fn local(api: LocalApi) -> Self {
+        Self {
+            server: "the local data directory".into(),
+            transport: Transport::Local(Box::new(api)),
+        }
+    }
+
+    /// Another client for the same API (over HTTPS: the same server and token, its own connection).
+    pub fn fork(&self) -> Self {
+        let transport = match &self.transport {
+            Transport::Https(h) => Transport::Https(Https {
+                endpoint: h.endpoint.clone(),
+                authorization: h.authorization.clone(),
+                tls: h.tls.clone(),
+                conn: Mutex::new(None),
+            }),
+            Transport::Local(api) => Transport::Local(api.clone()),
+        };
+        Self {
+            server: self.server.clone(),
+            transport,
+        }
+    }
+
+    /// One request; the body is JSON when given. Returns the body of a 2xx answer, the problem
+    /// otherwise.
+    async fn send(&self, method: http::Method, path: &str, body: Option<Vec<u8>>) -> Result<Bytes, ApiError> {
+        let (status, body) = match &self.transport {
+            Transport::Https(h) => tokio::time::timeout(REQUEST_TIMEOUT, h.send(&self.server, method, path, body))
+                .await
+                .map_err(|_| ApiError::Transport(format!("{} did not answer in time", self.server)))??,
+            Transport::Local(api) => api.call(method, path, body).await,
+        };
+        if status.is_success() {
             Ok(body)
         } else {
-            Err(problem(parts.status, &body))
+            Err(problem(status, &body))
         }
     }
 
@@ -369,12 +419,8 @@ impl ApiClient {
         &self,
         method: http::Method,
         path: &str,
-        body: Option<serde_json::Value>,
+        body: Option<Vec<u8>>,
     ) -> Result<Fetched<T>, ApiError> {
-        let body = body
-            .map(|b| serde_json::to_vec(&b))
-            .transpose()
-            .map_err(|e| ApiError::Transport(format!("encoding the request: {e}")))?;
         let bytes = self.send(method, path, body).await?;
         let raw: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
             ApiError::Transport(format!(
@@ -398,7 +444,7 @@ impl ApiClient {
         f: &DeviceFilter,
         cursor: Option<String>,
         limit: u32,
-    ) -> Result<Fetched<Page<Device>>, ApiError> {
+    ) -> Result<Fetched<DevicePage>, ApiError> {
         let q = query(&[
             ("name", f.search.clone()),
             ("state", f.state.clone()),
@@ -415,11 +461,7 @@ impl ApiClient {
             .await
     }
 
-    pub async fn device_commands(
-        &self,
-        id: &str,
-        cursor: Option<String>,
-    ) -> Result<Fetched<Page<CommandView>>, ApiError> {
+    pub async fn device_commands(&self, id: &str, cursor: Option<String>) -> Result<Fetched<CommandPage>, ApiError> {
         let q = query(&[("cursor", cursor), ("limit", Some(MAX_PAGE.to_string()))]);
         self.json(
             http::Method::GET,
@@ -429,25 +471,23 @@ impl ApiClient {
         .await
     }
 
-    pub async fn queue_command(&self, id: &str, body: serde_json::Value) -> Result<Fetched<CommandView>, ApiError> {
+    pub async fn queue_command(&self, id: &str, body: &CommandRequest) -> Result<Fetched<CommandView>, ApiError> {
         self.json(
             http::Method::POST,
             &format!("/api/v1/devices/{}/commands", encode(id)),
-            Some(body),
+            Some(to_json(body)?),
         )
         .await
     }
 
-    /// `action`: wipe, reboot, lock or sync.
-    pub async fn action(
-        &self,
-        id: &str,
-        action: &str,
-        body: Option<serde_json::Value>,
-    ) -> Result<Fetched<CommandView>, ApiError> {
+    pub async fn action(&self, id: &str, action: &DeviceAction) -> Result<Fetched<CommandView>, ApiError> {
+        let body = match action {
+            DeviceAction::Wipe(w) => Some(to_json(w)?),
+            DeviceAction::Reboot | DeviceAction::Lock | DeviceAction::Sync => None,
+        };
         self.json(
             http::Method::POST,
-            &format!("/api/v1/devices/{}/actions/{action}", encode(id)),
+            &format!("/api/v1/devices/{}/actions/{}", encode(id), action.name()),
             body,
         )
         .await
@@ -462,18 +502,14 @@ impl ApiClient {
         .await
     }
 
-    pub async fn groups(&self, cursor: Option<String>) -> Result<Fetched<Page<Group>>, ApiError> {
+    pub async fn groups(&self, cursor: Option<String>) -> Result<Fetched<GroupPage>, ApiError> {
         let q = query(&[("cursor", cursor), ("limit", Some(MAX_PAGE.to_string()))]);
         self.json(http::Method::GET, &format!("/api/v1/groups{q}"), None).await
     }
 
-    pub async fn create_group(&self, name: &str) -> Result<Fetched<Group>, ApiError> {
-        self.json(
-            http::Method::POST,
-            "/api/v1/groups",
-            Some(serde_json::json!({ "name": name })),
-        )
-        .await
+    pub async fn create_group(&self, body: &NewGroupRequest) -> Result<Fetched<GroupView>, ApiError> {
+        self.json(http::Method::POST, "/api/v1/groups", Some(to_json(body)?))
+            .await
     }
 
     pub async fn delete_group(&self, id: &str) -> Result<(), ApiError> {
@@ -482,29 +518,34 @@ impl ApiClient {
             .map(drop)
     }
 
-    pub async fn set_device_group(&self, device: &str, group: Option<&str>) -> Result<Fetched<Device>, ApiError> {
+    pub async fn set_device_group(
+        &self,
+        device: &str,
+        body: &DeviceGroupRequest,
+    ) -> Result<Fetched<DeviceSummary>, ApiError> {
         self.json(
             http::Method::PUT,
             &format!("/api/v1/devices/{}/group", encode(device)),
-            Some(serde_json::json!({ "group": group })),
+            Some(to_json(body)?),
         )
         .await
     }
 
-    pub async fn users(&self, cursor: Option<String>) -> Result<Fetched<Page<UserView>>, ApiError> {
+    pub async fn users(&self, cursor: Option<String>) -> Result<Fetched<UserPage>, ApiError> {
         let q = query(&[("cursor", cursor), ("limit", Some(MAX_PAGE.to_string()))]);
         self.json(http::Method::GET, &format!("/api/v1/users{q}"), None).await
     }
 
-    pub async fn create_user(&self, body: serde_json::Value) -> Result<Fetched<UserView>, ApiError> {
-        self.json(http::Method::POST, "/api/v1/users", Some(body)).await
+    pub async fn create_user(&self, body: &NewUserRequest) -> Result<Fetched<UserView>, ApiError> {
+        self.json(http::Method::POST, "/api/v1/users", Some(to_json(body)?))
+            .await
     }
 
-    pub async fn update_user(&self, id: &str, body: serde_json::Value) -> Result<Fetched<UserView>, ApiError> {
+    pub async fn update_user(&self, id: &str, body: &UpdateUserRequest) -> Result<Fetched<UserView>, ApiError> {
         self.json(
             http::Method::PATCH,
             &format!("/api/v1/users/{}", encode(id)),
-            Some(body),
+            Some(to_json(body)?),
         )
         .await
     }
@@ -519,14 +560,15 @@ impl ApiClient {
         .map(drop)
     }
 
-    pub async fn api_tokens(&self, cursor: Option<String>) -> Result<Fetched<Page<ApiToken>>, ApiError> {
+    pub async fn api_tokens(&self, cursor: Option<String>) -> Result<Fetched<ApiTokenPage>, ApiError> {
         let q = query(&[("cursor", cursor), ("limit", Some(MAX_PAGE.to_string()))]);
         self.json(http::Method::GET, &format!("/api/v1/api-tokens{q}"), None)
             .await
     }
 
-    pub async fn create_api_token(&self, body: serde_json::Value) -> Result<Fetched<Created<ApiToken>>, ApiError> {
-        self.json(http::Method::POST, "/api/v1/api-tokens", Some(body)).await
+    pub async fn create_api_token(&self, body: &NewApiTokenRequest) -> Result<Fetched<CreatedApiToken>, ApiError> {
+        self.json(http::Method::POST, "/api/v1/api-tokens", Some(to_json(body)?))
+            .await
     }
 
     pub async fn revoke_api_token(&self, id: &str) -> Result<(), ApiError> {
@@ -539,7 +581,7 @@ impl ApiClient {
         .map(drop)
     }
 
-    pub async fn enrollment_tokens(&self, cursor: Option<String>) -> Result<Fetched<Page<EnrollmentToken>>, ApiError> {
+    pub async fn enrollment_tokens(&self, cursor: Option<String>) -> Result<Fetched<EnrollmentTokenPage>, ApiError> {
         let q = query(&[("cursor", cursor), ("limit", Some(MAX_PAGE.to_string()))]);
         self.json(http::Method::GET, &format!("/api/v1/enrollment-tokens{q}"), None)
             .await
@@ -547,9 +589,9 @@ impl ApiClient {
 
     pub async fn create_enrollment_token(
         &self,
-        body: serde_json::Value,
-    ) -> Result<Fetched<Created<EnrollmentToken>>, ApiError> {
-        self.json(http::Method::POST, "/api/v1/enrollment-tokens", Some(body))
+        body: &NewEnrollmentTokenRequest,
+    ) -> Result<Fetched<CreatedEnrollmentToken>, ApiError> {
+        self.json(http::Method::POST, "/api/v1/enrollment-tokens", Some(to_json(body)?))
             .await
     }
 
@@ -564,68 +606,30 @@ impl ApiClient {
     }
 }
 
-/// Follows `next_cursor` until the last page (or `max` kept items), keeping the items `keep`
-/// accepts, merged into one document of the API's page shape: `{"items": [...], "next_cursor": null}`.
-/// The flag says whether more items were left out.
-pub async fn collect_pages<T, F, Fut>(
-    max: Option<usize>,
-    keep: impl Fn(&T) -> bool,
-    mut fetch: F,
-) -> Result<(Fetched<Page<T>>, bool), ApiError>
-where
-    T: DeserializeOwned,
-    F: FnMut(Option<String>) -> Fut,
-    Fut: std::future::Future<Output = Result<Fetched<Page<T>>, ApiError>>,
-{
-    let mut items = Vec::new();
-    let mut raw_items = Vec::new();
-    let mut cursor = None;
-    loop {
-        let page = fetch(cursor.take()).await?;
-        let raw_page = match page.raw.get("items") {
-            Some(serde_json::Value::Array(a)) => a.clone(),
-            _ => Vec::new(),
-        };
-        if raw_page.len() != page.data.items.len() {
-            return Err(ApiError::Transport("malformed page".into()));
-        }
-        for (item, raw) in page.data.items.into_iter().zip(raw_page) {
-            if keep(&item) {
-                items.push(item);
-                raw_items.push(raw);
-            }
-        }
-        if let Some(max) = max
-            && items.len() >= max
-        {
-            let more = items.len() > max || page.data.next_cursor.is_some();
-            items.truncate(max);
-            raw_items.truncate(max);
-            return Ok(merged(items, raw_items, more));
-        }
-        match page.data.next_cursor {
-            Some(c) => cursor = Some(c),
-            None => return Ok(merged(items, raw_items, false)),
+fn to_json<B: Serialize>(body: &B) -> Result<Vec<u8>, ApiError> {
+    serde_json::to_vec(body).map_err(|e| ApiError::Transport(format!("encoding the request: {e}")))
+}
+
+/// A remote action on one device (`POST /api/v1/devices/{id}/actions/{name}`).
+pub enum DeviceAction {
+    Wipe(WipeRequest),
+    Reboot,
+    Lock,
+    Sync,
+}
+
+impl DeviceAction {
+    fn name(&self) -> &'static str {
+        match self {
+            DeviceAction::Wipe(_) => "wipe",
+            DeviceAction::Reboot => "reboot",
+            DeviceAction::Lock => "lock",
+            DeviceAction::Sync => "sync",
         }
     }
 }
 
-/// The merged document has no cursor to give back (a filtered page's cursor would skip items);
-/// `more` tells the caller that the list was cut short.
-fn merged<T>(items: Vec<T>, raw_items: Vec<serde_json::Value>, more: bool) -> (Fetched<Page<T>>, bool) {
-    let raw = serde_json::json!({ "items": raw_items, "next_cursor": null });
-    let page = Fetched {
-        data: Page {
-            items,
-            next_cursor: None,
-        },
-        raw,
-    };
-    (page, more)
-}
-
-// ------------------------------------------------------------ API documents (the fields we use)
-
+/// The filters of `GET /api/v1/devices` the CLI uses (its query parameters).
 #[derive(Debug, Clone, Default)]
 pub struct DeviceFilter {
     /// Substring of the device name.
@@ -636,121 +640,84 @@ pub struct DeviceFilter {
     pub group: Option<String>,
 }
 
-#[derive(Debug, Deserialize, Serialize)]
-pub struct Page<T> {
-    pub items: Vec<T>,
-    pub next_cursor: Option<String>,
+/// One of the API's page documents: items and the cursor of the next page.
+pub trait Paged: DeserializeOwned {
+    type Item;
+    fn into_parts(self) -> (Vec<Self::Item>, Option<String>);
 }
 
-#[derive(Debug, Deserialize, Serialize)]
-pub struct Counts {
-    pub active_devices: u64,
-    pub enrollments: u64,
-    pub open_commands: u64,
+macro_rules! paged {
+    ($($page:ty => $item:ty),* $(,)?) => {
+        $(impl Paged for $page {
+            type Item = $item;
+            fn into_parts(self) -> (Vec<$item>, Option<String>) {
+                (self.items, self.next_cursor)
+            }
+        })*
+    };
 }
 
-#[derive(Debug, Deserialize, Serialize)]
-pub struct ServerInfo {
-    pub version: String,
-    pub public_url: String,
-    pub enrollment_url: String,
-    pub counts: Counts,
+paged!(
+    DevicePage => DeviceSummary,
+    CommandPage => CommandView,
+    GroupPage => GroupView,
+    UserPage => UserView,
+    ApiTokenPage => ApiTokenView,
+    EnrollmentTokenPage => EnrollmentTokenView,
+);
+
+/// Follows `next_cursor` until the last page (or `max` kept items), keeping the items `keep`
+/// accepts, merged into one document of the API's page shape: `{"items": [...], "next_cursor": null}`.
+/// The flag says whether more items were left out.
+pub async fn collect_pages<P, F, Fut>(
+    max: Option<usize>,
+    keep: impl Fn(&P::Item) -> bool,
+    mut fetch: F,
+) -> Result<(Fetched<Vec<P::Item>>, bool), ApiError>
+where
+    P: Paged,
+    F: FnMut(Option<String>) -> Fut,
+    Fut: std::future::Future<Output = Result<Fetched<P>, ApiError>>,
+{
+    let mut items = Vec::new();
+    let mut raw_items = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = fetch(cursor.take()).await?;
+        let raw_page = match page.raw.get("items") {
+            Some(serde_json::Value::Array(a)) => a.clone(),
+            _ => Vec::new(),
+        };
+        let (page_items, next_cursor) = page.data.into_parts();
+        if raw_page.len() != page_items.len() {
+            return Err(ApiError::Transport("malformed page".into()));
+        }
+        for (item, raw) in page_items.into_iter().zip(raw_page) {
+            if keep(&item) {
+                items.push(item);
+                raw_items.push(raw);
+            }
+        }
+        if let Some(max) = max
+            && items.len() >= max
+        {
+            let more = items.len() > max || next_cursor.is_some();
+            items.truncate(max);
+            raw_items.truncate(max);
+            return Ok(merged(items, raw_items, more));
+        }
+        match next_cursor {
+            Some(c) => cursor = Some(c),
+            None => return Ok(merged(items, raw_items, false)),
+        }
+    }
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
-pub struct Device {
-    pub id: String,
-    pub device_id: String,
-    pub name: Option<String>,
-    pub user_email: Option<String>,
-    pub os_version: Option<String>,
-    pub state: String,
-    pub group_id: Option<String>,
-    pub enrolled_at: String,
-    pub last_seen_at: Option<String>,
-}
-
-#[derive(Debug, Deserialize, Serialize)]
-pub struct Certificate {
-    pub serial: String,
-    pub thumbprint: String,
-    pub not_after: String,
-}
-
-#[derive(Debug, Deserialize, Serialize)]
-pub struct Fact {
-    pub name: String,
-    pub value: String,
-}
-
-#[derive(Debug, Deserialize, Serialize)]
-pub struct DeviceDetail {
-    pub device: Device,
-    pub certificate: Certificate,
-    pub facts: Vec<Fact>,
-}
-
-#[derive(Debug, Deserialize, Serialize)]
-pub struct CommandView {
-    pub id: String,
-    pub verb: String,
-    pub targets: Vec<String>,
-    pub origin: String,
-    pub state: String,
-    pub status_code: Option<u16>,
-    pub created_at: String,
-}
-
-#[derive(Debug, Deserialize, Serialize)]
-pub struct Group {
-    pub id: String,
-    pub name: String,
-    #[serde(default)]
-    pub active_devices: u64,
-}
-
-#[derive(Debug, Deserialize, Serialize)]
-pub struct UserView {
-    pub id: String,
-    pub email: String,
-    #[serde(default)]
-    pub disabled: bool,
-    pub console_role: Option<String>,
-    pub console_group_id: Option<String>,
-    #[serde(default)]
-    pub second_factor: bool,
-}
-
-#[derive(Debug, Deserialize, Serialize)]
-pub struct ApiToken {
-    pub id: String,
-    pub name: String,
-    pub role: String,
-    pub group: Option<String>,
-    pub active: bool,
-    pub created_by: String,
-    pub expires_at: Option<String>,
-    pub last_used_at: Option<String>,
-    pub revoked_at: Option<String>,
-}
-
-#[derive(Debug, Deserialize, Serialize)]
-pub struct EnrollmentToken {
-    pub id: String,
-    pub description: Option<String>,
-    pub max_uses: Option<u32>,
-    pub uses: u32,
-    pub expires_at: Option<String>,
-    pub group: Option<String>,
-    pub state: String,
-}
-
-/// A newly created token: `token` is its value, shown once.
-#[derive(Deserialize, Serialize)]
-pub struct Created<T> {
-    pub token: String,
-    #[serde(flatten)]
-    pub info: T,
+/// The merged document has no cursor to give back (a filtered page's cursor would skip items);
+/// `more` tells the caller that the list was cut short.
+fn merged<T>(items: Vec<T>, raw_items: Vec<serde_json::Value>, more: bool) -> (Fetched<Vec<T>>, bool) {
+    let raw = serde_json::json!({ "items": raw_items, "next_cursor": null });
+    (Fetched { data: items, raw }, more)
 }
 
 #[cfg(test)]

@@ -80,17 +80,14 @@ pub fn or_dash(v: Option<&str>) -> String {
     v.filter(|s| !s.is_empty()).unwrap_or("-").to_owned()
 }
 
-/// An RFC 3339 timestamp shortened to the second, in UTC as the API gives it.
-pub fn when(v: Option<&str>, none: &str) -> String {
+/// A timestamp shortened to the second, in UTC as the API gives it.
+pub fn when(v: Option<time::OffsetDateTime>, none: &str) -> String {
     match v {
         None => none.to_owned(),
-        Some(t) => match time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339) {
-            Ok(t) => {
-                let t = t.to_offset(time::UtcOffset::UTC);
-                format!("{} {:02}:{:02}:{:02}Z", t.date(), t.hour(), t.minute(), t.second())
-            }
-            Err(_) => t.to_owned(),
-        },
+        Some(t) => {
+            let t = t.to_offset(time::UtcOffset::UTC);
+            format!("{} {:02}:{:02}:{:02}Z", t.date(), t.hour(), t.minute(), t.second())
+        }
     }
 }
 
@@ -111,10 +108,12 @@ mod tests {
 
     #[test]
     fn timestamps() {
-        assert_eq!(
-            when(Some("2025-03-01T10:20:30.123456Z"), "never"),
-            "2025-03-01 10:20:30Z"
-        );
+        let t = time::OffsetDateTime::parse(
+            "2025-03-01T11:20:30.123456+01:00",
+            &time::format_description::well_known::Rfc3339,
+        )
+        .ok();
+        assert_eq!(when(t, "never"), "2025-03-01 10:20:30Z");
         assert_eq!(when(None, "never"), "never");
         assert_eq!(or_dash(Some("")), "-");
     }

@@ -40,13 +40,10 @@ impl SecondFactor {
     /// restore, or a row edited by hand.
     pub fn open(&self, user: UserId, t: &UserTotp) -> ServiceResult<TotpSecret> {
         let unreadable = || ServiceError::Internal("the stored second factor cannot be read".into());
-        let bytes = self
-            .data_key
-            .open(&label(user), &t.sealed_secret)
-            .map_err(|e| {
-                tracing::error!(%user, error = %e, "cannot open the TOTP seed");
-                unreadable()
-            })?;
+        let bytes = self.data_key.open(&label(user), &t.sealed_secret).map_err(|e| {
+            tracing::error!(%user, error = %e, "cannot open the TOTP seed");
+            unreadable()
+        })?;
         TotpSecret::from_bytes(&bytes).map_err(|e| {
             tracing::error!(%user, error = %e, "the stored TOTP seed is unusable");
             unreadable()
@@ -64,7 +61,8 @@ impl SecondFactor {
 
     /// A fresh seed for `user`, stored unconfirmed (replacing any, confirmed or not).
     pub async fn new_secret(&self, user: UserId) -> ServiceResult<TotpSecret> {
-        let secret = TotpSecret::generate().map_err(|_| ServiceError::Internal("system random generator failed".into()))?;
+        let secret =
+            TotpSecret::generate().map_err(|_| ServiceError::Internal("system random generator failed".into()))?;
         let sealed = self
             .data_key
             .seal(&label(user), secret.as_bytes())
@@ -81,13 +79,23 @@ impl SecondFactor {
     }
 
     /// As [`SecondFactor::check`] with the seed already opened.
-    pub async fn check_with(&self, user: UserId, totp: &UserTotp, secret: &TotpSecret, code: &str) -> ServiceResult<CodeCheck> {
+    pub async fn check_with(
+        &self,
+        user: UserId,
+        totp: &UserTotp,
+        secret: &TotpSecret,
+        code: &str,
+    ) -> ServiceResult<CodeCheck> {
         let now = self.clock.now();
         let accepted = match secret.verify(code, now, totp.last_step) {
             None => false,
             Some(step) if !totp.confirmed() => self.store.confirm_user_totp(user, step, now).await?,
             Some(step) => self.store.use_totp_step(user, step).await?,
         };
-        Ok(if accepted { CodeCheck::Accepted } else { CodeCheck::Refused })
+        Ok(if accepted {
+            CodeCheck::Accepted
+        } else {
+            CodeCheck::Refused
+        })
     }
 }

@@ -11,7 +11,9 @@ use super::{Clock, ServiceError, ServiceResult};
 use crate::access::Principal;
 use crate::secret::SecretString;
 use crate::store::{Store, StoreError};
-use crate::webhooks::{NewWebhook, Webhook, WebhookDelivery, WebhookId, WebhookKinds, WebhookPing, generate_webhook_secret};
+use crate::webhooks::{
+    NewWebhook, Webhook, WebhookDelivery, WebhookId, WebhookKinds, WebhookPing, generate_webhook_secret,
+};
 
 /// Longest target URL accepted.
 pub const MAX_URL_LEN: usize = 2048;
@@ -179,5 +181,59 @@ impl Webhooks {
             })?
             .ok_or(ServiceError::NotFound("webhook"))?;
         Ok((w, ping))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::webhooks::WebhookKinds;
+    use time::OffsetDateTime;
+
+    #[test]
+    fn target_urls() {
+        assert!(validate_target_url("https://hooks.example.com/steward?x=1").is_ok());
+        assert!(validate_target_url("http://127.0.0.1:9000/hook").is_ok());
+        assert!(validate_target_url("http://[::1]:9000/hook").is_ok());
+        assert!(validate_target_url("http://localhost/hook").is_ok());
+        for bad in [
+            "http://hooks.example.com/steward",
+            "http://10.0.0.1/hook",
+            "ftp://example.com/",
+            "https://user:pw@example.com/",
+            "/relative",
+            "not a url",
+        ] {
+            assert!(validate_target_url(bad).is_err(), "{bad}");
+        }
+        assert!(validate_target_url(&format!("https://example.com/{}", "a".repeat(MAX_URL_LEN))).is_err());
+    }
+
+    #[test]
+    fn secrets_are_sealed_per_subscription() {
+        let key = Kek::generate().unwrap();
+        let secret = generate_webhook_secret().unwrap();
+        let id = WebhookId::new();
+        let sealed = seal_secret(&key, id, &secret).unwrap();
+        assert!(!sealed.contains(secret.expose()));
+        let mut w = Webhook {
+            id,
+            name: "n".into(),
+            url: "https://example.com".into(),
+            kinds: WebhookKinds::All,
+            sealed_secret: sealed,
+            enabled: true,
+            created_by: "t".into(),
+            created_at: OffsetDateTime::now_utc(),
+            cursor: 0,
+            attempts: 0,
+            retry_item: None,
+            next_attempt_at: None,
+        };
+        assert_eq!(open_secret(&key, &w).unwrap(), secret);
+        assert!(!format!("{w:?}").contains("sealed"));
+        w.id = WebhookId::new();
+        assert!(open_secret(&key, &w).is_err(), "bound to its subscription");
     }
 }

@@ -8,9 +8,10 @@ use std::sync::Arc;
 use axum::body::Body;
 use http::{Method, Request, StatusCode};
 use serde_json::{Value, json};
+use steward_api::{self as api, ROUTES};
 use steward_core::*;
-use steward_server::api::{self, ROUTES};
-use steward_server::{AppState, bootstrap};
+use steward_server::{bootstrap, compose};
+use steward_store_sqlite::SqliteStore;
 use time::{Duration, OffsetDateTime};
 use tower::ServiceExt;
 
@@ -18,7 +19,8 @@ use crate::common::{ADMIN_TOKEN, TestServer, config_for};
 
 /// The server's router in-process (no TLS): fast enough to run every route × every role.
 struct App {
-    state: AppState,
+    router: axum::Router,
+    store: Arc<SqliteStore>,
     _dir: tempfile::TempDir,
 }
 
@@ -26,25 +28,25 @@ impl App {
     async fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let config = config_for(dir.path(), 8443);
-        let store = steward_server::open_store(&config).await.unwrap();
+        let store = steward_server::open_sqlite(&config).await.unwrap();
         let pki_config = config.clone();
         let (pki, _) = tokio::task::spawn_blocking(move || bootstrap::load_pki(&pki_config))
             .await
             .unwrap()
             .unwrap();
         bootstrap::ensure_admin_token(&config, store.as_ref()).await.unwrap();
+        let pki = Arc::new(pki);
+        let core = compose::core(store.clone(), pki.data_key.clone());
+        let router = compose::router(&config, &core, &pki);
         Self {
-            state: AppState {
-                config: Arc::new(config),
-                store,
-                pki: Arc::new(pki),
-            },
+            router,
+            store,
             _dir: dir,
         }
     }
 
-    fn store(&self) -> &dyn Store {
-        self.state.store.as_ref()
+    fn store(&self) -> &SqliteStore {
+        &self.store
     }
 
     async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {
@@ -70,7 +72,7 @@ impl App {
                 .unwrap(),
             None => req.body(Body::empty()).unwrap(),
         };
-        let resp = steward_server::router(self.state.clone()).oneshot(req).await.unwrap();
+        let resp = self.router.clone().oneshot(req).await.unwrap();
         let status = resp.status();
         let headers = resp.headers().clone();
         let bytes = http_body_util::BodyExt::collect(resp.into_body())
@@ -133,8 +135,9 @@ impl App {
     ) -> Enrollment {
         let e = Enrollment {
             id: EnrollmentId::new(),
+            platform: Platform::Windows,
             device_id: DeviceId::parse(device_id).unwrap(),
-            hw_dev_id: None,
+            hardware_id: None,
             device_name: Some(name.into()),
             os_version: Some("10.0.26100.2".into()),
             os_edition: Some("72".into()),
@@ -143,9 +146,10 @@ impl App {
             auth_method: AuthMethod::UserPassword,
             enrollment_token_id: None,
             group_id: group,
-            cert_serial: format!("SERIAL{device_id}"),
-            cert_thumbprint: format!("THUMB{device_id}"),
+            cert_serial: CertSerial::new(format!("SERIAL{device_id}")),
+            cert_thumbprint: Thumbprint::of_der(format!("THUMB{device_id}").as_bytes()),
             cert_not_after: enrolled_at + Duration::days(365),
+            previous_cert: None,
             state: EnrollmentState::Active,
             enrolled_at,
             updated_at: enrolled_at,
@@ -158,7 +162,8 @@ impl App {
                 enrollment: e.clone(),
                 consume_token: None,
                 consume_nonce: None,
-                md5_credential: None,
+                session_credential: None,
+                replaces: None,
             })
             .await
             .unwrap();
@@ -511,7 +516,7 @@ async fn device_search_pagination_and_scope() {
         .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(d["device"]["name"], "alpha");
-    assert_eq!(d["certificate"]["serial"], devices[1].cert_serial);
+    assert_eq!(d["certificate"]["serial"], devices[1].cert_serial.as_str());
     let (status, d) = app
         .call(
             Method::GET,

@@ -1,16 +1,22 @@
 //! Test harness: a server in a temporary data directory, plus helpers to create tokens and users
 //! exactly as the CLI does.
 
+use std::sync::Arc;
+
+use steward_core::store::Inspect;
 use steward_core::*;
 use steward_server::config::AuthPolicy;
 use steward_server::{Config, RunningServer};
 use steward_sim::{Credentials, EnrollOptions, HttpsClient};
+use steward_store_sqlite::SqliteStore;
 use time::OffsetDateTime;
 
 pub const ADMIN_TOKEN: &str = "stw_adm_integration-test-admin-token";
 
 pub struct TestServer {
     pub server: RunningServer,
+    /// The server's store as its concrete type, for the readers no handler uses ([`Inspect`]).
+    pub sqlite: Arc<SqliteStore>,
     pub url: String,
     pub root_der: Vec<u8>,
     pub dir: tempfile::TempDir,
@@ -64,9 +70,13 @@ impl TestServer {
         let port = listener.local_addr().unwrap().port();
         let mut config = config_for(dir.path(), port);
         tweak(&mut config);
-        let server = steward_server::start_with_listener(config, listener).await.unwrap();
-        let root_der = server.state.pki.root.cert_der().to_vec();
+        let sqlite = steward_server::open_sqlite(&config).await.unwrap();
+        let server = steward_server::start_with_store(config, listener, sqlite.clone())
+            .await
+            .unwrap();
+        let root_der = server.pki.root.cert_der().to_vec();
         Self {
+            sqlite,
             url: format!("https://localhost:{port}"),
             server,
             root_der,
@@ -74,8 +84,8 @@ impl TestServer {
         }
     }
 
-    pub fn store(&self) -> &dyn Store {
-        self.server.state.store.as_ref()
+    pub fn store(&self) -> &SqliteStore {
+        &self.sqlite
     }
 
     pub fn client(&self) -> HttpsClient {
@@ -180,5 +190,55 @@ impl TestServer {
             .rev()
             .find(|e| e.device_id.as_str() == d.profile.device_id)
             .expect("enrollment")
+    }
+}
+
+/// Queueing commands for a device straight into the store, as the admin services do (validated,
+/// with the same origins and priorities), for tests that drive the queue without the API.
+pub mod admin {
+    use steward_core::*;
+    use steward_store_sqlite::SqliteStore;
+    use steward_windows::OmaDmCommand;
+
+    pub async fn queue_command(
+        store: &SqliteStore,
+        e: &Enrollment,
+        command: OmaDmCommand,
+        origin: &str,
+        priority: i32,
+        expires_in: Option<time::Duration>,
+    ) -> Result<CommandId, String> {
+        steward_windows::commands::validate(&command).map_err(|e| e.to_string())?;
+        enqueue(store, e, command, CommandOrigin::parse(origin), priority, expires_in).await
+    }
+
+    pub async fn queue_action(store: &SqliteStore, e: &Enrollment, action: &Action) -> Result<CommandId, String> {
+        let command = steward_windows::commands::action_command(*action);
+        enqueue(store, e, command, action.origin(), action.priority(), None).await
+    }
+
+    async fn enqueue(
+        store: &SqliteStore,
+        e: &Enrollment,
+        command: OmaDmCommand,
+        origin: CommandOrigin,
+        priority: i32,
+        expires_in: Option<time::Duration>,
+    ) -> Result<CommandId, String> {
+        let now = time::OffsetDateTime::now_utc();
+        let id = CommandId::new();
+        store
+            .enqueue_commands(&[NewCommand {
+                id,
+                enrollment_id: e.id,
+                payload: command.to_payload(),
+                priority,
+                origin,
+                created_at: now,
+                expires_at: expires_in.map(|d| now + d),
+            }])
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(id)
     }
 }

@@ -88,10 +88,7 @@ async fn send(t: &TestServer, method: &str, path: &str, cookie: Option<&str>, fo
             .unwrap(),
         None => req.body(Body::empty()).unwrap(),
     };
-    let resp = steward_server::router(t.server.state.clone())
-        .oneshot(req)
-        .await
-        .unwrap();
+    let resp = t.server.router.clone().oneshot(req).await.unwrap();
     let status = resp.status();
     let headers = resp.headers().clone();
     let bytes = http_body_util::BodyExt::collect(resp.into_body())

@@ -33,10 +33,13 @@ async fn simulator_enrolls_with_an_enrollment_token() {
     assert_eq!(e.auth_method, AuthMethod::EnrollmentToken);
     assert_eq!(e.user_email.as_deref(), Some("alice@example.com"));
     assert_eq!(e.os_version.as_deref(), Some("10.0.26100.2605"));
-    assert!(e.hw_dev_id.is_some());
+    assert!(e.hardware_id.is_some());
     let group = t.store().group_by_name("pilot").await.unwrap().unwrap();
     assert_eq!(e.group_id, Some(group.id));
-    assert_eq!(e.cert_thumbprint, steward_pki::sha1_thumbprint(&device.cert_der));
+    assert_eq!(
+        e.cert_thumbprint.as_str(),
+        steward_pki::sha1_thumbprint(&device.cert_der)
+    );
 
     // The certificate: our fields, the device's public key, clientAuth, not a CA, chained to our CA.
     let (_, cert) = X509Certificate::from_der(&device.cert_der).unwrap();
@@ -46,7 +49,7 @@ async fn simulator_enrolls_with_an_enrollment_token() {
     assert!(!cert.is_ca());
     let eku = cert.extended_key_usage().unwrap().unwrap().value;
     assert!(eku.client_auth && !eku.server_auth);
-    let issuing = t.server.state.pki.issuing.cert_der().to_vec();
+    let issuing = t.server.pki.issuing.cert_der().to_vec();
     let (_, issuer) = X509Certificate::from_der(&issuing).unwrap();
     assert_eq!(cert.issuer(), issuer.subject());
     cert.verify_signature(Some(issuer.public_key())).unwrap();

@@ -2,6 +2,7 @@
 //! win10-19043-fleet-poc, from fleetdm/fleet's POC dump) with our credentials substituted.
 
 use base64::Engine;
+use steward_core::*;
 use steward_windows_proto::mde2;
 use x509_parser::prelude::*;
 
@@ -109,7 +110,7 @@ async fn real_windows_requests_replay() {
         p
     };
     let root = write("root.pem", &t.root_der);
-    let issuing = write("issuing.pem", t.server.state.pki.issuing.cert_der());
+    let issuing = write("issuing.pem", t.server.pki.issuing.cert_der());
     let leaf = write("leaf.pem", &cert_der);
     let out = std::process::Command::new("openssl")
         .args(["verify", "-purpose", "sslclient", "-CAfile"])
@@ -131,7 +132,7 @@ async fn real_windows_requests_replay() {
     assert_eq!(e.device_id.as_str(), "B5B954E81FBCB94EB79BD08BE625F4EE");
     assert_eq!(e.device_name.as_deref(), Some("DESKTOP-28FGAI6"));
     assert_eq!(
-        e.hw_dev_id.as_deref(),
+        e.hardware_id.as_deref(),
         Some("3B3ED6D0EA88CBFCF37D36F90F22FE61172348C0162FC3840D6703149870CE76")
     );
     assert_eq!(e.os_version.as_deref(), Some("10.0.19043.2364"));

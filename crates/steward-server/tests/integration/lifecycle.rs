@@ -1,12 +1,13 @@
 //! Start-up behaviour: the CA is created once, reused on restart, and never silently replaced.
 
 use crate::common::{TestServer, config_for};
+use steward_core::*;
 
 #[tokio::test]
 async fn restart_keeps_the_ca_and_wrong_kek_refuses_to_start() {
     let t = TestServer::start().await;
     let root = t.root_der.clone();
-    let issuing = t.server.state.pki.issuing.cert_der().to_vec();
+    let issuing = t.server.pki.issuing.cert_der().to_vec();
     assert!(t.server.ca_created);
     assert!(
         t.server.generated_admin_token.is_none(),
@@ -33,7 +34,7 @@ async fn restart_keeps_the_ca_and_wrong_kek_refuses_to_start() {
     let t = TestServer::start_in(dir, |_| {}).await;
     assert!(!t.server.ca_created);
     assert_eq!(t.root_der, root);
-    assert_eq!(t.server.state.pki.issuing.cert_der(), issuing.as_slice());
+    assert_eq!(t.server.pki.issuing.cert_der(), issuing.as_slice());
     let TestServer { server, dir, .. } = t;
     server.shutdown().await;
 

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod api;
+mod architecture;
 mod common;
 mod console;
 mod enrollment;

@@ -1,9 +1,9 @@
 //! Management over real mutual TLS: the simulator enrolls, then runs OMA-DM sessions like Windows.
 
+use crate::common::admin;
 use steward_core::*;
-use steward_server::admin;
-use steward_server::windows::commands::{Action, WipeKind};
 use steward_sim::session::{SessionError, SessionOptions, SessionTrigger};
+use steward_windows::{CommandItem, OmaDmCommand as CommandPayload, Verb};
 use steward_windows_proto::syncml;
 
 use crate::common::TestServer;
@@ -55,7 +55,7 @@ async fn first_session_reports_inventory() {
         .await
         .unwrap()
         .into_iter()
-        .map(|f| (f.name, f.value))
+        .map(|f| (f.name.to_string(), f.value))
         .collect();
     let p = &device.profile;
     assert_eq!(facts.get("os.version"), Some(&p.os_version));
@@ -138,7 +138,11 @@ async fn admin_commands_reach_only_their_device_and_are_recorded_once() {
     assert_eq!((bad.state, bad.status_code), (CommandState::Failed, Some(404)));
     let add = store.command(add).await.unwrap().unwrap();
     assert_eq!(
-        (add.state, add.status_code, add.payload.verb),
+        (
+            add.state,
+            add.status_code,
+            CommandPayload::from_payload(&add.payload).unwrap().verb
+        ),
         (CommandState::Succeeded, Some(200), Verb::Replace)
     );
     assert_eq!(a.tree.value(CAMERA), Some("1"));
@@ -376,7 +380,7 @@ async fn lost_status_after_a_restart_is_resent_and_recorded_once() {
         .await
         .unwrap();
     let answer = syncml::parse_bytes(&resp.body).unwrap();
-    assert!(answer.body.commands.iter().any(|c| c.cmd_id() == id.cmd_id()));
+    assert!(answer.body.commands.iter().any(|c| c.cmd_id() == id.wire_id()));
     let _statuses_never_delivered = device.respond(&answer).unwrap();
     let _ = device.end_session();
     let t = t.restart().await;
@@ -387,7 +391,7 @@ async fn lost_status_after_a_restart_is_resent_and_recorded_once() {
     let client = t.device_client(&device);
     let report = device.run_session(&client, SessionTrigger::Scheduled).await.unwrap();
     assert!(
-        report.received.iter().any(|r| r.cmd_id == id.cmd_id()),
+        report.received.iter().any(|r| r.cmd_id == id.wire_id()),
         "{:?}",
         report.received
     );
@@ -518,7 +522,7 @@ async fn hostile_management_requests_are_refused_and_harm_no_one() {
 
     // B is unaffected: its command is delivered at its next session.
     let report = b.run_session(&cb, SessionTrigger::Scheduled).await.unwrap();
-    assert!(report.received.iter().any(|r| r.cmd_id == b_cmd.cmd_id()));
+    assert!(report.received.iter().any(|r| r.cmd_id == b_cmd.wire_id()));
     assert_eq!(
         t.store().command(b_cmd).await.unwrap().unwrap().state,
         CommandState::Succeeded
@@ -572,7 +576,10 @@ async fn robo_renewal_swaps_the_certificate() {
     let new_cert = doc.client_certificate_der().unwrap();
     assert!(doc.management_url().is_none(), "renewal carries only the certificate");
     let renewed = t.store().enrollment_by_id(e.id).await.unwrap().unwrap();
-    assert_eq!(renewed.cert_thumbprint, steward_pki::sha1_thumbprint(&new_cert));
+    assert_eq!(
+        renewed.cert_thumbprint.as_str(),
+        steward_pki::sha1_thumbprint(&new_cert)
+    );
 
     // The old certificate still works until the new one is used...
     device
@@ -625,7 +632,14 @@ async fn md5_digest_sessions_for_clients_without_certificates() {
         "credentials provisioned in the w7 APPAUTH CLIENT block"
     );
     let e = t.enrollment_of(&device).await;
-    let stored = t.store().md5_credential(e.id).await.unwrap().unwrap();
+    let stored = t
+        .store()
+        .checkin_context(EnrollmentKey::Id(e.id), &[], time::OffsetDateTime::now_utc())
+        .await
+        .unwrap()
+        .unwrap()
+        .session_credential
+        .unwrap();
     assert!(
         !stored.contains(&device.md5.as_ref().unwrap().secret),
         "only the digest key is stored"
@@ -753,7 +767,7 @@ async fn user_scoped_commands_wait_for_sign_in_with_fast_polling() {
     assert!(
         facts
             .iter()
-            .any(|f| f.name == "mdm.poll_interval_minutes" && f.value == "60")
+            .any(|f| f.name.as_str() == "mdm.poll_interval_minutes" && f.value == "60")
     );
     t.server.shutdown().await;
 }

@@ -7,12 +7,12 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::common::admin;
 use axum::body::{Body, Bytes};
 use http::{HeaderMap, Method, Request, StatusCode};
 use serde_json::{Value, json};
 use steward_core::*;
-use steward_server::admin;
-use steward_server::windows::commands::Action;
+
 use steward_sim::session::SessionTrigger;
 use tower::ServiceExt;
 
@@ -183,10 +183,7 @@ async fn api(t: &TestServer, method: Method, path: &str, token: &str, body: Opti
             req.body(Body::empty()).unwrap()
         }
     };
-    let resp = steward_server::router(t.server.state.clone())
-        .oneshot(req)
-        .await
-        .unwrap();
+    let resp = t.server.router.clone().oneshot(req).await.unwrap();
     let status = resp.status();
     let bytes = http_body_util::BodyExt::collect(resp.into_body())
         .await
@@ -328,7 +325,7 @@ async fn signed_device_events_reach_the_receiver_filtered_by_kind() {
         .await
         .unwrap()
         .into_iter()
-        .find(|c| c.origin.contains("reboot"))
+        .find(|c| c.origin.as_str().contains("reboot"))
         .unwrap();
     assert!(
         got.iter()

@@ -1,31 +1,76 @@
-//! The CLI as an API client: the device, command, action and token commands when a server is
-//! configured (`steward login`, or `STEWARD_SERVER` + `STEWARD_TOKEN`).
+//! The CLI's admin operations, each implemented once over the admin API: the device, command,
+//! action, group, user and token commands. The client's transport decides where they run — a
+//! server over HTTPS (`steward login`, or `STEWARD_SERVER` + `STEWARD_TOKEN`) or the API in this
+//! process over the local data directory (`--local`, or no server configured) — not this module.
 
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, bail};
 use serde_json::json;
-
-use crate::client::{self, ApiClient, CommandView, Device, DeviceFilter, MAX_PAGE};
-use crate::output::{Output, Table, or_dash, print_json, when};
-use crate::{
-    ApiTokenCommand, CommandCommand, DeviceCommand, DeviceListArgs, GroupCommand, RoleArg, TokenCommand, UserCommand,
+use steward_api::types::{
+    CommandItemRequest, CommandRequest, CommandView, DeviceGroupRequest, DeviceSummary, NewApiTokenRequest,
+    NewEnrollmentTokenRequest, NewGroupRequest, NewUserRequest, RoleName, UpdateUserRequest, UserView, VerbName,
 };
 
-/// Requests in flight at once during bulk operations (one connection each).
+use crate::client::{self, ApiClient, DeviceAction, DeviceFilter, MAX_PAGE};
+use crate::output::{Output, Table, or_dash, print_json, when};
+use crate::{
+    ApiTokenCommand, CommandCommand, DeviceCommand, DeviceListArgs, GroupCommand, TokenCommand, UserCommand, VerbArg,
+};
+
+/// Requests in flight at once during bulk operations (one connection each over HTTPS).
 const BULK_CONCURRENCY: usize = 4;
 /// Devices listed when neither --limit nor --all is given.
 const DEFAULT_LIST: usize = 100;
+
+/// The API's name of a role.
+pub fn role_name(r: RoleName) -> &'static str {
+    match r {
+        RoleName::Admin => "admin",
+        RoleName::Operator => "operator",
+        RoleName::Helpdesk => "helpdesk",
+        RoleName::Auditor => "auditor",
+    }
+}
+
+/// `commands send`: the `--item` values as the API's command request. Add and Replace need
+/// LocURI=VALUE; Exec sends empty data; Get and Delete name a LocURI.
+pub fn command_request(verb: VerbArg, items: &[String], format: Option<String>) -> Result<CommandRequest> {
+    let items = items
+        .iter()
+        .map(|i| {
+            let (target, data) = match (verb, i.split_once('=')) {
+                (VerbArg::Add | VerbArg::Replace, Some((t, v))) => (t, Some(v.to_owned())),
+                (VerbArg::Add | VerbArg::Replace, None) => bail!("{i:?}: Add and Replace items are LocURI=VALUE"),
+                (VerbArg::Exec, _) => (i.as_str(), Some(String::new())),
+                (VerbArg::Get | VerbArg::Delete, _) => (i.as_str(), None),
+            };
+            Ok(CommandItemRequest {
+                target: target.to_owned(),
+                format: format.clone(),
+                type_: None,
+                data,
+            })
+        })
+        .collect::<Result<_>>()?;
+    let verb = match verb {
+        VerbArg::Get => VerbName::Get,
+        VerbArg::Add => VerbName::Add,
+        VerbArg::Replace => VerbName::Replace,
+        VerbArg::Delete => VerbName::Delete,
+        VerbArg::Exec => VerbName::Exec,
+    };
+    Ok(CommandRequest { verb, items })
+}
 
 /// The id of the group called `name` (groups are few; the list is read whole).
 async fn group_id(c: &ApiClient, name: &str) -> Result<String> {
     let (groups, _) = client::collect_pages(None, |_| true, |cur| c.groups(cur)).await?;
     groups
         .data
-        .items
         .into_iter()
         .find(|g| g.name == name)
-        .map(|g| g.id)
+        .map(|g| g.id.to_string())
         .with_context(|| format!("no group named {name:?}"))
 }
 
@@ -35,9 +80,9 @@ async fn select_devices(
     c: &ApiClient,
     filter: &DeviceFilter,
     max: Option<usize>,
-) -> Result<(client::Fetched<client::Page<Device>>, bool)> {
+) -> Result<(client::Fetched<Vec<DeviceSummary>>, bool)> {
     let page_size = max.map_or(MAX_PAGE, |m| u32::try_from(m).unwrap_or(MAX_PAGE).clamp(1, MAX_PAGE));
-    Ok(client::collect_pages(max, |_: &Device| true, |cur| c.devices(filter, cur, page_size)).await?)
+    Ok(client::collect_pages(max, |_| true, |cur| c.devices(filter, cur, page_size)).await?)
 }
 
 pub async fn groups(c: &ApiClient, out: Output, command: GroupCommand) -> Result<()> {
@@ -48,15 +93,15 @@ pub async fn groups(c: &ApiClient, out: Output, command: GroupCommand) -> Result
                 Output::Json => print_json(&groups.raw)?,
                 Output::Table => {
                     let mut t = Table::new(&["NAME", "ACTIVE DEVICES", "ID"]);
-                    for g in &groups.data.items {
-                        t.row(vec![g.name.clone(), g.active_devices.to_string(), g.id.clone()]);
+                    for g in &groups.data {
+                        t.row(vec![g.name.clone(), g.active_devices.to_string(), g.id.to_string()]);
                     }
                     t.print()?;
                 }
             }
         }
         GroupCommand::Create { name } => {
-            let g = c.create_group(&name).await?;
+            let g = c.create_group(&NewGroupRequest { name }).await?;
             match out {
                 Output::Json => print_json(&g.raw)?,
                 Output::Table => println!("created group {} ({})", g.data.name, g.data.id),
@@ -75,16 +120,19 @@ pub async fn groups(c: &ApiClient, out: Output, command: GroupCommand) -> Result
 }
 
 /// A user by e-mail (the list is read whole: users are few).
-async fn find_user(c: &ApiClient, email: &str) -> Result<client::UserView> {
+async fn find_user(c: &ApiClient, email: &str) -> Result<UserView> {
     let wanted = email.trim().to_lowercase();
-    let (mut users, _) =
-        client::collect_pages(None, |u: &client::UserView| u.email == wanted, |cur| c.users(cur)).await?;
-    users.data.items.pop().with_context(|| format!("no user {email:?}"))
+    let (mut users, _) = client::collect_pages(None, |u: &UserView| u.email == wanted, |cur| c.users(cur)).await?;
+    users.data.pop().with_context(|| format!("no user {email:?}"))
 }
 
 async fn set_disabled(c: &ApiClient, out: Output, email: &str, disabled: bool) -> Result<()> {
     let u = find_user(c, email).await?;
-    let v = c.update_user(&u.id, json!({ "disabled": disabled })).await?;
+    let change = UpdateUserRequest {
+        disabled: Some(disabled),
+        ..UpdateUserRequest::default()
+    };
+    let v = c.update_user(&u.id.to_string(), &change).await?;
     match out {
         Output::Json => print_json(&v.raw)?,
         Output::Table => println!("{} {}", if disabled { "disabled" } else { "enabled" }, v.data.email),
@@ -101,15 +149,17 @@ pub async fn users(c: &ApiClient, out: Output, command: UserCommand) -> Result<(
             console_role,
             console_group,
         } => {
+            // Checked before asking for the password; the API checks it again.
+            let email = steward_core::User::normalize_email(&email)?;
             let password = crate::read_password(&email, password)?;
-            let body = json!({
-                "email": email,
-                "display_name": name,
-                "password": password,
-                "console_role": console_role.map(RoleArg::api_name),
-                "console_group": console_group,
-            });
-            let u = c.create_user(body).await?;
+            let body = NewUserRequest {
+                email,
+                display_name: name,
+                password: steward_core::SecretString::new(password),
+                console_role: console_role.map(crate::RoleArg::role),
+                console_group,
+            };
+            let u = c.create_user(&body).await?;
             match out {
                 Output::Json => print_json(&u.raw)?,
                 Output::Table => println!("added user {} ({})", u.data.email, u.data.id),
@@ -122,15 +172,14 @@ pub async fn users(c: &ApiClient, out: Output, command: UserCommand) -> Result<(
                 Output::Json => print_json(&users.raw)?,
                 Output::Table => {
                     let mut t = Table::new(&["EMAIL", "CONSOLE ROLE", "GROUP", "2FA", "DISABLED"]);
-                    for u in &users.data.items {
+                    for u in &users.data {
                         let group = u
                             .console_group_id
-                            .as_ref()
-                            .and_then(|g| groups.data.items.iter().find(|x| &x.id == g))
+                            .and_then(|g| groups.data.iter().find(|x| x.id == g))
                             .map(|g| g.name.as_str());
                         t.row(vec![
                             u.email.clone(),
-                            or_dash(u.console_role.as_deref()),
+                            or_dash(u.console_role.map(role_name)),
                             or_dash(group),
                             if u.second_factor { "on" } else { "-" }.to_owned(),
                             if u.disabled { "yes" } else { "-" }.to_owned(),
@@ -144,20 +193,25 @@ pub async fn users(c: &ApiClient, out: Output, command: UserCommand) -> Result<(
         UserCommand::Enable { email } => set_disabled(c, out, &email, false).await?,
         UserCommand::SetRole { email, role, group } => {
             let u = find_user(c, &email).await?;
-            let body = json!({ "console_role": role, "console_group": group.unwrap_or_default() });
-            let v = c.update_user(&u.id, body).await?;
+            // No --group: the whole fleet (an empty group name clears the scope).
+            let change = UpdateUserRequest {
+                disabled: None,
+                console_role: Some(role),
+                console_group: Some(group.unwrap_or_default()),
+            };
+            let v = c.update_user(&u.id.to_string(), &change).await?;
             match out {
                 Output::Json => print_json(&v.raw)?,
                 Output::Table => println!(
                     "{}: console role {}",
                     v.data.email,
-                    v.data.console_role.as_deref().unwrap_or("none")
+                    v.data.console_role.map_or("none", role_name)
                 ),
             }
         }
         UserCommand::ResetTotp { email } => {
             let u = find_user(c, &email).await?;
-            c.reset_user_totp(&u.id).await?;
+            c.reset_user_totp(&u.id.to_string()).await?;
             match out {
                 Output::Json => print_json(&json!({ "reset_totp": u.id }))?,
                 Output::Table => println!(
@@ -194,14 +248,14 @@ pub async fn devices(c: &ApiClient, out: Output, command: DeviceCommand) -> Resu
                 Output::Json => print_json(&page.raw)?,
                 Output::Table => {
                     let mut t = Table::new(&["DEVICE ID", "NAME", "STATE", "OS", "USER", "LAST SEEN"]);
-                    for d in &page.data.items {
+                    for d in &page.data {
                         t.row(vec![
                             d.device_id.clone(),
                             or_dash(d.name.as_deref()),
                             d.state.clone(),
                             or_dash(d.os_version.as_deref()),
                             or_dash(d.user_email.as_deref()),
-                            when(d.last_seen_at.as_deref(), "never"),
+                            when(d.last_seen_at, "never"),
                         ]);
                     }
                     t.print()?;
@@ -212,7 +266,9 @@ pub async fn devices(c: &ApiClient, out: Output, command: DeviceCommand) -> Resu
             }
         }
         DeviceCommand::Move { device, group, none: _ } => {
-            let d = c.set_device_group(&device, group.as_deref()).await?;
+            let d = c
+                .set_device_group(&device, &DeviceGroupRequest { group: group.clone() })
+                .await?;
             match out {
                 Output::Json => print_json(&d.raw)?,
                 Output::Table => println!(
@@ -238,14 +294,20 @@ pub async fn devices(c: &ApiClient, out: Output, command: DeviceCommand) -> Resu
                         or_dash(d.user_email.as_deref())
                     );
                     println!(
+                        "  group {}  type {}  auth {}",
+                        or_dash(detail.data.group.as_deref()),
+                        d.enrollment_type,
+                        d.auth_method
+                    );
+                    println!(
                         "  certificate {}  expires {}",
                         cert.thumbprint,
-                        when(Some(&cert.not_after), "-")
+                        when(Some(cert.not_after), "-")
                     );
                     println!(
                         "  enrolled {}  last seen {}",
-                        when(Some(&d.enrolled_at), "-"),
-                        when(d.last_seen_at.as_deref(), "never")
+                        when(Some(d.enrolled_at), "-"),
+                        when(d.last_seen_at, "never")
                     );
                     println!("inventory:");
                     for f in &detail.data.facts {
@@ -254,7 +316,7 @@ pub async fn devices(c: &ApiClient, out: Output, command: DeviceCommand) -> Resu
                     println!("commands:");
                     let (commands, _) =
                         client::collect_pages(None, |_| true, |cur| c.device_commands(&device, cur)).await?;
-                    print_commands(&commands.data.items, "  ")?;
+                    print_commands(&commands.data, "  ")?;
                 }
             }
         }
@@ -266,12 +328,12 @@ fn print_commands(commands: &[CommandView], indent: &str) -> Result<()> {
     let mut t = Table::new(&["ID", "STATE", "VERB", "STATUS", "ORIGIN", "CREATED", "TARGET"]);
     for c in commands {
         t.row(vec![
-            c.id.clone(),
+            c.id.to_string(),
             c.state.clone(),
             c.verb.clone(),
             c.status_code.map_or("-".to_owned(), |s| s.to_string()),
             c.origin.clone(),
-            when(Some(&c.created_at), "-"),
+            when(Some(c.created_at), "-"),
             c.targets.first().cloned().unwrap_or_default(),
         ]);
     }
@@ -289,12 +351,8 @@ pub async fn commands(c: &ApiClient, out: Output, command: CommandCommand) -> Re
             items,
             format,
         } => {
-            let items: Vec<serde_json::Value> = crate::parse_items(verb, &items)?
-                .into_iter()
-                .map(|(target, data)| json!({ "target": target, "format": format, "data": data }))
-                .collect();
-            let body = json!({ "verb": verb.api_name(), "items": items });
-            let queued = c.queue_command(&device, body).await?;
+            let request = command_request(verb, &items, format)?;
+            let queued = c.queue_command(&device, &request).await?;
             match out {
                 Output::Json => print_json(&queued.raw)?,
                 Output::Table => println!("{}", queued.data.id),
@@ -304,7 +362,7 @@ pub async fn commands(c: &ApiClient, out: Output, command: CommandCommand) -> Re
             let (commands, _) = client::collect_pages(None, |_| true, |cur| c.device_commands(&device, cur)).await?;
             match out {
                 Output::Json => print_json(&commands.raw)?,
-                Output::Table => print_commands(&commands.data.items, "")?,
+                Output::Table => print_commands(&commands.data, "")?,
             }
         }
         CommandCommand::Cancel { id } => {
@@ -318,15 +376,9 @@ pub async fn commands(c: &ApiClient, out: Output, command: CommandCommand) -> Re
     Ok(())
 }
 
-/// One remote action (`wipe`, `reboot`, `lock`, `sync`) on one device.
-pub async fn action(
-    c: &ApiClient,
-    out: Output,
-    device: &str,
-    action: &str,
-    body: Option<serde_json::Value>,
-) -> Result<()> {
-    let queued = c.action(device, action, body).await?;
+/// One remote action (wipe, reboot, lock, sync) on one device.
+pub async fn action(c: &ApiClient, out: Output, device: &str, action: DeviceAction) -> Result<()> {
+    let queued = c.action(device, &action).await?;
     match out {
         Output::Json => print_json(&queued.raw)?,
         Output::Table => println!(
@@ -339,17 +391,17 @@ pub async fn action(
 
 /// The outcome of a bulk action, device by device.
 #[derive(Default)]
-pub struct BulkReport {
-    pub queued: Vec<(String, String, serde_json::Value)>,
-    pub failed: Vec<(String, String)>,
+struct BulkReport {
+    queued: Vec<serde_json::Value>,
+    failed: Vec<(String, String)>,
 }
 
 impl BulkReport {
     /// Prints the summary (stdout) and the failures (stderr); an error when anything failed.
-    pub fn finish(self, out: Output, what: &str, total: usize) -> Result<()> {
+    fn finish(self, out: Output, what: &str, total: usize) -> Result<()> {
         match out {
             Output::Json => print_json(&json!({
-                "queued": self.queued.iter().map(|(_, _, raw)| raw).collect::<Vec<_>>(),
+                "queued": self.queued,
                 "failed": self
                     .failed
                     .iter()
@@ -372,7 +424,7 @@ impl BulkReport {
     }
 }
 
-pub fn progress_bar(total: usize) -> indicatif::ProgressBar {
+fn progress_bar(total: usize) -> indicatif::ProgressBar {
     let pb = indicatif::ProgressBar::new(total as u64);
     if let Ok(style) =
         indicatif::ProgressStyle::with_template("{spinner} [{bar:40}] {pos}/{len} devices  {elapsed}  {msg}")
@@ -391,7 +443,7 @@ pub async fn bulk_sync(c: &ApiClient, out: Output, group: Option<&str>, search: 
         group: group.map(str::to_owned),
     };
     let (selected, _) = select_devices(c, &filter, None).await?;
-    let devices = selected.data.items;
+    let devices = selected.data;
     let total = devices.len();
     if total == 0 {
         eprintln!("no active device matches; nothing queued");
@@ -407,10 +459,10 @@ pub async fn bulk_sync(c: &ApiClient, out: Output, group: Option<&str>, search: 
             loop {
                 let next = queue.lock().map_or(None, |mut q| q.pop());
                 let Some(d) = next else { break };
-                let result = c.action(&d.device_id, "sync", None).await;
+                let result = c.action(&d.device_id, &DeviceAction::Sync).await;
                 if let Ok(mut r) = report.lock() {
                     match result {
-                        Ok(q) => r.queued.push((d.device_id.clone(), q.data.id, q.raw)),
+                        Ok(q) => r.queued.push(q.raw),
                         Err(e) => r.failed.push((d.device_id.clone(), e.to_string())),
                     }
                 }
@@ -443,7 +495,7 @@ pub async fn api_tokens(c: &ApiClient, out: Output, command: ApiTokenCommand) ->
                         "EXPIRES",
                         "CREATED BY",
                     ]);
-                    for k in &tokens.data.items {
+                    for k in &tokens.data {
                         let state = if k.revoked_at.is_some() {
                             "revoked"
                         } else if k.active {
@@ -452,13 +504,13 @@ pub async fn api_tokens(c: &ApiClient, out: Output, command: ApiTokenCommand) ->
                             "expired"
                         };
                         t.row(vec![
-                            k.id.clone(),
+                            k.id.to_string(),
                             k.name.clone(),
-                            k.role.clone(),
+                            role_name(k.role).to_owned(),
                             or_dash(k.group.as_deref()),
                             state.into(),
-                            when(k.last_used_at.as_deref(), "never"),
-                            when(k.expires_at.as_deref(), "never"),
+                            when(k.last_used_at, "never"),
+                            when(k.expires_at, "never"),
                             k.created_by.clone(),
                         ]);
                     }
@@ -472,20 +524,26 @@ pub async fn api_tokens(c: &ApiClient, out: Output, command: ApiTokenCommand) ->
             group,
             expires,
         } => {
-            let days = expires.map(|d| crate::ceil_units(d, time::Duration::DAY)).transpose()?;
-            let body = json!({
-                "name": name,
-                "role": role.api_name(),
-                "group": group,
-                "expires_in_days": days,
-            });
-            let created = c.create_api_token(body).await?;
+            let days = expires
+                .map(|d| crate::ceil_units(d, time::Duration::DAY))
+                .transpose()?
+                .map(|d| u32::try_from(d).unwrap_or(u32::MAX));
+            let body = NewApiTokenRequest {
+                name,
+                role: role.role(),
+                group,
+                expires_in_days: days,
+            };
+            let created = c.create_api_token(&body).await?;
             match out {
                 Output::Json => print_json(&created.raw)?,
                 Output::Table => {
+                    let info = &created.data.info;
                     eprintln!(
                         "Created API token {} ({}, role {}). It is shown only once:",
-                        created.data.info.id, created.data.info.name, created.data.info.role
+                        info.id,
+                        info.name,
+                        role_name(info.role)
                     );
                     println!("{}", created.data.token);
                 }
@@ -493,10 +551,9 @@ pub async fn api_tokens(c: &ApiClient, out: Output, command: ApiTokenCommand) ->
         }
         ApiTokenCommand::Revoke { id } => {
             c.revoke_api_token(&id).await?;
-            if out == Output::Table {
-                println!("revoked API token {id}");
-            } else {
-                print_json(&json!({ "revoked": id }))?;
+            match out {
+                Output::Table => println!("revoked API token {id}"),
+                Output::Json => print_json(&json!({ "revoked": id }))?,
             }
         }
     }
@@ -511,14 +568,14 @@ pub async fn enrollment_tokens(c: &ApiClient, out: Output, command: TokenCommand
                 Output::Json => print_json(&tokens.raw)?,
                 Output::Table => {
                     let mut t = Table::new(&["ID", "USES", "EXPIRES", "STATE", "GROUP", "DESCRIPTION"]);
-                    for k in &tokens.data.items {
+                    for k in &tokens.data {
                         t.row(vec![
-                            k.id.clone(),
+                            k.id.to_string(),
                             match k.max_uses {
                                 Some(m) => format!("{}/{m}", k.uses),
                                 None => k.uses.to_string(),
                             },
-                            when(k.expires_at.as_deref(), "never"),
+                            when(k.expires_at, "never"),
                             k.state.clone(),
                             or_dash(k.group.as_deref()),
                             k.description.clone().unwrap_or_default(),
@@ -538,13 +595,13 @@ pub async fn enrollment_tokens(c: &ApiClient, out: Output, command: TokenCommand
                 bail!("--uses must be at least 1");
             }
             let hours = crate::ceil_units(expires, time::Duration::HOUR)?;
-            let body = json!({
-                "description": description,
-                "max_uses": uses,
-                "expires_in_hours": hours,
-                "group": group,
-            });
-            let created = c.create_enrollment_token(body).await?;
+            let body = NewEnrollmentTokenRequest {
+                description,
+                max_uses: uses,
+                expires_in_hours: Some(u32::try_from(hours).unwrap_or(u32::MAX)),
+                group,
+            };
+            let created = c.create_enrollment_token(&body).await?;
             match out {
                 Output::Json => print_json(&created.raw)?,
                 Output::Table => {
@@ -554,7 +611,7 @@ pub async fn enrollment_tokens(c: &ApiClient, out: Output, command: TokenCommand
                             "Created enrollment token {} (uses: {}, expires {}). It is shown only once:",
                             info.id,
                             info.max_uses.map_or("unlimited".to_owned(), |u| u.to_string()),
-                            when(info.expires_at.as_deref(), "never")
+                            when(info.expires_at, "never")
                         );
                     }
                     println!("{}", created.data.token);
@@ -563,12 +620,40 @@ pub async fn enrollment_tokens(c: &ApiClient, out: Output, command: TokenCommand
         }
         TokenCommand::Revoke { id } => {
             c.revoke_enrollment_token(&id).await?;
-            if out == Output::Table {
-                println!("revoked enrollment token {id}");
-            } else {
-                print_json(&json!({ "revoked": id }))?;
+            match out {
+                Output::Table => println!("revoked enrollment token {id}"),
+                Output::Json => print_json(&json!({ "revoked": id }))?,
             }
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_items_follow_the_verb() {
+        let items = ["./Vendor/MSFT/A=1".to_owned()];
+        let r = command_request(VerbArg::Replace, &items, Some("int".into())).ok();
+        let json = r.map(|r| serde_json::to_value(&r).ok());
+        assert_eq!(
+            json.flatten(),
+            Some(
+                json!({ "verb": "replace", "items": [{ "target": "./Vendor/MSFT/A", "format": "int", "data": "1" }] })
+            )
+        );
+        assert!(command_request(VerbArg::Add, &["./Vendor/MSFT/A".to_owned()], None).is_err());
+        let exec = command_request(VerbArg::Exec, &["./Vendor/MSFT/R".to_owned()], None).ok();
+        assert_eq!(
+            exec.and_then(|r| r.items.into_iter().next()).and_then(|i| i.data),
+            Some(String::new())
+        );
+        let get = command_request(VerbArg::Get, &["./Vendor/MSFT/A=b".to_owned()], None).ok();
+        assert!(
+            get.and_then(|r| r.items.into_iter().next())
+                .is_some_and(|i| i.target == "./Vendor/MSFT/A=b" && i.data.is_none())
+        );
+    }
 }

@@ -7,15 +7,19 @@
 
 use axum::response::Response;
 use base64::Engine;
+use steward_core::service::identity::{CertificateSubject, IdentityError};
 use steward_core::*;
 use steward_windows_proto::mde2::{self, FaultSubcode, RequestBody, SoapRequest};
-use time::{Duration, OffsetDateTime};
 
-use super::enroll::{MAX_CSR_BASE64, soap_ok};
-use super::fault::SoapFault;
-use crate::AppState;
+use crate::WindowsState;
+use crate::enroll::{MAX_CSR_BASE64, issue_fault, soap_ok};
+use crate::fault::SoapFault;
 
-pub async fn renew_device(state: &AppState, req: SoapRequest, tls_cert: Option<&[u8]>) -> Result<Response, SoapFault> {
+pub async fn renew_device(
+    state: &WindowsState,
+    req: SoapRequest,
+    tls_cert: Option<&[u8]>,
+) -> Result<Response, SoapFault> {
     let RequestBody::RequestSecurityToken(rst) = &req.body else {
         return Err(SoapFault::new(
             FaultSubcode::MessageFormat,
@@ -24,7 +28,6 @@ pub async fn renew_device(state: &AppState, req: SoapRequest, tls_cert: Option<&
     };
     let cert_fault = |m: String| SoapFault::new(FaultSubcode::CertificateRequest, m);
     let denied = |m: &str| SoapFault::new(FaultSubcode::Authentication, m.to_owned());
-    let internal = |m: String| SoapFault::new(FaultSubcode::InternalServiceFault, m);
     let bst = &rst.binary_security_token;
     if bst.value_type != mde2::VALUE_TYPE_PKCS7 && bst.value_type != mde2::VALUE_TYPE_PKCS7_WSSE {
         return Err(cert_fault("a renewal BinarySecurityToken must be PKCS#7".into()));
@@ -36,10 +39,11 @@ pub async fn renew_device(state: &AppState, req: SoapRequest, tls_cert: Option<&
     let der = base64::engine::general_purpose::STANDARD
         .decode(compact.as_bytes())
         .map_err(|_| cert_fault("the renewal request is not valid base64".into()))?;
-    let min_bits = state.config.pki.min_rsa_bits;
-    let tls_thumb = tls_cert.map(steward_pki::sha1_thumbprint);
+    let settings = &state.settings;
+    let min_bits = settings.min_rsa_bits;
+    let tls_thumb = tls_cert.map(Thumbprint::of_der);
     let (csr, signer_thumb) = match steward_pki::verify_renewal_request(&der, min_bits) {
-        Ok(r) => (r.csr, Some(r.signer_thumbprint)),
+        Ok(r) => (r.csr, Some(Thumbprint::of_der(&r.signer_cert_der))),
         // A bare PKCS#10 proves possession of the new key only; accept it when TLS proves the old one.
         Err(steward_pki::RenewalError::NotSignedData) if tls_thumb.is_some() => (
             steward_pki::verify_csr(&der, min_bits)
@@ -59,74 +63,44 @@ pub async fn renew_device(state: &AppState, req: SoapRequest, tls_cert: Option<&
         .or(signer_thumb)
         .ok_or_else(|| denied("a renewal must be authenticated by the current certificate"))?;
     let enrollment = state
+        .core
         .store
         .enrollment_by_certificate(&thumb)
         .await
-        .map_err(|e| internal(e.to_string()))?
+        .map_err(|e| SoapFault::store(e, |e| e.to_string()))?
         .filter(|e| e.state == EnrollmentState::Active)
         .ok_or_else(|| denied("the certificate does not belong to an active enrollment"))?;
 
-    let now = OffsetDateTime::now_utc();
-    let not_before = now - Duration::minutes(5);
-    let not_after = now + Duration::days(i64::from(state.config.pki.device_cert_validity_days));
-    let serial = steward_pki::random_bytes::<16>().map_err(|e| internal(e.to_string()))?;
-    let params = steward_pki::DeviceCertParams {
-        serial,
+    // Which certificates stay accepted and which are revoked is core's renewal plan; a renewal that
+    // does not commit leaves its certificate logged void.
+    let subject = CertificateSubject {
         common_name: enrollment.device_id.as_str().to_owned(),
         organizational_unit: Some(enrollment.id.to_string()),
-        not_before,
-        not_after,
     };
-    let issued = {
-        let pki = state.pki.clone();
-        let spki = csr.spki_der.clone();
-        tokio::task::spawn_blocking(move || steward_pki::issue_device_certificate(&pki.issuing, &spki, &params))
-            .await
-            .map_err(|e| internal(e.to_string()))?
-            .map_err(|e| cert_fault(format!("cannot issue the certificate: {e}")))?
-    };
-    let subject = format!(
-        "CN={}, OU={}, O={}",
-        enrollment.device_id, enrollment.id, state.config.pki.organization
-    );
-    let renewal = CertificateRenewal {
-        enrollment_id: enrollment.id,
-        old_thumbprint: thumb,
-        new_serial: issued.serial_hex.clone(),
-        new_thumbprint: issued.thumbprint.clone(),
-        subject: subject.clone(),
-        not_before,
-        not_after: issued.not_after,
-        at: now,
-    };
-    if let Err(e) = state.store.renew_certificate(&renewal).await {
-        let reason = format!("renewal not committed: {e}");
-        super::enroll::record_void(
-            state,
-            &issued,
-            subject,
-            &enrollment.device_id,
-            Some(enrollment.id),
-            not_before,
-            reason,
-        )
-        .await;
-        return Err(match e {
-            StoreError::NotFound => denied("the certificate is no longer current"),
-            other => internal(format!("could not record the renewal: {other}")),
-        });
-    }
-    tracing::info!(device.id = %enrollment.device_id, cert.serial = %issued.serial_hex, "certificate renewed");
+    let issued = state
+        .identity
+        .renew(&enrollment, &thumb, subject, csr.spki_der.clone())
+        .await
+        .map_err(|e| match e {
+            IdentityError::NotCurrent => denied("the certificate is no longer current"),
+            IdentityError::Store(e) => SoapFault::store(e, |e| format!("could not record the renewal: {e}")),
+            other => issue_fault(other),
+        })?;
+    tracing::info!(device.id = %enrollment.device_id, cert.serial = %issued.serial, "certificate renewed");
     let doc = mde2::write_renewal_provisioning_doc(&mde2::RenewalDoc {
         client_cert_der: &issued.der,
-        client_cert_thumbprint: &issued.thumbprint,
+        client_cert_thumbprint: issued.thumbprint.as_str(),
         client_store: match enrollment.enrollment_type {
             EnrollmentType::Full => mde2::ClientStore::User,
             EnrollmentType::Device => mde2::ClientStore::System,
         },
-        renew_period_days: state.config.pki.renew_period_days,
-        renew_retry_interval_days: state.config.pki.renew_retry_interval_days,
+        renew_period_days: settings.renew_period_days,
+        renew_retry_interval_days: settings.renew_retry_interval_days,
         renew_server_url: None,
     });
-    Ok(soap_ok(mde2::write_rstr(req.header.message_id.as_deref(), &doc, now)))
+    Ok(soap_ok(mde2::write_rstr(
+        req.header.message_id.as_deref(),
+        &doc,
+        state.core.now(),
+    )))
 }

@@ -1,8 +1,10 @@
 //! Inventory: which CSP nodes Steward reads (DevInfo, DevDetail, DeviceStatus, Defender, BitLocker,
-//! DMClient CSPs) and the typed fact each becomes. The device's own Replace of DevInfo at session
-//! start feeds the same map.
+//! DMClient CSPs) and the platform-neutral fact each becomes. The device's own Replace of DevInfo at
+//! session start feeds the same map.
 
-use steward_core::{CommandItem, CommandPayload, Verb};
+use steward_core::{FactName, FactUpdate};
+
+use crate::commands::{CommandItem, OmaDmCommand, Verb};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FactKind {
@@ -11,83 +13,87 @@ pub enum FactKind {
     Bool,
 }
 
+const fn f(name: &'static str) -> FactName {
+    FactName::from_static(name)
+}
+
 /// (LocURI, fact name, kind). LocURIs use the `./Vendor/MSFT` spelling for device-scope CSPs;
 /// [`fact_for`] also accepts the `./Device/Vendor/MSFT` alias Windows treats as the same node.
-pub const INVENTORY: &[(&str, &str, FactKind)] = &[
-    ("./DevInfo/Man", "hardware.manufacturer", FactKind::Text),
-    ("./DevInfo/Mod", "hardware.model", FactKind::Text),
-    ("./DevInfo/DmV", "mdm.client_version", FactKind::Text),
-    ("./DevInfo/Lang", "os.language", FactKind::Text),
-    ("./DevDetail/SwV", "os.version", FactKind::Text),
-    ("./DevDetail/OEM", "hardware.oem", FactKind::Text),
-    ("./DevDetail/FwV", "hardware.firmware_version", FactKind::Text),
-    ("./DevDetail/HwV", "hardware.version", FactKind::Text),
-    ("./DevDetail/DevTyp", "hardware.type", FactKind::Text),
-    ("./DevDetail/Ext/Microsoft/OSPlatform", "os.platform", FactKind::Text),
+pub const INVENTORY: &[(&str, FactName, FactKind)] = &[
+    ("./DevInfo/Man", f("hardware.manufacturer"), FactKind::Text),
+    ("./DevInfo/Mod", f("hardware.model"), FactKind::Text),
+    ("./DevInfo/DmV", f("mdm.client_version"), FactKind::Text),
+    ("./DevInfo/Lang", f("os.language"), FactKind::Text),
+    ("./DevDetail/SwV", f("os.version"), FactKind::Text),
+    ("./DevDetail/OEM", f("hardware.oem"), FactKind::Text),
+    ("./DevDetail/FwV", f("hardware.firmware_version"), FactKind::Text),
+    ("./DevDetail/HwV", f("hardware.version"), FactKind::Text),
+    ("./DevDetail/DevTyp", f("hardware.type"), FactKind::Text),
+    ("./DevDetail/Ext/Microsoft/OSPlatform", f("os.platform"), FactKind::Text),
     (
         "./DevDetail/Ext/Microsoft/ProcessorArchitecture",
-        "hardware.processor_architecture",
+        f("hardware.processor_architecture"),
         FactKind::Text,
     ),
-    ("./DevDetail/Ext/Microsoft/TotalRAM", "hardware.ram_mb", FactKind::Int),
+    (
+        "./DevDetail/Ext/Microsoft/TotalRAM",
+        f("hardware.ram_mb"),
+        FactKind::Int,
+    ),
     (
         "./DevDetail/Ext/Microsoft/TotalStorage",
-        "hardware.storage_mb",
+        f("hardware.storage_mb"),
         FactKind::Int,
     ),
     (
         "./DevDetail/Ext/Microsoft/SMBIOSSerialNumber",
-        "hardware.serial_number",
+        f("hardware.serial_number"),
         FactKind::Text,
     ),
-    ("./DevDetail/Ext/Microsoft/DeviceName", "device.name", FactKind::Text),
-    ("./Vendor/MSFT/DeviceStatus/OS/Edition", "os.edition", FactKind::Text),
+    ("./DevDetail/Ext/Microsoft/DeviceName", f("device.name"), FactKind::Text),
+    ("./Vendor/MSFT/DeviceStatus/OS/Edition", f("os.edition"), FactKind::Text),
     (
         "./Vendor/MSFT/DeviceStatus/Compliance/EncryptionCompliance",
-        "security.encryption_compliance",
+        f("security.encryption_compliance"),
         FactKind::Int,
     ),
     (
         "./Vendor/MSFT/BitLocker/Status/DeviceEncryptionStatus",
-        "security.bitlocker_status",
+        f("security.bitlocker_status"),
         FactKind::Int,
     ),
     (
         "./Vendor/MSFT/DeviceStatus/TPM/SpecificationVersion",
-        "security.tpm_version",
+        f("security.tpm_version"),
         FactKind::Text,
     ),
     (
         "./Vendor/MSFT/DeviceStatus/Antivirus/Status",
-        "security.antivirus_status",
+        f("security.antivirus_status"),
         FactKind::Int,
     ),
     (
         "./Vendor/MSFT/DeviceStatus/Antivirus/SignatureStatus",
-        "security.antivirus_signature_status",
+        f("security.antivirus_signature_status"),
         FactKind::Int,
     ),
     (
         "./Vendor/MSFT/DeviceStatus/Firewall/Status",
-        "security.firewall_status",
+        f("security.firewall_status"),
         FactKind::Int,
     ),
     (
         "./Vendor/MSFT/Defender/Health/RtpEnabled",
-        "security.defender_realtime",
+        f("security.defender_realtime"),
         FactKind::Bool,
     ),
     (
         "./Vendor/MSFT/Defender/Health/DefenderEnabled",
-        "security.defender_enabled",
+        f("security.defender_enabled"),
         FactKind::Bool,
     ),
-    ("./Vendor/MSFT/DMClient/HWDevID", "device.hw_dev_id", FactKind::Text),
+    ("./Vendor/MSFT/DMClient/HWDevID", f("device.hw_dev_id"), FactKind::Text),
 ];
-
-/// Fact recording when the last inventory arrived (drives the refresh schedule).
-pub const COLLECTED_AT: &str = "inventory.collected_at";
-pub const ORIGIN: &str = "inventory";
 
 /// `./Device/Vendor/MSFT/X` and `./Vendor/MSFT/X` address the same device-scope node.
 pub fn normalize(loc_uri: &str) -> std::borrow::Cow<'_, str> {
@@ -99,7 +105,7 @@ pub fn normalize(loc_uri: &str) -> std::borrow::Cow<'_, str> {
 
 /// The fact a node's value becomes, normalised by kind; None for nodes we do not track or values that
 /// do not fit the kind.
-pub fn fact_for(loc_uri: &str, value: &str) -> Option<(String, String)> {
+pub fn fact_for(loc_uri: &str, value: &str) -> Option<FactUpdate> {
     let uri = normalize(loc_uri);
     let (_, name, kind) = INVENTORY.iter().find(|(u, _, _)| *u == uri.as_ref())?;
     let value = value.trim();
@@ -112,13 +118,13 @@ pub fn fact_for(loc_uri: &str, value: &str) -> Option<(String, String)> {
             _ => return None,
         },
     };
-    Some(((*name).to_owned(), value))
+    Some(FactUpdate::new(name.clone(), value))
 }
 
 /// One Get with every inventory node (Windows answers each item with its own Results item or a 404
 /// for nodes its edition lacks).
-pub fn inventory_command() -> CommandPayload {
-    CommandPayload {
+pub fn inventory_command() -> OmaDmCommand {
+    OmaDmCommand {
         verb: Verb::Get,
         items: INVENTORY
             .iter()
@@ -137,6 +143,10 @@ pub fn inventory_command() -> CommandPayload {
 mod tests {
     use super::*;
 
+    fn fact(name: &'static str, value: &str) -> FactUpdate {
+        FactUpdate::new(FactName::from_static(name), value)
+    }
+
     #[test]
     fn aliases_and_kinds() {
         assert_eq!(
@@ -146,14 +156,23 @@ mod tests {
         assert_eq!(normalize("./DevInfo/Man"), "./DevInfo/Man");
         assert_eq!(
             fact_for("./Device/Vendor/MSFT/BitLocker/Status/DeviceEncryptionStatus", " 0 "),
-            Some(("security.bitlocker_status".into(), "0".into()))
+            Some(fact("security.bitlocker_status", "0"))
         );
         assert_eq!(fact_for("./DevDetail/Ext/Microsoft/TotalRAM", "lots"), None);
         assert_eq!(
             fact_for("./Vendor/MSFT/Defender/Health/RtpEnabled", "True"),
-            Some(("security.defender_realtime".into(), "true".into()))
+            Some(fact("security.defender_realtime", "true"))
         );
         assert_eq!(fact_for("./Unknown/Node", "x"), None);
         assert_eq!(inventory_command().items.len(), INVENTORY.len());
+    }
+
+    #[test]
+    fn fact_names_are_valid_and_distinct() {
+        let mut seen = std::collections::BTreeSet::new();
+        for (uri, name, _) in INVENTORY {
+            assert_eq!(FactName::parse(name.as_str()).as_ref(), Some(name), "{uri}");
+            assert!(seen.insert(name.as_str()), "{name} twice");
+        }
     }
 }

@@ -1,14 +1,16 @@
 //! The OMA-DM session engine (MS-MDM §3.1.5; OMA-DM 1.2 RepPro §6–8) as a pure function: given the
-//! device's parsed message, the stored session state and the enrollment's open commands, produce our
-//! answer and everything to commit. No I/O here, so every rule is unit-tested.
+//! device's parsed message, the stored session, the enrollment's open and awaiting commands, the
+//! time and the policies, produce our answer and everything to commit. No I/O and no clock here, so
+//! every rule is unit-tested.
 //!
 //! Rules implemented:
 //! - Our answer starts with the Status for the device's SyncHdr (CmdRef 0), then one Status per device
 //!   command other than Status and Results (responses are not commands), then queued commands.
-//! - A command's outcome is recorded from the device's Status (CmdRef = the command's UUID, which is its
+//! - A command's outcome is taken from the device's Status (CmdRef = the command's UUID, which is its
 //!   CmdID) and Results; only this enrollment's open commands can take an outcome, and the store keeps
-//!   the first one. A command sent in this session is never sent again within it; an unanswered one
-//!   goes again next session (at-least-once delivery).
+//!   the first one. What the code means (the command's state, the event, whether the enrollment ends)
+//!   is core's rule ([`Outcome`]). A command sent in this session is never sent again within it; an
+//!   unanswered one goes again next session (at-least-once delivery).
 //! - 418 (Already exists) on an Add re-queues it as a Replace.
 //! - Device message without Final: the device has more to send; we answer its statuses plus Alert 1222
 //!   and hold our commands until its package is complete.
@@ -16,19 +18,27 @@
 //!   Final and continue after the device's next message.
 //! - An answer holding only the SyncHdr Status (and Final) ends the session.
 //! - Alerts: 1201/1200 start, 1224 LoginStatus (`./User/` commands wait for "user"), 1226 generic
-//!   (unenrollment ends the enrollment; MSI install completion finishes the accepted Exec), 1222 next
-//!   message, 1223 abort.
+//!   (unenrollment ends the enrollment; MSI install completion finishes the accepted Exec that
+//!   targeted the node, newest first), 1222 next message, 1223 abort.
+//! - At the start of a session, an inventory read is queued (and sent in it) when the last one is
+//!   older than the interval and none is waiting.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
-use steward_core::*;
+use serde::{Deserialize, Serialize};
+use steward_core::{
+    CheckinCommit, Command, CommandId, CommandOrigin, CommandState, Completion, Enrollment, EnrollmentEnd,
+    EnrollmentState, FactUpdate, NewCommand, Outcome, Priority, Requeue, ResultItem, SessionRecord, facts, reasons,
+    status_is_success,
+};
 use steward_windows_proto::syncml::{
     self, ALERT_CLIENT_EVENT, ALERT_GENERIC, ALERT_NEXT_MESSAGE, ALERT_SESSION_ABORT, Alert, Container, Item,
     ItemCommand, ItemData, LocTarget, Meta, SyncBody, SyncHdr, SyncMl,
 };
+use time::OffsetDateTime;
 
-use super::commands::ORIGIN_WIPE;
-use super::inventory;
+use crate::commands::{CommandItem, OmaDmCommand, Verb};
+use crate::inventory;
 
 /// Windows' MaxMsgSize when the device does not say (Intune advertises the same).
 pub const DEFAULT_MAX_MSG_SIZE: usize = 512 * 1024;
@@ -39,15 +49,80 @@ const RAW_MESSAGE_KEEP: usize = 16 * 1024;
 
 pub const TYPE_MSI_INSTALL: &str = "Reversed-Domain-Name:com.microsoft.mdm.win32csp_install";
 
+/// The Windows part of a check-in session, kept between messages as the JSON text of
+/// [`SessionRecord::state`] (exactly this shape; the store's migration converted older rows to it).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct OmaDmSession {
+    /// The device's SessionID (SyncHdr).
+    pub session_id: String,
+    /// Highest device MsgID processed in this session.
+    pub client_msg_id: u32,
+    /// Our last MsgID in this session.
+    pub server_msg_id: u32,
+    /// `com.microsoft/MDM/LoginStatus` from Alert 1224: user, others, none.
+    pub login_status: Option<String>,
+    /// The `syncml:auth-md5` nonce we last gave the device (base64), for the digest it must send next.
+    pub md5_nonce: Option<String>,
+    /// A command whose Data is being sent in pieces (OMA-DM large object, MoreData).
+    pub chunk: Option<Chunk>,
+}
+
+/// A large object being sent: the command and how many bytes of its Data have gone out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Chunk {
+    pub command: CommandId,
+    pub offset: usize,
+}
+
+impl OmaDmSession {
+    /// The Windows session state of a stored session; None if it holds none this version can read
+    /// (the next message then starts a new session).
+    pub fn from_record(record: &SessionRecord) -> Option<Self> {
+        serde_json::from_str(&record.state).ok()
+    }
+
+    /// The JSON text stored as [`SessionRecord::state`].
+    pub fn to_state(&self) -> String {
+        // Strings, numbers and options only: serialising cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// Our earlier answer when `msg` is exactly the last message of the stored session again (a retry
+/// after a lost answer): it is answered as before and nothing is recorded twice. A record without a
+/// request hash (after a challenge) is never replayed.
+pub fn replay<'r>(previous: Option<&'r SessionRecord>, msg: &SyncMl, request_hash: &str) -> Option<&'r str> {
+    let record = previous?;
+    let state = OmaDmSession::from_record(record)?;
+    (!record.last_request_hash.is_empty()
+        && state.session_id == msg.header.session_id
+        && state.client_msg_id == msg.header.msg_id
+        && record.last_request_hash == request_hash)
+        .then_some(record.last_response.as_str())
+}
+
+/// The stored session after a `syncml:auth-md5` challenge carrying `nonce`: otherwise unchanged, and
+/// never replayed as a duplicate answer.
+pub fn challenged(previous: Option<&SessionRecord>, nonce: String) -> SessionRecord {
+    let mut record = previous.cloned().unwrap_or_default();
+    let mut state = OmaDmSession::from_record(&record).unwrap_or_default();
+    state.md5_nonce = Some(nonce);
+    record.state = state.to_state();
+    record.last_request_hash = String::new();
+    record
+}
+
 pub struct SessionInput<'a> {
     pub msg: &'a SyncMl,
     pub raw: &'a str,
     pub request_hash: String,
     pub enrollment: &'a Enrollment,
     pub management_url: &'a str,
-    pub previous: Option<&'a SessionState>,
+    pub previous: Option<&'a SessionRecord>,
     /// The enrollment's open commands (pending or sent), in delivery order.
     pub open_commands: &'a [Command],
+    /// The enrollment's commands accepted for asynchronous processing, newest first.
+    pub awaiting: &'a [Command],
     /// A fresh random key, used if this message starts a new session.
     pub new_key: String,
     /// Status for the device's SyncHdr: 200 (authenticated by TLS), 212 (authenticated by
@@ -56,6 +131,13 @@ pub struct SessionInput<'a> {
     /// A new `syncml:auth-md5` NextNonce to hand the device in the SyncHdr Status Chal.
     pub next_nonce: Option<String>,
     pub poll: PollPolicy,
+    pub inventory: InventoryPolicy,
+    pub now: OffsetDateTime,
+    /// The device authenticated with its current certificate while a replaced one is still
+    /// accepted: the commit retires the replaced one.
+    pub retire_previous_certificate: bool,
+    /// Some open command is past its deadline: the commit expires it.
+    pub expire_overdue: bool,
 }
 
 /// DMClient poll schedule management (DMClient CSP `Provider/<id>/Poll`): poll every `fast_minutes`
@@ -66,20 +148,30 @@ pub struct PollPolicy {
     pub provider_id: String,
     pub steady_minutes: u32,
     pub fast_minutes: u32,
-    /// The interval last confirmed by the device (fact `mdm.poll_interval_minutes`); None = the
+    /// The interval last confirmed by the device (fact [`facts::POLL_INTERVAL_MINUTES`]); None = the
     /// enrollment-time steady interval.
     pub current_minutes: Option<u32>,
 }
 
-/// Fact holding the poll interval the device last acknowledged.
-pub const POLL_FACT: &str = "mdm.poll_interval_minutes";
+/// When a session starts with a stale inventory, an inventory read is queued and sent in it.
+#[derive(Debug, Clone)]
+pub struct InventoryPolicy {
+    /// How old the last inventory may be.
+    pub interval: time::Duration,
+    /// When the last inventory arrived (the fact [`facts::INVENTORY_COLLECTED_AT`] was last set);
+    /// None if it never did.
+    pub collected_at: Option<OffsetDateTime>,
+    /// The id the read gets if one is queued.
+    pub command_id: CommandId,
+}
+
 /// CmdID prefix of our poll-interval Replace (`poll-<minutes>`): not a queued command, its Status
-/// updates [`POLL_FACT`].
+/// updates [`facts::POLL_INTERVAL_MINUTES`].
 const POLL_CMD_PREFIX: &str = "poll-";
 
 pub struct SessionOutput {
     pub response: SyncMl,
-    pub commit: SessionCommit,
+    pub commit: CheckinCommit,
     /// True when our answer ends the session.
     pub ends_session: bool,
 }
@@ -106,7 +198,7 @@ fn status(ids: &mut Counter, msg_ref: u32, cmd_ref: &str, cmd: &str, code: u16) 
 
 /// The SyncML form of a queued command. The command UUID is the CmdID; Atomic children get
 /// `<uuid>.<n>` so their Statuses map back to the parent.
-pub fn to_syncml(cmd_id: &str, p: &CommandPayload) -> syncml::Command {
+pub fn to_syncml(cmd_id: &str, p: &OmaDmCommand) -> syncml::Command {
     if p.verb == Verb::Atomic {
         return syncml::Command::Atomic(Container {
             cmd_id: cmd_id.to_owned(),
@@ -169,25 +261,78 @@ struct Collected {
     children: BTreeMap<usize, u16>,
 }
 
+/// The inventory read to queue at the start of a session: when the last inventory is older than
+/// the interval (or never came) and none is already waiting in `open`.
+fn due_inventory(input: &SessionInput<'_>) -> Option<NewCommand> {
+    let p = &input.inventory;
+    if p.collected_at.is_some_and(|t| input.now - t < p.interval) {
+        return None;
+    }
+    if input.open_commands.iter().any(|c| c.origin == CommandOrigin::Inventory) {
+        return None;
+    }
+    Some(NewCommand {
+        id: p.command_id,
+        enrollment_id: input.enrollment.id,
+        payload: inventory::inventory_command().to_payload(),
+        priority: Priority::INVENTORY,
+        origin: CommandOrigin::Inventory,
+        created_at: input.now,
+        expires_at: Some(input.now + p.interval),
+    })
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
 pub fn process(input: SessionInput<'_>) -> SessionOutput {
     let msg = input.msg;
     let hdr = &msg.header;
-    let prev = input.previous;
-    let new_session = prev.is_none_or(|p| p.session_id != hdr.session_id || hdr.msg_id == 1);
-    let key = match prev {
-        Some(p) if !new_session => p.key.clone(),
+    let prev: Option<(&SessionRecord, OmaDmSession)> =
+        input.previous.and_then(|r| Some((r, OmaDmSession::from_record(r)?)));
+    let prev_state = prev.as_ref().map(|(_, s)| s);
+    let new_session = prev_state.is_none_or(|p| p.session_id != hdr.session_id || hdr.msg_id == 1);
+    let key = match &prev {
+        Some((r, _)) if !new_session => r.key.clone(),
         _ => input.new_key.clone(),
     };
     let mut login_status = if new_session {
         None
     } else {
-        prev.and_then(|p| p.login_status.clone())
+        prev_state.and_then(|p| p.login_status.clone())
     };
-    let server_msg_id = match prev {
+    let server_msg_id = match prev_state {
         Some(p) if !new_session => p.server_msg_id + 1,
         _ => 1,
     };
-    let open: HashMap<CommandId, &Command> = input.open_commands.iter().map(|c| (c.id, c)).collect();
+    let mut commit = CheckinCommit::default();
+
+    // Delivery order: the open commands, with a newly queued inventory read where the queue would
+    // put it (priority, then queue order: after every command of its priority or higher).
+    let scheduled = if new_session { due_inventory(&input) } else { None };
+    let queued = scheduled.as_ref().map(Command::queued);
+    let mut open_list: Vec<&Command> = input.open_commands.iter().collect();
+    if let Some(c) = &queued {
+        let at = open_list
+            .iter()
+            .position(|o| o.priority < c.priority)
+            .unwrap_or(open_list.len());
+        open_list.insert(at, c);
+    }
+    commit.enqueue.extend(scheduled);
+    let bodies: HashMap<CommandId, OmaDmCommand> = open_list
+        .iter()
+        .filter_map(|c| match OmaDmCommand::from_payload(&c.payload) {
+            Ok(b) => Some((c.id, b)),
+            Err(e) => {
+                tracing::warn!(command = %c.id, error = %e, "queued command cannot be read; not sent");
+                None
+            }
+        })
+        .collect();
+    let open: HashMap<CommandId, &Command> = open_list.iter().map(|c| (c.id, *c)).collect();
 
     let mut ids = Counter(0);
     let mut header_status = status(&mut ids, hdr.msg_id, "0", "SyncHdr", input.header_code);
@@ -196,7 +341,8 @@ pub fn process(input: SessionInput<'_>) -> SessionOutput {
     }
     let mut out: Vec<syncml::Command> = vec![header_status];
     let mut collected: BTreeMap<CommandId, Collected> = BTreeMap::new();
-    let mut commit = SessionCommit::default();
+    let mut requeued: Vec<(CommandId, OmaDmCommand)> = Vec::new();
+    let mut completions: Vec<(String, u16)> = Vec::new();
     let mut aborted = false;
     let mut poll_current = input.poll.current_minutes.unwrap_or(input.poll.steady_minutes);
     let mut poll_refused = false;
@@ -212,9 +358,11 @@ pub fn process(input: SessionInput<'_>) -> SessionOutput {
                     .strip_prefix(POLL_CMD_PREFIX)
                     .and_then(|m| m.parse::<u32>().ok())
                 {
-                    if s.code().is_some_and(|c| (200..300).contains(&c)) {
+                    if s.code().is_some_and(status_is_success) {
                         poll_current = minutes;
-                        commit.facts.push((POLL_FACT.to_owned(), minutes.to_string()));
+                        commit
+                            .facts
+                            .push(FactUpdate::new(facts::POLL_INTERVAL_MINUTES, minutes.to_string()));
                     } else {
                         poll_refused = true;
                     }
@@ -223,16 +371,24 @@ pub fn process(input: SessionInput<'_>) -> SessionOutput {
                 let Some((id, child)) = parse_cmd_ref(&s.cmd_ref) else {
                     continue;
                 };
-                let Some(command) = open.get(&id) else { continue };
+                if !open.contains_key(&id) {
+                    continue;
+                }
                 let code = s.code().unwrap_or(500);
                 match child {
                     Some(n) => {
                         collected.entry(id).or_default().children.insert(n, code);
                     }
-                    None if code == 418 && command.payload.verb == Verb::Add => {
-                        let mut payload = command.payload.clone();
-                        payload.verb = Verb::Replace;
-                        commit.requeue.push((id, payload));
+                    None if code == 418 && bodies.get(&id).is_some_and(|b| b.verb == Verb::Add) => {
+                        if let Some(body) = bodies.get(&id) {
+                            let mut replace = body.clone();
+                            replace.verb = Verb::Replace;
+                            commit.requeue.push(Requeue {
+                                command_id: id,
+                                payload: replace.to_payload(),
+                            });
+                            requeued.push((id, replace));
+                        }
                     }
                     // 213: a chunk of a large object was buffered; the outcome comes with the last chunk.
                     None if code == 213 => {}
@@ -275,8 +431,10 @@ pub fn process(input: SessionInput<'_>) -> SessionOutput {
                         for item in &a.items {
                             let ty = item.meta.as_ref().and_then(|m| m.type_.as_deref()).unwrap_or_default();
                             if ty == syncml::TYPE_UNENROLL_USER_REQUEST {
-                                commit.new_state =
-                                    Some((EnrollmentState::Unenrolled, "device requested unenrollment".into()));
+                                commit.end_enrollment = Some(EnrollmentEnd::new(
+                                    EnrollmentState::Unenrolled,
+                                    reasons::DEVICE_UNENROLLED,
+                                ));
                             } else if ty == TYPE_MSI_INSTALL
                                 && let Some(src) = item.source_uri()
                             {
@@ -284,9 +442,7 @@ pub fn process(input: SessionInput<'_>) -> SessionOutput {
                                 // CSP alert example); an MsiInstallJob status of 70 also means installed.
                                 let data = item.data.as_ref().map(|d| d.as_str().trim()).unwrap_or_default();
                                 let ok = data == "0" || data.contains("<Status>70</Status>");
-                                commit
-                                    .async_completions
-                                    .push((src.to_owned(), if ok { 200 } else { 500 }));
+                                completions.push((src.to_owned(), if ok { 200 } else { 500 }));
                             }
                         }
                     }
@@ -315,21 +471,22 @@ pub fn process(input: SessionInput<'_>) -> SessionOutput {
             None if !c.results.is_empty() => 200,
             None => continue,
         };
-        let origin = open.get(&id).map(|cmd| cmd.origin.as_str());
-        if (200..300).contains(&code) && origin == Some(ORIGIN_WIPE) {
-            commit.new_state = Some((EnrollmentState::Wiped, "wipe acknowledged by the device".into()));
+        let outcome = Outcome::new(id, code, c.results, c.children.into_values().collect());
+        if let Some(command) = open.get(&id) {
+            if let Some(end) = outcome.enrollment_end(&command.origin) {
+                commit.end_enrollment = Some(end);
+            }
+            if command.origin == CommandOrigin::Inventory {
+                commit
+                    .facts
+                    .push(FactUpdate::new(facts::INVENTORY_COLLECTED_AT, rfc3339(input.now)));
+            }
         }
-        if origin == Some(inventory::ORIGIN) {
-            commit
-                .facts
-                .push((inventory::COLLECTED_AT.to_owned(), time_now_rfc3339()));
-        }
-        commit.outcomes.push(CommandOutcome {
-            command_id: id,
-            status_code: code,
-            results: c.results,
-            child_codes: c.children.into_values().collect(),
-        });
+        commit.outcomes.push(outcome);
+    }
+
+    if !completions.is_empty() {
+        commit.completions = complete(&completions, input.awaiting, &commit.outcomes, &open);
     }
 
     let mut final_ = true;
@@ -343,7 +500,7 @@ pub fn process(input: SessionInput<'_>) -> SessionOutput {
             items: vec![],
         }));
         sending = true;
-    } else if !aborted && commit.new_state.is_none() {
+    } else if !aborted && commit.end_enrollment.is_none() {
         let max = hdr
             .meta
             .as_ref()
@@ -354,23 +511,31 @@ pub fn process(input: SessionInput<'_>) -> SessionOutput {
             .clamp(4096, 16 * 1024 * 1024);
         let mut used = HEADER_SLACK + out.iter().map(syncml::estimated_size).sum::<usize>();
         let answered: Vec<CommandId> = commit.outcomes.iter().map(|o| o.command_id).collect();
-        let requeued: HashMap<CommandId, &CommandPayload> = commit.requeue.iter().map(|(i, p)| (*i, p)).collect();
-        let prev_chunk = if new_session { None } else { prev.and_then(|p| p.chunk) };
+        let requeued: HashMap<CommandId, &OmaDmCommand> = requeued.iter().map(|(i, p)| (*i, p)).collect();
+        let prev_chunk = if new_session {
+            None
+        } else {
+            prev_state.and_then(|p| p.chunk)
+        };
+        let user_scoped = |c: &Command| bodies.get(&c.id).is_some_and(OmaDmCommand::is_user_scoped);
         let mut chunk_done = false;
-        for c in input.open_commands {
+        for c in open_list.iter().copied() {
+            let Some(body) = bodies.get(&c.id) else {
+                continue; // unreadable: nothing to send
+            };
             let requeue = requeued.get(&c.id);
             if answered.contains(&c.id) {
                 continue;
             }
-            let offset = prev_chunk.filter(|(id, _)| *id == c.id).map(|(_, o)| o);
+            let offset = prev_chunk.filter(|ch| ch.command == c.id).map(|ch| ch.offset);
             if requeue.is_none() && c.state == CommandState::Sent && c.last_session.as_deref() == Some(key.as_str()) {
                 continue; // sent in this session already; goes again next session if unanswered
             }
-            if c.payload.is_user_scoped() && login_status.as_deref() != Some("user") {
+            if body.is_user_scoped() && login_status.as_deref() != Some("user") {
                 continue; // user-scoped: waits until a user is signed in
             }
-            let payload = requeue.copied().unwrap_or(&c.payload);
-            let sc = to_syncml(&c.id.cmd_id(), payload);
+            let payload = requeue.copied().unwrap_or(body);
+            let sc = to_syncml(&c.id.wire_id(), payload);
             let size = syncml::estimated_size(&sc);
             if offset.is_none() && used + size <= max {
                 used += size;
@@ -383,8 +548,8 @@ pub fn process(input: SessionInput<'_>) -> SessionOutput {
                 break;
             }
             // Too big for any message (or already being chunked): OMA-DM large object, one per message.
-            match chunk(&c.id.cmd_id(), payload, offset.unwrap_or(0), max.saturating_sub(used)) {
-                Chunk::Piece {
+            match piece(&c.id.wire_id(), payload, offset.unwrap_or(0), max.saturating_sub(used)) {
+                Piece::Part {
                     command,
                     next_offset,
                     last,
@@ -395,17 +560,23 @@ pub fn process(input: SessionInput<'_>) -> SessionOutput {
                     if last {
                         commit.sent.push(c.id);
                     } else {
-                        next_chunk = Some((c.id, next_offset));
+                        next_chunk = Some(Chunk {
+                            command: c.id,
+                            offset: next_offset,
+                        });
                         final_ = false;
                         break;
                     }
                 }
-                Chunk::NoRoom => {
-                    next_chunk = offset.map(|o| (c.id, o));
+                Piece::NoRoom => {
+                    next_chunk = offset.map(|o| Chunk {
+                        command: c.id,
+                        offset: o,
+                    });
                     final_ = false;
                     break;
                 }
-                Chunk::Unsplittable => {
+                Piece::Unsplittable => {
                     // Several items or no Data: cannot be chunked; send whole and let the device judge.
                     tracing::warn!(command = %c.id, size, max, "command larger than the device's MaxMsgSize");
                     used += size;
@@ -415,10 +586,10 @@ pub fn process(input: SessionInput<'_>) -> SessionOutput {
             }
         }
         // Work that only a later session can deliver: poll fast until it is gone.
-        let waiting = input.open_commands.iter().any(|c| {
+        let waiting = open_list.iter().any(|c| {
             !answered.contains(&c.id)
                 && !commit.sent.contains(&c.id)
-                && ((c.payload.is_user_scoped() && login_status.as_deref() != Some("user"))
+                && ((user_scoped(c) && login_status.as_deref() != Some("user"))
                     || (c.state == CommandState::Sent && c.last_session.as_deref() == Some(key.as_str())))
         });
         let want = if waiting {
@@ -433,7 +604,7 @@ pub fn process(input: SessionInput<'_>) -> SessionOutput {
             );
             out.push(to_syncml(
                 &format!("{POLL_CMD_PREFIX}{want}"),
-                &CommandPayload::single(
+                &OmaDmCommand::single(
                     Verb::Replace,
                     CommandItem {
                         target,
@@ -459,21 +630,26 @@ pub fn process(input: SessionInput<'_>) -> SessionOutput {
     };
     let raw: String = input.raw.chars().take(RAW_MESSAGE_KEEP).collect();
     commit.raw_message = Some(raw);
-    commit.session = SessionState {
-        key,
+    let state = OmaDmSession {
         session_id: hdr.session_id.clone(),
         client_msg_id: hdr.msg_id,
         server_msg_id,
-        last_request_hash: input.request_hash,
-        last_response: syncml::write(&response),
         login_status,
         md5_nonce: input
             .next_nonce
             .clone()
-            .or_else(|| prev.and_then(|p| p.md5_nonce.clone())),
+            .or_else(|| prev_state.and_then(|p| p.md5_nonce.clone())),
         chunk: next_chunk,
+    };
+    commit.session = SessionRecord {
+        key,
+        state: state.to_state(),
+        last_request_hash: input.request_hash,
+        last_response: syncml::write(&response),
         updated_at: None,
     };
+    commit.retire_previous_certificate = input.retire_previous_certificate;
+    commit.expire_overdue = input.expire_overdue;
     SessionOutput {
         response,
         commit,
@@ -481,8 +657,47 @@ pub fn process(input: SessionInput<'_>) -> SessionOutput {
     }
 }
 
-enum Chunk {
-    Piece {
+/// Matches MSI-install completions (target LocURI, final code) to the accepted commands that
+/// targeted the node, newest first, each command at most once: those accepted earlier
+/// (`awaiting`, newest first) and those this message's outcomes accept.
+fn complete(
+    completions: &[(String, u16)],
+    awaiting: &[Command],
+    outcomes: &[Outcome],
+    open: &HashMap<CommandId, &Command>,
+) -> Vec<Completion> {
+    let mut candidates: Vec<&Command> = awaiting.iter().collect();
+    for o in outcomes.iter().filter(|o| o.state == CommandState::Accepted) {
+        if let Some(c) = open.get(&o.command_id) {
+            let at = candidates.iter().position(|a| a.id < c.id).unwrap_or(candidates.len());
+            candidates.insert(at, c);
+        }
+    }
+    let targets: Vec<Vec<String>> = candidates
+        .iter()
+        .map(|c| {
+            OmaDmCommand::from_payload(&c.payload)
+                .map(|b| b.targets().into_iter().map(str::to_owned).collect())
+                .unwrap_or_default()
+        })
+        .collect();
+    let mut used: HashSet<CommandId> = HashSet::new();
+    let mut out = Vec::new();
+    for (target, code) in completions {
+        let found = candidates
+            .iter()
+            .zip(&targets)
+            .find(|(c, t)| !used.contains(&c.id) && t.iter().any(|t| t == target));
+        if let Some((c, _)) = found {
+            used.insert(c.id);
+            out.push(Completion::new(c.id, *code));
+        }
+    }
+    out
+}
+
+enum Piece {
+    Part {
         command: Box<syncml::Command>,
         next_offset: usize,
         last: bool,
@@ -501,14 +716,14 @@ const MIN_CHUNK: usize = 1024;
 /// whole Data's byte length), every piece but the last carries MoreData. Pieces are always written as
 /// escaped text (a piece of an XML value is not itself well-formed XML); the device reassembles the
 /// bytes.
-fn chunk(cmd_id: &str, p: &CommandPayload, offset: usize, room: usize) -> Chunk {
+fn piece(cmd_id: &str, p: &OmaDmCommand, offset: usize, room: usize) -> Piece {
     let ([item], Verb::Add | Verb::Replace | Verb::Exec) = (p.items.as_slice(), p.verb) else {
-        return Chunk::Unsplittable;
+        return Piece::Unsplittable;
     };
     let Some(data) = &item.data else {
-        return Chunk::Unsplittable;
+        return Piece::Unsplittable;
     };
-    let empty = CommandPayload::single(
+    let empty = OmaDmCommand::single(
         p.verb,
         CommandItem {
             data: Some(String::new()),
@@ -518,7 +733,7 @@ fn chunk(cmd_id: &str, p: &CommandPayload, offset: usize, room: usize) -> Chunk 
     let overhead = syncml::estimated_size(&to_syncml(cmd_id, &empty)) + 96; // + Meta Size, MoreData
     let avail = room.saturating_sub(overhead);
     if avail < MIN_CHUNK {
-        return Chunk::NoRoom;
+        return Piece::NoRoom;
     }
     let rest = data.get(offset..).unwrap_or_default();
     let mut end = 0;
@@ -549,7 +764,7 @@ fn chunk(cmd_id: &str, p: &CommandPayload, offset: usize, room: usize) -> Chunk 
         it.data = Some(ItemData::Text(rest[..end].to_owned()));
         it.more_data = !last;
     }
-    Chunk::Piece {
+    Piece::Part {
         command: Box::new(command),
         next_offset: offset + end,
         last,
@@ -560,7 +775,7 @@ fn chunk(cmd_id: &str, p: &CommandPayload, offset: usize, room: usize) -> Chunk 
 pub fn md5_chal(nonce: &str) -> Meta {
     Meta {
         format: Some("b64".into()),
-        type_: Some(super::md5::AUTH_MD5.into()),
+        type_: Some(crate::md5::AUTH_MD5.into()),
         next_nonce: Some(nonce.to_owned()),
         ..Default::default()
     }
@@ -583,18 +798,15 @@ pub fn challenge(msg: &SyncMl, device_id: &str, management_url: &str, code: u16,
     }
 }
 
-fn time_now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::windows::commands::{Action, WipeKind};
+    use crate::commands::action_command;
+    use steward_core::{
+        Action, AuthMethod, CertSerial, DeviceId, EnrollmentId, EnrollmentType, FactName, Platform, Thumbprint,
+        WipeKind,
+    };
     use syncml::{Command as Sc, Results, Status};
-    use time::OffsetDateTime;
 
     const DEVICE: &str = "B5B954E81FBCB94EB79BD08BE625F4EE";
     const URL: &str = "https://mdm.example.com/ManagementServer/MDM.svc";
@@ -603,8 +815,9 @@ mod tests {
         let now = OffsetDateTime::now_utc();
         Enrollment {
             id: EnrollmentId::new(),
+            platform: Platform::Windows,
             device_id: DeviceId::parse(DEVICE).unwrap(),
-            hw_dev_id: None,
+            hardware_id: None,
             device_name: None,
             os_version: None,
             os_edition: None,
@@ -613,9 +826,10 @@ mod tests {
             auth_method: AuthMethod::EnrollmentToken,
             enrollment_token_id: None,
             group_id: None,
-            cert_serial: "01".into(),
-            cert_thumbprint: "AA".into(),
+            cert_serial: CertSerial::new("01"),
+            cert_thumbprint: Thumbprint::of_der(b"certificate"),
             cert_not_after: now,
+            previous_cert: None,
             state: EnrollmentState::Active,
             enrolled_at: now,
             updated_at: now,
@@ -623,13 +837,13 @@ mod tests {
         }
     }
 
-    fn command(e: &Enrollment, payload: CommandPayload, origin: &str) -> Command {
+    fn command(e: &Enrollment, payload: OmaDmCommand, origin: &str) -> Command {
         Command {
             id: CommandId::new(),
             enrollment_id: e.id,
-            payload,
+            payload: payload.to_payload(),
             priority: 0,
-            origin: origin.into(),
+            origin: CommandOrigin::parse(origin),
             state: CommandState::Pending,
             created_at: OffsetDateTime::now_utc(),
             expires_at: None,
@@ -641,8 +855,8 @@ mod tests {
         }
     }
 
-    fn replace(target: &str, value: &str) -> CommandPayload {
-        CommandPayload::single(
+    fn replace(target: &str, value: &str) -> OmaDmCommand {
+        OmaDmCommand::single(
             Verb::Replace,
             CommandItem {
                 target: target.into(),
@@ -664,7 +878,7 @@ mod tests {
     fn run<'a>(
         msg: &'a SyncMl,
         e: &'a Enrollment,
-        prev: Option<&'a SessionState>,
+        prev: Option<&'a SessionRecord>,
         open: &'a [Command],
     ) -> SessionOutput {
         process(SessionInput {
@@ -675,6 +889,7 @@ mod tests {
             management_url: URL,
             previous: prev,
             open_commands: open,
+            awaiting: &[],
             new_key: "key-1".into(),
             header_code: 200,
             next_nonce: None,
@@ -684,7 +899,29 @@ mod tests {
                 fast_minutes: 3,
                 current_minutes: None,
             },
+            inventory: fresh_inventory(),
+            now: OffsetDateTime::now_utc(),
+            retire_previous_certificate: false,
+            expire_overdue: false,
         })
+    }
+
+    /// An inventory that just arrived: no read is due.
+    fn fresh_inventory() -> InventoryPolicy {
+        InventoryPolicy {
+            interval: time::Duration::hours(24),
+            collected_at: Some(OffsetDateTime::now_utc()),
+            command_id: CommandId::new(),
+        }
+    }
+
+    /// The Windows session state a commit stores.
+    fn session_of(out: &SessionOutput) -> OmaDmSession {
+        OmaDmSession::from_record(&out.commit.session).unwrap()
+    }
+
+    fn fact(name: &'static str, value: &str) -> FactUpdate {
+        FactUpdate::new(FactName::from_static(name), value)
     }
 
     /// A device reply in session `session_id`, message `msg_id`, with the given commands.
@@ -756,18 +993,14 @@ mod tests {
         assert_eq!(out.response.header.session_id, "1");
         assert_eq!(out.response.header.target.as_ref().unwrap().loc_uri, DEVICE);
         assert_eq!(out.response.header.source.as_ref().unwrap().loc_uri, URL);
-        assert_eq!(out.commit.session.login_status.as_deref(), Some("user"));
+        assert_eq!(session_of(&out).login_status.as_deref(), Some("user"));
         assert!(
             out.commit
                 .facts
-                .contains(&("hardware.manufacturer".into(), "VMware, Inc.".into()))
+                .contains(&fact("hardware.manufacturer", "VMware, Inc."))
         );
-        assert!(
-            out.commit
-                .facts
-                .contains(&("hardware.model".into(), "VMware7,1".into()))
-        );
-        assert!(out.commit.new_state.is_none());
+        assert!(out.commit.facts.contains(&fact("hardware.model", "VMware7,1")));
+        assert!(out.commit.end_enrollment.is_none());
     }
 
     #[test]
@@ -777,7 +1010,7 @@ mod tests {
         let msg = fixture("05-session2-unenroll.request.xml");
         let out = run(&msg, &e, None, &queued);
         assert_eq!(
-            out.commit.new_state.as_ref().map(|s| s.0),
+            out.commit.end_enrollment.as_ref().map(|s| s.state),
             Some(EnrollmentState::Unenrolled)
         );
         assert!(out.commit.sent.is_empty());
@@ -787,7 +1020,7 @@ mod tests {
     #[test]
     fn queued_commands_go_out_and_outcomes_come_back_once() {
         let e = enrollment();
-        let get = command(&e, crate::windows::inventory::inventory_command(), "inventory");
+        let get = command(&e, crate::inventory::inventory_command(), "inventory");
         let set = command(
             &e,
             replace("./Vendor/MSFT/Policy/Config/Camera/AllowCamera", "0"),
@@ -798,7 +1031,7 @@ mod tests {
         assert_eq!(out.commit.sent, vec![get.id, set.id]);
         let sent_ids: Vec<&str> = out.response.body.commands.iter().map(|c| c.cmd_id()).collect();
         assert!(
-            sent_ids.contains(&get.id.cmd_id().as_str()),
+            sent_ids.contains(&get.id.wire_id().as_str()),
             "CmdID is the command UUID"
         );
         let written = syncml::write(&out.response);
@@ -814,7 +1047,7 @@ mod tests {
         let results = Sc::Results(Results {
             cmd_id: "4".into(),
             msg_ref: Some("1".into()),
-            cmd_ref: get.id.cmd_id(),
+            cmd_ref: get.id.wire_id(),
             meta: None,
             items: vec![Item {
                 source: Some(LocTarget::new("./DevDetail/SwV")),
@@ -826,9 +1059,9 @@ mod tests {
             "1",
             2,
             vec![
-                st("2", &get.id.cmd_id(), "Get", 200),
+                st("2", &get.id.wire_id(), "Get", 200),
                 results,
-                st("3", &set.id.cmd_id(), "Replace", 200),
+                st("3", &set.id.wire_id(), "Replace", 200),
             ],
             true,
         );
@@ -838,16 +1071,12 @@ mod tests {
         let g = out2.commit.outcomes.iter().find(|o| o.command_id == get.id).unwrap();
         assert_eq!(g.status_code, 200);
         assert_eq!(g.results[0].data.as_deref(), Some("10.0.19043.2364"));
-        assert!(
-            out2.commit
-                .facts
-                .contains(&("os.version".into(), "10.0.19043.2364".into()))
-        );
+        assert!(out2.commit.facts.contains(&fact("os.version", "10.0.19043.2364")));
         assert!(
             out2.commit
                 .facts
                 .iter()
-                .any(|(n, _)| n == crate::windows::inventory::COLLECTED_AT)
+                .any(|f| f.name == facts::INVENTORY_COLLECTED_AT)
         );
         // Nothing more to send and nothing to acknowledge: a bare SyncHdr status ends the session.
         assert_eq!(out2.response.body.commands.len(), 1);
@@ -864,7 +1093,7 @@ mod tests {
             "1",
             2,
             vec![
-                st("2", &other_device_command.cmd_id(), "Replace", 200),
+                st("2", &other_device_command.wire_id(), "Replace", 200),
                 st("3", "not-a-uuid", "Get", 200),
             ],
             true,
@@ -876,22 +1105,30 @@ mod tests {
     #[test]
     fn add_418_is_retried_as_replace_in_the_same_session() {
         let e = enrollment();
-        let mut add = command(&e, replace("./Vendor/MSFT/X", "1"), "admin");
-        add.payload.verb = Verb::Add;
+        let mut body = replace("./Vendor/MSFT/X", "1");
+        body.verb = Verb::Add;
+        let mut add = command(&e, body, "admin");
         add.state = CommandState::Sent;
         add.last_session = Some("key-1".into());
-        let prev = SessionState {
+        let prev = SessionRecord {
             key: "key-1".into(),
-            session_id: "1".into(),
-            client_msg_id: 1,
-            server_msg_id: 1,
+            state: OmaDmSession {
+                session_id: "1".into(),
+                client_msg_id: 1,
+                server_msg_id: 1,
+                ..Default::default()
+            }
+            .to_state(),
             ..Default::default()
         };
-        let msg = reply("1", 2, vec![st("2", &add.id.cmd_id(), "Add", 418)], true);
+        let msg = reply("1", 2, vec![st("2", &add.id.wire_id(), "Add", 418)], true);
         let out = run(&msg, &e, Some(&prev), std::slice::from_ref(&add));
         assert!(out.commit.outcomes.is_empty());
         assert_eq!(out.commit.requeue.len(), 1);
-        assert_eq!(out.commit.requeue[0].1.verb, Verb::Replace);
+        assert_eq!(
+            OmaDmCommand::from_payload(&out.commit.requeue[0].payload).unwrap().verb,
+            Verb::Replace
+        );
         assert_eq!(out.commit.sent, vec![add.id]);
         assert!(names(&out.response).contains(&"Replace"));
     }
@@ -901,36 +1138,42 @@ mod tests {
         let e = enrollment();
         let atomic = command(
             &e,
-            CommandPayload {
+            OmaDmCommand {
                 verb: Verb::Atomic,
                 items: vec![],
                 children: vec![replace("./Vendor/MSFT/A", "1"), replace("./Vendor/MSFT/B", "x")],
             },
             "admin",
         );
-        let sc = to_syncml(&atomic.id.cmd_id(), &atomic.payload);
+        let sc = to_syncml(
+            &atomic.id.wire_id(),
+            &OmaDmCommand::from_payload(&atomic.payload).unwrap(),
+        );
         let Sc::Atomic(c) = &sc else { panic!("atomic") };
         assert_eq!(c.commands[1].cmd_id(), format!("{}.2", atomic.id));
         let wipe = command(
             &e,
-            Action::Wipe(WipeKind::Protected).payload(),
-            Action::Wipe(WipeKind::Protected).origin(),
+            action_command(Action::Wipe(WipeKind::Protected)),
+            &Action::Wipe(WipeKind::Protected).origin().as_str(),
         );
         let msg = reply(
             "1",
             2,
             vec![
-                st("2", &atomic.id.cmd_id(), "Atomic", 507),
+                st("2", &atomic.id.wire_id(), "Atomic", 507),
                 st("3", &format!("{}.1", atomic.id), "Replace", 216),
                 st("4", &format!("{}.2", atomic.id), "Replace", 500),
-                st("5", &wipe.id.cmd_id(), "Exec", 200),
+                st("5", &wipe.id.wire_id(), "Exec", 200),
             ],
             true,
         );
         let out = run(&msg, &e, None, &[atomic.clone(), wipe]);
         let a = out.commit.outcomes.iter().find(|o| o.command_id == atomic.id).unwrap();
         assert_eq!((a.status_code, a.child_codes.clone()), (507, vec![216, 500]));
-        assert_eq!(out.commit.new_state.as_ref().map(|s| s.0), Some(EnrollmentState::Wiped));
+        assert_eq!(
+            out.commit.end_enrollment.as_ref().map(|s| s.state),
+            Some(EnrollmentState::Wiped)
+        );
     }
 
     #[test]
@@ -1002,7 +1245,11 @@ mod tests {
         let prev = out.commit.session.clone();
         let ack = reply("1", 2, vec![st("2", "poll-3", "Replace", 200)], true);
         let out2 = run(&ack, &e, Some(&prev), std::slice::from_ref(&user));
-        assert!(out2.commit.facts.contains(&(POLL_FACT.to_owned(), "3".to_owned())));
+        assert!(
+            out2.commit
+                .facts
+                .contains(&FactUpdate::new(facts::POLL_INTERVAL_MINUTES, "3"))
+        );
         assert!(out2.ends_session, "{:?}", names(&out2.response));
 
         // Later, with nothing waiting and the device on the fast interval, back to steady.
@@ -1016,6 +1263,7 @@ mod tests {
             management_url: URL,
             previous: None,
             open_commands: &[],
+            awaiting: &[],
             new_key: "key-2".into(),
             header_code: 200,
             next_nonce: None,
@@ -1025,6 +1273,10 @@ mod tests {
                 fast_minutes: 3,
                 current_minutes: Some(3),
             },
+            inventory: fresh_inventory(),
+            now: OffsetDateTime::now_utc(),
+            retire_previous_certificate: false,
+            expire_overdue: false,
         });
         assert!(out3.response.body.commands.iter().any(|c| c.cmd_id() == "poll-60"));
         // A refused change is not retried within the session.
@@ -1037,6 +1289,7 @@ mod tests {
             management_url: URL,
             previous: Some(&out3.commit.session),
             open_commands: &[],
+            awaiting: &[],
             new_key: "key-3".into(),
             header_code: 200,
             next_nonce: None,
@@ -1046,6 +1299,10 @@ mod tests {
                 fast_minutes: 3,
                 current_minutes: Some(3),
             },
+            inventory: fresh_inventory(),
+            now: OffsetDateTime::now_utc(),
+            retire_previous_certificate: false,
+            expire_overdue: false,
         });
         assert!(out4.ends_session);
     }
@@ -1069,7 +1326,7 @@ mod tests {
         let target = "./Device/Vendor/MSFT/Policy/Config/Big/Value";
         let big = command(
             &e,
-            CommandPayload::single(
+            OmaDmCommand::single(
                 Verb::Replace,
                 CommandItem {
                     target: target.into(),
@@ -1086,7 +1343,7 @@ mod tests {
             "admin",
         );
         let mut open = vec![small, big.clone()];
-        let mut prev: Option<SessionState> = None;
+        let mut prev: Option<SessionRecord> = None;
         let mut msg = device.start_session(SessionTrigger::Scheduled).unwrap();
         let mut outcomes = Vec::new();
         let mut messages = 0;
@@ -1130,6 +1387,286 @@ mod tests {
             "213 for pieces is not an outcome; the last piece's status is"
         );
         assert_eq!(outcomes.len(), 2);
-        assert!(prev.unwrap().chunk.is_none());
+        assert!(OmaDmSession::from_record(&prev.unwrap()).unwrap().chunk.is_none());
+    }
+
+    fn input<'a>(
+        msg: &'a SyncMl,
+        e: &'a Enrollment,
+        prev: Option<&'a SessionRecord>,
+        open: &'a [Command],
+        awaiting: &'a [Command],
+        inventory: InventoryPolicy,
+        now: OffsetDateTime,
+    ) -> SessionInput<'a> {
+        SessionInput {
+            msg,
+            raw: "<SyncML/>",
+            request_hash: "h".into(),
+            enrollment: e,
+            management_url: URL,
+            previous: prev,
+            open_commands: open,
+            awaiting,
+            new_key: "key-1".into(),
+            header_code: 200,
+            next_nonce: None,
+            poll: PollPolicy {
+                provider_id: "Steward".into(),
+                steady_minutes: 60,
+                fast_minutes: 3,
+                current_minutes: None,
+            },
+            inventory,
+            now,
+            retire_previous_certificate: false,
+            expire_overdue: false,
+        }
+    }
+
+    #[test]
+    fn a_stale_inventory_is_queued_and_sent_at_session_start() {
+        let e = enrollment();
+        let now = OffsetDateTime::now_utc();
+        let stale = |collected_at| InventoryPolicy {
+            interval: time::Duration::hours(24),
+            collected_at,
+            command_id: CommandId::new(),
+        };
+        let mut urgent = command(&e, replace("./Vendor/MSFT/A", "1"), "admin");
+        urgent.priority = Priority::ACTION;
+        let mut late = command(&e, replace("./Vendor/MSFT/B", "1"), "admin");
+        late.priority = Priority::INVENTORY - 1;
+        let open = [urgent.clone(), late.clone()];
+        let msg = fixture("04-session1-msg1.request.xml");
+        for collected_at in [None, Some(now - time::Duration::hours(25))] {
+            let policy = stale(collected_at);
+            let id = policy.command_id;
+            let out = process(input(&msg, &e, None, &open, &[], policy, now));
+            assert_eq!(out.commit.enqueue.len(), 1);
+            let queued = &out.commit.enqueue[0];
+            assert_eq!(
+                (queued.id, &queued.origin, queued.priority, queued.expires_at),
+                (
+                    id,
+                    &CommandOrigin::Inventory,
+                    Priority::INVENTORY,
+                    Some(now + time::Duration::hours(24))
+                )
+            );
+            assert_eq!(
+                OmaDmCommand::from_payload(&queued.payload).unwrap(),
+                inventory::inventory_command()
+            );
+            // Sent in this very message, in queue order (after higher priorities, before lower).
+            assert_eq!(out.commit.sent, vec![urgent.id, id, late.id]);
+            assert!(names(&out.response).contains(&"Get"));
+        }
+        // Fresh, already waiting, or not the start of a session: nothing queued.
+        let fresh = process(input(
+            &msg,
+            &e,
+            None,
+            &open,
+            &[],
+            stale(Some(now - time::Duration::hours(1))),
+            now,
+        ));
+        assert!(fresh.commit.enqueue.is_empty());
+        let waiting = [command(&e, inventory::inventory_command(), "inventory")];
+        let out = process(input(&msg, &e, None, &waiting, &[], stale(None), now));
+        assert!(out.commit.enqueue.is_empty());
+        assert_eq!(out.commit.sent, vec![waiting[0].id]);
+        let first = run(&msg, &e, None, &[]);
+        let second = reply("1", 2, vec![], true);
+        let out = process(input(
+            &second,
+            &e,
+            Some(&first.commit.session),
+            &[],
+            &[],
+            stale(None),
+            now,
+        ));
+        assert!(out.commit.enqueue.is_empty());
+    }
+
+    #[test]
+    fn an_answered_inventory_sets_the_inventory_clock_to_now() {
+        let e = enrollment();
+        let now = OffsetDateTime::now_utc() - time::Duration::minutes(3);
+        let get = command(&e, inventory::inventory_command(), "inventory");
+        let msg = reply("1", 2, vec![st("2", &get.id.wire_id(), "Get", 200)], true);
+        let out = process(input(
+            &msg,
+            &e,
+            None,
+            std::slice::from_ref(&get),
+            &[],
+            fresh_inventory(),
+            now,
+        ));
+        let clock = out
+            .commit
+            .facts
+            .iter()
+            .find(|f| f.name == facts::INVENTORY_COLLECTED_AT)
+            .unwrap();
+        assert_eq!(clock.value, rfc3339(now));
+        assert_eq!(out.commit.outcomes[0].state, CommandState::Succeeded);
+    }
+
+    fn msi_alert(cmd_id: &str, source: &str, result: &str) -> Sc {
+        Sc::Alert(Alert {
+            cmd_id: cmd_id.into(),
+            data: ALERT_GENERIC.to_string(),
+            items: vec![Item {
+                source: Some(LocTarget::new(source)),
+                meta: Some(Meta {
+                    type_: Some(TYPE_MSI_INSTALL.into()),
+                    format: Some("int".into()),
+                    ..Default::default()
+                }),
+                data: Some(ItemData::Text(result.into())),
+                ..Default::default()
+            }],
+        })
+    }
+
+    #[test]
+    fn msi_completions_finish_the_newest_accepted_command_for_the_node() {
+        let e = enrollment();
+        let node = "./Device/Vendor/MSFT/EnterpriseDesktopAppManagement/MSI/%7BX%7D/DownloadInstall";
+        let exec = |target: &str| {
+            let mut c = command(
+                &e,
+                OmaDmCommand::single(
+                    Verb::Exec,
+                    CommandItem {
+                        target: target.into(),
+                        format: Some("xml".into()),
+                        type_: None,
+                        data: Some("<MsiInstallJob/>".into()),
+                    },
+                ),
+                "admin",
+            );
+            c.state = CommandState::Accepted;
+            c
+        };
+        let older = exec(node);
+        let other = exec("./Device/Vendor/MSFT/Other");
+        let newer = exec(node);
+        // Newest first, as the store gives them.
+        let awaiting = [newer.clone(), other.clone(), older.clone()];
+        let msg = reply(
+            "1",
+            2,
+            vec![
+                msi_alert("2", node, "0"),
+                msi_alert("3", node, "0x80070005"),
+                msi_alert("4", "./Nope", "0"),
+            ],
+            true,
+        );
+        let out = process(input(
+            &msg,
+            &e,
+            None,
+            &[],
+            &awaiting,
+            fresh_inventory(),
+            OffsetDateTime::now_utc(),
+        ));
+        assert_eq!(
+            out.commit.completions,
+            vec![Completion::new(newer.id, 200), Completion::new(older.id, 500)]
+        );
+        assert_eq!(out.commit.completions[1].state, CommandState::Failed);
+
+        // Accepted and completed in the same message.
+        let mut sent = exec(node);
+        sent.state = CommandState::Sent;
+        let msg = reply(
+            "1",
+            2,
+            vec![st("2", &sent.id.wire_id(), "Exec", 202), msi_alert("3", node, "0")],
+            true,
+        );
+        let out = process(input(
+            &msg,
+            &e,
+            None,
+            std::slice::from_ref(&sent),
+            std::slice::from_ref(&older),
+            fresh_inventory(),
+            OffsetDateTime::now_utc(),
+        ));
+        assert_eq!(out.commit.outcomes[0].state, CommandState::Accepted);
+        assert_eq!(out.commit.completions, vec![Completion::new(sent.id, 200)]);
+    }
+
+    #[test]
+    fn session_state_has_the_stored_shape() {
+        let id: CommandId = "0190a3d2-7b1c-7cc0-8000-000000000001".parse().unwrap();
+        let s = OmaDmSession {
+            session_id: "7".into(),
+            client_msg_id: 2,
+            server_msg_id: 3,
+            login_status: Some("user".into()),
+            md5_nonce: None,
+            chunk: Some(Chunk {
+                command: id,
+                offset: 8192,
+            }),
+        };
+        let json: serde_json::Value = serde_json::from_str(&s.to_state()).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "session_id": "7", "client_msg_id": 2, "server_msg_id": 3, "login_status": "user",
+                "md5_nonce": null, "chunk": {"command": "0190a3d2-7b1c-7cc0-8000-000000000001", "offset": 8192}
+            })
+        );
+        let record = SessionRecord {
+            state: s.to_state(),
+            ..Default::default()
+        };
+        assert_eq!(OmaDmSession::from_record(&record), Some(s));
+        assert_eq!(OmaDmSession::from_record(&SessionRecord::default()), None);
+    }
+
+    #[test]
+    fn repeats_are_replayed_and_challenges_never_are() {
+        let e = enrollment();
+        let msg = fixture("04-session1-msg1.request.xml");
+        let out = run(&msg, &e, None, &[]);
+        let record = out.commit.session.clone();
+        assert_eq!(replay(Some(&record), &msg, "h"), Some(record.last_response.as_str()));
+        assert_eq!(replay(Some(&record), &msg, "other"), None);
+        assert_eq!(replay(Some(&record), &reply("1", 2, vec![], true), "h"), None);
+        assert_eq!(replay(None, &msg, "h"), None);
+
+        let challenged = challenged(Some(&record), "bm9uY2U=".into());
+        assert_eq!(challenged.last_request_hash, "");
+        assert_eq!(challenged.key, record.key);
+        let state = OmaDmSession::from_record(&challenged).unwrap();
+        assert_eq!(state.md5_nonce.as_deref(), Some("bm9uY2U="));
+        assert_eq!(state.login_status.as_deref(), Some("user"));
+        assert_eq!(replay(Some(&challenged), &msg, ""), None);
+        let fresh = OmaDmSession::from_record(&super::challenged(None, "x".into())).unwrap();
+        assert_eq!(fresh.md5_nonce.as_deref(), Some("x"));
+    }
+
+    #[test]
+    fn certificate_and_expiry_sweeps_pass_through() {
+        let e = enrollment();
+        let msg = fixture("04-session1-msg1.request.xml");
+        let mut i = input(&msg, &e, None, &[], &[], fresh_inventory(), OffsetDateTime::now_utc());
+        i.retire_previous_certificate = true;
+        i.expire_overdue = true;
+        let out = process(i);
+        assert!(out.commit.retire_previous_certificate && out.commit.expire_overdue);
+        assert!(!run(&msg, &e, None, &[]).commit.retire_previous_certificate);
     }
 }

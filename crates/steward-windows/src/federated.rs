@@ -7,35 +7,23 @@
 //! Token format: `stw_fed_` + base64url(JSON {sub, exp, jti}) + `.` + base64url(HMAC-SHA256). It is
 //! checked (not consumed) at GetPolicies and consumed atomically with the enrollment commit.
 
-use std::sync::LazyLock;
-
 use aws_lc_rs::hmac;
 use axum::Form;
-use axum::extract::{Query, State};
+use axum::extract::{Extension, Query, State};
 use axum::response::{Html, IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use http::StatusCode;
 use serde::Deserialize;
 use steward_core::TokenHash;
+use steward_core::service::PasswordRefused;
+use steward_http::ConnInfo;
 use steward_windows_proto::xml::escape;
 use time::{Duration, OffsetDateTime};
 
-use crate::AppState;
+use crate::WindowsState;
 
 const PREFIX: &str = "stw_fed_";
-
-/// An Argon2 hash of a random string, checked for unknown users so a wrong e-mail costs the same
-/// time as a wrong password.
-static DUMMY_PHC: LazyLock<String> = LazyLock::new(|| {
-    let mut pw = [0u8; 16];
-    let _ = aws_lc_rs::rand::fill(&mut pw);
-    steward_core::secret::hash_password(&hex::encode(pw)).unwrap_or_default()
-});
-
-pub fn dummy_phc() -> &'static str {
-    &DUMMY_PHC
-}
 
 #[derive(Debug, Clone)]
 pub struct VerifiedToken {
@@ -153,7 +141,11 @@ pub async fn sign_in_page(Query(q): Query<SignInQuery>) -> Response {
     Html(form(&appru, q.login_hint.as_deref().unwrap_or(""), None)).into_response()
 }
 
-pub async fn sign_in(State(state): State<AppState>, Form(f): Form<SignInForm>) -> Response {
+pub async fn sign_in(
+    State(state): State<WindowsState>,
+    conn: Option<Extension<ConnInfo>>,
+    Form(f): Form<SignInForm>,
+) -> Response {
     if !valid_appru(&f.appru) {
         return (
             StatusCode::BAD_REQUEST,
@@ -161,9 +153,38 @@ pub async fn sign_in(State(state): State<AppState>, Form(f): Form<SignInForm>) -
         )
             .into_response();
     }
-    let user = match state.store.user_by_email(&f.email).await {
+    let peer = steward_http::peer_ip(conn.as_ref().map(|Extension(c)| c));
+    let user = match state.core.passwords.check_user(&f.email, &f.password, peer).await {
         Ok(u) => u,
-        Err(e) => {
+        Err(PasswordRefused::Wrong | PasswordRefused::Disabled) => {
+            return (
+                StatusCode::UNAUTHORIZED,
+                Html(form(&f.appru, &f.email, Some("E-mail or password is incorrect."))),
+            )
+                .into_response();
+        }
+        Err(e @ PasswordRefused::Throttled { retry_after }) => {
+            let message = format!("{}.", capitalized(&e.to_string()));
+            return (
+                StatusCode::TOO_MANY_REQUESTS,
+                [(http::header::RETRY_AFTER, retry_after.as_secs().max(1).to_string())],
+                Html(form(&f.appru, &f.email, Some(&message))),
+            )
+                .into_response();
+        }
+        Err(PasswordRefused::Busy) => {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(http::header::RETRY_AFTER, crate::fault::RETRY_AFTER_SECONDS.to_string())],
+                Html(form(
+                    &f.appru,
+                    &f.email,
+                    Some("Too many sign-ins at once; try again shortly."),
+                )),
+            )
+                .into_response();
+        }
+        Err(PasswordRefused::Store(e)) => {
             tracing::error!(error = %e, "user lookup failed");
             return (
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -172,31 +193,8 @@ pub async fn sign_in(State(state): State<AppState>, Form(f): Form<SignInForm>) -
                 .into_response();
         }
     };
-    let phc = user.as_ref().map(|u| u.password_hash.clone());
-    let password = f.password;
-    let ok = tokio::task::spawn_blocking(move || {
-        let ok = steward_core::secret::verify_password(&password, phc.as_deref().unwrap_or(dummy_phc()));
-        ok && phc.is_some()
-    })
-    .await
-    .unwrap_or(false);
-    let user = match user {
-        Some(u) if ok && !u.disabled => u,
-        _ => {
-            return (
-                StatusCode::UNAUTHORIZED,
-                Html(form(&f.appru, &f.email, Some("E-mail or password is incorrect."))),
-            )
-                .into_response();
-        }
-    };
-    let lifetime = Duration::minutes(i64::from(state.config.enrollment.federated_token_minutes));
-    let Some(token) = issue_token(
-        &state.pki.federation_key,
-        &user.email,
-        lifetime,
-        OffsetDateTime::now_utc(),
-    ) else {
+    let lifetime = Duration::minutes(i64::from(state.settings.federated_token_minutes));
+    let Some(token) = issue_token(&state.pki.federation_key, &user.email, lifetime, state.core.now()) else {
         return (
             StatusCode::INTERNAL_SERVER_ERROR,
             Html(page("Error", "<p>Sign-in is unavailable.</p>")),
@@ -213,6 +211,14 @@ pub async fn sign_in(State(state): State<AppState>, Form(f): Form<SignInForm>) -
         token = escape(&token),
     );
     Html(page("Signed in", &body)).into_response()
+}
+
+fn capitalized(s: &str) -> String {
+    let mut chars = s.chars();
+    match chars.next() {
+        Some(c) => c.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
 }
 
 #[cfg(test)]

@@ -6,27 +6,28 @@
 //! fault and leaves nothing behind but a `void` line in the issuance log for a certificate that was
 //! signed but never delivered.
 
+use std::net::IpAddr;
+
 use axum::Extension;
 use axum::body::Body;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use http::{HeaderMap, StatusCode};
+use steward_core::service::PasswordRefused;
+use steward_core::service::identity::{CertificateSubject, IdentityError};
 use steward_core::*;
+use steward_http::{BodyError, ConnInfo, read_body};
 use steward_windows_proto::mde2::{self, Credential, FaultSubcode, RequestBody, SoapRequest};
-use time::{Duration, OffsetDateTime};
+use time::OffsetDateTime;
 
-use super::fault::{SOAP_CONTENT_TYPE, SoapFault};
-use super::federated;
-use crate::AppState;
-use crate::config::AuthPolicy;
-use crate::http_util::{BodyError, read_body};
-use crate::listener::ConnInfo;
+use crate::fault::{SOAP_CONTENT_TYPE, SoapFault};
+use crate::{AuthPolicy, WindowsState, federated};
 
 /// Largest base64 CSR we accept (an RSA-4096 CSR is ~2 KB of base64).
-pub(super) const MAX_CSR_BASE64: usize = 16 * 1024;
+pub(crate) const MAX_CSR_BASE64: usize = 16 * 1024;
 
-pub(super) fn soap_ok(body: String) -> Response {
+pub(crate) fn soap_ok(body: String) -> Response {
     // axum sets Content-Length for a complete body; Windows' client rejects chunked responses.
     ([(http::header::CONTENT_TYPE, SOAP_CONTENT_TYPE)], body).into_response()
 }
@@ -39,12 +40,12 @@ pub async fn discovery_probe() -> StatusCode {
 /// Reads and parses a SOAP request, checking that the body operation is `expected` and that
 /// `a:Action` names that operation.
 async fn read_request(
-    state: &AppState,
+    state: &WindowsState,
     headers: &HeaderMap,
     body: Body,
     expected: &'static str,
 ) -> Result<SoapRequest, SoapFault> {
-    let bytes = read_body(headers, body, state.config.limits.enrollment_body_bytes)
+    let bytes = read_body(headers, body, state.settings.enrollment_body_bytes)
         .await
         .map_err(|e| match e {
             BodyError::TooLarge(_) => {
@@ -81,7 +82,11 @@ fn body_name(b: &RequestBody) -> &'static str {
 /// POST Discover (MS-MDE2 §3.1.4.1.1): tells the device how to authenticate and where the policy and
 /// enrollment services are. Any RequestVersion ≥ 4.0 is accepted (Windows 11 25H2 sends 9.0; a
 /// strict check broke Fleet, fleetdm/fleet#51419).
-pub async fn discovery(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, SoapFault> {
+pub async fn discovery(
+    State(state): State<WindowsState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, SoapFault> {
     let req = read_request(&state, &headers, body, mde2::ACTION_DISCOVER).await?;
     let relates = req.header.message_id.as_deref();
     let RequestBody::Discover(d) = &req.body else {
@@ -98,8 +103,8 @@ pub async fn discovery(State(state): State<AppState>, headers: HeaderMap, body: 
             .relates_to(relates));
         }
     }
-    let base = state.config.public_url();
-    let federated = state.config.enrollment.auth_policy == AuthPolicy::Federated;
+    let base = state.base_url();
+    let federated = state.settings.auth_policy == AuthPolicy::Federated;
     let resp = mde2::DiscoverResponse {
         auth_policy: if federated {
             mde2::AuthPolicy::Federated
@@ -108,9 +113,9 @@ pub async fn discovery(State(state): State<AppState>, headers: HeaderMap, body: 
         },
         // 4.0 is the version every Windows 10/11 client accepts, and all this server needs.
         enrollment_version: "4.0".into(),
-        policy_service_url: format!("{base}{}", super::POLICY_URL_PATH),
-        enrollment_service_url: format!("{base}{}", super::ENROLLMENT_URL_PATH),
-        authentication_service_url: federated.then(|| format!("{base}{}", super::AUTH_URL_PATH)),
+        policy_service_url: format!("{base}{}", crate::POLICY_URL_PATH),
+        enrollment_service_url: format!("{base}{}", crate::ENROLLMENT_URL_PATH),
+        authentication_service_url: federated.then(|| format!("{base}{}", crate::AUTH_URL_PATH)),
     };
     Ok(soap_ok(mde2::write_discover_response(relates, &resp)))
 }
@@ -142,21 +147,22 @@ impl Principal {
 /// Checks the WS-Security credential. Nothing is consumed here: a token use is spent only when the
 /// enrollment commits, so GetPolicies followed by a failed RST costs the user nothing.
 async fn authenticate(
-    state: &AppState,
+    state: &WindowsState,
     cred: Option<&Credential>,
+    peer: Option<IpAddr>,
     now: OffsetDateTime,
 ) -> Result<Principal, SoapFault> {
     let denied = |m: &str| SoapFault::new(FaultSubcode::Authentication, m.to_owned());
-    let internal = |e: StoreError| SoapFault::new(FaultSubcode::InternalServiceFault, e.to_string());
     match cred {
         None => Err(denied("this request must carry credentials")),
         Some(Credential::UsernameToken { username, password }) => {
             if TokenKind::Enrollment.matches(password) {
                 let token = state
+                    .core
                     .store
                     .enrollment_token_by_hash(&TokenHash::of(password))
                     .await
-                    .map_err(internal)?
+                    .map_err(|e| SoapFault::store(e, |e| e.to_string()))?
                     .ok_or_else(|| denied("unknown enrollment token"))?;
                 token.usable_at(now).map_err(|e| denied(&e.to_string()))?;
                 return Ok(Principal::Token {
@@ -164,27 +170,18 @@ async fn authenticate(
                     username: username.trim().to_owned(),
                 });
             }
-            let user = state.store.user_by_email(username).await.map_err(internal)?;
-            let phc = user.as_ref().map(|u| u.password_hash.clone());
-            let pw = password.clone();
-            // Argon2 is deliberately slow: keep it off the async workers. Unknown users are checked
-            // against a fixed hash so response time does not reveal which e-mails exist.
-            let ok = tokio::task::spawn_blocking(move || match phc {
-                Some(phc) => steward_core::secret::verify_password(&pw, &phc),
-                None => {
-                    let _ = steward_core::secret::verify_password(&pw, federated::dummy_phc());
-                    false
-                }
-            })
-            .await
-            .map_err(|e| SoapFault::new(FaultSubcode::InternalServiceFault, e.to_string()))?;
-            match user {
-                Some(u) if ok && !u.disabled => Ok(Principal::User(u)),
-                Some(u) if ok && u.disabled => Err(SoapFault::new(
+            // The one password check: throttled per user and address, Argon2 off the async workers,
+            // unknown users checked against a dummy hash.
+            match state.core.passwords.check_user(username, password, peer).await {
+                Ok(u) => Ok(Principal::User(u)),
+                Err(PasswordRefused::Wrong) => Err(denied("user name or password is incorrect")),
+                Err(PasswordRefused::Disabled) => Err(SoapFault::new(
                     FaultSubcode::Authorization,
                     "this user may not enroll devices",
                 )),
-                _ => Err(denied("user name or password is incorrect")),
+                Err(e @ PasswordRefused::Throttled { .. }) => Err(denied(&e.to_string())),
+                Err(e @ PasswordRefused::Busy) => Err(SoapFault::retryable(e.to_string())),
+                Err(PasswordRefused::Store(e)) => Err(SoapFault::store(e, |e| e.to_string())),
             }
         }
         Some(Credential::BinarySecurityToken { value_type, token, .. }) => {
@@ -199,19 +196,25 @@ async fn authenticate(
 }
 
 /// POST GetPolicies (MS-XCEP §3.1.4.1): the certificate template the device's CSR must follow.
-pub async fn policy(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, SoapFault> {
+pub async fn policy(
+    State(state): State<WindowsState>,
+    conn: Option<Extension<ConnInfo>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, SoapFault> {
     let req = read_request(&state, &headers, body, mde2::ACTION_GET_POLICIES).await?;
     let relates = req.header.message_id.as_deref();
-    authenticate(&state, req.header.credential.as_ref(), OffsetDateTime::now_utc())
+    let peer = steward_http::peer_ip(conn.as_ref().map(|Extension(c)| c));
+    authenticate(&state, req.header.credential.as_ref(), peer, state.core.now())
         .await
         .map_err(|f| f.relates_to(relates))?;
-    let pki = &state.config.pki;
+    let s = &state.settings;
     let params = mde2::PolicyParams {
-        policy_id: format!("{}-device-identity", state.config.enrollment.provider_id),
-        friendly_name: format!("{} device identity", state.config.enrollment.server_name),
-        min_key_length: pki.min_rsa_bits as u32,
-        validity_period_seconds: u64::from(pki.device_cert_validity_days) * 86_400,
-        renewal_period_seconds: u64::from(pki.renew_period_days) * 86_400,
+        policy_id: format!("{}-device-identity", s.provider_id),
+        friendly_name: format!("{} device identity", s.server_name),
+        min_key_length: s.min_rsa_bits as u32,
+        validity_period_seconds: u64::from(s.device_cert_validity_days) * 86_400,
+        renewal_period_seconds: u64::from(s.renew_period_days) * 86_400,
     };
     Ok(soap_ok(mde2::write_get_policies_response(relates, &params)))
 }
@@ -219,7 +222,7 @@ pub async fn policy(State(state): State<AppState>, headers: HeaderMap, body: Bod
 /// POST RequestSecurityToken (MS-WSTEP §3.1.4.1, MS-MDE2 §3.4): verify the CSR, issue the device's
 /// identity certificate and answer with the provisioning document.
 pub async fn enrollment(
-    State(state): State<AppState>,
+    State(state): State<WindowsState>,
     conn: Option<Extension<ConnInfo>>,
     headers: HeaderMap,
     body: Body,
@@ -227,16 +230,17 @@ pub async fn enrollment(
     let req = read_request(&state, &headers, body, mde2::ACTION_RST).await?;
     let relates = req.header.message_id.clone();
     let renewal = matches!(&req.body, RequestBody::RequestSecurityToken(r) if r.is_renewal());
+    let conn = conn.as_ref().map(|Extension(c)| c);
     let result = if renewal {
-        let tls_cert = super::client_certificate(&state, conn.as_ref().map(|Extension(c)| c), &headers);
-        super::renew::renew_device(&state, req, tls_cert.as_deref()).await
+        let tls_cert = steward_http::client_certificate(&state.settings.forwarded_cert, conn, &headers);
+        crate::renew::renew_device(&state, req, tls_cert.as_deref()).await
     } else {
-        enroll_device(&state, req).await
+        enroll_device(&state, req, steward_http::peer_ip(conn)).await
     };
     result.map_err(|f| f.relates_to(relates.as_deref()))
 }
 
-async fn enroll_device(state: &AppState, req: SoapRequest) -> Result<Response, SoapFault> {
+async fn enroll_device(state: &WindowsState, req: SoapRequest, peer: Option<IpAddr>) -> Result<Response, SoapFault> {
     let RequestBody::RequestSecurityToken(rst) = &req.body else {
         return Err(SoapFault::new(
             FaultSubcode::MessageFormat,
@@ -251,8 +255,9 @@ async fn enroll_device(state: &AppState, req: SoapRequest) -> Result<Response, S
     if rst.token_type != mde2::TOKEN_TYPE_DEVICE_ENROLLMENT {
         return Err(format("unsupported TokenType"));
     }
-    let now = OffsetDateTime::now_utc();
-    let principal = authenticate(state, req.header.credential.as_ref(), now).await?;
+    let settings = &state.settings;
+    let now = state.core.now();
+    let principal = authenticate(state, req.header.credential.as_ref(), peer, now).await?;
 
     let bst = &rst.binary_security_token;
     if bst.value_type != mde2::VALUE_TYPE_PKCS10 {
@@ -265,7 +270,7 @@ async fn enroll_device(state: &AppState, req: SoapRequest) -> Result<Response, S
     let csr_der = base64::engine::general_purpose::STANDARD
         .decode(compact.as_bytes())
         .map_err(|_| cert_fault("the certificate request is not valid base64".into()))?;
-    let csr = steward_pki::verify_csr(&csr_der, state.config.pki.min_rsa_bits)
+    let csr = steward_pki::verify_csr(&csr_der, settings.min_rsa_bits)
         .map_err(|e| cert_fault(format!("the certificate request was rejected: {e}")))?;
 
     // MS-MDE2 §3.4.4.1.1.1 AdditionalContext DeviceID; Windows also puts it in CSR extension
@@ -281,38 +286,27 @@ async fn enroll_device(state: &AppState, req: SoapRequest) -> Result<Response, S
     };
     let ctx = |name: &str| rst.context_value(name).map(|v| v.chars().take(256).collect::<String>());
 
+    // The device's active enrollment, which this one replaces (the store refuses the commit if it
+    // changed meanwhile). Read before anything is signed.
+    let replaces = state
+        .core
+        .store
+        .active_enrollment_by_device_id(&device_id)
+        .await
+        .map_err(|e| SoapFault::store(e, |e| format!("could not record the enrollment: {e}")))?
+        .as_ref()
+        .and_then(ReplacedEnrollment::of);
+
     let enrollment_id = EnrollmentId::new();
-    let validity = Duration::days(i64::from(state.config.pki.device_cert_validity_days));
-    // Five minutes of back-dating absorbs clock skew; no more (back-dating by the renewal period made
-    // Fleet's certificates look older than they were, fleetdm/fleet#52601).
-    let not_before = now - Duration::minutes(5);
-    let not_after = now + validity;
-    let serial = steward_pki::random_bytes::<16>()
-        .map_err(|e| SoapFault::new(FaultSubcode::InternalServiceFault, e.to_string()))?;
-    let params = steward_pki::DeviceCertParams {
-        serial,
+    let subject = CertificateSubject {
         common_name: device_id.as_str().to_owned(),
         organizational_unit: Some(enrollment_id.to_string()),
-        not_before,
-        not_after,
     };
-    let issued = {
-        let pki = state.pki.clone();
-        let spki = csr.spki_der.clone();
-        tokio::task::spawn_blocking(move || steward_pki::issue_device_certificate(&pki.issuing, &spki, &params))
-            .await
-            .map_err(|e| SoapFault::new(FaultSubcode::InternalServiceFault, e.to_string()))?
-            .map_err(|e| {
-                SoapFault::new(
-                    FaultSubcode::CertificateRequest,
-                    format!("cannot issue the certificate: {e}"),
-                )
-            })?
-    };
-    let subject = format!(
-        "CN={device_id}, OU={enrollment_id}, O={}",
-        state.config.pki.organization
-    );
+    let issued = state
+        .identity
+        .issue(subject, csr.spki_der.clone())
+        .await
+        .map_err(issue_fault)?;
 
     let (consume_token, token_id, group_id) = match &principal {
         Principal::Token { token, .. } => (Some(token.id), Some(token.id), token.group_id),
@@ -324,8 +318,9 @@ async fn enroll_device(state: &AppState, req: SoapRequest) -> Result<Response, S
     };
     let enrollment = Enrollment {
         id: enrollment_id,
+        platform: Platform::Windows,
         device_id: device_id.clone(),
-        hw_dev_id: ctx("HWDevID"),
+        hardware_id: ctx("HWDevID"),
         device_name: ctx("DeviceName"),
         os_version: ctx("OSVersion").or_else(|| ctx("ApplicationVersion")),
         os_edition: ctx("OSEdition"),
@@ -334,9 +329,10 @@ async fn enroll_device(state: &AppState, req: SoapRequest) -> Result<Response, S
         auth_method: principal.method(),
         enrollment_token_id: token_id,
         group_id,
-        cert_serial: issued.serial_hex.clone(),
+        cert_serial: issued.serial.clone(),
         cert_thumbprint: issued.thumbprint.clone(),
         cert_not_after: issued.not_after,
+        previous_cert: None,
         state: EnrollmentState::Active,
         enrolled_at: now,
         updated_at: now,
@@ -344,7 +340,7 @@ async fn enroll_device(state: &AppState, req: SoapRequest) -> Result<Response, S
     };
     // syncml:auth-md5 credentials for clients behind certificate-stripping proxies (opt-in): the device
     // gets the secret in its w7 account; we keep only the digest key b64(md5(name:secret)).
-    let md5_credentials: Option<(String, SecretString)> = if state.config.management.md5_auth {
+    let md5_credentials: Option<(String, SecretString)> = if settings.md5_auth {
         let secret = steward_pki::random_bytes::<24>()
             .map_err(|e| SoapFault::new(FaultSubcode::InternalServiceFault, e.to_string()))?;
         Some((
@@ -356,78 +352,66 @@ async fn enroll_device(state: &AppState, req: SoapRequest) -> Result<Response, S
     };
     let commit = EnrollmentCommit {
         enrollment,
-        subject: subject.clone(),
-        not_before,
+        subject: issued.subject.clone(),
+        not_before: issued.not_before,
         consume_token,
         consume_nonce,
-        md5_credential: md5_credentials
+        session_credential: md5_credentials
             .as_ref()
-            .map(|(n, s)| super::md5::digest_key(n, s.expose())),
+            .map(|(n, s)| crate::md5::digest_key(n, s.expose())),
+        replaces,
     };
 
-    if let Err(e) = state.store.commit_enrollment(&commit).await {
-        // The certificate exists but was never delivered: account for its serial as void.
-        record_void(
-            state,
-            &issued,
-            subject,
-            &device_id,
-            None,
-            not_before,
-            format!("enrollment not committed: {e}"),
-        )
-        .await;
+    // On failure the certificate exists but was never delivered: Identity logs its serial as void.
+    if let Err(e) = state.identity.commit_enrollment(&commit, &issued).await {
         return Err(match e {
             StoreError::TokenUnusable(u) => SoapFault::new(FaultSubcode::Authentication, u.to_string()),
             StoreError::NonceReused => {
                 SoapFault::new(FaultSubcode::Authentication, "the security token was already used")
             }
-            other => SoapFault::new(
-                FaultSubcode::InternalServiceFault,
-                format!("could not record the enrollment: {other}"),
-            ),
+            other => SoapFault::store(other, |e| format!("could not record the enrollment: {e}")),
         });
     }
     tracing::info!(
         device.id = %device_id,
         enrollment.id = %enrollment_id,
         auth = principal.method().as_str(),
-        cert.serial = %issued.serial_hex,
+        cert.serial = %issued.serial,
         "device enrolled"
     );
 
-    let config = &state.config;
-    let management_url = format!("{}{}", config.public_url(), super::MANAGEMENT_URL_PATH);
+    let management_url = state.management_url();
     let device_name = commit.enrollment.device_name.clone().unwrap_or_default();
     let ent_dm_id = enrollment_id.to_string();
+    let pki = &state.pki;
     let doc = mde2::ProvisioningDoc {
-        root_ca_der: state.pki.root.cert_der(),
-        root_ca_thumbprint: &state.pki.root.thumbprint(),
-        intermediate_ca: Some((state.pki.issuing.cert_der(), &state.pki.issuing.thumbprint())),
+        root_ca_der: &pki.root_ca_der,
+        root_ca_thumbprint: &pki.root_ca_thumbprint,
+        intermediate_ca: Some((&pki.issuing_ca_der, &pki.issuing_ca_thumbprint)),
         client_cert_der: &issued.der,
-        client_cert_thumbprint: &issued.thumbprint,
+        client_cert_thumbprint: issued.thumbprint.as_str(),
         client_cert_subject_cn: device_id.as_str(),
         client_store: match enrollment_type {
             EnrollmentType::Full => mde2::ClientStore::User,
             EnrollmentType::Device => mde2::ClientStore::System,
         },
-        provider_id: &config.enrollment.provider_id,
-        server_name: &config.enrollment.server_name,
+        provider_id: &settings.provider_id,
+        server_name: &settings.server_name,
         management_url: &management_url,
         ent_device_name: &device_name,
         ent_dm_id: &ent_dm_id,
         poll: mde2::PollSchedule {
-            interval_first_minutes: config.enrollment.poll_first_interval_minutes,
-            number_first: config.enrollment.poll_first_count,
-            interval_second_minutes: config.enrollment.poll_interval_minutes,
+            interval_first_minutes: settings.poll_first_interval_minutes,
+            number_first: settings.poll_first_count,
+            interval_second_minutes: settings.poll_interval_minutes,
             number_second: 0,
-            interval_remaining_minutes: config.enrollment.poll_interval_minutes,
+            interval_remaining_minutes: settings.poll_interval_minutes,
             number_remaining: 0,
             poll_on_login: true,
             all_users_poll_on_first_login: true,
         },
-        renew_period_days: config.pki.renew_period_days,
-        renew_retry_interval_days: config.pki.renew_retry_interval_days,
+        renew_period_days: settings.renew_period_days,
+        renew_retry_interval_days: settings.renew_retry_interval_days,
         renew_server_url: None,
         client_credentials: md5_credentials.as_ref().map(|(n, s)| (n.as_str(), s.expose())),
     };
@@ -439,30 +423,14 @@ async fn enroll_device(state: &AppState, req: SoapRequest) -> Result<Response, S
     )))
 }
 
-/// A certificate was signed but the change that would deliver it did not commit: account for its
-/// serial as `void` in the issuance log so it is never mistaken for a live identity.
-pub(super) async fn record_void(
-    state: &AppState,
-    issued: &steward_pki::IssuedCertificate,
-    subject: String,
-    device_id: &DeviceId,
-    enrollment_id: Option<EnrollmentId>,
-    not_before: OffsetDateTime,
-    reason: String,
-) {
-    let void = IssuanceLogEntry {
-        serial: issued.serial_hex.clone(),
-        event: IssuanceEvent::Void,
-        thumbprint: Some(issued.thumbprint.clone()),
-        subject: Some(subject),
-        device_id: Some(device_id.clone()),
-        enrollment_id,
-        not_before: Some(not_before),
-        not_after: Some(issued.not_after),
-        reason: Some(reason),
-        at: OffsetDateTime::now_utc(),
-    };
-    if let Err(e) = state.store.append_issuance_log(&void).await {
-        tracing::error!(serial = %issued.serial_hex, error = %e, "could not record void certificate");
+/// The fault for a certificate that could not be issued.
+pub(crate) fn issue_fault(e: IdentityError) -> SoapFault {
+    match e {
+        IdentityError::Issue(m) => SoapFault::new(
+            FaultSubcode::CertificateRequest,
+            format!("cannot issue the certificate: {m}"),
+        ),
+        IdentityError::Store(e) => SoapFault::store(e, |e| e.to_string()),
+        other => SoapFault::new(FaultSubcode::InternalServiceFault, other.to_string()),
     }
 }

@@ -3,9 +3,13 @@
 
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
+use steward_core::StoreError;
 use steward_windows_proto::mde2::{FaultSubcode, write_fault};
 
 pub const SOAP_CONTENT_TYPE: &str = "application/soap+xml; charset=utf-8";
+
+/// Seconds a device is told to wait before retrying a retryable fault.
+pub const RETRY_AFTER_SECONDS: u32 = 5;
 
 #[derive(Debug)]
 pub struct SoapFault {
@@ -13,6 +17,8 @@ pub struct SoapFault {
     pub reason: String,
     pub relates_to: Option<String>,
     pub status: Option<StatusCode>,
+    /// `Retry-After` (seconds), for a retryable fault.
+    pub retry_after: Option<u32>,
 }
 
 impl SoapFault {
@@ -22,6 +28,7 @@ impl SoapFault {
             reason: reason.into(),
             relates_to: None,
             status: None,
+            retry_after: None,
         }
     }
     pub fn relates_to(mut self, id: Option<&str>) -> Self {
@@ -31,6 +38,23 @@ impl SoapFault {
     pub fn with_status(mut self, status: StatusCode) -> Self {
         self.status = Some(status);
         self
+    }
+    /// A receiver fault the device may retry shortly: HTTP 503 with `Retry-After`.
+    pub fn retryable(reason: impl Into<String>) -> Self {
+        let mut f = Self::new(FaultSubcode::InternalServiceFault, reason).with_status(StatusCode::SERVICE_UNAVAILABLE);
+        f.retry_after = Some(RETRY_AFTER_SECONDS);
+        f
+    }
+    /// A store failure: retryable when the database is unavailable, otherwise an internal fault
+    /// whose reason `describe` writes.
+    pub fn store(e: StoreError, describe: impl FnOnce(StoreError) -> String) -> Self {
+        match e {
+            StoreError::Unavailable(m) => {
+                tracing::warn!(error = %m, "database unavailable");
+                Self::retryable("the service is temporarily unavailable; try again shortly")
+            }
+            other => Self::new(FaultSubcode::InternalServiceFault, describe(other)),
+        }
     }
 }
 
@@ -48,6 +72,12 @@ impl IntoResponse for SoapFault {
             tracing::info!(trace_id, subcode = self.subcode.as_str(), reason = %self.reason, "enrollment refused");
         }
         let body = write_fault(self.relates_to.as_deref(), self.subcode, &self.reason, &trace_id);
-        (status, [(http::header::CONTENT_TYPE, SOAP_CONTENT_TYPE)], body).into_response()
+        let mut response = (status, [(http::header::CONTENT_TYPE, SOAP_CONTENT_TYPE)], body).into_response();
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(http::header::RETRY_AFTER, http::HeaderValue::from(secs));
+        }
+        response
     }
 }

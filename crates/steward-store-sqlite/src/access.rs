@@ -1,0 +1,214 @@
+//! [`AccessStore`]: the admin surfaces' credentials: named API tokens, bootstrap admin tokens and
+//! console sessions.
+
+use async_trait::async_trait;
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+use steward_core::*;
+use time::OffsetDateTime;
+
+use crate::error::from_sqlx;
+use crate::rows::console_user_from_row;
+use crate::{SqliteStore, bad, from_micros, micros, opt_micros, opt_parse, parse_id};
+
+fn api_token_from_row(r: &SqliteRow) -> StoreResult<ApiToken> {
+    Ok(ApiToken {
+        id: parse_id(&r.get::<String, _>("id"))?,
+        name: r.get("name"),
+        token_hash: TokenHash::from_hex(&r.get::<String, _>("token_hash")).ok_or_else(|| bad("api token hash"))?,
+        role: Role::parse(&r.get::<String, _>("role")).ok_or_else(|| bad("api token role"))?,
+        group_id: opt_parse(r.get("group_id"))?,
+        created_at: from_micros(r.get("created_at"))?,
+        expires_at: opt_micros(r.get("expires_at"))?,
+        last_used_at: opt_micros(r.get("last_used_at"))?,
+        revoked_at: opt_micros(r.get("revoked_at"))?,
+        created_by: r.get("created_by"),
+    })
+}
+
+#[async_trait]
+impl AccessStore for SqliteStore {
+    async fn create_api_token(&self, t: &NewApiToken) -> StoreResult<ApiToken> {
+        let mut tx = self.begin_write().await?;
+        let res = sqlx::query(
+            "INSERT INTO api_tokens (id, name, token_hash, role, group_id, created_at, expires_at, created_by) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(t.id.to_string())
+        .bind(&t.name)
+        .bind(t.token_hash.to_hex())
+        .bind(t.role.as_str())
+        .bind(t.group_id.map(|g| g.to_string()))
+        .bind(micros(t.created_at))
+        .bind(t.expires_at.map(micros))
+        .bind(&t.created_by)
+        .execute(&mut *tx)
+        .await;
+        match res {
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                return Err(StoreError::Conflict("api token".into()));
+            }
+            other => {
+                other.map_err(from_sqlx)?;
+            }
+        }
+        tx.commit().await.map_err(from_sqlx)?;
+        Ok(ApiToken {
+            id: t.id,
+            name: t.name.clone(),
+            token_hash: t.token_hash,
+            role: t.role,
+            group_id: t.group_id,
+            created_at: t.created_at,
+            expires_at: t.expires_at,
+            last_used_at: None,
+            revoked_at: None,
+            created_by: t.created_by.clone(),
+        })
+    }
+
+    async fn api_token_by_hash(&self, hash: &TokenHash) -> StoreResult<Option<ApiToken>> {
+        sqlx::query("SELECT * FROM api_tokens WHERE token_hash = ?")
+            .bind(hash.to_hex())
+            .fetch_optional(&self.read)
+            .await
+            .map_err(from_sqlx)?
+            .as_ref()
+            .map(api_token_from_row)
+            .transpose()
+    }
+
+    async fn list_api_tokens(&self) -> StoreResult<Vec<ApiToken>> {
+        sqlx::query("SELECT * FROM api_tokens ORDER BY created_at, id")
+            .fetch_all(&self.read)
+            .await
+            .map_err(from_sqlx)?
+            .iter()
+            .map(api_token_from_row)
+            .collect()
+    }
+
+    async fn revoke_api_token(&self, id: ApiTokenId, now: OffsetDateTime) -> StoreResult<bool> {
+        let n = self
+            .write_one(
+                "UPDATE api_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+                |q| q.bind(micros(now)).bind(id.to_string()),
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn touch_api_token(&self, id: ApiTokenId, now: OffsetDateTime) -> StoreResult<()> {
+        self.write_one("UPDATE api_tokens SET last_used_at = ? WHERE id = ?", |q| {
+            q.bind(micros(now)).bind(id.to_string())
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn put_admin_token(&self, name: &str, hash: &TokenHash, created_at: OffsetDateTime) -> StoreResult<()> {
+        self.write_one(
+            "INSERT INTO admin_tokens (token_hash, name, created_at) VALUES (?, ?, ?) \
+             ON CONFLICT (token_hash) DO NOTHING",
+            |q| q.bind(hash.to_hex()).bind(name.to_owned()).bind(micros(created_at)),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn admin_token_exists(&self, hash: &TokenHash) -> StoreResult<bool> {
+        Ok(sqlx::query("SELECT 1 FROM admin_tokens WHERE token_hash = ?")
+            .bind(hash.to_hex())
+            .fetch_optional(&self.read)
+            .await
+            .map_err(from_sqlx)?
+            .is_some())
+    }
+
+    async fn count_admin_tokens(&self) -> StoreResult<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM admin_tokens")
+            .fetch_one(&self.read)
+            .await
+            .map_err(from_sqlx)?;
+        Ok(n as u64)
+    }
+
+    async fn create_console_session(&self, s: &ConsoleSession) -> StoreResult<()> {
+        self.write_one(
+            "INSERT INTO console_sessions (id_hash, user_id, created_at, last_seen_at, expires_at, source_ip, \
+             second_factor_pending) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            |q| {
+                q.bind(s.id_hash.to_hex())
+                    .bind(s.user_id.to_string())
+                    .bind(micros(s.created_at))
+                    .bind(micros(s.last_seen_at))
+                    .bind(micros(s.expires_at))
+                    .bind(s.source_ip.clone())
+                    .bind(i64::from(s.second_factor_pending))
+            },
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn console_session(&self, id_hash: &TokenHash) -> StoreResult<Option<(ConsoleSession, ConsoleUser)>> {
+        let row = sqlx::query(
+            "SELECT u.*, s.created_at AS s_created_at, s.last_seen_at AS s_last_seen_at, \
+             s.expires_at AS s_expires_at, s.source_ip AS s_source_ip, \
+             s.second_factor_pending AS s_pending \
+             FROM console_sessions s JOIN users u ON u.id = s.user_id WHERE s.id_hash = ?",
+        )
+        .bind(id_hash.to_hex())
+        .fetch_optional(&self.read)
+        .await
+        .map_err(from_sqlx)?;
+        let Some(r) = row else { return Ok(None) };
+        let Some(user) = console_user_from_row(&r)? else {
+            // The user lost console access: the session is dead.
+            return Ok(None);
+        };
+        let session = ConsoleSession {
+            id_hash: *id_hash,
+            user_id: parse_id(&r.get::<String, _>("id"))?,
+            created_at: from_micros(r.get("s_created_at"))?,
+            last_seen_at: from_micros(r.get("s_last_seen_at"))?,
+            expires_at: from_micros(r.get("s_expires_at"))?,
+            source_ip: r.get("s_source_ip"),
+            second_factor_pending: r.get::<i64, _>("s_pending") != 0,
+        };
+        Ok(Some((session, user)))
+    }
+
+    async fn touch_console_session(&self, id_hash: &TokenHash, now: OffsetDateTime) -> StoreResult<()> {
+        self.write_one("UPDATE console_sessions SET last_seen_at = ? WHERE id_hash = ?", |q| {
+            q.bind(micros(now)).bind(id_hash.to_hex())
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn delete_console_session(&self, id_hash: &TokenHash, now: OffsetDateTime) -> StoreResult<bool> {
+        let mut tx = self.begin_write().await?;
+        let n = sqlx::query("DELETE FROM console_sessions WHERE id_hash = ?")
+            .bind(id_hash.to_hex())
+            .execute(&mut *tx)
+            .await
+            .map_err(from_sqlx)?
+            .rows_affected();
+        // Housekeeping rides along with logouts: sessions past their absolute expiry are useless.
+        sqlx::query("DELETE FROM console_sessions WHERE expires_at < ?")
+            .bind(micros(now))
+            .execute(&mut *tx)
+            .await
+            .map_err(from_sqlx)?;
+        tx.commit().await.map_err(from_sqlx)?;
+        Ok(n > 0)
+    }
+
+    async fn delete_console_sessions_of(&self, user: UserId) -> StoreResult<u64> {
+        self.write_one("DELETE FROM console_sessions WHERE user_id = ?", |q| {
+            q.bind(user.to_string())
+        })
+        .await
+    }
+}

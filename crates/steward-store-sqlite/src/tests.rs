@@ -1,0 +1,411 @@
+//! The conformance stories on temp-file stores, and what only this backend has: batching, the
+//! writer thread, append-only triggers, migrations, busy handling.
+
+use std::path::Path;
+use std::time::Duration;
+
+use steward_core::conformance;
+use steward_core::*;
+use time::OffsetDateTime;
+
+use super::*;
+use crate::error::from_rusqlite;
+
+/// A store in a fresh file: the writer thread and the hot read open the file by path.
+async fn temp_store() -> (tempfile::TempDir, SqliteStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("s.db")).await.unwrap();
+    (dir, store)
+}
+
+/// One test per story, so one failure does not hide the others.
+macro_rules! stories {
+    ($($story:ident),* $(,)?) => {
+        mod stories {
+            $(
+                #[tokio::test]
+                async fn $story() {
+                    let (_dir, store) = super::temp_store().await;
+                    steward_core::conformance::$story(&store).await;
+                }
+            )*
+        }
+    };
+}
+
+stories!(
+    enrollments,
+    replaces_conflict,
+    command_queue,
+    checkin_hot_path,
+    completions,
+    requeue,
+    enqueue_and_sent,
+    renewal_plans,
+    inventory,
+    users,
+    groups,
+    access,
+    audit_chain,
+    events,
+    webhooks,
+    device_reports,
+    dashboard,
+);
+
+#[tokio::test]
+async fn run_all_on_fresh_stores() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut n = 0;
+    conformance::run_all(|| {
+        n += 1;
+        let path = dir.path().join(format!("{n}.db"));
+        async move { SqliteStore::open(&path).await.unwrap() }
+    })
+    .await;
+    assert_eq!(n, 17);
+}
+
+#[tokio::test]
+async fn raw_messages_are_bounded_and_keep_the_newest() {
+    let (_dir, store) = temp_store().await;
+    let e = conformance::enroll_device(&store, "RAW-1").await;
+    let t0 = OffsetDateTime::now_utc();
+    let kept = writes::DEVICE_MESSAGES_KEPT as usize;
+    let mut counts = Vec::new();
+    for i in 0..5 * kept {
+        let commit = CheckinCommit {
+            raw_message: Some(format!("message {i}")),
+            ..CheckinCommit::default()
+        };
+        store
+            .commit_checkin(e.id, &commit, t0 + time::Duration::seconds(i as i64))
+            .await
+            .unwrap();
+        let messages = store.device_messages(e.id).await.unwrap();
+        assert_eq!(messages.last().unwrap().1, format!("message {i}"), "the newest is kept");
+        let bodies: Vec<&str> = messages.iter().map(|(_, b)| b.as_str()).collect();
+        let expected: Vec<String> = (i + 1 - messages.len()..=i).map(|j| format!("message {j}")).collect();
+        assert_eq!(bodies, expected, "the newest ones, oldest first");
+        counts.push(messages.len());
+    }
+    assert!(
+        counts.iter().skip(kept).all(|n| (kept..2 * kept).contains(n)),
+        "{counts:?}"
+    );
+    assert_eq!(counts.iter().max(), Some(&(2 * kept - 1)), "{counts:?}");
+}
+
+#[tokio::test]
+async fn a_large_enqueue_commits_in_batches_and_reports_a_partial_failure() {
+    let (_dir, store) = temp_store().await;
+    let e = conformance::enroll_device(&store, "FAN-OUT-1").await;
+    let t0 = OffsetDateTime::now_utc();
+    let cmd = |i: usize| NewCommand {
+        id: CommandId::new(),
+        enrollment_id: e.id,
+        payload: PlatformPayload::from_json(format!(r#"{{"verb":"Get","target":"./Vendor/Bench/{i}"}}"#)),
+        priority: 0,
+        origin: CommandOrigin::Other("fan-out".into()),
+        created_at: t0,
+        expires_at: None,
+    };
+    let before = store.commands_for_enrollment(e.id).await.unwrap().len();
+    let batch = writes::ENQUEUE_BATCH;
+    let all: Vec<NewCommand> = (0..2 * batch + 3).map(cmd).collect();
+    store.enqueue_commands(&all).await.unwrap();
+    let queued = store.commands_for_enrollment(e.id).await.unwrap();
+    assert_eq!(queued.len(), before + all.len());
+    let ids: Vec<CommandId> = queued[before..].iter().map(|c| c.id).collect();
+    let expected: Vec<CommandId> = all.iter().map(|c| c.id).collect();
+    assert_eq!(ids, expected, "queue order is the call's order across batches");
+
+    // The third batch repeats an id: the first two batches stay, the third is rolled back whole.
+    let mut again: Vec<NewCommand> = (0..2 * batch + 3).map(cmd).collect();
+    again[2 * batch + 1].id = all[0].id;
+    let err = store.enqueue_commands(&again).await.unwrap_err().to_string();
+    assert!(
+        err.contains(&format!("the first {} commands were queued", 2 * batch)),
+        "{err}"
+    );
+    let queued = store.commands_for_enrollment(e.id).await.unwrap();
+    assert_eq!(queued.len(), before + all.len() + 2 * batch);
+}
+
+#[tokio::test]
+async fn a_panicking_write_job_fails_alone_and_the_writer_goes_on() {
+    let (_dir, store) = temp_store().await;
+    let insert = |tx: &rusqlite::Transaction<'_>, name: &str| {
+        tx.execute(
+            "INSERT INTO groups (id, name, created_at) VALUES (?1, ?2, 0)",
+            rusqlite::params![GroupId::new().to_string(), name],
+        )
+        .map_err(from_rusqlite)
+    };
+    let failed = store
+        .writer
+        .run(move |conn| -> StoreResult<()> {
+            let tx = conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(from_rusqlite)?;
+            insert(&tx, "half-written")?;
+            panic!("a bug in a write job");
+        })
+        .await;
+    assert!(failed.is_err());
+    store
+        .writer
+        .run(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(from_rusqlite)?;
+            insert(&tx, "kept")?;
+            tx.commit().map_err(from_rusqlite)
+        })
+        .await
+        .expect("the writer goes on after a panicked job");
+    let names: Vec<String> = store.list_groups().await.unwrap().into_iter().map(|g| g.name).collect();
+    assert!(names.contains(&"kept".to_owned()), "{names:?}");
+    assert!(!names.contains(&"half-written".to_owned()), "rolled back: {names:?}");
+}
+
+#[tokio::test]
+async fn data_survives_a_reopen_without_migrating_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    conformance::enrollments(&store).await;
+    drop(store);
+    let store = SqliteStore::open(&path).await.unwrap();
+    assert_eq!(store.list_enrollments().await.unwrap().len(), 3);
+    let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _steward_migrations")
+        .fetch_one(&store.read)
+        .await
+        .unwrap();
+    assert_eq!(applied, MIGRATIONS.len() as i64);
+}
+
+#[tokio::test]
+async fn certificate_log_is_append_only() {
+    let (_dir, store) = temp_store().await;
+    conformance::enrollments(&store).await;
+    let upd = sqlx::query("UPDATE certificate_log SET event = 'issued'")
+        .execute(&store.write)
+        .await;
+    assert!(upd.unwrap_err().to_string().contains("append-only"));
+    let del = sqlx::query("DELETE FROM certificate_log").execute(&store.write).await;
+    assert!(del.unwrap_err().to_string().contains("append-only"));
+}
+
+#[tokio::test]
+async fn audit_log_is_append_only_and_verify_finds_an_edited_row() {
+    let (_dir, store) = temp_store().await;
+    conformance::audit_chain(&store).await;
+    let upd = sqlx::query("UPDATE audit_events SET actor = 'mallory'")
+        .execute(&store.write)
+        .await;
+    assert!(upd.unwrap_err().to_string().contains("append-only"));
+    let del = sqlx::query("DELETE FROM audit_events").execute(&store.write).await;
+    assert!(del.unwrap_err().to_string().contains("append-only"));
+
+    // Someone with raw access to the file drops the trigger and edits a row: the chain breaks
+    // at exactly that row.
+    sqlx::query("DROP TRIGGER audit_events_no_update")
+        .execute(&store.write)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE audit_events SET target = 'someone-else' WHERE seq = 2")
+        .execute(&store.write)
+        .await
+        .unwrap();
+    let broken = steward_core::verify_audit_log(&store).await.unwrap().unwrap_err();
+    assert_eq!(broken.seq, 2, "{broken}");
+}
+
+#[tokio::test]
+async fn refuses_a_database_from_a_newer_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    sqlx::query("INSERT INTO _steward_migrations (version, name, applied_at) VALUES (999, 'future', 0)")
+        .execute(&store.write)
+        .await
+        .unwrap();
+    drop(store);
+    let err = SqliteStore::open(&path).await.unwrap_err().to_string();
+    assert!(err.contains("newer"), "{err}");
+}
+
+/// A database at schema 6 (before the platform-neutral model), written directly.
+fn database_at_version_6(path: &Path) -> rusqlite::Connection {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE _steward_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, \
+         applied_at INTEGER NOT NULL)",
+    )
+    .unwrap();
+    for &(version, name, sql) in &MIGRATIONS[..6] {
+        conn.execute_batch(sql).unwrap();
+        conn.execute(
+            "INSERT INTO _steward_migrations (version, name, applied_at) VALUES (?1, ?2, 0)",
+            rusqlite::params![version, name],
+        )
+        .unwrap();
+    }
+    conn
+}
+
+#[tokio::test]
+async fn migration_7_converts_windows_sessions_and_renames_the_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let chunked = CommandId::new();
+    let (with_chunk, without_chunk) = (EnrollmentId::new(), EnrollmentId::new());
+    {
+        let conn = database_at_version_6(&path);
+        assert_eq!(MIGRATIONS[6].0, 7);
+        for (id, device, serial, credential) in [
+            (with_chunk, "DEV-A", "0A", Some("bWQ1LWtleQ==")),
+            (without_chunk, "DEV-B", "0B", None),
+        ] {
+            conn.execute(
+                "INSERT INTO enrollments (id, device_id, hw_dev_id, enrollment_type, auth_method, cert_serial, \
+                 cert_thumbprint, cert_not_after, state, enrolled_at, updated_at, md5_credential) \
+                 VALUES (?1, ?2, 'HW-1', 'Full', 'user_password', ?3, ?4, 2000000, 'active', 1000000, 1000000, ?5)",
+                rusqlite::params![
+                    id.to_string(),
+                    device,
+                    serial,
+                    Thumbprint::of_der(serial.as_bytes()).as_str(),
+                    credential
+                ],
+            )
+            .unwrap();
+        }
+        conn.execute(
+            "INSERT INTO mdm_sessions (enrollment_id, session_key, session_id, client_msg_id, server_msg_id, \
+             last_request_hash, last_response, login_status, md5_nonce, chunk_command, chunk_offset, updated_at) \
+             VALUES (?1, 'key-a', '7', 3, 4, 'hash-a', '<SyncML>a</SyncML>', 'Pass', 'bm9uY2U=', ?2, 1024, 5000000)",
+            rusqlite::params![with_chunk.to_string(), chunked.to_string()],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO mdm_sessions (enrollment_id, session_key, session_id, client_msg_id, server_msg_id, \
+             last_request_hash, last_response, login_status, md5_nonce, chunk_command, chunk_offset, updated_at) \
+             VALUES (?1, 'key-b', '1', 1, 2, '', '', NULL, NULL, NULL, NULL, 6000000)",
+            rusqlite::params![without_chunk.to_string()],
+        )
+        .unwrap();
+    }
+
+    let store = SqliteStore::open(&path).await.expect("migrates to 7");
+    let state = |id: EnrollmentId| {
+        let store = &store;
+        async move { store.session_record(id).await.unwrap().expect("session converted") }
+    };
+    let a = state(with_chunk).await;
+    assert_eq!(
+        a.state,
+        format!(
+            r#"{{"session_id":"7","client_msg_id":3,"server_msg_id":4,"login_status":"Pass","md5_nonce":"bm9uY2U=","chunk":{{"command":"{chunked}","offset":1024}}}}"#
+        )
+    );
+    assert_eq!(
+        (a.key.as_str(), a.last_request_hash.as_str(), a.last_response.as_str()),
+        ("key-a", "hash-a", "<SyncML>a</SyncML>")
+    );
+    assert_eq!(a.updated_at, Some(from_micros(5_000_000).unwrap()));
+    let b = state(without_chunk).await;
+    assert_eq!(
+        b.state,
+        r#"{"session_id":"1","client_msg_id":1,"server_msg_id":2,"login_status":null,"md5_nonce":null,"chunk":null}"#
+    );
+    assert_eq!(b.key, "key-b");
+
+    // The renamed columns carry their values; every enrollment so far is a Windows one.
+    let e = store.enrollment_by_id(with_chunk).await.unwrap().unwrap();
+    assert_eq!(
+        (e.platform, e.hardware_id.as_deref(), e.device_id.as_str()),
+        (Platform::Windows, Some("HW-1"), "DEV-A")
+    );
+    let device = DeviceId::parse("DEV-A").unwrap();
+    let ctx = store
+        .checkin_context(EnrollmentKey::ActiveDevice(&device), &[], OffsetDateTime::now_utc())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ctx.session_credential.as_deref(), Some("bWQ1LWtleQ=="));
+    assert_eq!(ctx.session, Some(a));
+    let ctx = store
+        .checkin_context(EnrollmentKey::Id(without_chunk), &[], OffsetDateTime::now_utc())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ctx.session_credential, None);
+    let gone: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sqlite_master WHERE name = 'mdm_sessions'")
+        .fetch_one(&store.read)
+        .await
+        .unwrap();
+    assert_eq!(gone, 0, "mdm_sessions dropped");
+    // The indexes on enrollments still serve (the active-device one is unique).
+    let dup = sqlx::query(
+        "INSERT INTO enrollments (id, device_id, enrollment_type, auth_method, cert_serial, cert_thumbprint, \
+         cert_not_after, state, enrolled_at, updated_at) VALUES ('x', 'DEV-A', 'Full', 'user_password', '0C', \
+         'T', 0, 'active', 0, 0)",
+    )
+    .execute(&store.write)
+    .await;
+    assert!(dup.unwrap_err().to_string().contains("UNIQUE"));
+}
+
+#[tokio::test]
+async fn a_write_lock_held_elsewhere_makes_writes_unavailable() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let store = SqliteStore::open_with(
+        &path,
+        SqliteOptions {
+            busy_timeout: Duration::from_millis(200),
+        },
+    )
+    .await
+    .unwrap();
+    let e = conformance::enroll_device(&store, "BUSY-1").await;
+
+    // Another process (the CLI, say) holds the write lock.
+    let other = rusqlite::Connection::open(&path).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+
+    // The writer thread (rusqlite) ...
+    let err = store
+        .commit_checkin(e.id, &CheckinCommit::default(), OffsetDateTime::now_utc())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+    // ... and the sqlx write pool.
+    let err = store
+        .create_group(&Group::named("busy", OffsetDateTime::now_utc()).unwrap())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+    // Reads go on (WAL).
+    assert!(store.enrollment_by_id(e.id).await.unwrap().is_some());
+    assert!(
+        store
+            .checkin_context(EnrollmentKey::Id(e.id), &[], OffsetDateTime::now_utc())
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    // Once the lock is released, writes succeed again.
+    other.execute_batch("ROLLBACK").unwrap();
+    store
+        .commit_checkin(e.id, &CheckinCommit::default(), OffsetDateTime::now_utc())
+        .await
+        .unwrap();
+    store
+        .create_group(&Group::named("free", OffsetDateTime::now_utc()).unwrap())
+        .await
+        .unwrap();
+}

@@ -1,0 +1,319 @@
+//! `POST /ManagementServer/MDM.svc`: the OMA-DM endpoint (MS-MDM). The device is identified by its
+//! TLS client certificate, issued by our CA and bound to its enrollment (or, when enabled, by
+//! `syncml:auth-md5`); the SyncHdr Source must name the same DeviceID or the request is refused
+//! before anything of any queue is read.
+//!
+//! One message is one read ([`steward_core::CheckinStore::checkin_context`]), one pure step
+//! ([`session::process`]) and one write ([`steward_core::CheckinStore::commit_checkin`]).
+
+use axum::Extension;
+use axum::body::Body;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, StatusCode};
+use steward_core::*;
+use steward_http::{BodyError, ConnInfo, read_body};
+use steward_windows_proto::syncml;
+use time::OffsetDateTime;
+
+use crate::session::{self, OmaDmSession};
+use crate::{WindowsState, md5};
+
+pub const SYNCML_CONTENT_TYPE: &str = "application/vnd.syncml.dm+xml";
+
+/// Seconds a device is told to wait when the database is unavailable.
+const RETRY_AFTER_SECONDS: u32 = 5;
+
+/// The facts processing a message consults (inventory freshness, the poll interval the device
+/// confirmed); the check-in context reads only these, not the whole inventory.
+const CONTEXT_FACTS: &[FactName] = &[facts::INVENTORY_COLLECTED_AT, facts::POLL_INTERVAL_MINUTES];
+
+/// The one error type of the management surface. These are transport-level refusals (no SyncML
+/// answer can be trusted or addressed); each is logged once here.
+#[derive(Debug, thiserror::Error)]
+pub enum ManagementError {
+    #[error("a client certificate issued by this server is required")]
+    NoCertificate,
+    #[error("the client certificate does not belong to any enrollment")]
+    UnknownCertificate,
+    #[error("the enrollment is {0}")]
+    NotActive(&'static str),
+    #[error("SyncHdr Source {claimed:?} does not match the certificate's device")]
+    SourceMismatch { claimed: String },
+    #[error("request body exceeds {0} bytes")]
+    TooLarge(usize),
+    #[error("malformed SyncML: {0}")]
+    BadMessage(String),
+    /// Retryable: the database cannot serve the request now.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl IntoResponse for ManagementError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            Self::NoCertificate => StatusCode::UNAUTHORIZED,
+            Self::UnknownCertificate | Self::NotActive(_) | Self::SourceMismatch { .. } => StatusCode::FORBIDDEN,
+            Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BadMessage(_) => StatusCode::BAD_REQUEST,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let text = |body: String| {
+            (
+                status,
+                [(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                body,
+            )
+        };
+        match &self {
+            // Internal details stay in the log, under a trace id the device gets.
+            Self::Unavailable(_) | Self::Internal(_) => {
+                let trace_id = uuid::Uuid::new_v4().to_string();
+                tracing::error!(trace_id, error = %self, "management request failed");
+                let body = if matches!(self, Self::Unavailable(_)) {
+                    format!("service temporarily unavailable; try again shortly (trace id {trace_id})")
+                } else {
+                    format!("internal error (trace id {trace_id})")
+                };
+                let mut response = text(body).into_response();
+                if matches!(self, Self::Unavailable(_)) {
+                    response
+                        .headers_mut()
+                        .insert(http::header::RETRY_AFTER, http::HeaderValue::from(RETRY_AFTER_SECONDS));
+                }
+                response
+            }
+            _ => {
+                tracing::info!(error = %self, "management request refused");
+                text(self.to_string()).into_response()
+            }
+        }
+    }
+}
+
+fn store_error(e: StoreError) -> ManagementError {
+    match e {
+        StoreError::Unavailable(m) => ManagementError::Unavailable(m),
+        other => ManagementError::Internal(other.to_string()),
+    }
+}
+
+/// How the device proved who it is.
+enum Authenticated {
+    /// Its TLS client certificate (or the one a trusted proxy forwarded), with this thumbprint.
+    Certificate(Thumbprint),
+    /// `syncml:auth-md5` Cred against the nonce we gave it.
+    Md5,
+}
+
+pub async fn management(
+    State(state): State<WindowsState>,
+    conn: Option<Extension<ConnInfo>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ManagementError> {
+    let settings = &state.settings;
+    let cert =
+        steward_http::client_certificate(&settings.forwarded_cert, conn.as_ref().map(|Extension(c)| c), &headers);
+    let now = state.core.now();
+    // With a certificate the enrollment is known (and refused if unknown) before the body is read;
+    // the same single read brings everything else processing the message needs.
+    let by_cert = match &cert {
+        Some(der) => {
+            let thumbprint = Thumbprint::of_der(der);
+            let ctx = state
+                .core
+                .store
+                .checkin_context(EnrollmentKey::Certificate(&thumbprint), CONTEXT_FACTS, now)
+                .await
+                .map_err(store_error)?
+                .ok_or(ManagementError::UnknownCertificate)?;
+            if ctx.enrollment.state != EnrollmentState::Active {
+                return Err(ManagementError::NotActive(ctx.enrollment.state.as_str()));
+            }
+            Some((ctx, thumbprint))
+        }
+        None if settings.md5_auth => None,
+        None => return Err(ManagementError::NoCertificate),
+    };
+
+    let bytes = read_body(&headers, body, settings.management_body_bytes)
+        .await
+        .map_err(|e| match e {
+            BodyError::TooLarge(n) => ManagementError::TooLarge(n),
+            BodyError::Read(m) => ManagementError::BadMessage(m),
+        })?;
+    let msg = syncml::parse_bytes(&bytes).map_err(|e| ManagementError::BadMessage(e.to_string()))?;
+    let claimed = msg
+        .header
+        .source
+        .as_ref()
+        .map(|s| s.loc_uri.as_str())
+        .unwrap_or_default();
+    let management_url = state.management_url();
+
+    let (ctx, auth) = match by_cert {
+        Some((ctx, thumbprint)) => (ctx, Authenticated::Certificate(thumbprint)),
+        None => match md5_authenticate(&state, &msg, claimed, &management_url, now).await? {
+            Md5Outcome::Authenticated(ctx) => (*ctx, Authenticated::Md5),
+            Md5Outcome::Challenged(answer) => return Ok(syncml_ok(answer)),
+        },
+    };
+    let CheckinContext {
+        enrollment,
+        session_credential: _,
+        session: previous,
+        facts,
+        open,
+        awaiting,
+        overdue,
+    } = ctx;
+    if !claimed.eq_ignore_ascii_case(enrollment.device_id.as_str()) {
+        tracing::warn!(device.id = %enrollment.device_id, claimed, "device presented another device's LocURI");
+        return Err(ManagementError::SourceMismatch {
+            claimed: claimed.to_owned(),
+        });
+    }
+    let raw = String::from_utf8_lossy(&bytes);
+    let request_hash = hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &bytes));
+
+    if let Some(answer) = session::replay(previous.as_ref(), &msg, &request_hash) {
+        // The same message again (a retry after a lost answer): answer exactly as before, record nothing twice.
+        tracing::debug!(device.id = %enrollment.device_id, "replaying answer to a repeated message");
+        return Ok(syncml_ok(answer.to_owned()));
+    }
+
+    let fact = |name: &FactName| facts.iter().find(|f| f.name == *name);
+    let poll = session::PollPolicy {
+        provider_id: settings.provider_id.clone(),
+        steady_minutes: settings.poll_interval_minutes,
+        fast_minutes: settings.poll_first_interval_minutes,
+        current_minutes: fact(&facts::POLL_INTERVAL_MINUTES).and_then(|f| f.value.parse().ok()),
+    };
+    let inventory = session::InventoryPolicy {
+        interval: time::Duration::hours(i64::from(settings.inventory_interval_hours)),
+        collected_at: fact(&facts::INVENTORY_COLLECTED_AT).map(|f| f.updated_at),
+        command_id: CommandId::new(),
+    };
+    let by_md5 = matches!(auth, Authenticated::Md5);
+    let retire_previous_certificate = enrollment.previous_cert.is_some()
+        && matches!(&auth, Authenticated::Certificate(t) if *t == enrollment.cert_thumbprint);
+    let out = session::process(session::SessionInput {
+        msg: &msg,
+        raw: &raw,
+        request_hash,
+        enrollment: &enrollment,
+        management_url: &management_url,
+        previous: previous.as_ref(),
+        open_commands: &open,
+        awaiting: &awaiting,
+        new_key: uuid::Uuid::new_v4().to_string(),
+        // OMA-DM: 212 = authenticated by Cred; the nonce rotates on every MD5-authenticated message.
+        header_code: if by_md5 { 212 } else { 200 },
+        next_nonce: if by_md5 { md5::new_nonce() } else { None },
+        poll,
+        inventory,
+        now,
+        retire_previous_certificate,
+        expire_overdue: overdue,
+    });
+    // Durable before the device sees it: if this fails the device gets an error and nothing was
+    // marked sent or recorded, so the same work happens again on its retry.
+    state
+        .core
+        .store
+        .commit_checkin(enrollment.id, &out.commit, now)
+        .await
+        .map_err(store_error)?;
+    if let Some(end) = &out.commit.end_enrollment {
+        tracing::info!(device.id = %enrollment.device_id, state = end.state.as_str(), reason = %end.reason, "enrollment ended");
+    }
+    tracing::debug!(
+        device.id = %enrollment.device_id,
+        session = %msg.header.session_id,
+        msg = msg.header.msg_id,
+        outcomes = out.commit.outcomes.len(),
+        sent = out.commit.sent.len(),
+        queued = out.commit.enqueue.len(),
+        ends = out.ends_session,
+        "management message"
+    );
+    Ok(syncml_ok(out.commit.session.last_response))
+}
+
+enum Md5Outcome {
+    /// The check-in context of the device's active enrollment.
+    Authenticated(Box<CheckinContext>),
+    /// Our SyncML answer: a SyncHdr Status 401/407 with a fresh nonce.
+    Challenged(String),
+}
+
+/// `syncml:auth-md5` for sessions without a client certificate (`md5_auth`): the SyncHdr Source
+/// names the device, whose Cred must prove the secret provisioned at enrollment against the last
+/// nonce we gave it. Otherwise the device is challenged (OMA-DM Security §5.3). The one check-in
+/// context read serves both the check and the message.
+async fn md5_authenticate(
+    state: &WindowsState,
+    msg: &syncml::SyncMl,
+    claimed: &str,
+    management_url: &str,
+    now: OffsetDateTime,
+) -> Result<Md5Outcome, ManagementError> {
+    let device_id = DeviceId::parse(claimed).ok_or(ManagementError::NoCertificate)?;
+    let ctx = state
+        .core
+        .store
+        .checkin_context(EnrollmentKey::ActiveDevice(&device_id), CONTEXT_FACTS, now)
+        .await
+        .map_err(store_error)?
+        .filter(|c| c.enrollment.state == EnrollmentState::Active)
+        .ok_or(ManagementError::NoCertificate)?;
+    let key = ctx
+        .session_credential
+        .as_deref()
+        .ok_or(ManagementError::NoCertificate)?;
+    let cred = msg.header.cred.as_ref().filter(|c| {
+        c.meta
+            .as_ref()
+            .and_then(|m| m.type_.as_deref())
+            .is_none_or(|t| t == md5::AUTH_MD5)
+    });
+    let nonce = ctx
+        .session
+        .as_ref()
+        .and_then(OmaDmSession::from_record)
+        .and_then(|s| s.md5_nonce);
+    if let (Some(c), Some(n)) = (cred, nonce)
+        && md5::verify(key, &n, &c.data)
+    {
+        return Ok(Md5Outcome::Authenticated(Box::new(ctx)));
+    }
+    let next = md5::new_nonce().ok_or_else(|| ManagementError::Internal("random generator failed".into()))?;
+    let code = if cred.is_some() { 401 } else { 407 };
+    let answer = syncml::write(&session::challenge(
+        msg,
+        ctx.enrollment.device_id.as_str(),
+        management_url,
+        code,
+        &next,
+    ));
+    let commit = CheckinCommit {
+        session: session::challenged(ctx.session.as_ref(), next),
+        ..Default::default()
+    };
+    state
+        .core
+        .store
+        .commit_checkin(ctx.enrollment.id, &commit, now)
+        .await
+        .map_err(store_error)?;
+    tracing::info!(device.id = %ctx.enrollment.device_id, code, "syncml:auth-md5 challenge");
+    Ok(Md5Outcome::Challenged(answer))
+}
+
+fn syncml_ok(body: String) -> Response {
+    ([(http::header::CONTENT_TYPE, SYNCML_CONTENT_TYPE)], body).into_response()
+}
