@@ -30,8 +30,8 @@ pub use provisioning::{
 };
 pub use request::{
     BinaryToken, Credential, DiscoverRequest, GetPoliciesRequest, RequestBody, RequestSecurityToken, SoapHeader,
-    SoapRequest, message_id_of, parse_request, parse_version, write_discover_request, write_get_policies_request,
-    write_rst_renew_request, write_rst_request,
+    SoapRequest, message_id_of, parse_request, parse_request_with, parse_version, write_discover_request,
+    write_get_policies_request, write_rst_renew_request, write_rst_request,
 };
 pub use response::{
     AuthPolicy, DiscoverResponse, PolicyParams, parse_discover_response, parse_rstr, write_discover_response,
