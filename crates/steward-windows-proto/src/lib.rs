@@ -8,6 +8,8 @@
 //! - [`xml`]: the hardened XML reader (DTDs refused, [`xml::XmlLimits`] checked in a linear pre-scan
 //!   before roxmltree builds a tree) and the escaping writer helpers both codecs use.
 
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzz_checks;
 pub mod mde2;
 pub mod syncml;
 pub mod xml;

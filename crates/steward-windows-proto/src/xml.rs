@@ -328,7 +328,16 @@ impl Scanner<'_> {
                 max: self.limits.max_name_len,
             });
         }
-        Ok(&self.b[start..self.pos])
+        let name = &self.b[start..self.pos];
+        // Namespaces in XML 1.0 §3: a QName has at most one colon, with a non-empty prefix and local
+        // part. roxmltree splits at the colon and reads `:xmlns` as a default-namespace declaration
+        // (found by the xml_parse fuzz target), so anything else is refused here rather than
+        // classified differently from roxmltree.
+        let colons = name.iter().filter(|&&b| b == b':').count();
+        if colons > 1 || (colons == 1 && (name.first() == Some(&b':') || name.last() == Some(&b':'))) {
+            return Err(self.malformed("name is not a qualified name"));
+        }
+        Ok(name)
     }
 
     /// `</name S? >` (XML 1.0 §3.1 ETag). Whether the name matches its start tag is roxmltree's
@@ -473,8 +482,28 @@ pub fn child_text<'a>(node: roxmltree::Node<'a, '_>, ns: &str, name: &str) -> Op
 }
 
 /// Escapes text for element content or attribute values (both quote kinds, so it is safe in either).
+/// Structure only: a parser still normalizes line ends, and whitespace in attribute values (see
+/// [`escape_text`] and [`escape_attr`] for values that must read back unchanged).
 pub fn escape(text: &str) -> std::borrow::Cow<'_, str> {
-    if !text.contains(['<', '>', '&', '"', '\'']) {
+    escape_chars(text, &[])
+}
+
+/// [`escape`], plus CR as `&#13;`: end-of-line handling (XML 1.0 §2.11) reads a literal CR as LF,
+/// a character reference as itself.
+pub fn escape_text(text: &str) -> std::borrow::Cow<'_, str> {
+    escape_chars(text, &['\r'])
+}
+
+/// [`escape`], plus tab, LF and CR as character references: attribute-value normalization (XML 1.0
+/// §3.3.3) reads each literal one as a space, a character reference as itself.
+pub fn escape_attr(text: &str) -> std::borrow::Cow<'_, str> {
+    escape_chars(text, &['\t', '\n', '\r'])
+}
+
+/// Escapes the five markup characters and, as numeric character references, `extra`.
+fn escape_chars<'t>(text: &'t str, extra: &[char]) -> std::borrow::Cow<'t, str> {
+    let special = |c: char| matches!(c, '<' | '>' | '&' | '"' | '\'') || extra.contains(&c);
+    if !text.contains(special) {
         return std::borrow::Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len() + 16);
@@ -485,6 +514,11 @@ pub fn escape(text: &str) -> std::borrow::Cow<'_, str> {
             '&' => out.push_str("&amp;"),
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&apos;"),
+            c if extra.contains(&c) => {
+                out.push_str("&#");
+                out.push_str(&u32::from(c).to_string());
+                out.push(';');
+            }
             c => out.push(c),
         }
     }

@@ -200,8 +200,10 @@ fn strip_ws(s: &str) -> String {
 // ---- Shared writing helper ----
 
 /// A minimal indenting XML writer. Element and attribute names are always static literals chosen
-/// here; every value goes through [`clean`] and [`crate::xml::escape`], so no caller-supplied
-/// string can change the document's structure.
+/// here; every value goes through [`clean`] and [`crate::xml::escape_attr`] or
+/// [`crate::xml::escape_text`], so no caller-supplied string can change the document's structure,
+/// and every value reads back as written (found by the `provisioning_round_trip` fuzz target:
+/// tabs and line breaks in attribute values came back as spaces).
 struct XmlOut {
     buf: String,
     depth: usize,
@@ -228,7 +230,7 @@ impl XmlOut {
             self.buf.push(' ');
             self.buf.push_str(k);
             self.buf.push_str("=\"");
-            self.buf.push_str(&crate::xml::escape(&clean(v)));
+            self.buf.push_str(&crate::xml::escape_attr(&clean(v)));
             self.buf.push('"');
         }
     }
@@ -254,7 +256,7 @@ impl XmlOut {
         self.indent();
         self.start_tag(name, attrs);
         self.buf.push('>');
-        self.buf.push_str(&crate::xml::escape(&clean(text)));
+        self.buf.push_str(&crate::xml::escape_text(&clean(text)));
         self.buf.push_str("</");
         self.buf.push_str(name);
         self.buf.push_str(">\n");
