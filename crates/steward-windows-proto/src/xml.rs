@@ -74,7 +74,8 @@ pub const MAX_NAMESPACES_IN_SCOPE: usize = 32;
 /// Most namespace declarations in one document. Windows declares `syncml:metinf` on each Meta child,
 /// so a SyncML message of a few thousand items carries a few thousand; SOAP requests ~10.
 pub const MAX_NAMESPACES: usize = 10_000;
-/// Longest namespace URI in bytes. The longest real one (WS-Security utility) is 82 bytes; roxmltree compares URIs in full when it checks for duplicate attributes.
+/// Longest namespace URI in bytes. The longest real one (WS-Security utility) is 82 bytes;
+/// roxmltree compares URIs in full when it checks for duplicate attributes.
 pub const MAX_NAMESPACE_URI_LEN: usize = 1024;
 /// Most character data in one document (text and CDATA, counted before entity decoding, which never
 /// makes text longer). Windows sends at most its MaxMsgSize per SyncML message (512 KiB by default)
