@@ -211,7 +211,8 @@ fn xml_fragments_valid(msg: &SyncMl) -> bool {
 
 /// Target `provisioning_round_trip`: a provisioning document built from the input (fields
 /// separated by 0xFF, a byte UTF-8 never uses; see [`Fields`]) is written, read back with the XML
-/// reader and checked for its structure and for every value, then carried through an RSTR.
+/// reader and checked for its structure and for every value. (The RSTR that carries it holds it as
+/// base64, which the codec's own tests cover.)
 pub fn provisioning_round_trip(data: &[u8]) {
     let mut f = Fields(data.split(|&b| b == 0xFF));
     let root_der = f.bytes();
@@ -332,15 +333,6 @@ pub fn provisioning_round_trip(data: &[u8]) {
         .get("APPLICATION/SSLCLIENTCERTSEARCHCRITERIA")
         .unwrap_or_default();
     assert!(criteria.ends_with(&format!("&Stores=MY%5C{store}")), "{criteria}");
-
-    // The whole chain the simulator reads: provisioning doc → RSTR → provisioning doc.
-    let now = time::OffsetDateTime::UNIX_EPOCH;
-    let carried = mde2::parse_rstr(&mde2::write_rstr(None, &written, now));
-    assert_eq!(
-        carried.as_deref(),
-        Ok(written.as_str()),
-        "RSTR carries the document unchanged"
-    );
 }
 
 /// `s` with the characters XML 1.0 §2.2 cannot carry (C0 controls other than tab, LF and CR;

@@ -127,7 +127,7 @@ pub const REQUEST_TYPE_RENEW: &str = "http://docs.oasis-open.org/ws-sx/ws-trust/
 /// Why an MS-MDE2 message could not be decoded.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum Mde2Error {
-    /// The text is not acceptable XML (malformed, DTD, too large or too deep).
+    /// The text is not acceptable XML (malformed, a DTD, or over one of the `xml::XmlLimits`).
     #[error(transparent)]
     Xml(#[from] XmlError),
     /// The root element is not a SOAP 1.2 `Envelope`.
