@@ -17,7 +17,7 @@ fn trim_ws(s: &str) -> &str {
 }
 
 /// Parses one SyncML message (MS-MDM §2.2.4.1). The input goes through [`crate::xml::parse`]
-/// first (DTDs refused, node count and depth capped). There is no length limit on values here:
+/// first (DTDs refused, the [`XmlLimits`] caps checked). There is no length limit on values here:
 /// the HTTP layer bounds the request body before calling this.
 pub fn parse(xml: &str) -> Result<SyncMl, SyncMlError> {
     parse_with(xml, &XmlLimits::DEFAULT)
