@@ -22,6 +22,8 @@ mod csr;
 mod csr_build;
 pub mod der;
 mod error;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzz_checks;
 mod kek;
 mod util;
 

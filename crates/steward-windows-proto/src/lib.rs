@@ -5,8 +5,11 @@
 //! - [`mde2`]: MS-MDE2 enrollment (Discovery, MS-XCEP GetPolicies, MS-WSTEP RequestSecurityToken),
 //!   SOAP 1.2 faults and the wap-provisioningdoc.
 //! - [`syncml`]: OMA-DM 1.2 SyncML as Windows speaks it (MS-MDM).
-//! - [`xml`]: the hardened XML reader and the escaping writer helpers both codecs use.
+//! - [`xml`]: the hardened XML reader (DTDs refused, [`xml::XmlLimits`] checked in a linear pre-scan
+//!   before roxmltree builds a tree) and the escaping writer helpers both codecs use.
 
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzz_checks;
 pub mod mde2;
 pub mod syncml;
 pub mod xml;

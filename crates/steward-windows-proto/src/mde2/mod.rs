@@ -30,8 +30,8 @@ pub use provisioning::{
 };
 pub use request::{
     BinaryToken, Credential, DiscoverRequest, GetPoliciesRequest, RequestBody, RequestSecurityToken, SoapHeader,
-    SoapRequest, message_id_of, parse_request, parse_version, write_discover_request, write_get_policies_request,
-    write_rst_renew_request, write_rst_request,
+    SoapRequest, message_id_of, parse_request, parse_request_with, parse_version, write_discover_request,
+    write_get_policies_request, write_rst_renew_request, write_rst_request,
 };
 pub use response::{
     AuthPolicy, DiscoverResponse, PolicyParams, parse_discover_response, parse_rstr, write_discover_response,
@@ -127,7 +127,7 @@ pub const REQUEST_TYPE_RENEW: &str = "http://docs.oasis-open.org/ws-sx/ws-trust/
 /// Why an MS-MDE2 message could not be decoded.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum Mde2Error {
-    /// The text is not acceptable XML (malformed, DTD, too large or too deep).
+    /// The text is not acceptable XML (malformed, a DTD, or over one of the `xml::XmlLimits`).
     #[error(transparent)]
     Xml(#[from] XmlError),
     /// The root element is not a SOAP 1.2 `Envelope`.
@@ -200,8 +200,10 @@ fn strip_ws(s: &str) -> String {
 // ---- Shared writing helper ----
 
 /// A minimal indenting XML writer. Element and attribute names are always static literals chosen
-/// here; every value goes through [`clean`] and [`crate::xml::escape`], so no caller-supplied
-/// string can change the document's structure.
+/// here; every value goes through [`clean`] and [`crate::xml::escape_attr`] or
+/// [`crate::xml::escape_text`], so no caller-supplied string can change the document's structure,
+/// and every value reads back as written (found by the `provisioning_round_trip` fuzz target:
+/// tabs and line breaks in attribute values came back as spaces).
 struct XmlOut {
     buf: String,
     depth: usize,
@@ -228,7 +230,7 @@ impl XmlOut {
             self.buf.push(' ');
             self.buf.push_str(k);
             self.buf.push_str("=\"");
-            self.buf.push_str(&crate::xml::escape(&clean(v)));
+            self.buf.push_str(&crate::xml::escape_attr(&clean(v)));
             self.buf.push('"');
         }
     }
@@ -254,7 +256,7 @@ impl XmlOut {
         self.indent();
         self.start_tag(name, attrs);
         self.buf.push('>');
-        self.buf.push_str(&crate::xml::escape(&clean(text)));
+        self.buf.push_str(&crate::xml::escape_text(&clean(text)));
         self.buf.push_str("</");
         self.buf.push_str(name);
         self.buf.push_str(">\n");

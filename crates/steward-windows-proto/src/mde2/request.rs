@@ -6,7 +6,7 @@ use super::{
     PASSWORD_TYPE_TEXT, REQUEST_TYPE_ISSUE, REQUEST_TYPE_RENEW, TOKEN_TYPE_DEVICE_ENROLLMENT, VALUE_TYPE_PKCS7,
     VALUE_TYPE_PKCS10, XmlOut, attr, envelope, first_element, is, strip_ws, text_of,
 };
-use crate::xml::{child, child_text, parse};
+use crate::xml::{XmlLimits, child, child_text, parse, parse_with};
 use std::fmt;
 
 /// The credential a device presents in the `wsse:Security` SOAP header (MS-MDE2 §3.3: OnPremise
@@ -160,7 +160,12 @@ impl SoapRequest {
 /// (see [`SoapRequest::action_matches_body`]). Rejects DTDs, a non-SOAP-1.2 root, a missing Body,
 /// a missing Action and unknown body elements.
 pub fn parse_request(xml: &str) -> Result<SoapRequest, Mde2Error> {
-    let doc = parse(xml)?;
+    parse_request_with(xml, &XmlLimits::DEFAULT)
+}
+
+/// [`parse_request`] under configured XML limits (the enrollment endpoints' own, for instance).
+pub fn parse_request_with(xml: &str, limits: &XmlLimits) -> Result<SoapRequest, Mde2Error> {
+    let doc = parse_with(xml, limits)?;
     let (header, body) = envelope(&doc)?;
     let header = header.ok_or(Mde2Error::MissingElement("Header"))?;
     let header = parse_header(header)?;

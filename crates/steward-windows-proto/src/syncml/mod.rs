@@ -22,14 +22,15 @@
 //!
 //! Size limits: this module does not bound the size of a single value (a 10 MB `<Data>` parses).
 //! The HTTP layer MUST apply a request body limit before calling [`parse`] / [`parse_bytes`]; the
-//! only bounds here are the node and depth caps of [`crate::xml`].
+//! only bounds here are the caps of [`crate::xml::XmlLimits`] (elements, depth, attributes, names,
+//! namespace declarations, total text), checked before any tree is built.
 
 mod parse;
 #[cfg(test)]
 mod tests;
 mod write;
 
-pub use parse::{is_well_formed_fragment, parse, parse_bytes};
+pub use parse::{is_well_formed_fragment, parse, parse_bytes, parse_bytes_with, parse_with};
 pub use write::{estimated_size, write, write_into};
 
 use crate::xml::XmlError;

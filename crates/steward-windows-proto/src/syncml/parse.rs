@@ -6,6 +6,7 @@ use super::{
     Alert, Command, Container, Cred, Item, ItemCommand, ItemData, LocTarget, Meta, NS_METINF, NS_MSFT, NS_SYNCML,
     Results, Status, SyncBody, SyncHdr, SyncMl, SyncMlError,
 };
+use crate::xml::XmlLimits;
 use roxmltree::Node;
 
 /// XML 1.0 whitespace (§2.3 `S`). Deliberately not Unicode whitespace: only these are insignificant.
@@ -16,10 +17,15 @@ fn trim_ws(s: &str) -> &str {
 }
 
 /// Parses one SyncML message (MS-MDM §2.2.4.1). The input goes through [`crate::xml::parse`]
-/// first (DTDs refused, node count and depth capped). There is no length limit on values here:
+/// first (DTDs refused, the [`XmlLimits`] caps checked). There is no length limit on values here:
 /// the HTTP layer bounds the request body before calling this.
 pub fn parse(xml: &str) -> Result<SyncMl, SyncMlError> {
-    let doc = crate::xml::parse(xml)?;
+    parse_with(xml, &XmlLimits::DEFAULT)
+}
+
+/// [`parse`] under configured XML limits (e.g. a text cap raised with the management body cap).
+pub fn parse_with(xml: &str, limits: &XmlLimits) -> Result<SyncMl, SyncMlError> {
+    let doc = crate::xml::parse_with(xml, limits)?;
     let root = doc.root_element();
     if root.tag_name().name() != "SyncML" || !is_syncml_ns(root.tag_name().namespace()) {
         return Err(SyncMlError::NotSyncMl);
@@ -35,9 +41,14 @@ pub fn parse(xml: &str) -> Result<SyncMl, SyncMlError> {
 /// [`parse`] for raw HTTP bodies. Windows sends UTF-8 (`application/vnd.syncml.dm+xml`, MS-MDM
 /// §2.1); anything else is refused with [`SyncMlError::NotUtf8`]. A leading UTF-8 BOM is skipped.
 pub fn parse_bytes(bytes: &[u8]) -> Result<SyncMl, SyncMlError> {
+    parse_bytes_with(bytes, &XmlLimits::DEFAULT)
+}
+
+/// [`parse_bytes`] under configured XML limits.
+pub fn parse_bytes_with(bytes: &[u8], limits: &XmlLimits) -> Result<SyncMl, SyncMlError> {
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     let text = std::str::from_utf8(bytes).map_err(|e| SyncMlError::NotUtf8(e.valid_up_to()))?;
-    parse(text)
+    parse_with(text, limits)
 }
 
 /// Whether `xml` is a well-formed XML fragment (content of an element: text, elements, comments,
