@@ -1,4 +1,6 @@
-//! Named API tokens with roles.
+//! API tokens: named tokens with roles, and the bootstrap admin tokens (the configured
+//! `admin_token` or the one generated at the first start), listed and revoked through the same
+//! routes with `kind` telling them apart.
 
 use axum::extract::{Extension, Path, State};
 use axum::response::Response;
@@ -45,10 +47,25 @@ impl From<Role> for RoleName {
     }
 }
 
-/// A named API token (never its value).
+/// Which kind of token a listing entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ApiTokenKind {
+    /// Created through `POST /api/v1/api-tokens`.
+    #[default]
+    Named,
+    /// The configured `admin_token` or the token generated at the first start: an unscoped admin
+    /// without expiry. Configuring a new one revokes the earlier ones at the next start.
+    Bootstrap,
+}
+
+/// An API token (never its value): a named one, or a bootstrap admin token.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ApiTokenView {
     pub id: uuid::Uuid,
+    /// `named` or `bootstrap`.
+    #[serde(default)]
+    pub kind: ApiTokenKind,
     pub name: String,
     pub role: RoleName,
     /// Group scope: the token sees only this group's devices.
@@ -67,9 +84,13 @@ pub struct ApiTokenView {
     pub revoked_at: Option<OffsetDateTime>,
 }
 
+/// Who the listing names as a bootstrap token's creator: the server itself, at start.
+const BOOTSTRAP_CREATED_BY: &str = "steward serve";
+
 pub fn api_token_view(t: &ApiToken, groups: &HashMap<GroupId, String>, now: OffsetDateTime) -> ApiTokenView {
     ApiTokenView {
         id: t.id.0,
+        kind: ApiTokenKind::Named,
         name: t.name.clone(),
         role: t.role.into(),
         group: t.group_id.and_then(|g| groups.get(&g).cloned()),
@@ -77,6 +98,22 @@ pub fn api_token_view(t: &ApiToken, groups: &HashMap<GroupId, String>, now: Offs
         created_by: t.created_by.clone(),
         created_at: t.created_at,
         expires_at: t.expires_at,
+        last_used_at: t.last_used_at,
+        revoked_at: t.revoked_at,
+    }
+}
+
+pub fn bootstrap_token_view(t: &BootstrapToken) -> ApiTokenView {
+    ApiTokenView {
+        id: t.id.0,
+        kind: ApiTokenKind::Bootstrap,
+        name: t.name.clone(),
+        role: RoleName::Admin,
+        group: None,
+        active: t.usable(),
+        created_by: BOOTSTRAP_CREATED_BY.into(),
+        created_at: t.created_at,
+        expires_at: None,
         last_used_at: t.last_used_at,
         revoked_at: t.revoked_at,
     }
@@ -108,7 +145,10 @@ pub struct CreatedApiToken {
     pub info: ApiTokenView,
 }
 
-/// List API tokens (never their values).
+/// List API tokens, named and bootstrap (never their values).
+///
+/// Oldest first, revoked ones included; `kind` tells the bootstrap tokens (the configured
+/// `admin_token`, the one generated at the first start) from the named ones.
 #[utoipa::path(
     get,
     path = "/api/v1/api-tokens",
@@ -122,13 +162,28 @@ pub async fn list_api_tokens(
 ) -> Result<axum::Json<ApiTokenPage>, ApiError> {
     let limit = check_limit(q.limit)?;
     let groups = state.core.directory.group_names().await?;
-    let tokens = state.core.directory.api_tokens().await?;
-    let (page, next_cursor) = page_in_memory(tokens, |t| t.id.to_string(), q.cursor.as_deref(), limit)?;
     let now = state.core.now();
-    Ok(axum::Json(ApiTokenPage {
-        items: page.iter().map(|t| api_token_view(t, &groups, now)).collect(),
-        next_cursor,
-    }))
+    let mut views: Vec<ApiTokenView> = state
+        .core
+        .directory
+        .bootstrap_tokens()
+        .await?
+        .iter()
+        .map(bootstrap_token_view)
+        .collect();
+    views.extend(
+        state
+            .core
+            .directory
+            .api_tokens()
+            .await?
+            .iter()
+            .map(|t| api_token_view(t, &groups, now)),
+    );
+    // One order for both kinds, stable across pages (the cursor is the last item's id).
+    views.sort_by_key(|t| (t.created_at, t.id));
+    let (items, next_cursor) = page_in_memory(views, |t| t.id.to_string(), q.cursor.as_deref(), limit)?;
+    Ok(axum::Json(ApiTokenPage { items, next_cursor }))
 }
 
 /// Create a named API token with a role. The value (`stw_adm_…`) is in this response only.
@@ -170,12 +225,12 @@ pub async fn create_api_token(
     ))
 }
 
-/// Revoke an API token: it stops authenticating at once.
+/// Revoke an API token, named or bootstrap: it stops authenticating at once.
 #[utoipa::path(
     delete,
     path = "/api/v1/api-tokens/{id}",
     tag = "access",
-    params(("id" = String, Path, description = "API token id")),
+    params(("id" = String, Path, description = "API token id (named or bootstrap)")),
     responses(
         (status = 204, description = "Revoked"),
         (status = 404, description = "No such token, or already revoked", body = Problem, content_type = "application/problem+json"),

@@ -182,10 +182,20 @@ async fn authenticate(state: &ApiState, headers: &http::HeaderMap) -> Result<Pri
             group: t.group_id,
         });
     }
-    if store.admin_token_exists(&hash).await? {
+    if let Some(t) = store.bootstrap_token_by_hash(&hash).await? {
+        if !t.usable() {
+            tracing::debug!(token = %t.id, "revoked bootstrap token presented");
+            return Err(ApiError::Unauthenticated);
+        }
+        if t.last_used_at
+            .is_none_or(|u| now - u > time::Duration::seconds(TOUCH_INTERVAL_SECONDS))
+        {
+            store.touch_bootstrap_token(t.id, now).await?;
+        }
         return Ok(Principal {
             name: "bootstrap admin token".into(),
-            token_id: None,
+            // The audit log's actor id tells one bootstrap token from another.
+            token_id: Some(t.id),
             role: Role::Admin,
             group: None,
         });

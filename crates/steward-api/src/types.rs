@@ -2,7 +2,7 @@
 //! the same types the handlers serialise, so the two cannot drift. (The handlers' modules own them;
 //! this is the index.)
 
-pub use crate::api_tokens::{ApiTokenPage, ApiTokenView, CreatedApiToken, NewApiTokenRequest, RoleName};
+pub use crate::api_tokens::{ApiTokenKind, ApiTokenPage, ApiTokenView, CreatedApiToken, NewApiTokenRequest, RoleName};
 pub use crate::audit::{AuditEventPage, AuditEventView};
 pub use crate::devices::{
     Certificate, CommandItemRequest, CommandPage, CommandRequest, CommandView, DeviceDetail, DeviceGroupRequest,

@@ -91,7 +91,7 @@ impl Permission {
 pub struct Principal {
     /// Who, as the audit log names it (a token's name, `ada@example.org (console)`, `cli (local)`).
     pub name: String,
-    /// The API token's id, when it has one.
+    /// The id of the API or bootstrap token it authenticated with, when it has one.
     pub token_id: Option<ApiTokenId>,
     pub role: Role,
     /// Group scope: only this group's devices exist for this caller.

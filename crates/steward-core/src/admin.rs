@@ -82,6 +82,49 @@ impl ApiToken {
     }
 }
 
+/// A bootstrap admin token: the one `admin_token` configures, or the one generated and printed at
+/// the first start. Always an unscoped admin that never expires, so it must be revocable: a new
+/// configured value revokes every earlier bootstrap token at start, and an admin can revoke one
+/// through the API like any token. Its id shares the API tokens' id space (both are UUIDs), so one
+/// revoke route serves both kinds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootstrapToken {
+    pub id: ApiTokenId,
+    /// `bootstrap (configured)` or `bootstrap (generated)` (`bootstrap` for tokens generated before
+    /// the names said which).
+    pub name: String,
+    pub token_hash: TokenHash,
+    pub created_at: OffsetDateTime,
+    /// Recorded at most once a minute, like an API token's.
+    pub last_used_at: Option<OffsetDateTime>,
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
+impl BootstrapToken {
+    /// Whether the token authenticates a request (bootstrap tokens do not expire).
+    pub fn usable(&self) -> bool {
+        self.revoked_at.is_none()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewBootstrapToken {
+    pub id: ApiTokenId,
+    pub name: String,
+    pub token_hash: TokenHash,
+    pub created_at: OffsetDateTime,
+}
+
+/// What installing a bootstrap token did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootstrapInstall {
+    /// The token as stored: the new row, or the existing one with this hash (whose id, creation
+    /// time and revocation are kept — a revoked value stays revoked).
+    pub token: BootstrapToken,
+    /// How many other, still active bootstrap tokens it revoked.
+    pub revoked_others: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewApiToken {
     pub id: ApiTokenId,

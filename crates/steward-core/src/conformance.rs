@@ -1922,23 +1922,108 @@ where
 
 // ---------------------------------------------------------------- access
 
-/// The admin surfaces' credentials: bootstrap admin tokens (idempotent), named API tokens (by hash,
-/// revocable once, last use recorded) and console sessions (staged, touched, deleted with the
-/// expired ones, ended for a user, dead once the user loses console access).
+/// The admin surfaces' credentials: bootstrap admin tokens (idempotent, one active at a time,
+/// revocable), named API tokens (by hash, revocable once, last use recorded) and console sessions
+/// (staged, touched, deleted with the expired ones, ended for a user, dead once the user loses
+/// console access).
 pub async fn access<S>(store: &S)
 where
     S: AccessStore + UserStore + GroupStore,
 {
     let t0 = now();
 
-    // Admin tokens: idempotent registration.
-    let admin_token = TokenHash::of("stw_adm_x");
+    // Bootstrap tokens: idempotent installation; a new one revokes the others; revocable once.
     assert_eq!(store.count_admin_tokens().await.unwrap(), 0);
-    store.put_admin_token("bootstrap", &admin_token, t0).await.unwrap();
-    store.put_admin_token("bootstrap", &admin_token, t0).await.unwrap();
+    let bootstrap = |name: &str, value: &str, at: OffsetDateTime| NewBootstrapToken {
+        id: ApiTokenId::new(),
+        name: name.into(),
+        token_hash: TokenHash::of(value),
+        created_at: at,
+    };
+    let first = bootstrap("bootstrap (generated)", "stw_adm_x", t0);
+    let installed = store.install_bootstrap_token(&first).await.unwrap();
+    assert_eq!(installed.revoked_others, 0);
+    assert_eq!(
+        installed.token,
+        BootstrapToken {
+            id: first.id,
+            name: first.name.clone(),
+            token_hash: first.token_hash,
+            created_at: t0,
+            last_used_at: None,
+            revoked_at: None,
+        },
+        "bootstrap token round trip"
+    );
+    let again = store
+        .install_bootstrap_token(&bootstrap(
+            "bootstrap (configured)",
+            "stw_adm_x",
+            t0 + Duration::seconds(1),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        again.token, installed.token,
+        "same hash: the stored row is kept as it was"
+    );
+    assert_eq!(again.revoked_others, 0);
     assert_eq!(store.count_admin_tokens().await.unwrap(), 1);
-    assert!(store.admin_token_exists(&admin_token).await.unwrap());
-    assert!(!store.admin_token_exists(&TokenHash::of("stw_adm_y")).await.unwrap());
+    assert!(
+        store
+            .bootstrap_token_by_hash(&TokenHash::of("stw_adm_y"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let t1 = t0 + Duration::seconds(2);
+    store.touch_bootstrap_token(first.id, t1).await.unwrap();
+    let second = bootstrap("bootstrap (configured)", "stw_adm_y", t1);
+    let replaced = store.install_bootstrap_token(&second).await.unwrap();
+    assert_eq!(
+        replaced.revoked_others, 1,
+        "the new bootstrap token replaces the old one"
+    );
+    assert!(replaced.token.usable());
+    let old = store
+        .bootstrap_token_by_hash(&first.token_hash)
+        .await
+        .unwrap()
+        .expect("kept, revoked");
+    assert_eq!((old.revoked_at, old.last_used_at), (Some(t1), Some(t1)));
+    assert!(!old.usable());
+    // Re-installing a revoked value does not bring it back, but still revokes the others.
+    let back = store
+        .install_bootstrap_token(&bootstrap(
+            "bootstrap (configured)",
+            "stw_adm_x",
+            t1 + Duration::seconds(1),
+        ))
+        .await
+        .unwrap();
+    assert_eq!((back.token.id, back.token.revoked_at), (first.id, Some(t1)));
+    assert_eq!(back.revoked_others, 1);
+    let listed = store.list_bootstrap_tokens().await.unwrap();
+    assert_eq!(
+        listed.iter().map(|t| (t.id, t.usable())).collect::<Vec<_>>(),
+        vec![(first.id, false), (second.id, false)],
+        "oldest first, revoked ones listed"
+    );
+    assert_eq!(listed[1].revoked_at, Some(t1 + Duration::seconds(1)));
+    let third = bootstrap("bootstrap (configured)", "stw_adm_z", t1 + Duration::seconds(2));
+    store.install_bootstrap_token(&third).await.unwrap();
+    assert!(
+        store
+            .revoke_bootstrap_token(third.id, t1 + Duration::seconds(3))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store.revoke_bootstrap_token(third.id, t1).await.unwrap(),
+        "revoked once"
+    );
+    assert!(!store.revoke_bootstrap_token(ApiTokenId::new(), t1).await.unwrap());
+    assert_eq!(store.count_admin_tokens().await.unwrap(), 3);
 
     // API tokens: stored by hash, revocable once, last use recorded.
     let pilot = group("pilot", t0);

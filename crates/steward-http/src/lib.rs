@@ -11,6 +11,12 @@ use http::HeaderMap;
 use http_body_util::{BodyExt, Limited};
 use rustls_pki_types::CertificateDer;
 
+/// `Strict-Transport-Security` for the surfaces people open in a browser (the console, the admin
+/// API, the federated sign-in page): a year, this host only — Steward cannot speak for sibling
+/// names under the same domain, so no `includeSubDomains`. Browsers ignore it on a connection whose
+/// certificate they do not trust, so it cannot lock anyone out of a server with a private CA.
+pub const STRICT_TRANSPORT_SECURITY: &str = "max-age=31536000";
+
 /// What the transport knows about a request's connection.
 #[derive(Debug, Clone)]
 pub struct ConnInfo {

@@ -5,13 +5,20 @@
 //! The rule that matters most: an existing CA is never replaced. If its key cannot be decrypted
 //! (wrong or missing KEK, tampered file) the server refuses to start, because a silently new CA
 //! would orphan every enrolled device.
+//!
+//! File modes: every file the server creates in the data directory is 0600 and every directory
+//! 0700 — the public CA certificates included, so that "nothing in here is readable by anyone
+//! else" holds without exceptions to remember (copy `pki/root-ca.pem` out to hand it to devices).
+//! Files earlier versions wrote 0644 are tightened at start. A KEK file that group or others can
+//! read is refused rather than fixed: it may already have been copied, and only the operator can
+//! decide whether to re-key.
 
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use steward_core::{AccessStore, SecretString, TokenHash, TokenKind};
+use steward_core::{AccessStore, ApiTokenId, NewBootstrapToken, SecretString, TokenHash, TokenKind};
 use steward_pki::{CertifiedKey, Kek, KeyAlgorithm};
 use time::{Duration, OffsetDateTime};
 use zeroize::Zeroizing;
@@ -35,6 +42,59 @@ pub enum BootstrapError {
     Tls(String),
     #[error("store: {0}")]
     Store(#[from] steward_core::StoreError),
+    #[error(
+        "the key-encryption key file {} can be read by group or others (mode {mode:04o}); refusing to start. \
+         It unseals the CA keys: make it private to the server's user (chmod 600), and consider keeping it \
+         outside the data directory (docs/OPERATIONS.md, \"Where to keep the KEK\")",
+        path.display()
+    )]
+    KekExposed { path: PathBuf, mode: u32 },
+}
+
+/// The mode of every file the server creates (see the module docs).
+const FILE_MODE: u32 = 0o600;
+/// The mode of every directory it creates.
+const DIR_MODE: u32 = 0o700;
+
+/// The files Steward writes in the data directory (relative to it), tightened to [`FILE_MODE`] at
+/// every start because earlier versions wrote some of them 0644. Not the KEK: see the module docs.
+const OWNED_FILES: &[&str] = &[
+    "federation.key.sealed",
+    "webhook.key.sealed",
+    "pki/root-ca.pem",
+    "pki/root-ca.key.sealed",
+    "pki/issuing-ca.pem",
+    "pki/issuing-ca.key.sealed",
+    "pki/server.pem",
+    "pki/server.key.sealed",
+    "pki/server.meta",
+];
+
+/// The systemd credential holding the KEK (`LoadCredential=steward-kek:/etc/steward/kek`).
+pub const KEK_CREDENTIAL: &str = "steward-kek";
+
+/// Where the key-encryption key came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KekSource {
+    /// `pki.kek` (`STEWARD_KEK`).
+    Config,
+    /// A file: `pki.kek_file`, the systemd credential or the default `<data_dir>/kek`.
+    /// `in_data_dir`: it sits in the data directory, next to the keys it seals.
+    File { path: PathBuf, in_data_dir: bool },
+}
+
+impl KekSource {
+    /// The KEK file, when it is in the data directory: then a copy of the directory (a backup, a
+    /// snapshot, a stolen disk image) holds everything needed to unseal the CA keys.
+    pub fn in_data_dir(&self) -> Option<&Path> {
+        match self {
+            Self::File {
+                path,
+                in_data_dir: true,
+            } => Some(path),
+            _ => None,
+        }
+    }
 }
 
 /// The key material the server runs with.
@@ -51,6 +111,8 @@ pub struct Pki {
     /// the name it was first created under) rather than the KEK itself, because the KEK is used at
     /// start only and must not stay in memory for the life of the process.
     pub data_key: std::sync::Arc<Kek>,
+    /// Where the KEK came from (the start banner warns when it is in the data directory).
+    pub kek_source: KekSource,
 }
 
 impl std::fmt::Debug for Pki {
@@ -69,11 +131,40 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BootstrapError + '_ {
     }
 }
 
-/// Creates the data directory (0700) if needed.
+/// Creates the data directory and `pki/` (0700) if needed, and tightens the files earlier versions
+/// left readable (see [`OWNED_FILES`]).
 pub fn prepare_data_dir(dir: &Path) -> Result<(), BootstrapError> {
     fs::create_dir_all(dir.join("pki")).map_err(io(dir))?;
-    set_mode(dir, 0o700)?;
-    set_mode(&dir.join("pki"), 0o700)
+    set_mode(dir, DIR_MODE)?;
+    set_mode(&dir.join("pki"), DIR_MODE)?;
+    for name in OWNED_FILES {
+        tighten(&dir.join(name))?;
+    }
+    Ok(())
+}
+
+/// Prepares the SQLite database file before the store opens it: creates it empty with mode 0600
+/// when missing (SQLite creates `-wal` and `-shm` with the database file's mode, so they follow),
+/// and tightens an existing one and its `-wal`/`-shm` left readable by an earlier version.
+pub fn prepare_database_file(path: &Path) -> Result<(), BootstrapError> {
+    let mut opts = fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(FILE_MODE);
+    }
+    match opts.open(path) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(io(path)(e)),
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        tighten(Path::new(&p))?;
+    }
+    Ok(())
 }
 
 #[cfg(unix)]
@@ -87,8 +178,36 @@ fn set_mode(_path: &Path, _mode: u32) -> Result<(), BootstrapError> {
     Ok(())
 }
 
-/// Writes `data` to `path` atomically (temp file + rename) with the given mode set before any byte is written.
-fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), BootstrapError> {
+/// The permission bits of `path`, or None if it does not exist (or the platform has none).
+#[cfg(unix)]
+fn mode_of(path: &Path) -> Result<Option<u32>, BootstrapError> {
+    use std::os::unix::fs::PermissionsExt;
+    match fs::metadata(path) {
+        Ok(m) => Ok(Some(m.permissions().mode() & 0o7777)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io(path)(e)),
+    }
+}
+
+#[cfg(not(unix))]
+fn mode_of(_path: &Path) -> Result<Option<u32>, BootstrapError> {
+    Ok(None)
+}
+
+/// Sets an existing file of ours to [`FILE_MODE`] if group or others have any access to it.
+fn tighten(path: &Path) -> Result<(), BootstrapError> {
+    if let Some(mode) = mode_of(path)?
+        && mode & 0o077 != 0
+    {
+        set_mode(path, FILE_MODE)?;
+        tracing::info!(path = %path.display(), old_mode = format!("{mode:04o}"), "made a data file private (0600)");
+    }
+    Ok(())
+}
+
+/// Writes `data` to `path` atomically (temp file + rename), the temp file created 0600 before any
+/// byte is written.
+fn write_atomic(path: &Path, data: &[u8]) -> Result<(), BootstrapError> {
     let tmp = path.with_extension("tmp");
     {
         let mut opts = fs::OpenOptions::new();
@@ -96,13 +215,14 @@ fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), BootstrapErro
         #[cfg(unix)]
         {
             use std::os::unix::fs::OpenOptionsExt;
-            opts.mode(mode);
+            opts.mode(FILE_MODE);
         }
         let mut f = opts.open(&tmp).map_err(io(&tmp))?;
         f.write_all(data).map_err(io(&tmp))?;
         f.sync_all().map_err(io(&tmp))?;
     }
-    set_mode(&tmp, mode)?;
+    // `mode` above applies only when the file is created: a temp file left by a crash keeps its own.
+    set_mode(&tmp, FILE_MODE)?;
     fs::rename(&tmp, path).map_err(io(path))
 }
 
@@ -114,19 +234,46 @@ fn ca_exists(config: &Config) -> bool {
     pki_path(config, "root-ca.pem").exists() || pki_path(config, "root-ca.key.sealed").exists()
 }
 
-/// Finds the KEK: `pki.kek` (STEWARD_KEK), else `pki.kek_file`, else `<data_dir>/kek`, generating
-/// the latter only when no CA exists yet.
-pub fn load_kek(config: &Config) -> Result<Kek, BootstrapError> {
-    if let Some(k) = &config.pki.kek {
-        return Ok(Kek::from_base64(k.expose())?);
+/// The KEK file to use: `pki.kek_file`, else the systemd credential `steward-kek` when systemd
+/// provides one, else `<data_dir>/kek`.
+fn kek_path(config: &Config) -> PathBuf {
+    if let Some(p) = &config.pki.kek_file {
+        return p.clone();
     }
-    let path = config
-        .pki
-        .kek_file
-        .clone()
-        .unwrap_or_else(|| config.data_dir.join("kek"));
+    if let Some(dir) = &config.credentials_directory {
+        let credential = dir.join(KEK_CREDENTIAL);
+        if credential.exists() {
+            return credential;
+        }
+    }
+    config.data_dir.join("kek")
+}
+
+/// Whether `path` lies inside `dir` (both resolved when they exist, so symlinks do not hide it).
+fn inside(dir: &Path, path: &Path) -> bool {
+    let resolve = |p: &Path| fs::canonicalize(p).unwrap_or_else(|_| p.to_owned());
+    resolve(path).starts_with(resolve(dir))
+}
+
+/// Finds the KEK: `pki.kek` (STEWARD_KEK), else the file [`kek_path`] names, generating
+/// `<data_dir>/kek` (or the configured `kek_file`) only when no CA exists yet. A KEK file that group
+/// or others can access is refused.
+pub fn load_kek(config: &Config) -> Result<(Kek, KekSource), BootstrapError> {
+    if let Some(k) = &config.pki.kek {
+        return Ok((Kek::from_base64(k.expose())?, KekSource::Config));
+    }
+    let path = kek_path(config);
+    let source = |path: &Path| KekSource::File {
+        path: path.to_owned(),
+        in_data_dir: inside(&config.data_dir, path),
+    };
+    if let Some(mode) = mode_of(&path)?
+        && mode & 0o077 != 0
+    {
+        return Err(BootstrapError::KekExposed { path, mode });
+    }
     match fs::read_to_string(&path) {
-        Ok(text) => Ok(Kek::from_base64(text.trim())?),
+        Ok(text) => Ok((Kek::from_base64(text.trim())?, source(&path))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             if ca_exists(config) {
                 return Err(BootstrapError::Inconsistent(format!(
@@ -136,8 +283,8 @@ pub fn load_kek(config: &Config) -> Result<Kek, BootstrapError> {
                 )));
             }
             let kek = Kek::generate()?;
-            write_atomic(&path, kek.to_base64().as_bytes(), 0o600)?;
-            Ok(kek)
+            write_atomic(&path, kek.to_base64().as_bytes())?;
+            Ok((kek, source(&path)))
         }
         Err(e) => Err(io(&path)(e)),
     }
@@ -176,8 +323,8 @@ fn load_or_create(
         (false, false) => {
             let ck = generate()?;
             let sealed = kek.seal(&format!("{name}.key"), &ck.key_pkcs8_der())?;
-            write_atomic(&key_path, sealed.as_bytes(), 0o600)?;
-            write_atomic(&cert_path, ck.cert_pem().as_bytes(), 0o644)?;
+            write_atomic(&key_path, sealed.as_bytes())?;
+            write_atomic(&cert_path, ck.cert_pem().as_bytes())?;
             Ok((ck, true))
         }
         _ => Err(BootstrapError::Inconsistent(format!(
@@ -200,21 +347,29 @@ fn load_or_create_secret(config: &Config, kek: &Kek, label: &str) -> Result<Zero
         });
     }
     let k = steward_pki::random_bytes::<32>()?;
-    write_atomic(&path, kek.seal(label, &k)?.as_bytes(), 0o600)?;
+    write_atomic(&path, kek.seal(label, &k)?.as_bytes())?;
     Ok(Zeroizing::new(k.to_vec()))
 }
 
 /// The data key alone (the CLI working on the data directory needs it, not the CAs).
 pub fn load_data_key(config: &Config) -> Result<Kek, BootstrapError> {
     prepare_data_dir(&config.data_dir)?;
-    let kek = load_kek(config)?;
+    let (kek, _) = load_kek(config)?;
     Ok(Kek::from_bytes(&load_or_create_secret(config, &kek, "webhook.key")?)?)
 }
 
 /// Loads or creates all key material. Returns it plus whether the CA was created now.
 pub fn load_pki(config: &Config) -> Result<(Pki, bool), BootstrapError> {
     prepare_data_dir(&config.data_dir)?;
-    let kek = load_kek(config)?;
+    let (kek, kek_source) = load_kek(config)?;
+    if let Some(path) = kek_source.in_data_dir() {
+        tracing::warn!(
+            kek = %path.display(),
+            "the key-encryption key is in the data directory, next to the keys it seals: a copy of the \
+             directory unseals the CA. Keep it elsewhere (STEWARD_KEK, pki.kek_file or the systemd \
+             credential steward-kek; docs/OPERATIONS.md)"
+        );
+    }
     let org = config.pki.organization.clone();
     let (root, created) = load_or_create(config, &kek, "root-ca", || {
         Ok(steward_pki::generate_root_ca(
@@ -253,6 +408,7 @@ pub fn load_pki(config: &Config) -> Result<(Pki, bool), BootstrapError> {
             tls_key,
             federation_key,
             data_key,
+            kek_source,
         },
         created,
     ))
@@ -308,13 +464,9 @@ fn load_tls(
         Some(ck) => ck,
         None => {
             let ck = steward_pki::generate_tls_server_cert(root, &names, alg, Duration::days(397))?;
-            write_atomic(
-                &key_path,
-                kek.seal("server.key", &ck.key_pkcs8_der())?.as_bytes(),
-                0o600,
-            )?;
-            write_atomic(&cert_path, ck.cert_pem().as_bytes(), 0o644)?;
-            write_atomic(&meta_path, meta.as_bytes(), 0o644)?;
+            write_atomic(&key_path, kek.seal("server.key", &ck.key_pkcs8_der())?.as_bytes())?;
+            write_atomic(&cert_path, ck.cert_pem().as_bytes())?;
+            write_atomic(&meta_path, meta.as_bytes())?;
             ck
         }
     };
@@ -327,18 +479,43 @@ fn load_tls(
     Ok((chain, key))
 }
 
-/// Makes sure an admin token exists. With `admin_token` configured it is registered (idempotent) and
-/// nothing is printed. Otherwise, the first start generates one and returns it so the caller prints it
-/// once; later starts return None.
+/// The name a configured bootstrap token is listed under.
+pub const CONFIGURED_TOKEN_NAME: &str = "bootstrap (configured)";
+/// The name the token generated at the first start is listed under.
+pub const GENERATED_TOKEN_NAME: &str = "bootstrap (generated)";
+
+/// Makes sure a bootstrap admin token exists. With `admin_token` configured it is installed
+/// (idempotent) and every other bootstrap token is revoked — the configured value replaces earlier
+/// ones, so changing it rotates the credential — and nothing is printed. Otherwise, the first start
+/// generates one and returns it so the caller prints it once; later starts return None (also when
+/// every bootstrap token was revoked: a restart never mints a new one, configure `admin_token` to
+/// recover).
 pub async fn ensure_admin_token(
     config: &Config,
     store: &dyn AccessStore,
 ) -> Result<Option<SecretString>, BootstrapError> {
     let now = OffsetDateTime::now_utc();
     if let Some(token) = &config.admin_token {
-        store
-            .put_admin_token("bootstrap (configured)", &TokenHash::of(token.expose()), now)
+        let installed = store
+            .install_bootstrap_token(&NewBootstrapToken {
+                id: ApiTokenId::new(),
+                name: CONFIGURED_TOKEN_NAME.into(),
+                token_hash: TokenHash::of(token.expose()),
+                created_at: now,
+            })
             .await?;
+        if installed.revoked_others > 0 {
+            tracing::info!(
+                revoked = installed.revoked_others,
+                "the configured admin_token replaced the earlier bootstrap token(s); they no longer authenticate"
+            );
+        }
+        if !installed.token.usable() {
+            tracing::warn!(
+                token.id = %installed.token.id,
+                "the configured admin_token was revoked and does not authenticate; configure a new value"
+            );
+        }
         return Ok(None);
     }
     if store.count_admin_tokens().await? > 0 {
@@ -348,7 +525,12 @@ pub async fn ensure_admin_token(
         .generate()
         .map_err(|_| BootstrapError::Inconsistent("system random generator failed".into()))?;
     store
-        .put_admin_token("bootstrap", &TokenHash::of(token.expose()), now)
+        .install_bootstrap_token(&NewBootstrapToken {
+            id: ApiTokenId::new(),
+            name: GENERATED_TOKEN_NAME.into(),
+            token_hash: TokenHash::of(token.expose()),
+            created_at: now,
+        })
         .await?;
     Ok(Some(token))
 }

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::response::Redirect;
+use axum::response::{Redirect, Response};
 use axum::routing::get;
 use steward_core::service::identity::{Identity, IdentitySettings};
 use steward_core::service::{Core, PasswordPolicy, SystemClock};
@@ -168,11 +168,26 @@ pub fn router(config: &Config, core: &Core, pki: &Arc<Pki>) -> Router {
         api: api_state.clone(),
         settings: Arc::new(console_settings(config, core)),
     });
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
+    // What people open in a browser (or script against like one) carries HSTS. The device
+    // endpoints do not: the Windows MDM client is no browser and ignores it, and it would only add
+    // bytes to every check-in; the federated sign-in page, which Windows shows in a web view, sets
+    // it with its own headers.
+    let browser = Router::new()
         // A newcomer's first click on the server's address lands in the console.
         .route("/", get(|| async { Redirect::to(steward_console::CONSOLE_PATH) }))
-        .merge(windows)
         .merge(steward_api::router(api_state.clone()).with_state(api_state))
         .merge(console)
+        .layer(axum::middleware::map_response(strict_transport_security));
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .merge(windows)
+        .merge(browser)
+}
+
+async fn strict_transport_security(mut resp: Response) -> Response {
+    resp.headers_mut().insert(
+        http::header::STRICT_TRANSPORT_SECURITY,
+        http::HeaderValue::from_static(steward_http::STRICT_TRANSPORT_SECURITY),
+    );
+    resp
 }

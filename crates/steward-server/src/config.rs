@@ -59,16 +59,36 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub webhooks: WebhooksConfig,
     pub console: ConsoleConfig,
+    /// systemd's credentials directory (`$CREDENTIALS_DIRECTORY`, set for a unit with
+    /// `LoadCredential=`/`SetCredentialEncrypted=`): a `steward-kek` file there is the KEK unless
+    /// `pki.kek` or `pki.kek_file` names one. Not a configuration key: systemd sets it.
+    #[serde(skip)]
+    pub credentials_directory: Option<PathBuf>,
 }
 
+/// The environment variable systemd names its credentials directory in.
+pub const CREDENTIALS_DIRECTORY_ENV: &str = "CREDENTIALS_DIRECTORY";
+
 /// Where the data lives. One crate per backend; the URL's scheme chooses it.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseConfig {
     /// `sqlite://<path>` (relative paths are under the working directory) or absent for the
     /// embedded default, `<data_dir>/steward.db`. (`postgres://…` arrives with the PostgreSQL
     /// backend.)
     pub url: Option<SecretString>,
+    /// How long a write waits for a lock another process holds (the `steward` CLI, a backup)
+    /// before the request fails as retryable: devices get 503 with Retry-After.
+    pub busy_timeout_ms: u64,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            busy_timeout_ms: 10_000,
+        }
+    }
 }
 
 /// A parsed database URL.
@@ -155,7 +175,9 @@ pub struct TlsConfig {
 pub struct PkiConfig {
     /// Key-encryption key (base64 of 32 bytes) that seals private keys at rest.
     pub kek: Option<SecretString>,
-    /// File holding the base64 KEK. Default `<data_dir>/kek`, generated with mode 0600 on first start.
+    /// File holding the base64 KEK. Default: the systemd credential `steward-kek` when systemd
+    /// provides it, else `<data_dir>/kek`, generated with mode 0600 on first start (and warned
+    /// about: it sits next to the keys it seals). Refused if group or others can read it.
     pub kek_file: Option<PathBuf>,
     /// Organisation name written into our CA and device certificates.
     pub organization: String,
@@ -214,6 +236,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             webhooks: WebhooksConfig::default(),
             console: ConsoleConfig::default(),
+            credentials_directory: None,
         }
     }
 }
@@ -373,12 +396,16 @@ impl Config {
             set_path(&mut table, key, value);
         }
         let source = file.map_or_else(|| PathBuf::from("<environment>"), Path::to_owned);
-        let config: Config = toml::Value::Table(table)
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Parse {
-                path: source,
-                message: e.to_string(),
-            })?;
+        let mut config: Config =
+            toml::Value::Table(table)
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::Parse {
+                    path: source,
+                    message: e.to_string(),
+                })?;
+        config.credentials_directory = env(CREDENTIALS_DIRECTORY_ENV)
+            .filter(|d| !d.trim().is_empty())
+            .map(PathBuf::from);
         config.validate()?;
         Ok(config)
     }
@@ -394,6 +421,9 @@ impl Config {
             return invalid("public_url has an empty host".into());
         }
         self.database_url()?;
+        if !(1..=600_000).contains(&self.database.busy_timeout_ms) {
+            return invalid("database.busy_timeout_ms must be between 1 and 600000".into());
+        }
         if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
             return invalid("tls.cert_file and tls.key_file must be given together".into());
         }
@@ -559,6 +589,17 @@ mod tests {
         let c = Config::load_from(None, env(&[])).unwrap();
         assert_eq!(c.listen.port(), 8443);
         assert_eq!(c.enrollment.auth_policy, AuthPolicy::OnPremise);
+        assert_eq!(c.database.busy_timeout_ms, 10_000);
+        assert_eq!(c.credentials_directory, None);
+        let c = Config::load_from(
+            None,
+            env(&[("CREDENTIALS_DIRECTORY", "/run/credentials/steward.service")]),
+        )
+        .unwrap();
+        assert_eq!(
+            c.credentials_directory.as_deref(),
+            Some(Path::new("/run/credentials/steward.service"))
+        );
     }
 
     #[test]

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use steward_core::service::Core;
 use steward_core::{SecretString, Store};
-use steward_store_sqlite::SqliteStore;
+use steward_store_sqlite::{SqliteOptions, SqliteStore};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -47,11 +47,18 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, ServeError> {
 }
 
 /// The SQLite store of this configuration, as its concrete type (tests read it through
-/// `steward_core::store::Inspect`).
+/// `steward_core::store::Inspect`). The database file is created 0600 before SQLite opens it, so
+/// its `-wal` and `-shm` files are private too.
 pub async fn open_sqlite(config: &Config) -> Result<Arc<SqliteStore>, ServeError> {
     bootstrap::prepare_data_dir(&config.data_dir)?;
+    let options = SqliteOptions {
+        busy_timeout: Duration::from_millis(config.database.busy_timeout_ms),
+    };
     match config.database_url()? {
-        config::DatabaseUrl::Sqlite(path) => Ok(Arc::new(SqliteStore::open(&path).await?)),
+        config::DatabaseUrl::Sqlite(path) => {
+            bootstrap::prepare_database_file(&path)?;
+            Ok(Arc::new(SqliteStore::open_with(&path, options).await?))
+        }
     }
 }
 

@@ -26,6 +26,19 @@ fn api_token_from_row(r: &SqliteRow) -> StoreResult<ApiToken> {
     })
 }
 
+fn bootstrap_token_from_row(r: &SqliteRow) -> StoreResult<BootstrapToken> {
+    let id: Option<String> = r.get("id");
+    Ok(BootstrapToken {
+        id: parse_id(&id.ok_or_else(|| bad("bootstrap token id"))?)?,
+        name: r.get("name"),
+        token_hash: TokenHash::from_hex(&r.get::<String, _>("token_hash"))
+            .ok_or_else(|| bad("bootstrap token hash"))?,
+        created_at: from_micros(r.get("created_at"))?,
+        last_used_at: opt_micros(r.get("last_used_at"))?,
+        revoked_at: opt_micros(r.get("revoked_at"))?,
+    })
+}
+
 #[async_trait]
 impl AccessStore for SqliteStore {
     async fn create_api_token(&self, t: &NewApiToken) -> StoreResult<ApiToken> {
@@ -106,23 +119,74 @@ impl AccessStore for SqliteStore {
         Ok(())
     }
 
-    async fn put_admin_token(&self, name: &str, hash: &TokenHash, created_at: OffsetDateTime) -> StoreResult<()> {
-        self.write_one(
-            "INSERT INTO admin_tokens (token_hash, name, created_at) VALUES (?, ?, ?) \
+    async fn install_bootstrap_token(&self, t: &NewBootstrapToken) -> StoreResult<BootstrapInstall> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO admin_tokens (id, token_hash, name, created_at) VALUES (?, ?, ?, ?) \
              ON CONFLICT (token_hash) DO NOTHING",
-            |q| q.bind(hash.to_hex()).bind(name.to_owned()).bind(micros(created_at)),
         )
-        .await?;
-        Ok(())
+        .bind(t.id.to_string())
+        .bind(t.token_hash.to_hex())
+        .bind(&t.name)
+        .bind(micros(t.created_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(from_sqlx)?;
+        let revoked_others =
+            sqlx::query("UPDATE admin_tokens SET revoked_at = ? WHERE token_hash <> ? AND revoked_at IS NULL")
+                .bind(micros(t.created_at))
+                .bind(t.token_hash.to_hex())
+                .execute(&mut *tx)
+                .await
+                .map_err(from_sqlx)?
+                .rows_affected();
+        let row = sqlx::query("SELECT * FROM admin_tokens WHERE token_hash = ?")
+            .bind(t.token_hash.to_hex())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(from_sqlx)?;
+        let token = bootstrap_token_from_row(&row)?;
+        tx.commit().await.map_err(from_sqlx)?;
+        Ok(BootstrapInstall { token, revoked_others })
     }
 
-    async fn admin_token_exists(&self, hash: &TokenHash) -> StoreResult<bool> {
-        Ok(sqlx::query("SELECT 1 FROM admin_tokens WHERE token_hash = ?")
+    async fn bootstrap_token_by_hash(&self, hash: &TokenHash) -> StoreResult<Option<BootstrapToken>> {
+        sqlx::query("SELECT * FROM admin_tokens WHERE token_hash = ?")
             .bind(hash.to_hex())
             .fetch_optional(&self.read)
             .await
             .map_err(from_sqlx)?
-            .is_some())
+            .as_ref()
+            .map(bootstrap_token_from_row)
+            .transpose()
+    }
+
+    async fn list_bootstrap_tokens(&self) -> StoreResult<Vec<BootstrapToken>> {
+        sqlx::query("SELECT * FROM admin_tokens ORDER BY created_at, id")
+            .fetch_all(&self.read)
+            .await
+            .map_err(from_sqlx)?
+            .iter()
+            .map(bootstrap_token_from_row)
+            .collect()
+    }
+
+    async fn revoke_bootstrap_token(&self, id: ApiTokenId, now: OffsetDateTime) -> StoreResult<bool> {
+        let n = self
+            .write_one(
+                "UPDATE admin_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+                |q| q.bind(micros(now)).bind(id.to_string()),
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn touch_bootstrap_token(&self, id: ApiTokenId, now: OffsetDateTime) -> StoreResult<()> {
+        self.write_one("UPDATE admin_tokens SET last_used_at = ? WHERE id = ?", |q| {
+            q.bind(micros(now)).bind(id.to_string())
+        })
+        .await?;
+        Ok(())
     }
 
     async fn count_admin_tokens(&self) -> StoreResult<u64> {

@@ -24,6 +24,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "platform_neutral",
         include_str!("../migrations/0007_platform_neutral.sql"),
     ),
+    (
+        8,
+        "bootstrap_tokens",
+        include_str!("../migrations/0008_bootstrap_tokens.sql"),
+    ),
 ];
 
 pub(crate) async fn run(pool: &SqlitePool) -> StoreResult<()> {

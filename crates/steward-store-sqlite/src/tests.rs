@@ -359,6 +359,45 @@ async fn migration_7_converts_windows_sessions_and_renames_the_columns() {
 }
 
 #[tokio::test]
+async fn migration_8_gives_existing_bootstrap_tokens_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    {
+        let conn = database_at_version_6(&path);
+        let (version, name, sql) = MIGRATIONS[6];
+        conn.execute_batch(sql).unwrap();
+        conn.execute(
+            "INSERT INTO _steward_migrations (version, name, applied_at) VALUES (?1, ?2, 0)",
+            rusqlite::params![version, name],
+        )
+        .unwrap();
+        for (value, at) in [("stw_adm_generated", 1_000_000), ("stw_adm_configured", 2_000_000)] {
+            conn.execute(
+                "INSERT INTO admin_tokens (token_hash, name, created_at) VALUES (?1, 'bootstrap', ?2)",
+                rusqlite::params![TokenHash::of(value).to_hex(), at],
+            )
+            .unwrap();
+        }
+    }
+    let store = SqliteStore::open(&path).await.expect("migrates to 8");
+    let tokens = store.list_bootstrap_tokens().await.unwrap();
+    assert_eq!(tokens.len(), 2);
+    assert_ne!(tokens[0].id, tokens[1].id, "one random id per row");
+    assert!(
+        tokens.iter().all(BootstrapToken::usable),
+        "nothing revoked by the migration"
+    );
+    assert_eq!(tokens[0].token_hash, TokenHash::of("stw_adm_generated"));
+    // The ids are real: revocation by id works.
+    assert!(
+        store
+            .revoke_bootstrap_token(tokens[0].id, OffsetDateTime::now_utc())
+            .await
+            .unwrap()
+    );
+}
+
+#[tokio::test]
 async fn a_write_lock_held_elsewhere_makes_writes_unavailable() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s.db");

@@ -162,7 +162,7 @@ async fn authenticate(
                     .store
                     .enrollment_token_by_hash(&TokenHash::of(password))
                     .await
-                    .map_err(|e| SoapFault::store(e, |e| e.to_string()))?
+                    .map_err(|e| SoapFault::store(e, "looking up the enrollment token"))?
                     .ok_or_else(|| denied("unknown enrollment token"))?;
                 token.usable_at(now).map_err(|e| denied(&e.to_string()))?;
                 return Ok(Principal::Token {
@@ -181,7 +181,7 @@ async fn authenticate(
                 )),
                 Err(e @ PasswordRefused::Throttled { .. }) => Err(denied(&e.to_string())),
                 Err(e @ PasswordRefused::Busy) => Err(SoapFault::retryable(e.to_string())),
-                Err(PasswordRefused::Store(e)) => Err(SoapFault::store(e, |e| e.to_string())),
+                Err(PasswordRefused::Store(e)) => Err(SoapFault::store(e, "checking the password")),
             }
         }
         Some(Credential::BinarySecurityToken { value_type, token, .. }) => {
@@ -293,7 +293,7 @@ async fn enroll_device(state: &WindowsState, req: SoapRequest, peer: Option<IpAd
         .store
         .active_enrollment_by_device_id(&device_id)
         .await
-        .map_err(|e| SoapFault::store(e, |e| format!("could not record the enrollment: {e}")))?
+        .map_err(|e| SoapFault::store(e, "reading the device's active enrollment"))?
         .as_ref()
         .and_then(ReplacedEnrollment::of);
 
@@ -342,7 +342,7 @@ async fn enroll_device(state: &WindowsState, req: SoapRequest, peer: Option<IpAd
     // gets the secret in its w7 account; we keep only the digest key b64(md5(name:secret)).
     let md5_credentials: Option<(String, SecretString)> = if settings.md5_auth {
         let secret = steward_pki::random_bytes::<24>()
-            .map_err(|e| SoapFault::new(FaultSubcode::InternalServiceFault, e.to_string()))?;
+            .map_err(|e| SoapFault::internal(format!("generating the syncml:auth-md5 secret: {e}")))?;
         Some((
             device_id.as_str().to_owned(),
             SecretString::new(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret)),
@@ -369,7 +369,7 @@ async fn enroll_device(state: &WindowsState, req: SoapRequest, peer: Option<IpAd
             StoreError::NonceReused => {
                 SoapFault::new(FaultSubcode::Authentication, "the security token was already used")
             }
-            other => SoapFault::store(other, |e| format!("could not record the enrollment: {e}")),
+            other => SoapFault::store(other, "recording the enrollment"),
         });
     }
     tracing::info!(
@@ -430,7 +430,7 @@ pub(crate) fn issue_fault(e: IdentityError) -> SoapFault {
             FaultSubcode::CertificateRequest,
             format!("cannot issue the certificate: {m}"),
         ),
-        IdentityError::Store(e) => SoapFault::store(e, |e| e.to_string()),
-        other => SoapFault::new(FaultSubcode::InternalServiceFault, other.to_string()),
+        IdentityError::Store(e) => SoapFault::store(e, "issuing the certificate"),
+        other => SoapFault::internal(other.to_string()),
     }
 }

@@ -1,5 +1,9 @@
 //! The one response type for failures on the MS-MDE2 surface: a SOAP 1.2 fault (MS-MDE2 §2.2.10)
 //! with `a:RelatesTo` echoing the request, logged once here with a trace id the device also gets.
+//!
+//! A failure on our side (the store, the random generator, a task) reaches the device only as a
+//! generic reason and the trace id: its text names tables, paths or driver messages that are none
+//! of the device's business. The details are in the log line carrying the same trace id.
 
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
@@ -11,10 +15,18 @@ pub const SOAP_CONTENT_TYPE: &str = "application/soap+xml; charset=utf-8";
 /// Seconds a device is told to wait before retrying a retryable fault.
 pub const RETRY_AFTER_SECONDS: u32 = 5;
 
+/// What the device reads for an internal failure.
+pub const INTERNAL_REASON: &str = "the server could not complete the request";
+/// What the device reads when the database is momentarily unavailable.
+pub const UNAVAILABLE_REASON: &str = "the service is temporarily unavailable; try again shortly";
+
 #[derive(Debug)]
 pub struct SoapFault {
     pub subcode: FaultSubcode,
+    /// Sent to the device (and logged).
     pub reason: String,
+    /// Logged only: what went wrong on our side.
+    pub detail: Option<String>,
     pub relates_to: Option<String>,
     pub status: Option<StatusCode>,
     /// `Retry-After` (seconds), for a retryable fault.
@@ -26,6 +38,7 @@ impl SoapFault {
         Self {
             subcode,
             reason: reason.into(),
+            detail: None,
             relates_to: None,
             status: None,
             retry_after: None,
@@ -39,22 +52,29 @@ impl SoapFault {
         self.status = Some(status);
         self
     }
-    /// A receiver fault the device may retry shortly: HTTP 503 with `Retry-After`.
+    /// A receiver fault the device may retry shortly: HTTP 503 with `Retry-After`. `reason` is sent
+    /// to the device, so it must not carry internal details.
     pub fn retryable(reason: impl Into<String>) -> Self {
         let mut f = Self::new(FaultSubcode::InternalServiceFault, reason).with_status(StatusCode::SERVICE_UNAVAILABLE);
         f.retry_after = Some(RETRY_AFTER_SECONDS);
         f
     }
-    /// A store failure: retryable when the database is unavailable, otherwise an internal fault
-    /// whose reason `describe` writes.
-    pub fn store(e: StoreError, describe: impl FnOnce(StoreError) -> String) -> Self {
-        match e {
-            StoreError::Unavailable(m) => {
-                tracing::warn!(error = %m, "database unavailable");
-                Self::retryable("the service is temporarily unavailable; try again shortly")
-            }
-            other => Self::new(FaultSubcode::InternalServiceFault, describe(other)),
-        }
+    /// A failure on our side: the device gets [`INTERNAL_REASON`] and the trace id, the log gets
+    /// `detail`.
+    pub fn internal(detail: impl Into<String>) -> Self {
+        let mut f = Self::new(FaultSubcode::InternalServiceFault, INTERNAL_REASON);
+        f.detail = Some(detail.into());
+        f
+    }
+    /// A store failure while `doing` something: retryable when the database is unavailable,
+    /// otherwise internal. Either way the store's text goes to the log only.
+    pub fn store(e: StoreError, doing: &str) -> Self {
+        let mut f = match e {
+            StoreError::Unavailable(_) => Self::retryable(UNAVAILABLE_REASON),
+            _ => Self::new(FaultSubcode::InternalServiceFault, INTERNAL_REASON),
+        };
+        f.detail = Some(format!("{doing}: {e}"));
+        f
     }
 }
 
@@ -66,8 +86,11 @@ impl IntoResponse for SoapFault {
             FaultSubcode::InternalServiceFault | FaultSubcode::EnrollmentServer => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::BAD_REQUEST,
         });
-        if status.is_server_error() {
-            tracing::error!(trace_id, subcode = self.subcode.as_str(), reason = %self.reason, "enrollment fault");
+        let detail = self.detail.as_deref().unwrap_or("");
+        if self.retry_after.is_some() {
+            tracing::warn!(trace_id, subcode = self.subcode.as_str(), reason = %self.reason, detail, "enrollment deferred");
+        } else if status.is_server_error() {
+            tracing::error!(trace_id, subcode = self.subcode.as_str(), reason = %self.reason, detail, "enrollment fault");
         } else {
             tracing::info!(trace_id, subcode = self.subcode.as_str(), reason = %self.reason, "enrollment refused");
         }

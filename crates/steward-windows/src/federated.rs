@@ -13,10 +13,10 @@ use axum::extract::{Extension, Query, State};
 use axum::response::{Html, IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use http::StatusCode;
+use http::{HeaderValue, StatusCode, header};
 use serde::Deserialize;
-use steward_core::TokenHash;
 use steward_core::service::PasswordRefused;
+use steward_core::{StoreError, TokenHash};
 use steward_http::ConnInfo;
 use steward_windows_proto::xml::escape;
 use time::{Duration, OffsetDateTime};
@@ -98,21 +98,84 @@ fn valid_appru(appru: &str) -> bool {
     appru.starts_with("ms-app://") && appru.len() <= 512 && !appru.contains(['"', '<', '>'])
 }
 
-fn page(title: &str, body: &str) -> String {
-    format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\">\
-         <title>{title}</title><style>body{{font-family:Segoe UI,system-ui,sans-serif;max-width:26rem;margin:3rem auto;padding:0 1rem}}\
-         label{{display:block;margin:.8rem 0 .2rem}}input{{width:100%;padding:.4rem;font-size:1rem}}button{{margin-top:1rem;padding:.5rem 1.2rem;font-size:1rem}}\
-         .error{{color:#a4262c}}</style></head><body>{body}</body></html>",
-        title = escape(title),
-    )
+/// The longest `login_hint` echoed into the form (an e-mail address is at most 254 characters).
+const MAX_LOGIN_HINT_CHARS: usize = 254;
+
+/// The largest sign-in form accepted: the callback (at most 512 bytes), an e-mail and a password,
+/// URL-encoded, with room to spare. Anything larger is refused before it is read.
+pub const MAX_FORM_BYTES: usize = 16 * 1024;
+
+/// The pages' one stylesheet, inline and allowed by its hash: no other style applies.
+const STYLE: &str = "body{font-family:Segoe UI,system-ui,sans-serif;max-width:26rem;margin:3rem auto;padding:0 1rem}\
+label{display:block;margin:.8rem 0 .2rem}input{width:100%;padding:.4rem;font-size:1rem}\
+button{margin-top:1rem;padding:.5rem 1.2rem;font-size:1rem}.error{color:#a4262c}";
+
+/// The one script any page runs: the signed-in page posts the token back to Windows at once. The
+/// Continue button does the same where scripts do not run.
+const AUTO_SUBMIT: &str = "document.forms[0].submit();";
+
+/// A CSP source allowing exactly `text` as an inline element (CSP3 hash-source).
+fn hash_source(text: &str) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.as_bytes());
+    format!("'sha256-{}'", STANDARD.encode(digest.as_ref()))
 }
 
-fn form(appru: &str, email: &str, error: Option<&str>) -> String {
+/// Which page is answered: the policies differ only in what the page must do.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum PageKind {
+    /// The form and the error pages: no script at all, forms post only to this page.
+    Form,
+    /// The signed-in page: its one hashed script, and a form that posts to the `ms-app://`
+    /// callback. No `form-action` there: the callback is validated before it gets on the page, and a
+    /// scheme-source for `ms-app:` is not something we can check every Windows web view honours.
+    SignedIn,
+}
+
+fn content_security_policy(kind: PageKind) -> String {
+    let style = hash_source(STYLE);
+    match kind {
+        PageKind::Form => format!(
+            "default-src 'none'; style-src {style}; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+        ),
+        PageKind::SignedIn => format!(
+            "default-src 'none'; style-src {style}; script-src {}; frame-ancestors 'none'; base-uri 'none'",
+            hash_source(AUTO_SUBMIT)
+        ),
+    }
+}
+
+/// The page with the headers the console's pages carry: the CSP, no framing, no sniffing, no
+/// caching (the signed-in page holds a token), HSTS, and no referrer (the URL names the user).
+fn html(status: StatusCode, kind: PageKind, title: &str, body: &str) -> Response {
+    let page = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\">\
+         <title>{title}</title><style>{STYLE}</style></head><body>{body}</body></html>",
+        title = escape(title),
+    );
+    let mut resp = (status, Html(page)).into_response();
+    let h = resp.headers_mut();
+    if let Ok(csp) = HeaderValue::from_str(&content_security_policy(kind)) {
+        h.insert(header::CONTENT_SECURITY_POLICY, csp);
+    }
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::STRICT_TRANSPORT_SECURITY,
+        HeaderValue::from_static(steward_http::STRICT_TRANSPORT_SECURITY),
+    );
+    resp
+}
+
+fn form(status: StatusCode, appru: &str, email: &str, error: Option<&str>) -> Response {
     let error = error
         .map(|e| format!("<p class=\"error\" role=\"alert\">{}</p>", escape(e)))
         .unwrap_or_default();
-    page(
+    let email: String = email.chars().take(MAX_LOGIN_HINT_CHARS).collect();
+    html(
+        status,
+        PageKind::Form,
         "Sign in to enroll",
         &format!(
             "<h1>Sign in to enroll this device</h1>{error}<form method=\"post\">\
@@ -121,24 +184,45 @@ fn form(appru: &str, email: &str, error: Option<&str>) -> String {
              <label for=\"password\">Password</label><input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"current-password\" required>\
              <button type=\"submit\">Sign in</button></form>",
             appru = escape(appru),
-            email = escape(email),
+            email = escape(&email),
         ),
     )
+}
+
+/// A page that says only that sign-in cannot happen now, with the trace id of the log line that
+/// says why.
+fn unavailable(status: StatusCode, detail: &str) -> Response {
+    let trace_id = uuid::Uuid::new_v4().to_string();
+    tracing::error!(trace_id, detail, "federated sign-in failed");
+    let mut resp = html(
+        status,
+        PageKind::Form,
+        "Sign-in unavailable",
+        &format!(
+            "<p>Sign-in is unavailable; try again shortly.</p><p>Trace id: {}</p>",
+            escape(&trace_id)
+        ),
+    );
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        resp.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(crate::fault::RETRY_AFTER_SECONDS),
+        );
+    }
+    resp
 }
 
 pub async fn sign_in_page(Query(q): Query<SignInQuery>) -> Response {
     let appru = q.appru.unwrap_or_default();
     if !valid_appru(&appru) {
-        return (
+        return html(
             StatusCode::BAD_REQUEST,
-            Html(page(
-                "Invalid request",
-                "<p>This page must be opened by the Windows enrollment client.</p>",
-            )),
-        )
-            .into_response();
+            PageKind::Form,
+            "Invalid request",
+            "<p>This page must be opened by the Windows enrollment client.</p>",
+        );
     }
-    Html(form(&appru, q.login_hint.as_deref().unwrap_or(""), None)).into_response()
+    form(StatusCode::OK, &appru, q.login_hint.as_deref().unwrap_or(""), None)
 }
 
 pub async fn sign_in(
@@ -147,70 +231,66 @@ pub async fn sign_in(
     Form(f): Form<SignInForm>,
 ) -> Response {
     if !valid_appru(&f.appru) {
-        return (
+        return html(
             StatusCode::BAD_REQUEST,
-            Html(page("Invalid request", "<p>Invalid callback address.</p>")),
-        )
-            .into_response();
+            PageKind::Form,
+            "Invalid request",
+            "<p>Invalid callback address.</p>",
+        );
     }
     let peer = steward_http::peer_ip(conn.as_ref().map(|Extension(c)| c));
     let user = match state.core.passwords.check_user(&f.email, &f.password, peer).await {
         Ok(u) => u,
         Err(PasswordRefused::Wrong | PasswordRefused::Disabled) => {
-            return (
+            return form(
                 StatusCode::UNAUTHORIZED,
-                Html(form(&f.appru, &f.email, Some("E-mail or password is incorrect."))),
-            )
-                .into_response();
+                &f.appru,
+                &f.email,
+                Some("E-mail or password is incorrect."),
+            );
         }
         Err(e @ PasswordRefused::Throttled { retry_after }) => {
             let message = format!("{}.", capitalized(&e.to_string()));
-            return (
-                StatusCode::TOO_MANY_REQUESTS,
-                [(http::header::RETRY_AFTER, retry_after.as_secs().max(1).to_string())],
-                Html(form(&f.appru, &f.email, Some(&message))),
-            )
-                .into_response();
+            let mut resp = form(StatusCode::TOO_MANY_REQUESTS, &f.appru, &f.email, Some(&message));
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after.as_secs().max(1)));
+            return resp;
         }
         Err(PasswordRefused::Busy) => {
-            return (
+            let mut resp = form(
                 StatusCode::SERVICE_UNAVAILABLE,
-                [(http::header::RETRY_AFTER, crate::fault::RETRY_AFTER_SECONDS.to_string())],
-                Html(form(
-                    &f.appru,
-                    &f.email,
-                    Some("Too many sign-ins at once; try again shortly."),
-                )),
-            )
-                .into_response();
+                &f.appru,
+                &f.email,
+                Some("Too many sign-ins at once; try again shortly."),
+            );
+            resp.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(crate::fault::RETRY_AFTER_SECONDS),
+            );
+            return resp;
         }
         Err(PasswordRefused::Store(e)) => {
-            tracing::error!(error = %e, "user lookup failed");
-            return (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                Html(page("Error", "<p>Sign-in is unavailable.</p>")),
-            )
-                .into_response();
+            let status = match e {
+                StoreError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            return unavailable(status, &format!("user lookup: {e}"));
         }
     };
     let lifetime = Duration::minutes(i64::from(state.settings.federated_token_minutes));
     let Some(token) = issue_token(&state.pki.federation_key, &user.email, lifetime, state.core.now()) else {
-        return (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            Html(page("Error", "<p>Sign-in is unavailable.</p>")),
-        )
-            .into_response();
+        return unavailable(StatusCode::INTERNAL_SERVER_ERROR, "issuing the federated token");
     };
     tracing::info!(user = %user.email, "federated sign-in");
     // MS-MDE2: the page finishes by POSTing `wresult` to `appru`; the web view intercepts it.
     let body = format!(
         "<p>Signed in. Returning to Windows…</p><form method=\"post\" action=\"{appru}\">\
-         <input type=\"hidden\" name=\"wresult\" value=\"{token}\"><noscript><button type=\"submit\">Continue</button></noscript></form>\
-         <script>document.forms[0].submit();</script>",
+         <input type=\"hidden\" name=\"wresult\" value=\"{token}\"><button type=\"submit\">Continue</button></form>\
+         <script>{AUTO_SUBMIT}</script>",
         appru = escape(&f.appru),
         token = escape(&token),
     );
-    Html(page("Signed in", &body)).into_response()
+    html(StatusCode::OK, PageKind::SignedIn, "Signed in", &body)
 }
 
 fn capitalized(s: &str) -> String {
@@ -250,6 +330,24 @@ mod tests {
         tampered.insert(PREFIX.len() + 3, 'x');
         assert!(verify_token(&key(), &tampered, now).is_none());
         assert!(verify_token(&key(), "garbage", now).is_none());
+    }
+
+    #[test]
+    fn pages_allow_only_their_own_style_and_script() {
+        let form = content_security_policy(PageKind::Form);
+        assert!(
+            !form.contains("script-src") && form.contains("default-src 'none'"),
+            "{form}"
+        );
+        assert!(form.contains(&hash_source(STYLE)) && form.contains("frame-ancestors 'none'"));
+        let signed_in = content_security_policy(PageKind::SignedIn);
+        assert!(signed_in.contains(&format!("script-src {}", hash_source(AUTO_SUBMIT))));
+        assert!(!signed_in.contains("unsafe-inline"));
+        // The encoding CSP expects: the CSP3 specification's own example hash.
+        assert_eq!(
+            hash_source("alert('Hello, world.');"),
+            "'sha256-qznLcsROx4GACP2dm0UCKCzCG+HiZ1guq6ZZDob/Tng='"
+        );
     }
 
     #[test]

@@ -26,6 +26,7 @@ pub mod session;
 use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use steward_core::service::{Core, Identity};
 use steward_http::ForwardedCertPolicy;
@@ -179,13 +180,22 @@ pub fn normalize_path<B>(mut req: http::Request<B>) -> http::Request<B> {
 /// The Windows device routes (at their canonical paths: apply [`normalize_path`] before routing),
 /// with their state applied.
 pub fn router(state: WindowsState) -> Router {
-    Router::new()
+    let mut router = Router::new()
         .route(DISCOVERY_PATH, get(enroll::discovery_probe).post(enroll::discovery))
         .route(POLICY_PATH, post(enroll::policy))
         .route(ENROLLMENT_PATH, post(enroll::enrollment))
-        .route(AUTH_PATH, get(federated::sign_in_page).post(federated::sign_in))
-        .route(MANAGEMENT_PATH, post(manage::management))
-        .with_state(state)
+        .route(MANAGEMENT_PATH, post(manage::management));
+    // The sign-in page exists only under the Federated policy: otherwise no device is sent there,
+    // and a password form nobody uses is only something to phish with or guess against.
+    if state.settings.auth_policy == AuthPolicy::Federated {
+        router = router.route(
+            AUTH_PATH,
+            get(federated::sign_in_page)
+                .post(federated::sign_in)
+                .layer(DefaultBodyLimit::max(federated::MAX_FORM_BYTES)),
+        );
+    }
+    router.with_state(state)
 }
 
 #[cfg(test)]

@@ -67,7 +67,7 @@ pub async fn renew_device(
         .store
         .enrollment_by_certificate(&thumb)
         .await
-        .map_err(|e| SoapFault::store(e, |e| e.to_string()))?
+        .map_err(|e| SoapFault::store(e, "finding the certificate's enrollment"))?
         .filter(|e| e.state == EnrollmentState::Active)
         .ok_or_else(|| denied("the certificate does not belong to an active enrollment"))?;
 
@@ -83,7 +83,7 @@ pub async fn renew_device(
         .await
         .map_err(|e| match e {
             IdentityError::NotCurrent => denied("the certificate is no longer current"),
-            IdentityError::Store(e) => SoapFault::store(e, |e| format!("could not record the renewal: {e}")),
+            IdentityError::Store(e) => SoapFault::store(e, "recording the renewal"),
             other => issue_fault(other),
         })?;
     tracing::info!(device.id = %enrollment.device_id, cert.serial = %issued.serial, "certificate renewed");

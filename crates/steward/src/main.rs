@@ -90,7 +90,7 @@ enum Task {
         #[command(subcommand)]
         command: TokenCommand,
     },
-    /// Named API tokens with a role (through the API only).
+    /// API tokens: named tokens with a role, and the bootstrap admin tokens (through the API only).
     Tokens {
         #[command(subcommand)]
         command: ApiTokenCommand,
@@ -303,7 +303,8 @@ enum TokenCommand {
 
 #[derive(Subcommand)]
 enum ApiTokenCommand {
-    /// List API tokens with role, scope, last use and state (never their values).
+    /// List API tokens, named and bootstrap, with role, scope, creation, last use and state (never
+    /// their values).
     List,
     /// Create a named token and print it (shown only this once).
     Create {
@@ -318,7 +319,7 @@ enum ApiTokenCommand {
         #[arg(long, value_parser = duration::parse)]
         expires: Option<time::Duration>,
     },
-    /// Revoke a token: it stops authenticating at once.
+    /// Revoke a token, named or bootstrap: it stops authenticating at once.
     Revoke { id: String },
 }
 
@@ -669,6 +670,15 @@ async fn serve(config: Config) -> Result<()> {
     if let Some(token) = &server.generated_admin_token {
         println!();
         println!("  Admin token (shown once, store it now): {}", token.expose());
+    }
+    if let Some(kek) = server.pki.kek_source.in_data_dir() {
+        println!();
+        println!(
+            "  Warning: the key-encryption key {} is in the data directory, next to the keys it seals:",
+            kek.display()
+        );
+        println!("  a copy of the directory unseals the CA. Keep it elsewhere: STEWARD_KEK, pki.kek_file, or the");
+        println!("  systemd credential steward-kek (docs/OPERATIONS.md, \"Where to keep the KEK\").");
     }
     println!();
     if let Some(discovery) = endpoints.iter().find(|e| e.name.starts_with("Windows")).map(|e| &e.url) {

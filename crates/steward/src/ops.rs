@@ -8,8 +8,9 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, Result, bail};
 use serde_json::json;
 use steward_api::types::{
-    CommandItemRequest, CommandRequest, CommandView, DeviceGroupRequest, DeviceSummary, NewApiTokenRequest,
-    NewEnrollmentTokenRequest, NewGroupRequest, NewUserRequest, RoleName, UpdateUserRequest, UserView, VerbName,
+    ApiTokenKind, CommandItemRequest, CommandRequest, CommandView, DeviceGroupRequest, DeviceSummary,
+    NewApiTokenRequest, NewEnrollmentTokenRequest, NewGroupRequest, NewUserRequest, RoleName, UpdateUserRequest,
+    UserView, VerbName,
 };
 
 use crate::client::{self, ApiClient, DeviceAction, DeviceFilter, MAX_PAGE};
@@ -487,10 +488,12 @@ pub async fn api_tokens(c: &ApiClient, out: Output, command: ApiTokenCommand) ->
                 Output::Table => {
                     let mut t = Table::new(&[
                         "ID",
+                        "KIND",
                         "NAME",
                         "ROLE",
                         "GROUP",
                         "STATE",
+                        "CREATED",
                         "LAST USED",
                         "EXPIRES",
                         "CREATED BY",
@@ -503,12 +506,18 @@ pub async fn api_tokens(c: &ApiClient, out: Output, command: ApiTokenCommand) ->
                         } else {
                             "expired"
                         };
+                        let kind = match k.kind {
+                            ApiTokenKind::Named => "named",
+                            ApiTokenKind::Bootstrap => "bootstrap",
+                        };
                         t.row(vec![
                             k.id.to_string(),
+                            kind.into(),
                             k.name.clone(),
                             role_name(k.role).to_owned(),
                             or_dash(k.group.as_deref()),
                             state.into(),
+                            when(Some(k.created_at), "-"),
                             when(k.last_used_at, "never"),
                             when(k.expires_at, "never"),
                             k.created_by.clone(),

@@ -189,6 +189,18 @@ async fn serve_then_enroll_with_a_cli_token() {
     }
     let banner = banner.join("\n");
     assert!(banner.contains("Admin token (shown once"), "{banner}");
+    // Zero configuration keeps working, but says where the KEK should not stay.
+    assert!(
+        banner.contains("Warning: the key-encryption key") && banner.contains("steward-kek"),
+        "{banner}"
+    );
+    {
+        use std::os::unix::fs::PermissionsExt;
+        for name in ["steward.db", "kek", "pki/root-ca.pem", "pki/server.meta"] {
+            let mode = std::fs::metadata(dir.path().join(name)).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{name}");
+        }
+    }
     assert!(
         banner.contains(&format!("https://localhost:{port}/EnrollmentServer/Discovery.svc")),
         "{banner}"
@@ -290,6 +302,41 @@ async fn audit_verify_detects_an_edited_row() {
     assert!(err.contains("BROKEN at event #1"), "{err}");
 }
 
+/// What the API answers (and so every surface prints) for an enrollment-token group that is not
+/// a group name, and for an over-long description.
+const BAD_GROUP: &str =
+    "error: a group name has 1-64 letters, digits, spaces, '-', '_' or '.' (422 Unprocessable Entity)";
+const LONG_DESCRIPTION: &str = "error: description must be at most 256 printable characters (422 Unprocessable Entity)";
+
+/// `enroll-token create` on the data directory goes through the same validation as the API: a
+/// path-like group and an over-long description are refused with the API's words, exit code 1, and
+/// nothing is created.
+#[test]
+fn enroll_token_fields_are_refused_like_the_api_refuses_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let long = "d".repeat(257);
+    for (args, expected) in [
+        (["--group", "../../x"], BAD_GROUP),
+        (["--description", long.as_str()], LONG_DESCRIPTION),
+    ] {
+        let out = steward(dir.path(), 9443)
+            .args(["enroll-token", "create"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stderr).trim(), expected);
+    }
+    let out = steward(dir.path(), 9443)
+        .args(["enroll-token", "list"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("x"), "nothing created");
+    let out = steward(dir.path(), 9443).args(["groups", "list"]).output().unwrap();
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("../../x"));
+}
+
 #[test]
 fn completions_generate_for_every_shell() {
     let home = tempfile::tempdir().unwrap();
@@ -381,6 +428,13 @@ async fn remote_cli_manages_a_simulated_device() {
     ]));
     let token = token.trim().to_owned();
     assert!(token.starts_with("stw_enr_"), "{token}");
+    // Over HTTPS the same refusal as on the data directory, word for word.
+    let out = client(home.path())
+        .args(["enroll-tokens", "create", "--group", "../../x"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&out.stderr).trim(), BAD_GROUP);
     let tokens = run_json(client(home.path()).args(["enroll-tokens", "list"]));
     assert_eq!(tokens["items"][0]["group"], "lab");
     assert!(
@@ -542,6 +596,31 @@ async fn remote_cli_manages_a_simulated_device() {
     assert_eq!(desk["role"], "helpdesk");
     let desk_id = desk["id"].as_str().unwrap().to_owned();
     run_ok(client(home.path()).args(["tokens", "revoke", &desk_id]));
+    // The bootstrap token is in the list too, with its kind and creation time.
+    let bootstrap = tokens["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["kind"] == "bootstrap")
+        .expect("the bootstrap token is listed")
+        .clone();
+    assert_eq!(
+        (bootstrap["name"].as_str(), bootstrap["active"].as_bool()),
+        (Some("bootstrap (configured)"), Some(true))
+    );
+    let bootstrap_id = bootstrap["id"].as_str().unwrap().to_owned();
+    let table = run_ok(client(home.path()).args(["tokens", "list"]));
+    let header = table.lines().next().unwrap_or_default();
+    assert!(header.contains("KIND") && header.contains("CREATED"), "{table}");
+    let created = bootstrap["created_at"].as_str().unwrap();
+    let row = table
+        .lines()
+        .find(|l| l.starts_with(&bootstrap_id))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(
+        row.contains("bootstrap") && row.contains("admin") && row.contains("active") && row.contains(&created[..10]),
+        "{row}"
+    );
 
     // An invalid (here: revoked) token: one clear line, exit code 3.
     let out = client(home.path())
@@ -565,6 +644,32 @@ async fn remote_cli_manages_a_simulated_device() {
     let wiped = run_json(client(home.path()).args(["wipe", &id, "--yes", "--kind", "wipe"]));
     assert_eq!(wiped["origin"], "action:wipe");
     assert_eq!(wiped["state"], "pending");
+
+    // `tokens revoke` works for the bootstrap token too: here with an admin token made to take
+    // over, after which the stored login (the bootstrap token) is refused.
+    let admin = run_ok(client(home.path()).args(["tokens", "create", "ops-admin", "--role", "admin"]));
+    let admin = admin.trim().to_owned();
+    run_ok(
+        client(home.path())
+            .env("STEWARD_TOKEN", &admin)
+            .args(["tokens", "revoke", &bootstrap_id]),
+    );
+    let out = client(home.path()).args(["devices", "list"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    let tokens = run_json(
+        client(home.path())
+            .env("STEWARD_TOKEN", &admin)
+            .args(["tokens", "list"]),
+    );
+    let revoked = tokens["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == bootstrap_id.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(revoked["active"], false);
+    assert!(revoked["revoked_at"].is_string());
 
     // The API calls were audited with the token's name, not as the local CLI.
     let out = steward(dir.path(), port).args(["audit", "export"]).output().unwrap();

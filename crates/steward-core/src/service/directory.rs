@@ -8,7 +8,7 @@ use time::{Duration, OffsetDateTime};
 
 use super::{Clock, ServiceError, ServiceResult};
 use crate::access::Principal;
-use crate::admin::{ApiToken, ApiTokenId, NewApiToken, Role};
+use crate::admin::{ApiToken, ApiTokenId, BootstrapToken, NewApiToken, Role};
 use crate::console::ConsoleUser;
 use crate::model::{
     EnrollmentToken, EnrollmentTokenId, Group, GroupId, NewEnrollmentToken, NewUserError, User, UserId,
@@ -219,12 +219,21 @@ impl Directory {
         Ok(self.store.list_api_tokens().await?)
     }
 
+    /// Bootstrap admin tokens (configured or generated at the first start), revoked ones included,
+    /// oldest first.
+    pub async fn bootstrap_tokens(&self) -> ServiceResult<Vec<BootstrapToken>> {
+        Ok(self.store.list_bootstrap_tokens().await?)
+    }
+
+    /// Revokes a named API token or a bootstrap token: their ids share one space, so the API's one
+    /// revoke route (and `steward tokens revoke`) serves both kinds.
     pub async fn revoke_api_token(&self, id: &str) -> ServiceResult<ApiTokenId> {
         let id: ApiTokenId = id.parse().map_err(|_| ServiceError::NotFound("API token"))?;
-        if !self.store.revoke_api_token(id, self.clock.now()).await? {
-            return Err(ServiceError::NotFound("API token"));
+        let now = self.clock.now();
+        if self.store.revoke_api_token(id, now).await? || self.store.revoke_bootstrap_token(id, now).await? {
+            return Ok(id);
         }
-        Ok(id)
+        Err(ServiceError::NotFound("API token"))
     }
 
     // ------------------------------------------------------------ users

@@ -174,9 +174,20 @@ pub trait AccessStore: Send + Sync {
     /// Records that the token was used.
     async fn touch_api_token(&self, id: ApiTokenId, now: OffsetDateTime) -> StoreResult<()>;
 
-    /// Records a bootstrap admin token hash. Idempotent for the same hash.
-    async fn put_admin_token(&self, name: &str, hash: &TokenHash, created_at: OffsetDateTime) -> StoreResult<()>;
-    async fn admin_token_exists(&self, hash: &TokenHash) -> StoreResult<bool>;
+    /// Installs a bootstrap admin token and, in the same transaction, revokes (at `t.created_at`)
+    /// every other bootstrap token still active: at most one is active at a time, the newest
+    /// installed. Installing a hash that is already stored inserts nothing and keeps that row as it
+    /// is (a revoked value stays revoked) but still revokes the others.
+    async fn install_bootstrap_token(&self, t: &NewBootstrapToken) -> StoreResult<BootstrapInstall>;
+    /// The bootstrap token with this hash, revoked or not.
+    async fn bootstrap_token_by_hash(&self, hash: &TokenHash) -> StoreResult<Option<BootstrapToken>>;
+    /// Every bootstrap token, revoked ones included, oldest first.
+    async fn list_bootstrap_tokens(&self) -> StoreResult<Vec<BootstrapToken>>;
+    /// Revokes a bootstrap token. Returns false if it does not exist or already was revoked.
+    async fn revoke_bootstrap_token(&self, id: ApiTokenId, now: OffsetDateTime) -> StoreResult<bool>;
+    /// Records that the bootstrap token was used.
+    async fn touch_bootstrap_token(&self, id: ApiTokenId, now: OffsetDateTime) -> StoreResult<()>;
+    /// How many bootstrap tokens were ever stored, revoked ones included (none: the first start).
     async fn count_admin_tokens(&self) -> StoreResult<u64>;
 
     async fn create_console_session(&self, s: &ConsoleSession) -> StoreResult<()>;

@@ -794,6 +794,43 @@ async fn tokens_users_groups_and_server() {
         .await;
     assert_eq!(list["items"][0]["state"], "revoked");
 
+    // One rule per field, decided in core for every surface: the CLI prints these same words
+    // (steward/tests/cli.rs), and a refused token leaves nothing behind (no group either).
+    for (body, detail) in [
+        (
+            json!({"group": "../../x"}),
+            "a group name has 1-64 letters, digits, spaces, '-', '_' or '.'",
+        ),
+        (
+            json!({"description": "d".repeat(257)}),
+            "description must be at most 256 printable characters",
+        ),
+        (
+            json!({"description": "two\nlines"}),
+            "description must be at most 256 printable characters",
+        ),
+    ] {
+        let (status, problem) = app
+            .call(Method::POST, "/api/v1/enrollment-tokens", Some(ADMIN_TOKEN), Some(body))
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+        assert_eq!(problem["detail"], detail);
+    }
+    assert!(app.store().group_by_name("../../x").await.unwrap().is_none());
+    let (_, list) = app
+        .call(Method::GET, "/api/v1/enrollment-tokens", Some(ADMIN_TOKEN), None)
+        .await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 1, "nothing created: {list}");
+    let (status, _) = app
+        .call(
+            Method::POST,
+            "/api/v1/enrollment-tokens",
+            Some(ADMIN_TOKEN),
+            Some(json!({"description": "d".repeat(256)})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "256 characters are allowed");
+
     // API tokens: role, scope, expiry; the value once; stored as SHA-256; last use recorded.
     let (status, problem) = app
         .call(
@@ -840,8 +877,21 @@ async fn tokens_users_groups_and_server() {
         .call(Method::GET, "/api/v1/api-tokens", Some(ADMIN_TOKEN), None)
         .await;
     assert!(!list.to_string().contains(&operator));
-    assert!(list["items"][0]["last_used_at"].is_string(), "{list}");
-    assert_eq!(list["items"][0]["active"], true);
+    let items = list["items"].as_array().unwrap();
+    let named = items.iter().find(|t| t["kind"] == "named").expect("the named token");
+    assert!(named["last_used_at"].is_string(), "{list}");
+    assert_eq!(named["active"], true);
+    // The bootstrap token is listed too, oldest first, as the unscoped admin it is.
+    let bootstrap = &items[0];
+    assert_eq!(bootstrap["kind"], "bootstrap", "{list}");
+    assert_eq!(bootstrap["name"], "bootstrap (configured)");
+    assert_eq!(
+        (bootstrap["role"].as_str(), bootstrap["active"].as_bool()),
+        (Some("admin"), Some(true))
+    );
+    assert_eq!(bootstrap["created_by"], "steward serve");
+    assert!(bootstrap["created_at"].is_string() && bootstrap["last_used_at"].is_string());
+    assert!(!list.to_string().contains(ADMIN_TOKEN));
     let url = format!("/api/v1/api-tokens/{}", token.id);
     assert_eq!(
         app.call(Method::DELETE, &url, Some(ADMIN_TOKEN), None).await.0,
@@ -915,7 +965,8 @@ async fn tokens_users_groups_and_server() {
             None,
         )
         .await;
-    assert_eq!(second["items"].as_array().unwrap().len(), 1);
+    // Five in all: the bootstrap token, the revoked operator token and three auditors.
+    assert_eq!(second["items"].as_array().unwrap().len(), 2);
     assert!(second["next_cursor"].is_null());
 
     // Every state change above is in the chain, and the chain verifies.

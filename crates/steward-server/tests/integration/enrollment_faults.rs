@@ -11,17 +11,17 @@ use x509_parser::prelude::*;
 
 use crate::common::TestServer;
 
-const SOAP: &str = "application/soap+xml; charset=utf-8";
+pub(crate) const SOAP: &str = "application/soap+xml; charset=utf-8";
 const DEVICE_ID: &str = "AABBCCDDEEFF00112233445566778899";
 
-fn cred(token: &str) -> Credential {
+pub(crate) fn cred(token: &str) -> Credential {
     Credential::UsernameToken {
         username: "eve@example.com".into(),
         password: token.into(),
     }
 }
 
-fn context() -> Vec<(String, String)> {
+pub(crate) fn context() -> Vec<(String, String)> {
     vec![
         ("DeviceID".into(), DEVICE_ID.into()),
         ("EnrollmentType".into(), "Full".into()),
@@ -29,7 +29,7 @@ fn context() -> Vec<(String, String)> {
     ]
 }
 
-async fn post_rst(t: &TestServer, client: &HttpsClient, cred: &Credential, csr: &[u8]) -> Response {
+pub(crate) async fn post_rst(t: &TestServer, client: &HttpsClient, cred: &Credential, csr: &[u8]) -> Response {
     let url = t.url("/EnrollmentServer/Enrollment.svc");
     let body = mde2::write_rst_request(
         "urn:uuid:11111111-2222-3333-4444-555555555555",
@@ -41,7 +41,7 @@ async fn post_rst(t: &TestServer, client: &HttpsClient, cred: &Credential, csr: 
     client.post(&url, SOAP, body).await.unwrap()
 }
 
-fn fault_of(resp: &Response) -> (String, String) {
+pub(crate) fn fault_of(resp: &Response) -> (String, String) {
     mde2::parse_fault(&resp.text())
         .unwrap_or_else(|| panic!("expected a SOAP fault, got {}: {}", resp.status, resp.text()))
 }
@@ -56,7 +56,7 @@ fn key() -> &'static DeviceKey {
     KEY.get_or_init(|| DeviceKey::generate_rsa(2048).unwrap())
 }
 
-fn good_csr() -> Vec<u8> {
+pub(crate) fn good_csr() -> Vec<u8> {
     steward_pki::build_windows_csr(
         key(),
         &format!("ABC!{DEVICE_ID}\0"),
@@ -292,6 +292,9 @@ async fn failed_commit_voids_the_certificate() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("InternalServiceFault"), "{err}");
+    // The device learns that it failed and the trace id, not the database's words.
+    let err = err.to_string();
+    assert!(!err.contains("injected") && !err.contains("database"), "{err}");
     assert_nothing_written(&t).await;
     let log = t.store().issuance_log().await.unwrap();
     assert_eq!(log.len(), 1);

@@ -75,12 +75,14 @@ async fn first_start_without_admin_token_generates_one_once() {
         .clone()
         .expect("generated on first start");
     assert!(token.expose().starts_with("stw_adm_"));
-    assert!(
-        t.store()
-            .admin_token_exists(&steward_core::TokenHash::of(token.expose()))
-            .await
-            .unwrap()
-    );
+    let stored = t
+        .store()
+        .bootstrap_token_by_hash(&TokenHash::of(token.expose()))
+        .await
+        .unwrap()
+        .expect("stored by hash");
+    assert!(stored.usable());
+    assert_eq!(stored.name, "bootstrap (generated)");
     let TestServer { server, dir, .. } = t;
     server.shutdown().await;
     let t = TestServer::start_in(dir, |c| c.admin_token = None).await;

@@ -6,6 +6,7 @@
 
 mod api;
 mod architecture;
+mod at_rest;
 mod common;
 mod console;
 mod enrollment;
