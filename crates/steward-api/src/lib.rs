@@ -105,6 +105,7 @@ fn unprotected_routes() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
         .routes(routes!(devices::reboot))
         .routes(routes!(devices::lock))
         .routes(routes!(devices::sync))
+        .routes(routes!(devices::unenroll))
         .routes(routes!(devices::set_device_group))
         .routes(routes!(devices::cancel_command))
         .routes(routes!(

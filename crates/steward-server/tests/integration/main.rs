@@ -14,4 +14,5 @@ mod fixtures;
 mod lifecycle;
 mod load;
 mod management;
+mod probe;
 mod webhooks;
