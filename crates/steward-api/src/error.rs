@@ -164,8 +164,9 @@ impl From<ServiceError> for ApiError {
     }
 }
 
-/// `Json<T>` whose rejections are problem documents: malformed JSON is 400, well-formed JSON of the
-/// wrong shape is 422.
+/// `Json<T>` whose rejections are problem documents: malformed JSON (or nested deeper than
+/// serde_json's 128 levels) is 400, well-formed JSON of the wrong shape is 422, a body over
+/// [`crate::API_BODY_BYTES`] is 413.
 pub struct ApiJson<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
@@ -175,6 +176,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(v)) => Ok(Self(v)),
             Err(JsonRejection::JsonDataError(e)) => Err(ApiError::Unprocessable(e.body_text())),
+            Err(JsonRejection::BytesRejection(e)) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(ApiError::TooLarge(crate::API_BODY_BYTES))
+            }
             Err(e) => Err(ApiError::BadRequest(e.body_text())),
         }
     }

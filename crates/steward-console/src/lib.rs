@@ -35,6 +35,9 @@ pub use session::COOKIE_NAME;
 /// Where the console lives.
 pub const CONSOLE_PATH: &str = "/console";
 
+/// Largest form the console reads (its forms hold a few short fields).
+pub const FORM_BYTES: usize = 64 * 1024;
+
 /// No scripts, no inline styles, no framing, forms only to ourselves.
 const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
                    frame-ancestors 'none'; base-uri 'none'";
@@ -134,6 +137,7 @@ pub fn router(state: ConsoleState) -> Router {
         .route("/console/static/console.css", get(stylesheet))
         .merge(protected)
         .layer(axum::Extension(activity))
+        .layer(axum::extract::DefaultBodyLimit::max(FORM_BYTES))
         .layer(axum::middleware::from_fn(security_headers))
         .with_state(state)
 }

@@ -378,6 +378,51 @@ async fn health_and_checkins_answer_while_a_hostile_discover_is_parsed() {
     );
 }
 
+/// JSON and form entry points: bounded in size and nesting, refused with 4xx problem answers.
+#[tokio::test]
+async fn json_and_form_bodies_are_bounded_in_size_and_depth() {
+    let t = TestServer::start().await;
+    let post = |path: &'static str, content_type: &'static str, body: Vec<u8>| {
+        let req = Request::builder()
+            .method("POST")
+            .uri(path)
+            .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
+            .header(header::CONTENT_TYPE, content_type)
+            .body(Body::from(body))
+            .unwrap();
+        let router = t.server.router.clone();
+        async move {
+            let resp = router.oneshot(req).await.unwrap();
+            let status = resp.status();
+            let bytes = http_body_util::BodyExt::collect(resp.into_body())
+                .await
+                .unwrap()
+                .to_bytes();
+            (status, String::from_utf8_lossy(&bytes).into_owned())
+        }
+    };
+    // Nested far deeper than serde_json's recursion limit (128), where a field is typed and where
+    // a value would be skipped: refused as a client error, no stack overflow.
+    for field in ["name", "unknown"] {
+        let deep = format!("{{\"{field}\":{}{}}}", "[".repeat(100_000), "]".repeat(100_000));
+        let (status, body) = post("/api/v1/groups", "application/json", deep.into_bytes()).await;
+        assert!(
+            status == StatusCode::BAD_REQUEST || status == StatusCode::UNPROCESSABLE_ENTITY,
+            "{status}: {body}"
+        );
+    }
+    // Over the API's body limit: 413 as a problem document.
+    let big = format!("{{\"name\":\"{}\"}}", "x".repeat(steward_api::API_BODY_BYTES));
+    let (status, body) = post("/api/v1/groups", "application/json", big.into_bytes()).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    assert!(body.contains("\"code\":\"too_large\""), "{body}");
+    // A console form over its limit is refused without a server error.
+    let form = format!("email=a%40b.c&password={}", "x".repeat(steward_console::FORM_BYTES));
+    let (status, _) = post("/console/login", "application/x-www-form-urlencoded", form.into_bytes()).await;
+    assert!(status.is_client_error(), "{status}");
+    t.server.shutdown().await;
+}
+
 // ---------------------------------------------------------------- 5. unusual methods
 
 /// Every path the server routes, with the methods it serves (HEAD implied by GET).
