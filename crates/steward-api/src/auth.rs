@@ -2,7 +2,8 @@
 //! needs and the action name it is audited under; [`authorize`] runs in front of every route, looks
 //! the matched route up there (a route missing from the table is refused, never let through),
 //! authenticates the bearer token, checks the role, runs the handler, and appends the outcome of
-//! every state-changing call to the audit log.
+//! every state-changing call to the audit log. A method the table does not list for a routed path
+//! is 405 with `Allow` (HEAD is GET's rule), never an error page.
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
@@ -78,6 +79,12 @@ pub const ROUTES: &[RouteRule] = &[
     ),
     rule(
         "POST",
+        "/api/v1/devices/{id}/actions/unenroll",
+        P::DevicesWipe,
+        "device.unenroll",
+    ),
+    rule(
+        "POST",
         "/api/v1/commands/{id}/cancel",
         P::DevicesCommand,
         "command.cancel",
@@ -134,6 +141,19 @@ pub const ROUTES: &[RouteRule] = &[
 
 pub fn rule_for(method: &str, path: &str) -> Option<&'static RouteRule> {
     ROUTES.iter().find(|r| r.method == method && r.path == path)
+}
+
+/// The methods the table lists for a routed path, HEAD wherever GET is (axum answers HEAD with the
+/// GET handler, without the body), as an `Allow` header value (RFC 9110 §10.2.1). Empty if the
+/// table has no entry for the path.
+pub fn allowed_methods(path: &str) -> String {
+    let mut methods: Vec<&str> = ROUTES.iter().filter(|r| r.path == path).map(|r| r.method).collect();
+    if methods.contains(&"GET") {
+        methods.push("HEAD");
+    }
+    methods.sort_unstable();
+    methods.dedup();
+    methods.join(", ")
 }
 
 /// A caller the transport vouches for without a token: the CLI's in-process transport (`--local`,
@@ -207,9 +227,27 @@ async fn authenticate(state: &ApiState, headers: &http::HeaderMap) -> Result<Pri
 pub async fn authorize(State(state): State<ApiState>, mut req: Request, next: Next) -> Response {
     let method = req.method().as_str().to_owned();
     let matched = req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_owned());
-    let Some(rule) = matched.as_deref().and_then(|p| rule_for(&method, p)) else {
-        // Fail closed: a route someone forgot to put in the table is unusable, not open.
-        return ApiError::Internal(format!("no permission rule for {method} {matched:?}")).into_response();
+    // HEAD is GET without the body: the same rule (and never audited, like GET).
+    let lookup = if req.method() == http::Method::HEAD {
+        "GET"
+    } else {
+        method.as_str()
+    };
+    let Some(rule) = matched.as_deref().and_then(|p| rule_for(lookup, p)) else {
+        // This middleware also wraps the route's fallback, so a method the path does not take
+        // (OPTIONS, TRACE, PROPFIND, …) arrives here: 405 with the methods it does take.
+        let path = matched.unwrap_or_default();
+        let allow = allowed_methods(&path);
+        if allow.is_empty() {
+            // Fail closed: a route someone forgot to put in the table is unusable, not open.
+            return ApiError::Internal(format!("no permission rule for {method} {path}")).into_response();
+        }
+        return ApiError::MethodNotAllowed {
+            method,
+            path: req.uri().path().to_owned(),
+            allow,
+        }
+        .into_response();
     };
     let trusted = req.extensions().get::<TrustedPrincipal>().map(|t| t.0.clone());
     let principal = match trusted {

@@ -583,6 +583,39 @@ pub async fn sync(
     run_action(&state, &who, &id, Action::Sync).await
 }
 
+/// End the device's enrollment: its certificate is revoked, its open commands are cancelled and
+/// its next check-in is refused. Nothing is sent to the device. This also releases the DeviceID: a
+/// reinstalled device whose new enrollment has no link to the old one (another user or token) may
+/// then enroll again.
+#[utoipa::path(
+    post,
+    path = "/api/v1/devices/{id}/actions/unenroll",
+    operation_id = "unenroll_device",
+    tag = "devices",
+    params(("id" = String, Path, description = "Enrollment id or DeviceID of an active enrollment")),
+    responses(
+        (status = 200, description = "The enrollment, ended", body = DeviceSummary),
+        (status = 404, description = "No active enrollment", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn unenroll(
+    State(state): State<ApiState>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let ended = state
+        .core
+        .devices
+        .unenroll(&who, &id, reasons::ADMIN_UNENROLLED)
+        .await?;
+    let now = state.core.devices.find(&who, &ended.id.to_string()).await?;
+    let note = AuditNote {
+        target: Some(ended.device_id.to_string()),
+        details: Some(format!("enrollment {}", ended.id)),
+    };
+    Ok((Extension(note), axum::Json(DeviceSummary::from(&now))).into_response())
+}
+
 /// Cancel a command the device has not answered yet.
 #[utoipa::path(
     post,

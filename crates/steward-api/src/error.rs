@@ -27,6 +27,17 @@ pub enum ApiError {
     Unprocessable(String),
     #[error("{0}")]
     Conflict(String),
+    /// The path exists but does not take this method; `allow` lists the ones it does (the
+    /// `Allow` header, RFC 9110 §15.5.6).
+    #[error("{path} does not accept {method}; it accepts {allow}")]
+    MethodNotAllowed {
+        method: String,
+        path: String,
+        allow: String,
+    },
+    /// The request body exceeds the limit.
+    #[error("request body exceeds {0} bytes")]
+    TooLarge(usize),
     /// Retryable: the database is unavailable or a bounded resource is exhausted.
     #[error("the server is busy; try again shortly")]
     Unavailable(String),
@@ -60,6 +71,8 @@ impl ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -73,6 +86,8 @@ impl ApiError {
             ApiError::BadRequest(_) => "bad_request",
             ApiError::Unprocessable(_) => "invalid",
             ApiError::Conflict(_) => "conflict",
+            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
+            ApiError::TooLarge(_) => "too_large",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -103,6 +118,11 @@ impl IntoResponse for ApiError {
         if status == StatusCode::SERVICE_UNAVAILABLE {
             resp.headers_mut()
                 .insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("5"));
+        }
+        if let ApiError::MethodNotAllowed { allow, .. } = &self
+            && let Ok(v) = http::HeaderValue::from_str(allow)
+        {
+            resp.headers_mut().insert(http::header::ALLOW, v);
         }
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(
@@ -144,8 +164,9 @@ impl From<ServiceError> for ApiError {
     }
 }
 
-/// `Json<T>` whose rejections are problem documents: malformed JSON is 400, well-formed JSON of the
-/// wrong shape is 422.
+/// `Json<T>` whose rejections are problem documents: malformed JSON (or nested deeper than
+/// serde_json's 128 levels) is 400, well-formed JSON of the wrong shape is 422, a body over
+/// [`crate::API_BODY_BYTES`] is 413.
 pub struct ApiJson<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
@@ -155,6 +176,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(v)) => Ok(Self(v)),
             Err(JsonRejection::JsonDataError(e)) => Err(ApiError::Unprocessable(e.body_text())),
+            Err(JsonRejection::BytesRejection(e)) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(ApiError::TooLarge(crate::API_BODY_BYTES))
+            }
             Err(e) => Err(ApiError::BadRequest(e.body_text())),
         }
     }

@@ -56,6 +56,11 @@ pub struct ApiState {
 
 pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
 
+/// Largest request body the API reads (the largest legitimate one is an admin command, whose data
+/// is capped at 256 KiB before JSON escaping). Bodies are read only after the bearer token was
+/// checked; serde_json also refuses JSON nested deeper than 128 levels.
+pub const API_BODY_BYTES: usize = 1024 * 1024;
+
 /// Largest page a client may ask for.
 pub const MAX_LIMIT: u32 = 500;
 pub const DEFAULT_LIMIT: u32 = 100;
@@ -105,6 +110,7 @@ fn unprotected_routes() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
         .routes(routes!(devices::reboot))
         .routes(routes!(devices::lock))
         .routes(routes!(devices::sync))
+        .routes(routes!(devices::unenroll))
         .routes(routes!(devices::set_device_group))
         .routes(routes!(devices::cancel_command))
         .routes(routes!(
@@ -185,6 +191,7 @@ fn finish_document(doc: &mut utoipa::openapi::OpenApi) {
 /// nothing secret, and clients need it to learn how to authenticate).
 pub fn router(state: ApiState) -> Router<ApiState> {
     let (api, doc) = routes(state);
+    let api = api.layer(axum::extract::DefaultBodyLimit::max(API_BODY_BYTES));
     let json = std::sync::Arc::new(doc.to_pretty_json().unwrap_or_default());
     api.route(
         OPENAPI_PATH,

@@ -24,7 +24,7 @@ pub struct WebhookView {
     /// Where deliveries are POSTed.
     pub url: String,
     /// Event kinds delivered: `["all"]` or some of enrolled, unenrolled, wiped, certificate_renewed,
-    /// command_acknowledged, command_failed.
+    /// command_acknowledged, command_failed, reenrollment_refused.
     pub events: Vec<String>,
     pub enabled: bool,
     pub created_by: String,

@@ -22,7 +22,7 @@ use axum::Router;
 use axum::extract::Request;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use http::{HeaderValue, StatusCode, header};
 use maud::{DOCTYPE, Markup, html};
 use steward_api::auth::record_audit;
@@ -34,6 +34,9 @@ pub use session::COOKIE_NAME;
 
 /// Where the console lives.
 pub const CONSOLE_PATH: &str = "/console";
+
+/// Largest form the console reads (its forms hold a few short fields).
+pub const FORM_BYTES: usize = 64 * 1024;
 
 /// No scripts, no inline styles, no framing, forms only to ourselves.
 const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
@@ -86,30 +89,44 @@ impl ConsoleState {
 /// a session.
 pub fn router(state: ConsoleState) -> Router {
     let activity = Arc::new(activity::ActivityCache::default());
+    // The session check wraps each route's handlers, not the route as a whole: a method no handler
+    // takes (OPTIONS, TRACE, PUT…) reaches axum's fallback and gets 405 with `Allow`, signed in
+    // or not, instead of a redirect to the sign-in page. (`Router::route_layer` would wrap the
+    // fallback too.)
+    let guard = axum::middleware::from_fn_with_state(state.clone(), session::require_session);
+    let signed_in = |m: MethodRouter<ConsoleState>| m.route_layer(guard.clone());
     let protected = Router::new()
-        .route("/console", get(pages::dashboard))
-        .route("/console/devices", get(pages::devices))
-        .route("/console/devices/{id}", get(pages::device))
-        .route("/console/devices/{id}/actions/{action}", post(pages::device_action))
-        .route("/console/devices/{id}/wipe", get(pages::wipe_confirm).post(pages::wipe))
+        .route("/console", signed_in(get(pages::dashboard)))
+        .route("/console/devices", signed_in(get(pages::devices)))
+        .route("/console/devices/{id}", signed_in(get(pages::device)))
+        .route(
+            "/console/devices/{id}/actions/{action}",
+            signed_in(post(pages::device_action)),
+        )
+        .route(
+            "/console/devices/{id}/wipe",
+            signed_in(get(pages::wipe_confirm).post(pages::wipe)),
+        )
         .route(
             "/console/enrollment",
-            get(pages::enrollment).post(pages::create_enrollment_token),
+            signed_in(get(pages::enrollment).post(pages::create_enrollment_token)),
         )
-        .route("/console/audit", get(pages::audit))
-        .route("/console/groups", get(admin::groups).post(admin::create_group))
-        .route("/console/groups/{id}/delete", post(admin::delete_group))
-        .route("/console/devices/{id}/group", post(admin::move_device))
-        .route("/console/settings", get(admin::settings))
-        .route("/console/settings/webhooks/{id}/{verb}", post(admin::toggle_webhook))
-        .route("/console/account", get(admin::account))
-        .route("/console/account/totp", post(admin::start_totp))
-        .route("/console/account/totp/confirm", post(admin::confirm_totp))
-        .route("/console/logout", post(session::logout))
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            session::require_session,
-        ));
+        .route("/console/audit", signed_in(get(pages::audit)))
+        .route(
+            "/console/groups",
+            signed_in(get(admin::groups).post(admin::create_group)),
+        )
+        .route("/console/groups/{id}/delete", signed_in(post(admin::delete_group)))
+        .route("/console/devices/{id}/group", signed_in(post(admin::move_device)))
+        .route("/console/settings", signed_in(get(admin::settings)))
+        .route(
+            "/console/settings/webhooks/{id}/{verb}",
+            signed_in(post(admin::toggle_webhook)),
+        )
+        .route("/console/account", signed_in(get(admin::account)))
+        .route("/console/account/totp", signed_in(post(admin::start_totp)))
+        .route("/console/account/totp/confirm", signed_in(post(admin::confirm_totp)))
+        .route("/console/logout", signed_in(post(session::logout)));
     Router::new()
         .route("/console/login", get(session::login_page).post(session::login))
         .route(
@@ -120,6 +137,7 @@ pub fn router(state: ConsoleState) -> Router {
         .route("/console/static/console.css", get(stylesheet))
         .merge(protected)
         .layer(axum::Extension(activity))
+        .layer(axum::extract::DefaultBodyLimit::max(FORM_BYTES))
         .layer(axum::middleware::from_fn(security_headers))
         .with_state(state)
 }

@@ -149,6 +149,7 @@ impl EnrollmentEnd {
 pub mod reasons {
     pub const WIPE_ACKNOWLEDGED: &str = "wipe acknowledged by the device";
     pub const DEVICE_UNENROLLED: &str = "device requested unenrollment";
+    pub const ADMIN_UNENROLLED: &str = "unenrolled by an administrator";
     pub const SUPERSEDED_BY_REENROLLMENT: &str = "superseded by re-enrollment";
     pub const RENEWED_CERTIFICATE_IN_USE: &str = "device uses its renewed certificate";
     pub const SUPERSEDED_BY_SECOND_RENEWAL: &str = "superseded by a second renewal";

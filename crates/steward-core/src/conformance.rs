@@ -2285,6 +2285,34 @@ where
         vec![all[0].clone(), all[2].clone()]
     );
     assert!(store.device_events_for(EnrollmentId::new()).await.unwrap().is_empty());
+
+    // An event that goes with no other write (a refused re-enrollment) lands on its enrollment,
+    // after everything before it; an unknown enrollment gets none.
+    let t4 = t3 + Duration::seconds(1);
+    let refused =
+        NewDeviceEvent::reenrollment_refused(AuthMethod::EnrollmentToken, Some("eve@example.com"), None, None);
+    assert!(store.append_device_event(a.id, &refused, t4).await.unwrap());
+    assert!(
+        !store
+            .append_device_event(EnrollmentId::new(), &refused, t4)
+            .await
+            .unwrap()
+    );
+    let after = store.device_events_after(all[3].seq, 100).await.unwrap();
+    let seen: Vec<_> = after
+        .iter()
+        .map(|e| (e.kind, e.enrollment_id, e.device_id.as_str(), e.at, &e.data))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![(
+            EventKind::ReenrollmentRefused,
+            a.id,
+            a.device_id.as_str(),
+            t4,
+            &refused.data
+        )]
+    );
 }
 
 // ---------------------------------------------------------------- webhooks

@@ -21,6 +21,10 @@ pub enum EventKind {
     CommandAcknowledged,
     /// The device answered a command with an error.
     CommandFailed,
+    /// Someone tried to enroll this device's DeviceID with a credential that has no link to its
+    /// active enrollment (another user, another token, no current certificate): refused, and
+    /// recorded on the enrollment that was targeted.
+    ReenrollmentRefused,
 }
 
 impl EventKind {
@@ -32,6 +36,7 @@ impl EventKind {
             Self::CertificateRenewed => "certificate_renewed",
             Self::CommandAcknowledged => "command_acknowledged",
             Self::CommandFailed => "command_failed",
+            Self::ReenrollmentRefused => "reenrollment_refused",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
@@ -42,6 +47,7 @@ impl EventKind {
             "certificate_renewed" => Self::CertificateRenewed,
             "command_acknowledged" => Self::CommandAcknowledged,
             "command_failed" => Self::CommandFailed,
+            "reenrollment_refused" => Self::ReenrollmentRefused,
             _ => return None,
         })
     }
@@ -103,6 +109,26 @@ impl NewDeviceEvent {
             EventKind::CommandFailed
         } else {
             EventKind::CommandAcknowledged
+        }
+    }
+
+    /// A re-enrollment of the device's DeviceID was refused (see
+    /// [`crate::identity::Reenrollment`]): how the attempt authenticated, the user it named, its
+    /// enrollment token and where it came from.
+    pub fn reenrollment_refused(
+        auth_method: crate::model::AuthMethod,
+        user: Option<&str>,
+        token: Option<crate::model::EnrollmentTokenId>,
+        source_ip: Option<std::net::IpAddr>,
+    ) -> Self {
+        Self {
+            kind: EventKind::ReenrollmentRefused,
+            data: serde_json::json!({
+                "auth_method": auth_method.as_str(),
+                "user": user,
+                "enrollment_token_id": token.map(|t| t.to_string()),
+                "source_ip": source_ip.map(|ip| ip.to_string()),
+            }),
         }
     }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use http::HeaderMap;
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use rustls_pki_types::CertificateDer;
 
 /// `Strict-Transport-Security` for the surfaces people open in a browser (the console, the admin
@@ -96,21 +96,54 @@ pub enum BodyError {
     Read(String),
 }
 
-/// Reads a request body of at most `limit` bytes. A declared Content-Length over the limit is refused
-/// before a byte is read; a chunked body stops being read as soon as it passes the limit.
+/// Reads a request body of at most `limit` bytes.
+///
+/// A body over the limit is refused, but first up to `limit` more bytes are read and discarded
+/// (never kept): a client that sends its whole request before reading the answer — most do —
+/// then gets the 413 instead of a connection closed under it mid-body, and the connection stays
+/// usable. Past twice the limit (declared by Content-Length or counted while reading a chunked
+/// body) nothing more is read: the answer is sent and hyper closes the connection.
 pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, BodyError> {
-    if let Some(len) = headers
+    let drain_to = limit.saturating_mul(2) as u64;
+    let declared = headers
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let mut body = body;
+    if let Some(len) = declared
         && len > limit as u64
     {
+        if len <= drain_to {
+            drain(&mut body, 0, drain_to).await;
+        }
         return Err(BodyError::TooLarge(limit));
     }
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(BodyError::TooLarge(limit)),
-        Err(e) => Err(BodyError::Read(e.to_string())),
+    let mut out: Vec<u8> = Vec::with_capacity(declared.map_or(0, |l| l as usize));
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| BodyError::Read(e.to_string()))?;
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers
+        };
+        if out.len() + data.len() > limit {
+            drain(&mut body, (out.len() + data.len()) as u64, drain_to).await;
+            return Err(BodyError::TooLarge(limit));
+        }
+        out.extend_from_slice(&data);
+    }
+    Ok(Bytes::from(out))
+}
+
+/// Reads and discards the rest of `body` while the total read stays within `until` bytes.
+async fn drain(body: &mut Body, mut read: u64, until: u64) {
+    while read <= until {
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    read += data.len() as u64;
+                }
+            }
+            Some(Err(_)) | None => return,
+        }
     }
 }
 

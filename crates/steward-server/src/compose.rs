@@ -147,6 +147,8 @@ fn console_settings(config: &Config, core: &Core) -> steward_console::ConsoleSet
 pub fn router(config: &Config, core: &Core, pki: &Arc<Pki>) -> Router {
     let identity = Identity::new(
         core.store.clone(),
+        core.store.clone(),
+        core.audit.clone(),
         pki.issuing.clone(),
         IdentitySettings {
             organization: config.pki.organization.clone(),
@@ -159,6 +161,7 @@ pub fn router(config: &Config, core: &Core, pki: &Arc<Pki>) -> Router {
         identity,
         settings: Arc::new(windows_settings(config)),
         pki: Arc::new(WindowsPki::new(&pki.root, &pki.issuing, pki.federation_key.clone())),
+        parsers: steward_windows::parse::Parsers::for_this_machine(),
     });
     let api_state = steward_api::ApiState {
         core: core.clone(),

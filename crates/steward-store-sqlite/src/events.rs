@@ -1,11 +1,13 @@
-//! [`EventLog`]: the device event outbox (rows are written by the lifecycle commits, `writes.rs`).
+//! [`EventLog`]: the device event outbox (rows are written by the lifecycle commits, `writes.rs`, and
+//! for events that go with no other write by `append_device_event`, on the writer thread too).
 
 use async_trait::async_trait;
 use steward_core::*;
+use time::OffsetDateTime;
 
-use crate::SqliteStore;
 use crate::error::from_sqlx;
 use crate::rows::event_from_row;
+use crate::{SqliteStore, writes};
 
 #[async_trait]
 impl EventLog for SqliteStore {
@@ -19,5 +21,12 @@ impl EventLog for SqliteStore {
             .iter()
             .map(event_from_row)
             .collect()
+    }
+
+    async fn append_device_event(&self, id: EnrollmentId, e: &NewDeviceEvent, at: OffsetDateTime) -> StoreResult<bool> {
+        let e = e.clone();
+        self.writer
+            .run(move |conn| writes::append_event(conn, id, &e, at))
+            .await
     }
 }

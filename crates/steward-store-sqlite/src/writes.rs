@@ -93,6 +93,25 @@ fn cert_ref(serial: String, thumb: &str) -> StoreResult<CertRef> {
     })
 }
 
+/// An event outside any lifecycle commit (`EventLog::append_device_event`); false if the
+/// enrollment does not exist.
+pub(crate) fn append_event(
+    conn: &mut Connection,
+    id: EnrollmentId,
+    e: &NewDeviceEvent,
+    at: OffsetDateTime,
+) -> StoreResult<bool> {
+    let tx = immediate(conn)?;
+    let n = exec(
+        &tx,
+        "INSERT INTO device_events (kind, enrollment_id, device_id, data, at) \
+         SELECT ?1, id, device_id, ?2, ?3 FROM enrollments WHERE id = ?4",
+        params![e.kind.as_str(), e.data.to_string(), micros(at), id.to_string()],
+    )?;
+    tx.commit().map_err(from_rusqlite)?;
+    Ok(n == 1)
+}
+
 pub(crate) fn append_issuance_log(conn: &mut Connection, e: &IssuanceLogEntry) -> StoreResult<()> {
     let tx = immediate(conn)?;
     insert_log(&tx, e)?;

@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use http::{HeaderMap, StatusCode};
 use steward_core::service::PasswordRefused;
-use steward_core::service::identity::{CertificateSubject, IdentityError};
+use steward_core::service::identity::{CertificateSubject, EnrollmentAttempt, IdentityError};
 use steward_core::*;
 use steward_http::{BodyError, ConnInfo, read_body};
 use steward_windows_proto::mde2::{self, Credential, FaultSubcode, RequestBody, SoapRequest};
@@ -38,7 +38,8 @@ pub async fn discovery_probe() -> StatusCode {
 }
 
 /// Reads and parses a SOAP request, checking that the body operation is `expected` and that
-/// `a:Action` names that operation.
+/// `a:Action` names that operation. Large bodies are parsed off the async workers
+/// ([`crate::parse`]): this runs before anyone is authenticated.
 async fn read_request(
     state: &WindowsState,
     headers: &HeaderMap,
@@ -53,11 +54,12 @@ async fn read_request(
             }
             BodyError::Read(_) => SoapFault::new(FaultSubcode::MessageFormat, e.to_string()),
         })?;
-    let text = std::str::from_utf8(&bytes)
-        .map_err(|_| SoapFault::new(FaultSubcode::MessageFormat, "request body is not UTF-8"))?;
-    let relates = mde2::message_id_of(text);
-    let req = mde2::parse_request(text)
-        .map_err(|e| SoapFault::new(FaultSubcode::MessageFormat, e.to_string()).relates_to(relates.as_deref()))?;
+    let req = crate::parse::off_workers(&state.parsers.enrollment, bytes.len(), move || parse_soap(&bytes))
+        .await
+        .map_err(|e| match e {
+            crate::parse::ParseRefused::Busy => SoapFault::retryable(e.to_string()),
+            other => SoapFault::internal(other.to_string()),
+        })??;
     let fault = |m: String| SoapFault::new(FaultSubcode::MessageFormat, m).relates_to(req.header.message_id.as_deref());
     if req.body.expected_action() != expected {
         return Err(fault(format!("this endpoint does not accept {}", body_name(&req.body))));
@@ -69,6 +71,16 @@ async fn read_request(
         )));
     }
     Ok(req)
+}
+
+/// One SOAP request from its bytes. The MessageID for the fault's RelatesTo is looked for only when
+/// the request does not parse (looking costs a second parse).
+fn parse_soap(bytes: &[u8]) -> Result<SoapRequest, SoapFault> {
+    let text = std::str::from_utf8(bytes)
+        .map_err(|_| SoapFault::new(FaultSubcode::MessageFormat, "request body is not UTF-8"))?;
+    mde2::parse_request(text).map_err(|e| {
+        SoapFault::new(FaultSubcode::MessageFormat, e.to_string()).relates_to(mde2::message_id_of(text).as_deref())
+    })
 }
 
 fn body_name(b: &RequestBody) -> &'static str {
@@ -231,16 +243,24 @@ pub async fn enrollment(
     let relates = req.header.message_id.clone();
     let renewal = matches!(&req.body, RequestBody::RequestSecurityToken(r) if r.is_renewal());
     let conn = conn.as_ref().map(|Extension(c)| c);
+    // The device's identity certificate, when the connection presents one: renewal needs it, and
+    // it links a re-enrollment to the device's active enrollment.
+    let tls_cert = steward_http::client_certificate(&state.settings.forwarded_cert, conn, &headers);
     let result = if renewal {
-        let tls_cert = steward_http::client_certificate(&state.settings.forwarded_cert, conn, &headers);
         crate::renew::renew_device(&state, req, tls_cert.as_deref()).await
     } else {
-        enroll_device(&state, req, steward_http::peer_ip(conn)).await
+        let presented = tls_cert.as_deref().map(Thumbprint::of_der);
+        enroll_device(&state, req, steward_http::peer_ip(conn), presented.as_ref()).await
     };
     result.map_err(|f| f.relates_to(relates.as_deref()))
 }
 
-async fn enroll_device(state: &WindowsState, req: SoapRequest, peer: Option<IpAddr>) -> Result<Response, SoapFault> {
+async fn enroll_device(
+    state: &WindowsState,
+    req: SoapRequest,
+    peer: Option<IpAddr>,
+    presented: Option<&Thumbprint>,
+) -> Result<Response, SoapFault> {
     let RequestBody::RequestSecurityToken(rst) = &req.body else {
         return Err(SoapFault::new(
             FaultSubcode::MessageFormat,
@@ -286,16 +306,28 @@ async fn enroll_device(state: &WindowsState, req: SoapRequest, peer: Option<IpAd
     };
     let ctx = |name: &str| rst.context_value(name).map(|v| v.chars().take(256).collect::<String>());
 
-    // The device's active enrollment, which this one replaces (the store refuses the commit if it
-    // changed meanwhile). Read before anything is signed.
-    let replaces = state
-        .core
-        .store
-        .active_enrollment_by_device_id(&device_id)
-        .await
-        .map_err(|e| SoapFault::store(e, "reading the device's active enrollment"))?
-        .as_ref()
-        .and_then(ReplacedEnrollment::of);
+    // The device's active enrollment, which this one replaces — only if the request proves a link
+    // to it (same user, same token, or the device's current certificate on this connection); a
+    // DeviceID alone is a claim anyone can make. Decided before anything is signed (the store
+    // refuses the commit if the active enrollment changed meanwhile).
+    let (user, token) = match &principal {
+        Principal::Token { token, username } => (Some(username.as_str()).filter(|u| !u.is_empty()), Some(token.id)),
+        Principal::User(u) => (Some(u.email.as_str()), None),
+        Principal::Federated(t) => (Some(t.email.as_str()), None),
+    };
+    let attempt = EnrollmentAttempt {
+        device_id: &device_id,
+        auth_method: principal.method(),
+        user,
+        token,
+        certificate: presented,
+        source_ip: peer,
+    };
+    let replaces = state.identity.replaceable(&attempt).await.map_err(|e| match e {
+        IdentityError::TakeoverRefused => SoapFault::new(FaultSubcode::Authorization, e.to_string()),
+        IdentityError::Store(e) => SoapFault::store(e, "reading the device's active enrollment"),
+        other => SoapFault::internal(other.to_string()),
+    })?;
 
     let enrollment_id = EnrollmentId::new();
     let subject = CertificateSubject {

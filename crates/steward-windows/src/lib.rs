@@ -20,6 +20,7 @@ pub mod federated;
 pub mod inventory;
 mod manage;
 mod md5;
+pub mod parse;
 mod renew;
 pub mod session;
 
@@ -143,6 +144,8 @@ pub struct WindowsState {
     pub identity: Identity,
     pub settings: Arc<WindowsSettings>,
     pub pki: Arc<WindowsPki>,
+    /// Where large request bodies are parsed ([`parse`]: off the async workers, a few at once).
+    pub parsers: parse::Parsers,
 }
 
 impl WindowsState {

@@ -47,6 +47,9 @@ pub enum ManagementError {
     /// Retryable: the database cannot serve the request now.
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// Retryable: too many large messages are being parsed at once.
+    #[error("{0}")]
+    Busy(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -58,7 +61,7 @@ impl IntoResponse for ManagementError {
             Self::UnknownCertificate | Self::NotActive(_) | Self::SourceMismatch { .. } => StatusCode::FORBIDDEN,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BadMessage(_) => StatusCode::BAD_REQUEST,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let text = |body: String| {
@@ -70,16 +73,17 @@ impl IntoResponse for ManagementError {
         };
         match &self {
             // Internal details stay in the log, under a trace id the device gets.
-            Self::Unavailable(_) | Self::Internal(_) => {
+            Self::Unavailable(_) | Self::Busy(_) | Self::Internal(_) => {
                 let trace_id = uuid::Uuid::new_v4().to_string();
                 tracing::error!(trace_id, error = %self, "management request failed");
-                let body = if matches!(self, Self::Unavailable(_)) {
+                let retryable = matches!(self, Self::Unavailable(_) | Self::Busy(_));
+                let body = if retryable {
                     format!("service temporarily unavailable; try again shortly (trace id {trace_id})")
                 } else {
                     format!("internal error (trace id {trace_id})")
                 };
                 let mut response = text(body).into_response();
-                if matches!(self, Self::Unavailable(_)) {
+                if retryable {
                     response
                         .headers_mut()
                         .insert(http::header::RETRY_AFTER, http::HeaderValue::from(RETRY_AFTER_SECONDS));
@@ -146,7 +150,17 @@ pub async fn management(
             BodyError::TooLarge(n) => ManagementError::TooLarge(n),
             BodyError::Read(m) => ManagementError::BadMessage(m),
         })?;
-    let msg = syncml::parse_bytes(&bytes).map_err(|e| ManagementError::BadMessage(e.to_string()))?;
+    // Large messages are parsed off the async workers (crate::parse).
+    let body = bytes.clone();
+    let msg = crate::parse::off_workers(&state.parsers.management, bytes.len(), move || {
+        syncml::parse_bytes(&body)
+    })
+    .await
+    .map_err(|e| match e {
+        crate::parse::ParseRefused::Busy => ManagementError::Busy(e.to_string()),
+        other => ManagementError::Internal(other.to_string()),
+    })?
+    .map_err(|e| ManagementError::BadMessage(e.to_string()))?;
     let claimed = msg
         .header
         .source

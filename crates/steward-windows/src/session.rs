@@ -14,8 +14,12 @@
 //! - 418 (Already exists) on an Add re-queues it as a Replace.
 //! - Device message without Final: the device has more to send; we answer its statuses plus Alert 1222
 //!   and hold our commands until its package is complete.
-//! - Our commands are packed under the device's MaxMsgSize (default 512 KiB); if more remain we omit
-//!   Final and continue after the device's next message.
+//! - Our answer never exceeds the device's MaxMsgSize (default 512 KiB, read as at least 1 KiB).
+//!   Statuses come first; those that do not fit wait in the session for our next message (OMA-DM
+//!   Protocol §8, multiple messages per package: we omit Final, the device asks for more with Alert
+//!   1222) and our commands wait until every status is out. Commands are then packed under the same
+//!   limit; if more remain we omit Final and continue after the device's next message. A message
+//!   with more than [`MAX_DEVICE_COMMANDS`] commands owed a Status is refused whole (SyncHdr 413).
 //! - An answer holding only the SyncHdr Status (and Final) ends the session.
 //! - Alerts: 1201/1200 start, 1224 LoginStatus (`./User/` commands wait for "user"), 1226 generic
 //!   (unenrollment ends the enrollment; MSI install completion finishes the accepted Exec that
@@ -42,8 +46,16 @@ use crate::inventory;
 
 /// Windows' MaxMsgSize when the device does not say (Intune advertises the same).
 pub const DEFAULT_MAX_MSG_SIZE: usize = 512 * 1024;
-/// Room left for the SyncHdr and framing when packing commands.
-const HEADER_SLACK: usize = 2048;
+/// Smallest MaxMsgSize honoured: a smaller one is read as this (the SyncHdr and its Status alone
+/// take ~500 bytes, so no answer could respect less).
+pub const MIN_MAX_MSG_SIZE: usize = 1024;
+/// Largest MaxMsgSize honoured.
+pub const MAX_MAX_MSG_SIZE: usize = 16 * 1024 * 1024;
+/// Commands owed a Status (everything but Status and Results) one device message may carry. A
+/// device answers our commands with Statuses and Results, which are not counted; what it sends of
+/// its own is a handful (alerts, the DevInfo Replace). Past this the message is refused whole with
+/// a SyncHdr Status 413 (OMA-DM RepPro: Request entity too large) and nothing in it is processed.
+pub const MAX_DEVICE_COMMANDS: usize = 5_000;
 /// Raw device messages are kept for audit up to this size each.
 const RAW_MESSAGE_KEEP: usize = 16 * 1024;
 
@@ -65,6 +77,19 @@ pub struct OmaDmSession {
     pub md5_nonce: Option<String>,
     /// A command whose Data is being sent in pieces (OMA-DM large object, MoreData).
     pub chunk: Option<Chunk>,
+    /// Statuses we owe the device that did not fit in our last message (sent first in the next).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending_statuses: Vec<OwedStatus>,
+}
+
+/// A Status we owe the device for one of its commands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwedStatus {
+    /// The device's MsgID and CmdID the status answers, and the command's name.
+    pub msg_ref: u32,
+    pub cmd_ref: String,
+    pub cmd: String,
+    pub code: u16,
 }
 
 /// A large object being sent: the command and how many bytes of its Data have gone out.
@@ -307,6 +332,26 @@ pub fn process(input: SessionInput<'_>) -> SessionOutput {
         Some(p) if !new_session => p.server_msg_id + 1,
         _ => 1,
     };
+    let header = SyncHdr::new(
+        hdr.session_id.clone(),
+        server_msg_id,
+        input.enrollment.device_id.as_str(),
+        input.management_url,
+    );
+    let owed_count = msg
+        .body
+        .commands
+        .iter()
+        .filter(|c| !matches!(c, syncml::Command::Status(_) | syncml::Command::Results(_)))
+        .count();
+    if owed_count > MAX_DEVICE_COMMANDS {
+        tracing::warn!(
+            device.id = %input.enrollment.device_id,
+            commands = owed_count,
+            "device message refused: too many commands"
+        );
+        return refuse_message(&input, header, prev_state, new_session, key, login_status, 413);
+    }
     let mut commit = CheckinCommit::default();
 
     // Delivery order: the open commands, with a newly queued inventory read where the queue would
@@ -340,6 +385,16 @@ pub fn process(input: SessionInput<'_>) -> SessionOutput {
         s.chal = Some(md5_chal(nonce));
     }
     let mut out: Vec<syncml::Command> = vec![header_status];
+    // The Statuses this message's commands are owed, in order; packed under MaxMsgSize below.
+    let mut replies: Vec<OwedStatus> = Vec::new();
+    let mut owe = |cmd_ref: &str, cmd: &str, code: u16| {
+        replies.push(OwedStatus {
+            msg_ref: hdr.msg_id,
+            cmd_ref: cmd_ref.to_owned(),
+            cmd: cmd.to_owned(),
+            code,
+        })
+    };
     let mut collected: BTreeMap<CommandId, Collected> = BTreeMap::new();
     let mut requeued: Vec<(CommandId, OmaDmCommand)> = Vec::new();
     let mut completions: Vec<(String, u16)> = Vec::new();
@@ -417,7 +472,7 @@ pub fn process(input: SessionInput<'_>) -> SessionOutput {
                 }));
             }
             syncml::Command::Alert(a) => {
-                out.push(status(&mut ids, hdr.msg_id, &a.cmd_id, "Alert", 200));
+                owe(&a.cmd_id, "Alert", 200);
                 match a.code() {
                     Some(ALERT_CLIENT_EVENT) => {
                         for item in &a.items {
@@ -458,10 +513,10 @@ pub fn process(input: SessionInput<'_>) -> SessionOutput {
                         commit.facts.push(fact);
                     }
                 }
-                out.push(status(&mut ids, hdr.msg_id, &c.cmd_id, cmd.name(), 200));
+                owe(&c.cmd_id, cmd.name(), 200);
             }
             // A server does not take management commands from a device.
-            other => out.push(status(&mut ids, hdr.msg_id, other.cmd_id(), other.name(), 406)),
+            other => owe(other.cmd_id(), other.name(), 406),
         }
     }
 
@@ -489,34 +544,61 @@ pub fn process(input: SessionInput<'_>) -> SessionOutput {
         commit.completions = complete(&completions, input.awaiting, &commit.outcomes, &open);
     }
 
-    let mut final_ = true;
-    let mut sending = false;
-    let mut next_chunk = None;
-    if !msg.body.final_ {
-        // The device's package continues: ask for the next message, hold our commands.
-        out.push(syncml::Command::Alert(Alert {
-            cmd_id: ids.next(),
+    // What our message may hold, and what it holds already (exact: the writer's own byte count).
+    let max = max_msg_size(hdr);
+    let mut used = message_overhead(&header) + out.iter().map(syncml::estimated_size).sum::<usize>();
+    // A device package that continues gets Alert 1222 (next message); keep room for it.
+    let next_alert = (!msg.body.final_).then(|| {
+        syncml::Command::Alert(Alert {
+            cmd_id: String::new(),
             data: ALERT_NEXT_MESSAGE.to_string(),
             items: vec![],
-        }));
+        })
+    });
+    used += next_alert.as_ref().map_or(0, |a| syncml::estimated_size(a) + 10);
+    // Statuses: those owed from our last message first, then this message's, while they fit (at
+    // least one per message, so the package always progresses); the rest wait for the next one.
+    let mut owed: Vec<OwedStatus> = match prev_state {
+        Some(p) if !new_session => p.pending_statuses.clone(),
+        _ => Vec::new(),
+    };
+    let carried = owed.len();
+    owed.extend(replies);
+    let mut packed = 0;
+    for r in &owed {
+        let st = status(&mut ids, r.msg_ref, &r.cmd_ref, &r.cmd, r.code);
+        let size = syncml::estimated_size(&st);
+        if packed > 0 && used + size > max {
+            ids.0 -= 1;
+            break;
+        }
+        used += size;
+        out.push(st);
+        packed += 1;
+    }
+    let pending_statuses = owed.split_off(packed);
+    // Statuses of earlier messages share this one: a command too large to split waits for a
+    // message of its own rather than push this one over MaxMsgSize.
+    let shares_earlier = packed.min(carried) > 0;
+
+    let prev_chunk = if new_session {
+        None
+    } else {
+        prev_state.and_then(|p| p.chunk)
+    };
+    let mut final_ = pending_statuses.is_empty();
+    let mut sending = !pending_statuses.is_empty();
+    // A large object being sent continues where it was unless this message sends commands.
+    let mut next_chunk = prev_chunk;
+    if let Some(syncml::Command::Alert(mut a)) = next_alert {
+        // The device's package continues: ask for the next message, hold our commands.
+        a.cmd_id = ids.next();
+        out.push(syncml::Command::Alert(a));
         sending = true;
-    } else if !aborted && commit.end_enrollment.is_none() {
-        let max = hdr
-            .meta
-            .as_ref()
-            .and_then(|m| m.max_msg_size)
-            .map_or(DEFAULT_MAX_MSG_SIZE, |m| {
-                usize::try_from(m).unwrap_or(DEFAULT_MAX_MSG_SIZE)
-            })
-            .clamp(4096, 16 * 1024 * 1024);
-        let mut used = HEADER_SLACK + out.iter().map(syncml::estimated_size).sum::<usize>();
+    } else if pending_statuses.is_empty() && !aborted && commit.end_enrollment.is_none() {
+        next_chunk = None;
         let answered: Vec<CommandId> = commit.outcomes.iter().map(|o| o.command_id).collect();
         let requeued: HashMap<CommandId, &OmaDmCommand> = requeued.iter().map(|(i, p)| (*i, p)).collect();
-        let prev_chunk = if new_session {
-            None
-        } else {
-            prev_state.and_then(|p| p.chunk)
-        };
         let user_scoped = |c: &Command| bodies.get(&c.id).is_some_and(OmaDmCommand::is_user_scoped);
         let mut chunk_done = false;
         for c in open_list.iter().copied() {
@@ -548,7 +630,16 @@ pub fn process(input: SessionInput<'_>) -> SessionOutput {
                 break;
             }
             // Too big for any message (or already being chunked): OMA-DM large object, one per message.
-            match piece(&c.id.wire_id(), payload, offset.unwrap_or(0), max.saturating_sub(used)) {
+            // Alone in a message, a piece is taken however small the room (so that a tiny
+            // MaxMsgSize still makes progress).
+            let alone = !shares_earlier;
+            match piece(
+                &c.id.wire_id(),
+                payload,
+                offset.unwrap_or(0),
+                max.saturating_sub(used),
+                if alone { 1 } else { MIN_CHUNK },
+            ) {
                 Piece::Part {
                     command,
                     next_offset,
@@ -568,7 +659,7 @@ pub fn process(input: SessionInput<'_>) -> SessionOutput {
                         break;
                     }
                 }
-                Piece::NoRoom => {
+                Piece::NoRoom if !alone || offset.is_some() => {
                     next_chunk = offset.map(|o| Chunk {
                         command: c.id,
                         offset: o,
@@ -576,8 +667,13 @@ pub fn process(input: SessionInput<'_>) -> SessionOutput {
                     final_ = false;
                     break;
                 }
-                Piece::Unsplittable => {
-                    // Several items or no Data: cannot be chunked; send whole and let the device judge.
+                Piece::Unsplittable if shares_earlier => {
+                    final_ = false; // next message, on its own
+                    break;
+                }
+                Piece::NoRoom | Piece::Unsplittable => {
+                    // Several items or no Data, or a LocURI too long for any piece: it cannot be
+                    // chunked; send it whole, alone, and let the device judge.
                     tracing::warn!(command = %c.id, size, max, "command larger than the device's MaxMsgSize");
                     used += size;
                     out.push(sc);
@@ -602,7 +698,7 @@ pub fn process(input: SessionInput<'_>) -> SessionOutput {
                 "./Vendor/MSFT/DMClient/Provider/{}/Poll/IntervalForRemainingScheduledRetries",
                 input.poll.provider_id
             );
-            out.push(to_syncml(
+            let change = to_syncml(
                 &format!("{POLL_CMD_PREFIX}{want}"),
                 &OmaDmCommand::single(
                     Verb::Replace,
@@ -613,19 +709,18 @@ pub fn process(input: SessionInput<'_>) -> SessionOutput {
                         data: Some(want.to_string()),
                     },
                 ),
-            ));
+            );
+            // Within MaxMsgSize or not now: the change then comes with a later answer.
+            if used + syncml::estimated_size(&change) <= max {
+                out.push(change);
+            }
         }
         sending = !commit.sent.is_empty() || out.iter().any(|c| c.cmd_id().starts_with(POLL_CMD_PREFIX));
     }
     let ends_session = !sending && out.len() == 1;
 
     let response = SyncMl {
-        header: SyncHdr::new(
-            hdr.session_id.clone(),
-            server_msg_id,
-            input.enrollment.device_id.as_str(),
-            input.management_url,
-        ),
+        header,
         body: SyncBody { commands: out, final_ },
     };
     let raw: String = input.raw.chars().take(RAW_MESSAGE_KEEP).collect();
@@ -640,6 +735,7 @@ pub fn process(input: SessionInput<'_>) -> SessionOutput {
             .clone()
             .or_else(|| prev_state.and_then(|p| p.md5_nonce.clone())),
         chunk: next_chunk,
+        pending_statuses,
     };
     commit.session = SessionRecord {
         key,
@@ -654,6 +750,83 @@ pub fn process(input: SessionInput<'_>) -> SessionOutput {
         response,
         commit,
         ends_session,
+    }
+}
+
+/// The device's MaxMsgSize (SyncHdr Meta), within what we honour.
+fn max_msg_size(hdr: &SyncHdr) -> usize {
+    hdr.meta
+        .as_ref()
+        .and_then(|m| m.max_msg_size)
+        .map_or(DEFAULT_MAX_MSG_SIZE, |m| usize::try_from(m).unwrap_or(MAX_MAX_MSG_SIZE))
+        .clamp(MIN_MAX_MSG_SIZE, MAX_MAX_MSG_SIZE)
+}
+
+/// Bytes our message takes with `header` and no command but `<Final/>`.
+fn message_overhead(header: &SyncHdr) -> usize {
+    syncml::write(&SyncMl {
+        header: header.clone(),
+        body: SyncBody {
+            commands: Vec::new(),
+            final_: true,
+        },
+    })
+    .len()
+}
+
+/// The answer to a message refused whole: only the SyncHdr Status `code`, Final. Nothing in the
+/// message is processed; the session moves on a message (so the device's next one is answered in
+/// sequence) and keeps what it had owed and was sending.
+fn refuse_message(
+    input: &SessionInput<'_>,
+    header: SyncHdr,
+    prev_state: Option<&OmaDmSession>,
+    new_session: bool,
+    key: String,
+    login_status: Option<String>,
+    code: u16,
+) -> SessionOutput {
+    let hdr = &input.msg.header;
+    let mut ids = Counter(0);
+    let mut st = status(&mut ids, hdr.msg_id, "0", "SyncHdr", code);
+    if let (syncml::Command::Status(s), Some(nonce)) = (&mut st, &input.next_nonce) {
+        s.chal = Some(md5_chal(nonce));
+    }
+    let response = SyncMl {
+        header,
+        body: SyncBody {
+            commands: vec![st],
+            final_: true,
+        },
+    };
+    let kept = prev_state.filter(|_| !new_session);
+    let state = OmaDmSession {
+        session_id: hdr.session_id.clone(),
+        client_msg_id: hdr.msg_id,
+        server_msg_id: response.header.msg_id,
+        login_status,
+        md5_nonce: input
+            .next_nonce
+            .clone()
+            .or_else(|| prev_state.and_then(|p| p.md5_nonce.clone())),
+        chunk: kept.and_then(|p| p.chunk),
+        pending_statuses: kept.map(|p| p.pending_statuses.clone()).unwrap_or_default(),
+    };
+    let commit = CheckinCommit {
+        raw_message: Some(input.raw.chars().take(RAW_MESSAGE_KEEP).collect()),
+        session: SessionRecord {
+            key,
+            state: state.to_state(),
+            last_request_hash: input.request_hash.clone(),
+            last_response: syncml::write(&response),
+            updated_at: None,
+        },
+        ..CheckinCommit::default()
+    };
+    SessionOutput {
+        response,
+        commit,
+        ends_session: true,
     }
 }
 
@@ -716,7 +889,7 @@ const MIN_CHUNK: usize = 1024;
 /// whole Data's byte length), every piece but the last carries MoreData. Pieces are always written as
 /// escaped text (a piece of an XML value is not itself well-formed XML); the device reassembles the
 /// bytes.
-fn piece(cmd_id: &str, p: &OmaDmCommand, offset: usize, room: usize) -> Piece {
+fn piece(cmd_id: &str, p: &OmaDmCommand, offset: usize, room: usize, min_chunk: usize) -> Piece {
     let ([item], Verb::Add | Verb::Replace | Verb::Exec) = (p.items.as_slice(), p.verb) else {
         return Piece::Unsplittable;
     };
@@ -732,7 +905,7 @@ fn piece(cmd_id: &str, p: &OmaDmCommand, offset: usize, room: usize) -> Piece {
     );
     let overhead = syncml::estimated_size(&to_syncml(cmd_id, &empty)) + 96; // + Meta Size, MoreData
     let avail = room.saturating_sub(overhead);
-    if avail < MIN_CHUNK {
+    if avail < min_chunk.max(1) {
         return Piece::NoRoom;
     }
     let rest = data.get(offset..).unwrap_or_default();
@@ -1606,6 +1779,105 @@ mod tests {
         assert_eq!(out.commit.completions, vec![Completion::new(sent.id, 200)]);
     }
 
+    fn device_gets(n: usize) -> Vec<Sc> {
+        (0..n)
+            .map(|i| {
+                Sc::Get(ItemCommand {
+                    cmd_id: format!("g{i}"),
+                    meta: None,
+                    items: vec![Item::target("./DevDetail/SwV")],
+                })
+            })
+            .collect()
+    }
+
+    fn next_message(session_id: &str, msg_id: u32, max: u64) -> SyncMl {
+        let alert = Sc::Alert(Alert {
+            cmd_id: "2".into(),
+            data: ALERT_NEXT_MESSAGE.to_string(),
+            items: vec![],
+        });
+        let mut m = reply(session_id, msg_id, vec![alert], true);
+        m.header.meta = Some(Meta {
+            max_msg_size: Some(max),
+            ..Default::default()
+        });
+        m
+    }
+
+    #[test]
+    fn statuses_that_do_not_fit_wait_for_the_next_message_and_commands_after_them() {
+        let e = enrollment();
+        let queued = vec![command(&e, replace("./Vendor/MSFT/Policy/Config/A/B", "1"), "admin")];
+        let mut msg = fixture("04-session1-msg1.request.xml");
+        msg.header.meta = Some(Meta {
+            max_msg_size: Some(1024),
+            ..Default::default()
+        });
+        msg.body.commands.extend(device_gets(40));
+        let first_ids: Vec<String> = msg
+            .body
+            .commands
+            .iter()
+            .filter(|c| !matches!(c, Sc::Status(_) | Sc::Results(_)))
+            .map(|c| c.cmd_id().to_owned())
+            .collect();
+        let session = msg.header.session_id.clone();
+        let (mut prev, mut cur) = (None, msg);
+        let mut seen: Vec<String> = Vec::new();
+        for n in 1u32.. {
+            assert!(n < 60, "no progress");
+            let out = run(&cur, &e, prev.as_ref(), &queued);
+            let text = syncml::write(&out.response);
+            assert!(text.len() <= 1024, "message {n}: {} bytes", text.len());
+            for c in &out.response.body.commands {
+                if let Sc::Status(s) = c
+                    && s.msg_ref == "1"
+                    && s.cmd_ref != "0"
+                {
+                    seen.push(s.cmd_ref.clone());
+                }
+            }
+            let owed = OmaDmSession::from_record(&out.commit.session).unwrap().pending_statuses;
+            if !out.commit.sent.is_empty() {
+                assert!(owed.is_empty(), "commands only once every status is out");
+                break;
+            }
+            assert_eq!(out.response.body.final_, owed.is_empty());
+            prev = Some(out.commit.session.clone());
+            cur = next_message(&session, n + 1, 1024);
+        }
+        assert_eq!(seen, first_ids, "every status once, in order");
+    }
+
+    #[test]
+    fn a_message_with_too_many_commands_is_refused_whole() {
+        let e = enrollment();
+        let queued = vec![command(&e, replace("./Vendor/MSFT/Policy/Config/A/B", "1"), "admin")];
+        let mut msg = fixture("04-session1-msg1.request.xml");
+        msg.body.commands.extend(device_gets(MAX_DEVICE_COMMANDS));
+        let out = run(&msg, &e, None, &queued);
+        let codes: Vec<(&str, Option<u16>)> = out
+            .response
+            .body
+            .commands
+            .iter()
+            .map(|c| match c {
+                Sc::Status(s) => (s.cmd_ref.as_str(), s.code()),
+                other => (other.name(), None),
+            })
+            .collect();
+        assert_eq!(codes, [("0", Some(413))]);
+        assert!(out.response.body.final_ && out.ends_session);
+        let c = &out.commit;
+        assert!(c.sent.is_empty() && c.outcomes.is_empty() && c.facts.is_empty() && c.enqueue.is_empty());
+        assert_eq!(c.session.last_response, syncml::write(&out.response));
+        // Below the cap the same message is processed.
+        msg.body.commands.truncate(msg.body.commands.len() - 10);
+        let out = run(&msg, &e, None, &queued);
+        assert!(out.response.body.commands.len() > 1);
+    }
+
     #[test]
     fn session_state_has_the_stored_shape() {
         let id: CommandId = "0190a3d2-7b1c-7cc0-8000-000000000001".parse().unwrap();
@@ -1619,7 +1891,9 @@ mod tests {
                 command: id,
                 offset: 8192,
             }),
+            pending_statuses: Vec::new(),
         };
+        // Nothing owed: the field is left out, so the stored shape is what it always was.
         let json: serde_json::Value = serde_json::from_str(&s.to_state()).unwrap();
         assert_eq!(
             json,

@@ -1,19 +1,27 @@
-//! Device identity certificates, for every platform's enrollment and renewal: issuing from the
-//! device-identity CA (only the public key comes from the device), committing the enrollment or the
-//! renewal, and — when the commit fails — logging the signed-but-never-delivered certificate as
-//! `void`, so every serial is accounted for.
+//! Device identity certificates, for every platform's enrollment and renewal: deciding whether a
+//! new enrollment may take a DeviceID that is already enrolled (and recording a refused takeover),
+//! issuing from the device-identity CA (only the public key comes from the device), committing the
+//! enrollment or the renewal, and — when the commit fails — logging the signed-but-never-delivered
+//! certificate as `void`, so every serial is accounted for.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use steward_pki::{CertifiedKey, DeviceCertParams};
 use time::{Duration, OffsetDateTime};
 
 use super::Clock;
-use crate::identity::{IssuedCertificate, RenewalPlan};
+use super::audit::{AuditEntry, AuditTrail};
+use crate::event::NewDeviceEvent;
+use crate::identity::{EnrollmentClaim, IssuedCertificate, Reenrollment, RenewalPlan, ReplacedEnrollment};
 use crate::model::{
-    CertSerial, DeviceId, Enrollment, EnrollmentCommit, EnrollmentId, IssuanceEvent, IssuanceLogEntry, Thumbprint,
+    AuthMethod, CertSerial, DeviceId, Enrollment, EnrollmentCommit, EnrollmentId, EnrollmentTokenId, IssuanceEvent,
+    IssuanceLogEntry, Thumbprint,
 };
-use crate::store::{EnrollmentStore, StoreError};
+use crate::store::{EnrollmentStore, EventLog, StoreError};
+
+/// The audit action of a refused takeover.
+pub const TAKEOVER_REFUSED: &str = "enrollment.takeover_refused";
 
 /// How device certificates are issued.
 #[derive(Debug, Clone)]
@@ -32,6 +40,13 @@ pub enum IdentityError {
     /// enrollment is no longer active).
     #[error("the certificate is no longer current")]
     NotCurrent,
+    /// The DeviceID is enrolled, and the request shows no link to that enrollment (see
+    /// [`Reenrollment`]).
+    #[error(
+        "this device is already enrolled with another credential: re-enroll it as the user or with the \
+         enrollment token that enrolled it, or ask an administrator to unenroll it first"
+    )]
+    TakeoverRefused,
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("internal error: {0}")]
@@ -45,9 +60,46 @@ pub struct CertificateSubject {
     pub organizational_unit: Option<String>,
 }
 
+/// A request to enroll a DeviceID, as [`Identity::replaceable`] judges it.
+#[derive(Debug, Clone, Copy)]
+pub struct EnrollmentAttempt<'a> {
+    pub device_id: &'a DeviceId,
+    pub auth_method: AuthMethod,
+    /// The user: proved by a password or a federated sign-in, or — with an enrollment token —
+    /// only the name typed with it.
+    pub user: Option<&'a str>,
+    pub token: Option<EnrollmentTokenId>,
+    /// The verified client certificate on the request's connection, if any.
+    pub certificate: Option<&'a Thumbprint>,
+    pub source_ip: Option<IpAddr>,
+}
+
+impl EnrollmentAttempt<'_> {
+    fn claim(&self) -> EnrollmentClaim<'_> {
+        EnrollmentClaim {
+            user: self.user.filter(|_| self.auth_method != AuthMethod::EnrollmentToken),
+            token: self.token,
+            certificate: self.certificate,
+        }
+    }
+
+    /// Who the audit log names: the credential that was presented (and its id, for a token).
+    fn actor(&self) -> (String, Option<String>) {
+        let user = self.user.unwrap_or("unknown user");
+        match (self.auth_method, self.token) {
+            (AuthMethod::EnrollmentToken, Some(t)) => (format!("enrollment token {t}"), Some(t.to_string())),
+            (AuthMethod::EnrollmentToken, None) => ("enrollment token".into(), None),
+            (AuthMethod::UserPassword, _) => (format!("{user} (enrollment password)"), None),
+            (AuthMethod::Federated, _) => (format!("{user} (federated sign-in)"), None),
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Identity {
     store: Arc<dyn EnrollmentStore>,
+    events: Arc<dyn EventLog>,
+    audit: AuditTrail,
     ca: Arc<CertifiedKey>,
     settings: IdentitySettings,
     clock: Arc<dyn Clock>,
@@ -61,12 +113,16 @@ const BACKDATE: Duration = Duration::minutes(5);
 impl Identity {
     pub fn new(
         store: Arc<dyn EnrollmentStore>,
+        events: Arc<dyn EventLog>,
+        audit: AuditTrail,
         ca: Arc<CertifiedKey>,
         settings: IdentitySettings,
         clock: Arc<dyn Clock>,
     ) -> Self {
         Self {
             store,
+            events,
+            audit,
             ca,
             settings,
             clock,
@@ -75,6 +131,56 @@ impl Identity {
 
     pub fn now(&self) -> OffsetDateTime {
         self.clock.now()
+    }
+
+    /// The device's active enrollment that a new enrollment of `attempt.device_id` replaces (None
+    /// for a new device), if the attempt may replace it ([`Reenrollment::decide`]). Read before
+    /// anything is signed; the store refuses the commit if the active enrollment changed meanwhile.
+    /// A refused takeover is audited ([`TAKEOVER_REFUSED`], as the attempt's credential, a failure)
+    /// and recorded as a `reenrollment_refused` event on the targeted enrollment, for webhooks.
+    pub async fn replaceable(
+        &self,
+        attempt: &EnrollmentAttempt<'_>,
+    ) -> Result<Option<ReplacedEnrollment>, IdentityError> {
+        let active = self.store.active_enrollment_by_device_id(attempt.device_id).await?;
+        let (link, target) = match (Reenrollment::decide(active.as_ref(), &attempt.claim()), active) {
+            (Reenrollment::NewDevice, _) | (_, None) => return Ok(None),
+            (Reenrollment::Replaces(link), Some(e)) => (link, e),
+            (Reenrollment::Refused, Some(e)) => {
+                self.refused(attempt, &e).await;
+                return Err(IdentityError::TakeoverRefused);
+            }
+        };
+        tracing::info!(device.id = %attempt.device_id, enrollment.id = %target.id, ?link, "re-enrollment");
+        Ok(ReplacedEnrollment::of(&target))
+    }
+
+    async fn refused(&self, attempt: &EnrollmentAttempt<'_>, target: &Enrollment) {
+        tracing::warn!(
+            device.id = %attempt.device_id,
+            enrollment.id = %target.id,
+            auth = attempt.auth_method.as_str(),
+            source = ?attempt.source_ip,
+            "re-enrollment refused: no link to the device's active enrollment"
+        );
+        let (actor, actor_id) = attempt.actor();
+        let entry = AuditEntry {
+            action: TAKEOVER_REFUSED.to_owned(),
+            target: Some(attempt.device_id.as_str().to_owned()),
+            details: Some(format!("active enrollment {}", target.id)),
+            source_ip: attempt.source_ip.map(|ip| ip.to_string()),
+            status: None,
+        };
+        self.audit.record_as(&actor, actor_id, None, false, entry).await;
+        let event =
+            NewDeviceEvent::reenrollment_refused(attempt.auth_method, attempt.user, attempt.token, attempt.source_ip);
+        if let Err(e) = self
+            .events
+            .append_device_event(target.id, &event, self.clock.now())
+            .await
+        {
+            tracing::error!(error = %e, enrollment.id = %target.id, "cannot record the refused re-enrollment event");
+        }
     }
 
     /// Signs a device identity certificate for `spki_der` (off the async workers: RSA signing costs

@@ -13,7 +13,7 @@ use crate::checkin::{CheckinCommit, CheckinContext, EnrollmentEnd, EnrollmentKey
 use crate::command::CommandResult;
 use crate::command::{Command, CommandId, NewCommand};
 use crate::console::*;
-use crate::event::DeviceEvent;
+use crate::event::{DeviceEvent, NewDeviceEvent};
 use crate::identity::RenewalCommit;
 use crate::inventory::{DeviceFact, FactChange, FactName};
 use crate::model::*;
@@ -220,6 +220,9 @@ pub trait AuditLog: Send + Sync {
 pub trait EventLog: Send + Sync {
     /// Device events with `seq > after`, oldest first, at most `limit`.
     async fn device_events_after(&self, after: i64, limit: u32) -> StoreResult<Vec<DeviceEvent>>;
+    /// Records an event that goes with no other write (a refused re-enrollment) on enrollment `id`,
+    /// with the enrollment's DeviceID. Returns false if the enrollment does not exist.
+    async fn append_device_event(&self, id: EnrollmentId, e: &NewDeviceEvent, at: OffsetDateTime) -> StoreResult<bool>;
 }
 
 /// Webhook subscriptions, their queue and delivery log.

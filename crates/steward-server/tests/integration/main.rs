@@ -15,4 +15,5 @@ mod fixtures;
 mod lifecycle;
 mod load;
 mod management;
+mod probe;
 mod webhooks;
