@@ -12,6 +12,7 @@ mod enrollment;
 mod enrollment_faults;
 mod fixtures;
 mod lifecycle;
+mod limits;
 mod load;
 mod management;
 mod webhooks;
