@@ -14,7 +14,7 @@ use steward_core::{Platforms, Store};
 use steward_windows::{WindowsAdapter, WindowsPki, WindowsSettings, WindowsState};
 
 use crate::Pki;
-use crate::config::{AuthPolicy, Config};
+use crate::config::{AuthPolicy, Config, LimitsConfig};
 use crate::listener::Rewrite;
 
 /// The request rewrite the listener applies before routing: Windows device paths are matched
@@ -57,6 +57,16 @@ pub fn platforms() -> Platforms {
     Platforms::new([Arc::new(WindowsAdapter) as Arc<dyn steward_core::PlatformAdapter>])
 }
 
+/// Password hashing as `limits` configure it; what they leave open is sized from this machine.
+pub fn password_policy_with(limits: &LimitsConfig) -> PasswordPolicy {
+    let machine = password_policy();
+    PasswordPolicy {
+        max_concurrent_hashes: limits.password_hashes.unwrap_or(machine.max_concurrent_hashes),
+        max_queued_hashes: limits.password_queue,
+        ..machine
+    }
+}
+
 /// Password hashing sized from this machine: two at once per core, at most an eighth of the memory
 /// in Argon2 buffers.
 pub fn password_policy() -> PasswordPolicy {
@@ -77,7 +87,18 @@ pub fn password_policy() -> PasswordPolicy {
 
 /// The services over `store`.
 pub fn core(store: Arc<dyn Store>, data_key: Arc<steward_pki::Kek>) -> Core {
-    Core::new(store, platforms(), Arc::new(SystemClock), password_policy(), data_key)
+    core_with_limits(store, data_key, &LimitsConfig::default())
+}
+
+/// The services over `store`, password hashing bounded as `limits` say.
+pub fn core_with_limits(store: Arc<dyn Store>, data_key: Arc<steward_pki::Kek>, limits: &LimitsConfig) -> Core {
+    Core::new(
+        store,
+        platforms(),
+        Arc::new(SystemClock),
+        password_policy_with(limits),
+        data_key,
+    )
 }
 
 /// What `GET /api/v1/server` reports.

@@ -219,6 +219,31 @@ pub struct LimitsConfig {
     pub management_body_bytes: usize,
     /// TLS handshake deadline.
     pub handshake_timeout_seconds: u64,
+    /// A request's head (request line and headers) must arrive within this many seconds of its
+    /// first byte; otherwise the connection is closed.
+    pub header_timeout_seconds: u64,
+    /// A request's whole body must arrive within this many seconds of its head; otherwise the
+    /// request is answered 408 and the connection closed. Applies to every surface.
+    pub body_timeout_seconds: u64,
+    /// After `body_min_rate_grace_seconds`, a body must keep arriving at this average rate
+    /// (bytes per second since its head): a body of N bytes may take grace + N / rate seconds, at
+    /// most `body_timeout_seconds`. 0 turns the rate check off.
+    pub body_min_rate_bytes_per_second: u64,
+    pub body_min_rate_grace_seconds: u64,
+    /// A kept-alive connection with no request for this many seconds is closed.
+    pub idle_timeout_seconds: u64,
+    /// Connections open at once; more are answered 503 with `Retry-After`. Lowered at start to fit
+    /// the process's file-descriptor limit.
+    pub max_connections: usize,
+    /// Connections open at once from one peer address (the trusted proxies are exempt); more are
+    /// answered 503 with `Retry-After`.
+    pub max_connections_per_address: usize,
+    /// Password hashes (Argon2id, 19 MiB each) computed at once. Absent: from the machine, two per
+    /// core and at most an eighth of the memory.
+    pub password_hashes: Option<usize>,
+    /// Password checks that may wait (up to 2 s) for a hashing slot; more are refused at once as
+    /// retryable (503 with `Retry-After`).
+    pub password_queue: usize,
 }
 
 impl Default for Config {
@@ -297,7 +322,53 @@ impl Default for LimitsConfig {
             enrollment_body_bytes: 256 * 1024,
             management_body_bytes: 4 * 1024 * 1024,
             handshake_timeout_seconds: 10,
+            header_timeout_seconds: 10,
+            body_timeout_seconds: 30,
+            body_min_rate_bytes_per_second: 1024,
+            body_min_rate_grace_seconds: 10,
+            idle_timeout_seconds: 60,
+            max_connections: 4096,
+            max_connections_per_address: 256,
+            password_hashes: None,
+            password_queue: 16,
         }
+    }
+}
+
+impl LimitsConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: &str| Err(ConfigError::Invalid(format!("limits.{m}")));
+        for (name, value, max) in [
+            ("handshake_timeout_seconds", self.handshake_timeout_seconds, 300),
+            ("header_timeout_seconds", self.header_timeout_seconds, 300),
+            ("body_timeout_seconds", self.body_timeout_seconds, 3600),
+            ("idle_timeout_seconds", self.idle_timeout_seconds, 3600),
+        ] {
+            if !(1..=max).contains(&value) {
+                return Err(ConfigError::Invalid(format!(
+                    "limits.{name} must be between 1 and {max}"
+                )));
+            }
+        }
+        if self.body_min_rate_bytes_per_second > 64 * 1024 * 1024 {
+            return invalid("body_min_rate_bytes_per_second must be at most 64 MiB/s (0 turns it off)");
+        }
+        if self.body_min_rate_grace_seconds > self.body_timeout_seconds {
+            return invalid("body_min_rate_grace_seconds must not exceed body_timeout_seconds");
+        }
+        if !(1..=1_000_000).contains(&self.max_connections) {
+            return invalid("max_connections must be between 1 and 1000000");
+        }
+        if !(1..=self.max_connections).contains(&self.max_connections_per_address) {
+            return invalid("max_connections_per_address must be between 1 and max_connections");
+        }
+        if self.password_hashes.is_some_and(|n| !(1..=1024).contains(&n)) {
+            return invalid("password_hashes must be between 1 and 1024 (or absent: from the machine)");
+        }
+        if self.password_queue > 10_000 {
+            return invalid("password_queue must be at most 10000");
+        }
+        Ok(())
     }
 }
 
@@ -323,6 +394,22 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("STEWARD_POLL_INTERVAL_MINUTES", "enrollment.poll_interval_minutes"),
     ("STEWARD_ENROLLMENT_BODY_BYTES", "limits.enrollment_body_bytes"),
     ("STEWARD_MANAGEMENT_BODY_BYTES", "limits.management_body_bytes"),
+    ("STEWARD_HANDSHAKE_TIMEOUT_SECONDS", "limits.handshake_timeout_seconds"),
+    ("STEWARD_HEADER_TIMEOUT_SECONDS", "limits.header_timeout_seconds"),
+    ("STEWARD_BODY_TIMEOUT_SECONDS", "limits.body_timeout_seconds"),
+    ("STEWARD_BODY_MIN_RATE", "limits.body_min_rate_bytes_per_second"),
+    (
+        "STEWARD_BODY_MIN_RATE_GRACE_SECONDS",
+        "limits.body_min_rate_grace_seconds",
+    ),
+    ("STEWARD_IDLE_TIMEOUT_SECONDS", "limits.idle_timeout_seconds"),
+    ("STEWARD_MAX_CONNECTIONS", "limits.max_connections"),
+    (
+        "STEWARD_MAX_CONNECTIONS_PER_ADDRESS",
+        "limits.max_connections_per_address",
+    ),
+    ("STEWARD_PASSWORD_HASHES", "limits.password_hashes"),
+    ("STEWARD_PASSWORD_QUEUE", "limits.password_queue"),
     (
         "STEWARD_INVENTORY_INTERVAL_HOURS",
         "enrollment.inventory_interval_hours",
@@ -340,6 +427,16 @@ const NUMERIC_KEYS: &[&str] = &[
     "enrollment.poll_interval_minutes",
     "limits.enrollment_body_bytes",
     "limits.management_body_bytes",
+    "limits.handshake_timeout_seconds",
+    "limits.header_timeout_seconds",
+    "limits.body_timeout_seconds",
+    "limits.body_min_rate_bytes_per_second",
+    "limits.body_min_rate_grace_seconds",
+    "limits.idle_timeout_seconds",
+    "limits.max_connections",
+    "limits.max_connections_per_address",
+    "limits.password_hashes",
+    "limits.password_queue",
     "enrollment.inventory_interval_hours",
 ];
 
@@ -472,6 +569,7 @@ impl Config {
         if !(4096..=64 * 1024 * 1024).contains(&self.limits.enrollment_body_bytes) {
             return invalid("limits.enrollment_body_bytes must be between 4 KiB and 64 MiB".into());
         }
+        self.limits.validate()?;
         let w = &self.webhooks;
         if w.retry_schedule_seconds.len() > 20
             || w.retry_schedule_seconds
@@ -640,6 +738,40 @@ mod tests {
             Config::load_from(Some(&path), env(&[])),
             Err(ConfigError::Parse { .. })
         ));
+    }
+
+    #[test]
+    fn limits_from_the_environment_and_their_checks() {
+        let c = Config::load_from(
+            None,
+            env(&[
+                ("STEWARD_BODY_TIMEOUT_SECONDS", "5"),
+                ("STEWARD_BODY_MIN_RATE_GRACE_SECONDS", "2"),
+                ("STEWARD_MAX_CONNECTIONS_PER_ADDRESS", "8"),
+                ("STEWARD_PASSWORD_HASHES", "3"),
+                ("STEWARD_PASSWORD_QUEUE", "0"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.limits.body_timeout_seconds, 5);
+        assert_eq!(c.limits.max_connections_per_address, 8);
+        assert_eq!(c.limits.password_hashes, Some(3));
+        assert_eq!(c.limits.password_queue, 0);
+        assert_eq!(Config::default().limits.password_hashes, None, "sized from the machine");
+        for bad in [
+            &[("STEWARD_HEADER_TIMEOUT_SECONDS", "0")][..],
+            &[("STEWARD_BODY_MIN_RATE_GRACE_SECONDS", "31")],
+            &[
+                ("STEWARD_MAX_CONNECTIONS", "10"),
+                ("STEWARD_MAX_CONNECTIONS_PER_ADDRESS", "11"),
+            ],
+            &[("STEWARD_PASSWORD_HASHES", "0")],
+            &[("STEWARD_IDLE_TIMEOUT_SECONDS", "soon")],
+        ] {
+            let pairs: Vec<(String, String)> = bad.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+            let lookup = move |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+            assert!(Config::load_from(None, lookup).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

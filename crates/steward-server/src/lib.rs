@@ -157,11 +157,12 @@ pub async fn start_with_store(
     })?;
     let root_ca_pem = pki.root.cert_pem();
     let public_url = config.public_url();
-    let handshake_timeout = Duration::from_secs(config.limits.handshake_timeout_seconds);
+    let transport_limits = listener::TransportLimits::from_config(&config);
     let config = Arc::new(config);
     let pki = Arc::new(pki);
     let data_key = pki.data_key.clone();
-    let core = compose::core(store.clone(), data_key.clone());
+    let core = compose::core_with_limits(store.clone(), data_key.clone(), &config.limits);
+    core.passwords.warm_up();
     let app = compose::router(&config, &core, &pki);
     let (shutdown, rx) = watch::channel(false);
     let webhook_task = webhooks::spawn(store, data_key, &config.webhooks, rx.clone());
@@ -170,7 +171,7 @@ pub async fn start_with_store(
         tls,
         app.clone(),
         compose::REWRITE,
-        handshake_timeout,
+        transport_limits,
         rx,
     ));
     tracing::info!(%local_addr, %public_url, "listening");

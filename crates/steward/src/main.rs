@@ -649,6 +649,22 @@ fn logout() -> Result<()> {
 
 async fn serve(config: Config) -> Result<()> {
     let data_dir = config.data_dir.clone();
+    // Every connection holds a file descriptor, and the soft limit is often 1024: raise it to the
+    // hard limit (the connection cap is then fitted to it, see limits.max_connections).
+    match steward_server::listener::raise_descriptor_limit() {
+        Ok(Some(l)) => tracing::info!(
+            soft = ?l.soft,
+            hard = ?l.hard,
+            raised_from = ?l.raised_from,
+            "file-descriptor limit"
+        ),
+        Ok(None) => {}
+        Err(e) => tracing::warn!(
+            error = %e,
+            limit = ?steward_server::listener::descriptor_limit(),
+            "cannot raise the file-descriptor limit"
+        ),
+    }
     let server = steward_server::start(config).await.context("starting the server")?;
     let url = &server.public_url;
     let endpoints: Vec<_> = server

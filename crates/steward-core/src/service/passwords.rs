@@ -13,7 +13,10 @@
 //! - **Bounded hashing.** Argon2id holds ~19 MiB per check; at most
 //!   [`PasswordPolicy::max_concurrent_hashes`] run at once and a short queue waits for a slot;
 //!   past that the check is refused at once as busy (retryable), so a flood of password attempts
-//!   cannot exhaust memory.
+//!   cannot exhaust memory. The hashes run on that many dedicated threads ([`Hashers`]), each
+//!   reusing one Argon2 buffer, so hashing never holds more than slots × 19 MiB whatever the
+//!   allocator does with large frees (a fresh buffer per hash on tokio's blocking pool, with
+//!   glibc: +137 MiB resident after 12 hashes two at a time; docs/BENCHMARKS.md).
 //! - **No user enumeration.** An unknown user's check hashes against a fixed dummy hash with the
 //!   same parameters, through the same queue.
 //!
@@ -244,24 +247,150 @@ fn dummy_hash() -> &'static str {
     })
 }
 
+thread_local! {
+    /// This hashing thread's Argon2 working memory, kept between checks. Allocated once, so the
+    /// memory hashing holds is one buffer per thread whatever the allocator does with large frees
+    /// (glibc kept up to eight freed 19 MiB buffers per thread: +150 MiB resident).
+    static ARGON2_MEMORY: std::cell::RefCell<Vec<argon2::Block>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The most Argon2 memory a stored hash may ask for (4× the parameters we write); a hash asking
+/// for more is refused instead of allocated.
+const MAX_ARGON2_BLOCKS: usize = 4 * (ARGON2_MEMORY_BYTES / 1024) as usize;
+
+/// The PHC check of [`crate::secret::verify_password`] (algorithm, version and parameters from the
+/// stored hash; constant-time comparison of the output) on this thread's reused memory.
+fn verify_on_this_thread(password: &str, phc: &str) -> bool {
+    use argon2::password_hash::{Output, PasswordHash};
+    let Ok(hash) = PasswordHash::new(phc) else {
+        return false;
+    };
+    let (Some(salt), Some(expected)) = (hash.salt, hash.hash) else {
+        return false;
+    };
+    let Ok(algorithm) = argon2::Algorithm::try_from(hash.algorithm) else {
+        return false;
+    };
+    let Ok(version) = hash
+        .version
+        .map_or(Ok(argon2::Version::default()), argon2::Version::try_from)
+    else {
+        return false;
+    };
+    let Ok(params) = argon2::Params::try_from(&hash) else {
+        return false;
+    };
+    let blocks = params.block_count();
+    if blocks > MAX_ARGON2_BLOCKS {
+        return false;
+    }
+    let mut salt_buf = [0u8; 64];
+    let Ok(salt) = salt.decode_b64(&mut salt_buf) else {
+        return false;
+    };
+    let mut out = [0u8; Output::MAX_LENGTH];
+    let Some(out) = out.get_mut(..expected.len()) else {
+        return false;
+    };
+    let argon = argon2::Argon2::new(algorithm, version, params);
+    let hashed = ARGON2_MEMORY.with_borrow_mut(|memory| {
+        if memory.len() < blocks {
+            memory.resize(blocks, argon2::Block::default());
+        }
+        argon.hash_password_into_with_memory(password.as_bytes(), salt, out, &mut memory[..blocks])
+    });
+    hashed.is_ok() && Output::new(out).is_ok_and(|computed| computed == expected)
+}
+
+type HashJob = Box<dyn FnOnce() + Send>;
+
+/// The threads password hashes run on: as many as there are hashing slots, started on first use,
+/// ended when the last [`Passwords`] clone is dropped.
+struct Hashers {
+    threads: usize,
+    jobs: OnceLock<Option<std::sync::mpsc::Sender<HashJob>>>,
+}
+
+impl Hashers {
+    fn new(threads: usize) -> Self {
+        Self {
+            threads: threads.max(1),
+            jobs: OnceLock::new(),
+        }
+    }
+
+    fn start(threads: usize) -> Option<std::sync::mpsc::Sender<HashJob>> {
+        let (tx, rx) = std::sync::mpsc::channel::<HashJob>();
+        let rx = Arc::new(Mutex::new(rx));
+        let mut started = 0;
+        for i in 0..threads {
+            let rx = rx.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("steward-hash-{i}"))
+                .spawn(move || {
+                    loop {
+                        let job = match rx.lock() {
+                            Ok(rx) => rx.recv(),
+                            Err(_) => return,
+                        };
+                        let Ok(job) = job else { return };
+                        // A panicking hash fails its own check (its result sender is dropped),
+                        // not the thread.
+                        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                    }
+                });
+            if spawned.is_ok() {
+                started += 1;
+            }
+        }
+        (started > 0).then_some(tx)
+    }
+
+    /// Runs `f` on a hashing thread; `None` if no thread could be started.
+    fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Option<tokio::sync::oneshot::Receiver<T>> {
+        let jobs = self.jobs.get_or_init(|| Self::start(self.threads)).as_ref()?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        jobs.send(Box::new(move || {
+            let _ = tx.send(f());
+        }))
+        .ok()?;
+        Some(rx)
+    }
+}
+
 #[derive(Clone)]
 pub struct Passwords {
     users: Arc<dyn UserStore>,
     policy: Arc<PasswordPolicy>,
     limiter: Arc<Limiter>,
     hashing: Arc<Semaphore>,
+    hashers: Arc<Hashers>,
     queued: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Passwords {
     pub fn new(users: Arc<dyn UserStore>, policy: PasswordPolicy) -> Self {
+        let slots = policy.max_concurrent_hashes.max(1);
         Self {
-            hashing: Arc::new(Semaphore::new(policy.max_concurrent_hashes.max(1))),
+            hashing: Arc::new(Semaphore::new(slots)),
+            hashers: Arc::new(Hashers::new(slots)),
             users,
             policy: Arc::new(policy),
             limiter: Arc::default(),
             queued: Arc::default(),
         }
+    }
+
+    /// Starts the hashing threads and computes the dummy hash (one Argon2 hash, once per process)
+    /// in the background, so that the first unknown user's check takes no longer than a known
+    /// user's. The server calls it at start.
+    pub fn warm_up(&self) {
+        let _ = self.hashers.run(|| {
+            dummy_hash();
+        });
     }
 
     pub fn policy(&self) -> &PasswordPolicy {
@@ -275,7 +404,7 @@ impl Passwords {
         self.reserve(&email, peer)?;
         let user = self.users.user_by_email(&email).await?;
         let phc = user.as_ref().map(|u| u.password_hash.clone());
-        let ok = self.verify(password, phc).await?;
+        let ok = self.verify_reserved(&email, peer, password, phc).await?;
         match user {
             Some(u) if ok => {
                 self.limiter.succeeded(&email, peer);
@@ -305,7 +434,7 @@ impl Passwords {
             .await?
             .filter(|u| !u.user.disabled);
         let phc = user.as_ref().map(|u| u.user.password_hash.clone());
-        let right = self.verify(password, phc).await?;
+        let right = self.verify_reserved(&email, peer, password, phc).await?;
         match user {
             Some(u) if right => {
                 // Not a failure; the address's earlier failures are forgiven only once the sign-in
@@ -339,6 +468,23 @@ impl Passwords {
             .map_err(|retry_after| PasswordRefused::Throttled { retry_after })
     }
 
+    /// [`Passwords::verify`] for an attempt reserved against the limits: refused as busy, no
+    /// password was tried, so the reservation is given back (a flood that only meets a full queue
+    /// must not lock a user or an address out).
+    async fn verify_reserved(
+        &self,
+        email: &str,
+        peer: Option<IpAddr>,
+        password: &str,
+        phc: Option<String>,
+    ) -> Result<bool, PasswordRefused> {
+        let verified = self.verify(password, phc).await;
+        if matches!(verified, Err(PasswordRefused::Busy)) {
+            self.limiter.release(email, peer);
+        }
+        verified
+    }
+
     /// Runs the hash on a blocking thread once a slot is free (or refuses as busy).
     async fn verify(&self, password: &str, phc: Option<String>) -> Result<bool, PasswordRefused> {
         use std::sync::atomic::Ordering;
@@ -359,13 +505,14 @@ impl Passwords {
         };
         let password = zeroize::Zeroizing::new(password.to_owned());
         let known = phc.is_some();
-        let phc = phc.unwrap_or_else(|| dummy_hash().to_owned());
-        let ok = tokio::task::spawn_blocking(move || {
+        let hashed = self.hashers.run(move || {
             let _permit = permit;
-            crate::secret::verify_password(&password, &phc)
-        })
-        .await
-        .unwrap_or(false);
+            verify_on_this_thread(&password, phc.as_deref().unwrap_or_else(|| dummy_hash()))
+        });
+        let Some(hashed) = hashed else {
+            return Err(PasswordRefused::Busy);
+        };
+        let ok = hashed.await.unwrap_or(false);
         Ok(ok && known)
     }
 }
@@ -420,6 +567,27 @@ mod tests {
             assert!(l.reserve(&p, &format!("u{i}@x"), ip).is_ok());
         }
         assert!(l.reserve(&p, "new@x", ip).is_err());
+    }
+
+    #[test]
+    fn the_reused_memory_check_agrees_with_the_plain_one() {
+        let phc = crate::secret::hash_password("correct horse").unwrap();
+        for (password, stored, right) in [
+            ("correct horse", phc.as_str(), true),
+            ("wrong horse", phc.as_str(), false),
+            ("correct horse", dummy_hash(), false),
+            ("correct horse", "not a hash", false),
+        ] {
+            assert_eq!(
+                verify_on_this_thread(password, stored),
+                right,
+                "{password} against {stored}"
+            );
+            assert_eq!(crate::secret::verify_password(password, stored), right);
+        }
+        // A stored hash asking for 4 GiB is refused, not allocated.
+        let greedy = "$argon2id$v=19$m=4194304,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaA";
+        assert!(!verify_on_this_thread("x", greedy));
     }
 
     #[test]

@@ -13,6 +13,7 @@ mod enrollment;
 mod enrollment_faults;
 mod fixtures;
 mod lifecycle;
+mod limits;
 mod load;
 mod management;
 mod probe;
