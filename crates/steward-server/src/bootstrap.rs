@@ -54,7 +54,7 @@ pub enum BootstrapError {
 /// The mode of every file the server creates (see the module docs).
 const FILE_MODE: u32 = 0o600;
 /// The mode of every directory it creates.
-const DIR_MODE: u32 = 0o700;
+pub(crate) const DIR_MODE: u32 = 0o700;
 
 /// The files Steward writes in the data directory (relative to it), tightened to [`FILE_MODE`] at
 /// every start because earlier versions wrote some of them 0644. Not the KEK: see the module docs.
@@ -168,13 +168,13 @@ pub fn prepare_database_file(path: &Path) -> Result<(), BootstrapError> {
 }
 
 #[cfg(unix)]
-fn set_mode(path: &Path, mode: u32) -> Result<(), BootstrapError> {
+pub(crate) fn set_mode(path: &Path, mode: u32) -> Result<(), BootstrapError> {
     use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(io(path))
 }
 
 #[cfg(not(unix))]
-fn set_mode(_path: &Path, _mode: u32) -> Result<(), BootstrapError> {
+pub(crate) fn set_mode(_path: &Path, _mode: u32) -> Result<(), BootstrapError> {
     Ok(())
 }
 
@@ -207,7 +207,7 @@ fn tighten(path: &Path) -> Result<(), BootstrapError> {
 
 /// Writes `data` to `path` atomically (temp file + rename), the temp file created 0600 before any
 /// byte is written.
-fn write_atomic(path: &Path, data: &[u8]) -> Result<(), BootstrapError> {
+pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<(), BootstrapError> {
     let tmp = path.with_extension("tmp");
     {
         let mut opts = fs::OpenOptions::new();

@@ -168,6 +168,54 @@ pub struct TlsConfig {
     pub key_algorithm: TlsKeyAlgorithm,
     /// More names for the generated server certificate besides the public URL's host.
     pub extra_hostnames: Vec<String>,
+    /// The host name devices are sent to for enrollment (Enrollment.svc, also WSTEP renewal) and
+    /// management: the only name whose handshakes request a client certificate. Every other name
+    /// (discovery, policy, sign-in page, console, API) gets none (interop review E-3, C-6). Unset:
+    /// one host for everything, where only `EnterpriseEnrollment.*` is spared the request.
+    pub device_hostname: Option<String>,
+    /// Obtain and renew a publicly trusted certificate by ACME (RFC 8555) instead.
+    pub acme: Option<AcmeConfig>,
+}
+
+/// `[tls.acme]`: the certificate comes from an ACME CA (Let's Encrypt by default), is stored sealed
+/// in the data directory and renewed at two thirds of its lifetime without a restart.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AcmeConfig {
+    /// The names on the certificate. Default: the public URL's host plus `tls.extra_hostnames`
+    /// (add `EnterpriseEnrollment.<domain>` for each e-mail domain whose users enroll).
+    pub domains: Vec<String>,
+    /// Account contact addresses (`mailto:` added when missing).
+    pub contact: Vec<String>,
+    pub directory_url: String,
+    /// `tls-alpn-01`, answered on the server's own port: the CA connects to port 443 of every name,
+    /// so `listen` (or a port forward) must be reachable there.
+    pub challenge: AcmeChallenge,
+    /// A PEM CA certificate the directory's TLS certificate chains to, instead of the system's
+    /// roots (test CAs such as Pebble).
+    pub directory_ca_file: Option<PathBuf>,
+}
+
+/// Let's Encrypt's production directory.
+pub const LETS_ENCRYPT_DIRECTORY: &str = "https://acme-v02.api.letsencrypt.org/directory";
+
+impl Default for AcmeConfig {
+    fn default() -> Self {
+        Self {
+            domains: Vec::new(),
+            contact: Vec::new(),
+            directory_url: LETS_ENCRYPT_DIRECTORY.into(),
+            challenge: AcmeChallenge::TlsAlpn01,
+            directory_ca_file: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum AcmeChallenge {
+    /// RFC 8737.
+    #[serde(rename = "tls-alpn-01")]
+    TlsAlpn01,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -273,6 +321,8 @@ impl Default for TlsConfig {
             key_file: None,
             key_algorithm: TlsKeyAlgorithm::EcdsaP256,
             extra_hostnames: Vec::new(),
+            device_hostname: None,
+            acme: None,
         }
     }
 }
@@ -383,6 +433,12 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("STEWARD_TLS_KEY_FILE", "tls.key_file"),
     ("STEWARD_TLS_KEY_ALGORITHM", "tls.key_algorithm"),
     ("STEWARD_TLS_EXTRA_HOSTNAMES", "tls.extra_hostnames"),
+    ("STEWARD_TLS_DEVICE_HOSTNAME", "tls.device_hostname"),
+    ("STEWARD_ACME_DOMAINS", "tls.acme.domains"),
+    ("STEWARD_ACME_CONTACT", "tls.acme.contact"),
+    ("STEWARD_ACME_DIRECTORY_URL", "tls.acme.directory_url"),
+    ("STEWARD_ACME_CHALLENGE", "tls.acme.challenge"),
+    ("STEWARD_ACME_DIRECTORY_CA_FILE", "tls.acme.directory_ca_file"),
     ("STEWARD_KEK", "pki.kek"),
     ("STEWARD_KEK_FILE", "pki.kek_file"),
     ("STEWARD_PKI_ORGANIZATION", "pki.organization"),
@@ -418,6 +474,14 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
 ];
 
 /// Boolean keys: their environment value is true/false, 1/0, yes/no or on/off.
+/// Keys whose environment value is a comma-separated list.
+const LIST_KEYS: &[&str] = &[
+    "tls.extra_hostnames",
+    "management.trusted_proxies",
+    "tls.acme.domains",
+    "tls.acme.contact",
+];
+
 const BOOL_KEYS: &[&str] = &["management.md5_auth", "console.require_totp"];
 
 /// Keys whose TOML type is not a string: their environment value is parsed as that type.
@@ -479,7 +543,7 @@ impl Config {
                         });
                     }
                 })
-            } else if *key == "tls.extra_hostnames" || *key == "management.trusted_proxies" {
+            } else if LIST_KEYS.contains(key) {
                 toml::Value::Array(
                     raw.split(',')
                         .map(str::trim)
@@ -523,6 +587,37 @@ impl Config {
         }
         if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
             return invalid("tls.cert_file and tls.key_file must be given together".into());
+        }
+        if let Some(acme) = &self.tls.acme {
+            if self.tls.cert_file.is_some() {
+                return invalid(
+                    "tls.acme and tls.cert_file exclude each other: choose one source of the certificate".into(),
+                );
+            }
+            if !acme.directory_url.starts_with("https://") {
+                return invalid(format!(
+                    "tls.acme.directory_url {:?} must be an https:// URL",
+                    acme.directory_url
+                ));
+            }
+            for d in self.acme_domains() {
+                let ok = !d.is_empty()
+                    && d.len() <= 253
+                    && d.parse::<std::net::IpAddr>().is_err()
+                    && d.split('.').all(|l| {
+                        !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    });
+                if !ok {
+                    return invalid(format!(
+                        "tls.acme.domains: {d:?} is not a DNS name (ACME certifies names, not addresses)"
+                    ));
+                }
+            }
+            if let Some(f) = &acme.directory_ca_file
+                && !f.is_file()
+            {
+                return invalid(format!("tls.acme.directory_ca_file {} does not exist", f.display()));
+            }
         }
         let p = &self.pki;
         if !(1..=3650).contains(&p.device_cert_validity_days) {
@@ -630,10 +725,20 @@ impl Config {
         }
     }
 
+    /// The names of the ACME certificate: `tls.acme.domains`, or the public host and
+    /// `tls.extra_hostnames` (empty without `[tls.acme]`).
+    pub fn acme_domains(&self) -> Vec<String> {
+        match &self.tls.acme {
+            None => Vec::new(),
+            Some(a) if !a.domains.is_empty() => a.domains.clone(),
+            Some(_) => self.tls_hostnames(),
+        }
+    }
+
     /// Host names (or IPs) the TLS server certificate must cover.
     pub fn tls_hostnames(&self) -> Vec<String> {
         let mut names: Vec<String> = public_host(&self.public_url()).into_iter().collect();
-        for n in &self.tls.extra_hostnames {
+        for n in self.tls.device_hostname.iter().chain(&self.tls.extra_hostnames) {
             if !names.contains(n) {
                 names.push(n.clone());
             }

@@ -4,6 +4,7 @@
 //! module that names a platform), the admin REST API (`steward-api`) and the web console
 //! (`steward-console`). [`start`] prepares everything and serves until [`RunningServer::shutdown`].
 
+pub mod acme;
 pub mod bootstrap;
 pub mod compose;
 pub mod config;
@@ -34,6 +35,8 @@ pub enum ServeError {
     Bootstrap(#[from] bootstrap::BootstrapError),
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    #[error(transparent)]
+    Acme(#[from] steward_acme::AcmeError),
     #[error("store: {0}")]
     Store(#[from] steward_core::StoreError),
     #[error("cannot listen on {addr}: {source}")]
@@ -75,10 +78,16 @@ pub struct RunningServer {
     pub pki: Arc<Pki>,
     /// The router the listener serves (tests call it in-process).
     pub router: axum::Router,
+    /// The TLS server certificate being served (swapped by ACME renewals).
+    pub tls_certs: Arc<steward_acme::CertResolver>,
+    /// The ACME manager, with `[tls.acme]`.
+    pub acme: Option<Arc<steward_acme::AcmeManager>>,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<()>,
     /// The webhook dispatcher ([`webhooks`]); it watches the same shutdown channel.
     webhook_task: JoinHandle<()>,
+    /// The ACME renewal loop; it watches the same shutdown channel.
+    acme_task: Option<JoinHandle<()>>,
 }
 
 impl RunningServer {
@@ -87,6 +96,9 @@ impl RunningServer {
         let _ = self.shutdown.send(true);
         let _ = self.task.await;
         let _ = self.webhook_task.await;
+        if let Some(t) = self.acme_task {
+            let _ = t.await;
+        }
     }
 
     /// Serves until the process receives Ctrl-C / SIGTERM.
@@ -150,7 +162,27 @@ pub async fn start_with_store(
             .map_err(|e| bootstrap::BootstrapError::Inconsistent(format!("key setup task failed: {e}")))??
     };
     let generated_admin_token = bootstrap::ensure_admin_token(&config, store.as_ref()).await?;
-    let tls = tls::server_config(&pki)?;
+    let initial = tls::certified_key(&pki)?;
+    let acme = match acme::settings(&config)? {
+        Some(settings) => {
+            let store = Arc::new(acme::SealedStore::new(&config.data_dir, pki.data_key.clone())?);
+            Some(Arc::new(steward_acme::AcmeManager::new(
+                settings,
+                store,
+                initial.clone(),
+            )?))
+        }
+        None => None,
+    };
+    let certs = match &acme {
+        Some(m) => m.resolver(),
+        None => Arc::new(steward_acme::CertResolver::new(initial)),
+    };
+    let tls = Arc::new(tls::Tls::new(
+        &pki,
+        certs.clone(),
+        config.tls.device_hostname.as_deref(),
+    )?);
     let local_addr = listener.local_addr().map_err(|source| ServeError::Listen {
         addr: config.listen,
         source,
@@ -166,6 +198,7 @@ pub async fn start_with_store(
     let app = compose::router(&config, &core, &pki);
     let (shutdown, rx) = watch::channel(false);
     let webhook_task = webhooks::spawn(store, data_key, &config.webhooks, rx.clone());
+    let acme_task = acme.clone().map(|m| tokio::spawn(m.run(rx.clone())));
     let task = tokio::spawn(listener::serve(
         listener,
         tls,
@@ -185,8 +218,11 @@ pub async fn start_with_store(
         config,
         pki,
         router: app,
+        tls_certs: certs,
+        acme,
         shutdown,
         task,
         webhook_task,
+        acme_task,
     })
 }

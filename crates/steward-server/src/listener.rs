@@ -39,10 +39,12 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::{Instant, Sleep};
-use tokio_rustls::TlsAcceptor;
+use tokio_rustls::LazyConfigAcceptor;
+use tokio_rustls::server::TlsStream;
 use tower::ServiceExt;
 
 use crate::config::Config;
+use crate::tls::{Surface, Tls};
 
 /// A request rewrite applied before routing (the platforms' path canonicalisation: Windows device
 /// paths are case-insensitive, routing is not).
@@ -187,13 +189,13 @@ pub fn effective_max_connections(configured: usize, limit: Option<DescriptorLimi
 
 pub async fn serve(
     listener: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
+    tls: Arc<Tls>,
     app: Router,
     rewrite: Rewrite,
     limits: TransportLimits,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let acceptor = TlsAcceptor::from(tls);
+    let acceptor = tls;
     let graceful = GracefulShutdown::new();
     let descriptors = descriptor_limit();
     let max_connections = effective_max_connections(limits.max_connections, descriptors);
@@ -298,15 +300,16 @@ pub async fn serve(
 async fn connection(
     tcp: TcpStream,
     peer: SocketAddr,
-    acceptor: TlsAcceptor,
+    acceptor: Arc<Tls>,
     app: Router,
     rewrite: Rewrite,
     limits: Arc<TransportLimits>,
     watcher: Watcher,
     _slot: Slot,
 ) {
-    let tls_stream = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
-        Ok(Ok(s)) => s,
+    let tls_stream = match tokio::time::timeout(limits.handshake_timeout, handshake(&acceptor, tcp)).await {
+        Ok(Ok(Some(s))) => s,
+        Ok(Ok(None)) => return,
         Ok(Err(e)) => {
             tracing::debug!(%peer, error = %e, "TLS handshake failed");
             return;
@@ -368,17 +371,31 @@ async fn connection(
     }
 }
 
+/// The TLS handshake with the configuration the ClientHello selects ([`Tls::select`]). `None`: an
+/// ACME validation handshake, complete and closed (RFC 8737 §3: no application data follows).
+async fn handshake(tls: &Tls, tcp: TcpStream) -> io::Result<Option<TlsStream<TcpStream>>> {
+    let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp).await?;
+    let (surface, config) = tls.select(&start.client_hello());
+    let mut stream = start.into_stream(config).await?;
+    if surface == Surface::AcmeValidation {
+        let _ = tokio::io::AsyncWriteExt::shutdown(&mut stream).await;
+        return Ok(None);
+    }
+    Ok(Some(stream))
+}
+
 /// A connection over a cap: its request (whatever it is) is answered 503 with `Retry-After`, then
 /// the connection is closed.
 async fn refuse(
     tcp: TcpStream,
-    acceptor: TlsAcceptor,
+    acceptor: Arc<Tls>,
     limits: Arc<TransportLimits>,
     refusal: Refusal,
     _permit: OwnedSemaphorePermit,
 ) {
     let short = Duration::from_secs(5);
-    let Ok(Ok(tls_stream)) = tokio::time::timeout(limits.handshake_timeout.min(short), acceptor.accept(tcp)).await
+    let Ok(Ok(Some(tls_stream))) =
+        tokio::time::timeout(limits.handshake_timeout.min(short), handshake(&acceptor, tcp)).await
     else {
         return;
     };

@@ -4,6 +4,7 @@
 // Harness helpers outside #[test] functions: a failed setup step should fail the test loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod acme;
 mod api;
 mod architecture;
 mod at_rest;
