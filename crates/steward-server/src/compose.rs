@@ -27,6 +27,7 @@ fn windows_settings(config: &Config) -> WindowsSettings {
     let m = &config.management;
     WindowsSettings {
         public_url: config.public_url(),
+        device_url: config.device_url(),
         auth_policy: match e.auth_policy {
             AuthPolicy::OnPremise => steward_windows::AuthPolicy::OnPremise,
             AuthPolicy::Federated => steward_windows::AuthPolicy::Federated,

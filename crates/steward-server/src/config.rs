@@ -588,6 +588,13 @@ impl Config {
         if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
             return invalid("tls.cert_file and tls.key_file must be given together".into());
         }
+        if let Some(d) = &self.tls.device_hostname
+            && !is_dns_name(d)
+        {
+            return invalid(format!(
+                "tls.device_hostname {d:?} must be a DNS name (TLS carries no name for an address, so the host could not be told apart)"
+            ));
+        }
         if let Some(acme) = &self.tls.acme {
             if self.tls.cert_file.is_some() {
                 return invalid(
@@ -601,13 +608,7 @@ impl Config {
                 ));
             }
             for d in self.acme_domains() {
-                let ok = !d.is_empty()
-                    && d.len() <= 253
-                    && d.parse::<std::net::IpAddr>().is_err()
-                    && d.split('.').all(|l| {
-                        !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-                    });
-                if !ok {
+                if !is_dns_name(&d) {
                     return invalid(format!(
                         "tls.acme.domains: {d:?} is not a DNS name (ACME certifies names, not addresses)"
                     ));
@@ -725,6 +726,25 @@ impl Config {
         }
     }
 
+    /// The device host's base URL (`tls.device_hostname` with the public URL's scheme and port),
+    /// or `None` when devices use the public URL for everything.
+    pub fn device_url(&self) -> Option<String> {
+        let device = self.tls.device_hostname.as_deref()?;
+        let url = self.public_url();
+        let rest = url.strip_prefix("https://")?;
+        let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let (authority, tail) = rest.split_at(authority_end);
+        // The public URL's port, if any (not the colons of an IPv6 literal).
+        let port = authority
+            .rsplit_once(':')
+            .filter(|(h, p)| {
+                !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && (!h.starts_with('[') || h.ends_with(']'))
+            })
+            .map(|(_, p)| format!(":{p}"))
+            .unwrap_or_default();
+        Some(format!("https://{device}{port}{tail}"))
+    }
+
     /// The names of the ACME certificate: `tls.acme.domains`, or the public host and
     /// `tls.extra_hostnames` (empty without `[tls.acme]`).
     pub fn acme_domains(&self) -> Vec<String> {
@@ -745,6 +765,16 @@ impl Config {
         }
         names
     }
+}
+
+/// A DNS host name: dot-separated labels of letters, digits and hyphens, not an IP address.
+fn is_dns_name(d: &str) -> bool {
+    !d.is_empty()
+        && d.len() <= 253
+        && d.parse::<std::net::IpAddr>().is_err()
+        && d.split('.')
+            .all(|l| !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+        && !d.split('.').all(|l| l.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Host part of an https URL (brackets stripped from IPv6 literals), or None if not https.
@@ -827,6 +857,64 @@ mod tests {
         assert_eq!(c.enrollment.auth_policy, AuthPolicy::Federated);
         assert_eq!(c.pki.renew_period_days, 45);
         assert_eq!(c.tls_hostnames(), vec!["mdm.example.com".to_owned()]);
+    }
+
+    #[test]
+    fn acme_from_the_file_and_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("steward.toml");
+        std::fs::write(
+            &path,
+            "public_url = \"https://mdm.example.com:8443\"\n[tls]\ndevice_hostname = \"manage.example.com\"\n[tls.acme]\ncontact = [\"admin@example.com\"]\n",
+        )
+        .unwrap();
+        let c = Config::load_from(Some(&path), env(&[])).unwrap();
+        let acme = c.tls.acme.as_ref().unwrap();
+        assert_eq!(acme.directory_url, LETS_ENCRYPT_DIRECTORY);
+        assert_eq!(acme.challenge, AcmeChallenge::TlsAlpn01);
+        // Default names: the public host and the device host.
+        assert_eq!(c.acme_domains(), vec!["mdm.example.com", "manage.example.com"]);
+        assert_eq!(c.device_url().as_deref(), Some("https://manage.example.com:8443"));
+
+        let c = Config::load_from(
+            None,
+            env(&[
+                ("STEWARD_PUBLIC_URL", "https://mdm.example.com"),
+                (
+                    "STEWARD_ACME_DOMAINS",
+                    "mdm.example.com, EnterpriseEnrollment.example.com",
+                ),
+                (
+                    "STEWARD_ACME_DIRECTORY_URL",
+                    "https://acme-staging-v02.api.letsencrypt.org/directory",
+                ),
+                ("STEWARD_ACME_CHALLENGE", "tls-alpn-01"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            c.acme_domains(),
+            vec!["mdm.example.com", "EnterpriseEnrollment.example.com"]
+        );
+        assert_eq!(c.device_url(), None);
+
+        for bad in [
+            &[("STEWARD_ACME_DOMAINS", "192.0.2.1")][..],
+            &[("STEWARD_ACME_DOMAINS", "bad_name.example.com")],
+            &[("STEWARD_ACME_DIRECTORY_URL", "http://acme.example.com/dir")],
+            &[("STEWARD_ACME_CHALLENGE", "http-01")],
+            &[("STEWARD_ACME_DIRECTORY_CA_FILE", "/nonexistent/ca.pem")],
+            &[("STEWARD_TLS_DEVICE_HOSTNAME", "10.0.0.1")],
+            &[
+                ("STEWARD_ACME_DOMAINS", "mdm.example.com"),
+                ("STEWARD_TLS_CERT_FILE", "/etc/ssl/c.pem"),
+                ("STEWARD_TLS_KEY_FILE", "/etc/ssl/k.pem"),
+            ],
+        ] {
+            let pairs: Vec<(&'static str, &'static str)> = bad.to_vec();
+            let pairs: &'static [(&'static str, &'static str)] = Box::leak(pairs.into_boxed_slice());
+            assert!(Config::load_from(None, env(pairs)).is_err(), "{bad:?} accepted");
+        }
     }
 
     #[test]

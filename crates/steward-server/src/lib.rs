@@ -8,6 +8,7 @@ pub mod acme;
 pub mod bootstrap;
 pub mod compose;
 pub mod config;
+pub mod doctor;
 pub mod listener;
 pub mod local;
 pub mod tls;

@@ -84,6 +84,9 @@ pub struct HttpsClient {
     conn: Mutex<Option<Conn>>,
     /// Connections opened so far (tests assert reuse with it).
     pub connections_opened: std::sync::atomic::AtomicU64,
+    /// Host names connected to at a fixed address instead of resolving them (as a hosts-file
+    /// entry would), still sent in SNI and `Host`.
+    addresses: Vec<(String, std::net::SocketAddr)>,
 }
 
 impl HttpsClient {
@@ -101,7 +104,14 @@ impl HttpsClient {
             tls,
             conn: Mutex::new(None),
             connections_opened: Default::default(),
+            addresses: Vec::new(),
         }
+    }
+
+    /// Connects to `addr` for `host` (tests: a second host name on a loopback server).
+    pub fn connect_via(mut self, host: &str, addr: std::net::SocketAddr) -> Self {
+        self.addresses.push((host.to_ascii_lowercase(), addr));
+        self
     }
 
     /// The rustls configuration [`HttpsClient::new`] uses.
@@ -135,9 +145,16 @@ impl HttpsClient {
 
     async fn connect(&self, host: &str, port: u16) -> Result<SendRequest<Full<Bytes>>, HttpsError> {
         let addr = format!("{host}:{port}");
-        let tcp = TcpStream::connect(&addr)
-            .await
-            .map_err(|source| HttpsError::Connect { addr, source })?;
+        let fixed = self
+            .addresses
+            .iter()
+            .find(|(h, _)| h.eq_ignore_ascii_case(host))
+            .map(|(_, a)| *a);
+        let tcp = match fixed {
+            Some(a) => TcpStream::connect(a).await,
+            None => TcpStream::connect(&addr).await,
+        }
+        .map_err(|source| HttpsError::Connect { addr, source })?;
         let _ = tcp.set_nodelay(true);
         let name = ServerName::try_from(host.to_owned()).map_err(|e| HttpsError::Tls(e.to_string()))?;
         let tls = tokio_rustls::TlsConnector::from(self.tls.clone())

@@ -126,7 +126,9 @@ pub async fn discovery(
         // 4.0 is the version every Windows 10/11 client accepts, and all this server needs.
         enrollment_version: "4.0".into(),
         policy_service_url: format!("{base}{}", crate::POLICY_URL_PATH),
-        enrollment_service_url: format!("{base}{}", crate::ENROLLMENT_URL_PATH),
+        // On the device host: enrollment requests a client certificate there (WSTEP renewal
+        // presents the device's), discovery and policy stay on the public host (E-3).
+        enrollment_service_url: format!("{}{}", state.device_base_url(), crate::ENROLLMENT_URL_PATH),
         authentication_service_url: federated.then(|| format!("{base}{}", crate::AUTH_URL_PATH)),
     };
     Ok(soap_ok(mde2::write_discover_response(relates, &resp)))

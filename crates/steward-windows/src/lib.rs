@@ -66,6 +66,10 @@ pub enum AuthPolicy {
 pub struct WindowsSettings {
     /// The server's public base URL (`https://mdm.example.com`; a trailing `/` is ignored).
     pub public_url: String,
+    /// The base URL of the device host, where the enrollment service (also WSTEP renewal, which
+    /// presents the device certificate) and management live: the only host whose TLS handshakes
+    /// request a client certificate (interop review E-3). `None`: `public_url`.
+    pub device_url: Option<String>,
     pub auth_policy: AuthPolicy,
     /// MS-MDE2 provider id: DMClient/Provider/<id> and the w7 PROVIDER-ID.
     pub provider_id: String,
@@ -153,8 +157,16 @@ impl WindowsState {
     fn base_url(&self) -> &str {
         self.settings.public_url.trim_end_matches('/')
     }
+    /// The device host's base URL, without a trailing `/`.
+    fn device_base_url(&self) -> &str {
+        self.settings
+            .device_url
+            .as_deref()
+            .unwrap_or(&self.settings.public_url)
+            .trim_end_matches('/')
+    }
     fn management_url(&self) -> String {
-        format!("{}{MANAGEMENT_URL_PATH}", self.base_url())
+        format!("{}{MANAGEMENT_URL_PATH}", self.device_base_url())
     }
 }
 

@@ -34,7 +34,7 @@ fn manifests() -> BTreeMap<String, (PathBuf, Vec<String>)> {
 /// except the test-only ones listed in `dev_exceptions`).
 fn layer(name: &str) -> u8 {
     match name {
-        "steward-windows-proto" | "steward-pki" | "steward-http" => 0,
+        "steward-windows-proto" | "steward-pki" | "steward-http" | "steward-acme" => 0,
         // The simulator plays a device: it sits beside core, on the codecs and the PKI only.
         "steward-core" | "steward-sim" => 1,
         "steward-store-sqlite" | "steward-windows" | "steward-api" => 2,

@@ -18,4 +18,5 @@ mod limits;
 mod load;
 mod management;
 mod probe;
+mod tls_surfaces;
 mod webhooks;
