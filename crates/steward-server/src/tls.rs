@@ -158,6 +158,53 @@ pub fn certified_key(pki: &Pki) -> Result<Arc<rustls::sign::CertifiedKey>, TlsEr
     Ok(Arc::new(ck))
 }
 
+/// Why a fresh device will not trust the certificate the server starts with, if it will not
+/// (interop review E-1: Windows validates the discovery endpoint's certificate against its public
+/// roots, and our root reaches the device only at the end of enrollment). `None` with `[tls.acme]`
+/// (publicly trusted once obtained) and for an operator's certificate that the system's roots
+/// verify for every configured name.
+pub fn untrusted_reason(config: &crate::Config, pki: &Pki) -> Option<String> {
+    if config.tls.acme.is_some() {
+        return None;
+    }
+    if config.tls.cert_file.is_none() {
+        return Some(
+            "the TLS certificate is issued by Steward's own CA, which devices do not trust before enrollment".into(),
+        );
+    }
+    let mut roots = RootCertStore::empty();
+    let _ = roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+    if roots.is_empty() {
+        return Some("this machine has no trusted root certificates to check tls.cert_file against".into());
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let verifier = match rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider).build()
+    {
+        Ok(v) => v,
+        Err(e) => return Some(e.to_string()),
+    };
+    let (leaf, intermediates) = pki.tls_chain.split_first()?;
+    let now = rustls_pki_types::UnixTime::now();
+    for name in config.tls_hostnames() {
+        let Ok(server_name) = rustls_pki_types::ServerName::try_from(name.clone()) else {
+            continue;
+        };
+        if let Err(e) = rustls::client::danger::ServerCertVerifier::verify_server_cert(
+            verifier.as_ref(),
+            leaf,
+            intermediates,
+            &server_name,
+            &[],
+            now,
+        ) {
+            return Some(format!(
+                "tls.cert_file does not verify for {name} against the system's roots: {e}"
+            ));
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

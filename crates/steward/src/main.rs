@@ -151,6 +151,11 @@ enum Task {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Diagnose the server as a device sees it.
+    Doctor {
+        #[command(subcommand)]
+        command: DoctorCommand,
+    },
     /// Print a shell completion script, e.g. `steward completions bash > /etc/bash_completion.d/steward`.
     Completions {
         #[arg(value_enum)]
@@ -270,6 +275,32 @@ fn ceil_units(d: time::Duration, unit: time::Duration) -> Result<i64> {
     let whole = d.whole_seconds();
     let per = unit.whole_seconds().max(1);
     Ok((whole + per - 1) / per)
+}
+
+#[derive(Subcommand)]
+enum DoctorCommand {
+    /// Connect like a fresh device and check the TLS certificate: the chain and whether the
+    /// system's roots (what a device trusts before enrollment) verify it, the names including
+    /// EnterpriseEnrollment.<domain>, expiry, and whether a client certificate is requested. Exits
+    /// non-zero on problems.
+    Tls {
+        /// The URL devices use (default: the configuration's public_url).
+        #[arg(long)]
+        url: Option<String>,
+        /// Trust this PEM CA instead of the system's roots (e.g. a test CA).
+        #[arg(long)]
+        ca: Option<PathBuf>,
+        /// E-mail domain whose users enroll: the certificate must name EnterpriseEnrollment.<domain>
+        /// (repeatable; default: the public host's parent domain, reported but not required).
+        #[arg(long = "email-domain")]
+        email_domains: Vec<String>,
+        /// The device host (default: the configuration's tls.device_hostname).
+        #[arg(long)]
+        device_host: Option<String>,
+        /// Connect to this host:port instead of resolving the URL's host.
+        #[arg(long)]
+        connect: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -527,6 +558,28 @@ fn run(cli: Cli) -> Result<()> {
                 token_stdin,
             } => login(server, ca, token_stdin).await,
             Task::Serve => serve(local_config(&cli)?).await,
+            Task::Doctor {
+                command:
+                    DoctorCommand::Tls {
+                        url,
+                        ca,
+                        email_domains,
+                        device_host,
+                        connect,
+                    },
+            } => {
+                let config = if url.is_none() || device_host.is_none() {
+                    Some(local_config(&cli)?)
+                } else {
+                    None
+                };
+                let url = match url {
+                    Some(u) => u,
+                    None => config.as_ref().map(Config::public_url).unwrap_or_default(),
+                };
+                let device_host = device_host.or_else(|| config.as_ref().and_then(|c| c.tls.device_hostname.clone()));
+                doctor_tls(url, ca, email_domains, device_host, connect).await
+            }
             Task::Audit { command } => audit_log(local_config(&cli)?, command).await,
             Task::Tokens { command } => match mode(&cli)? {
                 Mode::Remote(target) => ops::api_tokens(&ApiClient::new(&target)?, out, command).await,
@@ -687,6 +740,27 @@ async fn serve(config: Config) -> Result<()> {
         println!();
         println!("  Admin token (shown once, store it now): {}", token.expose());
     }
+    if let Some(why) = steward_server::tls::untrusted_reason(&server.config, &server.pki) {
+        // Interop review E-1: said once, at start, where the operator looks.
+        println!();
+        println!("  Warning: devices will not trust this server's TLS certificate: {why}.");
+        println!("  A fresh Windows device checks it before enrollment (discovery fails otherwise). Configure");
+        println!("  [tls.acme] (Let's Encrypt) or a certificate from a public CA (tls.cert_file); until then only");
+        println!("  devices that already trust the root CA above can enroll. Check with `steward doctor tls`.");
+        tracing::warn!(reason = %why, "devices will not trust the TLS certificate (see `steward doctor tls`)");
+    }
+    if let Some(acme) = &server.acme {
+        match acme.installed() {
+            Some(i) => println!(
+                "  TLS certificate by ACME for {} (renewed automatically)",
+                i.names.join(", ")
+            ),
+            None => println!(
+                "  Obtaining the TLS certificate by ACME for {} (the self-issued one is served until then)",
+                server.config.acme_domains().join(", ")
+            ),
+        }
+    }
     if let Some(kek) = server.pki.kek_source.in_data_dir() {
         println!();
         println!(
@@ -710,6 +784,105 @@ async fn serve(config: Config) -> Result<()> {
     }
     server.run_until_signal().await;
     Ok(())
+}
+
+async fn doctor_tls(
+    url: String,
+    ca: Option<PathBuf>,
+    email_domains: Vec<String>,
+    device_host: Option<String>,
+    connect: Option<String>,
+) -> Result<()> {
+    use steward_server::doctor;
+    let roots = match &ca {
+        Some(path) => {
+            let pem = std::fs::read(path).with_context(|| format!("the CA file {}", path.display()))?;
+            let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_slice())
+                .collect::<Result<_, _>>()
+                .with_context(|| format!("the CA file {}", path.display()))?;
+            if certs.is_empty() {
+                bail!("{} holds no certificate", path.display());
+            }
+            Some(certs)
+        }
+        None => None,
+    };
+    let (host, _) = doctor::host_port(&url)?;
+    // Without --email-domain: the public host's parent domain, reported only.
+    let implied: Vec<String> = if email_domains.is_empty() {
+        host.split_once('.')
+            .map(|(_, parent)| parent.to_owned())
+            .filter(|p| p.contains('.'))
+            .into_iter()
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let report = doctor::check(&doctor::Check {
+        url: url.clone(),
+        connect_to: connect,
+        roots,
+        email_domains,
+        device_host,
+    })
+    .await?;
+    let trust = if ca.is_some() {
+        "the given CA"
+    } else {
+        "the system's roots"
+    };
+    for hs in &report.handshakes {
+        println!("{} (as a device trusting {trust}):", hs.host);
+        for (i, c) in hs.chain.iter().enumerate() {
+            println!("  [{i}] subject {}", c.subject);
+            println!(
+                "      issuer  {}{}",
+                c.issuer,
+                if c.self_signed { " (self-signed)" } else { "" }
+            );
+            println!("      expires {}", c.not_after);
+            if i == 0 {
+                println!("      names   {}", c.dns_names.join(", "));
+            }
+        }
+        match &hs.trusted {
+            Ok(()) => println!("  trusted: yes"),
+            Err(why) => println!("  trusted: NO ({why})"),
+        }
+        println!(
+            "  client certificate requested: {}",
+            if hs.client_cert_requested { "yes" } else { "no" }
+        );
+    }
+    let names: Vec<String> = report
+        .handshakes
+        .first()
+        .and_then(|h| h.chain.first())
+        .map(|l| l.dns_names.clone())
+        .unwrap_or_default();
+    for domain in &implied {
+        let discovery = format!("EnterpriseEnrollment.{domain}");
+        let covered = names.iter().any(|n| {
+            n.eq_ignore_ascii_case(&discovery) || n.strip_prefix("*.").is_some_and(|s| s.eq_ignore_ascii_case(domain))
+        });
+        println!(
+            "{discovery}: {} (Windows discovery for @{domain} addresses; check with --email-domain {domain})",
+            if covered {
+                "named by the certificate"
+            } else {
+                "not named by the certificate"
+            }
+        );
+    }
+    if report.problems.is_empty() {
+        println!("no problems found");
+        return Ok(());
+    }
+    println!("problems:");
+    for p in &report.problems {
+        println!("  - {p}");
+    }
+    bail!("{} problem(s) with the TLS certificate of {url}", report.problems.len())
 }
 
 fn config_check(config: &Config) -> Result<()> {

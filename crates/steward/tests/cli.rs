@@ -36,7 +36,13 @@ const ADMIN_TOKEN: &str = "stw_adm_cli_test_bootstrap_0123456789";
 
 /// Starts `steward serve` with a known bootstrap admin token and waits for its banner.
 fn start_server(dir: &std::path::Path, port: u16) -> Server {
+    start_server_with(dir, port, &[])
+}
+
+/// [`start_server`] with more environment variables.
+fn start_server_with(dir: &std::path::Path, port: u16, env: &[(&str, &str)]) -> Server {
     let mut child = steward(dir, port)
+        .envs(env.iter().copied())
         .env("STEWARD_ADMIN_TOKEN", ADMIN_TOKEN)
         .arg("serve")
         .stdout(Stdio::piped())
@@ -189,6 +195,14 @@ async fn serve_then_enroll_with_a_cli_token() {
     }
     let banner = banner.join("\n");
     assert!(banner.contains("Admin token (shown once"), "{banner}");
+    // Interop review E-1: the self-issued certificate is said to be untrusted by devices, once.
+    assert_eq!(
+        banner
+            .matches("Warning: devices will not trust this server's TLS certificate")
+            .count(),
+        1,
+        "{banner}"
+    );
     // Zero configuration keeps working, but says where the KEK should not stay.
     assert!(
         banner.contains("Warning: the key-encryption key") && banner.contains("steward-kek"),
@@ -335,6 +349,70 @@ fn enroll_token_fields_are_refused_like_the_api_refuses_them() {
     assert!(!String::from_utf8_lossy(&out.stdout).contains("x"), "nothing created");
     let out = steward(dir.path(), 9443).args(["groups", "list"]).output().unwrap();
     assert!(!String::from_utf8_lossy(&out.stdout).contains("../../x"));
+}
+
+#[test]
+fn doctor_tls_sees_what_a_device_sees() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _server = start_server_with(dir.path(), port, &[("STEWARD_TLS_DEVICE_HOSTNAME", "device.localhost")]);
+    let url = format!("https://localhost:{port}");
+    // With the system's roots, as a fresh device: our own CA is not trusted, exit non-zero.
+    let out = client(home.path())
+        .args(["doctor", "tls", "--url", &url])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(stdout.contains("trusted: NO"), "{stdout}");
+    assert!(stdout.contains("devices will not trust"), "{stdout}");
+    assert!(stdout.contains("names   localhost, device.localhost"), "{stdout}");
+    // Trusting the root (a device that has it, or a public CA's): no problems. The public host
+    // requests no client certificate, the device host does.
+    let root = dir.path().join("pki/root-ca.pem");
+    let mut doctor = client(home.path());
+    doctor
+        .args([
+            "doctor",
+            "tls",
+            "--url",
+            &url,
+            "--device-host",
+            "device.localhost",
+            "--connect",
+        ])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--ca")
+        .arg(&root);
+    let stdout = run_ok(&mut doctor);
+    assert!(stdout.contains("no problems found"), "{stdout}");
+    let sections: Vec<&str> = stdout.split("(as a device trusting").collect();
+    assert_eq!(sections.len(), 3, "{stdout}");
+    assert!(sections[1].contains("client certificate requested: no"), "{stdout}");
+    assert!(sections[2].contains("client certificate requested: yes"), "{stdout}");
+    // Naming a discovery domain the certificate lacks is a problem.
+    let out = client(home.path())
+        .args([
+            "doctor",
+            "tls",
+            "--url",
+            &url,
+            "--device-host",
+            "device.localhost",
+            "--email-domain",
+            "example.com",
+            "--ca",
+        ])
+        .arg(&root)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("does not name EnterpriseEnrollment.example.com"),
+        "{stdout}"
+    );
 }
 
 #[test]
