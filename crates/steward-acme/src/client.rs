@@ -6,6 +6,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use hyper_util::rt::TokioIo;
@@ -97,11 +98,20 @@ async fn send(
     Ok(BytesResponse::from(response))
 }
 
+/// Connecting, the TLS handshake and the response head of one request: a CA that does not answer
+/// fails the attempt (and the renewal loop retries later) instead of holding it forever.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
 impl HttpClient for Client {
     fn request(
         &self,
         req: http::Request<BodyWrapper<Bytes>>,
     ) -> Pin<Box<dyn Future<Output = Result<BytesResponse, instant_acme::Error>> + Send>> {
-        Box::pin(send(self.tls.clone(), req))
+        let tls = self.tls.clone();
+        Box::pin(async move {
+            tokio::time::timeout(REQUEST_TIMEOUT, send(tls, req))
+                .await
+                .map_err(|_| other(format!("no answer from the ACME server within {REQUEST_TIMEOUT:?}")))?
+        })
     }
 }

@@ -122,7 +122,10 @@ impl AcmeManager {
     /// lifetime; after a failure with a backoff from [`BACKOFF_FIRST`] up to [`BACKOFF_MAX`].
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let mut failures: u32 = 0;
+        let mut installs = self.installed.subscribe();
         loop {
+            // A renewal from elsewhere (`renew` called directly) moves the schedule.
+            installs.borrow_and_update();
             let wait = if failures > 0 {
                 BACKOFF_FIRST
                     .saturating_mul(1 << (failures - 1).min(10))
@@ -136,6 +139,12 @@ impl AcmeManager {
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = self.wake.notified() => {}
+                changed = installs.changed() => {
+                    if changed.is_ok() {
+                        failures = 0;
+                        continue;
+                    }
+                }
                 _ = shutdown.changed() => return,
             }
             tokio::select! {
