@@ -73,6 +73,44 @@ async fn with_a_device_host_only_it_requests_a_client_certificate() {
         report.received
     );
     assert_eq!(t.enrollment_count().await, 1);
+
+    // ROBO renewal over mTLS with the current certificate, on the device host the discovery
+    // response named as the enrollment service.
+    let identity = device.identity.as_ref().unwrap();
+    let new_key = steward_pki::DeviceKey::generate_rsa(2048).unwrap();
+    let pkcs7 = steward_pki::build_renewal_request(
+        &new_key,
+        &format!("X!{}\0", device.profile.device_id),
+        &device.profile.device_id,
+        &identity.cert_der,
+        &identity.key,
+        true,
+    )
+    .unwrap();
+    let device_url = format!("https://{DEVICE_HOST}:{port}/EnrollmentServer/Enrollment.svc");
+    let rst = {
+        use base64::Engine;
+        steward_windows_proto::mde2::write_rst_renew_request(
+            "urn:uuid:renew-1",
+            &device_url,
+            None,
+            &base64::engine::general_purpose::STANDARD.encode(&pkcs7),
+            &[],
+        )
+    };
+    let renewed = device_client
+        .post(&device_url, "application/soap+xml; charset=utf-8", rst)
+        .await
+        .unwrap();
+    assert_eq!(renewed.status, 200, "{}", renewed.text());
+    let doc = steward_windows_proto::mde2::parse_provisioning_doc(
+        &steward_windows_proto::mde2::parse_rstr(&renewed.text()).unwrap(),
+    )
+    .unwrap();
+    assert!(
+        doc.client_certificate_der().is_some(),
+        "renewal carries the new certificate"
+    );
     // The console is on the public host and asks for no certificate (C-6).
     let console = t.client().get(&t.url("/console/login")).await.unwrap();
     assert!(console.status.is_success(), "console: {}", console.status);
