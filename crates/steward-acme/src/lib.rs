@@ -11,8 +11,11 @@
 //! - [`AcmeStore`] is where the account key and the certificate with its key live; the server
 //!   implements it in its data directory, sealed under its key.
 //!
-//! Only TLS-ALPN-01 is implemented: it is answered on the server's own TLS port (the CA connects to
-//! port 443 of each name), so no plain-HTTP listener is needed.
+//! Two challenges: TLS-ALPN-01 (RFC 8737), answered on the server's own TLS port (the CA connects
+//! to port 443 of each name), and HTTP-01 (RFC 8555 §8.3), whose answers
+//! ([`AcmeManager::http01_key_authorization`]) the server serves on a plain-HTTP listener at
+//! `/.well-known/acme-challenge/<token>` (the CA connects to port 80), for servers behind a
+//! TLS-terminating proxy that cannot pass `acme-tls/1` through.
 
 mod client;
 mod manager;
@@ -35,7 +38,20 @@ pub struct AcmeSettings {
     pub directory_url: String,
     /// The roots that the directory's own TLS certificate must chain to; empty: the system's.
     pub directory_roots: Vec<CertificateDer<'static>>,
+    pub challenge: Challenge,
 }
+
+/// How the CA validates control of the names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Challenge {
+    /// RFC 8737: a TLS handshake with ALPN `acme-tls/1` to port 443.
+    TlsAlpn01,
+    /// RFC 8555 §8.3: `GET http://<name>/.well-known/acme-challenge/<token>` on port 80.
+    Http01,
+}
+
+/// The path prefix of HTTP-01 answers (RFC 8555 §8.3).
+pub const HTTP01_PATH_PREFIX: &str = "/.well-known/acme-challenge/";
 
 /// A blob the manager keeps across restarts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

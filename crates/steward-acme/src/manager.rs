@@ -1,7 +1,8 @@
 //! Obtaining and renewing the certificate (RFC 8555 §7: account, order, authorizations, finalize,
 //! download) and the renewal schedule.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use instant_acme::{
@@ -16,7 +17,7 @@ use zeroize::Zeroizing;
 
 use crate::client::Client;
 use crate::resolver::CertResolver;
-use crate::{AcmeError, AcmeSettings, AcmeStore, StoredItem};
+use crate::{AcmeError, AcmeSettings, AcmeStore, Challenge, StoredItem};
 
 /// The certificate is renewed once this fraction of its lifetime has passed (two thirds: 60 of
 /// Let's Encrypt's 90 days, leaving a month of retries before it expires, as Let's Encrypt
@@ -61,6 +62,8 @@ pub struct AcmeManager {
     account: Mutex<Option<Account>>,
     installed: watch::Sender<Option<Installed>>,
     wake: Notify,
+    /// HTTP-01 answers being served: token → key authorization.
+    http01: RwLock<HashMap<String, String>>,
 }
 
 impl AcmeManager {
@@ -82,6 +85,7 @@ impl AcmeManager {
             account: Mutex::new(None),
             installed: watch::channel(None).0,
             wake: Notify::new(),
+            http01: RwLock::default(),
         };
         if let Some(blob) = manager.store.load(StoredItem::Certificate)? {
             match manager.parse(&blob) {
@@ -111,6 +115,21 @@ impl AcmeManager {
     /// Changes on every install.
     pub fn subscribe(&self) -> watch::Receiver<Option<Installed>> {
         self.installed.subscribe()
+    }
+
+    /// The body to answer `GET /.well-known/acme-challenge/<token>` with, while that challenge is
+    /// pending (RFC 8555 §8.3: the key authorization, `token.thumbprint`).
+    pub fn http01_key_authorization(&self, token: &str) -> Option<String> {
+        self.http01
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(token)
+            .cloned()
+    }
+
+    /// Which challenge this manager answers.
+    pub fn challenge(&self) -> Challenge {
+        self.settings.challenge
     }
 
     /// Makes the [`run`](Self::run) loop renew now.
@@ -228,7 +247,7 @@ impl AcmeManager {
         Ok(account)
     }
 
-    /// One order (RFC 8555 §7.4): answer each pending authorization's TLS-ALPN-01 challenge, wait
+    /// One order (RFC 8555 §7.4): answer each pending authorization's challenge, wait
     /// for the order to be ready, finalize with a CSR of a fresh key, download the chain. Returns
     /// the chain and key as PEM.
     async fn order(&self, account: &Account) -> Result<Zeroizing<Vec<u8>>, AcmeError> {
@@ -241,7 +260,13 @@ impl AcmeManager {
         let mut order = account.new_order(&NewOrder::new(&identifiers)).await?;
         let mut answering = Answering {
             resolver: &self.resolver,
+            http01: &self.http01,
             names: Vec::new(),
+            tokens: Vec::new(),
+        };
+        let kind = match self.settings.challenge {
+            Challenge::TlsAlpn01 => ChallengeType::TlsAlpn01,
+            Challenge::Http01 => ChallengeType::Http01,
         };
         {
             let mut authorizations = order.authorizations();
@@ -253,13 +278,25 @@ impl AcmeManager {
                     status => return Err(fail(format!("an authorization is {status:?}"))),
                 }
                 let mut challenge = authorization
-                    .challenge(ChallengeType::TlsAlpn01)
-                    .ok_or_else(|| fail("the CA offers no tls-alpn-01 challenge".into()))?;
-                let name = challenge.identifier().to_string();
-                let digest = challenge.key_authorization().digest();
-                let cert = challenge_cert(&name, digest.as_ref(), &self.provider)?;
-                self.resolver.add_challenge(&name, cert);
-                answering.names.push(name);
+                    .challenge(kind.clone())
+                    .ok_or_else(|| fail(format!("the CA offers no {kind:?} challenge")))?;
+                let key_authorization = challenge.key_authorization();
+                match self.settings.challenge {
+                    Challenge::TlsAlpn01 => {
+                        let name = challenge.identifier().to_string();
+                        let cert = challenge_cert(&name, key_authorization.digest().as_ref(), &self.provider)?;
+                        self.resolver.add_challenge(&name, cert);
+                        answering.names.push(name);
+                    }
+                    Challenge::Http01 => {
+                        let token = challenge.token.clone();
+                        self.http01
+                            .write()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .insert(token.clone(), key_authorization.as_str().to_owned());
+                        answering.tokens.push(token);
+                    }
+                }
                 challenge.set_ready().await?;
             }
         }
@@ -348,16 +385,22 @@ impl AcmeManager {
     }
 }
 
-/// The challenge certificates being served for one order; removed when the order is done or fails.
+/// The challenge answers being served for one order; removed when the order is done or fails.
 struct Answering<'a> {
     resolver: &'a CertResolver,
+    http01: &'a RwLock<HashMap<String, String>>,
     names: Vec<String>,
+    tokens: Vec<String>,
 }
 
 impl Drop for Answering<'_> {
     fn drop(&mut self) {
         for name in &self.names {
             self.resolver.remove_challenge(name);
+        }
+        let mut http01 = self.http01.write().unwrap_or_else(PoisonError::into_inner);
+        for token in &self.tokens {
+            http01.remove(token);
         }
     }
 }

@@ -189,8 +189,12 @@ pub struct AcmeConfig {
     pub contact: Vec<String>,
     pub directory_url: String,
     /// `tls-alpn-01`, answered on the server's own port: the CA connects to port 443 of every name,
-    /// so `listen` (or a port forward) must be reachable there.
+    /// so `listen` (or a port forward) must be reachable there. Or `http-01`, answered on a plain
+    /// HTTP listener (`http_listen`) that the CA reaches on port 80 (behind a TLS-terminating proxy
+    /// that cannot pass `acme-tls/1` through).
     pub challenge: AcmeChallenge,
+    /// The plain-HTTP listener of `http-01` (it serves `/.well-known/acme-challenge/` only).
+    pub http_listen: SocketAddr,
     /// A PEM CA certificate the directory's TLS certificate chains to, instead of the system's
     /// roots (test CAs such as Pebble).
     pub directory_ca_file: Option<PathBuf>,
@@ -206,6 +210,7 @@ impl Default for AcmeConfig {
             contact: Vec::new(),
             directory_url: LETS_ENCRYPT_DIRECTORY.into(),
             challenge: AcmeChallenge::TlsAlpn01,
+            http_listen: SocketAddr::from(([0, 0, 0, 0], 80)),
             directory_ca_file: None,
         }
     }
@@ -216,6 +221,9 @@ pub enum AcmeChallenge {
     /// RFC 8737.
     #[serde(rename = "tls-alpn-01")]
     TlsAlpn01,
+    /// RFC 8555 §8.3.
+    #[serde(rename = "http-01")]
+    Http01,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -439,6 +447,7 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("STEWARD_ACME_DIRECTORY_URL", "tls.acme.directory_url"),
     ("STEWARD_ACME_CHALLENGE", "tls.acme.challenge"),
     ("STEWARD_ACME_DIRECTORY_CA_FILE", "tls.acme.directory_ca_file"),
+    ("STEWARD_ACME_HTTP_LISTEN", "tls.acme.http_listen"),
     ("STEWARD_KEK", "pki.kek"),
     ("STEWARD_KEK_FILE", "pki.kek_file"),
     ("STEWARD_PKI_ORGANIZATION", "pki.organization"),
@@ -613,6 +622,9 @@ impl Config {
                         "tls.acme.domains: {d:?} is not a DNS name (ACME certifies names, not addresses)"
                     ));
                 }
+            }
+            if acme.challenge == AcmeChallenge::Http01 && acme.http_listen == self.listen {
+                return invalid("tls.acme.http_listen must differ from listen (plain HTTP beside HTTPS)".into());
             }
             if let Some(f) = &acme.directory_ca_file
                 && !f.is_file()
@@ -902,7 +914,8 @@ mod tests {
             &[("STEWARD_ACME_DOMAINS", "192.0.2.1")][..],
             &[("STEWARD_ACME_DOMAINS", "bad_name.example.com")],
             &[("STEWARD_ACME_DIRECTORY_URL", "http://acme.example.com/dir")],
-            &[("STEWARD_ACME_CHALLENGE", "http-01")],
+            &[("STEWARD_ACME_CHALLENGE", "dns-01")],
+            &[("STEWARD_ACME_CHALLENGE", "http-01"), ("STEWARD_LISTEN", "0.0.0.0:80")],
             &[("STEWARD_ACME_DIRECTORY_CA_FILE", "/nonexistent/ca.pem")],
             &[("STEWARD_TLS_DEVICE_HOSTNAME", "10.0.0.1")],
             &[

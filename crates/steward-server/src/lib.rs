@@ -89,6 +89,8 @@ pub struct RunningServer {
     webhook_task: JoinHandle<()>,
     /// The ACME renewal loop; it watches the same shutdown channel.
     acme_task: Option<JoinHandle<()>>,
+    /// The plain-HTTP listener of ACME `http-01`.
+    http01_task: Option<JoinHandle<()>>,
 }
 
 impl RunningServer {
@@ -97,7 +99,7 @@ impl RunningServer {
         let _ = self.shutdown.send(true);
         let _ = self.task.await;
         let _ = self.webhook_task.await;
-        if let Some(t) = self.acme_task {
+        for t in [self.acme_task, self.http01_task].into_iter().flatten() {
             let _ = t.await;
         }
     }
@@ -184,6 +186,19 @@ pub async fn start_with_store(
         certs.clone(),
         config.tls.device_hostname.as_deref(),
     )?);
+    // Bound before anything is spawned, so that a taken port fails the start cleanly.
+    let http01_listener = match (&acme, &config.tls.acme) {
+        (Some(m), Some(a)) if m.challenge() == steward_acme::Challenge::Http01 => {
+            let listener = TcpListener::bind(a.http_listen)
+                .await
+                .map_err(|source| ServeError::Listen {
+                    addr: a.http_listen,
+                    source,
+                })?;
+            Some((listener, m.clone()))
+        }
+        _ => None,
+    };
     let local_addr = listener.local_addr().map_err(|source| ServeError::Listen {
         addr: config.listen,
         source,
@@ -200,6 +215,7 @@ pub async fn start_with_store(
     let (shutdown, rx) = watch::channel(false);
     let webhook_task = webhooks::spawn(store, data_key, &config.webhooks, rx.clone());
     let acme_task = acme.clone().map(|m| tokio::spawn(m.run(rx.clone())));
+    let http01_task = http01_listener.map(|(l, m)| tokio::spawn(acme::serve_http01(l, m, rx.clone())));
     let task = tokio::spawn(listener::serve(
         listener,
         tls,
@@ -225,5 +241,6 @@ pub async fn start_with_store(
         task,
         webhook_task,
         acme_task,
+        http01_task,
     })
 }

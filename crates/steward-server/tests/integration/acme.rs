@@ -32,7 +32,7 @@ impl Drop for Pebble {
     }
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -52,8 +52,9 @@ fn pem(label: &str, der: &[u8]) -> String {
 }
 
 impl Pebble {
-    /// Starts Pebble validating TLS-ALPN-01 on `tls_port` (the server's port).
-    pub async fn start(tls_port: u16) -> Pebble {
+    /// Starts Pebble validating TLS-ALPN-01 on `tls_port` (the server's port) and HTTP-01 on
+    /// `http_port`.
+    pub async fn start(tls_port: u16, http_port: u16) -> Pebble {
         let binary = ["/usr/bin/pebble", "/usr/local/bin/pebble"]
             .into_iter()
             .map(PathBuf::from)
@@ -73,14 +74,14 @@ impl Pebble {
         std::fs::write(&ca_file, ca.cert_pem()).unwrap();
         std::fs::write(dir.path().join("cert.pem"), leaf.cert_pem()).unwrap();
         std::fs::write(dir.path().join("key.pem"), pem("PRIVATE KEY", &leaf.key_pkcs8_der())).unwrap();
-        let (wfe, management, http) = (free_port(), free_port(), free_port());
+        let (wfe, management) = (free_port(), free_port());
         let config = serde_json::json!({
             "pebble": {
                 "listenAddress": format!("127.0.0.1:{wfe}"),
                 "managementListenAddress": format!("127.0.0.1:{management}"),
                 "certificate": dir.path().join("cert.pem"),
                 "privateKey": dir.path().join("key.pem"),
-                "httpPort": http,
+                "httpPort": http_port,
                 "tlsPort": tls_port,
                 "ocspResponderURL": "",
                 "externalAccountBindingRequired": false
@@ -212,7 +213,7 @@ fn sealed_file(dir: &Path, name: &str) -> String {
 async fn the_certificate_comes_from_pebble_and_renewal_swaps_it_under_open_connections() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let port = free_port();
-    let pebble = Pebble::start(port).await;
+    let pebble = Pebble::start(port, free_port()).await;
     let t = acme_server(tempfile::tempdir().unwrap(), port, &pebble).await;
     let first = installed(&t, 1).await;
     assert_eq!(first.names, vec!["localhost".to_owned()]);
@@ -264,4 +265,40 @@ async fn the_certificate_comes_from_pebble_and_renewal_swaps_it_under_open_conne
     assert_eq!(serial_of(&served_leaf(port, &root).await), second.serial);
     t.server.shutdown().await;
     drop(pebble);
+}
+
+#[tokio::test]
+async fn http_01_is_answered_on_the_plain_listener() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let (port, http_port) = (free_port(), free_port());
+    // Pebble's TLS-ALPN-01 port is one nobody listens on: only HTTP-01 can succeed.
+    let pebble = Pebble::start(free_port(), http_port).await;
+    let directory_url = pebble.directory_url.clone();
+    let ca_file = pebble.ca_file.clone();
+    let t = TestServer::start_on(tempfile::tempdir().unwrap(), port, move |c| {
+        c.tls.acme = Some(steward_server::config::AcmeConfig {
+            domains: vec!["localhost".into()],
+            directory_url,
+            directory_ca_file: Some(ca_file),
+            challenge: steward_server::config::AcmeChallenge::Http01,
+            http_listen: ([127, 0, 0, 1], http_port).into(),
+            ..Default::default()
+        });
+    })
+    .await;
+    let first = installed(&t, 1).await;
+    let root = pebble.issuing_root().await;
+    assert_eq!(serial_of(&served_leaf(port, &root).await), first.serial);
+    let device = HttpsClient::new(std::slice::from_ref(&root), None).unwrap();
+    discover(&device, &t.url).await;
+    // The plain listener serves challenge answers only, and none once the order is done.
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", http_port)).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tcp.write_all(b"GET /EnrollmentServer/Discovery.svc HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    tcp.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+    t.server.shutdown().await;
 }

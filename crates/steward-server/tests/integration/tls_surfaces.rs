@@ -6,7 +6,7 @@ use steward_server::doctor::{self, Check};
 use steward_sim::session::SessionTrigger;
 use steward_sim::{Credentials, HttpsClient, ManagedDevice};
 
-use crate::acme::{Pebble, acme_server, installed};
+use crate::acme::{Pebble, acme_server, free_port, installed};
 use crate::common::TestServer;
 
 const DEVICE_HOST: &str = "device.localhost";
@@ -141,12 +141,8 @@ async fn doctor_reports_what_a_fresh_device_would_see() {
 
     // ACME from Pebble with a device host: trusted by a device that trusts Pebble's root, no
     // request on the public host, a request on the device host.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let pebble = Pebble::start(port).await;
+    let port = free_port();
+    let pebble = Pebble::start(port, free_port()).await;
     let t = acme_server(tempfile::tempdir().unwrap(), port, &pebble).await;
     installed(&t, 1).await;
     let root = pebble.issuing_root().await;
