@@ -146,9 +146,7 @@ impl AcmeManager {
             // A renewal from elsewhere (`renew` called directly) moves the schedule.
             installs.borrow_and_update();
             let wait = if failures > 0 {
-                BACKOFF_FIRST
-                    .saturating_mul(1 << (failures - 1).min(10))
-                    .min(BACKOFF_MAX)
+                backoff(failures)
             } else {
                 match self.installed() {
                     None => Duration::ZERO,
@@ -421,6 +419,13 @@ fn challenge_cert(name: &str, digest: &[u8], provider: &CryptoProvider) -> Resul
     Ok(Arc::new(CertifiedKey::new(vec![cert.der().clone()], signing)))
 }
 
+/// The wait after `failures` failed attempts in a row (at least one).
+fn backoff(failures: u32) -> Duration {
+    BACKOFF_FIRST
+        .saturating_mul(1 << failures.saturating_sub(1).min(10))
+        .min(BACKOFF_MAX)
+}
+
 fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -441,6 +446,15 @@ mod tests {
             generation: 1,
         };
         assert_eq!(i.renew_after(), 1_000 + 60 * 86_400);
+    }
+
+    #[test]
+    fn failures_back_off_from_a_minute_doubling_up_to_an_hour() {
+        assert_eq!(backoff(1), Duration::from_secs(60));
+        assert_eq!(backoff(2), Duration::from_secs(120));
+        assert_eq!(backoff(6), Duration::from_secs(1920));
+        assert_eq!(backoff(7), Duration::from_secs(3600));
+        assert_eq!(backoff(u32::MAX), Duration::from_secs(3600));
     }
 
     #[test]

@@ -892,6 +892,19 @@ fn config_check(config: &Config) -> Result<()> {
     println!("  public_url   = {}", config.public_url());
     println!("  tls names    = {}", config.tls_hostnames().join(", "));
     println!("  tls key      = {:?}", config.tls.key_algorithm);
+    if let Some(device) = &config.tls.device_hostname {
+        println!("  device host  = {device} (the only name that requests a client certificate)");
+    }
+    match &config.tls.acme {
+        Some(acme) => println!(
+            "  tls source   = ACME {:?} from {} for {}",
+            acme.challenge,
+            acme.directory_url,
+            config.acme_domains().join(", ")
+        ),
+        None if config.tls.cert_file.is_some() => println!("  tls source   = tls.cert_file"),
+        None => println!("  tls source   = own CA (devices will not trust it before enrollment)"),
+    }
     println!("  auth_policy  = {:?}", config.enrollment.auth_policy);
     println!(
         "  admin_token  = {}",
