@@ -384,6 +384,10 @@ pub struct ManagedDevice {
     /// handling; Learn "OMA DM protocol support": "In Windows 10, client support for uploading
     /// large objects to the server was added"). Defaults to [`DEFAULT_UPLOAD_CHUNK_BYTES`].
     pub upload_chunk_bytes: usize,
+    /// MaxMsgSize advertised in our SyncHdr Meta (OMA-TS-SyncML_MetaInfo: the largest message we
+    /// accept). Windows omits it ("Meta XML tag in SyncHdr is ignored by the device", Learn "OMA
+    /// DM protocol support"), so None by default; tests set it to make the server chunk.
+    pub max_msg_size: Option<u64>,
     session_counter: u32,
     /// Scheduled (Alert 1201) sessions started since enrollment: the position in the DMClient poll
     /// schedule. Kept apart from `session_counter` because pushes (1200) do not move the schedule.
@@ -408,6 +412,7 @@ impl ManagedDevice {
             lock_count: 0,
             unenrolled: false,
             upload_chunk_bytes: DEFAULT_UPLOAD_CHUNK_BYTES,
+            max_msg_size: None,
             session_counter: 0,
             scheduled_polls: 0,
             pending_alerts: Vec::new(),
@@ -526,6 +531,12 @@ impl ManagedDevice {
             &self.profile.device_id,
         );
         st.next_msg_id += 1;
+        if let Some(max) = self.max_msg_size {
+            h.meta = Some(Meta {
+                max_msg_size: Some(max),
+                ..Meta::default()
+            });
+        }
         if let Some(c) = self.credentials() {
             // Source/LocName carries the AAuthName when application credentials are set
             // (reference §2.4 message 1).

@@ -18,3 +18,4 @@ mod load;
 mod management;
 mod probe;
 mod webhooks;
+mod windows_sessions;
