@@ -675,9 +675,19 @@ pub fn process(input: SessionInput<'_>) -> SessionOutput {
             });
             continue;
         }
-        let Some(code) = c.code() else {
+        let Some(mut code) = c.code() else {
             continue;
         };
+        // The inventory read collects what the device has: if Results came, it was collected,
+        // even when Windows answers the whole Get with one error for nodes this edition or VM lacks
+        // (interop review M-11: "Windows answers per item (or per command)").
+        if !status_is_success(code)
+            && c.object_error.is_none()
+            && !c.results.is_empty()
+            && open.get(&id).is_some_and(|cmd| cmd.origin == CommandOrigin::Inventory)
+        {
+            code = 200;
+        }
         let outcome = Outcome::new(id, code, c.results, c.children.into_values().collect());
         if let Some(command) = open.get(&id) {
             if let Some(end) = outcome.enrollment_end(&command.origin) {
@@ -2064,6 +2074,27 @@ mod tests {
         };
         assert_eq!(code(get.id), Some(200));
         assert_eq!(code(rep.id), Some(500));
+
+        // The inventory read answered with one error for the whole Get, but with Results: collected.
+        let mut inv = command(&e, inventory::inventory_command(), "inventory");
+        inv.origin = CommandOrigin::Inventory;
+        inv.state = CommandState::Sent;
+        let results = Sc::Results(syncml::Results {
+            cmd_id: "3".into(),
+            msg_ref: Some("1".into()),
+            cmd_ref: inv.id.wire_id(),
+            meta: None,
+            items: vec![Item {
+                source: Some(LocTarget::new("./DevDetail/SwV")),
+                data: Some(ItemData::Text("10.0.26100".into())),
+                ..Default::default()
+            }],
+        });
+        let msg = reply("1", 2, vec![st("2", &inv.id.wire_id(), "Get", 404), results], true);
+        let out = run(&msg, &e, None, std::slice::from_ref(&inv));
+        assert_eq!(out.commit.outcomes[0].status_code, 200);
+        assert!(out.commit.facts.iter().any(|f| f.name == facts::INVENTORY_COLLECTED_AT));
+        assert!(out.commit.facts.iter().any(|f| f.value == "10.0.26100"));
     }
 
     fn input<'a>(
