@@ -56,9 +56,9 @@ pub const MAX_MAX_MSG_SIZE: usize = 16 * 1024 * 1024;
 /// its own is a handful (alerts, the DevInfo Replace). Past this the message is refused whole with
 /// a SyncHdr Status 413 (OMA-DM RepPro: Request entity too large) and nothing in it is processed.
 pub const MAX_DEVICE_COMMANDS: usize = 5_000;
-/// Largest Results object a device may send in pieces (OMA-DM large object): past this the
-/// pieces are dropped and the Results answered 413 (Request entity too large). The pieces live in
-/// the stored session until the last one arrives.
+/// Most a device may have buffered in pieces of Results (OMA-DM large object) in one session: past
+/// this the object is dropped and the Results answered 413 (Request entity too large). The pieces
+/// live in the stored session until the last one arrives.
 pub const MAX_INCOMING_OBJECT: usize = 4 * 1024 * 1024;
 /// Raw device messages are kept for audit up to this size each.
 const RAW_MESSAGE_KEEP: usize = 16 * 1024;
@@ -540,6 +540,12 @@ pub fn process(input: SessionInput<'_>) -> SessionOutput {
                     let at = incoming
                         .iter()
                         .position(|o| o.cmd_ref == r.cmd_ref && o.source == source);
+                    if item.more_data && ours.is_none() {
+                        // A piece of Results for no open command of ours: nothing to assemble it
+                        // for; acknowledged so the device's package moves on, not kept.
+                        piece_code = piece_code.or(Some(213));
+                        continue;
+                    }
                     if item.more_data {
                         let o = match at {
                             Some(i) => &mut incoming[i],
@@ -556,7 +562,8 @@ pub fn process(input: SessionInput<'_>) -> SessionOutput {
                             }
                         };
                         o.data.push_str(data.unwrap_or_default());
-                        if o.data.len() > MAX_INCOMING_OBJECT {
+                        // The cap is on everything buffered in the session, not per object.
+                        if incoming.iter().map(|o| o.data.len()).sum::<usize>() > MAX_INCOMING_OBJECT {
                             let o = incoming.remove(at.unwrap_or(incoming.len() - 1));
                             tracing::warn!(source = %o.source, "device's large object too large; dropped");
                             piece_code = Some(413);
@@ -1943,6 +1950,59 @@ mod tests {
         );
         let state = OmaDmSession::from_record(&prev.unwrap()).unwrap();
         assert!(state.incoming.is_empty() && state.held.is_empty());
+    }
+
+    #[test]
+    fn pieces_past_the_session_cap_are_dropped_with_413() {
+        let e = enrollment();
+        let mut get = command(&e, replace("./Vendor/MSFT/X", "1"), "admin");
+        get.state = CommandState::Sent;
+        let piece = |cmd_ref: String, source: &str, data: String| {
+            Sc::Results(syncml::Results {
+                cmd_id: "3".into(),
+                msg_ref: Some("1".into()),
+                cmd_ref,
+                meta: None,
+                items: vec![Item {
+                    source: Some(LocTarget::new(source)),
+                    data: Some(ItemData::Text(data)),
+                    more_data: true,
+                    ..Default::default()
+                }],
+            })
+        };
+        let half = "a".repeat(MAX_INCOMING_OBJECT / 2 + 1);
+        // Pieces for no open command are acknowledged but not kept.
+        let foreign = reply(
+            "1",
+            2,
+            vec![piece(
+                "0190a3d2-7b1c-7cc0-8000-00000000abcd".into(),
+                "./A",
+                half.clone(),
+            )],
+            false,
+        );
+        let out = run(&foreign, &e, None, std::slice::from_ref(&get));
+        assert!(session_of(&out).incoming.is_empty());
+        // Two objects of ours that together pass the cap: the second is dropped, the command fails.
+        let first = reply("1", 2, vec![piece(get.id.wire_id(), "./A", half.clone())], false);
+        let out = run(&first, &e, None, std::slice::from_ref(&get));
+        assert_eq!(session_of(&out).incoming.len(), 1);
+        let second = reply("1", 3, vec![piece(get.id.wire_id(), "./B", half)], false);
+        let out = run(&second, &e, Some(&out.commit.session), std::slice::from_ref(&get));
+        assert!(
+            out.response
+                .body
+                .commands
+                .iter()
+                .any(|c| matches!(c, Sc::Status(s) if s.cmd == "Results" && s.data == "413"))
+        );
+        assert_eq!(
+            session_of(&out).incoming.len(),
+            1,
+            "only the first object stays buffered"
+        );
     }
 
     #[test]
