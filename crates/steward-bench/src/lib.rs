@@ -21,7 +21,7 @@ use hyper_util::rt::TokioIo;
 use steward_core::*;
 use steward_pki::{DeviceCertParams, DeviceKey};
 use steward_server::Config;
-use steward_sim::{Credentials, DeviceProfile, EnrollOptions, HttpsClient, ManagedDevice, SessionTrigger};
+use steward_sim::{Credentials, DeviceProfile, EnrollOptions, HttpsClient, ManagedDevice, SessionTrigger, TlsProfile};
 use steward_store_sqlite::SqliteStore;
 use steward_windows::{CommandItem, OmaDmCommand, Verb};
 use steward_windows_proto::syncml;
@@ -570,8 +570,21 @@ impl ConnMode {
 struct Dev {
     device: ManagedDevice,
     enrollment: EnrollmentId,
+    /// The Windows TLS stack the device plays ([`TlsProfile`]); `tls` is built for it.
+    profile: TlsProfile,
     tls: Arc<rustls::ClientConfig>,
     kept: Option<HttpsClient>,
+}
+
+impl Dev {
+    /// Plays `profile`'s TLS stack from now on: a new client configuration (so no TLS session of
+    /// the other version is resumed) and no kept connection.
+    fn set_profile(&mut self, profile: TlsProfile, roots: &[Vec<u8>]) -> Result<()> {
+        self.tls = HttpsClient::tls_config_for(roots, self.device.tls_identity(), profile)?;
+        self.profile = profile;
+        self.kept = None;
+        Ok(())
+    }
 }
 
 /// What one session is.
@@ -598,7 +611,7 @@ async fn one_session(d: &mut Dev, mode: ConnMode, work: &Work, roots: &[Vec<u8>]
     let fresh;
     let client = match mode {
         ConnMode::Fresh => {
-            fresh = HttpsClient::new(roots, d.device.tls_identity())?;
+            fresh = HttpsClient::with_profile(roots, d.device.tls_identity(), d.profile)?;
             &fresh
         }
         ConnMode::Resumed => {
@@ -880,6 +893,7 @@ async fn prepare_devs(
         devs.push(Dev {
             device,
             enrollment: e.id,
+            profile: TlsProfile::Windows11,
             tls,
             kept: None,
         });
@@ -1016,6 +1030,10 @@ pub struct CheckinOptions {
     /// sessions and dump them right after (`callgrind_control -z/-d`), so the profile holds the
     /// measured sessions only, not the setup (key generation, enrollment, warm-up).
     pub callgrind: bool,
+    /// Also measure the idle check-in with every device on TLS 1.2 only, as Windows 10's
+    /// Schannel speaks it ([`TlsProfile::Windows10`]), right after the TLS 1.3 figure in the same
+    /// run, and print the ratio of the two.
+    pub tls12: bool,
 }
 
 /// Asks callgrind (`callgrind_control`) to act on this process; see [`CheckinOptions::callgrind`].
@@ -1057,7 +1075,8 @@ pub async fn checkins(opts: &CheckinOptions) -> Result<Report> {
     let baseline_rate = if opts.bare {
         let (baseline, _) = start_baseline(&server, &mut devs[0]).await?;
         let work = baseline.work(idle.messages_per_session);
-        let (_, bare) = measure(devs, opts.mode, &work, 0, server.store(), size, &server.roots).await?;
+        let (back, bare) = measure(devs, opts.mode, &work, 0, server.store(), size, &server.roots).await?;
+        devs = back;
         add_measured(
             &mut report,
             format!("bare hyper+rustls baseline, {}", opts.mode.label()),
@@ -1075,6 +1094,40 @@ pub async fn checkins(opts: &CheckinOptions) -> Result<Report> {
         &idle,
         baseline_rate,
     );
+    if opts.tls12 {
+        // Same devices, same server, same mode: only the TLS stack changes. One unmeasured round
+        // first, so that a resumed mode resumes TLS 1.2 sessions rather than paying for a full
+        // handshake once per device inside the figure.
+        for d in &mut devs {
+            d.set_profile(TlsProfile::Windows10, &server.roots)?;
+        }
+        let (back, res, _) = round(devs, opts.mode, &Work::Steward, opts.concurrency, &server.roots).await?;
+        devs = back;
+        if let Some(e) = res.errors.first() {
+            eprintln!("  TLS 1.2 warm-up errors ({}): {e}", res.errors.len());
+        }
+        let (_, idle12) = measure(devs, opts.mode, &Work::Steward, 0, server.store(), size, &server.roots).await?;
+        add_measured(
+            &mut report,
+            format!("idle check-in, TLS 1.2 (Windows 10), {}", opts.mode.label()),
+            &idle12,
+            baseline_rate,
+        );
+        let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
+        report.add(
+            "idle check-in rate, TLS 1.2 / TLS 1.3",
+            ratio(idle12.rate, idle.rate),
+            "ratio",
+            format!(
+                "{:.1} vs {:.1} sessions/s; server CPU {:.0} vs {:.0} µs/session (ratio {:.2})",
+                idle12.rate,
+                idle.rate,
+                idle12.server_cpu_us_per_session,
+                idle.server_cpu_us_per_session,
+                ratio(idle12.server_cpu_us_per_session, idle.server_cpu_us_per_session)
+            ),
+        );
+    }
     server.server.shutdown().await;
     Ok(report)
 }
@@ -1533,6 +1586,7 @@ async fn store_and_memory(opts: &BenchOptions, template: &DeviceTemplate, report
         devs.push(Dev {
             device,
             enrollment: EnrollmentId::new(),
+            profile: TlsProfile::Windows11,
             tls,
             kept: None,
         });

@@ -66,6 +66,10 @@ enum Cmd {
         /// dump them after, so the profile holds only those sessions.
         #[arg(long)]
         callgrind: bool,
+        /// Then measure the same check-ins over TLS 1.2 only (Windows 10's Schannel) and print the
+        /// ratio to the TLS 1.3 figure (Windows 11).
+        #[arg(long)]
+        tls12: bool,
     },
     /// Policy storm: enroll --devices, warm them up, assign one profile (--commands Replace commands
     /// each) to all of them at once, then let every device check in; prints the time until the last
@@ -113,6 +117,7 @@ async fn main() -> std::process::ExitCode {
         mode,
         bare,
         callgrind,
+        tls12,
     }) = &cli.command
     {
         let opts = CheckinOptions {
@@ -122,6 +127,7 @@ async fn main() -> std::process::ExitCode {
             mode: *mode,
             bare: *bare,
             callgrind: *callgrind,
+            tls12: *tls12,
         };
         return finish(checkins(&opts).await, cli.markdown);
     }

@@ -215,7 +215,8 @@ pub enum ExecEffect {
     /// RemoteLock CSP `Lock`.
     Lock,
     /// EnterpriseDesktopAppManagement `DownloadInstall`: completes asynchronously; the device sends
-    /// a 1226 generic alert with Source = this LocURI (as the server wrote it) in a later session.
+    /// an MSI completion alert (1224, the CSP's "Alert example") with Source = this LocURI (as the
+    /// server wrote it) in a later session.
     MsiInstall { loc_uri: String },
 }
 
@@ -327,10 +328,26 @@ pub fn normalize(uri: &str) -> Option<String> {
     if rest.split('/').any(|s| s.is_empty() || s == "." || s == "..") {
         return None;
     }
+    // The scope and `Vendor` segments are matched ignoring ASCII case: Learn "OMA DM protocol
+    // support" addresses the per-user tree as `./user/vendor/MSFT/…`, so Windows accepts it.
+    let mut segments: Vec<&str> = rest.split('/').collect();
+    let canonical = |s: &str, names: &[&'static str]| names.iter().copied().find(|n| s.eq_ignore_ascii_case(n));
+    if let Some(first) = segments.first_mut()
+        && let Some(c) = canonical(first, &["User", "Device", "Vendor"])
+    {
+        *first = c;
+    }
+    if matches!(segments.first(), Some(&("User" | "Device")))
+        && let Some(second) = segments.get_mut(1)
+        && let Some(c) = canonical(second, &["Vendor"])
+    {
+        *second = c;
+    }
+    let rest = segments.join("/");
     if rest == "Vendor/MSFT" || rest.starts_with("Vendor/MSFT/") {
         return Some(format!("./Device/{rest}"));
     }
-    Some(uri.to_owned())
+    Some(format!("./{rest}"))
 }
 
 fn parent(path: &str) -> Option<&str> {
@@ -914,6 +931,16 @@ mod tests {
             Some("0")
         );
         assert_eq!(normalize("./Vendor/MSFT/"), Some("./Device/Vendor/MSFT".into()));
+        assert_eq!(
+            normalize("./user/vendor/MSFT/Policy/Config/X"),
+            Some("./User/Vendor/MSFT/Policy/Config/X".into()),
+            "scope segments ignore ASCII case (Learn's lower-case example)"
+        );
+        assert_eq!(
+            normalize("./device/Vendor/MSFT/X"),
+            Some("./Device/Vendor/MSFT/X".into())
+        );
+        assert_eq!(normalize("./vendor/MSFT/X"), Some("./Device/Vendor/MSFT/X".into()));
         assert_eq!(normalize("./a//b"), None);
         assert_eq!(normalize("./a/../b"), None);
     }

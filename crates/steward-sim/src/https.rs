@@ -78,6 +78,37 @@ struct Conn {
     sender: SendRequest<Full<Bytes>>,
 }
 
+/// Which Windows TLS stack the client plays (Schannel's defaults per release).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TlsProfile {
+    /// Windows 10: Schannel has TLS 1.3 on by default only from Windows 11 / Server 2022 (Learn
+    /// "Protocols in TLS/SSL (Schannel SSP)"), so TLS 1.2 only, with the ECDHE AES-GCM suites at
+    /// the top of its default list (ECDHE_ECDSA and ECDHE_RSA with AES-256/128 GCM; Learn "TLS
+    /// Cipher Suites in Windows 10") and the groups X25519, P-256, P-384.
+    Windows10,
+    /// Windows 11: TLS 1.3 preferred, TLS 1.2 allowed (rustls' safe defaults cover its suites).
+    #[default]
+    Windows11,
+}
+
+impl TlsProfile {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsProfile::Windows10 => "windows10",
+            TlsProfile::Windows11 => "windows11",
+        }
+    }
+
+    /// `windows10` / `tls12` or `windows11` / `tls13`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "windows10" | "win10" | "tls12" | "tls1.2" | "1.2" => Some(TlsProfile::Windows10),
+            "windows11" | "win11" | "tls13" | "tls1.3" | "1.3" => Some(TlsProfile::Windows11),
+            _ => None,
+        }
+    }
+}
+
 /// An HTTPS client bound to one trust anchor set and optional client identity.
 pub struct HttpsClient {
     tls: Arc<rustls::ClientConfig>,
@@ -87,6 +118,8 @@ pub struct HttpsClient {
     /// Host names connected to at a fixed address instead of resolving them (as a hosts-file
     /// entry would), still sent in SNI and `Host`.
     addresses: Vec<(String, std::net::SocketAddr)>,
+    /// The TLS version the last handshake agreed.
+    negotiated: std::sync::Mutex<Option<rustls::ProtocolVersion>>,
 }
 
 impl HttpsClient {
@@ -105,6 +138,7 @@ impl HttpsClient {
             conn: Mutex::new(None),
             connections_opened: Default::default(),
             addresses: Vec::new(),
+            negotiated: std::sync::Mutex::new(None),
         }
     }
 
@@ -114,20 +148,60 @@ impl HttpsClient {
         self
     }
 
-    /// The rustls configuration [`HttpsClient::new`] uses.
+    /// [`HttpsClient::new`] playing the TLS stack of `profile`.
+    pub fn with_profile(
+        roots: &[Vec<u8>],
+        identity: Option<(Vec<Vec<u8>>, Vec<u8>)>,
+        profile: TlsProfile,
+    ) -> Result<Self, HttpsError> {
+        Ok(Self::with_config(Self::tls_config_for(roots, identity, profile)?))
+    }
+
+    /// The TLS version the last handshake agreed (None before the first connection).
+    pub fn negotiated_version(&self) -> Option<rustls::ProtocolVersion> {
+        *self
+            .negotiated
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The rustls configuration [`HttpsClient::new`] uses (Windows 11's TLS stack).
     pub fn tls_config(
         roots: &[Vec<u8>],
         identity: Option<(Vec<Vec<u8>>, Vec<u8>)>,
     ) -> Result<Arc<rustls::ClientConfig>, HttpsError> {
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        Self::tls_config_for(roots, identity, TlsProfile::Windows11)
+    }
+
+    /// The rustls configuration of a client playing `profile`'s TLS stack.
+    pub fn tls_config_for(
+        roots: &[Vec<u8>],
+        identity: Option<(Vec<Vec<u8>>, Vec<u8>)>,
+        profile: TlsProfile,
+    ) -> Result<Arc<rustls::ClientConfig>, HttpsError> {
+        use rustls::crypto::aws_lc_rs::{cipher_suite, default_provider, kx_group};
+        let mut provider = default_provider();
+        let versions: &[&'static rustls::SupportedProtocolVersion] = match profile {
+            TlsProfile::Windows10 => {
+                provider.cipher_suites = vec![
+                    cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+                    cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+                    cipher_suite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+                    cipher_suite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+                ];
+                provider.kx_groups = vec![kx_group::X25519, kx_group::SECP256R1, kx_group::SECP384R1];
+                &[&rustls::version::TLS12]
+            }
+            TlsProfile::Windows11 => rustls::DEFAULT_VERSIONS,
+        };
         let mut store = RootCertStore::empty();
         for der in roots {
             store
                 .add(CertificateDer::from(der.clone()))
                 .map_err(|e| HttpsError::Tls(e.to_string()))?;
         }
-        let builder = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
+        let builder = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+            .with_protocol_versions(versions)
             .map_err(|e| HttpsError::Tls(e.to_string()))?
             .with_root_certificates(store);
         let mut cfg = match identity {
@@ -164,6 +238,10 @@ impl HttpsClient {
                 host: host.to_owned(),
                 source,
             })?;
+        *self
+            .negotiated
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = tls.get_ref().1.protocol_version();
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
             .map_err(|e| HttpsError::Http(e.to_string()))?;

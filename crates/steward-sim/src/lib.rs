@@ -20,7 +20,7 @@ pub mod stats;
 pub use csp::{CspError, CspTree, DeviceProfile, Format};
 pub use enroll::{Credentials, EnrollError, EnrollOptions, EnrolledDevice, enroll_with_key};
 pub use fleet::{CheckinMode, CheckinPlan, EnrollPlan, Fleet, FleetError, KeyPool, KeySource, PhaseStats};
-pub use https::{HttpsClient, HttpsError, Response};
+pub use https::{HttpsClient, HttpsError, Response, TlsProfile};
 pub use load::{LoadConfig, LoadError, LoadReport, Phase, PhaseReport, Progress, run_load};
 pub use poll::{PollSchedule, PollSet};
 pub use ratelimit::RateLimiter;

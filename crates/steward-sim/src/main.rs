@@ -68,6 +68,10 @@ enum Command {
         /// Send the user-initiated unenroll alert (1226) in this session.
         #[arg(long)]
         unenroll: bool,
+        /// TLS stack to play: windows11 (TLS 1.3 preferred) or windows10 (TLS 1.2 only, Schannel's
+        /// ECDHE AES-GCM suites).
+        #[arg(long, default_value = "windows11", value_parser = parse_tls_profile)]
+        tls: steward_sim::TlsProfile,
     },
     /// Load test: enroll many devices at a paced rate, then run their check-ins, and report
     /// throughput, latency percentiles, errors by kind and the server's RSS and CPU.
@@ -224,6 +228,11 @@ fn read_device_txt(dir: &std::path::Path) -> Result<std::collections::HashMap<St
         .collect())
 }
 
+fn parse_tls_profile(s: &str) -> std::result::Result<steward_sim::TlsProfile, String> {
+    steward_sim::TlsProfile::parse(s)
+        .ok_or_else(|| format!("{s:?}: expected windows10 (TLS 1.2) or windows11 (TLS 1.3)"))
+}
+
 async fn run_session_command(
     server: Option<String>,
     ca: PathBuf,
@@ -231,6 +240,7 @@ async fn run_session_command(
     login_status: String,
     server_initiated: bool,
     unenroll: bool,
+    tls: steward_sim::TlsProfile,
 ) -> Result<()> {
     let roots = read_pem_certs(&ca)?;
     let json_path = dir.join("device.json");
@@ -279,7 +289,7 @@ async fn run_session_command(
     } else {
         SessionTrigger::Scheduled
     };
-    let client = device.https_client(&roots)?;
+    let client = steward_sim::HttpsClient::with_profile(&roots, device.tls_identity(), tls)?;
     let result = device.run_session(&client, trigger).await;
     // The SessionID counter advances even when the session fails, like on Windows.
     let saved = SavedDevice {
@@ -397,7 +407,8 @@ async fn main() -> Result<()> {
             login_status,
             server_initiated,
             unenroll,
-        } => run_session_command(server, ca, device_dir, login_status, server_initiated, unenroll).await?,
+            tls,
+        } => run_session_command(server, ca, device_dir, login_status, server_initiated, unenroll, tls).await?,
         Command::Load(args) => run_load_command(args).await?,
     }
     Ok(())

@@ -3,9 +3,21 @@
 //!
 //! Windows polls in three sets: `IntervalForFirstSetOfRetries` minutes apart
 //! `NumberOfFirstRetries` times, then `IntervalForSecondSetOfRetries` × `NumberOfSecondRetries`,
-//! then `IntervalForRemainingScheduledRetries` × `NumberOfRemainingScheduledRetries`. An interval
-//! of 0 disables its set; a count of 0 (with a non-zero interval) repeats that set forever, and the
-//! later sets are never reached. The schedule starts with the session right after enrollment.
+//! then `IntervalForRemainingScheduledRetries` × `NumberOfRemainingScheduledRetries`. The rules,
+//! as MS-MDE2 §2.2.9.3 (DMClient Poll) states them:
+//! - an interval of 0 disables its set;
+//! - `NumberOfSecondRetries`: "If the value is set to 0 and IntervalForSecondSetOfRetries is not
+//!   set to 0 AND the first set of retries is not set as infinite retries, then the schedule
+//!   repeats an infinite number of times" (and likewise a first set with count 0 is infinite);
+//! - `NumberOfRemainingScheduledRetries`: "if either or both of the first and second set of
+//!   retries are set as infinite, then this schedule will be disabled" (its worked example "Invalid
+//!   poll schedule: two infinite schedules", 15×5 then 1440×0 then 1440×0, has the third set
+//!   disabled);
+//! - "the server MUST NOT set all 6 polling parameters to 0 and MUST NOT set all 3 number of
+//!   retries nodes to 0 because it will cause a configuration failure"; "The server MUST NOT set
+//!   NumberOfFirstRetries to 0" ([`PollSchedule::configuration_error`]).
+//!
+//! The schedule starts with the session right after enrollment.
 //!
 //! The values live in the device's [`crate::CspTree`]: the provisioning document seeds them and a
 //! server Replace of `./Vendor/MSFT/DMClient/Provider/<id>/Poll/*` changes them, so the schedule is
@@ -62,6 +74,22 @@ impl PollSchedule {
         }
     }
 
+    /// Why Windows would refuse this schedule as a configuration failure (MS-MDE2 §2.2.9.3), if
+    /// it would.
+    pub fn configuration_error(&self) -> Option<&'static str> {
+        let sets = [self.first, self.second, self.remaining];
+        if sets.iter().all(|s| s.interval_minutes == 0 && s.count == 0) {
+            return Some("all 6 polling parameters are 0");
+        }
+        if sets.iter().all(|s| s.count == 0) {
+            return Some("all 3 number-of-retries nodes are 0");
+        }
+        if self.first.count == 0 {
+            return Some("NumberOfFirstRetries is 0");
+        }
+        None
+    }
+
     /// The wait (simulated time) before the next scheduled poll when `polls_done` scheduled
     /// sessions have run since enrollment; `None` when the schedule has run out.
     ///
@@ -73,6 +101,9 @@ impl PollSchedule {
             return Some(Duration::ZERO);
         }
         let mut i = polls_done - 1;
+        // MS-MDE2 §2.2.9.3: a set with interval 0 is skipped; a set with count 0 (and a non-zero
+        // interval) is infinite, so no later set is ever reached (the remaining set "will be
+        // disabled" behind an infinite first or second set).
         for set in [self.first, self.second, self.remaining] {
             if set.interval_minutes == 0 {
                 continue;
@@ -170,6 +201,33 @@ mod tests {
         assert_eq!(s.delay_after(2), mins(3));
         assert_eq!(s.delay_after(3), mins(15));
         assert_eq!(s.delay_after(500), mins(15));
+    }
+
+    /// MS-MDE2 §2.2.9.3's worked example "Invalid poll schedule: two infinite schedules": 15×5,
+    /// 1440×0, 1440×0 → the third schedule is disabled, so a change of its interval does nothing.
+    /// Steward's schedule before interop review M-2 had exactly that shape.
+    #[test]
+    fn two_infinite_schedules_disable_the_third() {
+        let s = sched(15, 5, 1440, 0, 1440, 0);
+        assert_eq!(s.configuration_error(), None);
+        assert_eq!(s.delay_after(6), mins(1440));
+        let changed = sched(15, 5, 1440, 0, 3, 0);
+        assert_eq!(changed.delay_after(1000), mins(1440), "remaining interval ignored");
+        // Steward's schedule since: second set off, remaining infinite and in effect.
+        let fixed = sched(3, 5, 0, 0, 3, 0);
+        assert_eq!(fixed.delay_after(6), mins(3));
+        assert_eq!(
+            sched(0, 0, 0, 0, 0, 0).configuration_error(),
+            Some("all 6 polling parameters are 0")
+        );
+        assert_eq!(
+            sched(3, 0, 0, 0, 60, 0).configuration_error(),
+            Some("all 3 number-of-retries nodes are 0")
+        );
+        assert_eq!(
+            sched(3, 0, 15, 2, 60, 0).configuration_error(),
+            Some("NumberOfFirstRetries is 0")
+        );
     }
 
     #[test]

@@ -3,11 +3,19 @@
 //!
 //! One session, as Windows runs it:
 //! 1. The device POSTs message 1 (MS-MDM §3.1.5.1): Alert 1201 (scheduled) or 1200 (after a push),
-//!    Alert 1224 LoginStatus, pending 1226 generic alerts, a Replace of `./DevInfo/*`, Final.
+//!    Alert 1224 LoginStatus, pending device alerts (1226 generic, 1224 MSI completion), a Replace of `./DevInfo/*`, Final.
 //!    CmdIDs start at 2 in message 1, exactly as the real capture does (fleet POC fixture 04/05).
 //! 2. For each server message the device answers with a Status for the server's SyncHdr, a Status
-//!    per server command (Results for Gets) and Final. A server message without Final (more to
-//!    come) also gets Alert 1222 "next message" (OMA-TS-DM_Protocol-V1_2 §8.2 multiple messages).
+//!    per server command (Results for Gets) and Final. Package rules (OMA-TS-DM_Protocol-V1_2
+//!    §8.2 multiple messages in package):
+//!    - a server message without Final (the server's package goes on) gets Alert 1222 "next
+//!      message" and no Final: "The Final element MUST NOT be supplied by the client to close its
+//!      package until the server has sent its Final element";
+//!    - a Results item larger than [`ManagedDevice::upload_chunk_bytes`] goes in pieces, one per
+//!      message, each but the last with MoreData and the first with Meta/Size (OMA large object
+//!      handling); our message then has no Final, the server MUST answer the piece 213 with
+//!      Alert 1222 (checked: a missing 213 is a protocol error), and our Final comes with the
+//!      last piece.
 //! 3. A server message that carries no command beyond Status/Results, with Final, ends the session
 //!    and the device does not reply (MS-MDM §3.1.5.1: a message holding only a successful SyncHdr
 //!    status MUST NOT be sent).
@@ -55,6 +63,9 @@ pub const USER_AGENT: &str = "MSFT OMA DM Client/1.2.0.1";
 /// Generic alert type of an MSI install completion (Learn EnterpriseDesktopAppManagement CSP,
 /// "Alert example").
 pub const TYPE_MSI_INSTALL: &str = "Reversed-Domain-Name:com.microsoft.mdm.win32csp_install";
+/// Results Data above this is sent in pieces: Windows' own MaxMsgSize default (512 KiB, the
+/// figure Intune advertises too) less room for the rest of the message.
+pub const DEFAULT_UPLOAD_CHUNK_BYTES: usize = 256 * 1024;
 /// `syncml:auth-md5` (OMA-TS-DM_Security-V1_2 §5.3.2).
 pub const AUTH_MD5: &str = "syncml:auth-md5";
 
@@ -107,9 +118,12 @@ impl LoginStatus {
     }
 }
 
-/// A 1226 generic alert waiting to be sent in the next session's first message.
+/// A device alert (1226 generic, or the 1224 an MSI completion uses) waiting to be sent in the
+/// next session's first message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GenericAlert {
+    /// The Alert code: 1226 for generic alerts, 1224 for an MSI install completion.
+    pub code: u16,
     /// `Item/Source/LocURI` (the CSP node the alert is about), if any.
     pub source: Option<String>,
     /// `Meta/Type`.
@@ -124,6 +138,7 @@ impl GenericAlert {
     /// `com.microsoft:mdm.unenrollment.userrequest`, Format int, Data 1).
     pub fn unenroll() -> Self {
         Self {
+            code: ALERT_GENERIC,
             source: None,
             type_: TYPE_UNENROLL_USER_REQUEST.to_owned(),
             format: Some("int".to_owned()),
@@ -132,11 +147,13 @@ impl GenericAlert {
         }
     }
 
-    /// MSI install completion (Learn EnterpriseDesktopAppManagement CSP "Alert example": Source =
-    /// the DownloadInstall node, Format int, Mark informational, Data = the install result, 0 = S_OK;
-    /// the node's `Status` reads 70 = installed).
+    /// MSI install completion as Windows sends it (Learn EnterpriseDesktopAppManagement CSP
+    /// "Alert example": `<Alert><Data>1224</Data>`, not 1226; Source = the DownloadInstall node,
+    /// Format int, Mark informational, Data = the install result, 0 = S_OK; the node's `Status`
+    /// reads 70 = installed). Interop review M-4.
     pub fn msi_install(loc_uri: &str) -> Self {
         Self {
+            code: ALERT_CLIENT_EVENT,
             source: Some(loc_uri.to_owned()),
             type_: TYPE_MSI_INSTALL.to_owned(),
             format: Some("int".to_owned()),
@@ -148,7 +165,7 @@ impl GenericAlert {
     fn to_alert(&self, cmd_id: String) -> Alert {
         Alert {
             cmd_id,
-            data: ALERT_GENERIC.to_string(),
+            data: self.code.to_string(),
             items: vec![Item {
                 source: self.source.as_deref().map(LocTarget::new),
                 target: None,
@@ -319,6 +336,14 @@ struct SessionState {
     /// Alerts raised during this session (MSI completions): sent in the next session.
     new_alerts: Vec<GenericAlert>,
     ended: bool,
+    /// What our package still has to send (with the server MsgID each answers): the pieces of a
+    /// large Results after the one just sent, and everything after them.
+    outbox: Vec<(String, Emit)>,
+    /// Our last message left our package open (no Final) because the outbox was not empty.
+    package_open: bool,
+    /// CmdID of the Results piece we last sent: the server MUST answer it 213 (OMA-DM large
+    /// object handling).
+    awaiting_213: Option<String>,
 }
 
 /// What processing a command produces before CmdIDs are assigned.
@@ -355,6 +380,14 @@ pub struct ManagedDevice {
     pub reboot_count: u32,
     pub lock_count: u32,
     pub unenrolled: bool,
+    /// Results Data longer than this many bytes goes to the server in pieces (OMA-DM large object
+    /// handling; Learn "OMA DM protocol support": "In Windows 10, client support for uploading
+    /// large objects to the server was added"). Defaults to [`DEFAULT_UPLOAD_CHUNK_BYTES`].
+    pub upload_chunk_bytes: usize,
+    /// MaxMsgSize advertised in our SyncHdr Meta (OMA-TS-SyncML_MetaInfo: the largest message we
+    /// accept). Windows omits it ("Meta XML tag in SyncHdr is ignored by the device", Learn "OMA
+    /// DM protocol support"), so None by default; tests set it to make the server chunk.
+    pub max_msg_size: Option<u64>,
     session_counter: u32,
     /// Scheduled (Alert 1201) sessions started since enrollment: the position in the DMClient poll
     /// schedule. Kept apart from `session_counter` because pushes (1200) do not move the schedule.
@@ -378,6 +411,8 @@ impl ManagedDevice {
             reboot_count: 0,
             lock_count: 0,
             unenrolled: false,
+            upload_chunk_bytes: DEFAULT_UPLOAD_CHUNK_BYTES,
+            max_msg_size: None,
             session_counter: 0,
             scheduled_polls: 0,
             pending_alerts: Vec::new(),
@@ -496,6 +531,12 @@ impl ManagedDevice {
             &self.profile.device_id,
         );
         st.next_msg_id += 1;
+        if let Some(max) = self.max_msg_size {
+            h.meta = Some(Meta {
+                max_msg_size: Some(max),
+                ..Meta::default()
+            });
+        }
         if let Some(c) = self.credentials() {
             // Source/LocName carries the AAuthName when application credentials are set
             // (reference §2.4 message 1).
@@ -521,7 +562,9 @@ impl ManagedDevice {
         if self.session.is_some() {
             self.end_session();
         }
-        // SessionID: 1..FFFFFFFF, uppercase hex (MS-MDM §2.2.3.8: at most 4 bytes), new each session.
+        // SessionID: a 32-bit counter, new each session, written in decimal: Learn "OMA DM protocol
+        // support" says "the client returns the SessionID in integer in decimal format", so it
+        // reaches 10 digits (4294967295) where MS-MDM §2.2.3.8's hex would stop at 8.
         self.session_counter = match self.session_counter {
             u32::MAX => 1,
             n => n + 1,
@@ -531,7 +574,7 @@ impl ManagedDevice {
         }
         self.tree.set_user_session(self.login_status == LoginStatus::User);
         let mut st = SessionState {
-            session_id: format!("{:X}", self.session_counter),
+            session_id: self.session_counter.to_string(),
             next_msg_id: 1,
             last_sent: SyncMl::default(),
             challenged: false,
@@ -541,6 +584,9 @@ impl ManagedDevice {
             pending_lo: None,
             new_alerts: Vec::new(),
             ended: false,
+            outbox: Vec::new(),
+            package_open: false,
+            awaiting_213: None,
         };
         let header = self.header(&mut st);
         // CmdIDs start at 2 in message 1, as in every Windows capture we have (fixtures 04, 05).
@@ -651,6 +697,18 @@ impl ManagedDevice {
                 )));
             }
         }
+        if let Some(piece) = st.awaiting_213.take()
+            && !msg.body.commands.iter().any(|c| {
+                matches!(c, Command::Status(s) if s.cmd_ref == piece && s.code() == Some(STATUS_CHUNKED_ITEM_ACCEPTED))
+            })
+        {
+            return Err(SessionError::Protocol(format!(
+                "no Status 213 for our Results piece (CmdID {piece}); OMA-DM large object handling requires it"
+            )));
+        }
+        // The server's message answers our open package ("Next Message" response) or continues
+        // its own package; only in the second case does its missing Final keep ours open.
+        let answers_our_package = st.package_open;
         let msg_ref = msg.header.msg_id.to_string();
         let mut emits = Vec::new();
         let mut management = false;
@@ -695,7 +753,7 @@ impl ManagedDevice {
             }
         }
         let unfinished_lo = if msg.body.final_ { st.pending_lo.take() } else { None };
-        if !management && msg.body.final_ && unfinished_lo.is_none() {
+        if !management && msg.body.final_ && unfinished_lo.is_none() && st.outbox.is_empty() {
             st.ended = true;
             return Ok(None);
         }
@@ -726,7 +784,24 @@ impl ManagedDevice {
             data: STATUS_OK.to_string(),
             ..Status::default()
         })];
-        for e in emits {
+        // What our package owes, oldest first; a message ends after a Results piece with MoreData.
+        let mut queue: Vec<(String, Emit)> = std::mem::take(&mut st.outbox);
+        queue.extend(
+            chunk_results(emits, self.upload_chunk_bytes.max(1))
+                .into_iter()
+                .map(|e| (msg_ref.clone(), e)),
+        );
+        let mut queue = queue.into_iter();
+        let mut this_message = Vec::new();
+        for (m, e) in queue.by_ref() {
+            let piece = matches!(&e, Emit::Results { items, .. } if items.iter().any(|i| i.more_data));
+            this_message.push((m, e));
+            if piece {
+                break;
+            }
+        }
+        st.outbox = queue.collect();
+        for (msg_ref, e) in this_message {
             commands.push(match e {
                 Emit::Status {
                     cmd_ref,
@@ -742,13 +817,19 @@ impl ManagedDevice {
                     data: code.to_string(),
                     ..Status::default()
                 }),
-                Emit::Results { cmd_ref, items } => Command::Results(Results {
-                    cmd_id: next(),
-                    msg_ref: Some(msg_ref.clone()),
-                    cmd_ref,
-                    meta: None,
-                    items,
-                }),
+                Emit::Results { cmd_ref, items } => {
+                    let cmd_id = next();
+                    if items.iter().any(|i| i.more_data) {
+                        st.awaiting_213 = Some(cmd_id.clone());
+                    }
+                    Command::Results(Results {
+                        cmd_id,
+                        msg_ref: Some(msg_ref.clone()),
+                        cmd_ref,
+                        meta: None,
+                        items,
+                    })
+                }
             });
         }
         if let Some(lo) = unfinished_lo {
@@ -758,16 +839,22 @@ impl ManagedDevice {
                 items: vec![Item::target(lo.target)],
             }));
         }
-        if !msg.body.final_ {
+        // OMA-TS-DM_Protocol-V1_2 §8.2: the server's package goes on (its message has no Final
+        // and is not the "Next Message" response to our open package): ask for its next message
+        // and do not close ours.
+        let server_package_open = !msg.body.final_ && !answers_our_package;
+        if server_package_open {
             commands.push(Command::Alert(Alert {
                 cmd_id: next(),
                 data: ALERT_NEXT_MESSAGE.to_string(),
                 items: Vec::new(),
             }));
         }
+        st.package_open = !st.outbox.is_empty() || st.awaiting_213.is_some();
+        let final_ = !st.package_open && !server_package_open;
         let reply = SyncMl {
             header,
-            body: syncml::SyncBody { commands, final_: true },
+            body: syncml::SyncBody { commands, final_ },
         };
         st.last_sent = reply.clone();
         Ok(Some(reply))
@@ -807,6 +894,17 @@ impl ManagedDevice {
                     cmd: "Alert",
                     targets: Vec::new(),
                     code: STATUS_OPTIONAL_FEATURE_NOT_SUPPORTED,
+                });
+                false
+            }
+            // What the reader could not take gets its own Status, as Windows answers a bad
+            // element "with status code 400… for that element" (Learn "OMA DM protocol support").
+            Command::Refused(r) => {
+                emits.push(Emit::Status {
+                    cmd_ref: r.cmd_id.clone(),
+                    cmd: r.name,
+                    targets: Vec::new(),
+                    code: r.code,
                 });
                 false
             }
@@ -1141,6 +1239,71 @@ impl Kind {
             Kind::Exec => "Exec",
         }
     }
+}
+
+/// Results whose item Data is longer than `limit` bytes, split into pieces of at most `limit`
+/// bytes (at character boundaries), one item per Results: the first piece carries Meta/Size (the
+/// whole Data's byte length), every piece but the last MoreData (OMA-TS-DM_Protocol-V1_2 large
+/// object handling). Other emits pass through.
+fn chunk_results(emits: Vec<Emit>, limit: usize) -> Vec<Emit> {
+    let mut out = Vec::with_capacity(emits.len());
+    for e in emits {
+        let Emit::Results { cmd_ref, items } = e else {
+            out.push(e);
+            continue;
+        };
+        let len = |i: &Item| i.data.as_ref().map_or(0, |d| d.as_str().len());
+        if items.iter().all(|i| len(i) <= limit) {
+            out.push(Emit::Results { cmd_ref, items });
+            continue;
+        }
+        let mut small = Vec::new();
+        for item in items {
+            if len(&item) <= limit {
+                small.push(item);
+                continue;
+            }
+            if !small.is_empty() {
+                out.push(Emit::Results {
+                    cmd_ref: cmd_ref.clone(),
+                    items: std::mem::take(&mut small),
+                });
+            }
+            let data = item.data.as_ref().map(|d| d.as_str().to_owned()).unwrap_or_default();
+            let mut pieces = Vec::new();
+            let mut rest = data.as_str();
+            while !rest.is_empty() {
+                let mut end = limit.min(rest.len());
+                while !rest.is_char_boundary(end) {
+                    end -= 1;
+                }
+                if end == 0 {
+                    end = rest.chars().next().map_or(rest.len(), char::len_utf8);
+                }
+                let (piece, tail) = rest.split_at(end);
+                pieces.push(piece);
+                rest = tail;
+            }
+            let n = pieces.len();
+            for (k, piece) in pieces.into_iter().enumerate() {
+                let mut meta = item.meta.clone().unwrap_or_default();
+                meta.size = (k == 0).then_some(data.len() as u64);
+                out.push(Emit::Results {
+                    cmd_ref: cmd_ref.clone(),
+                    items: vec![Item {
+                        meta: Some(meta),
+                        data: Some(ItemData::Text(piece.to_owned())),
+                        more_data: k + 1 < n,
+                        ..item.clone()
+                    }],
+                });
+            }
+        }
+        if !small.is_empty() {
+            out.push(Emit::Results { cmd_ref, items: small });
+        }
+    }
+    out
 }
 
 fn cred(c: &Md5Credentials, nonce: &str) -> Cred {

@@ -86,8 +86,10 @@ impl OmaDmCommand {
 
     /// Whether any target is in the user scope (`./User/…`), which only works while a user is signed
     /// in (MS-MDM; Fleet's user-scoped profiles failed with 500/507 before a user session existed).
+    /// The scope is matched ignoring ASCII case: Learn "OMA DM protocol support" writes its own
+    /// per-user example as `./user/vendor/MSFT/…` (interop review M-9).
     pub fn is_user_scoped(&self) -> bool {
-        self.items.iter().any(|i| i.target.starts_with("./User/")) || self.children.iter().any(Self::is_user_scoped)
+        self.items.iter().any(|i| is_user_scope(&i.target)) || self.children.iter().any(Self::is_user_scoped)
     }
 
     /// All targets, depth first (for display, search and matching asynchronous completions).
@@ -98,6 +100,12 @@ impl OmaDmCommand {
         }
         out
     }
+}
+
+/// Whether `loc_uri` is in the per-user scope: `./User` or below it, in any ASCII case.
+pub fn is_user_scope(loc_uri: &str) -> bool {
+    let b = loc_uri.as_bytes();
+    b.len() >= 6 && b[..6].eq_ignore_ascii_case(b"./user") && (b.len() == 6 || b[6] == b'/')
 }
 
 /// The RemoteWipe CSP node (or AutomaticRedeployment's) of a wipe kind.
@@ -253,6 +261,28 @@ mod tests {
         assert!(validate_loc_uri("./Device/Vendor/MSFT/Policy/Config/Camera/AllowCamera").is_ok());
         for bad in ["/Device/X", "Device/X", "./a//b", "./a/../b", "./a b", "./a/\u{7}"] {
             assert!(validate_loc_uri(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn user_scope_ignores_ascii_case() {
+        for user in [
+            "./User/Vendor/MSFT/Policy/Config/X",
+            "./user/vendor/MSFT/X",
+            "./USER",
+            "./uSeR/x",
+        ] {
+            assert!(is_user_scope(user), "{user}");
+            assert!(OmaDmCommand::single(Verb::Replace, item(user, None, Some("1"))).is_user_scoped());
+        }
+        for device in [
+            "./Device/Vendor/MSFT/X",
+            "./Vendor/MSFT/X",
+            "./Users/X",
+            "./Userx",
+            "./Us",
+        ] {
+            assert!(!is_user_scope(device), "{device}");
         }
     }
 

@@ -437,7 +437,11 @@ async fn enroll_device(
         poll: mde2::PollSchedule {
             interval_first_minutes: settings.poll_first_interval_minutes,
             number_first: settings.poll_first_count,
-            interval_second_minutes: settings.poll_interval_minutes,
+            // MS-MDE2 §2.2.9.3: a second set of 0 retries with a non-zero interval repeats
+            // forever, and then "the remaining schedule will be disabled", which is the set the
+            // session engine tunes. The second set is therefore disabled (interval 0) and the
+            // remaining set is the infinite one (interop review M-2).
+            interval_second_minutes: 0,
             number_second: 0,
             interval_remaining_minutes: settings.poll_interval_minutes,
             number_remaining: 0,

@@ -95,11 +95,22 @@ pub const INVENTORY: &[(&str, FactName, FactKind)] = &[
     ("./Vendor/MSFT/DMClient/HWDevID", f("device.hw_dev_id"), FactKind::Text),
 ];
 
-/// `./Device/Vendor/MSFT/X` and `./Vendor/MSFT/X` address the same device-scope node.
+/// `./Device/Vendor/MSFT/X` and `./Vendor/MSFT/X` address the same device-scope node. The scope
+/// prefix is matched ignoring ASCII case (`./device/vendor/…`; Learn "OMA DM protocol support"
+/// writes scopes in lower case, interop review M-9).
 pub fn normalize(loc_uri: &str) -> std::borrow::Cow<'_, str> {
-    match loc_uri.strip_prefix("./Device/Vendor/") {
-        Some(rest) => std::borrow::Cow::Owned(format!("./Vendor/{rest}")),
-        None => std::borrow::Cow::Borrowed(loc_uri),
+    const DEVICE_VENDOR: &str = "./Device/Vendor/";
+    const VENDOR: &str = "./Vendor/";
+    match loc_uri.get(..DEVICE_VENDOR.len()) {
+        Some(p) if p.eq_ignore_ascii_case(DEVICE_VENDOR) => {
+            std::borrow::Cow::Owned(format!("{VENDOR}{}", &loc_uri[DEVICE_VENDOR.len()..]))
+        }
+        _ => match loc_uri.get(..VENDOR.len()) {
+            Some(p) if p.eq_ignore_ascii_case(VENDOR) && p != VENDOR => {
+                std::borrow::Cow::Owned(format!("{VENDOR}{}", &loc_uri[VENDOR.len()..]))
+            }
+            _ => std::borrow::Cow::Borrowed(loc_uri),
+        },
     }
 }
 
@@ -154,6 +165,14 @@ mod tests {
             "./Vendor/MSFT/DMClient/HWDevID"
         );
         assert_eq!(normalize("./DevInfo/Man"), "./DevInfo/Man");
+        assert_eq!(
+            normalize("./device/vendor/MSFT/DMClient/HWDevID"),
+            "./Vendor/MSFT/DMClient/HWDevID"
+        );
+        assert_eq!(
+            normalize("./vendor/MSFT/DMClient/HWDevID"),
+            "./Vendor/MSFT/DMClient/HWDevID"
+        );
         assert_eq!(
             fact_for("./Device/Vendor/MSFT/BitLocker/Status/DeviceEncryptionStatus", " 0 "),
             Some(fact("security.bitlocker_status", "0"))

@@ -56,6 +56,10 @@ pub const MAX_MAX_MSG_SIZE: usize = 16 * 1024 * 1024;
 /// its own is a handful (alerts, the DevInfo Replace). Past this the message is refused whole with
 /// a SyncHdr Status 413 (OMA-DM RepPro: Request entity too large) and nothing in it is processed.
 pub const MAX_DEVICE_COMMANDS: usize = 5_000;
+/// Most a device may have buffered in pieces of Results (OMA-DM large object) in one session: past
+/// this the object is dropped and the Results answered 413 (Request entity too large). The pieces
+/// live in the stored session until the last one arrives.
+pub const MAX_INCOMING_OBJECT: usize = 4 * 1024 * 1024;
 /// Raw device messages are kept for audit up to this size each.
 const RAW_MESSAGE_KEEP: usize = 16 * 1024;
 
@@ -80,6 +84,42 @@ pub struct OmaDmSession {
     /// Statuses we owe the device that did not fit in our last message (sent first in the next).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pending_statuses: Vec<OwedStatus>,
+    /// Our last message left our package open (no Final): the device's next message answers it,
+    /// and its own lack of Final then only follows OMA-DM's rule that a client does not close its
+    /// package before the server closes its own.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub package_open: bool,
+    /// Large Results from the device being reassembled (OMA-DM large object, device to server).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub incoming: Vec<IncomingObject>,
+    /// Outcomes that wait for the rest of a large Results item before they are recorded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub held: Vec<HeldOutcome>,
+}
+
+/// A Results item the device is sending in pieces (`<MoreData/>`), keyed by the Results' CmdRef
+/// (our command) and the item's Source.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IncomingObject {
+    pub cmd_ref: String,
+    pub source: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+    /// `Meta/Size` of the first piece: the whole object's byte length.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    pub data: String,
+}
+
+/// What the device said about one of our commands while a large Results item for it is still
+/// arriving: its Status codes and the complete result items so far.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldOutcome {
+    pub command: CommandId,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub codes: Vec<u16>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub results: Vec<ResultItem>,
 }
 
 /// A Status we owe the device for one of its commands.
@@ -281,9 +321,33 @@ fn parse_cmd_ref(cmd_ref: &str) -> Option<(CommandId, Option<usize>)> {
 
 #[derive(Default)]
 struct Collected {
-    code: Option<u16>,
+    /// Every Status code the command got: Windows answers item by item when the items' codes
+    /// differ (interop review M-11).
+    codes: Vec<u16>,
     results: Vec<ResultItem>,
     children: BTreeMap<usize, u16>,
+    /// A large Results item for it failed to reassemble (424 size mismatch, 413 too large).
+    object_error: Option<u16>,
+}
+
+impl Collected {
+    /// The command's code, None while nothing decides it. Several Statuses (one per item): a Get
+    /// that brought Results succeeded if any item did, since nodes missing on some editions and
+    /// VMs answer 404 while the rest land (interop review M-11); otherwise the first failure
+    /// decides.
+    fn code(&self) -> Option<u16> {
+        if let Some(e) = self.object_error {
+            return Some(e);
+        }
+        let first_ok = self.codes.iter().copied().find(|c| status_is_success(*c));
+        let first_bad = self.codes.iter().copied().find(|c| !status_is_success(*c));
+        match (first_ok, first_bad) {
+            (None, None) => (!self.results.is_empty()).then_some(200),
+            (Some(ok), None) => Some(ok),
+            (Some(ok), Some(_)) if !self.results.is_empty() => Some(ok),
+            (_, Some(bad)) => Some(bad),
+        }
+    }
 }
 
 /// The inventory read to queue at the start of a session: when the last inventory is older than
@@ -401,6 +465,16 @@ pub fn process(input: SessionInput<'_>) -> SessionOutput {
     let mut aborted = false;
     let mut poll_current = input.poll.current_minutes.unwrap_or(input.poll.steady_minutes);
     let mut poll_refused = false;
+    let mut poll_confirmed: Option<u32> = None;
+    let continuing = prev_state.filter(|_| !new_session);
+    let mut incoming: Vec<IncomingObject> = continuing.map(|p| p.incoming.clone()).unwrap_or_default();
+    for h in continuing.map(|p| p.held.as_slice()).unwrap_or_default() {
+        if open.contains_key(&h.command) {
+            let c = collected.entry(h.command).or_default();
+            c.codes.extend(&h.codes);
+            c.results.extend(h.results.iter().cloned());
+        }
+    }
 
     for cmd in &msg.body.commands {
         match cmd {
@@ -413,11 +487,10 @@ pub fn process(input: SessionInput<'_>) -> SessionOutput {
                     .strip_prefix(POLL_CMD_PREFIX)
                     .and_then(|m| m.parse::<u32>().ok())
                 {
+                    // The Replace has two items; the device may answer each on its own. The
+                    // interval counts only when no item was refused.
                     if s.code().is_some_and(status_is_success) {
-                        poll_current = minutes;
-                        commit
-                            .facts
-                            .push(FactUpdate::new(facts::POLL_INTERVAL_MINUTES, minutes.to_string()));
+                        poll_confirmed = Some(minutes);
                     } else {
                         poll_refused = true;
                     }
@@ -447,29 +520,87 @@ pub fn process(input: SessionInput<'_>) -> SessionOutput {
                     }
                     // 213: a chunk of a large object was buffered; the outcome comes with the last chunk.
                     None if code == 213 => {}
-                    None => collected.entry(id).or_default().code = Some(code),
+                    None => collected.entry(id).or_default().codes.push(code),
                 }
             }
             syncml::Command::Results(r) => {
+                // OMA-DM large objects, device to server (interop review M-6): an item with
+                // MoreData is a piece, buffered per (CmdRef, Source) and answered 213 (the one
+                // Status a Results gets); the piece without MoreData completes it, checked against
+                // the first piece's Meta/Size (424 on mismatch).
+                let ours = parse_cmd_ref(&r.cmd_ref)
+                    .and_then(|(id, child)| child.is_none().then_some(id))
+                    .filter(|id| open.contains_key(id));
+                let mut piece_code: Option<u16> = None;
+                let mut complete_items: Vec<ResultItem> = Vec::new();
                 for item in &r.items {
-                    if let (Some(src), Some(data)) = (item.source_uri(), &item.data)
-                        && let Some(fact) = inventory::fact_for(src, data.as_str())
-                    {
+                    let source = item.source_uri().unwrap_or_default().to_owned();
+                    let meta = item.meta.as_ref();
+                    let data = item.data.as_ref().map(|d| d.as_str());
+                    let at = incoming
+                        .iter()
+                        .position(|o| o.cmd_ref == r.cmd_ref && o.source == source);
+                    if item.more_data && ours.is_none() {
+                        // A piece of Results for no open command of ours: nothing to assemble it
+                        // for; acknowledged so the device's package moves on, not kept.
+                        piece_code = piece_code.or(Some(213));
+                        continue;
+                    }
+                    if item.more_data {
+                        let o = match at {
+                            Some(i) => &mut incoming[i],
+                            None => {
+                                incoming.push(IncomingObject {
+                                    cmd_ref: r.cmd_ref.clone(),
+                                    source,
+                                    format: meta.and_then(|m| m.format.clone()),
+                                    size: meta.and_then(|m| m.size),
+                                    data: String::new(),
+                                });
+                                let last = incoming.len() - 1;
+                                &mut incoming[last]
+                            }
+                        };
+                        o.data.push_str(data.unwrap_or_default());
+                        // The cap is on everything buffered in the session, not per object.
+                        if incoming.iter().map(|o| o.data.len()).sum::<usize>() > MAX_INCOMING_OBJECT {
+                            let o = incoming.remove(at.unwrap_or(incoming.len() - 1));
+                            tracing::warn!(source = %o.source, "device's large object too large; dropped");
+                            piece_code = Some(413);
+                            if let Some(id) = ours {
+                                collected.entry(id).or_default().object_error = Some(413);
+                            }
+                        } else {
+                            piece_code = piece_code.or(Some(213));
+                        }
+                        continue;
+                    }
+                    let (format, data) = match at {
+                        Some(i) => {
+                            let o = incoming.remove(i);
+                            let full = o.data + data.unwrap_or_default();
+                            if o.size.is_some_and(|s| s != full.len() as u64) {
+                                piece_code = Some(424);
+                                if let Some(id) = ours {
+                                    collected.entry(id).or_default().object_error = Some(424);
+                                }
+                                continue;
+                            }
+                            (o.format.or_else(|| meta.and_then(|m| m.format.clone())), Some(full))
+                        }
+                        None => (meta.and_then(|m| m.format.clone()), data.map(str::to_owned)),
+                    };
+                    if let Some(fact) = data.as_deref().and_then(|d| inventory::fact_for(&source, d)) {
                         commit.facts.push(fact);
                     }
+                    complete_items.push(ResultItem { source, format, data });
                 }
-                let Some((id, None)) = parse_cmd_ref(&r.cmd_ref) else {
-                    continue;
-                };
-                if !open.contains_key(&id) {
-                    continue;
+                if let Some(code) = piece_code {
+                    owe(&r.cmd_id, "Results", code);
                 }
-                let c = collected.entry(id).or_default();
-                c.results.extend(r.items.iter().map(|i| ResultItem {
-                    source: i.source_uri().unwrap_or_default().to_owned(),
-                    format: i.meta.as_ref().and_then(|m| m.format.clone()),
-                    data: i.data.as_ref().map(|d| d.as_str().to_owned()),
-                }));
+                if let Some(id) = ours {
+                    collected.entry(id).or_default().results.extend(complete_items);
+                }
             }
             syncml::Command::Alert(a) => {
                 owe(&a.cmd_id, "Alert", 200);
@@ -479,6 +610,10 @@ pub fn process(input: SessionInput<'_>) -> SessionOutput {
                             let ty = item.meta.as_ref().and_then(|m| m.type_.as_deref());
                             if ty == Some(syncml::TYPE_LOGIN_STATUS) {
                                 login_status = item.data.as_ref().map(|d| d.as_str().trim().to_owned());
+                            } else if let Some(done) = msi_completion(item) {
+                                // The EnterpriseDesktopAppManagement CSP "Alert example" sends the
+                                // MSI completion as 1224 (interop review M-4).
+                                completions.push(done);
                             }
                         }
                     }
@@ -490,14 +625,10 @@ pub fn process(input: SessionInput<'_>) -> SessionOutput {
                                     EnrollmentState::Unenrolled,
                                     reasons::DEVICE_UNENROLLED,
                                 ));
-                            } else if ty == TYPE_MSI_INSTALL
-                                && let Some(src) = item.source_uri()
-                            {
-                                // The alert Data is the install HRESULT (0 = success; EnterpriseDesktopAppManagement
-                                // CSP alert example); an MsiInstallJob status of 70 also means installed.
-                                let data = item.data.as_ref().map(|d| d.as_str().trim()).unwrap_or_default();
-                                let ok = data == "0" || data.contains("<Status>70</Status>");
-                                completions.push((src.to_owned(), if ok { 200 } else { 500 }));
+                            } else if let Some(done) = msi_completion(item) {
+                                // Learn "OMA DM protocol support": 1226 is used "when a CSP finishes
+                                // some asynchronous actions", so it is accepted too.
+                                completions.push(done);
                             }
                         }
                     }
@@ -515,17 +646,55 @@ pub fn process(input: SessionInput<'_>) -> SessionOutput {
                 }
                 owe(&c.cmd_id, cmd.name(), 200);
             }
+            // Unknown or malformed: answered on its own, the rest of the message is processed
+            // (interop review M-10).
+            syncml::Command::Refused(r) => {
+                tracing::info!(
+                    device.id = %input.enrollment.device_id,
+                    command = r.name,
+                    code = r.code,
+                    reason = %r.reason,
+                    "device command refused"
+                );
+                owe(&r.cmd_id, r.name, r.code);
+            }
             // A server does not take management commands from a device.
             other => owe(other.cmd_id(), other.name(), 406),
         }
     }
 
+    if let (Some(minutes), false) = (poll_confirmed, poll_refused) {
+        poll_current = minutes;
+        commit
+            .facts
+            .push(FactUpdate::new(facts::POLL_INTERVAL_MINUTES, minutes.to_string()));
+    }
+
+    let mut held: Vec<HeldOutcome> = Vec::new();
     for (id, c) in collected {
-        let code = match c.code {
-            Some(code) => code,
-            None if !c.results.is_empty() => 200,
-            None => continue,
+        let wire = id.wire_id();
+        if c.object_error.is_none() && incoming.iter().any(|o| o.cmd_ref == wire) {
+            // The rest of a large Results item is still to come: recorded with the last piece.
+            held.push(HeldOutcome {
+                command: id,
+                codes: c.codes,
+                results: c.results,
+            });
+            continue;
+        }
+        let Some(mut code) = c.code() else {
+            continue;
         };
+        // The inventory read collects what the device has: if Results came, it was collected,
+        // even when Windows answers the whole Get with one error for nodes this edition or VM lacks
+        // (interop review M-11: "Windows answers per item (or per command)").
+        if !status_is_success(code)
+            && c.object_error.is_none()
+            && !c.results.is_empty()
+            && open.get(&id).is_some_and(|cmd| cmd.origin == CommandOrigin::Inventory)
+        {
+            code = 200;
+        }
         let outcome = Outcome::new(id, code, c.results, c.children.into_values().collect());
         if let Some(command) = open.get(&id) {
             if let Some(end) = outcome.enrollment_end(&command.origin) {
@@ -547,8 +716,14 @@ pub fn process(input: SessionInput<'_>) -> SessionOutput {
     // What our message may hold, and what it holds already (exact: the writer's own byte count).
     let max = max_msg_size(hdr);
     let mut used = message_overhead(&header) + out.iter().map(syncml::estimated_size).sum::<usize>();
-    // A device package that continues gets Alert 1222 (next message); keep room for it.
-    let next_alert = (!msg.body.final_).then(|| {
+    // OMA-DM Protocol §8.2 (multiple messages in package): a device message without Final while
+    // our package is closed means the device's package continues (e.g. a large Results). It gets
+    // the "Next Message" response: statuses, Alert 1222, no other command and no Final. While our
+    // package is open the device may not send Final ("The Final element MUST NOT be supplied by
+    // the client to close its package until the server has sent its Final element"), so there its
+    // missing Final is no such request: we go on with our package. Keep room for the alert.
+    let our_package_open = continuing.is_some_and(|p| p.package_open);
+    let next_alert = (!msg.body.final_ && !our_package_open).then(|| {
         syncml::Command::Alert(Alert {
             cmd_id: String::new(),
             data: ALERT_NEXT_MESSAGE.to_string(),
@@ -586,15 +761,23 @@ pub fn process(input: SessionInput<'_>) -> SessionOutput {
     } else {
         prev_state.and_then(|p| p.chunk)
     };
+    // Final closes our package. It is left out only while the package must go on in our next
+    // message: statuses still owed, a large object part-way, or a message that could carry none
+    // of our waiting commands (OMA-DM Protocol §8.2: a server package spans messages only for
+    // what cannot go in one; complete commands never wait behind a missing Final, they go after
+    // the device's statuses). Interop review M-5.
     let mut final_ = pending_statuses.is_empty();
-    let mut sending = !pending_statuses.is_empty();
+    // Complete commands left for our next package because this message is full.
+    let mut held_back = false;
     // A large object being sent continues where it was unless this message sends commands.
     let mut next_chunk = prev_chunk;
+    let answers_device_package = next_alert.is_some();
     if let Some(syncml::Command::Alert(mut a)) = next_alert {
-        // The device's package continues: ask for the next message, hold our commands.
+        // The device's package continues: ask for the next message, hold our commands, no Final
+        // (OMA-DM Protocol §8.2: "no other commands, and no Final flag").
         a.cmd_id = ids.next();
         out.push(syncml::Command::Alert(a));
-        sending = true;
+        final_ = false;
     } else if pending_statuses.is_empty() && !aborted && commit.end_enrollment.is_none() {
         next_chunk = None;
         let answered: Vec<CommandId> = commit.outcomes.iter().map(|o| o.command_id).collect();
@@ -626,7 +809,7 @@ pub fn process(input: SessionInput<'_>) -> SessionOutput {
                 continue;
             }
             if offset.is_none() && (!commit.sent.is_empty() || chunk_done) {
-                final_ = false; // next message
+                held_back = true; // after the device's statuses for this message
                 break;
             }
             // Too big for any message (or already being chunked): OMA-DM large object, one per message.
@@ -664,11 +847,19 @@ pub fn process(input: SessionInput<'_>) -> SessionOutput {
                         command: c.id,
                         offset: o,
                     });
-                    final_ = false;
+                    // A large object part-way keeps our package open; a command not begun waits,
+                    // and keeps it open only when this message carries none of ours.
+                    held_back = offset.is_none();
+                    if offset.is_some() || (commit.sent.is_empty() && !chunk_done) {
+                        final_ = false;
+                    }
                     break;
                 }
                 Piece::Unsplittable if shares_earlier => {
-                    final_ = false; // next message, on its own
+                    held_back = true; // next message, on its own
+                    if commit.sent.is_empty() && !chunk_done {
+                        final_ = false;
+                    }
                     break;
                 }
                 Piece::NoRoom | Piece::Unsplittable => {
@@ -685,6 +876,7 @@ pub fn process(input: SessionInput<'_>) -> SessionOutput {
         let waiting = open_list.iter().any(|c| {
             !answered.contains(&c.id)
                 && !commit.sent.contains(&c.id)
+                && !held.iter().any(|h| h.command == c.id)
                 && ((user_scoped(c) && login_status.as_deref() != Some("user"))
                     || (c.state == CommandState::Sent && c.last_session.as_deref() == Some(key.as_str())))
         });
@@ -693,30 +885,37 @@ pub fn process(input: SessionInput<'_>) -> SessionOutput {
         } else {
             input.poll.steady_minutes
         };
-        if want != poll_current && !poll_refused && final_ {
-            let target = format!(
-                "./Vendor/MSFT/DMClient/Provider/{}/Poll/IntervalForRemainingScheduledRetries",
-                input.poll.provider_id
-            );
+        if want != poll_current && !poll_refused && final_ && !held_back {
+            let node = |name: &str, value: u32| CommandItem {
+                target: format!("./Vendor/MSFT/DMClient/Provider/{}/Poll/{name}", input.poll.provider_id),
+                format: Some("int".into()),
+                type_: None,
+                data: Some(value.to_string()),
+            };
+            // MS-MDE2 §2.2.9.3: the remaining set only runs while neither the first nor the second
+            // set is infinite. Enrollments provisioned before interop review M-2 have an infinite
+            // second set (count 0, interval 60), which made this Replace a no-op; disabling the
+            // second set (interval 0) in the same command makes the interval take effect for them
+            // too, and is a no-op for those provisioned since.
             let change = to_syncml(
                 &format!("{POLL_CMD_PREFIX}{want}"),
-                &OmaDmCommand::single(
-                    Verb::Replace,
-                    CommandItem {
-                        target,
-                        format: Some("int".into()),
-                        type_: None,
-                        data: Some(want.to_string()),
-                    },
-                ),
+                &OmaDmCommand {
+                    verb: Verb::Replace,
+                    items: vec![
+                        node("IntervalForSecondSetOfRetries", 0),
+                        node("IntervalForRemainingScheduledRetries", want),
+                    ],
+                    children: Vec::new(),
+                },
             );
             // Within MaxMsgSize or not now: the change then comes with a later answer.
             if used + syncml::estimated_size(&change) <= max {
                 out.push(change);
             }
         }
-        sending = !commit.sent.is_empty() || out.iter().any(|c| c.cmd_id().starts_with(POLL_CMD_PREFIX));
     }
+    // The device answers unless our message holds nothing for it and closes our package.
+    let sending = !final_ || !commit.sent.is_empty() || out.iter().any(|c| c.cmd_id().starts_with(POLL_CMD_PREFIX));
     let ends_session = !sending && out.len() == 1;
 
     let response = SyncMl {
@@ -736,6 +935,10 @@ pub fn process(input: SessionInput<'_>) -> SessionOutput {
             .or_else(|| prev_state.and_then(|p| p.md5_nonce.clone())),
         chunk: next_chunk,
         pending_statuses,
+        // A "Next Message" response opens nothing of ours: the device's package is the open one.
+        package_open: !final_ && !answers_device_package,
+        incoming,
+        held,
     };
     commit.session = SessionRecord {
         key,
@@ -811,6 +1014,9 @@ fn refuse_message(
             .or_else(|| prev_state.and_then(|p| p.md5_nonce.clone())),
         chunk: kept.and_then(|p| p.chunk),
         pending_statuses: kept.map(|p| p.pending_statuses.clone()).unwrap_or_default(),
+        package_open: false,
+        incoming: kept.map(|p| p.incoming.clone()).unwrap_or_default(),
+        held: kept.map(|p| p.held.clone()).unwrap_or_default(),
     };
     let commit = CheckinCommit {
         raw_message: Some(input.raw.chars().take(RAW_MESSAGE_KEEP).collect()),
@@ -828,6 +1034,54 @@ fn refuse_message(
         commit,
         ends_session: true,
     }
+}
+
+/// An MSI install completion in an alert item: the DownloadInstall LocURI and the code it gives
+/// the command. The alert Data is the install HRESULT (0 = success; EnterpriseDesktopAppManagement
+/// CSP alert example); an MsiInstallJob status of 70 also means installed.
+fn msi_completion(item: &Item) -> Option<(String, u16)> {
+    let ty = item.meta.as_ref().and_then(|m| m.type_.as_deref())?;
+    if ty.trim() != TYPE_MSI_INSTALL {
+        return None;
+    }
+    let src = item.source_uri()?;
+    let data = item.data.as_ref().map(|d| d.as_str().trim()).unwrap_or_default();
+    let ok = data == "0" || data.contains("<Status>70</Status>");
+    Some((src.to_owned(), if ok { 200 } else { 500 }))
+}
+
+/// The form two LocURIs of the same CSP node share, for matching a completion alert to the command
+/// that targeted the node (interop review M-4): `./Device/Vendor/…` is `./Vendor/…`, percent
+/// escapes are decoded (`%7B…%7D` is `{…}`), and ASCII case is ignored (a GUID may come back in
+/// either case).
+fn node_key(loc_uri: &str) -> String {
+    let decoded = percent_decode(loc_uri.trim());
+    inventory::normalize(&decoded).to_ascii_uppercase()
+}
+
+/// `%XX` escapes decoded; a malformed escape, or one that does not decode to UTF-8, is kept as is.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| char::from(b).to_digit(16);
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).unwrap_or_else(|_| s.to_owned())
 }
 
 /// Matches MSI-install completions (target LocURI, final code) to the accepted commands that
@@ -850,13 +1104,14 @@ fn complete(
         .iter()
         .map(|c| {
             OmaDmCommand::from_payload(&c.payload)
-                .map(|b| b.targets().into_iter().map(str::to_owned).collect())
+                .map(|b| b.targets().into_iter().map(node_key).collect())
                 .unwrap_or_default()
         })
         .collect();
     let mut used: HashSet<CommandId> = HashSet::new();
     let mut out = Vec::new();
     for (target, code) in completions {
+        let target = &node_key(target);
         let found = candidates
             .iter()
             .zip(&targets)
@@ -1360,7 +1615,9 @@ mod tests {
         let last = out.response.body.commands.last().unwrap();
         let Sc::Alert(a) = last else { panic!("alert 1222 last") };
         assert_eq!(a.data, "1222");
-        assert!(out.response.body.final_);
+        // OMA-DM Protocol §8.2: the "Next Message" response carries no Final (interop review M-5).
+        assert!(!out.response.body.final_);
+        assert!(!out.ends_session);
     }
 
     #[test]
@@ -1371,8 +1628,11 @@ mod tests {
             .map(|i| command(&e, replace(&format!("./Vendor/MSFT/N{i}"), &big), "admin"))
             .collect();
         let user = command(&e, replace("./User/Vendor/MSFT/Policy/Config/X", "1"), "admin");
+        // Learn's own spelling of the user scope (interop review M-9).
+        let lower = command(&e, replace("./user/vendor/MSFT/Policy/Config/Y", "1"), "admin");
         let mut all = queued.clone();
         all.push(user.clone());
+        all.push(lower.clone());
         let mut msg = fixture("04-session1-msg1.request.xml");
         msg.header.meta = Some(Meta {
             max_msg_size: Some(10_000),
@@ -1388,9 +1648,35 @@ mod tests {
             "{}",
             out.commit.sent.len()
         );
-        assert!(!out.response.body.final_, "more to come: no Final");
+        // Complete commands only: our package closes, the rest goes after the device's statuses
+        // (OMA-DM Protocol §8.2; interop review M-5).
+        assert!(out.response.body.final_, "complete commands close the package");
         assert!(syncml::write(&out.response).len() <= 10_000);
         assert!(!out.commit.sent.contains(&user.id));
+        assert!(!out.commit.sent.contains(&lower.id));
+        let session = session_of(&out);
+        assert!(!session.package_open);
+
+        // The device answers with its statuses and Final; the rest goes out.
+        let first: Vec<CommandId> = out.commit.sent.clone();
+        let statuses = first
+            .iter()
+            .enumerate()
+            .map(|(i, id)| st(&(i + 2).to_string(), &id.wire_id(), "Replace", 200))
+            .collect();
+        let mut answer = reply(&msg.header.session_id, 2, statuses, true);
+        answer.header.meta = msg.header.meta.clone();
+        let mut after: Vec<Command> = all.clone();
+        for c in &mut after {
+            if first.contains(&c.id) {
+                c.state = CommandState::Sent;
+                c.last_session = Some(out.commit.session.key.clone());
+            }
+        }
+        let next = run(&answer, &e, Some(&out.commit.session), &after);
+        assert_eq!(next.commit.outcomes.len(), first.len());
+        assert!(!next.commit.sent.is_empty());
+        assert!(next.commit.sent.iter().all(|id| !first.contains(id)));
     }
 
     #[test]
@@ -1412,10 +1698,32 @@ mod tests {
         assert_eq!(poll.cmd_id(), "poll-3");
         let text = syncml::write(&out.response);
         assert!(text.contains("./Vendor/MSFT/DMClient/Provider/Steward/Poll/IntervalForRemainingScheduledRetries"));
+        // MS-MDE2 §2.2.9.3: the remaining set runs only while the second is not infinite, so the
+        // same command disables the second set of older enrollments (interop review M-2).
+        assert!(text.contains(
+            "<LocURI>./Vendor/MSFT/DMClient/Provider/Steward/Poll/IntervalForSecondSetOfRetries</LocURI>\
+             </Target><Meta><Format xmlns=\"syncml:metinf\">int</Format></Meta><Data>0</Data>"
+        ));
         assert!(!out.ends_session);
 
-        // The device accepts: the fact records it and nothing more is sent.
+        // One item refused: the interval is not recorded as taken.
         let prev = out.commit.session.clone();
+        let half = reply(
+            "1",
+            2,
+            vec![st("2", "poll-3", "Replace", 200), st("3", "poll-3", "Replace", 500)],
+            true,
+        );
+        let refused = run(&half, &e, Some(&prev), std::slice::from_ref(&user));
+        assert!(
+            !refused
+                .commit
+                .facts
+                .iter()
+                .any(|f| f.name == facts::POLL_INTERVAL_MINUTES)
+        );
+
+        // The device accepts: the fact records it and nothing more is sent.
         let ack = reply("1", 2, vec![st("2", "poll-3", "Replace", 200)], true);
         let out2 = run(&ack, &e, Some(&prev), std::slice::from_ref(&user));
         assert!(
@@ -1520,6 +1828,7 @@ mod tests {
         let mut msg = device.start_session(SessionTrigger::Scheduled).unwrap();
         let mut outcomes = Vec::new();
         let mut messages = 0;
+        let mut device_without_final = 0;
         loop {
             messages += 1;
             assert!(messages < 30, "session does not converge");
@@ -1545,11 +1854,17 @@ mod tests {
             }
             prev = Some(out.commit.session.clone());
             match device.respond(&out.response).unwrap() {
-                Some(next) => msg = next,
+                Some(next) => {
+                    device_without_final += usize::from(!next.body.final_);
+                    msg = next
+                }
                 None => break,
             }
         }
         assert!(messages >= 4, "{messages} messages");
+        // The device answered each piece without Final, as OMA-DM requires while our package is
+        // open, and the pieces still went on (interop review M-5).
+        assert!(device_without_final >= 2, "{device_without_final}");
         assert_eq!(device.tree.value(target), Some(value.as_str()), "reassembled exactly");
         let o = outcomes
             .iter()
@@ -1561,6 +1876,285 @@ mod tests {
         );
         assert_eq!(outcomes.len(), 2);
         assert!(OmaDmSession::from_record(&prev.unwrap()).unwrap().chunk.is_none());
+    }
+
+    /// Device to server (interop review M-6): the device's large Results arrive in pieces; each
+    /// is answered 213 with the "Next Message" response (no Final) and the outcome is recorded
+    /// once, whole, with the last piece.
+    #[test]
+    fn large_results_from_the_device_are_reassembled() {
+        use steward_sim::csp::{Access, DeviceProfile, Format};
+        use steward_sim::session::SessionTrigger;
+        let e = enrollment();
+        let mut device = steward_sim::ManagedDevice::new(DeviceProfile::random(DEVICE), URL);
+        let node = "./Device/Vendor/MSFT/Policy/Config/Big/Value";
+        let value: String = (0..5_000u32)
+            .map(|i| char::from(b'a' + (i % 26) as u8))
+            .collect::<String>()
+            + "<&>";
+        device.tree.seed(node, Format::Chr, Access::GET_REPLACE, &value);
+        device.upload_chunk_bytes = 1_000;
+        let get = command(
+            &e,
+            OmaDmCommand::single(
+                Verb::Get,
+                CommandItem {
+                    target: node.into(),
+                    format: None,
+                    type_: None,
+                    data: None,
+                },
+            ),
+            "admin",
+        );
+        let mut open = vec![get.clone()];
+        let mut prev: Option<SessionRecord> = None;
+        let mut msg = device.start_session(SessionTrigger::Scheduled).unwrap();
+        let mut outcomes = Vec::new();
+        let mut next_message_answers = 0;
+        for _ in 0..30 {
+            let out = run(&msg, &e, prev.as_ref(), &open);
+            if !msg.body.final_ {
+                // Our answer to a piece: statuses with a 213, Alert 1222, nothing else, no Final.
+                assert!(!out.response.body.final_);
+                assert!(out.response.body.commands.iter().any(|c| matches!(c,
+                    Sc::Status(s) if s.cmd == "Results" && s.data == "213")));
+                assert!(out.commit.outcomes.is_empty(), "not before the last piece");
+                next_message_answers += 1;
+            }
+            for c in &mut open {
+                if out.commit.sent.contains(&c.id) {
+                    c.state = CommandState::Sent;
+                    c.last_session = Some(out.commit.session.key.clone());
+                }
+            }
+            for o in &out.commit.outcomes {
+                open.retain(|c| c.id != o.command_id);
+                outcomes.push(o.clone());
+            }
+            prev = Some(out.commit.session.clone());
+            match device.respond(&out.response).unwrap() {
+                Some(next) => msg = next,
+                None => break,
+            }
+        }
+        assert!(next_message_answers >= 4, "{next_message_answers}");
+        assert_eq!(outcomes.len(), 1, "{outcomes:?}");
+        let o = &outcomes[0];
+        assert_eq!((o.command_id, o.status_code), (get.id, 200));
+        assert_eq!(o.results.len(), 1);
+        assert_eq!(
+            o.results[0].data.as_deref(),
+            Some(value.as_str()),
+            "whole, not the first piece"
+        );
+        let state = OmaDmSession::from_record(&prev.unwrap()).unwrap();
+        assert!(state.incoming.is_empty() && state.held.is_empty());
+    }
+
+    #[test]
+    fn pieces_past_the_session_cap_are_dropped_with_413() {
+        let e = enrollment();
+        let mut get = command(&e, replace("./Vendor/MSFT/X", "1"), "admin");
+        get.state = CommandState::Sent;
+        let piece = |cmd_ref: String, source: &str, data: String| {
+            Sc::Results(syncml::Results {
+                cmd_id: "3".into(),
+                msg_ref: Some("1".into()),
+                cmd_ref,
+                meta: None,
+                items: vec![Item {
+                    source: Some(LocTarget::new(source)),
+                    data: Some(ItemData::Text(data)),
+                    more_data: true,
+                    ..Default::default()
+                }],
+            })
+        };
+        let half = "a".repeat(MAX_INCOMING_OBJECT / 2 + 1);
+        // Pieces for no open command are acknowledged but not kept.
+        let foreign = reply(
+            "1",
+            2,
+            vec![piece(
+                "0190a3d2-7b1c-7cc0-8000-00000000abcd".into(),
+                "./A",
+                half.clone(),
+            )],
+            false,
+        );
+        let out = run(&foreign, &e, None, std::slice::from_ref(&get));
+        assert!(session_of(&out).incoming.is_empty());
+        // Two objects of ours that together pass the cap: the second is dropped, the command fails.
+        let first = reply("1", 2, vec![piece(get.id.wire_id(), "./A", half.clone())], false);
+        let out = run(&first, &e, None, std::slice::from_ref(&get));
+        assert_eq!(session_of(&out).incoming.len(), 1);
+        let second = reply("1", 3, vec![piece(get.id.wire_id(), "./B", half)], false);
+        let out = run(&second, &e, Some(&out.commit.session), std::slice::from_ref(&get));
+        assert!(
+            out.response
+                .body
+                .commands
+                .iter()
+                .any(|c| matches!(c, Sc::Status(s) if s.cmd == "Results" && s.data == "413"))
+        );
+        assert_eq!(
+            session_of(&out).incoming.len(),
+            1,
+            "only the first object stays buffered"
+        );
+    }
+
+    #[test]
+    fn a_large_result_of_the_wrong_size_fails_the_command() {
+        let e = enrollment();
+        let mut get = command(&e, replace("./Vendor/MSFT/X", "1"), "admin");
+        get.state = CommandState::Sent;
+        let piece = |data: &str, size: Option<u64>, more: bool| {
+            Sc::Results(syncml::Results {
+                cmd_id: "3".into(),
+                msg_ref: Some("1".into()),
+                cmd_ref: get.id.wire_id(),
+                meta: None,
+                items: vec![Item {
+                    source: Some(LocTarget::new("./Vendor/MSFT/X")),
+                    meta: Some(Meta {
+                        size,
+                        ..Default::default()
+                    }),
+                    data: Some(ItemData::Text(data.into())),
+                    more_data: more,
+                    ..Default::default()
+                }],
+            })
+        };
+        let first = reply(
+            "1",
+            2,
+            vec![st("2", &get.id.wire_id(), "Get", 200), piece("abc", Some(10), true)],
+            false,
+        );
+        let out = run(&first, &e, None, std::slice::from_ref(&get));
+        assert!(out.commit.outcomes.is_empty());
+        assert_eq!(session_of(&out).held.len(), 1);
+        let last = reply("1", 3, vec![piece("de", None, false)], true);
+        let out = run(&last, &e, Some(&out.commit.session), std::slice::from_ref(&get));
+        assert_eq!(out.commit.outcomes.len(), 1);
+        assert_eq!(out.commit.outcomes[0].status_code, 424, "Meta/Size 10, 5 bytes came");
+        assert!(out.response.body.commands.iter().any(|c| matches!(c,
+                Sc::Status(s) if s.cmd == "Results" && s.data == "424")));
+    }
+
+    /// Interop review M-10: a bad or unknown command is answered on its own; the rest of the
+    /// message (here the Status for our command) is still processed.
+    #[test]
+    fn unknown_and_malformed_device_commands_are_answered_one_by_one() {
+        let e = enrollment();
+        let mut sent = command(&e, replace("./Vendor/MSFT/X", "1"), "admin");
+        sent.state = CommandState::Sent;
+        let xml = format!(
+            r#"<SyncML xmlns="SYNCML:SYNCML1.2"><SyncHdr><VerDTD>1.2</VerDTD><VerProto>DM/1.2</VerProto>
+<SessionID>4294967295</SessionID><MsgID>2</MsgID><Target><LocURI>{URL}</LocURI></Target><Source><LocURI>{DEVICE}</LocURI></Source></SyncHdr>
+<SyncBody><Status><CmdID>1</CmdID><MsgRef>1</MsgRef><CmdRef>0</CmdRef><Cmd>SyncHdr</Cmd><Data>200</Data></Status>
+<Sync><CmdID>2</CmdID></Sync>
+<Replace><CmdID>3</CmdID><Item><Source><LocURI></LocURI></Source><Data>x</Data></Item></Replace>
+<Get><CmdID>4</CmdID></Get>
+<Status><CmdID>5</CmdID><MsgRef>1</MsgRef><CmdRef>{}</CmdRef><Cmd>Replace</Cmd><Data>200</Data></Status>
+<Final/></SyncBody></SyncML>"#,
+            sent.id.wire_id()
+        );
+        let msg = syncml::parse(&xml).expect("one bad command does not fail the message");
+        let out = run(&msg, &e, None, std::slice::from_ref(&sent));
+        assert_eq!(
+            out.response.header.session_id, "4294967295",
+            "decimal SessionID echoed (M-8)"
+        );
+        let codes: Vec<(String, String, String)> = out
+            .response
+            .body
+            .commands
+            .iter()
+            .filter_map(|c| match c {
+                Sc::Status(s) if s.cmd_ref != "0" => Some((s.cmd_ref.clone(), s.cmd.clone(), s.data.clone())),
+                _ => None,
+            })
+            .collect();
+        let own = |r: &str, c: &str, d: &str| (r.to_owned(), c.to_owned(), d.to_owned());
+        assert_eq!(
+            codes,
+            vec![
+                own("2", "Sync", "406"),
+                own("3", "Replace", "200"),
+                own("4", "Get", "400")
+            ]
+        );
+        assert_eq!(out.commit.outcomes.len(), 1);
+        assert_eq!(out.commit.outcomes[0].command_id, sent.id);
+    }
+
+    /// Interop review M-11: a Get answered item by item, with 404 for nodes the edition lacks,
+    /// succeeded when Results came; a multi-item Replace with a failed item did not.
+    #[test]
+    fn per_item_statuses_decide_the_outcome_together() {
+        let e = enrollment();
+        let mut get = command(&e, replace("./Vendor/MSFT/A", "1"), "admin");
+        get.state = CommandState::Sent;
+        let mut rep = command(&e, replace("./Vendor/MSFT/B", "1"), "admin");
+        rep.state = CommandState::Sent;
+        let results = Sc::Results(syncml::Results {
+            cmd_id: "5".into(),
+            msg_ref: Some("1".into()),
+            cmd_ref: get.id.wire_id(),
+            meta: None,
+            items: vec![Item {
+                source: Some(LocTarget::new("./DevDetail/SwV")),
+                data: Some(ItemData::Text("10.0".into())),
+                ..Default::default()
+            }],
+        });
+        let msg = reply(
+            "1",
+            2,
+            vec![
+                st("2", &get.id.wire_id(), "Get", 200),
+                st("3", &get.id.wire_id(), "Get", 404),
+                results,
+                st("6", &rep.id.wire_id(), "Replace", 200),
+                st("7", &rep.id.wire_id(), "Replace", 500),
+            ],
+            true,
+        );
+        let out = run(&msg, &e, None, &[get.clone(), rep.clone()]);
+        let code = |id: CommandId| {
+            out.commit
+                .outcomes
+                .iter()
+                .find(|o| o.command_id == id)
+                .map(|o| o.status_code)
+        };
+        assert_eq!(code(get.id), Some(200));
+        assert_eq!(code(rep.id), Some(500));
+
+        // The inventory read answered with one error for the whole Get, but with Results: collected.
+        let mut inv = command(&e, inventory::inventory_command(), "inventory");
+        inv.origin = CommandOrigin::Inventory;
+        inv.state = CommandState::Sent;
+        let results = Sc::Results(syncml::Results {
+            cmd_id: "3".into(),
+            msg_ref: Some("1".into()),
+            cmd_ref: inv.id.wire_id(),
+            meta: None,
+            items: vec![Item {
+                source: Some(LocTarget::new("./DevDetail/SwV")),
+                data: Some(ItemData::Text("10.0.26100".into())),
+                ..Default::default()
+            }],
+        });
+        let msg = reply("1", 2, vec![st("2", &inv.id.wire_id(), "Get", 404), results], true);
+        let out = run(&msg, &e, None, std::slice::from_ref(&inv));
+        assert_eq!(out.commit.outcomes[0].status_code, 200);
+        assert!(out.commit.facts.iter().any(|f| f.name == facts::INVENTORY_COLLECTED_AT));
+        assert!(out.commit.facts.iter().any(|f| f.value == "10.0.26100"));
     }
 
     fn input<'a>(
@@ -1690,9 +2284,13 @@ mod tests {
     }
 
     fn msi_alert(cmd_id: &str, source: &str, result: &str) -> Sc {
+        msi_alert_as(ALERT_GENERIC, cmd_id, source, result)
+    }
+
+    fn msi_alert_as(code: u16, cmd_id: &str, source: &str, result: &str) -> Sc {
         Sc::Alert(Alert {
             cmd_id: cmd_id.into(),
-            data: ALERT_GENERIC.to_string(),
+            data: code.to_string(),
             items: vec![Item {
                 source: Some(LocTarget::new(source)),
                 meta: Some(Meta {
@@ -1777,6 +2375,45 @@ mod tests {
         ));
         assert_eq!(out.commit.outcomes[0].state, CommandState::Accepted);
         assert_eq!(out.commit.completions, vec![Completion::new(sent.id, 200)]);
+    }
+
+    #[test]
+    fn msi_completion_comes_as_1224_and_matches_any_spelling_of_the_node() {
+        let e = enrollment();
+        let queued = "./Device/Vendor/MSFT/EnterpriseDesktopAppManagement/MSI/%7Baaaa-bbbb%7D/DownloadInstall";
+        let mut c = command(
+            &e,
+            OmaDmCommand::single(
+                Verb::Exec,
+                CommandItem {
+                    target: queued.into(),
+                    format: Some("xml".into()),
+                    type_: None,
+                    data: Some("<MsiInstallJob/>".into()),
+                },
+            ),
+            "admin",
+        );
+        c.state = CommandState::Accepted;
+        // The alert Windows sends (EnterpriseDesktopAppManagement CSP "Alert example"): 1224,
+        // `./Vendor` spelling, decoded braces, upper-case GUID.
+        for source in [
+            "./Vendor/MSFT/EnterpriseDesktopAppManagement/MSI/{AAAA-BBBB}/DownloadInstall",
+            "./device/vendor/MSFT/EnterpriseDesktopAppManagement/MSI/%7BAAAA-BBBB%7D/DownloadInstall",
+        ] {
+            let msg = reply("1", 2, vec![msi_alert_as(ALERT_CLIENT_EVENT, "2", source, "0")], true);
+            let out = process(input(
+                &msg,
+                &e,
+                None,
+                &[],
+                std::slice::from_ref(&c),
+                fresh_inventory(),
+                OffsetDateTime::now_utc(),
+            ));
+            assert_eq!(out.commit.completions, vec![Completion::new(c.id, 200)], "{source}");
+        }
+        assert_eq!(percent_decode("%7Ba%7d%zz%4"), "{a}%zz%4");
     }
 
     fn device_gets(n: usize) -> Vec<Sc> {
@@ -1892,6 +2529,9 @@ mod tests {
                 offset: 8192,
             }),
             pending_statuses: Vec::new(),
+            package_open: false,
+            incoming: Vec::new(),
+            held: Vec::new(),
         };
         // Nothing owed: the field is left out, so the stored shape is what it always was.
         let json: serde_json::Value = serde_json::from_str(&s.to_state()).unwrap();

@@ -20,3 +20,4 @@ mod management;
 mod probe;
 mod tls_surfaces;
 mod webhooks;
+mod windows_sessions;

@@ -302,8 +302,8 @@ async fn simulated_unenroll_and_msi_completion() {
     let e = t.enrollment_of(&device).await;
     device.run_session(&client, SessionTrigger::Scheduled).await.unwrap();
 
-    // MSI install: Add the product node, Add DownloadInstall, Exec (202 accepted); completion comes as a
-    // 1226 alert in the next session.
+    // MSI install: Add the product node, Add DownloadInstall, Exec (202 accepted); completion comes as
+    // Alert 1224 in the next session (EnterpriseDesktopAppManagement CSP "Alert example").
     let msi = "./Device/Vendor/MSFT/EnterpriseDesktopAppManagement/MSI/%7BAAAA-BBBB%7D";
     let node = CommandPayload::single(
         Verb::Add,
@@ -347,7 +347,7 @@ async fn simulated_unenroll_and_msi_completion() {
     assert_eq!((c.state, c.status_code), (CommandState::Accepted, Some(202)));
     device.run_session(&client, SessionTrigger::Scheduled).await.unwrap();
     let c = t.store().command(exec).await.unwrap().unwrap();
-    assert_eq!(c.state, CommandState::Succeeded, "completed by the 1226 alert");
+    assert_eq!(c.state, CommandState::Succeeded, "completed by the 1224 alert");
 
     device.request_unenroll();
     device.run_session(&client, SessionTrigger::Scheduled).await.unwrap();

@@ -125,7 +125,7 @@ fn md5_digest_known_vector() {
 }
 
 #[test]
-fn session_ids_are_uppercase_hex_and_wrap() {
+fn session_ids_are_decimal_and_wrap() {
     let mut dev = fleet_device();
     dev.set_session_counter(9);
     assert_eq!(
@@ -133,8 +133,11 @@ fn session_ids_are_uppercase_hex_and_wrap() {
             .unwrap()
             .header
             .session_id,
-        "A"
+        "10"
     );
+    dev.set_session_counter(u32::MAX - 1);
+    let m = dev.start_session(SessionTrigger::ServerInitiated).unwrap();
+    assert_eq!(m.header.session_id, "4294967295", "ten decimal digits");
     dev.set_session_counter(u32::MAX);
     let m = dev.start_session(SessionTrigger::ServerInitiated).unwrap();
     assert_eq!(m.header.session_id, "1");
@@ -146,7 +149,8 @@ fn multi_message_exchange() {
     let mut dev = fleet_device();
     let m1 = dev.start_session(SessionTrigger::Scheduled).unwrap();
     let sid = m1.header.session_id.clone();
-    // Server message 1: a Get, no Final (more to come) → statuses, Results and Alert 1222.
+    // Server message 1: a Get, no Final (more to come) → statuses, Results and Alert 1222, and no
+    // Final of ours while the server's package is open (OMA-DM Protocol §8.2).
     let s1 = server_msg(
         &sid,
         1,
@@ -159,7 +163,7 @@ fn multi_message_exchange() {
     let r1 = dev.respond(&s1).unwrap().unwrap();
     assert_eq!(r1.header.msg_id, 2);
     assert_eq!(r1.header.session_id, sid);
-    assert!(r1.body.final_);
+    assert!(!r1.body.final_);
     let uuid = "a1b2c3d4-0000-4000-8000-000000000001";
     assert_eq!(
         statuses(&r1),
@@ -184,7 +188,7 @@ fn multi_message_exchange() {
     assert_eq!(interior.data.as_ref().unwrap().as_str(), "DevId/DmV/Lang/Man/Mod");
     assert_eq!(alerts(&r1), vec![1222]);
 
-    // Server message 2: a Replace with Final → just statuses.
+    // Server message 2: a Replace with Final → just statuses, and our Final.
     let s2 = server_msg(
         &sid,
         2,
@@ -195,6 +199,7 @@ fn multi_message_exchange() {
     );
     let r2 = dev.respond(&s2).unwrap().unwrap();
     assert_eq!(r2.header.msg_id, 3);
+    assert!(r2.body.final_);
     assert!(alerts(&r2).is_empty());
     assert_eq!(
         statuses(&r2),
@@ -234,6 +239,93 @@ fn multi_message_exchange() {
         .unwrap()
         .unwrap();
     assert_eq!(alerts(&r), vec![1222]);
+    assert!(!r.body.final_);
+}
+
+/// A Results value longer than the upload limit goes in pieces, one per message, each answered
+/// 213 + 1222 by the server; the last piece carries our Final (OMA-DM large object handling).
+#[test]
+fn large_results_go_in_pieces_with_more_data() {
+    let mut dev = fleet_device();
+    let node = "./Device/Vendor/MSFT/Policy/Config/Big/Value";
+    let value: String = (0..100).map(|i| char::from(b'a' + (i % 26) as u8)).collect::<String>() + "é";
+    dev.tree
+        .seed(node, crate::csp::Format::Chr, crate::csp::Access::GET_REPLACE, &value);
+    dev.upload_chunk_bytes = 40;
+    let m1 = dev.start_session(SessionTrigger::Scheduled).unwrap();
+    let sid = m1.header.session_id.clone();
+    let get = format!(
+        r#"<Get><CmdID>g1</CmdID><Item><Target><LocURI>{node}</LocURI></Target></Item></Get>
+<Get><CmdID>g2</CmdID><Item><Target><LocURI>./DevDetail/SwV</LocURI></Target></Item></Get>"#
+    );
+    let mut reply = dev.respond(&server_msg(&sid, 1, 1, &get, true)).unwrap().unwrap();
+    let mut pieces = Vec::new();
+    let mut server_id = 1;
+    loop {
+        let results: Vec<&Results> = reply
+            .body
+            .commands
+            .iter()
+            .filter_map(|c| match c {
+                Command::Results(r) if r.cmd_ref == "g1" => Some(r),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(results.len(), 1, "one piece per message");
+        let item = &results[0].items[0];
+        pieces.push((item.data.as_ref().unwrap().as_str().to_owned(), item.more_data));
+        if pieces.len() == 1 {
+            assert_eq!(
+                item.meta.as_ref().unwrap().size,
+                Some(value.len() as u64),
+                "Meta/Size first"
+            );
+        } else {
+            assert_eq!(item.meta.as_ref().unwrap().size, None);
+        }
+        assert_eq!(reply.body.final_, !item.more_data, "Final only with the last piece");
+        if !item.more_data {
+            break;
+        }
+        let piece_id = results[0].cmd_id.clone();
+        server_id += 1;
+        let body = format!(
+            r#"<Status><CmdID>2</CmdID><MsgRef>{}</MsgRef><CmdRef>{piece_id}</CmdRef><Cmd>Results</Cmd><Data>213</Data></Status>
+<Alert><CmdID>3</CmdID><Data>1222</Data></Alert>"#,
+            reply.header.msg_id
+        );
+        reply = dev
+            .respond(&server_msg(&sid, server_id, reply.header.msg_id, &body, false))
+            .unwrap()
+            .unwrap();
+    }
+    assert!(pieces.len() >= 3, "{pieces:?}");
+    let whole: String = pieces.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(whole, value);
+    assert!(pieces.iter().all(|(p, _)| p.len() <= 40));
+    // The other Get's Results come after the large object, in the last message.
+    assert!(
+        reply
+            .body
+            .commands
+            .iter()
+            .any(|c| matches!(c, Command::Results(r) if r.cmd_ref == "g2"))
+    );
+
+    // A server that does not answer a piece 213 broke large object handling: the device stops.
+    let mut dev = fleet_device();
+    dev.tree
+        .seed(node, crate::csp::Format::Chr, crate::csp::Access::GET_REPLACE, &value);
+    dev.upload_chunk_bytes = 40;
+    let m1 = dev.start_session(SessionTrigger::Scheduled).unwrap();
+    let sid = m1.header.session_id.clone();
+    let r = dev.respond(&server_msg(&sid, 1, 1, &get, true)).unwrap().unwrap();
+    assert!(!r.body.final_);
+    let no_213 = r#"<Alert><CmdID>2</CmdID><Data>1222</Data></Alert>"#;
+    assert!(matches!(
+        dev.respond(&server_msg(&sid, 2, r.header.msg_id, no_213, false)),
+        Err(SessionError::Protocol(_))
+    ));
 }
 
 #[test]
@@ -473,7 +565,7 @@ fn msi_install_alert_goes_to_the_next_session() {
     let Command::Alert(a) = &m.body.commands[2] else {
         panic!("no generic alert")
     };
-    assert_eq!(a.code(), Some(1226));
+    assert_eq!(a.code(), Some(1224), "EnterpriseDesktopAppManagement CSP alert example");
     let item = &a.items[0];
     assert_eq!(item.source_uri(), Some(format!("{node}/DownloadInstall").as_str()));
     let meta = item.meta.as_ref().unwrap();

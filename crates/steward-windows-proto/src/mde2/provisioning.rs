@@ -25,8 +25,9 @@ impl ClientStore {
     }
 }
 
-/// DMClient CSP `Provider/<id>/Poll` schedule. Intervals are minutes; a count of 0 for the
-/// remaining retries means "forever" (DMClient CSP docs).
+/// DMClient CSP `Provider/<id>/Poll` schedule. Intervals are minutes. MS-MDE2 §2.2.9.3: an
+/// interval of 0 disables its set; a count of 0 with a non-zero interval repeats that set forever,
+/// and the remaining set is disabled when the first or second set is infinite.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PollSchedule {
     pub interval_first_minutes: u32,

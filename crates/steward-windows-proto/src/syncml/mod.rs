@@ -30,7 +30,7 @@ mod parse;
 mod tests;
 mod write;
 
-pub use parse::{is_well_formed_fragment, parse, parse_bytes, parse_bytes_with, parse_with};
+pub use parse::{MAX_SESSION_ID_LEN, is_well_formed_fragment, parse, parse_bytes, parse_bytes_with, parse_with};
 pub use write::{estimated_size, write, write_into};
 
 use crate::xml::XmlError;
@@ -137,7 +137,8 @@ pub struct SyncHdr {
     pub ver_dtd: String,
     /// `VerProto`, `DM/1.2` ([`VER_PROTO`]).
     pub ver_proto: String,
-    /// Client-chosen session id: 1–8 hex digits (at most 4 bytes, MS-MDM §2.2.3.8).
+    /// Client-chosen session id, opaque: 1–16 decimal or hex digits (Windows writes a decimal
+    /// counter per Learn "OMA DM protocol support"; MS-MDM §2.2.3.8 shows hex).
     pub session_id: String,
     /// Message id, monotonically increasing per sender from 1.
     pub msg_id: u32,
@@ -337,6 +338,28 @@ pub struct Container {
     pub commands: Vec<Command>,
 }
 
+/// A SyncBody command the reader could not take, kept so that it is answered on its own with a
+/// Status instead of failing the whole message (interop review M-10; Learn "OMA DM protocol
+/// support": Windows itself answers a bad element with "status code 400… for that element").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    pub cmd_id: String,
+    /// The element name as used in `Status/Cmd`: one of the SyncML 1.2 commands
+    /// (OMA-TS-DM_RepPro §6.5), or `Unknown` for an element that is none of them.
+    pub name: &'static str,
+    /// The Status it gets: 406 (optional feature not supported) for a command the management
+    /// session does not implement, 400 (bad request) for a malformed one.
+    pub code: u16,
+    /// Why, for the log.
+    pub reason: String,
+}
+
+/// Every command element of SyncML 1.2 (OMA-TS-DM_RepPro §6.5 and the SyncML DTD).
+pub const SYNCML_COMMANDS: [&str; 15] = [
+    "Add", "Alert", "Atomic", "Copy", "Delete", "Exec", "Get", "Map", "Put", "Replace", "Results", "Search",
+    "Sequence", "Status", "Sync",
+];
+
 /// One SyncBody command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
@@ -350,6 +373,9 @@ pub enum Command {
     Exec(ItemCommand),
     Atomic(Container),
     Sequence(Container),
+    /// Unknown or malformed, answered with its own Status ([`Refused`]). Only the reader makes
+    /// these; the writer writes it as an element holding just its CmdID.
+    Refused(Refused),
 }
 
 impl Command {
@@ -366,6 +392,7 @@ impl Command {
             Command::Exec(_) => "Exec",
             Command::Atomic(_) => "Atomic",
             Command::Sequence(_) => "Sequence",
+            Command::Refused(r) => r.name,
         }
     }
 
@@ -379,6 +406,7 @@ impl Command {
                 &c.cmd_id
             }
             Command::Atomic(c) | Command::Sequence(c) => &c.cmd_id,
+            Command::Refused(r) => &r.cmd_id,
         }
     }
 }

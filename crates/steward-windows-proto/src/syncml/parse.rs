@@ -4,7 +4,8 @@
 
 use super::{
     Alert, Command, Container, Cred, Item, ItemCommand, ItemData, LocTarget, Meta, NS_METINF, NS_MSFT, NS_SYNCML,
-    Results, Status, SyncBody, SyncHdr, SyncMl, SyncMlError,
+    Refused, Results, STATUS_BAD_REQUEST, STATUS_OPTIONAL_FEATURE_NOT_SUPPORTED, SYNCML_COMMANDS, Status, SyncBody,
+    SyncHdr, SyncMl, SyncMlError,
 };
 use crate::xml::XmlLimits;
 use roxmltree::Node;
@@ -130,12 +131,19 @@ fn cmd_id(node: Node<'_, '_>) -> Result<String, SyncMlError> {
 
 // ---- SyncHdr (MS-MDM §2.2.4.2) ----
 
+/// Longest SessionID accepted: 10 decimal digits of a 32-bit counter with room to spare.
+pub const MAX_SESSION_ID_LEN: usize = 16;
+
 fn header(hdr: Node<'_, '_>) -> Result<SyncHdr, SyncMlError> {
     let session_id = field(hdr, "SessionID", "SyncHdr/SessionID")?;
-    // MS-MDM §2.2.3.8: the SessionID is at most 4 bytes, written by Windows as a hex counter.
-    if session_id.len() > 8 || !session_id.bytes().all(|b| b.is_ascii_hexdigit()) {
+    // The SessionID is opaque to the server: it is echoed and compared, never computed with.
+    // MS-MDM §2.2.3.8 describes at most 4 bytes as hex, while Learn "OMA DM protocol support"
+    // says "the client returns the SessionID in integer in decimal format", so a 32-bit counter
+    // can reach 10 decimal digits (4294967295). Both forms are short runs of hex digits (decimal
+    // digits are hex digits), so any 1-16 of them are accepted (interop review M-8).
+    if session_id.len() > MAX_SESSION_ID_LEN || !session_id.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(SyncMlError::Invalid(format!(
-            "SessionID {session_id:?} is not 1-8 hex digits"
+            "SessionID {session_id:?} is not 1-{MAX_SESSION_ID_LEN} decimal or hex digits"
         )));
     }
     let msg_id = field(hdr, "MsgID", "SyncHdr/MsgID")?;
@@ -218,10 +226,12 @@ fn number(node: Node<'_, '_>) -> Result<Option<u64>, SyncMlError> {
 
 // ---- Item and Data (MS-MDM §2.2.5) ----
 
+/// An Item's Target or Source with an empty or missing LocURI reads as absent rather than failing
+/// the message (interop review M-10): the command it belongs to is then answered on its own.
 fn item(node: Node<'_, '_>) -> Result<Item, SyncMlError> {
     Ok(Item {
-        target: find(node, "Target").map(loc).transpose()?,
-        source: find(node, "Source").map(loc).transpose()?,
+        target: find(node, "Target").and_then(|t| loc(t).ok()),
+        source: find(node, "Source").and_then(|s| loc(s).ok()),
         meta: meta_child(node)?,
         data: find(node, "Data").map(data),
         more_data: find(node, "MoreData").is_some(),
@@ -272,13 +282,42 @@ fn inner_xml<'i>(node: Node<'_, 'i>) -> &'i str {
 
 // ---- SyncBody and commands (MS-MDM §2.2.4.3, §2.2.6, §2.2.7) ----
 
+/// SyncBody: one bad command does not fail the message (interop review M-10). A command in the
+/// SyncML namespace that cannot be read but has a readable CmdID becomes [`Command::Refused`]
+/// (answered on its own: 406 when unknown, 400 when malformed); one without a usable CmdID cannot
+/// be answered and is dropped, as are elements of other namespaces (extensions, not commands).
+/// Inside Atomic and Sequence the rules stay strict: the container is refused as a whole.
 fn sync_body(body: Node<'_, '_>) -> Result<SyncBody, SyncMlError> {
     let mut out = SyncBody::default();
     for c in elements(body) {
         if is(c, "Final") {
             out.final_ = true;
+        } else if !is_syncml_ns(c.tag_name().namespace()) {
+            continue;
         } else {
-            out.commands.push(command(c, Scope::Body)?);
+            match command(c, Scope::Body) {
+                Ok(cmd) => out.commands.push(cmd),
+                Err(e) => {
+                    if let Ok(cmd_id) = cmd_id(c) {
+                        let local = c.tag_name().name();
+                        let name = SYNCML_COMMANDS
+                            .iter()
+                            .copied()
+                            .find(|n| *n == local)
+                            .unwrap_or("Unknown");
+                        let code = match e {
+                            SyncMlError::UnknownCommand(_) => STATUS_OPTIONAL_FEATURE_NOT_SUPPORTED,
+                            _ => STATUS_BAD_REQUEST,
+                        };
+                        out.commands.push(Command::Refused(Refused {
+                            cmd_id,
+                            name,
+                            code,
+                            reason: e.to_string(),
+                        }));
+                    }
+                }
+            }
         }
     }
     Ok(out)

@@ -449,15 +449,25 @@ fn rejects_invalid_utf8() {
     assert!(parse_bytes(&bom).is_ok());
 }
 
+/// The one command of `body`, which the reader refused: its (name, code, reason).
+fn refused(body: &str) -> (&'static str, u16, String) {
+    let msg = parse(&wrap(body)).expect("a bad command does not fail the message (interop review M-10)");
+    match msg.body.commands.as_slice() {
+        [Command::Refused(r)] => (r.name, r.code, r.reason.clone()),
+        other => panic!("not one refused command: {other:?}"),
+    }
+}
+
 #[test]
 fn rejects_nested_atomic() {
     let get = "<Get><CmdID>3</CmdID><Item><Target><LocURI>./a</LocURI></Target></Item></Get>";
     let direct = format!("<Atomic><CmdID>1</CmdID><Atomic><CmdID>2</CmdID>{get}</Atomic></Atomic>");
-    assert_eq!(parse(&wrap(&direct)), Err(SyncMlError::NestedAtomic));
+    let nested = SyncMlError::NestedAtomic.to_string();
+    assert_eq!(refused(&direct), ("Atomic", 400, nested.clone()));
     let via_sequence = format!(
         "<Atomic><CmdID>1</CmdID><Sequence><CmdID>2</CmdID><Atomic><CmdID>4</CmdID>{get}</Atomic></Sequence></Atomic>"
     );
-    assert_eq!(parse(&wrap(&via_sequence)), Err(SyncMlError::NestedAtomic));
+    assert_eq!(refused(&via_sequence), ("Atomic", 400, nested));
     // Atomic inside a top-level Sequence is fine.
     let ok = format!("<Sequence><CmdID>1</CmdID><Atomic><CmdID>2</CmdID>{get}</Atomic></Sequence>");
     assert!(parse(&wrap(&ok)).is_ok());
@@ -490,50 +500,74 @@ fn rejects_structural_errors() {
             "{msg_id}"
         );
     }
-    for session_id in ["123456789", "XYZ", "1 2"] {
+    for session_id in ["12345678901234567", "XYZ", "1 2", "-1"] {
         let xml = wrap("<Final/>").replace(
             "<SessionID>A</SessionID>",
             &format!("<SessionID>{session_id}</SessionID>"),
         );
         assert!(matches!(parse(&xml), Err(SyncMlError::Invalid(_))), "{session_id}");
     }
-    let xml = wrap("<Final/>").replace("<SessionID>A</SessionID>", "<SessionID>DEADBEEF</SessionID>");
-    assert_eq!(parse(&xml).unwrap().header.session_id, "DEADBEEF");
+    // Hex as MS-MDM shows it, and decimal as Learn says Windows sends it, up to a 32-bit
+    // counter's 10 digits (interop review M-8).
+    for session_id in ["DEADBEEF", "4294967295", "1234567890", "7"] {
+        let xml = wrap("<Final/>").replace(
+            "<SessionID>A</SessionID>",
+            &format!("<SessionID>{session_id}</SessionID>"),
+        );
+        assert_eq!(parse(&xml).unwrap().header.session_id, session_id);
+    }
 
+    // Malformed commands are answered one by one (400); one whose CmdID is unusable cannot be
+    // answered and is dropped. The rest of the message stands (interop review M-10).
     let zero = "<Alert><CmdID>0</CmdID><Data>1201</Data></Alert>";
-    assert!(matches!(parse(&wrap(zero)), Err(SyncMlError::Invalid(_))));
+    assert!(parse(&wrap(zero)).unwrap().body.commands.is_empty());
     let no_items = "<Get><CmdID>1</CmdID></Get>";
-    assert_eq!(parse(&wrap(no_items)), Err(SyncMlError::Missing("Item")));
+    assert_eq!(
+        refused(no_items),
+        ("Get", 400, SyncMlError::Missing("Item").to_string())
+    );
     let status_in_atomic = "<Atomic><CmdID>1</CmdID><Status><CmdID>2</CmdID><MsgRef>1</MsgRef><CmdRef>0</CmdRef>\
                             <Cmd>SyncHdr</Cmd><Data>200</Data></Status></Atomic>";
-    assert!(matches!(parse(&wrap(status_in_atomic)), Err(SyncMlError::Invalid(_))));
+    assert_eq!(refused(status_in_atomic).0, "Atomic");
     let no_code = "<Status><CmdID>2</CmdID><MsgRef>1</MsgRef><CmdRef>0</CmdRef><Cmd>SyncHdr</Cmd></Status>";
-    assert_eq!(parse(&wrap(no_code)), Err(SyncMlError::Missing("Status/Data")));
+    assert_eq!(
+        refused(no_code),
+        ("Status", 400, SyncMlError::Missing("Status/Data").to_string())
+    );
     let bad_size = "<Replace><CmdID>1</CmdID><Item><Target><LocURI>./a</LocURI></Target>\
                     <Meta><Size xmlns=\"syncml:metinf\">big</Size></Meta></Item></Replace>";
-    assert!(matches!(parse(&wrap(bad_size)), Err(SyncMlError::Invalid(_))));
+    assert_eq!(refused(bad_size).0, "Replace");
+    // An empty LocURI reads as no Source: the command stays.
+    let empty_loc = "<Replace><CmdID>1</CmdID><Item><Source><LocURI> </LocURI></Source><Data>x</Data></Item></Replace>";
+    let Command::Replace(r) = &parse(&wrap(empty_loc)).unwrap().body.commands[0] else {
+        panic!("not a Replace")
+    };
+    assert_eq!(r.items[0].source, None);
+    // The SyncHdr stays strict: without it there is no message to answer.
+    let no_hdr_loc = wrap("<Final/>").replace("<SessionID>A</SessionID>", "<SessionID></SessionID>");
+    assert!(parse(&no_hdr_loc).is_err());
 }
 
 #[test]
-fn rejects_unknown_commands() {
-    assert_eq!(
-        parse(&wrap("<Sync><CmdID>1</CmdID></Sync>")),
-        Err(SyncMlError::UnknownCommand("Sync".into()))
-    );
-    assert_eq!(
-        parse(&wrap("<Copy><CmdID>1</CmdID></Copy>")),
-        Err(SyncMlError::UnknownCommand("Copy".into()))
-    );
+fn unknown_commands_are_refused_one_by_one() {
+    let unknown = |name: &str| SyncMlError::UnknownCommand(name.into()).to_string();
+    assert_eq!(refused("<Sync><CmdID>1</CmdID></Sync>"), ("Sync", 406, unknown("Sync")));
+    assert_eq!(refused("<Copy><CmdID>1</CmdID></Copy>"), ("Copy", 406, unknown("Copy")));
+    assert_eq!(refused("<Frobnicate><CmdID>1</CmdID></Frobnicate>").0, "Unknown");
+    // Elements of other namespaces are extensions, not commands: skipped.
     let foreign = format!("<msft:Foo xmlns:msft=\"{NS_MSFT}\"/>");
-    assert_eq!(
-        parse(&wrap(&foreign)),
-        Err(SyncMlError::UnknownCommand(format!("{{{NS_MSFT}}}Foo")))
-    );
+    assert!(parse(&wrap(&foreign)).unwrap().body.commands.is_empty());
+    // Inside a container the container is refused whole.
     let in_sequence = "<Sequence><CmdID>1</CmdID><Map><CmdID>2</CmdID></Map></Sequence>";
-    assert_eq!(
-        parse(&wrap(in_sequence)),
-        Err(SyncMlError::UnknownCommand("Map".into()))
-    );
+    assert_eq!(refused(in_sequence), ("Sequence", 406, unknown("Map")));
+    // The rest of the message is kept, in order.
+    let mixed = parse(&wrap(
+        "<Sync><CmdID>1</CmdID></Sync><Alert><CmdID>2</CmdID><Data>1201</Data></Alert><Final/>",
+    ))
+    .unwrap();
+    assert_eq!(mixed.body.commands.len(), 2);
+    assert!(matches!(&mixed.body.commands[1], Command::Alert(a) if a.code() == Some(1201)));
+    assert!(mixed.body.final_);
 }
 
 #[test]
@@ -749,7 +783,7 @@ fn cred() -> BoxedStrategy<Cred> {
 
 fn syncml() -> BoxedStrategy<SyncMl> {
     let header = (
-        (token(), token(), "[0-9A-Fa-f]{1,8}", any::<u32>()),
+        (token(), token(), "[0-9A-Fa-f]{1,16}", any::<u32>()),
         proptest::option::of(loc()),
         proptest::option::of(loc()),
         proptest::option::of(cred()),

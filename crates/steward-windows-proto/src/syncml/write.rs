@@ -148,6 +148,8 @@ fn command(o: &mut impl Sink, cmd: &Command) {
         }
         // MS-MDM §2.2.7.3 / OMA-TS-DM_RepPro §6.5: (CmdID, Meta?, commands+)
         Command::Atomic(c) | Command::Sequence(c) => container(o, c),
+        // Only the reader makes these; nothing but the CmdID is known.
+        Command::Refused(_) => {}
     }
     close(o, name);
 }
