@@ -332,13 +332,15 @@ impl Writer {
         let store = self.store.clone();
         let Some(v) = self.verifier.as_mut() else { return };
         let verified = async {
-            let marker = store.audit_keyed_from().await.map_err(|e| e.to_string())?;
-            v.adopt_keyed_from(marker).map_err(|b| b.to_string())?;
             loop {
                 let page = store
                     .audit_events(&AuditFilter::default(), Some(v.last_seq()), PAGE)
                     .await
                     .map_err(|e| e.to_string())?;
+                // The marker after the rows: it commits with the first keyed row, so any keyed row
+                // just read has its marker visible now (read before, it could still be missing).
+                let marker = store.audit_keyed_from().await.map_err(|e| e.to_string())?;
+                v.adopt_keyed_from(marker).map_err(|b| b.to_string())?;
                 for e in &page {
                     v.check(e).map_err(|b| b.to_string())?;
                 }
