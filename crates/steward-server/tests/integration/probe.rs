@@ -806,9 +806,7 @@ async fn audited_data_dir() -> (tempfile::TempDir, steward_server::Config) {
 
 /// What `steward audit verify` runs, on the data directory: the chain with its key, through the
 /// signed checkpoints in the data directory.
-async fn verify_data_dir(
-    config: &steward_server::Config,
-) -> Result<steward_server::audit::Verified, AuditChainBroken> {
+async fn verify_data_dir(config: &steward_server::Config) -> Result<steward_server::audit::Verified, AuditChainBroken> {
     let api = steward_server::local::LocalApi::open(config).await.unwrap();
     steward_server::audit::verify(&config.data_dir, api.core(), api.audit_keys())
         .await
@@ -855,11 +853,19 @@ async fn audit_verify_passes_an_untouched_log_and_says_what_it_covers() {
     let (_dir, config) = audited_data_dir().await;
     let v = verify_data_dir(&config).await.unwrap();
     assert_eq!(v.count, AUDITED_CALLS as u64);
-    assert_eq!(v.keyed_from, Some(1), "a new data directory is keyed from the first event");
+    assert_eq!(
+        v.keyed_from,
+        Some(1),
+        "a new data directory is keyed from the first event"
+    );
     let newest = v.newest.clone().expect("the shutdown signed a checkpoint");
     assert_eq!((newest.count, newest.head.as_str()), (AUDITED_CALLS, v.head.as_str()));
     let file = std::fs::read_to_string(steward_server::audit::checkpoint_path(&config.data_dir)).unwrap();
-    assert_eq!(file.lines().count(), v.checkpoints, "every line in the file was checked");
+    assert_eq!(
+        file.lines().count(),
+        v.checkpoints,
+        "every line in the file was checked"
+    );
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
