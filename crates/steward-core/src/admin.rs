@@ -674,6 +674,18 @@ impl AuditChainVerifier {
 
     /// After the last row: a checkpoint the chain never reached means its newest rows were deleted.
     pub fn finish(self) -> Result<Self, AuditChainBroken> {
+        // The marker is written with the first keyed row, so that row must still be there.
+        if let Some(k) = self.keyed_from
+            && k > self.prev_seq
+        {
+            return Err(AuditChainBroken {
+                seq: self.prev_seq + 1,
+                reason: format!(
+                    "missing: the chain is keyed from event #{k} but the log ends at event #{} (the newest rows were deleted)",
+                    self.prev_seq
+                ),
+            });
+        }
         if let Some(c) = self.checkpoints.get(self.next_checkpoint) {
             return Err(AuditChainBroken {
                 seq: self.prev_seq + 1,
@@ -725,6 +737,11 @@ pub async fn verify_audit_log(
         let page = store.audit_events(&AuditFilter::default(), after, 500).await?;
         let Some(last) = page.last() else { break };
         after = Some(last.seq);
+        // The server may append while this runs: a keyed row just read has its marker committed
+        // with it, so re-read the marker after the rows (only "none yet" may change).
+        if let Err(b) = v.adopt_keyed_from(store.audit_keyed_from().await?) {
+            return Ok(Err(b));
+        }
         for e in &page {
             if let Err(b) = v.check(e) {
                 return Ok(Err(b));
@@ -854,6 +871,11 @@ mod tests {
         let broken = v.finish().unwrap_err();
         assert_eq!(broken.seq, 4);
         assert!(broken.reason.contains("deleted"), "{broken}");
+
+        // Every keyed row deleted: the marker still names the first one.
+        let mut v = AuditChainVerifier::new(Some(key.clone()), Some(3), Vec::new()).unwrap();
+        run(&mut v, &keyed_chain(&key, 3, 4)[..2]).unwrap();
+        assert_eq!(v.finish().unwrap_err().seq, 3);
 
         // The marker moved (to pass rows off as unkeyed): refused before any row.
         let broken = AuditChainVerifier::new(Some(key.clone()), Some(3), vec![cp.clone()]).unwrap_err();

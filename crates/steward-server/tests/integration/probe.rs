@@ -1,8 +1,9 @@
 //! Regression tests for the black-box probe's findings (issue #18), over real TLS unless the finding
 //! is about routing: device takeover by re-enrollment, the password oracle and lockout bypass
 //! through enrollment, the console sign-in limiter, pre-authentication CPU exhaustion, 5xx answers
-//! to unusual methods, SyncML answers that ignored MaxMsgSize, and oversized bodies answered by a
-//! closed connection.
+//! to unusual methods, SyncML answers that ignored MaxMsgSize, oversized bodies answered by a closed
+//! connection, and an audit chain that someone with write access to the database could rewrite,
+//! truncate or extend unnoticed.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -876,13 +877,12 @@ async fn audit_verify_passes_an_untouched_log_and_says_what_it_covers() {
         assert_eq!(mode & 0o777, 0o600);
     }
     let report = v.to_string();
-    assert!(report.contains("keyed HMAC-SHA-256"), "{report}");
-    // Neither key is in the database.
-    let dump = std::fs::read(config.data_dir.join("steward.db")).unwrap();
+    assert!(report.contains("events #1-#4: keyed HMAC-SHA-256"), "{report}");
+    assert!(report.contains("covers events #1-#4"), "{report}");
+    // The keys live sealed in the data directory, not in the database.
     for sealed in ["audit-chain.key.sealed", "audit-checkpoint.key.sealed"] {
         assert!(config.data_dir.join(sealed).exists(), "{sealed}");
     }
-    assert!(!String::from_utf8_lossy(&dump).contains("audit-chain.key"));
 }
 
 /// Edit a row and recompute every following hash the way the chain used to be computed (unkeyed
@@ -970,4 +970,27 @@ async fn audit_verify_detects_a_forged_append() {
     let broken = verify_data_dir(&config).await.unwrap_err();
     assert_eq!(broken.seq, AUDITED_CALLS + 1, "{broken}");
     assert!(broken.reason.contains("keyed MAC"), "{broken}");
+}
+
+/// Lowering a checkpoint's count (to make a truncation fit) breaks its signature: verify names the
+/// line instead of trusting it.
+#[tokio::test]
+async fn audit_verify_refuses_an_edited_checkpoint() {
+    let (_dir, config) = audited_data_dir().await;
+    let path = steward_server::audit::checkpoint_path(&config.data_dir);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let edited = text.replace(
+        &format!("\"count\":{AUDITED_CALLS},"),
+        &format!("\"count\":{},", AUDITED_CALLS - 2),
+    );
+    assert_ne!(edited, text);
+    std::fs::write(&path, edited).unwrap();
+    let api = steward_server::local::LocalApi::open(&config).await.unwrap();
+    let err = steward_server::audit::verify(&config.data_dir, api.core(), api.audit_keys())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, steward_server::audit::CheckpointError::Bad { line: 1, .. }),
+        "{err}"
+    );
 }
