@@ -2,9 +2,11 @@
 //! store chosen by `database.url`, TLS, our own accept loop, the webhook dispatcher, and the router
 //! assembled from the surfaces — each platform's device endpoints (wired in [`compose`], the one
 //! module that names a platform), the admin REST API (`steward-api`) and the web console
-//! (`steward-console`). [`start`] prepares everything and serves until [`RunningServer::shutdown`].
+//! (`steward-console`), and the audit checkpoint writer ([`audit`]). [`start`] prepares everything
+//! and serves until [`RunningServer::shutdown`].
 
 pub mod acme;
+pub mod audit;
 pub mod bootstrap;
 pub mod compose;
 pub mod config;
@@ -91,6 +93,10 @@ pub struct RunningServer {
     acme_task: Option<JoinHandle<()>>,
     /// The plain-HTTP listener of ACME `http-01`.
     http01_task: Option<JoinHandle<()>>,
+    /// The audit checkpoint writer ([`audit`]), stopped after the listener drained so its last
+    /// checkpoint covers the last request.
+    audit_stop: watch::Sender<bool>,
+    audit_task: JoinHandle<()>,
 }
 
 impl RunningServer {
@@ -102,6 +108,8 @@ impl RunningServer {
         for t in [self.acme_task, self.http01_task].into_iter().flatten() {
             let _ = t.await;
         }
+        let _ = self.audit_stop.send(true);
+        let _ = self.audit_task.await;
     }
 
     /// Serves until the process receives Ctrl-C / SIGTERM.
@@ -209,10 +217,19 @@ pub async fn start_with_store(
     let config = Arc::new(config);
     let pki = Arc::new(pki);
     let data_key = pki.data_key.clone();
-    let core = compose::core_with_limits(store.clone(), data_key.clone(), &config.limits);
+    let core = compose::core_with_limits(store.clone(), data_key.clone(), pki.audit.chain.clone(), &config.limits);
     core.passwords.warm_up();
     let app = compose::router(&config, &core, &pki);
     let (shutdown, rx) = watch::channel(false);
+    let (audit_stop, audit_rx) = watch::channel(false);
+    let audit_task = audit::spawn(
+        store.clone(),
+        &core.audit,
+        &pki.audit,
+        &config.data_dir,
+        &config.audit,
+        audit_rx,
+    );
     let webhook_task = webhooks::spawn(store, data_key, &config.webhooks, rx.clone());
     let acme_task = acme.clone().map(|m| tokio::spawn(m.run(rx.clone())));
     let http01_task = http01_listener.map(|(l, m)| tokio::spawn(acme::serve_http01(l, m, rx.clone())));
@@ -242,5 +259,7 @@ pub async fn start_with_store(
         webhook_task,
         acme_task,
         http01_task,
+        audit_stop,
+        audit_task,
     })
 }

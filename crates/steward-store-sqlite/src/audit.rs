@@ -1,4 +1,5 @@
-//! [`AuditLog`]: the hash-chained, append-only audit log (the chain is computed in steward-core).
+//! [`AuditLog`]: the keyed, append-only audit log (the chain is computed in steward-core; the key
+//! comes from the caller and is never stored here).
 
 use async_trait::async_trait;
 use sqlx::sqlite::SqliteRow;
@@ -31,7 +32,7 @@ fn audit_from_row(r: &SqliteRow) -> StoreResult<AuditEvent> {
 
 #[async_trait]
 impl AuditLog for SqliteStore {
-    async fn append_audit_event(&self, e: &NewAuditEvent) -> StoreResult<AuditEvent> {
+    async fn append_audit_event(&self, e: &NewAuditEvent, key: &AuditChainKey) -> StoreResult<AuditEvent> {
         // The write lock (BEGIN IMMEDIATE) serialises appenders, so reading the head and inserting
         // after it cannot race with another process (the CLI) appending at the same time.
         let mut tx = self.begin_write().await?;
@@ -43,7 +44,19 @@ impl AuditLog for SqliteStore {
             Some(r) => (r.get::<i64, _>("seq") + 1, r.get::<String, _>("hash")),
             None => (1, AUDIT_GENESIS_HASH.to_owned()),
         };
-        let ev = e.chained(seq, &prev);
+        let keyed_from: Option<i64> = sqlx::query_scalar("SELECT keyed_from FROM audit_chain WHERE id = 1")
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(from_sqlx)?;
+        if keyed_from.is_none() {
+            // The first keyed row: rows before it are the unkeyed chain of an earlier version.
+            sqlx::query("INSERT INTO audit_chain (id, keyed_from) VALUES (1, ?)")
+                .bind(seq)
+                .execute(&mut *tx)
+                .await
+                .map_err(from_sqlx)?;
+        }
+        let ev = e.chained_with(Some(key), seq, &prev);
         sqlx::query(
             "INSERT INTO audit_events (seq, at, actor, actor_id, actor_role, action, target, source_ip, outcome, \
              status, details, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -66,6 +79,13 @@ impl AuditLog for SqliteStore {
         .map_err(from_sqlx)?;
         tx.commit().await.map_err(from_sqlx)?;
         Ok(ev)
+    }
+
+    async fn audit_keyed_from(&self) -> StoreResult<Option<i64>> {
+        sqlx::query_scalar("SELECT keyed_from FROM audit_chain WHERE id = 1")
+            .fetch_optional(&self.read)
+            .await
+            .map_err(from_sqlx)
     }
 
     async fn audit_events(

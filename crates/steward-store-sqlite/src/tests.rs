@@ -200,7 +200,11 @@ async fn certificate_log_is_append_only() {
 #[tokio::test]
 async fn audit_log_is_append_only_and_verify_finds_an_edited_row() {
     let (_dir, store) = temp_store().await;
-    conformance::audit_chain(&store).await;
+    let key = conformance::audit_chain(&store).await;
+    let upd = sqlx::query("UPDATE audit_chain SET keyed_from = 3")
+        .execute(&store.write)
+        .await;
+    assert!(upd.unwrap_err().to_string().contains("append-only"));
     let upd = sqlx::query("UPDATE audit_events SET actor = 'mallory'")
         .execute(&store.write)
         .await;
@@ -218,8 +222,95 @@ async fn audit_log_is_append_only_and_verify_finds_an_edited_row() {
         .execute(&store.write)
         .await
         .unwrap();
-    let broken = steward_core::verify_audit_log(&store).await.unwrap().unwrap_err();
+    let broken = steward_core::verify_audit_log(&store, Some(key), Vec::new())
+        .await
+        .unwrap()
+        .unwrap_err();
     assert_eq!(broken.seq, 2, "{broken}");
+}
+
+/// A log an earlier version wrote (unkeyed links, no marker) continues keyed: the marker names the
+/// first keyed row, the whole chain verifies, and an edit of an old unkeyed row recomputed through
+/// the unkeyed rows is caught at the first keyed row, whose MAC covers it.
+#[tokio::test]
+async fn an_unkeyed_log_from_an_earlier_version_continues_keyed() {
+    let (_dir, store) = temp_store().await;
+    let t0 = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
+    let event = |n: i64| NewAuditEvent {
+        at: t0 + time::Duration::seconds(n),
+        actor: "cli (local)".into(),
+        actor_id: None,
+        actor_role: Some(Role::Admin),
+        action: "enrollment_token.create".into(),
+        target: Some(format!("token-{n}")),
+        source_ip: None,
+        outcome: AuditOutcome::Success,
+        status: None,
+        details: None,
+    };
+    let insert = |e: AuditEvent| {
+        sqlx::query(
+            "INSERT INTO audit_events (seq, at, actor, actor_id, actor_role, action, target, source_ip, outcome, \
+             status, details, prev_hash, hash) VALUES (?, ?, ?, NULL, 'admin', ?, ?, NULL, 'success', NULL, NULL, ?, ?)",
+        )
+        .bind(e.seq)
+        .bind(crate::micros(e.at))
+        .bind(e.actor)
+        .bind(e.action)
+        .bind(e.target)
+        .bind(e.prev_hash)
+        .bind(e.hash)
+    };
+    // What the earlier version's store wrote.
+    let mut prev = AUDIT_GENESIS_HASH.to_owned();
+    for n in 1..=2 {
+        let e = event(n).chained(n, &prev);
+        prev = e.hash.clone();
+        insert(e).execute(&store.write).await.unwrap();
+    }
+    assert_eq!(store.audit_keyed_from().await.unwrap(), None);
+    let key = std::sync::Arc::new(AuditChainKey::generate().unwrap());
+    for n in 3..=4 {
+        store.append_audit_event(&event(n), &key).await.unwrap();
+    }
+    assert_eq!(store.audit_keyed_from().await.unwrap(), Some(3));
+    let v = steward_core::verify_audit_log(&store, Some(key.clone()), Vec::new())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((v.count(), v.keyed_from()), (4, Some(3)));
+
+    // Rewrite #1 and recompute #2 without the key: #3's MAC no longer matches its prev_hash.
+    sqlx::query("DROP TRIGGER audit_events_no_update")
+        .execute(&store.write)
+        .await
+        .unwrap();
+    let mut forged = event(1);
+    forged.actor = "mallory".into();
+    let one = forged.chained(1, AUDIT_GENESIS_HASH);
+    let two = event(2).chained(2, &one.hash);
+    assert_ne!(two.hash, prev);
+    sqlx::query("UPDATE audit_events SET prev_hash = ? WHERE seq = 3")
+        .bind(&two.hash)
+        .execute(&store.write)
+        .await
+        .unwrap();
+    for e in [one, two] {
+        sqlx::query("UPDATE audit_events SET actor = ?, prev_hash = ?, hash = ? WHERE seq = ?")
+            .bind(e.actor)
+            .bind(e.prev_hash)
+            .bind(e.hash)
+            .bind(e.seq)
+            .execute(&store.write)
+            .await
+            .unwrap();
+    }
+    let broken = steward_core::verify_audit_log(&store, Some(key), Vec::new())
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(broken.seq, 3, "{broken}");
+    assert!(broken.reason.contains("keyed MAC"), "{broken}");
 }
 
 #[tokio::test]
