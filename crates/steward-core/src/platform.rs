@@ -78,6 +78,11 @@ impl Platforms {
         self.0.values().map(|a| a.as_ref())
     }
 
+    /// Every platform's built-in catalog, platform by platform.
+    pub fn catalog(&self) -> impl Iterator<Item = &CatalogProfile> {
+        self.iter().flat_map(|a| a.catalog())
+    }
+
     /// How a command of `platform` reads in lists.
     pub fn describe(&self, platform: Platform, payload: &PlatformPayload) -> CommandSummary {
         match self.get(platform) {

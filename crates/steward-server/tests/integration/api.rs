@@ -205,6 +205,8 @@ const EXPECTED: &[(&str, &str, &str, bool)] = &[
     ("DELETE", "/api/v1/groups/{id}", "AO", false),
     ("GET", "/api/v1/audit-events", "AU", false),
     ("GET", "/api/v1/server", "AOHU", true),
+    ("GET", "/api/v1/catalog", "AOHU", true),
+    ("GET", "/api/v1/catalog/{name}", "AOHU", true),
     ("GET", "/api/v1/webhooks", "AU", false),
     ("POST", "/api/v1/webhooks", "A", false),
     ("GET", "/api/v1/webhooks/{id}", "AU", false),
@@ -275,7 +277,9 @@ async fn every_route_times_every_role() {
     callers.push(("expired admin".into(), expired, None));
 
     for (method, path, roles, scoped_ok) in EXPECTED {
-        let concrete = path.replace("{id}", &uuid::Uuid::new_v4().to_string());
+        let concrete = path
+            .replace("{id}", &uuid::Uuid::new_v4().to_string())
+            .replace("{name}", "baseline-bitlocker");
         let method: Method = method.parse().unwrap();
         let body = (method == Method::POST).then(|| json!({}));
 
