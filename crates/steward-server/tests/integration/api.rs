@@ -338,6 +338,61 @@ async fn every_route_times_every_role() {
     assert!(verify_audit_log(app.store()).await.unwrap().is_ok());
 }
 
+/// The catalog as the composed server serves it: the Windows adapter's entries, whole, to any role,
+/// a scoped token included; an unknown name is a problem document.
+#[tokio::test]
+async fn catalog_lists_and_shows_the_windows_entries() {
+    let app = App::new().await;
+    let group = app.group("catalog-team").await;
+    let (_, scoped_helpdesk) = app.token(Role::Helpdesk, Some(group), None).await;
+    let (status, list) = app.call(Method::GET, "/api/v1/catalog", Some(&scoped_helpdesk), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let items = list["items"].as_array().unwrap();
+    let areas: BTreeSet<&str> = items
+        .iter()
+        .filter(|i| i["category"] == "baseline")
+        .map(|i| i["area"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        areas,
+        BTreeSet::from([
+            "bitlocker",
+            "defender-antivirus",
+            "device-lock",
+            "exploit-protection-vbs",
+            "firewall",
+            "legacy-technology",
+            "remote-access",
+            "smartscreen",
+        ])
+    );
+    assert!(items.iter().all(|i| i["platform"] == "windows"));
+
+    let (status, ring) = app
+        .call(Method::GET, "/api/v1/catalog/update-ring-broad", Some(ADMIN_TOKEN), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(ring["category"], "update-ring");
+    let defer = ring["settings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["path"] == "./Device/Vendor/MSFT/Policy/Config/Update/DeferQualityUpdatesPeriodInDays")
+        .unwrap();
+    assert_eq!(
+        (defer["format"].as_str(), defer["value"].as_str(), defer["readable"].as_bool()),
+        (Some("int"), Some("7"), Some(true))
+    );
+    assert_eq!(defer["on_remove"], "delete");
+    assert!(defer["doc"].as_str().unwrap().starts_with("https://learn.microsoft.com/"));
+
+    let (status, problem) = app
+        .call(Method::GET, "/api/v1/catalog/no-such-entry", Some(ADMIN_TOKEN), None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(problem["detail"], "catalog entry not found");
+}
+
 #[tokio::test]
 async fn openapi_document_snapshot_and_structure() {
     let text = api::openapi().to_pretty_json().unwrap();
