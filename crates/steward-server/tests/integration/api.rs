@@ -345,7 +345,9 @@ async fn catalog_lists_and_shows_the_windows_entries() {
     let app = App::new().await;
     let group = app.group("catalog-team").await;
     let (_, scoped_helpdesk) = app.token(Role::Helpdesk, Some(group), None).await;
-    let (status, list) = app.call(Method::GET, "/api/v1/catalog", Some(&scoped_helpdesk), None).await;
+    let (status, list) = app
+        .call(Method::GET, "/api/v1/catalog", Some(&scoped_helpdesk), None)
+        .await;
     assert_eq!(status, StatusCode::OK);
     let items = list["items"].as_array().unwrap();
     let areas: BTreeSet<&str> = items
@@ -369,7 +371,12 @@ async fn catalog_lists_and_shows_the_windows_entries() {
     assert!(items.iter().all(|i| i["platform"] == "windows"));
 
     let (status, ring) = app
-        .call(Method::GET, "/api/v1/catalog/update-ring-broad", Some(ADMIN_TOKEN), None)
+        .call(
+            Method::GET,
+            "/api/v1/catalog/update-ring-broad",
+            Some(ADMIN_TOKEN),
+            None,
+        )
         .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(ring["category"], "update-ring");
@@ -380,11 +387,20 @@ async fn catalog_lists_and_shows_the_windows_entries() {
         .find(|s| s["path"] == "./Device/Vendor/MSFT/Policy/Config/Update/DeferQualityUpdatesPeriodInDays")
         .unwrap();
     assert_eq!(
-        (defer["format"].as_str(), defer["value"].as_str(), defer["readable"].as_bool()),
+        (
+            defer["format"].as_str(),
+            defer["value"].as_str(),
+            defer["readable"].as_bool()
+        ),
         (Some("int"), Some("7"), Some(true))
     );
     assert_eq!(defer["on_remove"], "delete");
-    assert!(defer["doc"].as_str().unwrap().starts_with("https://learn.microsoft.com/"));
+    assert!(
+        defer["doc"]
+            .as_str()
+            .unwrap()
+            .starts_with("https://learn.microsoft.com/")
+    );
 
     let (status, problem) = app
         .call(Method::GET, "/api/v1/catalog/no-such-entry", Some(ADMIN_TOKEN), None)
