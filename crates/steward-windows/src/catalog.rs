@@ -11,8 +11,9 @@
 //! for kinds that need the admin's values (`{{name}}` placeholders in LocURIs and values; a secret
 //! parameter is marked `secret`). Built-in entries carry no `assign`: assigning is the admin's.
 //!
-//! Every LocURI and value was taken from Microsoft's CSP reference (each setting's `doc`); the tests
-//! below check the files' rules, not the devices' behaviour. docs/CATALOG.md says how to add one.
+//! No LocURI is guessed: each was found in Microsoft's CSP documentation (each setting's `doc`).
+//! The tests below check the files' rules, not the devices' behaviour. docs/CATALOG.md says how to
+//! add a setting.
 //!
 //! YAML crate: serde-saphyr. serde_yaml is unmaintained; serde-saphyr is maintained, deserialises
 //! straight into serde types, and is panic-free on malformed input (the catalog is our own data, but
