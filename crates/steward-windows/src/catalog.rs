@@ -91,8 +91,9 @@ pub const DOC_PREFIX: &str = "https://learn.microsoft.com/";
 /// older spelling, `./Vendor/MSFT`; user nodes under `./User/Vendor/MSFT`).
 pub const SCOPES: &[&str] = &["./Device/Vendor/MSFT/", "./Vendor/MSFT/", "./User/Vendor/MSFT/"];
 
-/// Formats a catalog setting may have: what the profile shape allows.
-pub const FORMATS: &[&str] = &["int", "chr", "bool", "b64", "xml", "null"];
+/// Formats a catalog setting may have: the profile shape's (int, chr, bool, b64, xml, null) and node,
+/// for an interior node a later setting writes under.
+pub const FORMATS: &[&str] = &["int", "chr", "bool", "b64", "xml", "null", "node"];
 
 /// A catalog file that breaks the rules, or a profile that cannot be rendered.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -192,7 +193,7 @@ enum ValueFile {
 pub struct Setting {
     pub loc_uri: String,
     pub verb: Verb,
-    /// `syncml:metinf` Format; `null` sends neither Format nor Data.
+    /// `syncml:metinf` Format; `null` sends neither Format nor Data, `node` no Data.
     pub format: String,
     /// `syncml:metinf` Type, when the CSP wants one (`text/plain` for an MSI job).
     pub type_: Option<String>,
@@ -445,8 +446,8 @@ fn setting(s: SettingFile) -> Result<Setting, String> {
         ));
     }
     let value = match (s.format.as_str(), s.value) {
-        ("null", None) => String::new(),
-        ("null", Some(_)) => return Err(format!("{uri}: format null carries no value")),
+        ("null" | "node", None) => String::new(),
+        (f @ ("null" | "node"), Some(_)) => return Err(format!("{uri}: format {f} carries no value")),
         (_, None) => return Err(format!("{uri}: no value")),
         ("int", Some(ValueFile::Int(i))) => i.to_string(),
         ("bool", Some(ValueFile::Bool(b))) => b.to_string(),
@@ -494,7 +495,7 @@ fn check_value(uri: &str, format: &str, value: &str) -> Result<(), String> {
         "b64" => base64::engine::general_purpose::STANDARD.decode(value).is_ok(),
         "xml" => is_well_formed_fragment(value),
         "chr" => !value.trim_start().starts_with('<') || is_well_formed_fragment(value),
-        "null" => value.is_empty(),
+        "null" | "node" => value.is_empty(),
         _ => false,
     };
     if ok {
@@ -582,10 +583,10 @@ pub fn render(profile: &Profile, params: &BTreeMap<String, String>) -> Result<Ve
                     format: s.format.clone(),
                 });
             }
-            let item = if s.format == "null" {
+            let item = if s.format == "null" || s.format == "node" {
                 CommandItem {
                     target,
-                    format: None,
+                    format: (s.format == "node").then(|| s.format.clone()),
                     type_: s.type_.clone(),
                     data: None,
                 }
@@ -787,12 +788,19 @@ mod tests {
         // The braces of the ProductCode are percent-encoded, as Microsoft's examples write them,
         // and the Exec is the node the 1226 completion alert names.
         assert_eq!(
-            c[1].items[0].target,
+            c[2].items[0].target,
             "./Device/Vendor/MSFT/EnterpriseDesktopAppManagement/MSI/%7B23170F69-40C1-2702-1900-000001000000%7D/DownloadInstall"
         );
-        assert_eq!((c[0].verb, c[1].verb), (Verb::Add, Verb::Exec));
-        assert_eq!(c[0].items[0].data, None);
-        assert_eq!(c[1].items[0].type_.as_deref(), Some("text/plain"));
+        assert_eq!(
+            c.iter().map(|c| c.verb).collect::<Vec<_>>(),
+            [Verb::Add, Verb::Add, Verb::Exec]
+        );
+        assert_eq!(c[0].items[0].format.as_deref(), Some("node"));
+        assert_eq!(
+            (c[1].items[0].format.as_deref(), c[1].items[0].data.as_deref()),
+            (None, None)
+        );
+        assert_eq!(c[2].items[0].type_.as_deref(), Some("text/plain"));
 
         assert_eq!(
             render(wifi, &BTreeMap::new()),
