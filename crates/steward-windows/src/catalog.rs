@@ -81,6 +81,10 @@ const FILES: &[(&str, &str)] = &[
         "kind-client-certificate-pfx.yaml",
         include_str!("../catalog/kind-client-certificate-pfx.yaml"),
     ),
+    (
+        "kind-client-certificate-scep.yaml",
+        include_str!("../catalog/kind-client-certificate-scep.yaml"),
+    ),
     ("kind-msi-app.yaml", include_str!("../catalog/kind-msi-app.yaml")),
 ];
 
@@ -708,6 +712,11 @@ mod tests {
         assert_eq!(secret("kind-wifi", "passphrase"), Some(true));
         assert_eq!(secret("kind-wifi", "ssid"), Some(false));
         assert_eq!(secret("kind-client-certificate-pfx", "pfx_password"), Some(true));
+        assert_eq!(secret("kind-client-certificate-scep", "challenge"), Some(true));
+        let scep = all().iter().find(|p| p.name == "kind-client-certificate-scep").unwrap();
+        let last = scep.settings.last().unwrap();
+        // Enroll is run once every Install value is written.
+        assert!(last.loc_uri.ends_with("/Install/Enroll") && last.verb == Verb::Exec);
         let pfx = all().iter().find(|p| p.name == "kind-client-certificate-pfx").unwrap();
         let password = pfx
             .settings
