@@ -137,6 +137,8 @@ pub const ROUTES: &[RouteRule] = &[
         "webhook.deliveries",
     ),
     rule("POST", "/api/v1/webhooks/{id}/test", P::WebhooksWrite, "webhook.test"),
+    rule("GET", "/api/v1/catalog", P::CatalogRead, "catalog.list"),
+    rule("GET", "/api/v1/catalog/{name}", P::CatalogRead, "catalog.show"),
 ];
 
 pub fn rule_for(method: &str, path: &str) -> Option<&'static RouteRule> {

@@ -6,6 +6,7 @@
 pub mod api_tokens;
 pub mod audit;
 pub mod auth;
+pub mod catalog;
 pub mod devices;
 pub mod enrollment_tokens;
 pub mod error;
@@ -83,6 +84,7 @@ pub const DEFAULT_LIMIT: u32 = 100;
         (name = "audit", description = "The hash-chained audit log"),
         (name = "server", description = "Server settings and totals"),
         (name = "webhooks", description = "Signed HTTP callbacks for device events"),
+        (name = "catalog", description = "The built-in configuration catalog: security baseline areas, update rings, profile kinds"),
     )
 )]
 struct ApiDoc;
@@ -135,6 +137,8 @@ fn unprotected_routes() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
         ))
         .routes(routes!(webhooks::list_webhook_deliveries))
         .routes(routes!(webhooks::test_webhook))
+        .routes(routes!(catalog::list_catalog))
+        .routes(routes!(catalog::get_catalog_entry))
         .split_for_parts();
     finish_document(&mut doc);
     (router, doc)

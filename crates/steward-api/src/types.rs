@@ -4,6 +4,9 @@
 
 pub use crate::api_tokens::{ApiTokenKind, ApiTokenPage, ApiTokenView, CreatedApiToken, NewApiTokenRequest, RoleName};
 pub use crate::audit::{AuditEventPage, AuditEventView};
+pub use crate::catalog::{
+    CatalogCategoryName, CatalogDetail, CatalogList, CatalogParameterView, CatalogSettingView, CatalogSummary,
+};
 pub use crate::devices::{
     Certificate, CommandItemRequest, CommandPage, CommandRequest, CommandView, DeviceDetail, DeviceGroupRequest,
     DevicePage, DeviceSummary, Fact, FactChangeEntry, VerbName, WipeKindName, WipeRequest,

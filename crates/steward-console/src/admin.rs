@@ -307,6 +307,86 @@ pub async fn settings(
     )
 }
 
+// ---------------------------------------------------------------- catalog
+
+/// The built-in configuration catalog, one entry per section with its settings in a disclosure
+/// (`details`: no script needed). Read-only until profiles can be assigned.
+pub async fn catalog(State(state): State<ConsoleState>, Extension(ctx): Extension<ConsoleCtx>) -> Response {
+    if let Some(r) = refuse(&ctx, Permission::CatalogRead) {
+        return r;
+    }
+    let entries: Vec<&CatalogProfile> = state.core().platforms.catalog().collect();
+    let body = html! {
+        p.muted {
+            "Ready profiles for each area of the MDM security baseline and the Windows Update rings, and "
+            "profile kinds that need your values first. Every setting names its node and its Microsoft "
+            "documentation. Assigning them to groups comes with configuration profiles; "
+            "`steward catalog show NAME` prints the same."
+        }
+        table #catalog {
+            thead {
+                tr {
+                    th scope="col" { "Name" }
+                    th scope="col" { "Category" }
+                    th scope="col" { "Area" }
+                    th scope="col" { "Settings" }
+                }
+            }
+            tbody {
+                @for e in &entries {
+                    tr {
+                        td.mono { (e.name) }
+                        td { (e.category.as_str()) }
+                        td { (e.area) }
+                        td { (e.settings.len()) }
+                    }
+                }
+            }
+        }
+        @for e in &entries {
+            section aria-labelledby=(format!("h-{}", e.name)) {
+                h2 id=(format!("h-{}", e.name)) { (e.title) }
+                p { (e.description) " " a href=(e.source) { "Source" } }
+                @if !e.parameters.is_empty() {
+                    p.muted {
+                        "Parameters: "
+                        @for (i, p) in e.parameters.iter().enumerate() {
+                            @if i > 0 { ", " }
+                            span.mono { (p.name) } @if p.secret { " (secret)" }
+                        }
+                    }
+                }
+                details {
+                    summary { (e.settings.len()) " settings" }
+                    table {
+                        thead {
+                            tr {
+                                th scope="col" { "LocURI" }
+                                th scope="col" { "Format" }
+                                th scope="col" { "Value" }
+                                th scope="col" { "Readable" }
+                                th scope="col" { "On removal" }
+                            }
+                        }
+                        tbody {
+                            @for s in &e.settings {
+                                tr {
+                                    td.mono { a href=(s.doc) { (s.path) } }
+                                    td { (s.format) }
+                                    td.mono { (s.value) }
+                                    td { (if s.readable { "yes" } else { "no" }) }
+                                    td { (s.on_remove.to_string()) }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    page(StatusCode::OK, layout(Some(&ctx), "Catalog", "/console/catalog", body))
+}
+
 pub async fn toggle_webhook(
     State(state): State<ConsoleState>,
     Extension(ctx): Extension<ConsoleCtx>,

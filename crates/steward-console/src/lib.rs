@@ -119,6 +119,7 @@ pub fn router(state: ConsoleState) -> Router {
         .route("/console/groups/{id}/delete", signed_in(post(admin::delete_group)))
         .route("/console/devices/{id}/group", signed_in(post(admin::move_device)))
         .route("/console/settings", signed_in(get(admin::settings)))
+        .route("/console/catalog", signed_in(get(admin::catalog)))
         .route(
             "/console/settings/webhooks/{id}/{verb}",
             signed_in(post(admin::toggle_webhook)),
@@ -308,6 +309,7 @@ const NAV: &[(&str, &str, Permission)] = &[
     ("/console/devices", "Devices", Permission::DevicesRead),
     ("/console/enrollment", "Enrollment", Permission::EnrollmentTokensRead),
     ("/console/groups", "Groups", Permission::GroupsRead),
+    ("/console/catalog", "Catalog", Permission::CatalogRead),
     ("/console/audit", "Audit log", Permission::AuditRead),
     ("/console/settings", "Settings", Permission::ServerRead),
 ];

@@ -25,6 +25,8 @@ pub enum Permission {
     ApiTokensWrite,
     AuditRead,
     ServerRead,
+    /// Read the platforms' built-in configuration catalog (nothing device- or tenant-specific).
+    CatalogRead,
     /// List subscriptions and read their delivery logs.
     WebhooksRead,
     /// Create, delete and test subscriptions.
@@ -48,6 +50,7 @@ impl Permission {
             Self::ApiTokensWrite => "api_tokens.write",
             Self::AuditRead => "audit.read",
             Self::ServerRead => "server.read",
+            Self::CatalogRead => "catalog.read",
             Self::WebhooksRead => "webhooks.read",
             Self::WebhooksWrite => "webhooks.write",
         }
@@ -57,9 +60,12 @@ impl Permission {
     pub fn allows(self, role: Role) -> bool {
         use Role::*;
         match self {
-            Self::DevicesRead | Self::EnrollmentTokensRead | Self::UsersRead | Self::GroupsRead | Self::ServerRead => {
-                true
-            }
+            Self::DevicesRead
+            | Self::EnrollmentTokensRead
+            | Self::UsersRead
+            | Self::GroupsRead
+            | Self::ServerRead
+            | Self::CatalogRead => true,
             Self::DevicesAct => matches!(role, Admin | Operator | Helpdesk),
             Self::DevicesCommand | Self::DevicesWipe | Self::GroupsWrite => matches!(role, Admin | Operator),
             Self::AuditRead | Self::ApiTokensRead | Self::WebhooksRead => matches!(role, Admin | Auditor),
@@ -81,6 +87,7 @@ impl Permission {
                 | Self::DevicesWipe
                 | Self::GroupsRead
                 | Self::ServerRead
+                | Self::CatalogRead
         )
     }
 }

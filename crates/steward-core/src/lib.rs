@@ -5,6 +5,7 @@
 
 pub mod access;
 pub mod admin;
+pub mod catalog;
 pub mod checkin;
 pub mod command;
 pub mod console;
@@ -24,6 +25,7 @@ pub mod conformance;
 
 pub use access::{Permission, Principal};
 pub use admin::*;
+pub use catalog::{CatalogCategory, CatalogParameter, CatalogProfile, CatalogSetting, OnRemove};
 pub use checkin::*;
 pub use command::*;
 pub use console::*;

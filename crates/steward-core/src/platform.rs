@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::catalog::CatalogProfile;
 use crate::command::{Action, CommandSummary, PlatformPayload};
 use crate::model::Platform;
 
@@ -45,6 +46,12 @@ pub trait PlatformAdapter: Send + Sync {
 
     /// The URLs devices of this platform enroll with, under the server's public URL.
     fn enrollment_endpoints(&self, public_url: &str) -> Vec<EnrollmentEndpoint>;
+
+    /// The platform's built-in configuration catalog ([`crate::catalog`]), validated by the adapter.
+    /// A platform without one has an empty catalog.
+    fn catalog(&self) -> &[CatalogProfile] {
+        &[]
+    }
 }
 
 /// The platform adapters this server runs, by platform.
@@ -69,6 +76,11 @@ impl Platforms {
 
     pub fn iter(&self) -> impl Iterator<Item = &dyn PlatformAdapter> {
         self.0.values().map(|a| a.as_ref())
+    }
+
+    /// Every platform's built-in catalog, platform by platform.
+    pub fn catalog(&self) -> impl Iterator<Item = &CatalogProfile> {
+        self.iter().flat_map(|a| a.catalog())
     }
 
     /// How a command of `platform` reads in lists.

@@ -3,7 +3,8 @@
 
 use serde::Deserialize;
 use steward_core::{
-    Action, CommandRejected, CommandSummary, EnrollmentEndpoint, Platform, PlatformAdapter, PlatformPayload,
+    Action, CatalogProfile, CommandRejected, CommandSummary, EnrollmentEndpoint, Platform, PlatformAdapter,
+    PlatformPayload,
 };
 
 use crate::commands::{self, CommandItem, OmaDmCommand, Verb};
@@ -95,6 +96,10 @@ impl PlatformAdapter for WindowsAdapter {
             name: "Windows discovery".to_owned(),
             url: format!("{}{}", public_url.trim_end_matches('/'), crate::DISCOVERY_URL_PATH),
         }]
+    }
+
+    fn catalog(&self) -> &[CatalogProfile] {
+        crate::catalog::builtin_core()
     }
 }
 

@@ -225,7 +225,12 @@ fn validate_at(p: &OmaDmCommand, in_atomic: bool) -> Result<(), CommandError> {
             (Verb::Get | Verb::Delete, Some(d)) if !d.is_empty() => {
                 return Err(CommandError::UnexpectedData(item.target.clone()));
             }
-            (Verb::Add | Verb::Replace, None) if item.format.as_deref() != Some("node") => {
+            // An Add without Data creates an interior node (Format node, or none at all, as
+            // Microsoft's EnterpriseDesktopAppManagement example adds DownloadInstall).
+            (Verb::Add, None) if !matches!(item.format.as_deref(), None | Some("node")) => {
+                return Err(CommandError::MissingData(item.target.clone()));
+            }
+            (Verb::Replace, None) if item.format.as_deref() != Some("node") => {
                 return Err(CommandError::MissingData(item.target.clone()));
             }
             _ => {}
@@ -292,6 +297,19 @@ mod tests {
         assert_eq!(validate(&ok), Ok(()));
         let get_with_data = OmaDmCommand::single(Verb::Get, item("./DevDetail/SwV", None, Some("x")));
         assert!(matches!(validate(&get_with_data), Err(CommandError::UnexpectedData(_))));
+        // An interior node: Add without Data (no Format, or node); Replace always needs Data.
+        let node = OmaDmCommand::single(Verb::Add, item("./Vendor/MSFT/X/Y", None, None));
+        assert_eq!(validate(&node), Ok(()));
+        let typed_without_data = OmaDmCommand::single(Verb::Add, item("./Vendor/MSFT/X", Some("int"), None));
+        assert!(matches!(
+            validate(&typed_without_data),
+            Err(CommandError::MissingData(_))
+        ));
+        let replace_without_data = OmaDmCommand::single(Verb::Replace, item("./Vendor/MSFT/X", None, None));
+        assert!(matches!(
+            validate(&replace_without_data),
+            Err(CommandError::MissingData(_))
+        ));
         let bad_xml = OmaDmCommand::single(Verb::Replace, item("./Vendor/MSFT/X", Some("xml"), Some("<a><b></a>")));
         assert!(matches!(validate(&bad_xml), Err(CommandError::XmlData(_))));
         let good_xml = OmaDmCommand::single(

@@ -13,6 +13,7 @@
 //! The composition root builds a [`WindowsState`] from its configuration and mounts [`router`].
 
 mod adapter;
+pub mod catalog;
 pub mod commands;
 mod enroll;
 mod fault;

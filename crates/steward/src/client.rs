@@ -25,10 +25,10 @@ use rustls_pki_types::{CertificateDer, ServerName};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use steward_api::types::{
-    ApiTokenPage, ApiTokenView, CommandPage, CommandRequest, CommandView, CreatedApiToken, CreatedEnrollmentToken,
-    DeviceDetail, DeviceGroupRequest, DevicePage, DeviceSummary, EnrollmentTokenPage, EnrollmentTokenView, GroupPage,
-    GroupView, NewApiTokenRequest, NewEnrollmentTokenRequest, NewGroupRequest, NewUserRequest, Problem, ServerInfo,
-    UpdateUserRequest, UserPage, UserView, WipeRequest,
+    ApiTokenPage, ApiTokenView, CatalogDetail, CatalogList, CommandPage, CommandRequest, CommandView, CreatedApiToken,
+    CreatedEnrollmentToken, DeviceDetail, DeviceGroupRequest, DevicePage, DeviceSummary, EnrollmentTokenPage,
+    EnrollmentTokenView, GroupPage, GroupView, NewApiTokenRequest, NewEnrollmentTokenRequest, NewGroupRequest,
+    NewUserRequest, Problem, ServerInfo, UpdateUserRequest, UserPage, UserView, WipeRequest,
 };
 use steward_server::local::LocalApi;
 use tokio::net::TcpStream;
@@ -437,6 +437,15 @@ impl ApiClient {
 
     pub async fn server_info(&self) -> Result<Fetched<ServerInfo>, ApiError> {
         self.json(http::Method::GET, "/api/v1/server", None).await
+    }
+
+    pub async fn catalog(&self) -> Result<Fetched<CatalogList>, ApiError> {
+        self.json(http::Method::GET, "/api/v1/catalog", None).await
+    }
+
+    pub async fn catalog_entry(&self, name: &str) -> Result<Fetched<CatalogDetail>, ApiError> {
+        self.json(http::Method::GET, &format!("/api/v1/catalog/{}", encode(name)), None)
+            .await
     }
 
     pub async fn devices(

@@ -113,6 +113,11 @@ enum Task {
         #[command(subcommand)]
         command: DeviceCommand,
     },
+    /// The built-in configuration catalog: security baseline areas, update rings, profile kinds.
+    Catalog {
+        #[command(subcommand)]
+        command: CatalogCommand,
+    },
     /// Queue, list and cancel device commands (OMA-DM Get/Add/Replace/Delete/Exec).
     #[command(visible_alias = "command")]
     Commands {
@@ -207,6 +212,15 @@ enum DeviceCommand {
         #[arg(long, conflicts_with = "group")]
         none: bool,
     },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum CatalogCommand {
+    /// List the catalog: name, category, area, number of settings.
+    List,
+    /// Show one entry: each setting's node, format, recommended value, whether it reads back, and
+    /// its documentation; the parameters a kind needs.
+    Show { name: String },
 }
 
 #[derive(Subcommand)]
@@ -593,6 +607,7 @@ fn run(cli: Cli) -> Result<()> {
             Task::EnrollTokens { command } => ops::enrollment_tokens(&api(&cli).await?, out, command).await,
             Task::Devices { command } => ops::devices(&api(&cli).await?, out, command).await,
             Task::Commands { command } => ops::commands(&api(&cli).await?, out, command).await,
+            Task::Catalog { command } => ops::catalog(&api(&cli).await?, out, command).await,
             Task::Wipe { device, kind, yes: _ } => {
                 let wipe = WipeRequest {
                     kind: Some(kind.kind()),

@@ -8,15 +8,16 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, Result, bail};
 use serde_json::json;
 use steward_api::types::{
-    ApiTokenKind, CommandItemRequest, CommandRequest, CommandView, DeviceGroupRequest, DeviceSummary,
-    NewApiTokenRequest, NewEnrollmentTokenRequest, NewGroupRequest, NewUserRequest, RoleName, UpdateUserRequest,
-    UserView, VerbName,
+    ApiTokenKind, CatalogCategoryName, CommandItemRequest, CommandRequest, CommandView, DeviceGroupRequest,
+    DeviceSummary, NewApiTokenRequest, NewEnrollmentTokenRequest, NewGroupRequest, NewUserRequest, RoleName,
+    UpdateUserRequest, UserView, VerbName,
 };
 
 use crate::client::{self, ApiClient, DeviceAction, DeviceFilter, MAX_PAGE};
 use crate::output::{Output, Table, or_dash, print_json, when};
 use crate::{
-    ApiTokenCommand, CommandCommand, DeviceCommand, DeviceListArgs, GroupCommand, TokenCommand, UserCommand, VerbArg,
+    ApiTokenCommand, CatalogCommand, CommandCommand, DeviceCommand, DeviceListArgs, GroupCommand, TokenCommand,
+    UserCommand, VerbArg,
 };
 
 /// Requests in flight at once during bulk operations (one connection each over HTTPS).
@@ -118,6 +119,78 @@ pub async fn groups(c: &ApiClient, out: Output, command: GroupCommand) -> Result
         }
     }
     Ok(())
+}
+
+pub async fn catalog(c: &ApiClient, out: Output, command: CatalogCommand) -> Result<()> {
+    match command {
+        CatalogCommand::List => {
+            let list = c.catalog().await?;
+            match out {
+                Output::Json => print_json(&list.raw)?,
+                Output::Table => {
+                    let mut t = Table::new(&["NAME", "CATEGORY", "AREA", "SETTINGS", "TITLE"]);
+                    for e in &list.data.items {
+                        t.row(vec![
+                            e.name.clone(),
+                            category_name(e.category).to_owned(),
+                            e.area.clone(),
+                            e.settings.to_string(),
+                            e.title.clone(),
+                        ]);
+                    }
+                    t.print()?;
+                }
+            }
+        }
+        CatalogCommand::Show { name } => {
+            let e = c.catalog_entry(&name).await?;
+            match out {
+                Output::Json => print_json(&e.raw)?,
+                Output::Table => {
+                    let d = &e.data;
+                    println!("{} ({}, {}): {}", d.name, category_name(d.category), d.area, d.title);
+                    println!("{}", d.description);
+                    println!("source: {}", d.source);
+                    if !d.parameters.is_empty() {
+                        println!();
+                        let mut t = Table::new(&["PARAMETER", "SECRET", "EXAMPLE", "DESCRIPTION"]);
+                        for p in &d.parameters {
+                            t.row(vec![
+                                format!("{{{{{}}}}}", p.name),
+                                if p.secret { "yes" } else { "-" }.to_owned(),
+                                if p.secret { "-".to_owned() } else { p.example.clone() },
+                                p.description.clone(),
+                            ]);
+                        }
+                        t.print()?;
+                    }
+                    println!();
+                    let mut t = Table::new(&["LOCURI", "VERB", "FORMAT", "VALUE", "READABLE", "ON REMOVE", "DOC"]);
+                    for s in &d.settings {
+                        t.row(vec![
+                            s.path.clone(),
+                            s.verb.clone(),
+                            s.format.clone(),
+                            or_dash(Some(s.value.as_str()).filter(|v| !v.is_empty())),
+                            if s.readable { "yes" } else { "no" }.to_owned(),
+                            s.on_remove.clone(),
+                            s.doc.clone(),
+                        ]);
+                    }
+                    t.print()?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn category_name(c: CatalogCategoryName) -> &'static str {
+    match c {
+        CatalogCategoryName::Baseline => "baseline",
+        CatalogCategoryName::UpdateRing => "update-ring",
+        CatalogCategoryName::Kind => "kind",
+    }
 }
 
 /// A user by e-mail (the list is read whole: users are few).

@@ -551,6 +551,53 @@ async fn remote_cli_manages_a_simulated_device() {
         );
     }
 
+    // The built-in catalog over HTTPS: the table, the API's JSON, one entry, an unknown one.
+    let table = run_ok(client(home.path()).args(["catalog", "list"]));
+    assert!(table.starts_with("NAME"), "{table}");
+    let bitlocker = table
+        .lines()
+        .find(|l| l.starts_with("baseline-bitlocker "))
+        .unwrap_or_else(|| panic!("{table}"));
+    let cells: Vec<&str> = bitlocker.split_whitespace().collect();
+    assert_eq!(
+        &cells[..4],
+        ["baseline-bitlocker", "baseline", "bitlocker", "5"],
+        "{bitlocker}"
+    );
+    let list = run_json(client(home.path()).args(["catalog", "list"]));
+    let items = list["items"].as_array().unwrap();
+    let baselines = items.iter().filter(|i| i["category"] == "baseline").count();
+    assert_eq!(baselines, 8, "{list}");
+    assert!(items.iter().any(|i| i["category"] == "update-ring"));
+    let wifi = items.iter().find(|i| i["name"] == "kind-wifi").unwrap();
+    assert_eq!(wifi["parameters"], serde_json::json!(["ssid", "passphrase"]));
+    let show = run_ok(client(home.path()).args(["catalog", "show", "baseline-firewall"]));
+    assert!(
+        show.contains("./Vendor/MSFT/Firewall/MdmStore/PublicProfile/EnableFirewall")
+            && show.contains("https://learn.microsoft.com/en-us/windows/client-management/mdm/firewall-csp#"),
+        "{show}"
+    );
+    let detail = run_json(client(home.path()).args(["catalog", "show", "kind-client-certificate-pfx"]));
+    let password = detail["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "pfx_password")
+        .unwrap();
+    assert_eq!(password["secret"], true);
+    let shown = run_ok(client(home.path()).args(["catalog", "show", "kind-client-certificate-pfx"]));
+    assert!(
+        !shown.contains(password["example"].as_str().unwrap()),
+        "a secret's example is not printed: {shown}"
+    );
+    let out = client(home.path())
+        .args(["catalog", "show", "no-such-entry"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("catalog entry not found"), "{err}");
+
     // Enrollment tokens through the API; the simulated device enrolls with one.
     let token = run_ok(client(home.path()).args([
         "enroll-tokens",

@@ -207,6 +207,8 @@ const EXPECTED: &[(&str, &str, &str, bool)] = &[
     ("DELETE", "/api/v1/groups/{id}", "AO", false),
     ("GET", "/api/v1/audit-events", "AU", false),
     ("GET", "/api/v1/server", "AOHU", true),
+    ("GET", "/api/v1/catalog", "AOHU", true),
+    ("GET", "/api/v1/catalog/{name}", "AOHU", true),
     ("GET", "/api/v1/webhooks", "AU", false),
     ("POST", "/api/v1/webhooks", "A", false),
     ("GET", "/api/v1/webhooks/{id}", "AU", false),
@@ -277,7 +279,9 @@ async fn every_route_times_every_role() {
     callers.push(("expired admin".into(), expired, None));
 
     for (method, path, roles, scoped_ok) in EXPECTED {
-        let concrete = path.replace("{id}", &uuid::Uuid::new_v4().to_string());
+        let concrete = path
+            .replace("{id}", &uuid::Uuid::new_v4().to_string())
+            .replace("{name}", "baseline-bitlocker");
         let method: Method = method.parse().unwrap();
         let body = (method == Method::POST).then(|| json!({}));
 
@@ -339,6 +343,77 @@ async fn every_route_times_every_role() {
             .unwrap()
             .is_ok()
     );
+}
+
+/// The catalog as the composed server serves it: the Windows adapter's entries, whole, to any role,
+/// a scoped token included; an unknown name is a problem document.
+#[tokio::test]
+async fn catalog_lists_and_shows_the_windows_entries() {
+    let app = App::new().await;
+    let group = app.group("catalog-team").await;
+    let (_, scoped_helpdesk) = app.token(Role::Helpdesk, Some(group), None).await;
+    let (status, list) = app
+        .call(Method::GET, "/api/v1/catalog", Some(&scoped_helpdesk), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let items = list["items"].as_array().unwrap();
+    let areas: BTreeSet<&str> = items
+        .iter()
+        .filter(|i| i["category"] == "baseline")
+        .map(|i| i["area"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        areas,
+        BTreeSet::from([
+            "bitlocker",
+            "defender-antivirus",
+            "device-lock",
+            "exploit-protection-vbs",
+            "firewall",
+            "legacy-technology",
+            "remote-access",
+            "smartscreen",
+        ])
+    );
+    assert!(items.iter().all(|i| i["platform"] == "windows"));
+
+    let (status, ring) = app
+        .call(
+            Method::GET,
+            "/api/v1/catalog/update-ring-broad",
+            Some(ADMIN_TOKEN),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(ring["category"], "update-ring");
+    let defer = ring["settings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["path"] == "./Device/Vendor/MSFT/Policy/Config/Update/DeferQualityUpdatesPeriodInDays")
+        .unwrap();
+    assert_eq!(
+        (
+            defer["format"].as_str(),
+            defer["value"].as_str(),
+            defer["readable"].as_bool()
+        ),
+        (Some("int"), Some("7"), Some(true))
+    );
+    assert_eq!(defer["on_remove"], "delete");
+    assert!(
+        defer["doc"]
+            .as_str()
+            .unwrap()
+            .starts_with("https://learn.microsoft.com/")
+    );
+
+    let (status, problem) = app
+        .call(Method::GET, "/api/v1/catalog/no-such-entry", Some(ADMIN_TOKEN), None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(problem["detail"], "catalog entry not found");
 }
 
 #[tokio::test]

@@ -616,6 +616,25 @@ async fn groups_settings_and_charts_pages() {
     }
     assert!(dash.body.contains("<svg") && dash.body.contains("Active devices at the end of the day"));
 
+    // The catalog, for any role: every entry with its settings and their documentation, escaped.
+    let catalog = send(&t, "GET", "/console/catalog", Some(&help), None).await;
+    assert_eq!(catalog.status, StatusCode::OK);
+    assert!(catalog.body.contains("href=\"/console/catalog\""), "in the menu");
+    for name in [
+        "baseline-bitlocker",
+        "baseline-legacy-technology",
+        "update-ring-pilot",
+        "kind-msi-app",
+    ] {
+        assert!(catalog.body.contains(&format!("id=\"h-{name}\"")), "{name}");
+    }
+    assert!(
+        catalog
+            .body
+            .contains("./Device/Vendor/MSFT/BitLocker/RequireDeviceEncryption")
+    );
+    assert!(catalog.body.contains("&lt;enabled/&gt;") && !catalog.body.contains("<enabled/>"));
+
     // Groups: create (help desk may not), move the device in, filter the list by it.
     let page = send(&t, "GET", "/console/groups", Some(&admin), None).await;
     let csrf = page.csrf();

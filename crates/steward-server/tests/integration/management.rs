@@ -771,3 +771,90 @@ async fn user_scoped_commands_wait_for_sign_in_with_fast_polling() {
     );
     t.server.shutdown().await;
 }
+
+/// Built-in catalog entries, rendered with their example parameters, queued like admin commands
+/// and delivered to a simulated device over mutual TLS: every Policy CSP setting of a baseline area
+/// and an update ring is answered 200 and reads back with the recommended value; the MSI kind's
+/// product node and DownloadInstall are added, its Exec accepted (202) and completed by the 1226
+/// alert of the next session.
+#[tokio::test]
+async fn catalog_entries_apply_to_a_simulated_device() {
+    let t = TestServer::start().await;
+    let mut device = t.managed_device(None).await;
+    let client = t.device_client(&device);
+    let e = t.enrollment_of(&device).await;
+    device.run_session(&client, SessionTrigger::Scheduled).await.unwrap();
+
+    let catalog = steward_windows::catalog::builtin().unwrap();
+    let entry = |name: &str| catalog.iter().find(|p| p.name == name).unwrap();
+    let mut policies = Vec::new();
+    for name in [
+        "baseline-defender-antivirus",
+        "baseline-device-lock",
+        "update-ring-pilot",
+    ] {
+        let p = entry(name);
+        for (setting, command) in p
+            .settings
+            .iter()
+            .zip(steward_windows::catalog::render(p, &p.example_parameters()).unwrap())
+        {
+            let id = admin::queue_command(t.store(), &e, command, "admin", 0, None)
+                .await
+                .unwrap();
+            policies.push((id, setting.loc_uri.clone(), setting.value.clone()));
+        }
+    }
+    let msi = entry("kind-msi-app");
+    let mut msi_ids = Vec::new();
+    for command in steward_windows::catalog::render(msi, &msi.example_parameters()).unwrap() {
+        msi_ids.push(
+            admin::queue_command(t.store(), &e, command, "admin", 0, None)
+                .await
+                .unwrap(),
+        );
+    }
+    // Large batches go out over several messages of one session.
+    device.run_session(&client, SessionTrigger::Scheduled).await.unwrap();
+    for (id, uri, _) in &policies {
+        let c = t.store().command(*id).await.unwrap().unwrap();
+        assert_eq!((c.state, c.status_code), (CommandState::Succeeded, Some(200)), "{uri}");
+    }
+    let states: Vec<(CommandState, Option<u16>)> = {
+        let mut v = Vec::new();
+        for id in &msi_ids {
+            let c = t.store().command(*id).await.unwrap().unwrap();
+            v.push((c.state, c.status_code));
+        }
+        v
+    };
+    assert_eq!(
+        states,
+        [
+            (CommandState::Succeeded, Some(200)),
+            (CommandState::Succeeded, Some(200)),
+            (CommandState::Accepted, Some(202)),
+        ]
+    );
+
+    // The device holds the recommended values.
+    let mut reads = Vec::new();
+    for (_, uri, _) in &policies {
+        reads.push(
+            admin::queue_command(t.store(), &e, get(uri), "admin", 0, None)
+                .await
+                .unwrap(),
+        );
+    }
+    device.run_session(&client, SessionTrigger::Scheduled).await.unwrap();
+    for (read, (_, uri, value)) in reads.iter().zip(&policies) {
+        assert_eq!(device.tree.value(uri), Some(value.as_str()), "{uri}");
+        let c = t.store().command(*read).await.unwrap().unwrap();
+        assert_eq!(c.state, CommandState::Succeeded, "{uri}");
+        let result = t.store().command_result(*read).await.unwrap().unwrap();
+        assert_eq!(result.results[0].data.as_deref(), Some(value.as_str()), "{uri}");
+    }
+    let exec = t.store().command(msi_ids[2]).await.unwrap().unwrap();
+    assert_eq!(exec.state, CommandState::Succeeded, "completed by the 1226 alert");
+    t.server.shutdown().await;
+}
