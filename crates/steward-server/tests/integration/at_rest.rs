@@ -283,7 +283,7 @@ async fn a_device_meeting_a_locked_database_is_told_to_retry_and_then_succeeds()
     assert_retryable("enrollment", &enrollment);
     let (code, reason) = fault_of(&enrollment);
     assert!(code.contains("InternalServiceFault"), "{code}: {reason}");
-    assert!(enrollment.text().contains("<TraceId>"));
+    assert!(enrollment.text().contains("<ActivityId CorrelationId="));
     assert_eq!(t.enrollment_count().await, 1, "nothing enrolled meanwhile");
 
     // Once the lock is gone, the same device and the same token go through.

@@ -12,6 +12,7 @@ mod console;
 mod enrollment;
 mod enrollment_faults;
 mod fixtures;
+mod interop;
 mod lifecycle;
 mod limits;
 mod load;

@@ -191,7 +191,7 @@ async fn get_policies_is_throttled_like_every_password_check() {
     t.user("dave@example.com", "dave's right password").await;
     for _ in 0..5 {
         let r = get_policies(&t, &client, "dave@example.com", "a wrong guess").await;
-        assert_eq!(r.status, StatusCode::BAD_REQUEST);
+        assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
         let (code, reason) = fault_of(&r);
         assert!(code.contains("Authentication"), "{code}");
         assert!(reason.contains("incorrect"), "{reason}");
@@ -199,7 +199,7 @@ async fn get_policies_is_throttled_like_every_password_check() {
     // Past the limit: refused without a verdict, and then the right password is refused too.
     for password in ["another wrong guess", "dave's right password"] {
         let r = get_policies(&t, &client, "dave@example.com", password).await;
-        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
+        assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR, "{}", r.text());
         let (code, reason) = fault_of(&r);
         assert!(code.contains("Authentication"), "{code}");
         assert!(reason.contains("too many failed sign-ins"), "{reason}");
