@@ -91,7 +91,11 @@ impl IntoResponse for SoapFault {
         let detail = self.detail.as_deref().unwrap_or("");
         if self.retry_after.is_some() {
             tracing::warn!(trace_id, subcode = self.subcode.as_str(), reason = %self.reason, detail, "enrollment deferred");
-        } else if status.is_server_error() {
+        } else if matches!(
+            self.subcode,
+            FaultSubcode::InternalServiceFault | FaultSubcode::EnrollmentServer
+        ) {
+            // Our failure (the HTTP status is 500 for every fault, so it cannot tell).
             tracing::error!(trace_id, subcode = self.subcode.as_str(), reason = %self.reason, detail, "enrollment fault");
         } else {
             tracing::info!(trace_id, subcode = self.subcode.as_str(), reason = %self.reason, "enrollment refused");

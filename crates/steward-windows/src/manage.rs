@@ -318,10 +318,11 @@ async fn md5_authenticate(
             return Ok(Md5Outcome::Authenticated(Box::new(ctx), next));
         }
         // A later message of the same session repeating the Cred it started with (OMADM-LRN: after
-        // a 200 "the same credential must be sent within the next request").
+        // a 200 "the same credential must be sent within the next request"), or a retry of the
+        // last one (then answered as before by the replay check).
         let continues = session_state
             .as_ref()
-            .is_some_and(|s| s.session_id == msg.header.session_id && msg.header.msg_id > s.client_msg_id);
+            .is_some_and(|s| s.session_id == msg.header.session_id && msg.header.msg_id >= s.client_msg_id);
         if continues && stored.as_deref().is_some_and(|n| md5::verify_session_cred(n, &c.data)) {
             return Ok(Md5Outcome::Authenticated(Box::new(ctx), None));
         }
