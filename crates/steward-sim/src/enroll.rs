@@ -482,6 +482,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn search_criteria_parts() {
+        assert_eq!(percent_decode("CN%3DAB%2COU%3Dx").as_deref(), Some("CN=AB,OU=x"));
+        assert_eq!(percent_decode("MY%5CUser").as_deref(), Some("MY\\User"));
+        assert_eq!(percent_decode("bad%2"), None);
+        assert_eq!(
+            parse_dn("CN=Tester, o=Microsoft"),
+            Some(vec![("CN".into(), "Tester".into()), ("O".into(), "Microsoft".into())])
+        );
+        assert_eq!(parse_dn("CN=\"quoted\""), None);
+    }
+
+    #[test]
     fn wresult_extraction_and_form_encoding() {
         let html = r#"<form><input type="hidden" name="wresult" value="stw_fed_abc.def"></form>"#;
         assert_eq!(extract_wresult(html).as_deref(), Some("stw_fed_abc.def"));
