@@ -158,7 +158,7 @@ const EXEMPT: &[(&str, &str)] = &[
     ),
     (
         "APPLICATION/ROLE",
-        "optional w7 security-role mask (4294967295 = every role); Learn's current w7/enrollment examples omit it, as does Steward, and the review found the document complete without it",
+        "optional w7 parm (the DM account's security-role mask, 4294967295 = every role); the w7 CSP does not require it and the review found the document complete without it; a device check would settle it",
     ),
 ];
 
