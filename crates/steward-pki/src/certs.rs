@@ -22,9 +22,6 @@ use crate::{PkiError, pem_encode};
 /// freshly issued certificate.
 const CLOCK_SKEW: Duration = Duration::hours(1);
 
-/// Organization used in device certificates when the issuer has none.
-const DEFAULT_ORGANIZATION: &str = "Steward";
-
 /// A certificate plus its private key.
 ///
 /// `Debug` prints the subject and thumbprint only, never the key.
@@ -250,6 +247,36 @@ pub fn generate_tls_server_cert(
     CertifiedKey::from_generated(cert.der().to_vec(), key_pair)
 }
 
+/// A certificate's subject as `(attribute, value)` pairs in encoded (RDN) order, with the
+/// attribute keys Windows' X.500 name strings use (`CN`, `OU`, `O`, `L`, `S`, `C`, `DC`, `E`,
+/// otherwise `OID.<dotted>`): what a simulated Windows compares an SSLCLIENTCERTSEARCHCRITERIA
+/// `Subject=` against. A value that is not a string is an error.
+pub fn subject_attributes(cert_der: &[u8]) -> Result<Vec<(String, String)>, PkiError> {
+    let cert = parse_cert(cert_der)?;
+    let mut out = Vec::new();
+    for rdn in cert.subject().iter() {
+        for atv in rdn.iter() {
+            let oid = atv.attr_type().to_id_string();
+            let key = match oid.as_str() {
+                "2.5.4.3" => "CN".to_owned(),
+                "2.5.4.11" => "OU".to_owned(),
+                "2.5.4.10" => "O".to_owned(),
+                "2.5.4.7" => "L".to_owned(),
+                "2.5.4.8" => "S".to_owned(),
+                "2.5.4.6" => "C".to_owned(),
+                "0.9.2342.19200300.100.1.25" => "DC".to_owned(),
+                "1.2.840.113549.1.9.1" => "E".to_owned(),
+                other => format!("OID.{other}"),
+            };
+            let value = atv
+                .as_str()
+                .map_err(|e| PkiError::InvalidCertificate(format!("subject {key}: {e}")))?;
+            out.push((key, value.to_owned()));
+        }
+    }
+    Ok(out)
+}
+
 /// Server-chosen fields of a device certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceCertParams {
@@ -283,7 +310,7 @@ pub struct IssuedCertificate {
 /// so a request for CA:TRUE or extra SANs has no effect (see the rcgen
 /// `CertificateSigningRequestParams` pitfall in the design notes).
 ///
-/// Profile: subject CN / OU / O (issuer's O, else "Steward"), EKU clientAuth
+/// Profile: subject CN (PrintableString when possible) [/ OU], EKU clientAuth
 /// only, BasicConstraints CA:FALSE (explicit), KeyUsage digitalSignature +
 /// keyEncipherment, AKI = issuer SKI, SKI, sha256WithRSAEncryption (or the
 /// issuer key's algorithm).
@@ -309,23 +336,21 @@ pub fn issue_device_certificate(
         ));
     }
 
-    let organization = {
-        let cert = parse_cert(issuer.cert_der())?;
-        cert.subject()
-            .iter_organization()
-            .next()
-            .and_then(|o| o.as_str().ok())
-            .unwrap_or(DEFAULT_ORGANIZATION)
-            .to_owned()
-    };
-
     let serial = normalize_serial(params.serial);
+    // The subject is exactly `CN=<common name>` (plus OU only when a caller asks for one): the w7
+    // APPLICATION CSP's SSLCLIENTCERTSEARCHCRITERIA `Subject=` names a whole subject, not a CN
+    // ("wildcard certificate search isn't supported", Learn w7/DMAcc CSP), and the subject a real
+    // Windows 10 accepted and used was exactly `CN=<DeviceID>` as a PrintableString (fleetdm/fleet
+    // mdm_ngrok_comm_dump.txt @8e197bd). PrintableString when the value allows it, else UTF8String.
     let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, params.common_name.as_str());
+    let cn = match rcgen::string::PrintableString::try_from(params.common_name.as_str()) {
+        Ok(p) => rcgen::DnValue::PrintableString(p),
+        Err(_) => rcgen::DnValue::Utf8String(params.common_name.clone()),
+    };
+    dn.push(DnType::CommonName, cn);
     if let Some(ou) = &params.organizational_unit {
         dn.push(DnType::OrganizationalUnitName, ou.as_str());
     }
-    dn.push(DnType::OrganizationName, organization);
 
     let mut cp = CertificateParams::default();
     cp.distinguished_name = dn;

@@ -50,6 +50,7 @@ use std::borrow::Cow;
 
 use aws_lc_rs::digest;
 use aws_lc_rs::signature::{self, UnparsedPublicKey};
+use base64::Engine as _;
 use thiserror::Error;
 use time::OffsetDateTime;
 use x509_parser::extensions::ParsedExtension;
@@ -429,6 +430,19 @@ fn check_renewal_certificate_attribute(csr_der: &[u8], signer_cert: &[u8]) -> Re
     Ok(())
 }
 
+/// The PKCS#10 DER from base64 eContent (manual renewal): whitespace and a trailing NUL, which
+/// Windows' string APIs may leave, are ignored.
+fn decode_base64_content(content: &[u8]) -> Result<Vec<u8>, RenewalError> {
+    let text: Vec<u8> = content
+        .iter()
+        .copied()
+        .filter(|b| !b.is_ascii_whitespace() && *b != 0)
+        .collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(&text)
+        .map_err(|_| RenewalError::Malformed("eContent is neither a DER PKCS#10 nor its base64".into()))
+}
+
 /// Parses and verifies a renewal BinarySecurityToken (the DER bytes after
 /// base64): a CMS SignedData whose eContent is a PKCS#10 and whose first
 /// SignerInfo is signed by a certificate included in `certificates`.
@@ -550,8 +564,18 @@ pub fn verify_renewal_request(der_in: &[u8], min_rsa_bits: usize) -> Result<Veri
     }
 
     // --- the new PKCS#10 (RFC 2986) -----------------------------------------
-    let csr = verify_csr(e_content, min_rsa_bits)?;
-    check_renewal_certificate_attribute(e_content, signer_cert)?;
+    // Learn "certificate-renewal-windows-mdm": "With manual certificate renewal, base64 encoding
+    // for PKCS#7 message content is required" — the signed content is then the base64 text of the
+    // PKCS#10 rather than its DER. The signature above covers the bytes as sent either way.
+    let decoded;
+    let csr_der: &[u8] = if e_content.first() == Some(&tag::SEQUENCE) {
+        e_content
+    } else {
+        decoded = decode_base64_content(e_content)?;
+        &decoded
+    };
+    let csr = verify_csr(csr_der, min_rsa_bits)?;
+    check_renewal_certificate_attribute(csr_der, signer_cert)?;
 
     Ok(VerifiedRenewal {
         csr,
@@ -672,7 +696,6 @@ mod tests {
     use crate::csr_build::tests::{DEVICE_ID, device_key, windows_cn};
     use crate::tests_support::openssl;
     use crate::{DeviceCertParams, issue_device_certificate, pem_encode, random_bytes};
-    use base64::Engine as _;
     use std::path::Path;
     use std::process::Command;
     use std::sync::OnceLock;
@@ -781,6 +804,24 @@ mod tests {
     }
 
     #[test]
+    fn manual_renewal_with_base64_content() {
+        // Manual renewal (Learn "certificate-renewal-windows-mdm"): the signed content is the
+        // base64 text of the PKCS#10.
+        let csr = build_windows_csr(new_key(), &windows_cn(), DEVICE_ID, CsrSignatureAlgorithm::Sha1RsaOiw).unwrap();
+        let text = base64::engine::general_purpose::STANDARD.encode(&csr);
+        for with_attrs in [true, false] {
+            let cms = build_signed_data(text.as_bytes(), old_cert(), device_key(), with_attrs).unwrap();
+            let v = verify_renewal_request(&cms, 2048).unwrap();
+            assert_verified(&v);
+        }
+        let cms = build_signed_data(b"not base64 at all!", old_cert(), device_key(), true).unwrap();
+        assert!(matches!(
+            verify_renewal_request(&cms, 2048),
+            Err(RenewalError::Malformed(_))
+        ));
+    }
+
+    #[test]
     fn round_trip_with_and_without_signed_attributes() {
         for with_attrs in [true, false] {
             let cms = renewal(with_attrs);
@@ -884,11 +925,17 @@ mod tests {
             verify_renewal_request(&cms, 2048),
             Err(RenewalError::Csr(CsrError::KeyTooSmall { bits: 1024, min: 2048 }))
         );
-        // eContent that is not a PKCS#10 at all (e.g. a CMC PKIData).
-        let cms = build_signed_data(b"not a request", old_cert(), device_key(), true).unwrap();
+        // eContent that is DER but not a PKCS#10 (e.g. a CMC PKIData).
+        let cms = build_signed_data(&[0x30, 0x03, 0x02, 0x01, 0x00], old_cert(), device_key(), true).unwrap();
         assert!(matches!(
             verify_renewal_request(&cms, 2048),
             Err(RenewalError::Csr(CsrError::Malformed(_)))
+        ));
+        // Neither DER nor base64 text.
+        let cms = build_signed_data(b"not a request", old_cert(), device_key(), true).unwrap();
+        assert!(matches!(
+            verify_renewal_request(&cms, 2048),
+            Err(RenewalError::Malformed(_))
         ));
     }
 

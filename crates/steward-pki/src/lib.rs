@@ -32,7 +32,7 @@ mod tests_support;
 
 pub use certs::{
     CertifiedKey, DeviceCertParams, IssuedCertificate, KeyAlgorithm, generate_issuing_ca, generate_root_ca,
-    generate_tls_server_cert, issue_device_certificate,
+    generate_tls_server_cert, issue_device_certificate, subject_attributes,
 };
 pub use cms::{RenewalError, VerifiedRenewal, build_renewal_request, verify_renewal_request};
 pub use csr::{VerifiedCsr, verify_csr};

@@ -91,9 +91,13 @@ fn issue_from_real_windows_csr() {
         subject.iter_organizational_unit().next().unwrap().as_str().unwrap(),
         "enrollment-42"
     );
+    // No O: the subject is what SSLCLIENTCERTSEARCHCRITERIA names (CN, and OU when asked for).
+    assert!(subject.iter_organization().next().is_none());
+    // CN is a PrintableString (tag 0x13), as in the certificate a real Windows 10 accepted.
+    let cn = subject.iter_common_name().next().unwrap();
     assert_eq!(
-        subject.iter_organization().next().unwrap().as_str().unwrap(),
-        "Steward Tests"
+        cn.attr_value().header.tag(),
+        x509_parser::der_parser::asn1_rs::Tag::PrintableString
     );
     assert_eq!(hex::encode(cert.raw_serial()), issued.serial_hex);
     assert_eq!(issued.serial_hex.len(), 32);

@@ -179,7 +179,6 @@ pub fn router(config: &Config, core: &Core, pki: &Arc<Pki>) -> Router {
         core.audit.clone(),
         pki.issuing.clone(),
         IdentitySettings {
-            organization: config.pki.organization.clone(),
             validity: time::Duration::days(i64::from(config.pki.device_cert_validity_days)),
         },
         core.clock.clone(),

@@ -255,7 +255,8 @@ pub struct PkiConfig {
     /// provides it, else `<data_dir>/kek`, generated with mode 0600 on first start (and warned
     /// about: it sits next to the keys it seals). Refused if group or others can read it.
     pub kek_file: Option<PathBuf>,
-    /// Organisation name written into our CA and device certificates.
+    /// Organisation name written into our CA certificates (device certificates carry only
+    /// `CN=<DeviceID>`, see docs/PROTOCOLS.md).
     pub organization: String,
     /// Lifetime of device identity certificates.
     pub device_cert_validity_days: u32,
@@ -690,6 +691,14 @@ impl Config {
         if e.poll_interval_minutes == 0 || e.poll_first_interval_minutes == 0 {
             return invalid("poll intervals must be at least one minute".into());
         }
+        // MS-MDE2 §2.2.9.3: "The server MUST NOT set NumberOfFirstRetries to 0", and all three
+        // NumberOf*Retries at 0 "will cause a configuration failure" (interop review E-4).
+        if e.poll_first_count == 0 {
+            return invalid(
+                "enrollment.poll_first_count must be at least 1 (MS-MDE2 §2.2.9.3: NumberOfFirstRetries must not be 0)"
+                    .into(),
+            );
+        }
         if !(1..=120).contains(&e.federated_token_minutes) {
             return invalid("enrollment.federated_token_minutes must be between 1 and 120".into());
         }
@@ -861,6 +870,17 @@ mod tests {
 
     fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
         move |k| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| (*v).to_owned())
+    }
+
+    #[test]
+    fn poll_first_count_zero_is_refused() {
+        // MS-MDE2 §2.2.9.3 (interop review E-4).
+        let mut c = Config::default();
+        c.enrollment.poll_first_count = 0;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("poll_first_count"), "{e}");
+        c.enrollment.poll_first_count = 1;
+        c.validate().unwrap();
     }
 
     #[test]

@@ -23,6 +23,9 @@ pub enum EnrollError {
     },
     #[error("{step}: {message}")]
     Protocol { step: &'static str, message: String },
+    /// The provisioning document breaks a rule Windows enforces (see [`check_provisioning_doc`]).
+    #[error("provisioning document refused: {0}")]
+    Refused(String),
     #[error("key or CSR: {0}")]
     Pki(#[from] steward_pki::PkiError),
 }
@@ -82,6 +85,9 @@ pub struct EnrolledDevice {
     pub management_url: String,
     pub provisioning_doc: mde2::ParsedProvisioningDoc,
     pub provisioning_doc_xml: String,
+    /// Whether the DM client finds `cert_der` by the provisioned SSLCLIENTCERTSEARCHCRITERIA
+    /// ([`select_client_certificate`]); if not, its sessions present no client certificate.
+    pub client_cert_selected: bool,
 }
 
 impl std::fmt::Debug for EnrolledDevice {
@@ -314,7 +320,10 @@ async fn enroll_inner(
         .client_certificate_der()
         .ok_or_else(|| missing("client certificate"))?;
     let management_url = doc.management_url().ok_or_else(|| missing("w7 ADDR"))?.to_owned();
+    check_provisioning_doc(&doc).map_err(EnrollError::Refused)?;
+    let client_cert_selected = select_client_certificate(&doc).is_some();
     Ok(EnrolledDevice {
+        client_cert_selected,
         device_id,
         key,
         cert_der,
@@ -326,9 +335,163 @@ async fn enroll_inner(
     })
 }
 
+/// The rules by which a real Windows refuses a provisioning document, as far as they are
+/// documented; each cites its source. The whole document fails if one does (MS-MDE2 §2.2.9.3:
+/// "will cause a configuration failure"; Learn "enrollment-troubleshooting": the OMA-DM account
+/// step failing rolls the enrollment back).
+pub fn check_provisioning_doc(doc: &mde2::ParsedProvisioningDoc) -> Result<(), String> {
+    // w7 APPLICATION CSP: APPID "w7" bootstraps the OMA DM account; PROVIDER-ID names it and must
+    // equal the DMClient Provider node (Learn DMClient CSP: "ProviderID… must match the w7
+    // APPLICATION PROVIDER-ID").
+    if doc.get("APPLICATION/APPID") != Some("w7") {
+        return Err("no w7 APPLICATION characteristic".into());
+    }
+    let provider = doc
+        .get("APPLICATION/PROVIDER-ID")
+        .filter(|p| !p.is_empty())
+        .ok_or("w7 PROVIDER-ID missing")?;
+    // w7 APPAUTH (Learn w7-application-csp; MS-MDE2 §2.2.9.5): "Both APPSRV and CLIENT
+    // credentials must be provided in provisioning XML", and AAUTHSECRET is "Required". DMAcc CSP:
+    // "When AAUTHLEVEL is CLIENT, AAUTHTYPE must be DIGEST".
+    let blocks = doc.instances("APPLICATION/APPAUTH");
+    for level in ["CLIENT", "APPSRV"] {
+        let block = blocks
+            .iter()
+            .find(|b| b.contains(&("AAUTHLEVEL", level)))
+            .ok_or_else(|| format!("no APPAUTH block with AAUTHLEVEL {level}"))?;
+        let value = |name: &str| block.iter().find(|(n, _)| *n == name).map(|(_, v)| *v);
+        if value("AAUTHSECRET").is_none_or(str::is_empty) {
+            return Err(format!("APPAUTH {level} has no AAUTHSECRET"));
+        }
+        let ty = value("AAUTHTYPE").unwrap_or_default();
+        if level == "CLIENT" && ty != "DIGEST" {
+            return Err(format!("APPAUTH CLIENT AAUTHTYPE is {ty:?}, not DIGEST"));
+        }
+    }
+    // DMClient CSP Poll (MS-MDE2 §2.2.9.3): "The server MUST NOT set NumberOfFirstRetries to 0";
+    // all six polling parameters, or all three NumberOf*Retries, at 0 "will cause a configuration
+    // failure". A parm the document leaves out keeps the device's value (the capture set only
+    // NumberOfFirstRetries), so only parms present count.
+    let poll = format!("DMClient/Provider/{provider}/Poll/");
+    let num = |name: &str| doc.get(&format!("{poll}{name}")).map(|v| v.trim().parse::<u32>());
+    let mut values = Vec::new();
+    for name in [
+        "IntervalForFirstSetOfRetries",
+        "NumberOfFirstRetries",
+        "IntervalForSecondSetOfRetries",
+        "NumberOfSecondRetries",
+        "IntervalForRemainingScheduledRetries",
+        "NumberOfRemainingScheduledRetries",
+    ] {
+        match num(name) {
+            None => values.push(None),
+            Some(Ok(v)) => values.push(Some(v)),
+            Some(Err(_)) => return Err(format!("Poll/{name} is not an integer")),
+        }
+    }
+    if values[1] == Some(0) {
+        return Err("invalid poll schedule: NumberOfFirstRetries is 0".into());
+    }
+    if values.iter().all(|v| *v == Some(0)) {
+        return Err("invalid poll schedule: all six polling parameters are 0".into());
+    }
+    if [values[1], values[3], values[5]].iter().all(|v| *v == Some(0)) {
+        return Err("invalid poll schedule: all three NumberOf*Retries are 0".into());
+    }
+    Ok(())
+}
+
+/// The client certificate the DM client uses for its sessions, chosen as Windows documents it:
+/// w7 SSLCLIENTCERTSEARCHCRITERIA is "Subject=<URI-escaped DN>&Stores=<URI-escaped store>"
+/// (Learn w7-application-csp, DMAcc-csp), and "Subject specifies the certificate to search for…
+/// with a particular Subject attribute (CN=Tester,O=Microsoft)… wildcard certificate search isn't
+/// supported": the DN must equal the certificate's whole subject, attribute by attribute in
+/// order, and `Stores` must name the store the certificate was installed in (`MY\User` for
+/// `CertificateStore/My/User`, `MY\System` for `My/System`). No match: no certificate (the
+/// session then goes without one). Without the parm the certificate the enrollment installed is
+/// used, as the captured Windows 10 did (its document had no criteria).
+pub fn select_client_certificate(doc: &mde2::ParsedProvisioningDoc) -> Option<Vec<u8>> {
+    let cert = doc.client_certificate_der()?;
+    let Some(criteria) = doc.get("APPLICATION/SSLCLIENTCERTSEARCHCRITERIA") else {
+        return Some(cert);
+    };
+    let installed_in = doc
+        .parms
+        .iter()
+        .find_map(|(p, _)| {
+            let rest = p.strip_prefix("CertificateStore/My/")?;
+            rest.ends_with("/EncodedCertificate").then(|| rest.split('/').next())?
+        })?
+        .to_owned();
+    let mut subject = None;
+    let mut stores = None;
+    for pair in criteria.split('&') {
+        let (name, value) = pair.split_once('=')?;
+        let value = percent_decode(value)?;
+        match name {
+            "Subject" => subject = Some(value),
+            "Stores" => stores = Some(value),
+            _ => {}
+        }
+    }
+    // Stores: "MY\User" or "MY\System" ("MY" is the personal store; case-insensitive names).
+    if let Some(stores) = stores {
+        let (store, location) = stores.split_once('\\')?;
+        if !store.eq_ignore_ascii_case("MY") || !location.eq_ignore_ascii_case(&installed_in) {
+            return None;
+        }
+    }
+    let wanted = parse_dn(&subject?)?;
+    let actual = steward_pki::subject_attributes(&cert).ok()?;
+    (wanted == actual).then_some(cert)
+}
+
+/// `CN=a,OU=b` (Windows X.500 name string: `,` or `;` between RDNs, optional spaces around) as
+/// `(key, value)` pairs; keys upper-cased. Quoted values are not needed by any criteria we issue
+/// and are refused.
+fn parse_dn(dn: &str) -> Option<Vec<(String, String)>> {
+    dn.split([',', ';'])
+        .map(|part| {
+            let (k, v) = part.split_once('=')?;
+            let v = v.trim();
+            (!v.starts_with('"')).then(|| (k.trim().to_ascii_uppercase(), v.to_owned()))
+        })
+        .collect()
+}
+
+/// RFC 3986 percent-decoding (the w7 CSP's URI escaping).
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn search_criteria_parts() {
+        assert_eq!(percent_decode("CN%3DAB%2COU%3Dx").as_deref(), Some("CN=AB,OU=x"));
+        assert_eq!(percent_decode("MY%5CUser").as_deref(), Some("MY\\User"));
+        assert_eq!(percent_decode("bad%2"), None);
+        assert_eq!(
+            parse_dn("CN=Tester, o=Microsoft"),
+            Some(vec![("CN".into(), "Tester".into()), ("O".into(), "Microsoft".into())])
+        );
+        assert_eq!(parse_dn("CN=\"quoted\""), None);
+    }
 
     #[test]
     fn wresult_extraction_and_form_encoding() {

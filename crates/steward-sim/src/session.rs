@@ -444,11 +444,15 @@ impl ManagedDevice {
                 }
             }
         }
-        device.identity = Some(DeviceIdentity {
-            cert_der: enrolled.cert_der,
-            chain_der: enrolled.intermediate_der.into_iter().collect(),
-            key: enrolled.key,
-        });
+        // Only a certificate the provisioned SSLCLIENTCERTSEARCHCRITERIA selects is presented
+        // (crate::enroll::select_client_certificate).
+        if enrolled.client_cert_selected {
+            device.identity = Some(DeviceIdentity {
+                cert_der: enrolled.cert_der,
+                chain_der: enrolled.intermediate_der.into_iter().collect(),
+                key: enrolled.key,
+            });
+        }
         device
     }
 

@@ -144,6 +144,7 @@ impl ErrorKind {
                 http_code_in(message).map_or(ErrorKind::Protocol, ErrorKind::HttpStatus)
             }
             EnrollError::Pki(_) => ErrorKind::Key,
+            EnrollError::Refused(_) => ErrorKind::Protocol,
         }
     }
 

@@ -260,9 +260,12 @@ pub fn provisioning_round_trip(data: &[u8]) {
         renew_period_days: n(9),
         renew_retry_interval_days: n(10),
         renew_server_url: renew_url.as_deref(),
-        client_credentials: match &credentials {
-            (Some(name), Some(secret)) => Some((name.as_str(), secret.as_str())),
-            _ => None,
+        app_auth: mde2::AppAuth {
+            device_name: credentials.0.as_deref().unwrap_or(&cn),
+            device_secret: credentials.1.as_deref().unwrap_or("secret"),
+            device_nonce: "bm9uY2U=",
+            server_secret: credentials.1.as_deref().unwrap_or("server"),
+            server_nonce: "c2VydmVy",
         },
     };
     let written = mde2::write_provisioning_doc(&doc);
@@ -302,10 +305,6 @@ pub fn provisioning_round_trip(data: &[u8]) {
     let expect = [
         ("APPLICATION/PROVIDER-ID".to_owned(), provider.clone()),
         ("APPLICATION/NAME".to_owned(), xml_chars(&server_name)),
-        (
-            format!("DMClient/Provider/{provider}/EntDeviceName"),
-            xml_chars(&device_name),
-        ),
         (format!("DMClient/Provider/{provider}/EntDMID"), xml_chars(&dm_id)),
         (
             format!("DMClient/Provider/{provider}/Poll/NumberOfRemainingScheduledRetries"),
@@ -323,16 +322,18 @@ pub fn provisioning_round_trip(data: &[u8]) {
         let got = parsed.get("CertificateStore/My/WSTEP/Renew/ServerURL");
         assert_eq!(got, Some(xml_chars(u).as_str()));
     }
-    if let Some((name, secret)) = doc.client_credentials {
-        assert_eq!(
-            parsed.get("APPLICATION/APPAUTH/AAUTHNAME"),
-            Some(xml_chars(name).as_str())
-        );
-        assert_eq!(
-            parsed.get("APPLICATION/APPAUTH/AAUTHSECRET"),
-            Some(xml_chars(secret).as_str())
-        );
-    }
+    // EntDeviceName is omitted when empty (interop review E-5).
+    let device_name_path = format!("DMClient/Provider/{provider}/EntDeviceName");
+    let expected_name = (!device_name.is_empty()).then(|| xml_chars(&device_name));
+    assert_eq!(parsed.get(&device_name_path), expected_name.as_deref());
+    // Both APPAUTH levels, APPSRV carrying the device's name and secret.
+    let blocks = parsed.instances("APPLICATION/APPAUTH");
+    assert_eq!(blocks.len(), 2);
+    let appsrv = &blocks[1];
+    let a = doc.app_auth;
+    assert!(appsrv.contains(&("AAUTHLEVEL", "APPSRV")));
+    assert!(appsrv.contains(&("AAUTHNAME", xml_chars(a.device_name).as_str())));
+    assert!(appsrv.contains(&("AAUTHSECRET", xml_chars(a.device_secret).as_str())));
     let criteria = parsed
         .get("APPLICATION/SSLCLIENTCERTSEARCHCRITERIA")
         .unwrap_or_default();

@@ -334,7 +334,9 @@ async fn enroll_device(
     let enrollment_id = EnrollmentId::new();
     let subject = CertificateSubject {
         common_name: device_id.as_str().to_owned(),
-        organizational_unit: Some(enrollment_id.to_string()),
+        // Subject exactly CN=<DeviceID> (interop review M-1): it is what SSLCLIENTCERTSEARCHCRITERIA
+        // names; the enrollment is found by the certificate's thumbprint.
+        organizational_unit: None,
     };
     let issued = state
         .identity
@@ -372,27 +374,35 @@ async fn enroll_device(
         updated_at: now,
         last_seen_at: None,
     };
-    // syncml:auth-md5 credentials for clients behind certificate-stripping proxies (opt-in): the device
-    // gets the secret in its w7 account; we keep only the digest key b64(md5(name:secret)).
-    let md5_credentials: Option<(String, SecretString)> = if settings.md5_auth {
-        let secret = steward_pki::random_bytes::<24>()
-            .map_err(|e| SoapFault::internal(format!("generating the syncml:auth-md5 secret: {e}")))?;
-        Some((
-            device_id.as_str().to_owned(),
-            SecretString::new(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret)),
-        ))
-    } else {
-        None
+    // The w7 APPAUTH secrets and nonces every accepted provisioning document carries (interop
+    // review E-2). The device's own (APPSRV) credential is its DeviceID and a random secret; with
+    // syncml:auth-md5 (opt-in, for clients behind certificate-stripping proxies) we keep its digest
+    // key b64(md5(name:secret)) and the first nonce (AAUTHDATA), never the secret.
+    let random = |what: &str| -> Result<String, SoapFault> {
+        steward_pki::random_bytes::<24>()
+            .map(|b| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b))
+            .map_err(|e| SoapFault::internal(format!("generating the w7 {what}: {e}")))
     };
+    let nonce = |what: &str| {
+        crate::md5::new_nonce().ok_or_else(|| SoapFault::internal(format!("generating the w7 {what} nonce")))
+    };
+    let device_secret = SecretString::new(random("APPSRV secret")?);
+    let device_nonce = nonce("APPSRV")?;
+    let server_secret = SecretString::new(random("CLIENT secret")?);
+    let server_nonce = nonce("CLIENT")?;
+    let md5_credential = settings.md5_auth.then(|| {
+        crate::md5::credential_record(
+            &crate::md5::digest_key(device_id.as_str(), device_secret.expose()),
+            &device_nonce,
+        )
+    });
     let commit = EnrollmentCommit {
         enrollment,
         subject: issued.subject.clone(),
         not_before: issued.not_before,
         consume_token,
         consume_nonce,
-        session_credential: md5_credentials
-            .as_ref()
-            .map(|(n, s)| crate::md5::digest_key(n, s.expose())),
+        session_credential: md5_credential,
         replaces,
     };
 
@@ -451,7 +461,13 @@ async fn enroll_device(
         renew_period_days: settings.renew_period_days,
         renew_retry_interval_days: settings.renew_retry_interval_days,
         renew_server_url: None,
-        client_credentials: md5_credentials.as_ref().map(|(n, s)| (n.as_str(), s.expose())),
+        app_auth: mde2::AppAuth {
+            device_name: device_id.as_str(),
+            device_secret: device_secret.expose(),
+            device_nonce: &device_nonce,
+            server_secret: server_secret.expose(),
+            server_nonce: &server_nonce,
+        },
     };
     let doc_xml = mde2::write_provisioning_doc(&doc);
     Ok(soap_ok(mde2::write_rstr(

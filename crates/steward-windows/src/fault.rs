@@ -81,15 +81,21 @@ impl SoapFault {
 impl IntoResponse for SoapFault {
     fn into_response(self) -> Response {
         let trace_id = uuid::Uuid::new_v4().to_string();
-        // SOAP 1.2 HTTP binding (SOAP 1.2 Part 2 §7.5.1.2): Sender faults are 400, Receiver faults 500.
-        let status = self.status.unwrap_or(match self.subcode {
-            FaultSubcode::InternalServiceFault | FaultSubcode::EnrollmentServer => StatusCode::INTERNAL_SERVER_ERROR,
-            _ => StatusCode::BAD_REQUEST,
-        });
+        // HTTP 500 for every fault, as the WCF services Windows' enrollment client was built
+        // against send them (interop review C-1): Windows reports any other non-200 status as
+        // HRESULT_FROM_HTTP (e.g. 0x80190190 for a 400, fleetdm/fleet#34993 and #42144) instead of
+        // the subcode's MENROLL_E_DEVICE_* message. A fault with its own status (413 for an
+        // oversized body, 503 with Retry-After when we are busy) keeps it: those are transport
+        // conditions the device should see as such.
+        let status = self.status.unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let detail = self.detail.as_deref().unwrap_or("");
         if self.retry_after.is_some() {
             tracing::warn!(trace_id, subcode = self.subcode.as_str(), reason = %self.reason, detail, "enrollment deferred");
-        } else if status.is_server_error() {
+        } else if matches!(
+            self.subcode,
+            FaultSubcode::InternalServiceFault | FaultSubcode::EnrollmentServer
+        ) {
+            // Our failure (the HTTP status is 500 for every fault, so it cannot tell).
             tracing::error!(trace_id, subcode = self.subcode.as_str(), reason = %self.reason, detail, "enrollment fault");
         } else {
             tracing::info!(trace_id, subcode = self.subcode.as_str(), reason = %self.reason, "enrollment refused");

@@ -109,8 +109,9 @@ fn store_error(e: StoreError) -> ManagementError {
 enum Authenticated {
     /// Its TLS client certificate (or the one a trusted proxy forwarded), with this thumbprint.
     Certificate(Thumbprint),
-    /// `syncml:auth-md5` Cred against the nonce we gave it.
-    Md5,
+    /// `syncml:auth-md5` Cred against the nonce we gave it; the NextNonce for its next session
+    /// when this message started a session with it.
+    Md5 { next_nonce: Option<String> },
 }
 
 pub async fn management(
@@ -172,7 +173,7 @@ pub async fn management(
     let (ctx, auth) = match by_cert {
         Some((ctx, thumbprint)) => (ctx, Authenticated::Certificate(thumbprint)),
         None => match md5_authenticate(&state, &msg, claimed, &management_url, now).await? {
-            Md5Outcome::Authenticated(ctx) => (*ctx, Authenticated::Md5),
+            Md5Outcome::Authenticated(ctx, next_nonce) => (*ctx, Authenticated::Md5 { next_nonce }),
             Md5Outcome::Challenged(answer) => return Ok(syncml_ok(answer)),
         },
     };
@@ -212,7 +213,10 @@ pub async fn management(
         collected_at: fact(&facts::INVENTORY_COLLECTED_AT).map(|f| f.updated_at),
         command_id: CommandId::new(),
     };
-    let by_md5 = matches!(auth, Authenticated::Md5);
+    let md5_next_nonce = match &auth {
+        Authenticated::Md5 { next_nonce } => Some(next_nonce.clone()),
+        Authenticated::Certificate(_) => None,
+    };
     let retire_previous_certificate = enrollment.previous_cert.is_some()
         && matches!(&auth, Authenticated::Certificate(t) if *t == enrollment.cert_thumbprint);
     let out = session::process(session::SessionInput {
@@ -225,9 +229,13 @@ pub async fn management(
         open_commands: &open,
         awaiting: &awaiting,
         new_key: uuid::Uuid::new_v4().to_string(),
-        // OMA-DM: 212 = authenticated by Cred; the nonce rotates on every MD5-authenticated message.
-        header_code: if by_md5 { 212 } else { 200 },
-        next_nonce: if by_md5 { md5::new_nonce() } else { None },
+        // syncml:auth-md5 (interop review M-3): 200, not 212 — after a 212 Windows sends no Cred for
+        // the rest of the session (OMADM-LRN), which we would have to trust on the SessionID alone;
+        // after a 200 it "must" send the same credential again, which we verify. A new nonce
+        // (for the next session) goes out only when the message was verified against the current
+        // one; see md5_authenticate.
+        header_code: 200,
+        next_nonce: md5_next_nonce.flatten(),
         poll,
         inventory,
         now,
@@ -259,8 +267,8 @@ pub async fn management(
 }
 
 enum Md5Outcome {
-    /// The check-in context of the device's active enrollment.
-    Authenticated(Box<CheckinContext>),
+    /// The check-in context of the device's active enrollment, and the NextNonce to hand out.
+    Authenticated(Box<CheckinContext>, Option<String>),
     /// Our SyncML answer: a SyncHdr Status 401/407 with a fresh nonce.
     Challenged(String),
 }
@@ -285,25 +293,39 @@ async fn md5_authenticate(
         .map_err(store_error)?
         .filter(|c| c.enrollment.state == EnrollmentState::Active)
         .ok_or(ManagementError::NoCertificate)?;
-    let key = ctx
-        .session_credential
-        .as_deref()
-        .ok_or(ManagementError::NoCertificate)?;
+    let (key, initial_nonce) = md5::split_credential(
+        ctx.session_credential
+            .as_deref()
+            .ok_or(ManagementError::NoCertificate)?,
+    );
     let cred = msg.header.cred.as_ref().filter(|c| {
         c.meta
             .as_ref()
             .and_then(|m| m.type_.as_deref())
             .is_none_or(|t| t == md5::AUTH_MD5)
     });
-    let nonce = ctx
-        .session
-        .as_ref()
-        .and_then(OmaDmSession::from_record)
-        .and_then(|s| s.md5_nonce);
-    if let (Some(c), Some(n)) = (cred, nonce)
-        && md5::verify(key, &n, &c.data)
-    {
-        return Ok(Md5Outcome::Authenticated(Box::new(ctx)));
+    let session_state = ctx.session.as_ref().and_then(OmaDmSession::from_record);
+    // The nonce we last gave the device, or before any, the one provisioned as APPSRV AAUTHDATA.
+    let stored = session_state.as_ref().and_then(|s| s.md5_nonce.clone());
+    let nonce = stored.clone().or_else(|| initial_nonce.map(str::to_owned));
+    if let Some(c) = cred {
+        // A Cred built from the current nonce (a session's first message, or a device that
+        // switched to the NextNonce at once): accepted, and the next session gets a fresh nonce.
+        if let Some(n) = &nonce
+            && md5::verify(key, n, &c.data)
+        {
+            let next = md5::next_session_nonce(key, n);
+            return Ok(Md5Outcome::Authenticated(Box::new(ctx), next));
+        }
+        // A later message of the same session repeating the Cred it started with (OMADM-LRN: after
+        // a 200 "the same credential must be sent within the next request"), or a retry of the
+        // last one (then answered as before by the replay check).
+        let continues = session_state
+            .as_ref()
+            .is_some_and(|s| s.session_id == msg.header.session_id && msg.header.msg_id >= s.client_msg_id);
+        if continues && stored.as_deref().is_some_and(|n| md5::verify_session_cred(n, &c.data)) {
+            return Ok(Md5Outcome::Authenticated(Box::new(ctx), None));
+        }
     }
     let next = md5::new_nonce().ok_or_else(|| ManagementError::Internal("random generator failed".into()))?;
     let code = if cred.is_some() { 401 } else { 407 };

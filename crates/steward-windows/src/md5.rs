@@ -36,6 +36,48 @@ pub fn new_nonce() -> Option<String> {
     steward_pki::random_bytes::<16>().ok().map(|b| STANDARD.encode(b))
 }
 
+/// What the store keeps for a device's syncml:auth-md5 credential: its digest key and the first
+/// nonce provisioned as w7 APPSRV AAUTHDATA (so the first message needs no challenge round trip,
+/// interop review M-3), separated by a space (neither holds one: both are base64).
+pub fn credential_record(key: &str, initial_nonce: &str) -> String {
+    format!("{key} {initial_nonce}")
+}
+
+/// `(digest key, initial nonce)` of a [`credential_record`]; records written before the initial
+/// nonce existed hold the key alone.
+pub fn split_credential(record: &str) -> (&str, Option<&str>) {
+    match record.split_once(' ') {
+        Some((key, nonce)) => (key, Some(nonce)),
+        None => (record, None),
+    }
+}
+
+/// The NextNonce to give the device after a message whose Cred verified against `nonce_b64`: 16
+/// fresh random bytes followed by the 16-byte digest that Cred carried. The device uses the new
+/// nonce when its next session starts, but within this session it may keep sending the same Cred
+/// (OMADM-LRN: after a 200 "the same credential must be sent within the next request"); the tail
+/// lets [`verify_session_cred`] accept that without storing a second nonce. The tail reveals
+/// nothing the device did not send itself.
+pub fn next_session_nonce(key: &str, nonce_b64: &str) -> Option<String> {
+    let digest = STANDARD.decode(expected(key, nonce_b64)?).ok()?;
+    let fresh = steward_pki::random_bytes::<16>().ok()?;
+    let mut nonce = fresh.to_vec();
+    nonce.extend_from_slice(&digest);
+    Some(STANDARD.encode(nonce))
+}
+
+/// Whether `presented` is the Cred this session started with, as carried by `stored` (a nonce from
+/// [`next_session_nonce`]). Constant-time.
+pub fn verify_session_cred(stored_b64: &str, presented: &str) -> bool {
+    let Ok(stored) = STANDARD.decode(stored_b64.trim()) else {
+        return false;
+    };
+    let Ok(presented) = STANDARD.decode(presented.trim()) else {
+        return false;
+    };
+    stored.len() == 32 && aws_lc_rs::constant_time::verify_slices_are_equal(&stored[16..], &presented).is_ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -49,5 +91,24 @@ mod tests {
         assert!(!verify(&key, "bm9uY2UtMDEyMzQ1Njc4OQ==", "IagvI/t/492yRo1vR4LUJh=="));
         assert!(!verify(&key, "not base64!", "IagvI/t/492yRo1vR4LUJg=="));
         assert_ne!(new_nonce(), new_nonce());
+    }
+
+    #[test]
+    fn session_nonce_carries_the_sessions_cred() {
+        let key = digest_key("user", "pass");
+        let first = "bm9uY2UtMDEyMzQ1Njc4OQ==";
+        let next = next_session_nonce(&key, first).unwrap();
+        // The Cred built from the first nonce stays valid for the rest of the session…
+        assert!(verify_session_cred(&next, "IagvI/t/492yRo1vR4LUJg=="));
+        assert!(!verify_session_cred(&next, "IagvI/t/492yRo1vR4LUJh=="));
+        assert!(!verify_session_cred(first, "IagvI/t/492yRo1vR4LUJg=="));
+        // …and the next session's Cred is built from the new nonce as usual.
+        let cred = expected(&key, &next).unwrap();
+        assert!(verify(&key, &next, &cred));
+        assert_eq!(
+            split_credential(&credential_record(&key, first)),
+            (key.as_str(), Some(first))
+        );
+        assert_eq!(split_credential(&key), (key.as_str(), None));
     }
 }

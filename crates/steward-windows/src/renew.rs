@@ -75,7 +75,9 @@ pub async fn renew_device(
     // does not commit leaves its certificate logged void.
     let subject = CertificateSubject {
         common_name: enrollment.device_id.as_str().to_owned(),
-        organizational_unit: Some(enrollment.id.to_string()),
+        // The same subject as at enrollment (exactly CN=<DeviceID>, interop review M-1): the
+        // provisioned SSLCLIENTCERTSEARCHCRITERIA must keep finding the renewed certificate.
+        organizational_unit: None,
     };
     let issued = state
         .identity
@@ -88,6 +90,7 @@ pub async fn renew_device(
         })?;
     tracing::info!(device.id = %enrollment.device_id, cert.serial = %issued.serial, "certificate renewed");
     let doc = mde2::write_renewal_provisioning_doc(&mde2::RenewalDoc {
+        provider_id: &settings.provider_id,
         client_cert_der: &issued.der,
         client_cert_thumbprint: issued.thumbprint.as_str(),
         client_store: match enrollment.enrollment_type {

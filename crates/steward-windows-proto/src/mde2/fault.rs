@@ -1,6 +1,6 @@
 //! MS-MDE2 §2.2.10 SOAP faults: how the enrollment server declines a message.
 
-use super::{ACTION_FAULT, NS_ADDRESSING, NS_ENROLLMENT, NS_SOAP, XmlOut, envelope, is, text_of};
+use super::{ACTION_FAULT, NS_ADDRESSING, NS_SOAP, XmlOut, envelope, is, text_of};
 use crate::xml::{child, parse};
 
 /// The MS-MDE2 §2.2.10 fault subcodes. Each maps to an `MENROLL_E_DEVICE_*` HRESULT on the device
@@ -39,20 +39,6 @@ impl FaultSubcode {
         }
     }
 
-    /// The `DeviceEnrollmentServiceError/ErrorType` value (Windows 10 1507+ reads the detail). An
-    /// unparseable security header is reported as an Authentication error there, since from the
-    /// user's side the credential was not accepted; the subcode still says InvalidSecurity.
-    pub fn error_type(&self) -> &'static str {
-        match self {
-            Self::MessageFormat => "MessageFormat",
-            Self::Authentication | Self::InvalidSecurity => "Authentication",
-            Self::Authorization => "Authorization",
-            Self::CertificateRequest => "CertificateRequest",
-            Self::EnrollmentServer => "EnrollmentServer",
-            Self::InternalServiceFault => "InternalServiceFault",
-        }
-    }
-
     /// SOAP 1.2 part 1 §5.4.6 fault code class. The MS-MDE2 example always says `s:Receiver`, but
     /// SOAP 1.2 defines Sender as "the message was incorrectly formed or did not contain the
     /// appropriate information" and Receiver as "the message could not be processed for reasons
@@ -71,15 +57,28 @@ impl FaultSubcode {
     }
 }
 
-/// A SOAP 1.2 fault per MS-MDE2 §2.2.10: Code (Sender or Receiver) with the MS-MDE2 subcode,
-/// an en-US Reason, and the `DeviceEnrollmentServiceError` detail (ErrorType, Message, TraceId).
-/// `trace_id` is a free-form server-side correlation id that support can look up (MS-MDE2 §2.2.10).
+/// The WCF diagnostics namespace of the `ActivityId` header in the MS-MDE2 §2.2.10 example.
+const NS_DIAGNOSTICS: &str = "http://schemas.microsoft.com/2004/09/ServiceModel/Diagnostics";
+
+/// A SOAP 1.2 fault shaped like the MS-MDE2 §2.2.10 example: Code (Sender or Receiver) with the
+/// MS-MDE2 subcode, an en-US Reason, and no detail. Windows turns the subcode into its
+/// MENROLL_E_DEVICE_* message; the §2.2.10 detail `DeviceEnrollmentServiceError/ErrorType` is for
+/// the specific conditions of its own list (DeviceCapReached, DeviceNotSupported, NotSupported,
+/// NotEligibleToRenew, InMaintenance, UserLicense, InvalidEnrollmentData, CustomServerError), none
+/// of which these faults are, so none is written (our earlier ErrorType values such as
+/// `Authentication` were not in that list). `trace_id`, a server-side correlation id support can
+/// look up, travels as the example's WCF `ActivityId` header.
 pub fn write_fault(relates_to: Option<&str>, subcode: FaultSubcode, reason: &str, trace_id: &str) -> String {
     let mut w = XmlOut::new();
     w.open("s:Envelope", &[("xmlns:s", NS_SOAP), ("xmlns:a", NS_ADDRESSING)]);
     w.open("s:Header", &[]);
     // WS-Addressing SOAP binding: faults carry the generic fault action.
     w.leaf("a:Action", &[("s:mustUnderstand", "1")], ACTION_FAULT);
+    w.leaf(
+        "ActivityId",
+        &[("CorrelationId", trace_id), ("xmlns", NS_DIAGNOSTICS)],
+        trace_id,
+    );
     if let Some(id) = relates_to {
         w.leaf("a:RelatesTo", &[], id);
     }
@@ -95,13 +94,6 @@ pub fn write_fault(relates_to: Option<&str>, subcode: FaultSubcode, reason: &str
     w.open("s:Reason", &[]);
     w.leaf("s:Text", &[("xml:lang", "en-US")], reason);
     w.close("s:Reason");
-    w.open("s:Detail", &[]);
-    w.open("DeviceEnrollmentServiceError", &[("xmlns", NS_ENROLLMENT)]);
-    w.leaf("ErrorType", &[], subcode.error_type());
-    w.leaf("Message", &[], reason);
-    w.leaf("TraceId", &[], trace_id);
-    w.close("DeviceEnrollmentServiceError");
-    w.close("s:Detail");
     w.close("s:Fault");
     w.close("s:Body");
     w.close("s:Envelope");

@@ -25,7 +25,7 @@ mod tests;
 
 pub use fault::{FaultSubcode, parse_fault, write_fault};
 pub use provisioning::{
-    ClientStore, ParsedProvisioningDoc, PollSchedule, ProvisioningDoc, RenewalDoc, parse_provisioning_doc,
+    AppAuth, ClientStore, ParsedProvisioningDoc, PollSchedule, ProvisioningDoc, RenewalDoc, parse_provisioning_doc,
     write_provisioning_doc, write_renewal_provisioning_doc,
 };
 pub use request::{

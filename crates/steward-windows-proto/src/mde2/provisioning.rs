@@ -43,6 +43,55 @@ pub struct PollSchedule {
     pub all_users_poll_on_first_login: bool,
 }
 
+impl PollSchedule {
+    /// The MS-MDE2 §2.2.9.3 rules a schedule must meet, or the reason it breaks one: "The server
+    /// MUST NOT set NumberOfFirstRetries to 0", "MUST NOT set all 6 polling parameters to 0 and
+    /// MUST NOT set all 3 number of retries nodes to 0 because it will cause a configuration
+    /// failure".
+    pub fn check(&self) -> Result<(), &'static str> {
+        let counts = [self.number_first, self.number_second, self.number_remaining];
+        let intervals = [
+            self.interval_first_minutes,
+            self.interval_second_minutes,
+            self.interval_remaining_minutes,
+        ];
+        if self.number_first == 0 {
+            return Err("NumberOfFirstRetries is 0");
+        }
+        if counts.iter().chain(&intervals).all(|v| *v == 0) {
+            return Err("all six polling parameters are 0");
+        }
+        if counts.iter().all(|v| *v == 0) {
+            return Err("all three NumberOf*Retries are 0");
+        }
+        Ok(())
+    }
+}
+
+/// The w7 APPLICATION CSP `APPAUTH` credentials. Both levels are always written: the CSP marks
+/// AAUTHSECRET "Required" and says "Both APPSRV and CLIENT credentials must be provided in
+/// provisioning XML" (Learn w7-application-csp; MS-MDE2 §2.2.9.5), and every document known to
+/// have been accepted by a real device carries them (the Windows 10 capture in
+/// tests/fixtures/windows: CLIENT AAUTHSECRET + AAUTHDATA, APPSRV AAUTHNAME + AAUTHSECRET +
+/// AAUTHDATA).
+#[derive(Debug, Clone, Copy)]
+pub struct AppAuth<'a> {
+    /// APPSRV ("the client authenticates itself to the OMA DM Server", w7 CSP; DMAcc CLCRED):
+    /// AAUTHNAME, the device's name for `syncml:auth-md5` (its DeviceID).
+    pub device_name: &'a str,
+    /// APPSRV AAUTHSECRET: the secret the device's `syncml:auth-md5` Cred proves. Only its digest
+    /// key is kept, and only when `management.md5_auth` is on; otherwise a random value nobody
+    /// checks (the session is authenticated by the TLS client certificate).
+    pub device_secret: &'a str,
+    /// APPSRV AAUTHDATA: the first nonce (base64) the device builds its Cred with.
+    pub device_nonce: &'a str,
+    /// CLIENT ("the server authenticates itself to the OMA DM Client"; DMAcc SRVCRED) AAUTHSECRET:
+    /// random; we never send the device a Cred.
+    pub server_secret: &'a str,
+    /// CLIENT AAUTHDATA (base64 nonce).
+    pub server_nonce: &'a str,
+}
+
 /// Inputs of [`write_provisioning_doc`]. Certificates are DER; thumbprints are the uppercase hex
 /// SHA-1 the CertificateStore CSP uses as node names.
 #[derive(Debug, Clone, Copy)]
@@ -53,7 +102,8 @@ pub struct ProvisioningDoc<'a> {
     pub intermediate_ca: Option<(&'a [u8], &'a str)>,
     pub client_cert_der: &'a [u8],
     pub client_cert_thumbprint: &'a str,
-    /// The client certificate's subject CN, which SSLCLIENTCERTSEARCHCRITERIA selects it by.
+    /// The client certificate's whole subject is `CN=<this>` (steward-pki issues exactly that),
+    /// which SSLCLIENTCERTSEARCHCRITERIA selects it by.
     pub client_cert_subject_cn: &'a str,
     pub client_store: ClientStore,
     /// w7 `PROVIDER-ID` and the DMClient `Provider/<id>` node; they must match (Learn).
@@ -62,7 +112,7 @@ pub struct ProvisioningDoc<'a> {
     pub server_name: &'a str,
     /// w7 `ADDR`: the OMA-DM management endpoint.
     pub management_url: &'a str,
-    /// DMClient `EntDeviceName`.
+    /// DMClient `EntDeviceName`; omitted when empty.
     pub ent_device_name: &'a str,
     /// DMClient `EntDMID`: the server's id for this enrollment; Learn requires it to be set before
     /// renewal is triggered.
@@ -75,10 +125,8 @@ pub struct ProvisioningDoc<'a> {
     /// CertificateStore `My/WSTEP/Renew/ServerURL`; when absent the device renews at the
     /// enrollment URL.
     pub renew_server_url: Option<&'a str>,
-    /// `(AAUTHNAME, AAUTHSECRET)` for the CLIENT level of the w7 account: the credentials the device
-    /// answers a `syncml:auth-md5` challenge with (for clients behind proxies that strip TLS client
-    /// certificates). None: the session relies on the TLS client certificate only.
-    pub client_credentials: Option<(&'a str, &'a str)>,
+    /// The w7 APPAUTH blocks.
+    pub app_auth: AppAuth<'a>,
 }
 
 /// One `<parm name=… value=…/>`, with `datatype` when the CSP documents one.
@@ -130,7 +178,18 @@ fn uri_escape(s: &str) -> String {
     out
 }
 
+/// Where the empty `PrivateKeyContainer` characteristic goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeyContainer {
+    /// A sibling of the thumbprint characteristic: the MS-MDE2 §2.2.9.1 enrollment example, and
+    /// what the captured Windows 10 enrollment accepted.
+    BesideThumbprint,
+    /// Inside the thumbprint characteristic: Learn's "Certificate renewal response" example.
+    InsideThumbprint,
+}
+
 /// `CertificateStore/My/<store>/<thumbprint>` with the issued certificate, and `My/WSTEP/Renew`.
+#[allow(clippy::too_many_arguments)]
 fn my_store(
     w: &mut XmlOut,
     store: &str,
@@ -139,6 +198,7 @@ fn my_store(
     renew_period_days: u32,
     retry_interval_days: u32,
     renew_server_url: Option<&str>,
+    key_container: KeyContainer,
 ) {
     // CertificateStore CSP: the issued client certificate. PrivateKeyContainer is required by the
     // enrollment client (Learn); it is empty because the key already lives where the CSR was made.
@@ -147,8 +207,13 @@ fn my_store(
     characteristic(w, store);
     characteristic(w, thumbprint);
     parm(w, "EncodedCertificate", &b64(der), None);
+    if key_container == KeyContainer::InsideThumbprint {
+        w.empty("characteristic", &[("type", "PrivateKeyContainer")]);
+    }
     end(w);
-    w.empty("characteristic", &[("type", "PrivateKeyContainer")]);
+    if key_container == KeyContainer::BesideThumbprint {
+        w.empty("characteristic", &[("type", "PrivateKeyContainer")]);
+    }
     end(w);
     // CertificateStore CSP My/WSTEP/Renew: automatic (ROBO) renewal. Learn: if the datatypes are
     // given they must be explicit, so they are always written.
@@ -166,11 +231,15 @@ fn my_store(
     end(w);
 }
 
-/// What a renewal answer carries (Learn "certificate-renewal-windows-mdm"): only the new client
-/// certificate and the renewal settings; the trust anchors, the w7 account and DMClient stay as
-/// enrolled.
+/// What a renewal answer carries, shaped like Learn "certificate-renewal-windows-mdm"'s
+/// "Certificate renewal response" example: the new client certificate with its
+/// PrivateKeyContainer inside the thumbprint characteristic, the renewal settings, and
+/// `APPLICATION/PROVIDER-ID` naming the account whose certificate is replaced. The trust anchors,
+/// the rest of the w7 account and DMClient stay as enrolled.
 #[derive(Debug, Clone, Copy)]
 pub struct RenewalDoc<'a> {
+    /// The w7 PROVIDER-ID of the enrolled account (the example's only APPLICATION parm).
+    pub provider_id: &'a str,
     pub client_cert_der: &'a [u8],
     pub client_cert_thumbprint: &'a str,
     pub client_store: ClientStore,
@@ -191,7 +260,11 @@ pub fn write_renewal_provisioning_doc(doc: &RenewalDoc<'_>) -> String {
         doc.renew_period_days,
         doc.renew_retry_interval_days,
         doc.renew_server_url,
+        KeyContainer::InsideThumbprint,
     );
+    characteristic(&mut w, "APPLICATION");
+    parm(&mut w, "PROVIDER-ID", doc.provider_id, None);
+    end(&mut w);
     w.close("wap-provisioningdoc");
     w.finish()
 }
@@ -217,6 +290,7 @@ pub fn write_provisioning_doc(doc: &ProvisioningDoc<'_>) -> String {
         doc.renew_period_days,
         doc.renew_retry_interval_days,
         doc.renew_server_url,
+        KeyContainer::BesideThumbprint,
     );
 
     // w7 APPLICATION CSP: the OMA-DM account. Parm names are case-sensitive and uppercase.
@@ -241,25 +315,35 @@ pub fn write_provisioning_doc(doc: &ProvisioningDoc<'_>) -> String {
         uri_escape(&format!("MY\\{store}")),
     );
     parm(&mut w, "SSLCLIENTCERTSEARCHCRITERIA", &criteria, None);
-    // Both credential levels must be present (Learn note); the session itself is authenticated by
-    // the TLS client certificate, so no secrets are provisioned.
-    for level in ["CLIENT", "APPSRV"] {
-        characteristic(&mut w, "APPAUTH");
-        parm(&mut w, "AAUTHLEVEL", level, None);
-        parm(&mut w, "AAUTHTYPE", "DIGEST", None);
-        if let (Some((name, secret)), "CLIENT") = (doc.client_credentials, level) {
-            parm(&mut w, "AAUTHNAME", name, None);
-            parm(&mut w, "AAUTHSECRET", secret, None);
-        }
-        end(&mut w);
-    }
+    // Both credential levels, each with its secret and nonce (see [`AppAuth`]). CLIENT is the
+    // server's credential, APPSRV the device's: W7 "APPSRV — the client authenticates itself to the
+    // OMA DM Server; CLIENT — the server authenticates itself to the OMA DM Client". DIGEST is
+    // syncml:auth-md5 (DMAcc: "When AAUTHLEVEL is CLIENT, AAUTHTYPE must be DIGEST").
+    let a = &doc.app_auth;
+    characteristic(&mut w, "APPAUTH");
+    parm(&mut w, "AAUTHLEVEL", "CLIENT", None);
+    parm(&mut w, "AAUTHTYPE", "DIGEST", None);
+    parm(&mut w, "AAUTHSECRET", a.server_secret, None);
+    parm(&mut w, "AAUTHDATA", a.server_nonce, None);
+    end(&mut w);
+    characteristic(&mut w, "APPAUTH");
+    parm(&mut w, "AAUTHLEVEL", "APPSRV", None);
+    parm(&mut w, "AAUTHTYPE", "DIGEST", None);
+    parm(&mut w, "AAUTHNAME", a.device_name, None);
+    parm(&mut w, "AAUTHSECRET", a.device_secret, None);
+    parm(&mut w, "AAUTHDATA", a.device_nonce, None);
+    end(&mut w);
     end(&mut w);
 
     // DMClient CSP Provider/<ProviderID>: identity and polling schedule (datatypes per the CSP).
     characteristic(&mut w, "DMClient");
     characteristic(&mut w, "Provider");
     characteristic(&mut w, doc.provider_id);
-    parm(&mut w, "EntDeviceName", doc.ent_device_name, Some("string"));
+    // An empty string is omitted rather than written as value="" (interop review E-5: cheap
+    // insurance against a DMClient CSP refusing it and failing the whole document).
+    if !doc.ent_device_name.is_empty() {
+        parm(&mut w, "EntDeviceName", doc.ent_device_name, Some("string"));
+    }
     parm(&mut w, "EntDMID", doc.ent_dm_id, Some("string"));
     characteristic(&mut w, "Poll");
     let p = &doc.poll;
@@ -300,9 +384,34 @@ fn bool_str(b: bool) -> &'static str {
 pub struct ParsedProvisioningDoc {
     /// In document order; a parm without a value (BACKCOMPATRETRYDISABLED) has an empty value.
     pub parms: Vec<(String, String)>,
+    /// Every characteristic as `(path, instance)` in document order, e.g.
+    /// `("APPLICATION/APPAUTH", 7)`: repeated characteristics (the two APPAUTH blocks) have the same
+    /// path and different instances.
+    pub characteristics: Vec<(String, usize)>,
+    /// For each entry of `parms`, the instance of the characteristic holding it (0: none).
+    pub parm_owners: Vec<usize>,
 }
 
 impl ParsedProvisioningDoc {
+    /// The parms of each characteristic instance at `path` (as `(name, value)`), in document order.
+    pub fn instances(&self, path: &str) -> Vec<Vec<(&str, &str)>> {
+        self.characteristics
+            .iter()
+            .filter(|(p, _)| p == path)
+            .map(|(p, id)| {
+                self.parms
+                    .iter()
+                    .zip(&self.parm_owners)
+                    .filter(|(_, owner)| *owner == id)
+                    .filter_map(|((full, value), _)| {
+                        let name = full.strip_prefix(p.as_str())?.strip_prefix('/')?;
+                        Some((name, value.as_str()))
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
     /// The first value at exactly this path.
     pub fn get(&self, path: &str) -> Option<&str> {
         self.parms.iter().find(|(p, _)| p == path).map(|(_, v)| v.as_str())
@@ -362,27 +471,42 @@ pub fn parse_provisioning_doc(xml: &str) -> Result<ParsedProvisioningDoc, Mde2Er
         return Err(Mde2Error::Invalid("root is not wap-provisioningdoc".to_owned()));
     }
     let mut parms = Vec::new();
+    let mut parm_owners = Vec::new();
+    let mut characteristics = Vec::new();
     // Iterative walk in document order: children are pushed in reverse so the first is popped
     // first. The input depth is already capped by crate::xml::parse.
-    let mut stack: Vec<(Node<'_, '_>, String)> = Vec::new();
-    push_children(&mut stack, root, "");
-    while let Some((node, prefix)) = stack.pop() {
+    let mut stack: Vec<(Node<'_, '_>, String, usize)> = Vec::new();
+    push_children(&mut stack, root, "", 0);
+    while let Some((node, prefix, owner)) = stack.pop() {
         if is_plain(node, "parm") {
             let name = attr(node, "name").ok_or(Mde2Error::MissingElement("parm name"))?;
             let value = attr(node, "value").unwrap_or_default();
             parms.push((format!("{prefix}{name}"), value.to_owned()));
+            parm_owners.push(owner);
         } else if is_plain(node, "characteristic") {
             let ty = attr(node, "type").ok_or(Mde2Error::MissingElement("characteristic type"))?;
-            push_children(&mut stack, node, &format!("{prefix}{ty}/"));
+            let path = format!("{prefix}{ty}");
+            let id = characteristics.len() + 1;
+            characteristics.push((path.clone(), id));
+            push_children(&mut stack, node, &format!("{path}/"), id);
         }
     }
-    Ok(ParsedProvisioningDoc { parms })
+    Ok(ParsedProvisioningDoc {
+        parms,
+        characteristics,
+        parm_owners,
+    })
 }
 
-fn push_children<'a, 'i>(stack: &mut Vec<(Node<'a, 'i>, String)>, node: Node<'a, 'i>, prefix: &str) {
+fn push_children<'a, 'i>(
+    stack: &mut Vec<(Node<'a, 'i>, String, usize)>,
+    node: Node<'a, 'i>,
+    prefix: &str,
+    owner: usize,
+) {
     let kids: Vec<_> = node.children().filter(|c| c.is_element()).collect();
     for k in kids.into_iter().rev() {
-        stack.push((k, prefix.to_owned()));
+        stack.push((k, prefix.to_owned(), owner));
     }
 }
 

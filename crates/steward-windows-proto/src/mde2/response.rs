@@ -209,10 +209,11 @@ pub fn write_get_policies_response(relates_to: Option<&str>, p: &PolicyParams) -
     // OID table the references above point into (MS-XCEP §3.1.4.1.3.16 OID).
     w.nil("cAs");
     w.open("oIDs", &[]);
-    // Group 4 (signing algorithm) rather than the MS-XCEP hash group 1 that the MS-MDE2 text
-    // suggests: this is the shape Fleet ships to production Windows fleets, and the client looks
-    // the OID up by value. Kept deliberately; revisit only with a device test.
-    write_oid(&mut w, OID_SHA256, 4, 0, "szOID_NIST_sha256");
+    // Group 1 (hash algorithm, MS-XCEP §3.1.4.1.3.16), as MS-MDE2 §3.3.4.1.1.2 says: "The value
+    // MUST conform to… [MS-XCEP] 3.1.4.1.3.16. For example, the <group> element value is 1."
+    // (Fleet sends 4; the captured Windows 10 even accepted a nil hash reference and then signed
+    // with OIW sha1RSA, which we accept too, so the risk either way is low — interop review C-2.)
+    write_oid(&mut w, OID_SHA256, 1, 0, "szOID_NIST_sha256");
     write_oid(&mut w, OID_RSA, 3, 1, "szOID_RSA_RSA");
     w.close("oIDs");
 

@@ -514,10 +514,9 @@ fn fault_codes_and_escaping() {
         assert_eq!(reason, "bad <input> & \"quotes\" 'too'");
         let client_error = !matches!(s, FaultSubcode::EnrollmentServer | FaultSubcode::InternalServiceFault);
         assert_eq!(xml.contains("<s:Value>s:Sender</s:Value>"), client_error, "{s:?}");
-        assert!(!s.error_type().contains(':'));
+        assert!(!xml.contains("ErrorType"), "no ErrorType outside MS-MDE2's list");
     }
     assert_eq!(FaultSubcode::InvalidSecurity.as_str(), "a:InvalidSecurity");
-    assert_eq!(FaultSubcode::InternalServiceFault.error_type(), "InternalServiceFault");
 }
 
 fn sample_doc<'a>(management_url: &'a str, device_name: &'a str) -> ProvisioningDoc<'a> {
@@ -547,7 +546,13 @@ fn sample_doc<'a>(management_url: &'a str, device_name: &'a str) -> Provisioning
         renew_period_days: 42,
         renew_retry_interval_days: 4,
         renew_server_url: Some("https://mdm.example.com/EnrollmentServer/Enrollment.svc"),
-        client_credentials: None,
+        app_auth: AppAuth {
+            device_name: "B5B954E81FBCB94EB79BD08BE625F4EE",
+            device_secret: "device-secret",
+            device_nonce: "ZGV2aWNlLW5vbmNl",
+            server_secret: "server-secret",
+            server_nonce: "c2VydmVyLW5vbmNl",
+        },
     }
 }
 
@@ -790,27 +795,61 @@ mod props {
 }
 
 #[test]
-fn provisioning_doc_can_carry_md5_client_credentials() {
+fn provisioning_doc_appauth_levels_carry_secrets_and_nonces() {
     let mut doc = sample_doc("https://mdm.example.com/ManagementServer/MDM.svc", "PC");
-    doc.client_credentials = Some(("DEVICE&1", "s3cr<t"));
+    doc.app_auth.device_name = "DEVICE&1";
+    doc.app_auth.device_secret = "s3cr<t";
     let xml = write_provisioning_doc(&doc);
     crate::xml::parse(&xml).unwrap();
     let parsed = parse_provisioning_doc(&xml).unwrap();
-    let names: Vec<&str> = parsed
-        .parms
-        .iter()
-        .filter(|(p, _)| p.ends_with("AAUTHNAME"))
-        .map(|(_, v)| v.as_str())
-        .collect();
-    let secrets: Vec<&str> = parsed
-        .parms
-        .iter()
-        .filter(|(p, _)| p.ends_with("AAUTHSECRET"))
-        .map(|(_, v)| v.as_str())
-        .collect();
-    assert_eq!((names, secrets), (vec!["DEVICE&1"], vec!["s3cr<t"]));
-    doc.client_credentials = None;
-    assert!(!write_provisioning_doc(&doc).contains("AAUTHSECRET"));
+    let blocks = parsed.instances("APPLICATION/APPAUTH");
+    // W7: both levels, AAUTHSECRET required; the device's own credential is APPSRV (M-3).
+    assert_eq!(
+        blocks,
+        vec![
+            vec![
+                ("AAUTHLEVEL", "CLIENT"),
+                ("AAUTHTYPE", "DIGEST"),
+                ("AAUTHSECRET", "server-secret"),
+                ("AAUTHDATA", "c2VydmVyLW5vbmNl"),
+            ],
+            vec![
+                ("AAUTHLEVEL", "APPSRV"),
+                ("AAUTHTYPE", "DIGEST"),
+                ("AAUTHNAME", "DEVICE&1"),
+                ("AAUTHSECRET", "s3cr<t"),
+                ("AAUTHDATA", "ZGV2aWNlLW5vbmNl"),
+            ],
+        ]
+    );
+}
+
+#[test]
+fn empty_device_name_is_omitted() {
+    let doc = sample_doc("https://mdm.example.com/ManagementServer/MDM.svc", "");
+    let parsed = parse_provisioning_doc(&write_provisioning_doc(&doc)).unwrap();
+    assert_eq!(parsed.get("DMClient/Provider/Steward/EntDeviceName"), None);
+    assert_eq!(parsed.get("DMClient/Provider/Steward/EntDMID"), Some("enr_01HZX5"));
+}
+
+#[test]
+fn poll_schedule_rules_of_mde2() {
+    let ok = sample_doc("https://x", "PC").poll;
+    assert_eq!(ok.check(), Ok(()));
+    let mut p = ok;
+    p.number_first = 0;
+    assert_eq!(p.check(), Err("NumberOfFirstRetries is 0"));
+    let zero = PollSchedule {
+        interval_first_minutes: 0,
+        number_first: 0,
+        interval_second_minutes: 0,
+        number_second: 0,
+        interval_remaining_minutes: 0,
+        number_remaining: 0,
+        poll_on_login: true,
+        all_users_poll_on_first_login: true,
+    };
+    assert!(zero.check().is_err());
 }
 
 /// The committed fuzz corpora (and any local findings in fuzz/artifacts) through the fuzz targets'
