@@ -2,7 +2,6 @@
 //! win10-19043-fleet-poc, from fleetdm/fleet's POC dump) with our credentials substituted.
 
 use base64::Engine;
-use steward_core::*;
 use steward_windows_proto::mde2;
 use x509_parser::prelude::*;
 
