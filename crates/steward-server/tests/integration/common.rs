@@ -38,7 +38,10 @@ pub fn test_database() -> Option<String> {
 /// The schema that holds the data of the data directory `dir`: a server started again on the same
 /// directory (a restart) finds its data, as it would in the SQLite file there.
 fn schema_of(dir: &std::path::Path) -> String {
-    let name = dir.file_name().map(|n| n.as_encoded_bytes().to_vec()).unwrap_or_default();
+    let name = dir
+        .file_name()
+        .map(|n| n.as_encoded_bytes().to_vec())
+        .unwrap_or_default();
     format!("t_{}", hex::encode(name))
 }
 

@@ -7,6 +7,7 @@
 mod api;
 mod architecture;
 mod at_rest;
+mod backends;
 mod common;
 mod console;
 mod enrollment;
