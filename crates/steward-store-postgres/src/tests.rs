@@ -1,7 +1,7 @@
 //! The conformance stories, each on a fresh schema of the test database, and what only this backend
 //! has: migrations, append-only triggers, batching, the statement timeout, racing writers.
 //!
-//! The database is `STEWARD_TEST_DATABASE_URL` (scripts/test creates one per run and drops it at
+//! The database is `STEWARD_TEST_POSTGRES_URL` (scripts/test creates one per run and drops it at
 //! the end), else the local server's `postgres` database. Every test makes its own schema, so tests
 //! run in parallel without seeing each other, and drops it when it passed.
 
@@ -15,7 +15,7 @@ use time::OffsetDateTime;
 use super::*;
 
 fn database_url() -> String {
-    std::env::var("STEWARD_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    std::env::var("STEWARD_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
 /// A URL to the test database whose connections use `schema`.
@@ -33,7 +33,7 @@ impl Schema {
         let name = format!("t_{}", uuid::Uuid::new_v4().simple());
         let mut c = PgConnection::connect(&database_url())
             .await
-            .unwrap_or_else(|e| panic!("PostgreSQL at {} (STEWARD_TEST_DATABASE_URL): {e}", database_url()));
+            .unwrap_or_else(|e| panic!("PostgreSQL at {} (STEWARD_TEST_POSTGRES_URL): {e}", database_url()));
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {name}")))
             .execute(&mut c)
             .await

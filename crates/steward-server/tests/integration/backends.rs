@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use sqlx::{Connection, Row};
 
-use crate::common::test_database;
+use crate::common::postgres_database;
 
 #[test]
 fn both_backends_have_the_same_migration_list() {
@@ -45,7 +45,7 @@ async fn both_backends_end_with_the_same_tables_and_columns() {
     }
 
     // PostgreSQL: a fresh schema of the test database (or the local server's), migrated.
-    let admin = test_database().unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let admin = postgres_database();
     let schema = format!("t_schema_{}", uuid::Uuid::new_v4().simple());
     let mut pg = sqlx::PgConnection::connect(&admin)
         .await

@@ -35,6 +35,15 @@ pub fn test_database() -> Option<String> {
     std::env::var(TEST_DATABASE_ENV).ok().filter(|u| !u.trim().is_empty())
 }
 
+/// The PostgreSQL database of the tests that always use one (the schema comparison):
+/// `STEWARD_TEST_POSTGRES_URL` (scripts/test sets it to the run's database), else the local server.
+pub fn postgres_database() -> String {
+    std::env::var("STEWARD_TEST_POSTGRES_URL")
+        .ok()
+        .filter(|u| !u.trim().is_empty())
+        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
 /// The schema that holds the data of the data directory `dir`: a server started again on the same
 /// directory (a restart) finds its data, as it would in the SQLite file there.
 fn schema_of(dir: &std::path::Path) -> String {
