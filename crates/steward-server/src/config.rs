@@ -433,6 +433,8 @@ const BOOL_KEYS: &[&str] = &["management.md5_auth", "console.require_totp"];
 
 /// Keys whose TOML type is not a string: their environment value is parsed as that type.
 const NUMERIC_KEYS: &[&str] = &[
+    "database.max_connections",
+    "database.statement_timeout_ms",
     "pki.device_cert_validity_days",
     "pki.renew_period_days",
     "enrollment.poll_interval_minutes",
@@ -758,6 +760,41 @@ mod tests {
             Config::load_from(Some(&path), env(&[])),
             Err(ConfigError::Parse { .. })
         ));
+    }
+
+    #[test]
+    fn database_url_chooses_the_backend_and_pool_settings_are_checked() {
+        const URL: &str = "postgres://steward:pw@db.internal:5432/steward?sslmode=verify-full";
+        let c = Config::load_from(
+            None,
+            env(&[
+                ("STEWARD_DATABASE_URL", URL),
+                ("STEWARD_DATABASE_MAX_CONNECTIONS", "40"),
+                ("STEWARD_DATABASE_STATEMENT_TIMEOUT_MS", "5000"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.database_url().unwrap(), DatabaseUrl::Postgres(URL.into()));
+        assert_eq!(
+            (c.database.max_connections, c.database.statement_timeout_ms),
+            (40, 5000)
+        );
+        let c = Config::load_from(None, env(&[("STEWARD_DATABASE_URL", "postgresql://localhost/steward")])).unwrap();
+        assert!(matches!(c.database_url().unwrap(), DatabaseUrl::Postgres(_)));
+        let c = Config::load_from(None, env(&[])).unwrap();
+        assert_eq!(
+            (c.database.max_connections, c.database.statement_timeout_ms),
+            (16, 30_000)
+        );
+        assert!(matches!(c.database_url().unwrap(), DatabaseUrl::Sqlite(_)));
+        for bad in [
+            &[("STEWARD_DATABASE_URL", "mysql://localhost/steward")][..],
+            &[("STEWARD_DATABASE_MAX_CONNECTIONS", "0")][..],
+            &[("STEWARD_DATABASE_STATEMENT_TIMEOUT_MS", "0")][..],
+        ] {
+            let err = Config::load_from(None, env(bad)).unwrap_err().to_string();
+            assert!(err.contains("database."), "{bad:?}: {err}");
+        }
     }
 
     #[test]
