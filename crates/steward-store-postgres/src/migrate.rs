@@ -45,6 +45,12 @@ fn be(e: sqlx::Error) -> StoreError {
 
 pub(crate) async fn run(pool: &PgPool) -> StoreResult<()> {
     let mut conn = pool.acquire().await.map_err(be)?;
+    // A migration (an index on a big table) or the wait for another replica's may take longer than
+    // the pool's statement_timeout; this connection goes without one until it is back in the pool.
+    sqlx::query("SET statement_timeout = 0")
+        .execute(&mut *conn)
+        .await
+        .map_err(be)?;
     sqlx::query(LOCK_SESSION)
         .bind(LOCK_MIGRATIONS)
         .execute(&mut *conn)
@@ -57,8 +63,13 @@ pub(crate) async fn run(pool: &PgPool) -> StoreResult<()> {
         .execute(&mut *conn)
         .await
         .map_err(be);
+    let reset = sqlx::query("RESET statement_timeout")
+        .execute(&mut *conn)
+        .await
+        .map_err(be);
     result?;
     unlocked?;
+    reset?;
     Ok(())
 }
 

@@ -272,10 +272,16 @@ async fn raw_messages_are_bounded_and_keep_the_newest() {
 #[tokio::test]
 async fn a_statement_past_the_timeout_is_cancelled_and_unavailable() {
     let (schema, store) = temp_store_with(PgOptions {
-        statement_timeout: Duration::from_millis(50),
+        statement_timeout: Duration::from_millis(250),
         ..PgOptions::default()
     })
     .await;
+    // The migrations ran without the timeout (they may take longer); the pool's connections have it.
+    let timeout: String = sqlx::query_scalar("SHOW statement_timeout")
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+    assert_eq!(timeout, "250ms");
     let err = sqlx::query("SELECT pg_sleep(5)")
         .execute(&store.pool)
         .await
