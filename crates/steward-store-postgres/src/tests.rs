@@ -329,3 +329,22 @@ async fn racing_writers_keep_the_audit_chain_and_the_event_order() {
     }
     schema.drop(store).await;
 }
+
+/// `sslmode=require` in the URL: every pooled connection is TLS (rustls). The test server
+/// (Debian's cluster on the CI machine) has `ssl = on` with its own certificate, so `require`
+/// (encryption without verifying the certificate) is what it can show.
+#[tokio::test]
+async fn sslmode_in_the_url_puts_the_connections_on_tls() {
+    let schema = Schema::new().await;
+    let store = PgStore::connect(&format!("{}&sslmode=require", schema.url()), PgOptions::default())
+        .await
+        .unwrap();
+    let (ssl, version): (bool, Option<String>) =
+        sqlx::query_as("SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+    assert!(ssl, "the connection is encrypted");
+    assert!(version.is_some_and(|v| v.starts_with("TLS")));
+    schema.drop(store).await;
+}
