@@ -1529,7 +1529,12 @@ async fn store_and_memory(opts: &BenchOptions, template: &DeviceTemplate, report
     // Fold the WAL into the database file so the file size is the data's size (the WAL is
     // bounded by the autocheckpoint, whatever the fleet size).
     let steward_server::config::DatabaseUrl::Sqlite(db_path) =
-        config.database_url().map_err(|e| BenchError::Setup(e.to_string()))?;
+        config.database_url().map_err(|e| BenchError::Setup(e.to_string()))?
+    else {
+        return Err(BenchError::Setup(
+            "the store-size figure measures the SQLite file".into(),
+        ));
+    };
     checkpoint(&db_path).await?;
     let (db1, wal1) = db_bytes(dir.path());
     let per_device = db1.saturating_sub(db0 + wal0) as f64 / n as f64;

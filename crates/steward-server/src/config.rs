@@ -74,13 +74,18 @@ pub const CREDENTIALS_DIRECTORY_ENV: &str = "CREDENTIALS_DIRECTORY";
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseConfig {
-    /// `sqlite://<path>` (relative paths are under the working directory) or absent for the
-    /// embedded default, `<data_dir>/steward.db`. (`postgres://…` arrives with the PostgreSQL
-    /// backend.)
+    /// `sqlite://<path>` (relative paths are under the working directory), `postgres://…` (or
+    /// `postgresql://…`; TLS with `sslmode=require|verify-ca|verify-full` and `sslrootcert=<file>`),
+    /// or absent for the embedded default, `<data_dir>/steward.db`.
     pub url: Option<SecretString>,
-    /// How long a write waits for a lock another process holds (the `steward` CLI, a backup)
-    /// before the request fails as retryable: devices get 503 with Retry-After.
+    /// SQLite: how long a write waits for a lock another process holds (the `steward` CLI, a
+    /// backup) before the request fails as retryable: devices get 503 with Retry-After.
     pub busy_timeout_ms: u64,
+    /// PostgreSQL: connections this process opens at most.
+    pub max_connections: u32,
+    /// PostgreSQL: `statement_timeout` of every connection; a longer statement is cancelled and the
+    /// request fails as retryable.
+    pub statement_timeout_ms: u64,
 }
 
 impl Default for DatabaseConfig {
@@ -88,6 +93,8 @@ impl Default for DatabaseConfig {
         Self {
             url: None,
             busy_timeout_ms: 10_000,
+            max_connections: 16,
+            statement_timeout_ms: 30_000,
         }
     }
 }
@@ -96,6 +103,8 @@ impl Default for DatabaseConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DatabaseUrl {
     Sqlite(PathBuf),
+    /// The URL as given (it may hold a password: never log it).
+    Postgres(String),
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -457,6 +466,8 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("STEWARD_DATA_DIR", "data_dir"),
     ("STEWARD_LISTEN", "listen"),
     ("STEWARD_DATABASE_URL", "database.url"),
+    ("STEWARD_DATABASE_MAX_CONNECTIONS", "database.max_connections"),
+    ("STEWARD_DATABASE_STATEMENT_TIMEOUT_MS", "database.statement_timeout_ms"),
     ("STEWARD_PUBLIC_URL", "public_url"),
     ("STEWARD_ADMIN_TOKEN", "admin_token"),
     ("STEWARD_TLS_CERT_FILE", "tls.cert_file"),
@@ -522,6 +533,8 @@ const BOOL_KEYS: &[&str] = &["management.md5_auth", "console.require_totp"];
 
 /// Keys whose TOML type is not a string: their environment value is parsed as that type.
 const NUMERIC_KEYS: &[&str] = &[
+    "database.max_connections",
+    "database.statement_timeout_ms",
     "pki.device_cert_validity_days",
     "pki.renew_period_days",
     "enrollment.poll_interval_minutes",
@@ -622,6 +635,12 @@ impl Config {
         self.database_url()?;
         if !(1..=600_000).contains(&self.database.busy_timeout_ms) {
             return invalid("database.busy_timeout_ms must be between 1 and 600000".into());
+        }
+        if !(1..=10_000).contains(&self.database.max_connections) {
+            return invalid("database.max_connections must be between 1 and 10000".into());
+        }
+        if !(1..=3_600_000).contains(&self.database.statement_timeout_ms) {
+            return invalid("database.statement_timeout_ms must be between 1 and 3600000".into());
         }
         if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
             return invalid("tls.cert_file and tls.key_file must be given together".into());
@@ -761,8 +780,11 @@ impl Config {
             return Ok(DatabaseUrl::Sqlite(PathBuf::from(path)));
         }
         let scheme = url.split_once("://").map_or("", |(s, _)| s);
+        if matches!(scheme, "postgres" | "postgresql") {
+            return Ok(DatabaseUrl::Postgres(url.to_owned()));
+        }
         Err(ConfigError::Invalid(format!(
-            "database.url: unsupported database {scheme:?} (this version supports sqlite://)"
+            "database.url: unsupported database {scheme:?} (this version supports sqlite:// and postgres://)"
         )))
     }
 
@@ -998,6 +1020,41 @@ mod tests {
             Config::load_from(Some(&path), env(&[])),
             Err(ConfigError::Parse { .. })
         ));
+    }
+
+    #[test]
+    fn database_url_chooses_the_backend_and_pool_settings_are_checked() {
+        const URL: &str = "postgres://steward:pw@db.internal:5432/steward?sslmode=verify-full";
+        let c = Config::load_from(
+            None,
+            env(&[
+                ("STEWARD_DATABASE_URL", URL),
+                ("STEWARD_DATABASE_MAX_CONNECTIONS", "40"),
+                ("STEWARD_DATABASE_STATEMENT_TIMEOUT_MS", "5000"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.database_url().unwrap(), DatabaseUrl::Postgres(URL.into()));
+        assert_eq!(
+            (c.database.max_connections, c.database.statement_timeout_ms),
+            (40, 5000)
+        );
+        let c = Config::load_from(None, env(&[("STEWARD_DATABASE_URL", "postgresql://localhost/steward")])).unwrap();
+        assert!(matches!(c.database_url().unwrap(), DatabaseUrl::Postgres(_)));
+        let c = Config::load_from(None, env(&[])).unwrap();
+        assert_eq!(
+            (c.database.max_connections, c.database.statement_timeout_ms),
+            (16, 30_000)
+        );
+        assert!(matches!(c.database_url().unwrap(), DatabaseUrl::Sqlite(_)));
+        for bad in [
+            &[("STEWARD_DATABASE_URL", "mysql://localhost/steward")][..],
+            &[("STEWARD_DATABASE_MAX_CONNECTIONS", "0")][..],
+            &[("STEWARD_DATABASE_STATEMENT_TIMEOUT_MS", "0")][..],
+        ] {
+            let err = Config::load_from(None, env(bad)).unwrap_err().to_string();
+            assert!(err.contains("database."), "{bad:?}: {err}");
+        }
     }
 
     #[test]

@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use steward_core::service::Core;
 use steward_core::{SecretString, Store};
+use steward_store_postgres::{PgOptions, PgStore};
 use steward_store_sqlite::{SqliteOptions, SqliteStore};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -49,7 +50,10 @@ pub enum ServeError {
 /// Opens the store `database.url` names (default: SQLite in the data directory), applying its
 /// migrations.
 pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, ServeError> {
-    Ok(open_sqlite(config).await?)
+    match config.database_url()? {
+        config::DatabaseUrl::Sqlite(_) => Ok(open_sqlite(config).await?),
+        config::DatabaseUrl::Postgres(_) => Ok(open_postgres(config).await?),
+    }
 }
 
 /// The SQLite store of this configuration, as its concrete type (tests read it through
@@ -65,6 +69,26 @@ pub async fn open_sqlite(config: &Config) -> Result<Arc<SqliteStore>, ServeError
             bootstrap::prepare_database_file(&path)?;
             Ok(Arc::new(SqliteStore::open_with(&path, options).await?))
         }
+        config::DatabaseUrl::Postgres(_) => Err(ServeError::Store(steward_core::StoreError::Backend(
+            "database.url names PostgreSQL, not a SQLite file".into(),
+        ))),
+    }
+}
+
+/// The PostgreSQL store of this configuration (`database.url = "postgres://…"`), as its concrete
+/// type. The data directory still holds the keys and certificates.
+pub async fn open_postgres(config: &Config) -> Result<Arc<PgStore>, ServeError> {
+    bootstrap::prepare_data_dir(&config.data_dir)?;
+    let options = PgOptions {
+        max_connections: config.database.max_connections,
+        statement_timeout: Duration::from_millis(config.database.statement_timeout_ms),
+        ..PgOptions::default()
+    };
+    match config.database_url()? {
+        config::DatabaseUrl::Postgres(url) => Ok(Arc::new(PgStore::connect(&url, options).await?)),
+        config::DatabaseUrl::Sqlite(_) => Err(ServeError::Store(steward_core::StoreError::Backend(
+            "database.url names a SQLite file, not PostgreSQL".into(),
+        ))),
     }
 }
 

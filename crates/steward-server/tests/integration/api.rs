@@ -11,16 +11,15 @@ use serde_json::{Value, json};
 use steward_api::{self as api, ROUTES};
 use steward_core::*;
 use steward_server::{bootstrap, compose};
-use steward_store_sqlite::SqliteStore;
 use time::{Duration, OffsetDateTime};
 use tower::ServiceExt;
 
-use crate::common::{ADMIN_TOKEN, TestServer, config_for};
+use crate::common::{ADMIN_TOKEN, TestServer, TestStore, config_for, open_test_store};
 
 /// The server's router in-process (no TLS): fast enough to run every route × every role.
 struct App {
     router: axum::Router,
-    store: Arc<SqliteStore>,
+    store: Arc<dyn TestStore>,
     audit_key: Arc<AuditChainKey>,
     _dir: tempfile::TempDir,
 }
@@ -29,7 +28,7 @@ impl App {
     async fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let config = config_for(dir.path(), 8443);
-        let store = steward_server::open_sqlite(&config).await.unwrap();
+        let store = open_test_store(&config).await;
         let pki_config = config.clone();
         let (pki, _) = tokio::task::spawn_blocking(move || bootstrap::load_pki(&pki_config))
             .await
@@ -47,8 +46,8 @@ impl App {
         }
     }
 
-    fn store(&self) -> &SqliteStore {
-        &self.store
+    fn store(&self) -> &dyn TestStore {
+        self.store.as_ref()
     }
 
     async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {

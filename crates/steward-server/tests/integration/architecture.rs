@@ -37,7 +37,7 @@ fn layer(name: &str) -> u8 {
         "steward-windows-proto" | "steward-pki" | "steward-http" | "steward-acme" => 0,
         // The simulator plays a device: it sits beside core, on the codecs and the PKI only.
         "steward-core" | "steward-sim" => 1,
-        "steward-store-sqlite" | "steward-windows" | "steward-api" => 2,
+        "steward-store-sqlite" | "steward-store-postgres" | "steward-windows" | "steward-api" => 2,
         "steward-console" => 3,
         "steward-server" => 4,
         "steward" | "steward-bench" => 5,

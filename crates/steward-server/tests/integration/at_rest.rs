@@ -14,7 +14,7 @@ use steward_sim::session::SessionTrigger;
 use steward_sim::{HttpsClient, Response};
 use steward_windows_proto::{mde2, syncml};
 
-use crate::common::{ADMIN_TOKEN, TestServer, config_for, federated};
+use crate::common::{ADMIN_TOKEN, TestServer, config_for, federated, sqlite};
 use crate::enrollment_faults::{SOAP, cred, fault_of, good_csr, post_rst};
 
 const HSTS: &str = "max-age=31536000";
@@ -155,7 +155,7 @@ fn chmod(path: &std::path::Path, mode: u32) {
 #[cfg(unix)]
 #[tokio::test]
 async fn every_file_the_server_creates_is_private_and_a_readable_kek_refuses_to_start() {
-    let t = TestServer::start().await;
+    let t = TestServer::start_with(sqlite).await;
     let mut device = t.managed_device(None).await;
     let client = t.device_client(&device);
     for _ in 0..3 {
@@ -196,7 +196,9 @@ async fn every_file_the_server_creates_is_private_and_a_readable_kek_refuses_to_
     chmod(&dir.path().join("steward.db"), 0o644);
     chmod(&kek, 0o640);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let err = match steward_server::start_with_listener(config_for(dir.path(), port), listener).await {
+    let mut config = config_for(dir.path(), port);
+    sqlite(&mut config);
+    let err = match steward_server::start_with_listener(config, listener).await {
         Ok(_) => panic!("started with a group-readable KEK"),
         Err(e) => e.to_string(),
     };
@@ -211,7 +213,7 @@ async fn every_file_the_server_creates_is_private_and_a_readable_kek_refuses_to_
     assert_eq!(mode(&dir.path().join("steward.db")), 0o600);
 
     chmod(&kek, 0o600);
-    let t = TestServer::start_in(dir, |_| {}).await;
+    let t = TestServer::start_in(dir, sqlite).await;
     t.server.shutdown().await;
 }
 
@@ -259,7 +261,11 @@ fn assert_retryable(what: &str, resp: &Response) {
 
 #[tokio::test]
 async fn a_device_meeting_a_locked_database_is_told_to_retry_and_then_succeeds() {
-    let t = TestServer::start_with(|c| c.database.busy_timeout_ms = 200).await;
+    let t = TestServer::start_with(|c| {
+        sqlite(c);
+        c.database.busy_timeout_ms = 200;
+    })
+    .await;
     let mut device = t.managed_device(None).await;
     let client = t.device_client(&device);
     device.run_session(&client, SessionTrigger::Scheduled).await.unwrap();

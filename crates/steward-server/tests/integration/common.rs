@@ -8,27 +8,92 @@ use steward_core::*;
 use steward_server::config::AuthPolicy;
 use steward_server::{Config, RunningServer};
 use steward_sim::{Credentials, EnrollOptions, HttpsClient};
-use steward_store_sqlite::SqliteStore;
 use time::OffsetDateTime;
 
 pub const ADMIN_TOKEN: &str = "stw_adm_integration-test-admin-token";
 
+/// The backend the suite runs on: SQLite in each test's data directory, or, when this variable
+/// names a PostgreSQL database (scripts/test runs the suite a second time so), a schema of that
+/// database per data directory.
+pub const TEST_DATABASE_ENV: &str = "STEWARD_TEST_DATABASE_URL";
+
+/// What the tests read from the server's store: every trait, and the readers no handler uses.
+pub trait TestStore: Store + Inspect {}
+impl<T: Store + Inspect> TestStore for T {}
+
 pub struct TestServer {
     pub server: RunningServer,
-    /// The server's store as its concrete type, for the readers no handler uses ([`Inspect`]).
-    pub sqlite: Arc<SqliteStore>,
+    /// The server's store, with the readers no handler uses ([`Inspect`]).
+    pub backend: Arc<dyn TestStore>,
     pub url: String,
     pub root_der: Vec<u8>,
     pub dir: tempfile::TempDir,
 }
 
+/// The PostgreSQL test database, when the suite runs on PostgreSQL.
+pub fn test_database() -> Option<String> {
+    std::env::var(TEST_DATABASE_ENV).ok().filter(|u| !u.trim().is_empty())
+}
+
+/// The PostgreSQL database of the tests that always use one (the schema comparison):
+/// `STEWARD_TEST_POSTGRES_URL` (scripts/test sets it to the run's database), else the local server.
+pub fn postgres_database() -> String {
+    std::env::var("STEWARD_TEST_POSTGRES_URL")
+        .ok()
+        .filter(|u| !u.trim().is_empty())
+        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// The schema that holds the data of the data directory `dir`: a server started again on the same
+/// directory (a restart) finds its data, as it would in the SQLite file there.
+fn schema_of(dir: &std::path::Path) -> String {
+    let name = dir
+        .file_name()
+        .map(|n| n.as_encoded_bytes().to_vec())
+        .unwrap_or_default();
+    format!("t_{}", hex::encode(name))
+}
+
 pub fn config_for(dir: &std::path::Path, port: u16) -> Config {
+    let database = steward_server::config::DatabaseConfig {
+        url: test_database().map(|url| {
+            let sep = if url.contains('?') { '&' } else { '?' };
+            SecretString::new(format!("{url}{sep}options=-c%20search_path%3D{}", schema_of(dir)))
+        }),
+        ..Default::default()
+    };
     Config {
         data_dir: dir.to_owned(),
         listen: ([127, 0, 0, 1], port).into(),
         public_url: Some(format!("https://localhost:{port}")),
         admin_token: Some(SecretString::new(ADMIN_TOKEN)),
+        database,
         ..Config::default()
+    }
+}
+
+/// A tweak for the tests of what only the SQLite backend has (its file, its write lock): they run
+/// on SQLite in every pass.
+pub fn sqlite(c: &mut Config) {
+    c.database.url = None;
+}
+
+/// Opens the store `config` names, first creating its test schema when that is on PostgreSQL.
+pub async fn open_test_store(config: &Config) -> Arc<dyn TestStore> {
+    match config.database_url().unwrap() {
+        steward_server::config::DatabaseUrl::Sqlite(_) => steward_server::open_sqlite(config).await.unwrap(),
+        steward_server::config::DatabaseUrl::Postgres(_) => {
+            let admin = test_database().expect("a PostgreSQL URL comes from the test database");
+            let mut c = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
+                .await
+                .unwrap_or_else(|e| panic!("PostgreSQL at {admin} ({TEST_DATABASE_ENV}): {e}"));
+            let schema = schema_of(&config.data_dir);
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS {schema}")))
+                .execute(&mut c)
+                .await
+                .unwrap();
+            steward_server::open_postgres(config).await.unwrap()
+        }
     }
 }
 
@@ -70,13 +135,13 @@ impl TestServer {
         let port = listener.local_addr().unwrap().port();
         let mut config = config_for(dir.path(), port);
         tweak(&mut config);
-        let sqlite = steward_server::open_sqlite(&config).await.unwrap();
-        let server = steward_server::start_with_store(config, listener, sqlite.clone())
+        let backend = open_test_store(&config).await;
+        let server = steward_server::start_with_store(config, listener, backend.clone())
             .await
             .unwrap();
         let root_der = server.pki.root.cert_der().to_vec();
         Self {
-            sqlite,
+            backend,
             url: format!("https://localhost:{port}"),
             server,
             root_der,
@@ -84,8 +149,8 @@ impl TestServer {
         }
     }
 
-    pub fn store(&self) -> &SqliteStore {
-        &self.sqlite
+    pub fn store(&self) -> &dyn TestStore {
+        self.backend.as_ref()
     }
 
     pub fn client(&self) -> HttpsClient {
@@ -222,11 +287,12 @@ impl TestServer {
 /// with the same origins and priorities), for tests that drive the queue without the API.
 pub mod admin {
     use steward_core::*;
-    use steward_store_sqlite::SqliteStore;
     use steward_windows::OmaDmCommand;
 
+    use super::TestStore;
+
     pub async fn queue_command(
-        store: &SqliteStore,
+        store: &dyn TestStore,
         e: &Enrollment,
         command: OmaDmCommand,
         origin: &str,
@@ -237,13 +303,13 @@ pub mod admin {
         enqueue(store, e, command, CommandOrigin::parse(origin), priority, expires_in).await
     }
 
-    pub async fn queue_action(store: &SqliteStore, e: &Enrollment, action: &Action) -> Result<CommandId, String> {
+    pub async fn queue_action(store: &dyn TestStore, e: &Enrollment, action: &Action) -> Result<CommandId, String> {
         let command = steward_windows::commands::action_command(*action);
         enqueue(store, e, command, action.origin(), action.priority(), None).await
     }
 
     async fn enqueue(
-        store: &SqliteStore,
+        store: &dyn TestStore,
         e: &Enrollment,
         command: OmaDmCommand,
         origin: CommandOrigin,

@@ -9,7 +9,7 @@ use steward_sim::{Credentials, HttpsClient, Response, enroll::enroll};
 use steward_windows_proto::mde2::{self, Credential, DiscoverRequest};
 use x509_parser::prelude::*;
 
-use crate::common::TestServer;
+use crate::common::{TestServer, sqlite};
 
 pub(crate) const SOAP: &str = "application/soap+xml; charset=utf-8";
 const DEVICE_ID: &str = "AABBCCDDEEFF00112233445566778899";
@@ -274,7 +274,7 @@ async fn bad_certificate_requests() {
 
 #[tokio::test]
 async fn failed_commit_voids_the_certificate() {
-    let t = TestServer::start().await;
+    let t = TestServer::start_with(sqlite).await;
     // Make the real database refuse the enrollment insert, as a full disk or I/O error would: the
     // commit transaction fails half-way and must roll back everything.
     let db = sqlx::SqlitePool::connect(&format!("sqlite://{}", t.dir.path().join("steward.db").display()))

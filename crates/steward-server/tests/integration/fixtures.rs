@@ -3,7 +3,6 @@
 //! substituted, and holds our provisioning document against the one that device accepted.
 
 use base64::Engine;
-use steward_core::*;
 use steward_windows_proto::mde2;
 use x509_parser::prelude::*;
 

@@ -2,7 +2,6 @@
 //! benchmark; `steward-sim load` runs the big ones — see docs/BENCHMARKS.md).
 
 use std::time::Duration;
-use steward_core::*;
 
 use steward_sim::{CheckinMode, KeySource, LoadConfig, Phase, run_load};
 

@@ -8,6 +8,7 @@ mod acme;
 mod api;
 mod architecture;
 mod at_rest;
+mod backends;
 mod common;
 mod console;
 mod enrollment;

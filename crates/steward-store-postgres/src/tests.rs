@@ -1,0 +1,350 @@
+//! The conformance stories, each on a fresh schema of the test database, and what only this backend
+//! has: migrations, append-only triggers, batching, the statement timeout, racing writers.
+//!
+//! The database is `STEWARD_TEST_POSTGRES_URL` (scripts/test creates one per run and drops it at
+//! the end), else the local server's `postgres` database. Every test makes its own schema, so tests
+//! run in parallel without seeing each other, and drops it when it passed.
+
+use std::time::Duration;
+
+use sqlx::{Connection, PgConnection};
+use steward_core::conformance;
+use steward_core::*;
+use time::OffsetDateTime;
+
+use super::*;
+
+fn database_url() -> String {
+    std::env::var("STEWARD_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A URL to the test database whose connections use `schema`.
+fn url_in(schema: &str) -> String {
+    let url = database_url();
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}options=-c%20search_path%3D{schema}")
+}
+
+/// A fresh, empty schema in the test database; dropped by [`Schema::drop`].
+struct Schema(String);
+
+impl Schema {
+    async fn new() -> Self {
+        let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+        let mut c = PgConnection::connect(&database_url())
+            .await
+            .unwrap_or_else(|e| panic!("PostgreSQL at {} (STEWARD_TEST_POSTGRES_URL): {e}", database_url()));
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {name}")))
+            .execute(&mut c)
+            .await
+            .unwrap();
+        Self(name)
+    }
+
+    fn url(&self) -> String {
+        url_in(&self.0)
+    }
+
+    async fn drop(self, store: PgStore) {
+        store.close().await;
+        let mut c = PgConnection::connect(&database_url()).await.unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA {} CASCADE", self.0)))
+            .execute(&mut c)
+            .await
+            .unwrap();
+    }
+}
+
+async fn temp_store() -> (Schema, PgStore) {
+    temp_store_with(PgOptions::default()).await
+}
+
+async fn temp_store_with(o: PgOptions) -> (Schema, PgStore) {
+    let schema = Schema::new().await;
+    let store = PgStore::connect(&schema.url(), o).await.unwrap();
+    (schema, store)
+}
+
+/// One test per story, so one failure does not hide the others.
+macro_rules! stories {
+    ($($story:ident),* $(,)?) => {
+        mod stories {
+            $(
+                #[tokio::test]
+                async fn $story() {
+                    let (schema, store) = super::temp_store().await;
+                    steward_core::conformance::$story(&store).await;
+                    schema.drop(store).await;
+                }
+            )*
+        }
+    };
+}
+
+stories!(
+    enrollments,
+    replaces_conflict,
+    command_queue,
+    checkin_hot_path,
+    completions,
+    requeue,
+    enqueue_and_sent,
+    renewal_plans,
+    inventory,
+    users,
+    groups,
+    access,
+    audit_chain,
+    events,
+    webhooks,
+    device_reports,
+    dashboard,
+);
+
+#[tokio::test]
+async fn run_all_on_fresh_schemas() {
+    let mut schemas = Vec::new();
+    let mut n = 0;
+    conformance::run_all(|| {
+        n += 1;
+        let schema = schema_name();
+        let url = url_in(&schema);
+        schemas.push(schema.clone());
+        async move {
+            let mut c = PgConnection::connect(&database_url()).await.unwrap();
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+                .execute(&mut c)
+                .await
+                .unwrap();
+            PgStore::connect(&url, PgOptions::default()).await.unwrap()
+        }
+    })
+    .await;
+    assert_eq!(n, 17);
+    let mut c = PgConnection::connect(&database_url()).await.unwrap();
+    for s in schemas {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA {s} CASCADE")))
+            .execute(&mut c)
+            .await
+            .unwrap();
+    }
+}
+
+fn schema_name() -> String {
+    format!("t_{}", uuid::Uuid::new_v4().simple())
+}
+
+#[tokio::test]
+async fn migrations_are_recorded_once_and_a_reconnect_keeps_the_data() {
+    let (schema, store) = temp_store().await;
+    conformance::enrollments(&store).await;
+    let before = store.list_enrollments().await.unwrap();
+    store.close().await;
+    let store = PgStore::connect(&schema.url(), PgOptions::default()).await.unwrap();
+    assert_eq!(store.list_enrollments().await.unwrap(), before);
+    let applied: Vec<(i64, String)> = sqlx::query_as("SELECT version, name FROM _steward_migrations ORDER BY version")
+        .fetch_all(&store.pool)
+        .await
+        .unwrap();
+    let expected: Vec<(i64, String)> = MIGRATIONS.iter().map(|(v, n, _)| (*v, (*n).to_owned())).collect();
+    assert_eq!(applied, expected);
+    schema.drop(store).await;
+}
+
+#[tokio::test]
+async fn replicas_starting_together_migrate_once() {
+    let schema = Schema::new().await;
+    let url = schema.url();
+    let (a, b, c) = tokio::join!(
+        PgStore::connect(&url, PgOptions::default()),
+        PgStore::connect(&url, PgOptions::default()),
+        PgStore::connect(&url, PgOptions::default()),
+    );
+    let (a, b, c) = (a.unwrap(), b.unwrap(), c.unwrap());
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _steward_migrations")
+        .fetch_one(&a.pool)
+        .await
+        .unwrap();
+    assert_eq!(n, MIGRATIONS.len() as i64);
+    b.close().await;
+    c.close().await;
+    schema.drop(a).await;
+}
+
+#[tokio::test]
+async fn refuses_a_database_from_a_newer_version() {
+    let (schema, store) = temp_store().await;
+    sqlx::query("INSERT INTO _steward_migrations (version, name, applied_at) VALUES (999, 'future', 0)")
+        .execute(&store.pool)
+        .await
+        .unwrap();
+    let err = PgStore::connect(&schema.url(), PgOptions::default()).await.unwrap_err();
+    assert!(err.to_string().contains("newer than this binary"), "{err}");
+    schema.drop(store).await;
+}
+
+#[tokio::test]
+async fn certificate_log_and_audit_log_are_append_only() {
+    let (schema, store) = temp_store().await;
+    conformance::enrollments(&store).await;
+    conformance::audit_chain(&store).await;
+    for sql in [
+        "UPDATE certificate_log SET reason = 'edited'",
+        "DELETE FROM certificate_log",
+        "TRUNCATE certificate_log",
+        "UPDATE audit_events SET actor = 'mallory'",
+        "DELETE FROM audit_events",
+        "TRUNCATE audit_events",
+    ] {
+        let err = sqlx::query(sql).execute(&store.pool).await.unwrap_err().to_string();
+        assert!(err.contains("append-only"), "{sql}: {err}");
+    }
+    schema.drop(store).await;
+}
+
+#[tokio::test]
+async fn a_large_enqueue_commits_in_batches_and_reports_a_partial_failure() {
+    let (schema, store) = temp_store().await;
+    let e = conformance::enroll_device(&store, "FAN-OUT-1").await;
+    let t0 = OffsetDateTime::now_utc();
+    let cmd = |i: usize| NewCommand {
+        id: CommandId::new(),
+        enrollment_id: e.id,
+        payload: PlatformPayload::from_json(format!(r#"{{"verb":"Get","target":"./Vendor/Bench/{i}"}}"#)),
+        priority: 0,
+        origin: CommandOrigin::Other("fan-out".into()),
+        created_at: t0,
+        expires_at: None,
+    };
+    let before = store.commands_for_enrollment(e.id).await.unwrap().len();
+    let batch = writes::ENQUEUE_BATCH;
+    let all: Vec<NewCommand> = (0..2 * batch + 3).map(cmd).collect();
+    store.enqueue_commands(&all).await.unwrap();
+    let queued = store.commands_for_enrollment(e.id).await.unwrap();
+    assert_eq!(queued.len(), before + all.len());
+    let ids: Vec<CommandId> = queued[before..].iter().map(|c| c.id).collect();
+    let expected: Vec<CommandId> = all.iter().map(|c| c.id).collect();
+    assert_eq!(ids, expected, "queue order is the call's order across batches");
+
+    // The third batch repeats an id: the first two batches stay, the third is rolled back whole.
+    let mut again: Vec<NewCommand> = (0..2 * batch + 3).map(cmd).collect();
+    again[2 * batch + 1].id = all[0].id;
+    let err = store.enqueue_commands(&again).await.unwrap_err().to_string();
+    assert!(
+        err.contains(&format!("the first {} commands were queued", 2 * batch)),
+        "{err}"
+    );
+    let queued = store.commands_for_enrollment(e.id).await.unwrap();
+    assert_eq!(queued.len(), before + all.len() + 2 * batch);
+    schema.drop(store).await;
+}
+
+#[tokio::test]
+async fn raw_messages_are_bounded_and_keep_the_newest() {
+    let (schema, store) = temp_store().await;
+    let e = conformance::enroll_device(&store, "RAW-1").await;
+    let t0 = OffsetDateTime::now_utc();
+    let kept = writes::DEVICE_MESSAGES_KEPT as usize;
+    let mut counts = Vec::new();
+    for i in 0..5 * kept {
+        let commit = CheckinCommit {
+            raw_message: Some(format!("message {i}")),
+            ..CheckinCommit::default()
+        };
+        store
+            .commit_checkin(e.id, &commit, t0 + time::Duration::seconds(i as i64))
+            .await
+            .unwrap();
+        let messages = store.device_messages(e.id).await.unwrap();
+        let bodies: Vec<&str> = messages.iter().map(|(_, b)| b.as_str()).collect();
+        let expected: Vec<String> = (i + 1 - messages.len()..=i).map(|j| format!("message {j}")).collect();
+        assert_eq!(bodies, expected, "the newest ones, oldest first");
+        counts.push(messages.len());
+    }
+    assert!(
+        counts.iter().skip(kept).all(|n| (kept..2 * kept).contains(n)),
+        "{counts:?}"
+    );
+    assert_eq!(counts.iter().max(), Some(&(2 * kept - 1)), "{counts:?}");
+    schema.drop(store).await;
+}
+
+#[tokio::test]
+async fn a_statement_past_the_timeout_is_cancelled_and_unavailable() {
+    let (schema, store) = temp_store_with(PgOptions {
+        statement_timeout: Duration::from_millis(250),
+        ..PgOptions::default()
+    })
+    .await;
+    // The migrations ran without the timeout (they may take longer); the pool's connections have it.
+    let timeout: String = sqlx::query_scalar("SHOW statement_timeout")
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+    assert_eq!(timeout, "250ms");
+    let err = sqlx::query("SELECT pg_sleep(5)")
+        .execute(&store.pool)
+        .await
+        .map_err(error::from_sqlx)
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err}");
+    // The pool goes on serving.
+    assert_eq!(store.count_admin_tokens().await.unwrap(), 0);
+    schema.drop(store).await;
+}
+
+#[tokio::test]
+async fn racing_writers_keep_the_audit_chain_and_the_event_order() {
+    let (schema, store) = temp_store().await;
+    let appends = (0..40).map(|i| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .append_audit_event(&NewAuditEvent {
+                    at: OffsetDateTime::now_utc(),
+                    actor: format!("actor-{i}"),
+                    actor_id: None,
+                    actor_role: None,
+                    action: "test.race".into(),
+                    target: None,
+                    source_ip: None,
+                    outcome: AuditOutcome::Success,
+                    status: None,
+                    details: None,
+                })
+                .await
+                .unwrap()
+        })
+    });
+    for a in appends {
+        a.await.unwrap();
+    }
+    let events = store.audit_events(&AuditFilter::default(), None, 100).await.unwrap();
+    assert_eq!(events.len(), 40);
+    let mut prev = AUDIT_GENESIS_HASH.to_owned();
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(e.seq, i as i64 + 1, "no gaps");
+        assert_eq!(e.prev_hash, prev, "each row links to the one before");
+        prev = e.hash.clone();
+    }
+    schema.drop(store).await;
+}
+
+/// `sslmode=require` in the URL: every pooled connection is TLS (rustls). The test server
+/// (Debian's cluster on the CI machine) has `ssl = on` with its own certificate, so `require`
+/// (encryption without verifying the certificate) is what it can show.
+#[tokio::test]
+async fn sslmode_in_the_url_puts_the_connections_on_tls() {
+    let schema = Schema::new().await;
+    let store = PgStore::connect(&format!("{}&sslmode=require", schema.url()), PgOptions::default())
+        .await
+        .unwrap();
+    let (ssl, version): (bool, Option<String>) =
+        sqlx::query_as("SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+    assert!(ssl, "the connection is encrypted");
+    assert!(version.is_some_and(|v| v.starts_with("TLS")));
+    schema.drop(store).await;
+}
