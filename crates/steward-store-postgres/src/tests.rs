@@ -296,22 +296,26 @@ async fn a_statement_past_the_timeout_is_cancelled_and_unavailable() {
 #[tokio::test]
 async fn racing_writers_keep_the_audit_chain_and_the_event_order() {
     let (schema, store) = temp_store().await;
+    let key = std::sync::Arc::new(AuditChainKey::generate().unwrap());
     let appends = (0..40).map(|i| {
-        let store = store.clone();
+        let (store, key) = (store.clone(), key.clone());
         tokio::spawn(async move {
             store
-                .append_audit_event(&NewAuditEvent {
-                    at: OffsetDateTime::now_utc(),
-                    actor: format!("actor-{i}"),
-                    actor_id: None,
-                    actor_role: None,
-                    action: "test.race".into(),
-                    target: None,
-                    source_ip: None,
-                    outcome: AuditOutcome::Success,
-                    status: None,
-                    details: None,
-                })
+                .append_audit_event(
+                    &NewAuditEvent {
+                        at: OffsetDateTime::now_utc(),
+                        actor: format!("actor-{i}"),
+                        actor_id: None,
+                        actor_role: None,
+                        action: "test.race".into(),
+                        target: None,
+                        source_ip: None,
+                        outcome: AuditOutcome::Success,
+                        status: None,
+                        details: None,
+                    },
+                    &key,
+                )
                 .await
                 .unwrap()
         })
@@ -327,6 +331,10 @@ async fn racing_writers_keep_the_audit_chain_and_the_event_order() {
         assert_eq!(e.prev_hash, prev, "each row links to the one before");
         prev = e.hash.clone();
     }
+    // Keyed from the first row, and the whole chain verifies under the key.
+    assert_eq!(store.audit_keyed_from().await.unwrap(), Some(1));
+    let verified = verify_audit_log(&store, Some(key.clone()), Vec::new()).await.unwrap();
+    assert!(verified.is_ok(), "the keyed chain verifies");
     schema.drop(store).await;
 }
 
