@@ -800,9 +800,11 @@ async fn an_oversized_syncml_body_gets_a_413_with_a_body() {
 const AUDITED_CALLS: i64 = 4;
 
 /// A data directory whose audit log holds [`AUDITED_CALLS`] events made over TLS, closed by a
-/// graceful shutdown (which signs the last checkpoint).
+/// graceful shutdown (which signs the last checkpoint). On SQLite in every pass: the tampering
+/// below edits the database file directly (the same attacker on PostgreSQL edits rows over SQL, and
+/// the chain checks are the backend-independent code of steward-core).
 async fn audited_data_dir() -> (tempfile::TempDir, steward_server::Config) {
-    let t = TestServer::start().await;
+    let t = TestServer::start_with(crate::common::sqlite).await;
     let client = t.client();
     for i in 0..AUDITED_CALLS {
         let resp = client
