@@ -88,8 +88,12 @@ impl AccessStore for SqliteStore {
     }
 
     async fn list_api_tokens(&self) -> StoreResult<Vec<ApiToken>> {
-        self.read_all("SELECT * FROM api_tokens ORDER BY created_at, id", (), api_token_from_row)
-            .await
+        self.read_all(
+            "SELECT * FROM api_tokens ORDER BY created_at, id",
+            (),
+            api_token_from_row,
+        )
+        .await
     }
 
     async fn revoke_api_token(&self, id: ApiTokenId, now: OffsetDateTime) -> StoreResult<bool> {

@@ -36,8 +36,12 @@ impl CommandQueue for SqliteStore {
     }
 
     async fn command(&self, id: CommandId) -> StoreResult<Option<Command>> {
-        self.read_opt("SELECT * FROM commands WHERE id = ?1", (id.to_string(),), command_from_row)
-            .await
+        self.read_opt(
+            "SELECT * FROM commands WHERE id = ?1",
+            (id.to_string(),),
+            command_from_row,
+        )
+        .await
     }
 
     async fn commands_for_enrollment(&self, id: EnrollmentId) -> StoreResult<Vec<Command>> {

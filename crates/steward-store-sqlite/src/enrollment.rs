@@ -92,8 +92,12 @@ impl EnrollmentStore for SqliteStore {
     }
 
     async fn list_enrollment_tokens(&self) -> StoreResult<Vec<EnrollmentToken>> {
-        self.read_all("SELECT * FROM enrollment_tokens ORDER BY created_at", (), token_from_row)
-            .await
+        self.read_all(
+            "SELECT * FROM enrollment_tokens ORDER BY created_at",
+            (),
+            token_from_row,
+        )
+        .await
     }
 
     async fn revoke_enrollment_token(&self, id: EnrollmentTokenId) -> StoreResult<bool> {

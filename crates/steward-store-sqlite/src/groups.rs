@@ -27,8 +27,12 @@ impl GroupStore for SqliteStore {
     }
 
     async fn list_groups(&self) -> StoreResult<Vec<Group>> {
-        self.read_all("SELECT id, name, created_at FROM groups ORDER BY name", (), group_from_row)
-            .await
+        self.read_all(
+            "SELECT id, name, created_at FROM groups ORDER BY name",
+            (),
+            group_from_row,
+        )
+        .await
     }
 
     async fn create_group(&self, g: &Group) -> StoreResult<()> {

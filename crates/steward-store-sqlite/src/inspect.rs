@@ -27,8 +27,12 @@ fn log_from_row(r: &NamedRow<'_>) -> StoreResult<IssuanceLogEntry> {
 #[async_trait]
 impl Inspect for SqliteStore {
     async fn list_enrollments(&self) -> StoreResult<Vec<Enrollment>> {
-        self.read_all("SELECT * FROM enrollments ORDER BY enrolled_at", (), enrollment_from_row)
-            .await
+        self.read_all(
+            "SELECT * FROM enrollments ORDER BY enrolled_at",
+            (),
+            enrollment_from_row,
+        )
+        .await
     }
 
     async fn issuance_log(&self) -> StoreResult<Vec<IssuanceLogEntry>> {

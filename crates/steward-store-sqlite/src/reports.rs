@@ -170,15 +170,22 @@ impl ReportStore for SqliteStore {
         // Integer division of microseconds since the epoch gives the UTC day (no time zones in SQL).
         let rows = self
             .read_all(
-            "SELECT at / ?1 AS day, kind, COUNT(*) AS n, \
+                "SELECT at / ?1 AS day, kind, COUNT(*) AS n, \
              COALESCE(SUM(kind = 'enrolled' AND json_extract(data, '$.replaced') = 1), 0) AS replaced \
              FROM device_events WHERE at >= ?2 AND at < ?3 \
              AND kind IN ('enrolled', 'unenrolled', 'wiped', 'command_acknowledged', 'command_failed') \
              GROUP BY day, kind ORDER BY day",
-            (DAY_MICROS, since, until),
-            |r| Ok((r.int("day")?, r.text("kind")?, r.int("n")? as u64, r.int("replaced")? as u64)),
-        )
-        .await?;
+                (DAY_MICROS, since, until),
+                |r| {
+                    Ok((
+                        r.int("day")?,
+                        r.text("kind")?,
+                        r.int("n")? as u64,
+                        r.int("replaced")? as u64,
+                    ))
+                },
+            )
+            .await?;
         let mut out: Vec<DailyActivity> = Vec::new();
         for (day, kind, n, replaced) in rows {
             let day = from_micros(day * DAY_MICROS)?;

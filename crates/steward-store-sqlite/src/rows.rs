@@ -226,7 +226,11 @@ impl Sql {
     }
 
     /// Every row, mapped.
-    pub(crate) fn all<T>(self, conn: &Connection, map: impl Fn(&NamedRow<'_>) -> StoreResult<T>) -> StoreResult<Vec<T>> {
+    pub(crate) fn all<T>(
+        self,
+        conn: &Connection,
+        map: impl Fn(&NamedRow<'_>) -> StoreResult<T>,
+    ) -> StoreResult<Vec<T>> {
         all(conn, &self.text, rusqlite::params_from_iter(self.params), map)
     }
 }

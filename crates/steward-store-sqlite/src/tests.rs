@@ -479,25 +479,26 @@ async fn opens_and_upgrades_a_database_created_by_the_sqlx_store() {
 
     let store = SqliteStore::open(&path).await.expect("opens and migrates");
     let after: Vec<(i64, String, i64)> = store
-        .read(|conn| {
-            let mut stmt = conn
-                .prepare("SELECT version, name, applied_at FROM _steward_migrations ORDER BY version")
-                .map_err(from_rusqlite)?;
-            let rows = stmt
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                .map_err(from_rusqlite)?
-                .collect::<Result<_, _>>()
-                .map_err(from_rusqlite);
-            rows
-        })
+        .read_all(
+            "SELECT version, name, applied_at FROM _steward_migrations ORDER BY version",
+            (),
+            |r| Ok((r.int("version")?, r.text("name")?, r.int("applied_at")?)),
+        )
         .await
         .unwrap();
-    assert_eq!(&after[..before.len()], &before[..], "the old bookkeeping is kept as it was");
+    assert_eq!(
+        &after[..before.len()],
+        &before[..],
+        "the old bookkeeping is kept as it was"
+    );
     let versions: Vec<i64> = after.iter().map(|m| m.0).collect();
     let known: Vec<i64> = MIGRATIONS.iter().map(|m| m.0).collect();
     assert_eq!(versions, known, "every newer migration applied once");
     let mode: String = store
-        .read(|conn| conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).map_err(from_rusqlite))
+        .read(|conn| {
+            conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))
+                .map_err(from_rusqlite)
+        })
         .await
         .unwrap();
     assert_eq!(mode, "wal");

@@ -90,9 +90,13 @@ impl UserStore for SqliteStore {
     }
 
     async fn console_user(&self, id: UserId) -> StoreResult<Option<ConsoleUser>> {
-        self.read_opt("SELECT * FROM users WHERE id = ?1", (id.to_string(),), console_user_from_row)
-            .await
-            .map(Option::flatten)
+        self.read_opt(
+            "SELECT * FROM users WHERE id = ?1",
+            (id.to_string(),),
+            console_user_from_row,
+        )
+        .await
+        .map(Option::flatten)
     }
 
     async fn list_console_users(&self) -> StoreResult<Vec<ConsoleUser>> {

@@ -95,8 +95,12 @@ impl WebhookStore for SqliteStore {
     }
 
     async fn webhook(&self, id: WebhookId) -> StoreResult<Option<Webhook>> {
-        self.read_opt("SELECT * FROM webhooks WHERE id = ?1", (id.to_string(),), webhook_from_row)
-            .await
+        self.read_opt(
+            "SELECT * FROM webhooks WHERE id = ?1",
+            (id.to_string(),),
+            webhook_from_row,
+        )
+        .await
     }
 
     async fn list_webhooks(&self) -> StoreResult<Vec<Webhook>> {
@@ -249,7 +253,11 @@ impl WebhookStore for SqliteStore {
 
     async fn prune_webhook_deliveries(&self, older_than: OffsetDateTime, keep_per_webhook: u32) -> StoreResult<u64> {
         self.write(move |tx| {
-            let mut n = exec(tx, "DELETE FROM webhook_deliveries WHERE at < ?1", (micros(older_than),))?;
+            let mut n = exec(
+                tx,
+                "DELETE FROM webhook_deliveries WHERE at < ?1",
+                (micros(older_than),),
+            )?;
             // Per subscription: everything below its keep_per_webhook-th newest row goes.
             n += exec(
                 tx,

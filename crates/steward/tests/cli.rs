@@ -283,18 +283,12 @@ async fn audit_verify_detects_an_edited_row() {
 
     // Someone with write access to the file drops the append-only trigger and rewrites history.
     {
-        use sqlx::Connection;
-        let url = format!("sqlite://{}", dir.path().join("steward.db").display());
-        let mut db = sqlx::SqliteConnection::connect(&url).await.unwrap();
-        sqlx::query("DROP TRIGGER audit_events_no_update")
-            .execute(&mut db)
-            .await
-            .unwrap();
-        sqlx::query("UPDATE audit_events SET actor = 'someone else' WHERE seq = 1")
-            .execute(&mut db)
-            .await
-            .unwrap();
-        db.close().await.unwrap();
+        let db = rusqlite::Connection::open(dir.path().join("steward.db")).unwrap();
+        db.execute_batch(
+            "DROP TRIGGER audit_events_no_update; \
+             UPDATE audit_events SET actor = 'someone else' WHERE seq = 1;",
+        )
+        .unwrap();
     }
     let out = steward(dir.path(), 9443).args(["audit", "verify"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
