@@ -1413,6 +1413,57 @@ fn db_bytes(dir: &Path) -> (u64, u64) {
     (file_len(&db), file_len(&dir.join("steward.db-wal")))
 }
 
+/// The admin surfaces' reads over the populated store: every device listed in pages of 100 by name
+/// (keyset pagination, as the console and `GET /devices` page), then the dashboard's aggregates.
+async fn admin_reads(store: &dyn Store, n: usize, report: &mut Report) -> Result<()> {
+    const PAGE: u32 = 100;
+    let t = Instant::now();
+    let mut q = DeviceQuery {
+        sort: DeviceSort::Name,
+        limit: PAGE,
+        ..Default::default()
+    };
+    let (mut pages, mut listed) = (0usize, 0usize);
+    loop {
+        let page = store.list_devices(&q).await?;
+        pages += 1;
+        listed += page.len();
+        let Some(last) = page.last() else { break };
+        if page.len() < PAGE as usize {
+            break;
+        }
+        q.after = Some(DeviceCursor {
+            key: DeviceSort::Name.key_of(last),
+            id: last.id,
+        });
+    }
+    let list = t.elapsed();
+    if listed != n {
+        return Err(BenchError::Setup(format!("listed {listed} of {n} devices")));
+    }
+    const AGGREGATES: usize = 20;
+    let t = Instant::now();
+    for _ in 0..AGGREGATES {
+        store.admin_counts().await?;
+        store.device_stats(OffsetDateTime::now_utc()).await?;
+        store.group_device_counts().await?;
+    }
+    let aggregates = t.elapsed();
+    report.add(
+        format!("admin reads: list {n} devices in pages of {PAGE}"),
+        pages as f64 / list.as_secs_f64(),
+        "pages/s",
+        format!("{:.1} ms per page", list.as_secs_f64() * 1e3 / pages as f64),
+    );
+    report.add(
+        format!("admin reads: dashboard aggregates over {n} devices"),
+        aggregates.as_secs_f64() * 1e3 / AGGREGATES as f64,
+        "ms",
+        "admin_counts + device_stats + group_device_counts, one round",
+    );
+    Ok(())
+}
+
 async fn store_and_memory(opts: &BenchOptions, template: &DeviceTemplate, report: &mut Report) -> Result<()> {
     let n = opts.store_devices.max(1);
     let dir = tempfile::tempdir()?;
@@ -1492,6 +1543,8 @@ async fn store_and_memory(opts: &BenchOptions, template: &DeviceTemplate, report
             n as f64 / populate.as_secs_f64()
         ),
     );
+
+    admin_reads(store.as_ref(), n, report).await?;
 
     let now = OffsetDateTime::now_utc();
     let cmds: Vec<NewCommand> = ids.iter().flat_map(|id| replace_commands(*id, 10, "1", now)).collect();
