@@ -1,6 +1,7 @@
 //! SQLite backend for Steward's store traits (`steward_core::store`): the embedded default. One file
-//! in the data directory, WAL mode so readers never block the writer, and a single-connection write
-//! pool so writes queue in the process instead of fighting over SQLite's one write lock. Write
+//! in the data directory, WAL mode so readers never block the writer, and a single writer thread
+//! with the only read-write connection so writes queue in the process instead of fighting over
+//! SQLite's one write lock. Write
 //! transactions start with `BEGIN IMMEDIATE` so a concurrent writer in another process (the
 //! `steward` CLI) waits on `busy_timeout` instead of failing half-way with SQLITE_BUSY; if it waits
 //! longer than that, the call fails with [`StoreError::Unavailable`] (retryable).
