@@ -95,6 +95,7 @@ impl Console {
             Arc::new(SystemClock),
             PasswordPolicy::default(),
             Arc::new(steward_pki::Kek::generate().unwrap()),
+            Arc::new(AuditChainKey::generate().unwrap()),
         );
         let server = ServerSettings {
             public_url: "https://mdm.example.com".into(),

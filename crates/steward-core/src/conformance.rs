@@ -2181,18 +2181,26 @@ fn audit_event(i: usize, action: &str, at: OffsetDateTime) -> NewAuditEvent {
     }
 }
 
-/// The audit log: seq assigned in order, each row chained to the previous one, filters and pages in
-/// both directions, and the whole chain verifies.
-pub async fn audit_chain<S>(store: &S)
+/// The audit log: seq assigned in order, each row linked to the previous one with the chain key, the
+/// keyed-from marker set by the first keyed append, filters and pages in both directions, and the
+/// whole chain verifies with the key (and not without it). Returns the key.
+pub async fn audit_chain<S>(store: &S) -> std::sync::Arc<AuditChainKey>
 where
     S: AuditLog,
 {
     let t0 = now();
+    let key = std::sync::Arc::new(AuditChainKey::generate().unwrap());
+    assert_eq!(store.audit_keyed_from().await.unwrap(), None);
     for (i, action) in ["device.wipe", "api_token.create", "device.wipe"].iter().enumerate() {
         let new = audit_event(i, action, t0 + Duration::seconds(i as i64));
-        let e = store.append_audit_event(&new).await.unwrap();
+        let e = store.append_audit_event(&new, &key).await.unwrap();
         assert_eq!(e.seq, i as i64 + 1);
-        assert_eq!(e.hash, new.chain_hash(e.seq, &e.prev_hash), "the chain is core's");
+        assert_eq!(e.hash, new.chain_mac(&key, e.seq, &e.prev_hash), "the chain is core's");
+        assert_eq!(
+            store.audit_keyed_from().await.unwrap(),
+            Some(1),
+            "set once, by the first append"
+        );
     }
     let all = store.audit_events(&AuditFilter::default(), None, 100).await.unwrap();
     assert_eq!(all.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2, 3]);
@@ -2201,7 +2209,10 @@ where
     assert_eq!(all[2].prev_hash, all[1].hash);
     assert_eq!(all[0].at, t0);
     assert_eq!(all[1].outcome, AuditOutcome::Failure);
-    assert_eq!(all[0], audit_event(0, "device.wipe", t0).chained(1, AUDIT_GENESIS_HASH));
+    assert_eq!(
+        all[0],
+        audit_event(0, "device.wipe", t0).chained_with(Some(&key), 1, AUDIT_GENESIS_HASH)
+    );
     let newest = AuditFilter {
         newest_first: true,
         ..AuditFilter::default()
@@ -2227,9 +2238,19 @@ where
         ..AuditFilter::default()
     };
     assert!(store.audit_events(&by_actor, None, 100).await.unwrap().is_empty());
-    let v = crate::verify_audit_log(store).await.unwrap().expect("chain verifies");
+    let v = crate::verify_audit_log(store, Some(key.clone()), Vec::new())
+        .await
+        .unwrap()
+        .expect("chain verifies");
     assert_eq!(v.count(), 3);
     assert_eq!(v.head(), all[2].hash);
+    let other = std::sync::Arc::new(AuditChainKey::generate().unwrap());
+    let broken = crate::verify_audit_log(store, Some(other), Vec::new())
+        .await
+        .unwrap()
+        .expect_err("another key does not verify the chain");
+    assert_eq!(broken.seq, 1);
+    key
 }
 
 // ---------------------------------------------------------------- events
@@ -2512,6 +2533,7 @@ where
     S: ReportStore + EnrollmentStore + CommandQueue + UserStore + GroupStore + AccessStore + AuditLog,
 {
     let t0 = now();
+    let key = AuditChainKey::generate().unwrap();
     let token = store
         .create_enrollment_token(&NewEnrollmentToken {
             id: EnrollmentTokenId::new(),
@@ -2702,7 +2724,7 @@ where
         .unwrap();
     for (i, action) in ["device.wipe", "api_token.create", "device.wipe"].iter().enumerate() {
         store
-            .append_audit_event(&audit_event(i, action, t0 + Duration::seconds(i as i64)))
+            .append_audit_event(&audit_event(i, action, t0 + Duration::seconds(i as i64)), &key)
             .await
             .unwrap();
     }

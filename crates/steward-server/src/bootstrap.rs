@@ -1,6 +1,6 @@
 //! First-start and every-start preparation of the data directory: the key-encryption key, the root
 //! CA, the device-identity issuing CA, the TLS server certificate, the federation signing key, the
-//! webhook secret key and the bootstrap admin token.
+//! webhook secret key, the audit chain and checkpoint keys, and the bootstrap admin token.
 //!
 //! The rule that matters most: an existing CA is never replaced. If its key cannot be decrypted
 //! (wrong or missing KEK, tampered file) the server refuses to start, because a silently new CA
@@ -18,7 +18,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use steward_core::{AccessStore, ApiTokenId, NewBootstrapToken, SecretString, TokenHash, TokenKind};
+use steward_core::{
+    AccessStore, ApiTokenId, AuditChainKey, AuditCheckpointSigner, NewBootstrapToken, SecretString, TokenHash,
+    TokenKind,
+};
 use steward_pki::{CertifiedKey, Kek, KeyAlgorithm};
 use time::{Duration, OffsetDateTime};
 use zeroize::Zeroizing;
@@ -61,6 +64,9 @@ const DIR_MODE: u32 = 0o700;
 const OWNED_FILES: &[&str] = &[
     "federation.key.sealed",
     "webhook.key.sealed",
+    "audit-chain.key.sealed",
+    "audit-checkpoint.key.sealed",
+    crate::audit::CHECKPOINT_FILE,
     "pki/root-ca.pem",
     "pki/root-ca.key.sealed",
     "pki/issuing-ca.pem",
@@ -111,6 +117,8 @@ pub struct Pki {
     /// the name it was first created under) rather than the KEK itself, because the KEK is used at
     /// start only and must not stay in memory for the life of the process.
     pub data_key: std::sync::Arc<Kek>,
+    /// The audit chain and checkpoint keys ([`AuditKeys`]).
+    pub audit: AuditKeys,
     /// Where the KEK came from (the start banner warns when it is in the data directory).
     pub kek_source: KekSource,
 }
@@ -351,11 +359,34 @@ fn load_or_create_secret(config: &Config, kek: &Kek, label: &str) -> Result<Zero
     Ok(Zeroizing::new(k.to_vec()))
 }
 
-/// The data key alone (the CLI working on the data directory needs it, not the CAs).
-pub fn load_data_key(config: &Config) -> Result<Kek, BootstrapError> {
+/// The keys of the audit log, each 32 random bytes sealed by the KEK in the data directory (so in
+/// its backups, useless without the KEK) and never in the database: someone who can write the
+/// database but not read these cannot extend or rewrite the chain, nor sign a checkpoint.
+#[derive(Debug, Clone)]
+pub struct AuditKeys {
+    /// Links the chain (`audit-chain.key.sealed`).
+    pub chain: std::sync::Arc<AuditChainKey>,
+    /// Signs checkpoints (`audit-checkpoint.key.sealed`, an Ed25519 seed).
+    pub checkpoints: std::sync::Arc<AuditCheckpointSigner>,
+}
+
+fn load_audit_keys(config: &Config, kek: &Kek) -> Result<AuditKeys, BootstrapError> {
+    let chain = AuditChainKey::from_bytes(&load_or_create_secret(config, kek, "audit-chain.key")?);
+    let seed = load_or_create_secret(config, kek, "audit-checkpoint.key")?;
+    let checkpoints = AuditCheckpointSigner::from_seed(&seed)
+        .map_err(|e| BootstrapError::Inconsistent(format!("audit-checkpoint.key.sealed: {e}")))?;
+    Ok(AuditKeys {
+        chain: std::sync::Arc::new(chain),
+        checkpoints: std::sync::Arc::new(checkpoints),
+    })
+}
+
+/// The data key and the audit keys (the CLI working on the data directory needs them, not the CAs).
+pub fn load_data_key(config: &Config) -> Result<(Kek, AuditKeys), BootstrapError> {
     prepare_data_dir(&config.data_dir)?;
     let (kek, _) = load_kek(config)?;
-    Ok(Kek::from_bytes(&load_or_create_secret(config, &kek, "webhook.key")?)?)
+    let data_key = Kek::from_bytes(&load_or_create_secret(config, &kek, "webhook.key")?)?;
+    Ok((data_key, load_audit_keys(config, &kek)?))
 }
 
 /// Loads or creates all key material. Returns it plus whether the CA was created now.
@@ -398,6 +429,7 @@ pub fn load_pki(config: &Config) -> Result<(Pki, bool), BootstrapError> {
     };
     // Named `webhook.key` after what it first sealed; it now seals TOTP seeds too.
     let data_key = std::sync::Arc::new(Kek::from_bytes(&load_or_create_secret(config, &kek, "webhook.key")?)?);
+    let audit = load_audit_keys(config, &kek)?;
 
     let (tls_chain, tls_key) = load_tls(config, &kek, &root)?;
     Ok((
@@ -408,6 +440,7 @@ pub fn load_pki(config: &Config) -> Result<(Pki, bool), BootstrapError> {
             tls_key,
             federation_key,
             data_key,
+            audit,
             kek_source,
         },
         created,

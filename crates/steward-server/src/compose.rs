@@ -10,7 +10,7 @@ use axum::response::{Redirect, Response};
 use axum::routing::get;
 use steward_core::service::identity::{Identity, IdentitySettings};
 use steward_core::service::{Core, PasswordPolicy, SystemClock};
-use steward_core::{Platforms, Store};
+use steward_core::{AuditChainKey, Platforms, Store};
 use steward_windows::{WindowsAdapter, WindowsPki, WindowsSettings, WindowsState};
 
 use crate::Pki;
@@ -86,18 +86,24 @@ pub fn password_policy() -> PasswordPolicy {
 }
 
 /// The services over `store`.
-pub fn core(store: Arc<dyn Store>, data_key: Arc<steward_pki::Kek>) -> Core {
-    core_with_limits(store, data_key, &LimitsConfig::default())
+pub fn core(store: Arc<dyn Store>, data_key: Arc<steward_pki::Kek>, audit_key: Arc<AuditChainKey>) -> Core {
+    core_with_limits(store, data_key, audit_key, &LimitsConfig::default())
 }
 
 /// The services over `store`, password hashing bounded as `limits` say.
-pub fn core_with_limits(store: Arc<dyn Store>, data_key: Arc<steward_pki::Kek>, limits: &LimitsConfig) -> Core {
+pub fn core_with_limits(
+    store: Arc<dyn Store>,
+    data_key: Arc<steward_pki::Kek>,
+    audit_key: Arc<AuditChainKey>,
+    limits: &LimitsConfig,
+) -> Core {
     Core::new(
         store,
         platforms(),
         Arc::new(SystemClock),
         password_policy_with(limits),
         data_key,
+        audit_key,
     )
 }
 

@@ -59,6 +59,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub webhooks: WebhooksConfig,
     pub console: ConsoleConfig,
+    pub audit: AuditConfig,
     /// systemd's credentials directory (`$CREDENTIALS_DIRECTORY`, set for a unit with
     /// `LoadCredential=`/`SetCredentialEncrypted=`): a `steward-kek` file there is the KEK unless
     /// `pki.kek` or `pki.kek_file` names one. Not a configuration key: systemd sets it.
@@ -109,6 +110,25 @@ pub struct ConsoleConfig {
 impl Default for ConsoleConfig {
     fn default() -> Self {
         Self { require_totp: true }
+    }
+}
+
+/// Signed checkpoints of the audit chain (docs/OPERATIONS.md, "The audit log"): one after this many
+/// new events or this much time with new events, whichever comes first, plus one at every start and
+/// shutdown. Only events after the newest checkpoint can be deleted unnoticed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    pub checkpoint_every_events: u32,
+    pub checkpoint_interval_seconds: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            checkpoint_every_events: 100,
+            checkpoint_interval_seconds: 300,
+        }
     }
 }
 
@@ -261,6 +281,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             webhooks: WebhooksConfig::default(),
             console: ConsoleConfig::default(),
+            audit: AuditConfig::default(),
             credentials_directory: None,
         }
     }
@@ -415,6 +436,11 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
         "enrollment.inventory_interval_hours",
     ),
     ("STEWARD_CONSOLE_REQUIRE_TOTP", "console.require_totp"),
+    ("STEWARD_AUDIT_CHECKPOINT_EVERY_EVENTS", "audit.checkpoint_every_events"),
+    (
+        "STEWARD_AUDIT_CHECKPOINT_INTERVAL_SECONDS",
+        "audit.checkpoint_interval_seconds",
+    ),
 ];
 
 /// Boolean keys: their environment value is true/false, 1/0, yes/no or on/off.
@@ -438,6 +464,8 @@ const NUMERIC_KEYS: &[&str] = &[
     "limits.password_hashes",
     "limits.password_queue",
     "enrollment.inventory_interval_hours",
+    "audit.checkpoint_every_events",
+    "audit.checkpoint_interval_seconds",
 ];
 
 impl Config {
@@ -588,6 +616,12 @@ impl Config {
         }
         if w.delivery_log_days == 0 || w.delivery_log_max_per_webhook == 0 {
             return invalid("webhooks.delivery_log_days and delivery_log_max_per_webhook must be at least 1".into());
+        }
+        if !(1..=1_000_000).contains(&self.audit.checkpoint_every_events) {
+            return invalid("audit.checkpoint_every_events must be between 1 and 1000000".into());
+        }
+        if !(1..=86_400).contains(&self.audit.checkpoint_interval_seconds) {
+            return invalid("audit.checkpoint_interval_seconds must be between 1 and 86400".into());
         }
         if let Some(t) = &self.admin_token
             && t.expose().len() < 16

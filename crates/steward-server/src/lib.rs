@@ -2,8 +2,10 @@
 //! store chosen by `database.url`, TLS, our own accept loop, the webhook dispatcher, and the router
 //! assembled from the surfaces — each platform's device endpoints (wired in [`compose`], the one
 //! module that names a platform), the admin REST API (`steward-api`) and the web console
-//! (`steward-console`). [`start`] prepares everything and serves until [`RunningServer::shutdown`].
+//! (`steward-console`), and the audit checkpoint writer ([`audit`]). [`start`] prepares everything
+//! and serves until [`RunningServer::shutdown`].
 
+pub mod audit;
 pub mod bootstrap;
 pub mod compose;
 pub mod config;
@@ -79,6 +81,10 @@ pub struct RunningServer {
     task: JoinHandle<()>,
     /// The webhook dispatcher ([`webhooks`]); it watches the same shutdown channel.
     webhook_task: JoinHandle<()>,
+    /// The audit checkpoint writer ([`audit`]), stopped after the listener drained so its last
+    /// checkpoint covers the last request.
+    audit_stop: watch::Sender<bool>,
+    audit_task: JoinHandle<()>,
 }
 
 impl RunningServer {
@@ -87,6 +93,8 @@ impl RunningServer {
         let _ = self.shutdown.send(true);
         let _ = self.task.await;
         let _ = self.webhook_task.await;
+        let _ = self.audit_stop.send(true);
+        let _ = self.audit_task.await;
     }
 
     /// Serves until the process receives Ctrl-C / SIGTERM.
@@ -161,10 +169,19 @@ pub async fn start_with_store(
     let config = Arc::new(config);
     let pki = Arc::new(pki);
     let data_key = pki.data_key.clone();
-    let core = compose::core_with_limits(store.clone(), data_key.clone(), &config.limits);
+    let core = compose::core_with_limits(store.clone(), data_key.clone(), pki.audit.chain.clone(), &config.limits);
     core.passwords.warm_up();
     let app = compose::router(&config, &core, &pki);
     let (shutdown, rx) = watch::channel(false);
+    let (audit_stop, audit_rx) = watch::channel(false);
+    let audit_task = audit::spawn(
+        store.clone(),
+        &core.audit,
+        &pki.audit,
+        &config.data_dir,
+        &config.audit,
+        audit_rx,
+    );
     let webhook_task = webhooks::spawn(store, data_key, &config.webhooks, rx.clone());
     let task = tokio::spawn(listener::serve(
         listener,
@@ -188,5 +205,7 @@ pub async fn start_with_store(
         shutdown,
         task,
         webhook_task,
+        audit_stop,
+        audit_task,
     })
 }

@@ -22,30 +22,40 @@ use crate::{Config, ServeError, bootstrap, compose};
 pub struct LocalApi {
     router: Router,
     core: Core,
+    audit_keys: bootstrap::AuditKeys,
 }
 
 impl LocalApi {
     /// Opens the configured store and the data key (the CAs are not needed) and builds the API.
     pub async fn open(config: &Config) -> Result<Self, ServeError> {
         let store = crate::open_store(config).await?;
-        let data_key = {
+        let (data_key, audit_keys) = {
             let config = config.clone();
             tokio::task::spawn_blocking(move || bootstrap::load_data_key(&config))
                 .await
                 .map_err(|e| bootstrap::BootstrapError::Inconsistent(format!("key setup task failed: {e}")))??
         };
-        let core = compose::core(store, Arc::new(data_key));
+        let core = compose::core(store, Arc::new(data_key), audit_keys.chain.clone());
         let state = steward_api::ApiState {
             core: core.clone(),
             settings: Arc::new(compose::server_settings(config, &core)),
         };
         let router = steward_api::router(state.clone()).with_state(state);
-        Ok(Self { router, core })
+        Ok(Self {
+            router,
+            core,
+            audit_keys,
+        })
     }
 
     /// The services under the API (what has no API route: verifying the audit chain).
     pub fn core(&self) -> &Core {
         &self.core
+    }
+
+    /// The audit keys of the data directory (`steward audit verify` checks checkpoints with them).
+    pub fn audit_keys(&self) -> &bootstrap::AuditKeys {
+        &self.audit_keys
     }
 
     /// One API call: `path` with its query, a JSON body for writes. Returns the status and body.

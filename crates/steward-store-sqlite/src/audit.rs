@@ -1,4 +1,5 @@
-//! [`AuditLog`]: the hash-chained, append-only audit log (the chain is computed in steward-core).
+//! [`AuditLog`]: the keyed, append-only audit log (the chain is computed in steward-core; the key
+//! comes from the caller and is never stored here).
 
 use async_trait::async_trait;
 use steward_core::*;
@@ -29,8 +30,10 @@ fn audit_from_row(r: &NamedRow<'_>) -> StoreResult<AuditEvent> {
 
 #[async_trait]
 impl AuditLog for SqliteStore {
-    async fn append_audit_event(&self, e: &NewAuditEvent) -> StoreResult<AuditEvent> {
+    async fn append_audit_event(&self, e: &NewAuditEvent, key: &AuditChainKey) -> StoreResult<AuditEvent> {
         let e = e.clone();
+        // A copy for the writer thread; it lives only as long as the job.
+        let key = key.clone();
         // The write lock (BEGIN IMMEDIATE) serialises appenders, so reading the head and inserting
         // after it cannot race with another process (the CLI) appending at the same time.
         self.write(move |tx| {
@@ -44,7 +47,14 @@ impl AuditLog for SqliteStore {
                 Some((seq, hash)) => (seq + 1, hash),
                 None => (1, AUDIT_GENESIS_HASH.to_owned()),
             };
-            let ev = e.chained(seq, &prev);
+            let keyed_from = first(tx, "SELECT keyed_from FROM audit_chain WHERE id = 1", (), |r| {
+                r.int("keyed_from")
+            })?;
+            if keyed_from.is_none() {
+                // The first keyed row: rows before it are the unkeyed chain of an earlier version.
+                exec(tx, "INSERT INTO audit_chain (id, keyed_from) VALUES (1, ?1)", (seq,))?;
+            }
+            let ev = e.chained_with(Some(&key), seq, &prev);
             exec(
                 tx,
                 "INSERT INTO audit_events (seq, at, actor, actor_id, actor_role, action, target, source_ip, outcome, \
@@ -66,6 +76,13 @@ impl AuditLog for SqliteStore {
                 ),
             )?;
             Ok(ev)
+        })
+        .await
+    }
+
+    async fn audit_keyed_from(&self) -> StoreResult<Option<i64>> {
+        self.read_opt("SELECT keyed_from FROM audit_chain WHERE id = 1", (), |r| {
+            r.int("keyed_from")
         })
         .await
     }

@@ -34,6 +34,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "bootstrap_tokens",
         include_str!("../migrations/0008_bootstrap_tokens.sql"),
     ),
+    (
+        9,
+        "keyed_audit_chain",
+        include_str!("../migrations/0009_keyed_audit_chain.sql"),
+    ),
 ];
 
 pub(crate) fn run(conn: &mut Connection) -> StoreResult<()> {

@@ -28,6 +28,23 @@ async fn raw(store: &SqliteStore, sql: &'static str) -> Result<usize, String> {
         .unwrap()
 }
 
+/// [`raw`] with parameters.
+async fn raw_with(
+    store: &SqliteStore,
+    sql: &'static str,
+    params: Vec<rusqlite::types::Value>,
+) -> Result<usize, String> {
+    store
+        .writer
+        .run(move |conn| {
+            Ok(conn
+                .execute(sql, rusqlite::params_from_iter(params))
+                .map_err(|e| e.to_string()))
+        })
+        .await
+        .unwrap()
+}
+
 /// A `COUNT(*)` read on a read connection.
 async fn count(store: &SqliteStore, sql: &'static str) -> i64 {
     store
@@ -213,7 +230,9 @@ async fn certificate_log_is_append_only() {
 #[tokio::test]
 async fn audit_log_is_append_only_and_verify_finds_an_edited_row() {
     let (_dir, store) = temp_store().await;
-    conformance::audit_chain(&store).await;
+    let key = conformance::audit_chain(&store).await;
+    let upd = raw(&store, "UPDATE audit_chain SET keyed_from = 3").await;
+    assert!(upd.unwrap_err().contains("append-only"));
     let upd = raw(&store, "UPDATE audit_events SET actor = 'mallory'").await;
     assert!(upd.unwrap_err().contains("append-only"));
     let del = raw(&store, "DELETE FROM audit_events").await;
@@ -225,8 +244,96 @@ async fn audit_log_is_append_only_and_verify_finds_an_edited_row() {
     raw(&store, "UPDATE audit_events SET target = 'someone-else' WHERE seq = 2")
         .await
         .unwrap();
-    let broken = steward_core::verify_audit_log(&store).await.unwrap().unwrap_err();
+    let broken = steward_core::verify_audit_log(&store, Some(key), Vec::new())
+        .await
+        .unwrap()
+        .unwrap_err();
     assert_eq!(broken.seq, 2, "{broken}");
+}
+
+/// A log an earlier version wrote (unkeyed links, no marker) continues keyed: the marker names the
+/// first keyed row, the whole chain verifies, and an edit of an old unkeyed row recomputed through
+/// the unkeyed rows is caught at the first keyed row, whose MAC covers it.
+#[tokio::test]
+async fn an_unkeyed_log_from_an_earlier_version_continues_keyed() {
+    let (_dir, store) = temp_store().await;
+    let t0 = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
+    let event = |n: i64| NewAuditEvent {
+        at: t0 + time::Duration::seconds(n),
+        actor: "cli (local)".into(),
+        actor_id: None,
+        actor_role: Some(Role::Admin),
+        action: "enrollment_token.create".into(),
+        target: Some(format!("token-{n}")),
+        source_ip: None,
+        outcome: AuditOutcome::Success,
+        status: None,
+        details: None,
+    };
+    let insert = |e: AuditEvent| {
+        raw_with(
+            &store,
+            "INSERT INTO audit_events (seq, at, actor, actor_id, actor_role, action, target, source_ip, outcome, \
+             status, details, prev_hash, hash) VALUES (?, ?, ?, NULL, 'admin', ?, ?, NULL, 'success', NULL, NULL, ?, ?)",
+            vec![
+                e.seq.into(),
+                crate::micros(e.at).into(),
+                e.actor.into(),
+                e.action.into(),
+                e.target.into(),
+                e.prev_hash.into(),
+                e.hash.into(),
+            ],
+        )
+    };
+    // What the earlier version's store wrote.
+    let mut prev = AUDIT_GENESIS_HASH.to_owned();
+    for n in 1..=2 {
+        let e = event(n).chained(n, &prev);
+        prev = e.hash.clone();
+        insert(e).await.unwrap();
+    }
+    assert_eq!(store.audit_keyed_from().await.unwrap(), None);
+    let key = std::sync::Arc::new(AuditChainKey::generate().unwrap());
+    for n in 3..=4 {
+        store.append_audit_event(&event(n), &key).await.unwrap();
+    }
+    assert_eq!(store.audit_keyed_from().await.unwrap(), Some(3));
+    let v = steward_core::verify_audit_log(&store, Some(key.clone()), Vec::new())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((v.count(), v.keyed_from()), (4, Some(3)));
+
+    // Rewrite #1 and recompute #2 without the key: #3's MAC no longer matches its prev_hash.
+    raw(&store, "DROP TRIGGER audit_events_no_update").await.unwrap();
+    let mut forged = event(1);
+    forged.actor = "mallory".into();
+    let one = forged.chained(1, AUDIT_GENESIS_HASH);
+    let two = event(2).chained(2, &one.hash);
+    assert_ne!(two.hash, prev);
+    raw_with(
+        &store,
+        "UPDATE audit_events SET prev_hash = ? WHERE seq = 3",
+        vec![two.hash.clone().into()],
+    )
+    .await
+    .unwrap();
+    for e in [one, two] {
+        raw_with(
+            &store,
+            "UPDATE audit_events SET actor = ?, prev_hash = ?, hash = ? WHERE seq = ?",
+            vec![e.actor.into(), e.prev_hash.into(), e.hash.into(), e.seq.into()],
+        )
+        .await
+        .unwrap();
+    }
+    let broken = steward_core::verify_audit_log(&store, Some(key), Vec::new())
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(broken.seq, 3, "{broken}");
+    assert!(broken.reason.contains("keyed MAC"), "{broken}");
 }
 
 #[tokio::test]
@@ -514,27 +621,48 @@ async fn opens_and_upgrades_a_database_created_by_the_sqlx_store() {
     let audit = store.audit_events(&AuditFilter::default(), None, 10).await.unwrap();
     let actions: Vec<&str> = audit.iter().map(|e| e.action.as_str()).collect();
     assert_eq!(actions, ["group.create", "enrollment_token.create", "user.create"]);
-    steward_core::verify_audit_log(&store).await.unwrap().unwrap();
+    assert_eq!(
+        store.audit_keyed_from().await.unwrap(),
+        None,
+        "the old rows are unkeyed"
+    );
+    let key = std::sync::Arc::new(AuditChainKey::generate().unwrap());
+    steward_core::verify_audit_log(&store, Some(key.clone()), Vec::new())
+        .await
+        .unwrap()
+        .unwrap();
 
     // ... and the new store extends it: the chain goes on from the old head.
     let next = store
-        .append_audit_event(&NewAuditEvent {
-            at: OffsetDateTime::now_utc(),
-            actor: "test".into(),
-            actor_id: None,
-            actor_role: Some(Role::Admin),
-            action: "group.create".into(),
-            target: Some("lab-2".into()),
-            source_ip: None,
-            outcome: AuditOutcome::Success,
-            status: None,
-            details: None,
-        })
+        .append_audit_event(
+            &NewAuditEvent {
+                at: OffsetDateTime::now_utc(),
+                actor: "test".into(),
+                actor_id: None,
+                actor_role: Some(Role::Admin),
+                action: "group.create".into(),
+                target: Some("lab-2".into()),
+                source_ip: None,
+                outcome: AuditOutcome::Success,
+                status: None,
+                details: None,
+            },
+            &key,
+        )
         .await
         .unwrap();
     assert_eq!(next.seq, 4);
     assert_eq!(next.prev_hash, audit[2].hash);
-    steward_core::verify_audit_log(&store).await.unwrap().unwrap();
+    assert_eq!(
+        store.audit_keyed_from().await.unwrap(),
+        Some(4),
+        "keyed from the first new row"
+    );
+    let v = steward_core::verify_audit_log(&store, Some(key), Vec::new())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((v.count(), v.keyed_from()), (4, Some(4)));
     store
         .create_group(&Group::named("lab-2", OffsetDateTime::now_utc()).unwrap())
         .await

@@ -146,7 +146,7 @@ enum Task {
         #[arg(long)]
         search: Option<String>,
     },
-    /// The hash-chained audit log of admin actions (local data directory).
+    /// The keyed, checkpointed audit log of admin actions (local data directory).
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
@@ -160,8 +160,8 @@ enum Task {
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Recompute the hash chain; exit code 1 and the first broken event if a row was edited,
-    /// inserted or removed.
+    /// Recompute the keyed chain and check the signed checkpoints; exit code 1 and the first broken
+    /// event if a row was edited, forged, inserted or removed (see docs/OPERATIONS.md).
     Verify,
     /// Print every event, oldest first, as JSON lines.
     Export,
@@ -762,12 +762,16 @@ async fn audit_log(config: Config, command: AuditCommand) -> Result<()> {
         .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?;
     let core = api.core();
     match command {
-        AuditCommand::Verify => match core.audit.verify().await? {
-            Ok(v) => {
-                println!("audit log intact: {} events, head hash {}", v.count(), v.head());
+        AuditCommand::Verify => match steward_server::audit::verify(&config.data_dir, core, api.audit_keys()).await {
+            Ok(Ok(v)) => {
+                print!("{v}");
                 Ok(())
             }
-            Err(broken) => bail!("audit log BROKEN at event #{}: {}", broken.seq, broken.reason),
+            Ok(Err(broken)) => bail!("audit log BROKEN at event #{}: {}", broken.seq, broken.reason),
+            Err(steward_server::audit::CheckpointError::Bad { path, line, reason }) => {
+                bail!("audit checkpoints BROKEN: {} line {line}: {reason}", path.display())
+            }
+            Err(e) => Err(e.into()),
         },
         AuditCommand::Export => {
             use std::io::Write;

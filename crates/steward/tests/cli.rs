@@ -296,6 +296,57 @@ async fn audit_verify_detects_an_edited_row() {
     assert!(err.contains("BROKEN at event #1"), "{err}");
 }
 
+/// A forged event appended with a correct unkeyed hash after the head ("ada wiped device 1"), the
+/// kind of row the chain used to accept: `audit verify` names it, exit code 1. Also: what it prints
+/// for an intact log with no checkpoint yet (no server ran).
+#[tokio::test]
+async fn audit_verify_detects_a_forged_append() {
+    let dir = tempfile::tempdir().unwrap();
+    for _ in 0..2 {
+        let out = steward(dir.path(), 9443)
+            .args(["enroll-token", "create", "--uses", "1"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let out = steward(dir.path(), 9443).args(["audit", "verify"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(report.contains("events #1-#2: keyed HMAC-SHA-256"), "{report}");
+    assert!(report.contains("no signed checkpoint yet"), "{report}");
+
+    let out = steward(dir.path(), 9443).args(["audit", "export"]).output().unwrap();
+    let head: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+    let forged = steward_core::NewAuditEvent {
+        at: time::OffsetDateTime::now_utc(),
+        actor: "ada".into(),
+        actor_id: None,
+        actor_role: Some(steward_core::Role::Admin),
+        action: "device.wipe".into(),
+        target: Some("1".into()),
+        source_ip: None,
+        outcome: steward_core::AuditOutcome::Success,
+        status: None,
+        details: None,
+    }
+    .chained(3, head["hash"].as_str().unwrap());
+    {
+        let db = rusqlite::Connection::open(dir.path().join("steward.db")).unwrap();
+        db.execute(
+            "INSERT INTO audit_events (seq, at, actor, actor_id, actor_role, action, target, source_ip, outcome, \
+             status, details, prev_hash, hash) VALUES (3, ?1, 'ada', NULL, 'admin', 'device.wipe', '1', NULL, \
+             'success', NULL, NULL, ?2, ?3)",
+            rusqlite::params![steward_core::unix_micros(forged.at), forged.prev_hash, forged.hash],
+        )
+        .unwrap();
+    }
+    let out = steward(dir.path(), 9443).args(["audit", "verify"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("BROKEN at event #3") && err.contains("keyed MAC"), "{err}");
+}
+
 /// What the API answers (and so every surface prints) for an enrollment-token group that is not
 /// a group name, and for an over-long description.
 const BAD_GROUP: &str =

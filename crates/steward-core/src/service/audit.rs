@@ -1,12 +1,18 @@
 //! The one audit writer: every surface records state changes through [`AuditTrail::record`], so
-//! actor, action names, targets and outcomes read the same whoever made the change.
+//! actor, action names, targets and outcomes read the same whoever made the change. Every row it
+//! writes is linked with the audit chain key (see [`crate::admin`]).
 
 use std::sync::Arc;
+
+use tokio::sync::Notify;
 
 use time::OffsetDateTime;
 
 use crate::access::Principal;
-use crate::admin::{AuditChainBroken, AuditChainVerifier, AuditOutcome, NewAuditEvent, Role, verify_audit_log};
+use crate::admin::{
+    AuditChainBroken, AuditChainKey, AuditChainVerifier, AuditCheckpoint, AuditOutcome, NewAuditEvent, Role,
+    verify_audit_log,
+};
 use crate::store::{Store, StoreResult};
 
 /// One entry to record.
@@ -24,11 +30,28 @@ pub struct AuditEntry {
 #[derive(Clone)]
 pub struct AuditTrail {
     store: Arc<dyn Store>,
+    key: Arc<AuditChainKey>,
+    /// Woken after each append, for the checkpoint writer (it counts events, not wake-ups).
+    appended: Arc<Notify>,
 }
 
 impl AuditTrail {
-    pub fn new(store: Arc<dyn Store>) -> Self {
-        Self { store }
+    pub fn new(store: Arc<dyn Store>, key: Arc<AuditChainKey>) -> Self {
+        Self {
+            store,
+            key,
+            appended: Arc::new(Notify::new()),
+        }
+    }
+
+    /// The chain key (the checkpoint writer verifies new rows with it before signing their head).
+    pub fn key(&self) -> &Arc<AuditChainKey> {
+        &self.key
+    }
+
+    /// Notified after every append (at most one stored wake-up: a waiter re-reads the head).
+    pub fn appended(&self) -> Arc<Notify> {
+        self.appended.clone()
     }
 
     /// Records what `who` did and whether it succeeded. The action already happened (or was
@@ -57,13 +80,23 @@ impl AuditTrail {
             status: e.status,
             details: e.details,
         };
-        if let Err(err) = self.store.append_audit_event(&event).await {
-            tracing::error!(error = %err, action = event.action, "cannot append to the audit log");
+        match self.store.append_audit_event(&event, &self.key).await {
+            Ok(_) => self.appended.notify_one(),
+            Err(err) => tracing::error!(error = %err, action = event.action, "cannot append to the audit log"),
         }
     }
 
-    /// Verifies the whole chain, oldest first.
-    pub async fn verify(&self) -> StoreResult<Result<AuditChainVerifier, AuditChainBroken>> {
-        verify_audit_log(self.store.as_ref() as &dyn crate::store::AuditLog).await
+    /// Verifies the whole chain, oldest first, with the chain key and through `checkpoints` (whose
+    /// signatures the caller checked).
+    pub async fn verify(
+        &self,
+        checkpoints: Vec<AuditCheckpoint>,
+    ) -> StoreResult<Result<AuditChainVerifier, AuditChainBroken>> {
+        verify_audit_log(
+            self.store.as_ref() as &dyn crate::store::AuditLog,
+            Some(self.key.clone()),
+            checkpoints,
+        )
+        .await
     }
 }

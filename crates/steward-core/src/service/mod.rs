@@ -103,13 +103,14 @@ pub struct Core {
 
 impl Core {
     /// The services over `store`; `data_key` seals the secrets the database must hold readable
-    /// (webhook signing secrets, TOTP seeds).
+    /// (webhook signing secrets, TOTP seeds); `audit_key` links the audit chain.
     pub fn new(
         store: Arc<dyn Store>,
         platforms: Platforms,
         clock: Arc<dyn Clock>,
         passwords: PasswordPolicy,
         data_key: Arc<steward_pki::Kek>,
+        audit_key: Arc<crate::admin::AuditChainKey>,
     ) -> Self {
         let devices = Devices::new(store.clone(), clock.clone());
         Self {
@@ -117,7 +118,7 @@ impl Core {
             webhooks: Webhooks::new(store.clone(), data_key, clock.clone()),
             commands: Commands::new(store.clone(), devices.clone(), platforms.clone(), clock.clone()),
             directory: Directory::new(store.clone(), clock.clone()),
-            audit: AuditTrail::new(store.clone()),
+            audit: AuditTrail::new(store.clone(), audit_key),
             passwords: Passwords::new(store.clone(), passwords),
             devices,
             store,

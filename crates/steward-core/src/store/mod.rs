@@ -203,9 +203,14 @@ pub trait AccessStore: Send + Sync {
 /// The hash-chained audit log.
 #[async_trait]
 pub trait AuditLog: Send + Sync {
-    /// Appends to the hash-chained audit log (see [`crate::admin`]): the backend assigns the next seq
-    /// and links the row to the previous one atomically. Rows are never updated or deleted.
-    async fn append_audit_event(&self, e: &NewAuditEvent) -> StoreResult<AuditEvent>;
+    /// Appends to the keyed audit chain (see [`crate::admin`]): the backend assigns the next seq and
+    /// links the row to the previous one with `key` atomically, recording the first keyed seq (the
+    /// `keyed_from` marker) in the same transaction when there is none yet. Rows are never updated
+    /// or deleted.
+    async fn append_audit_event(&self, e: &NewAuditEvent, key: &AuditChainKey) -> StoreResult<AuditEvent>;
+    /// The first keyed event (rows before it are the unkeyed chain of earlier versions); None while
+    /// nothing was appended with a key.
+    async fn audit_keyed_from(&self) -> StoreResult<Option<i64>>;
     /// A page of audit events matching `filter`, continuing after `after_seq` in the filter's order.
     async fn audit_events(
         &self,

@@ -21,6 +21,7 @@ use crate::common::{ADMIN_TOKEN, TestServer, config_for};
 struct App {
     router: axum::Router,
     store: Arc<SqliteStore>,
+    audit_key: Arc<AuditChainKey>,
     _dir: tempfile::TempDir,
 }
 
@@ -36,11 +37,12 @@ impl App {
             .unwrap();
         bootstrap::ensure_admin_token(&config, store.as_ref()).await.unwrap();
         let pki = Arc::new(pki);
-        let core = compose::core(store.clone(), pki.data_key.clone());
+        let core = compose::core(store.clone(), pki.data_key.clone(), pki.audit.chain.clone());
         let router = compose::router(&config, &core, &pki);
         Self {
             router,
             store,
+            audit_key: pki.audit.chain.clone(),
             _dir: dir,
         }
     }
@@ -331,7 +333,12 @@ async fn every_route_times_every_role() {
             .any(|e| e.status == Some(403) && e.outcome == AuditOutcome::Failure)
     );
     assert!(denied.iter().all(|e| e.status != Some(401)));
-    assert!(verify_audit_log(app.store()).await.unwrap().is_ok());
+    assert!(
+        verify_audit_log(app.store(), Some(app.audit_key.clone()), Vec::new())
+            .await
+            .unwrap()
+            .is_ok()
+    );
 }
 
 #[tokio::test]
@@ -988,7 +995,10 @@ async fn tokens_users_groups_and_server() {
     ] {
         assert!(actions.contains(a), "{a} audited: {actions:?}");
     }
-    let v = verify_audit_log(app.store()).await.unwrap().unwrap();
+    let v = verify_audit_log(app.store(), Some(app.audit_key.clone()), Vec::new())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(v.count() >= 9);
 }
 
@@ -1069,6 +1079,6 @@ async fn wipe_a_simulated_device_over_tls() {
         (e["target"].as_str(), e["source_ip"].as_str()),
         (Some(id.as_str()), Some("127.0.0.1"))
     );
-    assert!(verify_audit_log(t.store()).await.unwrap().is_ok());
+    assert!(t.server.core.audit.verify(Vec::new()).await.unwrap().is_ok());
     t.server.shutdown().await;
 }

@@ -1,8 +1,9 @@
 //! Regression tests for the black-box probe's findings (issue #18), over real TLS unless the finding
 //! is about routing: device takeover by re-enrollment, the password oracle and lockout bypass
 //! through enrollment, the console sign-in limiter, pre-authentication CPU exhaustion, 5xx answers
-//! to unusual methods, SyncML answers that ignored MaxMsgSize, and oversized bodies answered by a
-//! closed connection.
+//! to unusual methods, SyncML answers that ignored MaxMsgSize, oversized bodies answered by a closed
+//! connection, and an audit chain that someone with write access to the database could rewrite,
+//! truncate or extend unnoticed.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -771,4 +772,220 @@ async fn an_oversized_syncml_body_gets_a_413_with_a_body() {
         "{answer:.400}"
     );
     t.server.shutdown().await;
+}
+
+// ---------------------------------------------------------------- 6. the audit chain against a database writer
+
+/// How many audited admin calls [`audited_data_dir`] makes.
+const AUDITED_CALLS: i64 = 4;
+
+/// A data directory whose audit log holds [`AUDITED_CALLS`] events made over TLS, closed by a
+/// graceful shutdown (which signs the last checkpoint).
+async fn audited_data_dir() -> (tempfile::TempDir, steward_server::Config) {
+    let t = TestServer::start().await;
+    let client = t.client();
+    for i in 0..AUDITED_CALLS {
+        let resp = client
+            .request(
+                Method::POST,
+                &t.url("/api/v1/groups"),
+                &[
+                    ("authorization", &format!("Bearer {ADMIN_TOKEN}")),
+                    ("content-type", "application/json"),
+                ],
+                format!(r#"{{"name":"group-{i}"}}"#).into(),
+            )
+            .await
+            .unwrap();
+        assert!(resp.status.is_success(), "{}: {}", resp.status, resp.text());
+    }
+    let config = (*t.server.config).clone();
+    let TestServer { server, dir, .. } = t;
+    server.shutdown().await;
+    (dir, config)
+}
+
+/// What `steward audit verify` runs, on the data directory: the chain with its key, through the
+/// signed checkpoints in the data directory.
+async fn verify_data_dir(config: &steward_server::Config) -> Result<steward_server::audit::Verified, AuditChainBroken> {
+    let api = steward_server::local::LocalApi::open(config).await.unwrap();
+    steward_server::audit::verify(&config.data_dir, api.core(), api.audit_keys())
+        .await
+        .unwrap()
+}
+
+/// Raw write access to the database file, as someone holding a stolen copy or the replica host has:
+/// the append-only triggers are only a speed bump.
+async fn raw_db(config: &steward_server::Config) -> rusqlite::Connection {
+    let db = rusqlite::Connection::open(config.data_dir.join("steward.db")).unwrap();
+    for drop in [
+        "DROP TRIGGER audit_events_no_update",
+        "DROP TRIGGER audit_events_no_delete",
+    ] {
+        db.execute_batch(drop).unwrap();
+    }
+    db
+}
+
+async fn rows(config: &steward_server::Config) -> Vec<AuditEvent> {
+    let store = steward_server::open_sqlite(config).await.unwrap();
+    store.audit_events(&AuditFilter::default(), None, 100).await.unwrap()
+}
+
+fn content(e: &AuditEvent) -> NewAuditEvent {
+    NewAuditEvent {
+        at: e.at,
+        actor: e.actor.clone(),
+        actor_id: e.actor_id.clone(),
+        actor_role: e.actor_role,
+        action: e.action.clone(),
+        target: e.target.clone(),
+        source_ip: e.source_ip.clone(),
+        outcome: e.outcome,
+        status: e.status,
+        details: e.details.clone(),
+    }
+}
+
+#[tokio::test]
+async fn audit_verify_passes_an_untouched_log_and_says_what_it_covers() {
+    let (_dir, config) = audited_data_dir().await;
+    let v = verify_data_dir(&config).await.unwrap();
+    assert_eq!(v.count, AUDITED_CALLS as u64);
+    assert_eq!(
+        v.keyed_from,
+        Some(1),
+        "a new data directory is keyed from the first event"
+    );
+    let newest = v.newest.clone().expect("the shutdown signed a checkpoint");
+    assert_eq!((newest.count, newest.head.as_str()), (AUDITED_CALLS, v.head.as_str()));
+    let file = std::fs::read_to_string(steward_server::audit::checkpoint_path(&config.data_dir)).unwrap();
+    assert_eq!(
+        file.lines().count(),
+        v.checkpoints,
+        "every line in the file was checked"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(steward_server::audit::checkpoint_path(&config.data_dir))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let report = v.to_string();
+    assert!(report.contains("events #1-#4: keyed HMAC-SHA-256"), "{report}");
+    assert!(report.contains("covers events #1-#4"), "{report}");
+    // The keys live sealed in the data directory, not in the database.
+    for sealed in ["audit-chain.key.sealed", "audit-checkpoint.key.sealed"] {
+        assert!(config.data_dir.join(sealed).exists(), "{sealed}");
+    }
+}
+
+/// Edit a row and recompute every following hash the way the chain used to be computed (unkeyed
+/// SHA-256): the first edited row no longer verifies.
+#[tokio::test]
+async fn audit_verify_detects_an_edit_with_recomputed_hashes() {
+    let (_dir, config) = audited_data_dir().await;
+    let before = rows(&config).await;
+    let db = raw_db(&config).await;
+    let mut prev = before[0].hash.clone();
+    for (i, e) in before.iter().enumerate().skip(1) {
+        let mut c = content(e);
+        if i == 1 {
+            c.actor = "someone else".into();
+        }
+        let hash = c.chain_hash(e.seq, &prev);
+        db.execute(
+            "UPDATE audit_events SET actor = ?1, prev_hash = ?2, hash = ?3 WHERE seq = ?4",
+            rusqlite::params![c.actor, prev, hash, e.seq],
+        )
+        .unwrap();
+        prev = hash;
+    }
+    drop(db);
+    let broken = verify_data_dir(&config).await.unwrap_err();
+    assert_eq!(broken.seq, 2, "{broken}");
+    assert!(broken.reason.contains("keyed MAC"), "{broken}");
+}
+
+/// Delete the newest rows: what is left still links, but the signed checkpoint of the shutdown
+/// covers more events than the log holds.
+#[tokio::test]
+async fn audit_verify_detects_truncation() {
+    let (_dir, config) = audited_data_dir().await;
+    let db = raw_db(&config).await;
+    db.execute(
+        "DELETE FROM audit_events WHERE seq > ?1",
+        rusqlite::params![AUDITED_CALLS - 2],
+    )
+    .unwrap();
+    drop(db);
+    let broken = verify_data_dir(&config).await.unwrap_err();
+    assert_eq!(broken.seq, AUDITED_CALLS - 1, "{broken}");
+    assert!(broken.reason.contains("deleted"), "{broken}");
+}
+
+/// Append a forged event ("ada wiped device 1") with a correct unkeyed hash after the head.
+#[tokio::test]
+async fn audit_verify_detects_a_forged_append() {
+    let (_dir, config) = audited_data_dir().await;
+    let head = rows(&config).await.pop().unwrap();
+    let forged = NewAuditEvent {
+        at: OffsetDateTime::now_utc(),
+        actor: "ada".into(),
+        actor_id: None,
+        actor_role: Some(Role::Admin),
+        action: "device.wipe".into(),
+        target: Some("1".into()),
+        source_ip: Some("127.0.0.1".into()),
+        outcome: AuditOutcome::Success,
+        status: Some(202),
+        details: None,
+    }
+    .chained(head.seq + 1, &head.hash);
+    let db = raw_db(&config).await;
+    db.execute(
+        "INSERT INTO audit_events (seq, at, actor, actor_id, actor_role, action, target, source_ip, outcome, \
+         status, details, prev_hash, hash) VALUES (?1, ?2, ?3, NULL, 'admin', ?4, ?5, ?6, 'success', 202, NULL, ?7, ?8)",
+        rusqlite::params![
+            forged.seq,
+            steward_core::unix_micros(forged.at),
+            forged.actor,
+            forged.action,
+            forged.target,
+            forged.source_ip,
+            forged.prev_hash,
+            forged.hash
+        ],
+    )
+    .unwrap();
+    drop(db);
+    let broken = verify_data_dir(&config).await.unwrap_err();
+    assert_eq!(broken.seq, AUDITED_CALLS + 1, "{broken}");
+    assert!(broken.reason.contains("keyed MAC"), "{broken}");
+}
+
+/// Lowering a checkpoint's count (to make a truncation fit) breaks its signature: verify names the
+/// line instead of trusting it.
+#[tokio::test]
+async fn audit_verify_refuses_an_edited_checkpoint() {
+    let (_dir, config) = audited_data_dir().await;
+    let path = steward_server::audit::checkpoint_path(&config.data_dir);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let edited = text.replace(
+        &format!("\"count\":{AUDITED_CALLS},"),
+        &format!("\"count\":{},", AUDITED_CALLS - 2),
+    );
+    assert_ne!(edited, text);
+    std::fs::write(&path, edited).unwrap();
+    let api = steward_server::local::LocalApi::open(&config).await.unwrap();
+    let err = steward_server::audit::verify(&config.data_dir, api.core(), api.audit_keys())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, steward_server::audit::CheckpointError::Bad { line: 1, .. }),
+        "{err}"
+    );
 }
