@@ -735,7 +735,7 @@ struct Measured {
     cpu_us_per_session: f64,
     /// Context switches of this process's threads per session.
     switches_per_session: f64,
-    /// CPU time of the server's threads alone (its runtime, the SQLite writer and sqlx workers)
+    /// CPU time of the server's threads alone (its runtime with its blocking pool, the SQLite writer)
     /// per session: what one session costs the server, without the simulated device's own work.
     server_cpu_us_per_session: f64,
 }
@@ -751,10 +751,11 @@ struct ProcCounters {
     server_ticks: u64,
 }
 
-/// The in-process server's threads, by name: its runtime's workers and blocking pool, the SQLite
-/// writer thread and sqlx's per-connection worker threads (the clients use neither).
+/// The in-process server's threads, by name: its runtime's workers and blocking pool (where the
+/// store's reads other than the check-in's run) and the SQLite writer thread (the clients use
+/// neither).
 fn is_server_thread(comm: &str) -> bool {
-    comm.starts_with(SERVER_THREADS) || comm.starts_with("steward-sqlite") || comm.starts_with("sqlx-sqlite")
+    comm.starts_with(SERVER_THREADS) || comm.starts_with("steward-sqlite")
 }
 
 /// (name, user + system ticks) of one thread from its `/proc/<pid>/task/<tid>/stat`.
@@ -1445,17 +1446,15 @@ fn synthetic_enrollment(i: usize, now: OffsetDateTime) -> Result<Enrollment> {
 }
 
 async fn checkpoint(db: &Path) -> Result<()> {
-    use sqlx::ConnectOptions;
-    let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(db)
-        .connect()
-        .await
-        .map_err(|e| BenchError::Setup(format!("checkpoint: {e}")))?;
-    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-        .execute(&mut conn)
-        .await
-        .map_err(|e| BenchError::Setup(format!("checkpoint: {e}")))?;
-    Ok(())
+    let db = db.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let conn = rusqlite::Connection::open(&db)?;
+        // The pragma answers with a row (busy, log pages, checkpointed pages).
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+    })
+    .await
+    .map_err(|e| BenchError::Setup(format!("checkpoint: {e}")))?
+    .map_err(|e| BenchError::Setup(format!("checkpoint: {e}")))
 }
 
 fn file_len(p: &Path) -> u64 {
@@ -1465,6 +1464,57 @@ fn file_len(p: &Path) -> u64 {
 fn db_bytes(dir: &Path) -> (u64, u64) {
     let db = dir.join("steward.db");
     (file_len(&db), file_len(&dir.join("steward.db-wal")))
+}
+
+/// The admin surfaces' reads over the populated store: every device listed in pages of 100 by name
+/// (keyset pagination, as the console and `GET /devices` page), then the dashboard's aggregates.
+async fn admin_reads(store: &dyn Store, n: usize, report: &mut Report) -> Result<()> {
+    const PAGE: u32 = 100;
+    let t = Instant::now();
+    let mut q = DeviceQuery {
+        sort: DeviceSort::Name,
+        limit: PAGE,
+        ..Default::default()
+    };
+    let (mut pages, mut listed) = (0usize, 0usize);
+    loop {
+        let page = store.list_devices(&q).await?;
+        pages += 1;
+        listed += page.len();
+        let Some(last) = page.last() else { break };
+        if page.len() < PAGE as usize {
+            break;
+        }
+        q.after = Some(DeviceCursor {
+            key: DeviceSort::Name.key_of(last),
+            id: last.id,
+        });
+    }
+    let list = t.elapsed();
+    if listed != n {
+        return Err(BenchError::Setup(format!("listed {listed} of {n} devices")));
+    }
+    const AGGREGATES: usize = 20;
+    let t = Instant::now();
+    for _ in 0..AGGREGATES {
+        store.admin_counts().await?;
+        store.device_stats(OffsetDateTime::now_utc()).await?;
+        store.group_device_counts().await?;
+    }
+    let aggregates = t.elapsed();
+    report.add(
+        format!("admin reads: list {n} devices in pages of {PAGE}"),
+        pages as f64 / list.as_secs_f64(),
+        "pages/s",
+        format!("{:.1} ms per page", list.as_secs_f64() * 1e3 / pages as f64),
+    );
+    report.add(
+        format!("admin reads: dashboard aggregates over {n} devices"),
+        aggregates.as_secs_f64() * 1e3 / AGGREGATES as f64,
+        "ms",
+        "admin_counts + device_stats + group_device_counts, one round",
+    );
+    Ok(())
 }
 
 async fn store_and_memory(opts: &BenchOptions, template: &DeviceTemplate, report: &mut Report) -> Result<()> {
@@ -1551,6 +1601,8 @@ async fn store_and_memory(opts: &BenchOptions, template: &DeviceTemplate, report
             n as f64 / populate.as_secs_f64()
         ),
     );
+
+    admin_reads(store.as_ref(), n, report).await?;
 
     let now = OffsetDateTime::now_utc();
     let cmds: Vec<NewCommand> = ids.iter().flat_map(|id| replace_commands(*id, 10, "1", now)).collect();

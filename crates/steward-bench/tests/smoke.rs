@@ -26,6 +26,8 @@ async fn bench_produces_figures() {
         "bare hyper+rustls baseline, connection reused across sessions",
         "10-Replace session, new connection per session, full handshake",
         "fan-out: enqueue 10 commands to 5 devices",
+        "admin reads: list 5 devices in pages of 100",
+        "admin reads: dashboard aggregates over 5 devices",
     ] {
         let f = report.get(name).unwrap_or_else(|| panic!("missing figure {name}"));
         assert!(f.value.is_finite() && f.value > 0.0, "{name}: {}", f.value);

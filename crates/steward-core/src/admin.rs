@@ -316,7 +316,9 @@ struct CanonicalAuditRow<'a> {
 
 /// The key of the keyed audit chain (HMAC-SHA-256). 32 random bytes generated at the first start
 /// and sealed by the KEK in the data directory (`audit-chain.key.sealed`); never written to the
-/// database, never printed (its Debug is redacted).
+/// database, never printed (its Debug is redacted). Clone: a store may hand a copy to the thread that
+/// runs its write transaction (the SQLite writer thread).
+#[derive(Clone)]
 pub struct AuditChainKey(hmac::Key);
 
 impl AuditChainKey {

@@ -8,7 +8,7 @@ use steward_core::*;
 use time::OffsetDateTime;
 
 use crate::error::from_rusqlite;
-use crate::rows::{Cols, NamedRow, command_from_row, enrollment_from_row};
+use crate::rows::{NamedRow, command_from_row, enrollment_from_row};
 use crate::{SqliteStore, from_micros, writes};
 
 /// The `checkin_sessions` columns as `s_*` (table alias `s`), read by [`session_from_row`].
@@ -39,7 +39,7 @@ const CONTEXT_BY_ID: &str = context_sql!("e.id = ?1");
 const CONTEXT_BY_ACTIVE_DEVICE: &str = context_sql!("e.device_id = ?1 AND e.state = 'active'");
 
 /// The session from `session_columns!()`; None when the row has none (LEFT JOIN).
-pub(crate) fn session_from_row(r: &impl Cols) -> StoreResult<Option<SessionRecord>> {
+pub(crate) fn session_from_row(r: &NamedRow<'_>) -> StoreResult<Option<SessionRecord>> {
     let Some(key) = r.opt_text("s_session_key")? else {
         return Ok(None);
     };
@@ -150,8 +150,8 @@ impl CheckinStore for SqliteStore {
         facts: &[FactName],
         now: OffsetDateTime,
     ) -> StoreResult<Option<CheckinContext>> {
-        // Every device message starts here, on a rusqlite connection of the calling thread instead
-        // of a round trip to a sqlx worker thread (see `reads.rs`).
+        // Every device message starts here, on a read connection of the calling thread instead of a
+        // hand-over to another thread (see `reads.rs`).
         self.readers.read(|conn| read_context(conn, key, facts, now))
     }
 

@@ -1,11 +1,10 @@
-//! [`CommandQueue`]: enqueues run on the writer thread (`writes.rs`), reads and cancellation through
-//! sqlx.
+//! [`CommandQueue`]: enqueues are the writer thread's jobs of `writes.rs`; reads and cancellation
+//! the generic ones of lib.rs.
 
 use async_trait::async_trait;
 use steward_core::*;
 use time::OffsetDateTime;
 
-use crate::error::from_sqlx;
 use crate::rows::command_from_row;
 use crate::{SqliteStore, micros, writes};
 
@@ -37,47 +36,38 @@ impl CommandQueue for SqliteStore {
     }
 
     async fn command(&self, id: CommandId) -> StoreResult<Option<Command>> {
-        sqlx::query("SELECT * FROM commands WHERE id = ?")
-            .bind(id.to_string())
-            .fetch_optional(&self.read)
-            .await
-            .map_err(from_sqlx)?
-            .as_ref()
-            .map(command_from_row)
-            .transpose()
+        self.read_opt(
+            "SELECT * FROM commands WHERE id = ?1",
+            (id.to_string(),),
+            command_from_row,
+        )
+        .await
     }
 
     async fn commands_for_enrollment(&self, id: EnrollmentId) -> StoreResult<Vec<Command>> {
-        sqlx::query("SELECT * FROM commands WHERE enrollment_id = ? ORDER BY seq")
-            .bind(id.to_string())
-            .fetch_all(&self.read)
-            .await
-            .map_err(from_sqlx)?
-            .iter()
-            .map(command_from_row)
-            .collect()
+        self.read_all(
+            "SELECT * FROM commands WHERE enrollment_id = ?1 ORDER BY seq",
+            (id.to_string(),),
+            command_from_row,
+        )
+        .await
     }
 
     async fn deliverable_commands(&self, id: EnrollmentId, now: OffsetDateTime) -> StoreResult<Vec<Command>> {
-        sqlx::query(
-            "SELECT * FROM commands WHERE enrollment_id = ? AND state IN ('pending', 'sent') \
-             AND (expires_at IS NULL OR expires_at > ?) ORDER BY priority DESC, seq",
+        self.read_all(
+            "SELECT * FROM commands WHERE enrollment_id = ?1 AND state IN ('pending', 'sent') \
+             AND (expires_at IS NULL OR expires_at > ?2) ORDER BY priority DESC, seq",
+            (id.to_string(), micros(now)),
+            command_from_row,
         )
-        .bind(id.to_string())
-        .bind(micros(now))
-        .fetch_all(&self.read)
         .await
-        .map_err(from_sqlx)?
-        .iter()
-        .map(command_from_row)
-        .collect()
     }
 
     async fn cancel_command(&self, id: CommandId, now: OffsetDateTime) -> StoreResult<bool> {
         let n = self
             .write_one(
-                "UPDATE commands SET state = 'cancelled', completed_at = ? WHERE id = ? AND state IN ('pending', 'sent')",
-                |q| q.bind(micros(now)).bind(id.to_string()),
+                "UPDATE commands SET state = 'cancelled', completed_at = ?1 WHERE id = ?2 AND state IN ('pending', 'sent')",
+                (micros(now), id.to_string()),
             )
             .await?;
         Ok(n == 1)

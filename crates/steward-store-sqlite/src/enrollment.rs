@@ -1,127 +1,110 @@
-//! [`EnrollmentStore`]: enrollment tokens (sqlx), enrollments and their certificates. The commits
+//! [`EnrollmentStore`]: enrollment tokens, enrollments and their certificates. The commits
 //! (enrollment, renewal, end, issuance log) are jobs for the writer thread (`writes.rs`).
 
 use async_trait::async_trait;
-use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+use rusqlite::Transaction;
 use steward_core::*;
 use time::OffsetDateTime;
 
-use crate::error::from_sqlx;
-use crate::rows::enrollment_from_row;
+use crate::rows::{NamedRow, enrollment_from_row, exec, first};
 use crate::{SqliteStore, bad, from_micros, micros, opt_micros, opt_parse, parse_id, writes};
 
-fn token_from_row(r: &SqliteRow) -> StoreResult<EnrollmentToken> {
+fn token_from_row(r: &NamedRow<'_>) -> StoreResult<EnrollmentToken> {
     Ok(EnrollmentToken {
-        id: parse_id(&r.get::<String, _>("id"))?,
-        token_hash: TokenHash::from_hex(&r.get::<String, _>("token_hash")).ok_or_else(|| bad("token hash"))?,
-        description: r.get("description"),
-        max_uses: r.get::<Option<i64>, _>("max_uses").map(|v| v as u32),
-        uses: r.get::<i64, _>("uses") as u32,
-        expires_at: opt_micros(r.get("expires_at"))?,
-        group_id: opt_parse(r.get("group_id"))?,
-        revoked: r.get::<i64, _>("revoked") != 0,
-        created_at: from_micros(r.get("created_at"))?,
+        id: parse_id(&r.text("id")?)?,
+        token_hash: TokenHash::from_hex(&r.text("token_hash")?).ok_or_else(|| bad("token hash"))?,
+        description: r.get("description")?,
+        max_uses: r.opt_int("max_uses")?.map(|v| v as u32),
+        uses: r.int("uses")? as u32,
+        expires_at: opt_micros(r.opt_int("expires_at")?)?,
+        group_id: opt_parse(r.opt_text("group_id")?)?,
+        revoked: r.int("revoked")? != 0,
+        created_at: from_micros(r.int("created_at")?)?,
     })
 }
 
 /// The id of the group named `name`, created if it does not exist yet.
-async fn ensure_group(tx: &mut sqlx::SqliteConnection, name: &str, now: OffsetDateTime) -> StoreResult<GroupId> {
-    if let Some(row) = sqlx::query("SELECT id FROM groups WHERE name = ?")
-        .bind(name)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(from_sqlx)?
-    {
-        return parse_id(&row.get::<String, _>(0));
+fn ensure_group(tx: &Transaction<'_>, name: &str, now: OffsetDateTime) -> StoreResult<GroupId> {
+    if let Some(id) = first(tx, "SELECT id FROM groups WHERE name = ?1", (name,), |r| r.text("id"))? {
+        return parse_id(&id);
     }
     let id = GroupId::new();
-    sqlx::query("INSERT INTO groups (id, name, created_at) VALUES (?, ?, ?)")
-        .bind(id.to_string())
-        .bind(name)
-        .bind(micros(now))
-        .execute(&mut *tx)
-        .await
-        .map_err(from_sqlx)?;
+    exec(
+        tx,
+        "INSERT INTO groups (id, name, created_at) VALUES (?1, ?2, ?3)",
+        (id.to_string(), name, micros(now)),
+    )?;
     Ok(id)
 }
 
 impl SqliteStore {
     /// The enrollment a query with one text parameter finds, if any.
     async fn enrollment_where(&self, sql: &'static str, param: String) -> StoreResult<Option<Enrollment>> {
-        sqlx::query(sql)
-            .bind(param)
-            .fetch_optional(&self.read)
-            .await
-            .map_err(from_sqlx)?
-            .as_ref()
-            .map(enrollment_from_row)
-            .transpose()
+        self.read_opt(sql, (param,), enrollment_from_row).await
     }
 }
 
 #[async_trait]
 impl EnrollmentStore for SqliteStore {
     async fn create_enrollment_token(&self, t: &NewEnrollmentToken) -> StoreResult<EnrollmentToken> {
-        let mut tx = self.begin_write().await?;
-        let group_id = match &t.group {
-            Some(name) => Some(ensure_group(&mut tx, name, t.created_at).await?),
-            None => None,
-        };
-        sqlx::query(
-            "INSERT INTO enrollment_tokens (id, token_hash, description, max_uses, uses, expires_at, \
-             group_id, revoked, created_at) VALUES (?, ?, ?, ?, 0, ?, ?, 0, ?)",
-        )
-        .bind(t.id.to_string())
-        .bind(t.token_hash.to_hex())
-        .bind(&t.description)
-        .bind(t.max_uses.map(i64::from))
-        .bind(t.expires_at.map(micros))
-        .bind(group_id.map(|g| g.to_string()))
-        .bind(micros(t.created_at))
-        .execute(&mut *tx)
-        .await
-        .map_err(from_sqlx)?;
-        tx.commit().await.map_err(from_sqlx)?;
-        Ok(EnrollmentToken {
-            id: t.id,
-            token_hash: t.token_hash,
-            description: t.description.clone(),
-            max_uses: t.max_uses,
-            uses: 0,
-            expires_at: t.expires_at,
-            group_id,
-            revoked: false,
-            created_at: t.created_at,
+        let t = t.clone();
+        self.write(move |tx| {
+            let group_id = match &t.group {
+                Some(name) => Some(ensure_group(tx, name, t.created_at)?),
+                None => None,
+            };
+            exec(
+                tx,
+                "INSERT INTO enrollment_tokens (id, token_hash, description, max_uses, uses, expires_at, \
+                 group_id, revoked, created_at) VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6, 0, ?7)",
+                (
+                    t.id.to_string(),
+                    t.token_hash.to_hex(),
+                    &t.description,
+                    t.max_uses.map(i64::from),
+                    t.expires_at.map(micros),
+                    group_id.map(|g| g.to_string()),
+                    micros(t.created_at),
+                ),
+            )?;
+            Ok(EnrollmentToken {
+                id: t.id,
+                token_hash: t.token_hash,
+                description: t.description.clone(),
+                max_uses: t.max_uses,
+                uses: 0,
+                expires_at: t.expires_at,
+                group_id,
+                revoked: false,
+                created_at: t.created_at,
+            })
         })
+        .await
     }
 
     async fn enrollment_token_by_hash(&self, hash: &TokenHash) -> StoreResult<Option<EnrollmentToken>> {
-        sqlx::query("SELECT * FROM enrollment_tokens WHERE token_hash = ?")
-            .bind(hash.to_hex())
-            .fetch_optional(&self.read)
-            .await
-            .map_err(from_sqlx)?
-            .as_ref()
-            .map(token_from_row)
-            .transpose()
+        self.read_opt(
+            "SELECT * FROM enrollment_tokens WHERE token_hash = ?1",
+            (hash.to_hex(),),
+            token_from_row,
+        )
+        .await
     }
 
     async fn list_enrollment_tokens(&self) -> StoreResult<Vec<EnrollmentToken>> {
-        sqlx::query("SELECT * FROM enrollment_tokens ORDER BY created_at")
-            .fetch_all(&self.read)
-            .await
-            .map_err(from_sqlx)?
-            .iter()
-            .map(token_from_row)
-            .collect()
+        self.read_all(
+            "SELECT * FROM enrollment_tokens ORDER BY created_at",
+            (),
+            token_from_row,
+        )
+        .await
     }
 
     async fn revoke_enrollment_token(&self, id: EnrollmentTokenId) -> StoreResult<bool> {
         let n = self
             .write_one(
-                "UPDATE enrollment_tokens SET revoked = 1 WHERE id = ? AND revoked = 0",
-                |q| q.bind(id.to_string()),
+                "UPDATE enrollment_tokens SET revoked = 1 WHERE id = ?1 AND revoked = 0",
+                (id.to_string(),),
             )
             .await?;
         Ok(n == 1)
@@ -129,7 +112,7 @@ impl EnrollmentStore for SqliteStore {
 
     async fn active_enrollment_by_device_id(&self, device_id: &DeviceId) -> StoreResult<Option<Enrollment>> {
         self.enrollment_where(
-            "SELECT * FROM enrollments WHERE device_id = ? AND state = 'active'",
+            "SELECT * FROM enrollments WHERE device_id = ?1 AND state = 'active'",
             device_id.as_str().to_owned(),
         )
         .await
@@ -144,7 +127,7 @@ impl EnrollmentStore for SqliteStore {
     }
 
     async fn enrollment_by_id(&self, id: EnrollmentId) -> StoreResult<Option<Enrollment>> {
-        self.enrollment_where("SELECT * FROM enrollments WHERE id = ?", id.to_string())
+        self.enrollment_where("SELECT * FROM enrollments WHERE id = ?1", id.to_string())
             .await
     }
 

@@ -1,7 +1,7 @@
-//! The one error converter per driver. A lock held by another connection for longer than
-//! `busy_timeout` (SQLITE_BUSY, SQLITE_LOCKED) and a pool that could not hand out a connection in
-//! time are [`StoreError::Unavailable`]: the request may succeed if tried again, and devices get a
-//! retryable answer. Everything else is [`StoreError::Backend`].
+//! The one error converter. A lock held by another connection for longer than `busy_timeout`
+//! (SQLITE_BUSY, SQLITE_LOCKED, with any extended code) is [`StoreError::Unavailable`]: the request
+//! may succeed if tried again, and devices get a retryable answer (so is a read that could not get a
+//! connection in time, `reads.rs`). Everything else is [`StoreError::Backend`].
 
 use steward_core::StoreError;
 
@@ -13,28 +13,23 @@ fn is_busy(code: i32) -> bool {
     matches!(code & 0xff, SQLITE_BUSY | SQLITE_LOCKED)
 }
 
-/// The sqlx driver's errors.
-pub(crate) fn from_sqlx(e: sqlx::Error) -> StoreError {
-    let unavailable = match &e {
-        sqlx::Error::PoolTimedOut => true,
-        sqlx::Error::Database(d) => d.code().and_then(|c| c.parse::<i32>().ok()).is_some_and(is_busy),
-        _ => false,
-    };
-    if unavailable {
+/// rusqlite's errors.
+pub(crate) fn from_rusqlite(e: rusqlite::Error) -> StoreError {
+    let busy = matches!(&e, rusqlite::Error::SqliteFailure(f, _) if is_busy(f.extended_code));
+    if busy {
         StoreError::Unavailable(e.to_string())
     } else {
         StoreError::Backend(e.to_string())
     }
 }
 
-/// The rusqlite driver's errors (the writer thread and the hot read).
-pub(crate) fn from_rusqlite(e: rusqlite::Error) -> StoreError {
-    match e.sqlite_error_code() {
-        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
-            StoreError::Unavailable(e.to_string())
-        }
-        _ => StoreError::Backend(e.to_string()),
-    }
+/// A UNIQUE or PRIMARY KEY constraint failed (not NOT NULL, CHECK or a foreign key).
+pub(crate) fn is_unique_violation(e: &rusqlite::Error) -> bool {
+    matches!(
+        e,
+        rusqlite::Error::SqliteFailure(f, _)
+            if matches!(f.extended_code, rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE | rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY)
+    )
 }
 
 /// JSON the database holds that does not parse.
@@ -54,14 +49,22 @@ mod tests {
         for code in [1, 19, 2067, 11] {
             assert!(!is_busy(code), "{code}");
         }
+        for code in [5, 6, 261, 517, 262] {
+            let busy = rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None);
+            assert!(matches!(from_rusqlite(busy), StoreError::Unavailable(_)), "{code}");
+        }
+        for code in [19, 2067, 1555, 1] {
+            let other = rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None);
+            assert!(matches!(from_rusqlite(other), StoreError::Backend(_)), "{code}");
+        }
         assert!(matches!(
-            from_sqlx(sqlx::Error::PoolTimedOut),
-            StoreError::Unavailable(_)
+            from_rusqlite(rusqlite::Error::QueryReturnedNoRows),
+            StoreError::Backend(_)
         ));
-        assert!(matches!(from_sqlx(sqlx::Error::RowNotFound), StoreError::Backend(_)));
-        let busy = rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(5), None);
-        assert!(matches!(from_rusqlite(busy), StoreError::Unavailable(_)));
-        let constraint = rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(19), None);
-        assert!(matches!(from_rusqlite(constraint), StoreError::Backend(_)));
+        let unique = |code| rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None);
+        assert!(is_unique_violation(&unique(2067)));
+        assert!(is_unique_violation(&unique(1555)));
+        assert!(!is_unique_violation(&unique(1299)), "NOT NULL is not a duplicate");
+        assert!(!is_unique_violation(&unique(787)), "nor is a foreign key");
     }
 }

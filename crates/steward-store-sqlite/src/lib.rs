@@ -1,6 +1,7 @@
 //! SQLite backend for Steward's store traits (`steward_core::store`): the embedded default. One file
-//! in the data directory, WAL mode so readers never block the writer, and a single-connection write
-//! pool so writes queue in the process instead of fighting over SQLite's one write lock. Write
+//! in the data directory, WAL mode so readers never block the writer, and a single writer thread
+//! with the only read-write connection so writes queue in the process instead of fighting over
+//! SQLite's one write lock. Write
 //! transactions start with `BEGIN IMMEDIATE` so a concurrent writer in another process (the
 //! `steward` CLI) waits on `busy_timeout` instead of failing half-way with SQLITE_BUSY; if it waits
 //! longer than that, the call fails with [`StoreError::Unavailable`] (retryable).
@@ -22,12 +23,15 @@
 //! | `ReportStore` | `reports.rs` |
 //! | `Inspect` (feature `inspect`) | `inspect.rs` |
 //!
-//! Two drivers serve them. sqlx pools serve the admin, console and webhook reads and writes and the
-//! migrations. The device lifecycle's write transactions (enrollment, check-in commits, renewal,
-//! command enqueues) run on a rusqlite connection owned by the writer thread (`writer.rs`,
-//! `writes.rs`), and the check-in's context read on a small pool of read-only rusqlite connections
-//! (`reads.rs`): docs/BENCHMARKS.md shows why. Each driver has exactly one error converter
-//! (`error.rs`).
+//! One driver serves them all: rusqlite, with SQLite built in (`bundled`). Every write transaction
+//! (the device lifecycle's and the admin surfaces' alike) is a job for the one writer thread that
+//! owns the store's only read-write connection (`writer.rs`; the lifecycle's transactions are in
+//! `writes.rs`), so writes queue in the process and never fight over SQLite's lock. Reads run on a
+//! small pool of read-only connections (`reads.rs`): the check-in's context read on the calling
+//! thread, every other read on Tokio's blocking threads so a large admin scan never stalls the
+//! async workers. Migrations run on the writer's connection before it serves anything
+//! (`migrate.rs`). docs/BENCHMARKS.md ("SQLite on one driver") has the measurements of replacing
+//! sqlx, which served the admin paths before; `error.rs` is the one error converter.
 
 mod access;
 mod audit;
@@ -54,14 +58,15 @@ mod tests;
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::SqlitePool;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use rusqlite::{Connection, Params, Transaction};
 use steward_core::{StoreError, StoreResult};
 use time::OffsetDateTime;
 
-use crate::error::from_sqlx;
+use crate::error::from_rusqlite;
+use crate::rows::NamedRow;
 
 pub use migrate::MIGRATIONS;
 
@@ -83,16 +88,11 @@ impl Default for SqliteOptions {
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
-    pub(crate) read: SqlitePool,
-    pub(crate) write: SqlitePool,
-    /// The hot write paths (see `writer.rs`); the rest use `write` directly.
+    /// Every write (see `writer.rs`).
     pub(crate) writer: writer::Writer,
-    /// The hot read (see `reads.rs`); the rest use `read`.
-    pub(crate) readers: std::sync::Arc<reads::Readers>,
+    /// Every read (see `reads.rs`).
+    pub(crate) readers: Arc<reads::Readers>,
 }
-
-/// A statement being bound.
-pub(crate) type SqlxQuery<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>;
 
 pub(crate) fn micros(t: OffsetDateTime) -> i64 {
     (t.unix_timestamp_nanos() / 1_000) as i64
@@ -129,69 +129,81 @@ impl SqliteStore {
 
     /// [`SqliteStore::open`] with other connection settings.
     pub async fn open_with(path: &Path, o: SqliteOptions) -> StoreResult<Self> {
-        let opts = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .foreign_keys(true)
-            .busy_timeout(o.busy_timeout);
-        let write = SqlitePoolOptions::new()
-            .max_connections(1)
-            .test_before_acquire(false)
-            .connect_with(opts.clone())
-            .await
-            .map_err(from_sqlx)?;
-        migrate::run(&write).await?;
-        let read = SqlitePoolOptions::new()
-            .max_connections(8)
-            .test_before_acquire(false)
-            .connect_with(opts.clone().read_only(true))
-            .await
-            .map_err(from_sqlx)?;
+        // The writer creates the file and switches it to WAL before any reader opens it read-only.
+        let writer = writer::Writer::start(path.to_owned(), o.busy_timeout).await?;
+        writer.run(migrate::run).await?;
         Ok(Self {
-            read,
-            writer: writer::Writer::start(write.clone(), opts.get_filename(), o.busy_timeout)?,
-            readers: std::sync::Arc::new(reads::Readers::new(opts.get_filename().to_owned(), o.busy_timeout)),
-            write,
+            writer,
+            readers: Arc::new(reads::Readers::new(path.to_owned(), o.busy_timeout)),
         })
     }
 
-    pub(crate) async fn begin_write(&self) -> StoreResult<sqlx::Transaction<'static, sqlx::Sqlite>> {
-        self.write.begin_with("BEGIN IMMEDIATE").await.map_err(from_sqlx)
+    /// `f` in one `BEGIN IMMEDIATE` transaction on the writer thread, committed if it returns Ok
+    /// (rolled back otherwise).
+    pub(crate) async fn write<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> StoreResult<T> + Send + 'static,
+    {
+        self.writer
+            .run(move |conn| {
+                let tx = writes::immediate(conn)?;
+                let out = f(&tx)?;
+                tx.commit().map_err(from_rusqlite)?;
+                Ok(out)
+            })
+            .await
     }
 
     /// One statement in its own write transaction (the small admin edits); rows it changed.
-    pub(crate) async fn write_one(
+    pub(crate) async fn write_one(&self, sql: &'static str, params: impl Params + Send + 'static) -> StoreResult<u64> {
+        self.write(move |tx| rows::exec(tx, sql, params).map(|n| n as u64))
+            .await
+    }
+
+    /// `f` on a read connection, off the async workers (`reads.rs`).
+    pub(crate) async fn read<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        self.readers.run(f).await
+    }
+
+    /// Every row of a read query, mapped.
+    pub(crate) async fn read_all<T, M>(
         &self,
         sql: &'static str,
-        bind: impl FnOnce(SqlxQuery<'static>) -> SqlxQuery<'static>,
-    ) -> StoreResult<u64> {
-        let mut tx = self.begin_write().await?;
-        let n = bind(sqlx::query(sql))
-            .execute(&mut *tx)
-            .await
-            .map_err(from_sqlx)?
-            .rows_affected();
-        tx.commit().await.map_err(from_sqlx)?;
-        Ok(n)
+        params: impl Params + Send + 'static,
+        map: M,
+    ) -> StoreResult<Vec<T>>
+    where
+        T: Send + 'static,
+        M: Fn(&NamedRow<'_>) -> StoreResult<T> + Send + 'static,
+    {
+        self.read(move |conn| rows::all(conn, sql, params, map)).await
+    }
+
+    /// The first row of a read query, mapped, if there is one.
+    pub(crate) async fn read_opt<T, M>(
+        &self,
+        sql: &'static str,
+        params: impl Params + Send + 'static,
+        map: M,
+    ) -> StoreResult<Option<T>>
+    where
+        T: Send + 'static,
+        M: FnOnce(&NamedRow<'_>) -> StoreResult<T> + Send + 'static,
+    {
+        self.read(move |conn| rows::first(conn, sql, params, map)).await
     }
 
     /// Runs `statements` in order inside `tx`, each with `id` as its one parameter (a delete and the
     /// clean-up before it); rows changed by the last.
-    pub(crate) async fn each_for_id(
-        tx: &mut sqlx::SqliteConnection,
-        statements: &[&'static str],
-        id: &str,
-    ) -> StoreResult<u64> {
+    pub(crate) fn each_for_id(tx: &Transaction<'_>, statements: &[&'static str], id: &str) -> StoreResult<u64> {
         let mut n = 0;
         for &sql in statements {
-            n = sqlx::query(sql)
-                .bind(id)
-                .execute(&mut *tx)
-                .await
-                .map_err(from_sqlx)?
-                .rows_affected();
+            n = rows::exec(tx, sql, (id,))? as u64;
         }
         Ok(n)
     }

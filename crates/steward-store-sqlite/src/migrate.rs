@@ -1,11 +1,16 @@
 //! Embedded, forward-only migrations. Each file runs once, in order, inside its own transaction, and
 //! is recorded in `_steward_migrations`. A database that has a migration this binary does not know
 //! (written by a newer Steward) is refused rather than guessed at.
+//!
+//! They run on the writer thread's connection (`writer.rs`) before the store serves anything. The
+//! bookkeeping table is the one the sqlx-based store kept (the same columns, the same rows), so a
+//! database it created opens and migrates unchanged (`tests.rs`,
+//! `opens_and_upgrades_a_database_created_by_the_sqlx_store`).
 
-use sqlx::{Row, SqlitePool};
+use rusqlite::{Connection, TransactionBehavior, params};
 use steward_core::{StoreError, StoreResult};
 
-use crate::error::from_sqlx;
+use crate::error::from_rusqlite;
 
 /// (version, name, SQL). Append only; never edit an entry that has shipped.
 pub const MIGRATIONS: &[(i64, &str, &str)] = &[
@@ -36,25 +41,19 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
 ];
 
-pub(crate) async fn run(pool: &SqlitePool) -> StoreResult<()> {
-    let be = |e: sqlx::Error| match from_sqlx(e) {
+pub(crate) fn run(conn: &mut Connection) -> StoreResult<()> {
+    let be = |e: rusqlite::Error| match from_rusqlite(e) {
         StoreError::Backend(m) => StoreError::Backend(format!("migration: {m}")),
         other => other,
     };
-    let mut conn = pool.acquire().await.map_err(be)?;
-    sqlx::query(
+    conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS _steward_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)",
     )
-    .execute(&mut *conn)
-    .await
     .map_err(be)?;
-    let applied: Vec<i64> = sqlx::query("SELECT version FROM _steward_migrations ORDER BY version")
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(be)?
-        .iter()
-        .map(|r| r.get::<i64, _>(0))
-        .collect();
+    let applied: Vec<i64> = conn
+        .prepare("SELECT version FROM _steward_migrations ORDER BY version")
+        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+        .map_err(be)?;
     let known_max = MIGRATIONS.last().map_or(0, |m| m.0);
     if let Some(&newest) = applied.last()
         && newest > known_max
@@ -67,15 +66,29 @@ pub(crate) async fn run(pool: &SqlitePool) -> StoreResult<()> {
         if applied.contains(&version) {
             continue;
         }
-        let mut tx = sqlx::Connection::begin(&mut *conn).await.map_err(be)?;
-        sqlx::raw_sql(sql).execute(&mut *tx).await.map_err(be)?;
-        sqlx::query("INSERT INTO _steward_migrations (version, name, applied_at) VALUES (?, ?, strftime('%s','now'))")
-            .bind(version)
-            .bind(name)
-            .execute(&mut *tx)
-            .await
+        // IMMEDIATE: another process (the CLI) migrating at the same moment waits for this one
+        // instead of failing half-way when its read turns into a write, and then finds the
+        // migration applied.
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(be)?;
-        tx.commit().await.map_err(be)?;
+        let done: bool = tx
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM _steward_migrations WHERE version = ?1)",
+                [version],
+                |r| r.get(0),
+            )
+            .map_err(be)?;
+        if done {
+            continue;
+        }
+        tx.execute_batch(sql).map_err(be)?;
+        tx.execute(
+            "INSERT INTO _steward_migrations (version, name, applied_at) VALUES (?1, ?2, strftime('%s','now'))",
+            params![version, name],
+        )
+        .map_err(be)?;
+        tx.commit().map_err(be)?;
         tracing::info!(version, name, "applied migration");
     }
     Ok(())

@@ -1,43 +1,88 @@
 //! Row mappers shared by several modules: enrollments, users (and their console access), commands
 //! and device events. A mapper for rows one module reads lives in that module.
 
-use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+use rusqlite::{Connection, Params};
 use steward_core::*;
 
-use crate::error::{from_rusqlite, from_sqlx, json_err};
+use crate::error::{from_rusqlite, json_err};
 use crate::{bad, from_micros, opt_micros, opt_parse, parse_id};
 
-/// Column access by name, so one row mapper serves a sqlx row and a rusqlite one (the check-in
-/// context read, `checkin::read_context`).
-pub(crate) trait Cols {
-    fn text(&self, name: &str) -> StoreResult<String>;
-    fn opt_text(&self, name: &str) -> StoreResult<Option<String>>;
-    fn int(&self, name: &str) -> StoreResult<i64>;
-    fn opt_int(&self, name: &str) -> StoreResult<Option<i64>>;
+/// Runs one cached statement that returns no rows; rows changed.
+pub(crate) fn exec(conn: &Connection, sql: &str, params: impl Params) -> StoreResult<usize> {
+    conn.prepare_cached(sql)
+        .map_err(from_rusqlite)?
+        .execute(params)
+        .map_err(from_rusqlite)
 }
 
-impl Cols for SqliteRow {
-    fn text(&self, name: &str) -> StoreResult<String> {
-        self.try_get(name).map_err(from_sqlx)
+/// Every row of a cached statement, mapped in the statement's order. The column names are read once
+/// for all rows (per row they cost more than the mapping: a 100-row device page took 3.5 ms instead
+/// of 1.6 ms, docs/BENCHMARKS.md "SQLite on one driver").
+pub(crate) fn all<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl Params,
+    map: impl Fn(&NamedRow<'_>) -> StoreResult<T>,
+) -> StoreResult<Vec<T>> {
+    let mut stmt = conn.prepare_cached(sql).map_err(from_rusqlite)?;
+    let names: Vec<String> = stmt.column_names().into_iter().map(str::to_owned).collect();
+    let mut rows = stmt.query(params).map_err(from_rusqlite)?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next().map_err(from_rusqlite)? {
+        out.push(map(&NamedRow {
+            row: r,
+            names: Names::Shared(&names),
+        })?);
     }
-    fn opt_text(&self, name: &str) -> StoreResult<Option<String>> {
-        self.try_get(name).map_err(from_sqlx)
-    }
-    fn int(&self, name: &str) -> StoreResult<i64> {
-        self.try_get(name).map_err(from_sqlx)
-    }
-    fn opt_int(&self, name: &str) -> StoreResult<Option<i64>> {
-        self.try_get(name).map_err(from_sqlx)
+    Ok(out)
+}
+
+/// The first row of a cached statement, mapped, if there is one.
+pub(crate) fn first<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl Params,
+    map: impl FnOnce(&NamedRow<'_>) -> StoreResult<T>,
+) -> StoreResult<Option<T>> {
+    let mut stmt = conn.prepare_cached(sql).map_err(from_rusqlite)?;
+    let mut rows = stmt.query(params).map_err(from_rusqlite)?;
+    match rows.next().map_err(from_rusqlite)? {
+        Some(r) => map(&NamedRow::new(r)?).map(Some),
+        None => Ok(None),
     }
 }
 
-/// A rusqlite row with its column names read once. rusqlite finds a column by name by asking SQLite
-/// for every column's name again (and measuring it) on each lookup; the ~30 lookups of an enrollment
-/// and session row cost ~15 µs per management message that way.
+/// The one row a statement always returns (an aggregate, `RETURNING`), mapped.
+pub(crate) fn one<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl Params,
+    map: impl FnOnce(&NamedRow<'_>) -> StoreResult<T>,
+) -> StoreResult<T> {
+    first(conn, sql, params, map)?.ok_or_else(|| StoreError::Backend(format!("no row from: {sql}")))
+}
+
+/// A rusqlite row with its column names read once, for access by name. rusqlite finds a column by
+/// name by asking SQLite for every column's name again (and measuring it) on each lookup; the ~30
+/// lookups of an enrollment and session row cost ~15 µs per management message that way.
 pub(crate) struct NamedRow<'r> {
     row: &'r rusqlite::Row<'r>,
-    names: Vec<&'r str>,
+    names: Names<'r>,
+}
+
+/// The column names of a [`NamedRow`]: its own, or those of the statement shared by all its rows.
+enum Names<'r> {
+    Own(Vec<&'r str>),
+    Shared(&'r [String]),
+}
+
+impl Names<'_> {
+    fn position(&self, name: &str) -> Option<usize> {
+        match self {
+            Names::Own(v) => v.iter().position(|n| n.eq_ignore_ascii_case(name)),
+            Names::Shared(v) => v.iter().position(|n| n.eq_ignore_ascii_case(name)),
+        }
+    }
 }
 
 impl<'r> NamedRow<'r> {
@@ -46,30 +91,30 @@ impl<'r> NamedRow<'r> {
         let names = (0..stmt.column_count())
             .map(|i| stmt.column_name(i).map_err(from_rusqlite))
             .collect::<StoreResult<_>>()?;
-        Ok(Self { row, names })
+        Ok(Self {
+            row,
+            names: Names::Own(names),
+        })
     }
 
-    fn get<T: rusqlite::types::FromSql>(&self, name: &str) -> StoreResult<T> {
+    pub(crate) fn get<T: rusqlite::types::FromSql>(&self, name: &str) -> StoreResult<T> {
         let i = self
             .names
-            .iter()
-            .position(|n| n.eq_ignore_ascii_case(name))
+            .position(name)
             .ok_or_else(|| StoreError::Backend(format!("no column {name}")))?;
         self.row.get(i).map_err(from_rusqlite)
     }
-}
 
-impl Cols for NamedRow<'_> {
-    fn text(&self, name: &str) -> StoreResult<String> {
+    pub(crate) fn text(&self, name: &str) -> StoreResult<String> {
         self.get(name)
     }
-    fn opt_text(&self, name: &str) -> StoreResult<Option<String>> {
+    pub(crate) fn opt_text(&self, name: &str) -> StoreResult<Option<String>> {
         self.get(name)
     }
-    fn int(&self, name: &str) -> StoreResult<i64> {
+    pub(crate) fn int(&self, name: &str) -> StoreResult<i64> {
         self.get(name)
     }
-    fn opt_int(&self, name: &str) -> StoreResult<Option<i64>> {
+    pub(crate) fn opt_int(&self, name: &str) -> StoreResult<Option<i64>> {
         self.get(name)
     }
 }
@@ -78,7 +123,7 @@ pub(crate) fn thumbprint(s: &str) -> StoreResult<Thumbprint> {
     Thumbprint::parse(s).ok_or_else(|| bad("certificate thumbprint"))
 }
 
-pub(crate) fn enrollment_from_row(r: &impl Cols) -> StoreResult<Enrollment> {
+pub(crate) fn enrollment_from_row(r: &NamedRow<'_>) -> StoreResult<Enrollment> {
     let previous_cert = match (
         r.opt_text("previous_cert_serial")?,
         r.opt_text("previous_cert_thumbprint")?,
@@ -114,7 +159,7 @@ pub(crate) fn enrollment_from_row(r: &impl Cols) -> StoreResult<Enrollment> {
     })
 }
 
-pub(crate) fn command_from_row(r: &impl Cols) -> StoreResult<Command> {
+pub(crate) fn command_from_row(r: &NamedRow<'_>) -> StoreResult<Command> {
     Ok(Command {
         id: parse_id(&r.text("id")?)?,
         enrollment_id: parse_id(&r.text("enrollment_id")?)?,
@@ -132,46 +177,83 @@ pub(crate) fn command_from_row(r: &impl Cols) -> StoreResult<Command> {
     })
 }
 
-pub(crate) fn user_from_row(r: &SqliteRow) -> StoreResult<User> {
+pub(crate) fn user_from_row(r: &NamedRow<'_>) -> StoreResult<User> {
     Ok(User {
-        id: parse_id(&r.get::<String, _>("id"))?,
-        email: r.get("email"),
-        display_name: r.get("display_name"),
-        password_hash: r.get("password_hash"),
-        disabled: r.get::<i64, _>("disabled") != 0,
-        created_at: from_micros(r.get("created_at"))?,
+        id: parse_id(&r.text("id")?)?,
+        email: r.get("email")?,
+        display_name: r.get("display_name")?,
+        password_hash: r.get("password_hash")?,
+        disabled: r.int("disabled")? != 0,
+        created_at: from_micros(r.int("created_at")?)?,
     })
 }
 
 /// A `users` row as a console user; None for a user without console access.
-pub(crate) fn console_user_from_row(r: &SqliteRow) -> StoreResult<Option<ConsoleUser>> {
-    let Some(role) = r.get::<Option<String>, _>("console_role") else {
+pub(crate) fn console_user_from_row(r: &NamedRow<'_>) -> StoreResult<Option<ConsoleUser>> {
+    let Some(role) = r.opt_text("console_role")? else {
         return Ok(None);
     };
     let role = Role::parse(&role).ok_or_else(|| bad("console_role"))?;
-    let totp = match r.get::<Option<String>, _>("totp_secret") {
+    let totp = match r.opt_text("totp_secret")? {
         Some(sealed_secret) => Some(UserTotp {
             sealed_secret,
-            confirmed_at: opt_micros(r.get("totp_confirmed_at"))?,
-            last_step: r.get("totp_last_step"),
+            confirmed_at: opt_micros(r.opt_int("totp_confirmed_at")?)?,
+            last_step: r.get("totp_last_step")?,
         }),
         None => None,
     };
     Ok(Some(ConsoleUser {
         user: user_from_row(r)?,
         role,
-        group: opt_parse(r.get("console_group_id"))?,
+        group: opt_parse(r.opt_text("console_group_id")?)?,
         totp,
     }))
 }
 
-pub(crate) fn event_from_row(r: &SqliteRow) -> StoreResult<DeviceEvent> {
+pub(crate) fn event_from_row(r: &NamedRow<'_>) -> StoreResult<DeviceEvent> {
     Ok(DeviceEvent {
-        seq: r.get("seq"),
-        kind: EventKind::parse(&r.get::<String, _>("kind")).ok_or_else(|| bad("event kind"))?,
-        enrollment_id: parse_id(&r.get::<String, _>("enrollment_id"))?,
-        device_id: r.get("device_id"),
-        data: serde_json::from_str(&r.get::<String, _>("data")).map_err(json_err)?,
-        at: from_micros(r.get("at"))?,
+        seq: r.int("seq")?,
+        kind: EventKind::parse(&r.text("kind")?).ok_or_else(|| bad("event kind"))?,
+        enrollment_id: parse_id(&r.text("enrollment_id")?)?,
+        device_id: r.get("device_id")?,
+        data: serde_json::from_str(&r.text("data")?).map_err(json_err)?,
+        at: from_micros(r.int("at")?)?,
     })
+}
+
+/// A statement put together from parts (the filters of a list), with its parameters in order.
+#[derive(Debug, Default)]
+pub(crate) struct Sql {
+    text: String,
+    params: Vec<rusqlite::types::Value>,
+}
+
+impl Sql {
+    pub(crate) fn new(text: &str) -> Self {
+        Self {
+            text: text.to_owned(),
+            params: Vec::new(),
+        }
+    }
+
+    pub(crate) fn push(&mut self, text: &str) -> &mut Self {
+        self.text.push_str(text);
+        self
+    }
+
+    /// A `?` in the text, bound to `value`.
+    pub(crate) fn bind(&mut self, value: impl Into<rusqlite::types::Value>) -> &mut Self {
+        self.text.push('?');
+        self.params.push(value.into());
+        self
+    }
+
+    /// Every row, mapped.
+    pub(crate) fn all<T>(
+        self,
+        conn: &Connection,
+        map: impl Fn(&NamedRow<'_>) -> StoreResult<T>,
+    ) -> StoreResult<Vec<T>> {
+        all(conn, &self.text, rusqlite::params_from_iter(self.params), map)
+    }
 }

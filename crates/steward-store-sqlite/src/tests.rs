@@ -18,6 +18,41 @@ async fn temp_store() -> (tempfile::TempDir, SqliteStore) {
     (dir, store)
 }
 
+/// One statement on the store's own write connection (raw access to the file, as an operator or an
+/// attacker with a shell would have); its error as text.
+async fn raw(store: &SqliteStore, sql: &'static str) -> Result<usize, String> {
+    store
+        .writer
+        .run(move |conn| Ok(conn.execute(sql, []).map_err(|e| e.to_string())))
+        .await
+        .unwrap()
+}
+
+/// [`raw`] with parameters.
+async fn raw_with(
+    store: &SqliteStore,
+    sql: &'static str,
+    params: Vec<rusqlite::types::Value>,
+) -> Result<usize, String> {
+    store
+        .writer
+        .run(move |conn| {
+            Ok(conn
+                .execute(sql, rusqlite::params_from_iter(params))
+                .map_err(|e| e.to_string()))
+        })
+        .await
+        .unwrap()
+}
+
+/// A `COUNT(*)` read on a read connection.
+async fn count(store: &SqliteStore, sql: &'static str) -> i64 {
+    store
+        .read(move |conn| conn.query_row(sql, [], |r| r.get(0)).map_err(from_rusqlite))
+        .await
+        .unwrap()
+}
+
 /// One test per story, so one failure does not hide the others.
 macro_rules! stories {
     ($($story:ident),* $(,)?) => {
@@ -178,10 +213,7 @@ async fn data_survives_a_reopen_without_migrating_again() {
     drop(store);
     let store = SqliteStore::open(&path).await.unwrap();
     assert_eq!(store.list_enrollments().await.unwrap().len(), 3);
-    let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _steward_migrations")
-        .fetch_one(&store.read)
-        .await
-        .unwrap();
+    let applied = count(&store, "SELECT COUNT(*) FROM _steward_migrations").await;
     assert_eq!(applied, MIGRATIONS.len() as i64);
 }
 
@@ -189,37 +221,27 @@ async fn data_survives_a_reopen_without_migrating_again() {
 async fn certificate_log_is_append_only() {
     let (_dir, store) = temp_store().await;
     conformance::enrollments(&store).await;
-    let upd = sqlx::query("UPDATE certificate_log SET event = 'issued'")
-        .execute(&store.write)
-        .await;
-    assert!(upd.unwrap_err().to_string().contains("append-only"));
-    let del = sqlx::query("DELETE FROM certificate_log").execute(&store.write).await;
-    assert!(del.unwrap_err().to_string().contains("append-only"));
+    let upd = raw(&store, "UPDATE certificate_log SET event = 'issued'").await;
+    assert!(upd.unwrap_err().contains("append-only"));
+    let del = raw(&store, "DELETE FROM certificate_log").await;
+    assert!(del.unwrap_err().contains("append-only"));
 }
 
 #[tokio::test]
 async fn audit_log_is_append_only_and_verify_finds_an_edited_row() {
     let (_dir, store) = temp_store().await;
     let key = conformance::audit_chain(&store).await;
-    let upd = sqlx::query("UPDATE audit_chain SET keyed_from = 3")
-        .execute(&store.write)
-        .await;
-    assert!(upd.unwrap_err().to_string().contains("append-only"));
-    let upd = sqlx::query("UPDATE audit_events SET actor = 'mallory'")
-        .execute(&store.write)
-        .await;
-    assert!(upd.unwrap_err().to_string().contains("append-only"));
-    let del = sqlx::query("DELETE FROM audit_events").execute(&store.write).await;
-    assert!(del.unwrap_err().to_string().contains("append-only"));
+    let upd = raw(&store, "UPDATE audit_chain SET keyed_from = 3").await;
+    assert!(upd.unwrap_err().contains("append-only"));
+    let upd = raw(&store, "UPDATE audit_events SET actor = 'mallory'").await;
+    assert!(upd.unwrap_err().contains("append-only"));
+    let del = raw(&store, "DELETE FROM audit_events").await;
+    assert!(del.unwrap_err().contains("append-only"));
 
     // Someone with raw access to the file drops the trigger and edits a row: the chain breaks
     // at exactly that row.
-    sqlx::query("DROP TRIGGER audit_events_no_update")
-        .execute(&store.write)
-        .await
-        .unwrap();
-    sqlx::query("UPDATE audit_events SET target = 'someone-else' WHERE seq = 2")
-        .execute(&store.write)
+    raw(&store, "DROP TRIGGER audit_events_no_update").await.unwrap();
+    raw(&store, "UPDATE audit_events SET target = 'someone-else' WHERE seq = 2")
         .await
         .unwrap();
     let broken = steward_core::verify_audit_log(&store, Some(key), Vec::new())
@@ -249,24 +271,27 @@ async fn an_unkeyed_log_from_an_earlier_version_continues_keyed() {
         details: None,
     };
     let insert = |e: AuditEvent| {
-        sqlx::query(
+        raw_with(
+            &store,
             "INSERT INTO audit_events (seq, at, actor, actor_id, actor_role, action, target, source_ip, outcome, \
              status, details, prev_hash, hash) VALUES (?, ?, ?, NULL, 'admin', ?, ?, NULL, 'success', NULL, NULL, ?, ?)",
+            vec![
+                e.seq.into(),
+                crate::micros(e.at).into(),
+                e.actor.into(),
+                e.action.into(),
+                e.target.into(),
+                e.prev_hash.into(),
+                e.hash.into(),
+            ],
         )
-        .bind(e.seq)
-        .bind(crate::micros(e.at))
-        .bind(e.actor)
-        .bind(e.action)
-        .bind(e.target)
-        .bind(e.prev_hash)
-        .bind(e.hash)
     };
     // What the earlier version's store wrote.
     let mut prev = AUDIT_GENESIS_HASH.to_owned();
     for n in 1..=2 {
         let e = event(n).chained(n, &prev);
         prev = e.hash.clone();
-        insert(e).execute(&store.write).await.unwrap();
+        insert(e).await.unwrap();
     }
     assert_eq!(store.audit_keyed_from().await.unwrap(), None);
     let key = std::sync::Arc::new(AuditChainKey::generate().unwrap());
@@ -281,29 +306,27 @@ async fn an_unkeyed_log_from_an_earlier_version_continues_keyed() {
     assert_eq!((v.count(), v.keyed_from()), (4, Some(3)));
 
     // Rewrite #1 and recompute #2 without the key: #3's MAC no longer matches its prev_hash.
-    sqlx::query("DROP TRIGGER audit_events_no_update")
-        .execute(&store.write)
-        .await
-        .unwrap();
+    raw(&store, "DROP TRIGGER audit_events_no_update").await.unwrap();
     let mut forged = event(1);
     forged.actor = "mallory".into();
     let one = forged.chained(1, AUDIT_GENESIS_HASH);
     let two = event(2).chained(2, &one.hash);
     assert_ne!(two.hash, prev);
-    sqlx::query("UPDATE audit_events SET prev_hash = ? WHERE seq = 3")
-        .bind(&two.hash)
-        .execute(&store.write)
+    raw_with(
+        &store,
+        "UPDATE audit_events SET prev_hash = ? WHERE seq = 3",
+        vec![two.hash.clone().into()],
+    )
+    .await
+    .unwrap();
+    for e in [one, two] {
+        raw_with(
+            &store,
+            "UPDATE audit_events SET actor = ?, prev_hash = ?, hash = ? WHERE seq = ?",
+            vec![e.actor.into(), e.prev_hash.into(), e.hash.into(), e.seq.into()],
+        )
         .await
         .unwrap();
-    for e in [one, two] {
-        sqlx::query("UPDATE audit_events SET actor = ?, prev_hash = ?, hash = ? WHERE seq = ?")
-            .bind(e.actor)
-            .bind(e.prev_hash)
-            .bind(e.hash)
-            .bind(e.seq)
-            .execute(&store.write)
-            .await
-            .unwrap();
     }
     let broken = steward_core::verify_audit_log(&store, Some(key), Vec::new())
         .await
@@ -318,10 +341,12 @@ async fn refuses_a_database_from_a_newer_version() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s.db");
     let store = SqliteStore::open(&path).await.unwrap();
-    sqlx::query("INSERT INTO _steward_migrations (version, name, applied_at) VALUES (999, 'future', 0)")
-        .execute(&store.write)
-        .await
-        .unwrap();
+    raw(
+        &store,
+        "INSERT INTO _steward_migrations (version, name, applied_at) VALUES (999, 'future', 0)",
+    )
+    .await
+    .unwrap();
     drop(store);
     let err = SqliteStore::open(&path).await.unwrap_err().to_string();
     assert!(err.contains("newer"), "{err}");
@@ -433,20 +458,17 @@ async fn migration_7_converts_windows_sessions_and_renames_the_columns() {
         .unwrap()
         .unwrap();
     assert_eq!(ctx.session_credential, None);
-    let gone: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sqlite_master WHERE name = 'mdm_sessions'")
-        .fetch_one(&store.read)
-        .await
-        .unwrap();
+    let gone = count(&store, "SELECT COUNT(*) FROM sqlite_master WHERE name = 'mdm_sessions'").await;
     assert_eq!(gone, 0, "mdm_sessions dropped");
     // The indexes on enrollments still serve (the active-device one is unique).
-    let dup = sqlx::query(
+    let dup = raw(
+        &store,
         "INSERT INTO enrollments (id, device_id, enrollment_type, auth_method, cert_serial, cert_thumbprint, \
          cert_not_after, state, enrolled_at, updated_at) VALUES ('x', 'DEV-A', 'Full', 'user_password', '0C', \
          'T', 0, 'active', 0, 0)",
     )
-    .execute(&store.write)
     .await;
-    assert!(dup.unwrap_err().to_string().contains("UNIQUE"));
+    assert!(dup.unwrap_err().contains("UNIQUE"));
 }
 
 #[tokio::test]
@@ -512,7 +534,7 @@ async fn a_write_lock_held_elsewhere_makes_writes_unavailable() {
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
-    // ... and the sqlx write pool.
+    // ... for the admin writes too (the same thread) ...
     let err = store
         .create_group(&Group::named("busy", OffsetDateTime::now_utc()).unwrap())
         .await
@@ -538,4 +560,112 @@ async fn a_write_lock_held_elsewhere_makes_writes_unavailable() {
         .create_group(&Group::named("free", OffsetDateTime::now_utc()).unwrap())
         .await
         .unwrap();
+}
+
+/// `fixtures/main-schema-8.db` was made by the sqlx-based store (the `steward` binary of main
+/// before this crate moved to one driver: `steward --local groups create lab`, `enroll-tokens
+/// create --uses 5 --group lab`, `user add alice@example.com`, then a WAL checkpoint). The
+/// rusqlite store must open it, keep its migration bookkeeping, apply only what is newer, and
+/// read and extend what the old store wrote (the audit chain included).
+#[tokio::test]
+async fn opens_and_upgrades_a_database_created_by_the_sqlx_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("steward.db");
+    std::fs::write(&path, include_bytes!("../fixtures/main-schema-8.db")).unwrap();
+    let before: Vec<(i64, String, i64)> = {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let mut stmt = conn
+            .prepare("SELECT version, name, applied_at FROM _steward_migrations ORDER BY version")
+            .unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    assert_eq!(before.len(), 8, "the fixture is at schema 8");
+
+    let store = SqliteStore::open(&path).await.expect("opens and migrates");
+    let after: Vec<(i64, String, i64)> = store
+        .read_all(
+            "SELECT version, name, applied_at FROM _steward_migrations ORDER BY version",
+            (),
+            |r| Ok((r.int("version")?, r.text("name")?, r.int("applied_at")?)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        &after[..before.len()],
+        &before[..],
+        "the old bookkeeping is kept as it was"
+    );
+    let versions: Vec<i64> = after.iter().map(|m| m.0).collect();
+    let known: Vec<i64> = MIGRATIONS.iter().map(|m| m.0).collect();
+    assert_eq!(versions, known, "every newer migration applied once");
+    let mode: String = store
+        .read(|conn| {
+            conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))
+                .map_err(from_rusqlite)
+        })
+        .await
+        .unwrap();
+    assert_eq!(mode, "wal");
+
+    // What the old store wrote reads back.
+    let lab = store.group_by_name("lab").await.unwrap().expect("group lab");
+    let tokens = store.list_enrollment_tokens().await.unwrap();
+    assert_eq!(tokens.len(), 1);
+    assert_eq!(tokens[0].group_id, Some(lab.id));
+    assert_eq!(tokens[0].max_uses, Some(5));
+    let alice = store.user_by_email("alice@example.com").await.unwrap().expect("alice");
+    assert!(!alice.password_hash.is_empty());
+    let audit = store.audit_events(&AuditFilter::default(), None, 10).await.unwrap();
+    let actions: Vec<&str> = audit.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(actions, ["group.create", "enrollment_token.create", "user.create"]);
+    assert_eq!(
+        store.audit_keyed_from().await.unwrap(),
+        None,
+        "the old rows are unkeyed"
+    );
+    let key = std::sync::Arc::new(AuditChainKey::generate().unwrap());
+    steward_core::verify_audit_log(&store, Some(key.clone()), Vec::new())
+        .await
+        .unwrap()
+        .unwrap();
+
+    // ... and the new store extends it: the chain goes on from the old head.
+    let next = store
+        .append_audit_event(
+            &NewAuditEvent {
+                at: OffsetDateTime::now_utc(),
+                actor: "test".into(),
+                actor_id: None,
+                actor_role: Some(Role::Admin),
+                action: "group.create".into(),
+                target: Some("lab-2".into()),
+                source_ip: None,
+                outcome: AuditOutcome::Success,
+                status: None,
+                details: None,
+            },
+            &key,
+        )
+        .await
+        .unwrap();
+    assert_eq!(next.seq, 4);
+    assert_eq!(next.prev_hash, audit[2].hash);
+    assert_eq!(
+        store.audit_keyed_from().await.unwrap(),
+        Some(4),
+        "keyed from the first new row"
+    );
+    let v = steward_core::verify_audit_log(&store, Some(key), Vec::new())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((v.count(), v.keyed_from()), (4, Some(4)));
+    store
+        .create_group(&Group::named("lab-2", OffsetDateTime::now_utc()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(store.list_groups().await.unwrap().len(), 2);
 }

@@ -1,8 +1,8 @@
 //! The device lifecycle's write transactions: enrollment, each check-in message, command enqueues,
 //! certificate renewal, the end of an enrollment and the issuance log. They run on the writer
-//! thread (`writer.rs`) with rusqlite, synchronously: a statement is a function call on that
-//! thread, not a round trip to sqlx's per-connection worker thread (two thread wake-ups each, seven
-//! per idle check-in before this; docs/BENCHMARKS.md, third pass). Statements are prepared once per
+//! thread (`writer.rs`), synchronously: a statement is a function call on that thread, not a round
+//! trip to sqlx's per-connection worker thread (two thread wake-ups each, seven per idle check-in
+//! before the writer thread; docs/BENCHMARKS.md, third pass). Statements are prepared once per
 //! connection (`prepare_cached`).
 //!
 //! Each function is one `BEGIN IMMEDIATE` transaction: whole or not at all. They write the rows the
@@ -14,7 +14,7 @@ use steward_core::*;
 use time::OffsetDateTime;
 
 use crate::error::from_rusqlite;
-use crate::rows::thumbprint;
+use crate::rows::{exec, thumbprint};
 use crate::{bad, micros, opt_micros};
 
 /// Raw device messages kept per enrollment: at least this many of the newest ones, fewer than twice
@@ -24,16 +24,8 @@ pub(crate) const DEVICE_MESSAGES_KEPT: i64 = 10;
 /// Commands per transaction of a large enqueue (see `CommandQueue::enqueue_commands`).
 pub(crate) const ENQUEUE_BATCH: usize = 10_000;
 
-fn immediate(conn: &mut Connection) -> StoreResult<Transaction<'_>> {
+pub(crate) fn immediate(conn: &mut Connection) -> StoreResult<Transaction<'_>> {
     conn.transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(from_rusqlite)
-}
-
-/// Runs one cached statement that returns no rows; rows changed.
-fn exec(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> StoreResult<usize> {
-    conn.prepare_cached(sql)
-        .map_err(from_rusqlite)?
-        .execute(params)
         .map_err(from_rusqlite)
 }
 

@@ -297,18 +297,12 @@ async fn audit_verify_detects_an_edited_row() {
 
     // Someone with write access to the file drops the append-only trigger and rewrites history.
     {
-        use sqlx::Connection;
-        let url = format!("sqlite://{}", dir.path().join("steward.db").display());
-        let mut db = sqlx::SqliteConnection::connect(&url).await.unwrap();
-        sqlx::query("DROP TRIGGER audit_events_no_update")
-            .execute(&mut db)
-            .await
-            .unwrap();
-        sqlx::query("UPDATE audit_events SET actor = 'someone else' WHERE seq = 1")
-            .execute(&mut db)
-            .await
-            .unwrap();
-        db.close().await.unwrap();
+        let db = rusqlite::Connection::open(dir.path().join("steward.db")).unwrap();
+        db.execute_batch(
+            "DROP TRIGGER audit_events_no_update; \
+             UPDATE audit_events SET actor = 'someone else' WHERE seq = 1;",
+        )
+        .unwrap();
     }
     let out = steward(dir.path(), 9443).args(["audit", "verify"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
@@ -352,21 +346,14 @@ async fn audit_verify_detects_a_forged_append() {
     }
     .chained(3, head["hash"].as_str().unwrap());
     {
-        use sqlx::Connection;
-        let url = format!("sqlite://{}", dir.path().join("steward.db").display());
-        let mut db = sqlx::SqliteConnection::connect(&url).await.unwrap();
-        sqlx::query(
+        let db = rusqlite::Connection::open(dir.path().join("steward.db")).unwrap();
+        db.execute(
             "INSERT INTO audit_events (seq, at, actor, actor_id, actor_role, action, target, source_ip, outcome, \
-             status, details, prev_hash, hash) VALUES (3, ?, 'ada', NULL, 'admin', 'device.wipe', '1', NULL, \
-             'success', NULL, NULL, ?, ?)",
+             status, details, prev_hash, hash) VALUES (3, ?1, 'ada', NULL, 'admin', 'device.wipe', '1', NULL, \
+             'success', NULL, NULL, ?2, ?3)",
+            rusqlite::params![steward_core::unix_micros(forged.at), forged.prev_hash, forged.hash],
         )
-        .bind(steward_core::unix_micros(forged.at))
-        .bind(&forged.prev_hash)
-        .bind(&forged.hash)
-        .execute(&mut db)
-        .await
         .unwrap();
-        db.close().await.unwrap();
     }
     let out = steward(dir.path(), 9443).args(["audit", "verify"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));

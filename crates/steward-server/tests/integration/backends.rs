@@ -25,21 +25,24 @@ async fn both_backends_end_with_the_same_tables_and_columns() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s.db");
     drop(steward_store_sqlite::SqliteStore::open(&path).await.unwrap());
-    let mut lite = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
-        .await
-        .unwrap();
+    let lite = rusqlite::Connection::open(&path).unwrap();
     let mut sqlite = Tables::new();
-    let tables: Vec<String> = sqlx::query_scalar(
-        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' AND name NOT LIKE '\\_%' ESCAPE '\\'",
-    )
-    .fetch_all(&mut lite)
-    .await
-    .unwrap();
+    let tables: Vec<String> = lite
+        .prepare(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' AND name NOT LIKE '\\_%' ESCAPE '\\'",
+        )
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
     for t in tables {
-        let cols: Vec<String> = sqlx::query_scalar("SELECT name FROM pragma_table_info(?)")
-            .bind(&t)
-            .fetch_all(&mut lite)
-            .await
+        let cols: Vec<String> = lite
+            .prepare("SELECT name FROM pragma_table_info(?)")
+            .unwrap()
+            .query_map([&t], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
             .unwrap();
         sqlite.insert(t, cols.into_iter().collect());
     }

@@ -277,16 +277,13 @@ async fn failed_commit_voids_the_certificate() {
     let t = TestServer::start_with(sqlite).await;
     // Make the real database refuse the enrollment insert, as a full disk or I/O error would: the
     // commit transaction fails half-way and must roll back everything.
-    let db = sqlx::SqlitePool::connect(&format!("sqlite://{}", t.dir.path().join("steward.db").display()))
-        .await
-        .unwrap();
-    sqlx::query(
+    let db = rusqlite::Connection::open(t.dir.path().join("steward.db")).unwrap();
+    db.execute_batch(
         "CREATE TRIGGER inject_commit_failure BEFORE INSERT ON enrollments \
          BEGIN SELECT RAISE(ABORT, 'disk I/O error (injected)'); END",
     )
-    .execute(&db)
-    .await
     .unwrap();
+    drop(db);
     let token = t.token(Some(1), ::time::Duration::hours(1), None).await;
     let err = enroll(&t.client(), &t.options(Credentials::Password(token.clone())))
         .await

@@ -838,15 +838,13 @@ async fn verify_data_dir(config: &steward_server::Config) -> Result<steward_serv
 
 /// Raw write access to the database file, as someone holding a stolen copy or the replica host has:
 /// the append-only triggers are only a speed bump.
-async fn raw_db(config: &steward_server::Config) -> sqlx::SqliteConnection {
-    use sqlx::Connection;
-    let url = format!("sqlite://{}", config.data_dir.join("steward.db").display());
-    let mut db = sqlx::SqliteConnection::connect(&url).await.unwrap();
+async fn raw_db(config: &steward_server::Config) -> rusqlite::Connection {
+    let db = rusqlite::Connection::open(config.data_dir.join("steward.db")).unwrap();
     for drop in [
         "DROP TRIGGER audit_events_no_update",
         "DROP TRIGGER audit_events_no_delete",
     ] {
-        sqlx::query(drop).execute(&mut db).await.unwrap();
+        db.execute_batch(drop).unwrap();
     }
     db
 }
@@ -913,7 +911,7 @@ async fn audit_verify_passes_an_untouched_log_and_says_what_it_covers() {
 async fn audit_verify_detects_an_edit_with_recomputed_hashes() {
     let (_dir, config) = audited_data_dir().await;
     let before = rows(&config).await;
-    let mut db = raw_db(&config).await;
+    let db = raw_db(&config).await;
     let mut prev = before[0].hash.clone();
     for (i, e) in before.iter().enumerate().skip(1) {
         let mut c = content(e);
@@ -921,14 +919,11 @@ async fn audit_verify_detects_an_edit_with_recomputed_hashes() {
             c.actor = "someone else".into();
         }
         let hash = c.chain_hash(e.seq, &prev);
-        sqlx::query("UPDATE audit_events SET actor = ?, prev_hash = ?, hash = ? WHERE seq = ?")
-            .bind(&c.actor)
-            .bind(&prev)
-            .bind(&hash)
-            .bind(e.seq)
-            .execute(&mut db)
-            .await
-            .unwrap();
+        db.execute(
+            "UPDATE audit_events SET actor = ?1, prev_hash = ?2, hash = ?3 WHERE seq = ?4",
+            rusqlite::params![c.actor, prev, hash, e.seq],
+        )
+        .unwrap();
         prev = hash;
     }
     drop(db);
@@ -942,12 +937,12 @@ async fn audit_verify_detects_an_edit_with_recomputed_hashes() {
 #[tokio::test]
 async fn audit_verify_detects_truncation() {
     let (_dir, config) = audited_data_dir().await;
-    let mut db = raw_db(&config).await;
-    sqlx::query("DELETE FROM audit_events WHERE seq > ?")
-        .bind(AUDITED_CALLS - 2)
-        .execute(&mut db)
-        .await
-        .unwrap();
+    let db = raw_db(&config).await;
+    db.execute(
+        "DELETE FROM audit_events WHERE seq > ?1",
+        rusqlite::params![AUDITED_CALLS - 2],
+    )
+    .unwrap();
     drop(db);
     let broken = verify_data_dir(&config).await.unwrap_err();
     assert_eq!(broken.seq, AUDITED_CALLS - 1, "{broken}");
@@ -972,21 +967,21 @@ async fn audit_verify_detects_a_forged_append() {
         details: None,
     }
     .chained(head.seq + 1, &head.hash);
-    let mut db = raw_db(&config).await;
-    sqlx::query(
+    let db = raw_db(&config).await;
+    db.execute(
         "INSERT INTO audit_events (seq, at, actor, actor_id, actor_role, action, target, source_ip, outcome, \
-         status, details, prev_hash, hash) VALUES (?, ?, ?, NULL, 'admin', ?, ?, ?, 'success', 202, NULL, ?, ?)",
+         status, details, prev_hash, hash) VALUES (?1, ?2, ?3, NULL, 'admin', ?4, ?5, ?6, 'success', 202, NULL, ?7, ?8)",
+        rusqlite::params![
+            forged.seq,
+            steward_core::unix_micros(forged.at),
+            forged.actor,
+            forged.action,
+            forged.target,
+            forged.source_ip,
+            forged.prev_hash,
+            forged.hash
+        ],
     )
-    .bind(forged.seq)
-    .bind(steward_core::unix_micros(forged.at))
-    .bind(&forged.actor)
-    .bind(&forged.action)
-    .bind(&forged.target)
-    .bind(&forged.source_ip)
-    .bind(&forged.prev_hash)
-    .bind(&forged.hash)
-    .execute(&mut db)
-    .await
     .unwrap();
     drop(db);
     let broken = verify_data_dir(&config).await.unwrap_err();
