@@ -99,6 +99,7 @@ stories!(
     webhooks,
     device_reports,
     dashboard,
+    readiness,
 );
 
 #[tokio::test]
@@ -120,7 +121,7 @@ async fn run_all_on_fresh_schemas() {
         }
     })
     .await;
-    assert_eq!(n, 17);
+    assert_eq!(n, 18);
     let mut c = PgConnection::connect(&database_url()).await.unwrap();
     for s in schemas {
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA {s} CASCADE")))
@@ -296,22 +297,27 @@ async fn a_statement_past_the_timeout_is_cancelled_and_unavailable() {
 #[tokio::test]
 async fn racing_writers_keep_the_audit_chain_and_the_event_order() {
     let (schema, store) = temp_store().await;
+    let key = std::sync::Arc::new(AuditChainKey::generate().unwrap());
     let appends = (0..40).map(|i| {
         let store = store.clone();
+        let key = key.clone();
         tokio::spawn(async move {
             store
-                .append_audit_event(&NewAuditEvent {
-                    at: OffsetDateTime::now_utc(),
-                    actor: format!("actor-{i}"),
-                    actor_id: None,
-                    actor_role: None,
-                    action: "test.race".into(),
-                    target: None,
-                    source_ip: None,
-                    outcome: AuditOutcome::Success,
-                    status: None,
-                    details: None,
-                })
+                .append_audit_event(
+                    &NewAuditEvent {
+                        at: OffsetDateTime::now_utc(),
+                        actor: format!("actor-{i}"),
+                        actor_id: None,
+                        actor_role: None,
+                        action: "test.race".into(),
+                        target: None,
+                        source_ip: None,
+                        outcome: AuditOutcome::Success,
+                        status: None,
+                        details: None,
+                    },
+                    &key,
+                )
                 .await
                 .unwrap()
         })

@@ -20,6 +20,7 @@
 //! | `EventLog` | `events.rs` |
 //! | `WebhookStore` | `webhooks.rs` |
 //! | `ReportStore` | `reports.rs` |
+//! | `HealthStore` | `health.rs` |
 //! | `Inspect` (feature `inspect`) | `inspect.rs` |
 //!
 //! Two drivers serve them. sqlx pools serve the admin, console and webhook reads and writes and the
@@ -37,6 +38,7 @@ mod enrollment;
 mod error;
 mod events;
 mod groups;
+mod health;
 #[cfg(any(test, feature = "inspect"))]
 mod inspect;
 mod inventory;
