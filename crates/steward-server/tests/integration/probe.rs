@@ -803,7 +803,8 @@ const AUDITED_CALLS: i64 = 4;
 /// A data directory whose audit log holds [`AUDITED_CALLS`] events made over TLS, closed by a
 /// graceful shutdown (which signs the last checkpoint).
 async fn audited_data_dir() -> (tempfile::TempDir, steward_server::Config) {
-    let t = TestServer::start().await;
+    // On SQLite in every pass: the tampering below writes the database file with raw SQL.
+    let t = TestServer::start_with(crate::common::sqlite).await;
     let client = t.client();
     for i in 0..AUDITED_CALLS {
         let resp = client
