@@ -22,7 +22,6 @@ use steward_core::*;
 use steward_pki::{DeviceCertParams, DeviceKey};
 use steward_server::Config;
 use steward_sim::{Credentials, DeviceProfile, EnrollOptions, HttpsClient, ManagedDevice, SessionTrigger, TlsProfile};
-use steward_store_sqlite::SqliteStore;
 use steward_windows::{CommandItem, OmaDmCommand, Verb};
 use steward_windows_proto::syncml;
 use time::OffsetDateTime;
@@ -340,8 +339,11 @@ fn codec(opts: &BenchOptions, report: &mut Report) -> Result<()> {
 
 struct BenchServer {
     server: steward_server::RunningServer,
-    /// The server's store as its concrete type (the session state is read through `Inspect`).
-    sqlite: Arc<SqliteStore>,
+    /// The server's store, with the readers no handler uses (the session state is read through
+    /// `Inspect`).
+    store: Arc<dyn BenchStore>,
+    /// The PostgreSQL database made for this run (dropped by [`BenchServer::finish`]), if any.
+    pg: Option<PgDatabase>,
     url: String,
     roots: Arc<Vec<Vec<u8>>>,
     /// The server's own runtime: its worker threads are named [`SERVER_THREADS`], so the CPU the
@@ -373,8 +375,81 @@ fn server_config(dir: &Path, port: u16) -> Config {
     }
 }
 
+/// What the benchmarks read from the server's store: every trait, and the readers of `Inspect`.
+trait BenchStore: Store + Inspect {}
+impl<T: Store + Inspect> BenchStore for T {}
+
+/// A PostgreSQL database created for one run on the server `admin_url` names, and dropped after.
+struct PgDatabase {
+    admin_url: String,
+    name: String,
+    url: String,
+}
+
+/// The name of the run's PostgreSQL database, once made: the PostgreSQL backends serving it (their
+/// command line names the database) are whose CPU the figures add (see [`ProcCounters`]).
+static PG_DATABASE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+impl PgDatabase {
+    async fn create(admin_url: &str) -> Result<Self> {
+        use sqlx::Connection;
+        let name = format!("steward_bench_{}", uuid::Uuid::new_v4().simple());
+        let (base, query) = match admin_url.split_once('?') {
+            Some((b, q)) => (b, Some(q)),
+            None => (admin_url, None),
+        };
+        let (server, _db) = base
+            .rsplit_once('/')
+            .filter(|(s, _)| s.contains("://"))
+            .ok_or_else(|| BenchError::Setup(format!("--database-url: no database in {admin_url}")))?;
+        let url = match query {
+            Some(q) => format!("{server}/{name}?{q}"),
+            None => format!("{server}/{name}"),
+        };
+        let mut c = sqlx::PgConnection::connect(admin_url)
+            .await
+            .map_err(|e| BenchError::Setup(format!("PostgreSQL at {admin_url}: {e}")))?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut c)
+            .await
+            .map_err(|e| BenchError::Setup(format!("CREATE DATABASE {name}: {e}")))?;
+        let _ = PG_DATABASE.set(name.clone());
+        Ok(Self {
+            admin_url: admin_url.to_owned(),
+            name,
+            url,
+        })
+    }
+
+    async fn drop_database(&self) -> Result<()> {
+        use sqlx::Connection;
+        let mut c = sqlx::PgConnection::connect(&self.admin_url)
+            .await
+            .map_err(|e| BenchError::Setup(format!("PostgreSQL at {}: {e}", self.admin_url)))?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        )))
+        .execute(&mut c)
+        .await
+        .map_err(|e| BenchError::Setup(format!("DROP DATABASE {}: {e}", self.name)))?;
+        Ok(())
+    }
+}
+
 impl BenchServer {
     async fn start() -> Result<Self> {
+        Self::start_on(None).await
+    }
+
+    /// The server on SQLite in its temporary data directory, or, with `database_url`, on a fresh
+    /// PostgreSQL database of that server.
+    async fn start_on(database_url: Option<&str>) -> Result<Self> {
+        let pg = match database_url {
+            Some(u) => Some(PgDatabase::create(u).await?),
+            None => None,
+        };
+        let pg_url = pg.as_ref().map(|p| p.url.clone());
         let dir = tempfile::tempdir()?;
         // Two workers, as `steward serve` has on this machine.
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -387,16 +462,23 @@ impl BenchServer {
             .spawn(async move {
                 let listener = TcpListener::bind("127.0.0.1:0").await?;
                 let port = listener.local_addr()?.port();
-                let config = server_config(&data_dir, port);
-                let sqlite = steward_server::open_sqlite(&config).await?;
-                let server = steward_server::start_with_store(config, listener, sqlite.clone()).await?;
-                Ok::<_, BenchError>((server, sqlite))
+                let mut config = server_config(&data_dir, port);
+                let store: Arc<dyn BenchStore> = match pg_url {
+                    Some(url) => {
+                        config.database.url = Some(SecretString::new(url));
+                        steward_server::open_postgres(&config).await?
+                    }
+                    None => steward_server::open_sqlite(&config).await?,
+                };
+                let server = steward_server::start_with_store(config, listener, store.clone()).await?;
+                Ok::<_, BenchError>((server, store))
             })
             .await??;
-        let (server, sqlite) = server;
+        let (server, store) = server;
         let roots = Arc::new(vec![server.pki.root.cert_der().to_vec()]);
         Ok(Self {
-            sqlite,
+            store,
+            pg,
             url: format!("https://localhost:{}", server.local_addr.port()),
             server,
             roots,
@@ -413,8 +495,17 @@ impl BenchServer {
             .ok_or_else(|| BenchError::Setup("the server runtime has stopped".into()))
     }
 
-    fn store(&self) -> &SqliteStore {
-        &self.sqlite
+    fn store(&self) -> &dyn BenchStore {
+        self.store.as_ref()
+    }
+
+    /// Stops the server and drops the run's PostgreSQL database, if it made one.
+    async fn finish(self) -> Result<()> {
+        self.server.shutdown().await;
+        if let Some(pg) = &self.pg {
+            pg.drop_database().await?;
+        }
+        Ok(())
     }
 }
 
@@ -738,6 +829,8 @@ struct Measured {
     /// CPU time of the server's threads alone (its runtime with its blocking pool, the SQLite writer)
     /// per session: what one session costs the server, without the simulated device's own work.
     server_cpu_us_per_session: f64,
+    /// CPU time of the PostgreSQL backends serving the run's database per session (0 on SQLite).
+    db_cpu_us_per_session: f64,
 }
 
 /// CPU ticks and context switches of this process so far. On a shared machine throughput moves
@@ -749,6 +842,34 @@ struct ProcCounters {
     switches: u64,
     /// User + system ticks of the server's threads (see [`is_server_thread`]).
     server_ticks: u64,
+    /// User + system ticks of the PostgreSQL backends serving the run's database ([`PG_DATABASE`]),
+    /// which run outside this process; 0 on SQLite.
+    db_ticks: u64,
+}
+
+/// User + system ticks of the live PostgreSQL backend processes whose command line names
+/// `database` (`postgres: <user> <database> <client> <state>`, proc(5) `cmdline`).
+fn database_ticks(database: &str) -> u64 {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let mut ticks = 0;
+    for p in procs.flatten() {
+        let path = p.path();
+        let Ok(cmdline) = std::fs::read(path.join("cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        if !cmdline.starts_with("postgres: ") || !cmdline.split_whitespace().any(|w| w == database) {
+            continue;
+        }
+        if let Ok(stat) = std::fs::read_to_string(path.join("stat"))
+            && let Some((_, t)) = thread_ticks(&stat)
+        {
+            ticks += t;
+        }
+    }
+    ticks
 }
 
 /// The in-process server's threads, by name: its runtime's workers and blocking pool (where the
@@ -799,6 +920,7 @@ impl ProcCounters {
             cpu_ticks,
             switches,
             server_ticks,
+            db_ticks: PG_DATABASE.get().map_or(0, |d| database_ticks(d)),
         }
     }
 }
@@ -815,7 +937,7 @@ async fn measure(
     let rounds = (size.sessions / devs.len().max(1)).max(1);
     let mut all = RoundResult::default();
     let mut wall = Duration::ZERO;
-    let (mut cpu_ticks, mut switches, mut server_ticks) = (0u64, 0u64, 0u64);
+    let (mut cpu_ticks, mut switches, mut server_ticks, mut db_ticks) = (0u64, 0u64, 0u64, 0u64);
     for r in 0..rounds {
         if replaces > 0 {
             // Queued before the clock starts: the figure is the session, not the enqueue.
@@ -832,6 +954,7 @@ async fn measure(
         cpu_ticks += after.cpu_ticks.saturating_sub(before.cpu_ticks);
         switches += after.switches.saturating_sub(before.switches);
         server_ticks += after.server_ticks.saturating_sub(before.server_ticks);
+        db_ticks += after.db_ticks.saturating_sub(before.db_ticks);
         devs = back;
         wall += took;
         all.latencies.extend(res.latencies);
@@ -853,6 +976,7 @@ async fn measure(
         cpu_us_per_session: cpu_ticks as f64 * 1e6 / steward_sim::stats::CLK_TCK as f64 / ok.max(1) as f64,
         switches_per_session: switches as f64 / ok.max(1) as f64,
         server_cpu_us_per_session: server_ticks as f64 * 1e6 / steward_sim::stats::CLK_TCK as f64 / ok.max(1) as f64,
+        db_cpu_us_per_session: db_ticks as f64 * 1e6 / steward_sim::stats::CLK_TCK as f64 / ok.max(1) as f64,
     };
     Ok((devs, m))
 }
@@ -866,6 +990,12 @@ fn add_measured(report: &mut Report, name: String, m: &Measured, baseline: Optio
         ", process CPU {:.0} µs (server {:.0} µs) and {:.1} context switches/session",
         m.cpu_us_per_session, m.server_cpu_us_per_session, m.switches_per_session
     ));
+    if PG_DATABASE.get().is_some() {
+        note.push_str(&format!(
+            ", PostgreSQL backends CPU {:.0} µs/session",
+            m.db_cpu_us_per_session
+        ));
+    }
     if let Some(b) = baseline.filter(|b| *b > 0.0) {
         note.push_str(&format!(", {:.0} % of bare baseline", 100.0 * m.rate / b));
     }
@@ -1035,6 +1165,9 @@ pub struct CheckinOptions {
     /// Schannel speaks it ([`TlsProfile::Windows10`]), right after the TLS 1.3 figure in the same
     /// run, and print the ratio of the two.
     pub tls12: bool,
+    /// Run the server on PostgreSQL: a fresh database on the server this URL names (its database
+    /// part is only where the run connects to create it), dropped at the end. None: SQLite.
+    pub database_url: Option<String>,
 }
 
 /// Asks callgrind (`callgrind_control`) to act on this process; see [`CheckinOptions::callgrind`].
@@ -1053,13 +1186,10 @@ fn callgrind_control(flag: &str) -> Result<()> {
 pub async fn checkins(opts: &CheckinOptions) -> Result<Report> {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let mut report = Report::default();
-    let server = BenchServer::start().await?;
+    let server = BenchServer::start_on(opts.database_url.as_deref()).await?;
     let n = opts.devices.max(1);
-    let token = create_token(server.store(), n).await?;
-    let (devices, _, _, errors) = enroll_fleet(&server.url, &server.roots, &token, n, opts.concurrency).await?;
-    if let Some(e) = errors.first() {
-        eprintln!("  enrollment errors ({}): {e}", errors.len());
-    }
+    let name = "enrollment end to end (probe, Discover, Policy, RST, stored)";
+    let devices = enroll_and_report(&server, n, opts.concurrency, name, &mut report).await?;
     let mut devs = prepare_devs(&server, devices, n, opts.concurrency).await?;
     let size = Size {
         sessions: opts.sessions,
@@ -1129,7 +1259,7 @@ pub async fn checkins(opts: &CheckinOptions) -> Result<Report> {
             ),
         );
     }
-    server.server.shutdown().await;
+    server.finish().await?;
     Ok(report)
 }
 

@@ -70,6 +70,10 @@ enum Cmd {
         /// ratio to the TLS 1.3 figure (Windows 11).
         #[arg(long)]
         tls12: bool,
+        /// Run the server on PostgreSQL (`postgres://user@host:port/db`): a fresh database is
+        /// created on that server for the run and dropped after it. Default: SQLite.
+        #[arg(long)]
+        database_url: Option<String>,
     },
     /// Policy storm: enroll --devices, warm them up, assign one profile (--commands Replace commands
     /// each) to all of them at once, then let every device check in; prints the time until the last
@@ -118,6 +122,7 @@ async fn main() -> std::process::ExitCode {
         bare,
         callgrind,
         tls12,
+        database_url,
     }) = &cli.command
     {
         let opts = CheckinOptions {
@@ -128,6 +133,7 @@ async fn main() -> std::process::ExitCode {
             bare: *bare,
             callgrind: *callgrind,
             tls12: *tls12,
+            database_url: database_url.clone(),
         };
         return finish(checkins(&opts).await, cli.markdown);
     }

@@ -68,3 +68,34 @@ async fn policy_storm_produces_figures_and_every_ack_is_recorded() {
         );
     }
 }
+
+/// `checkins --database-url`: the same run on a fresh PostgreSQL database of the test server
+/// (`STEWARD_TEST_POSTGRES_URL`, as scripts/test sets it, else the local one), dropped after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkins_run_on_postgresql() {
+    let url = std::env::var("STEWARD_TEST_POSTGRES_URL")
+        .ok()
+        .filter(|u| !u.trim().is_empty())
+        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let opts = steward_bench::CheckinOptions {
+        devices: 3,
+        sessions: 3,
+        concurrency: 2,
+        mode: steward_bench::ConnMode::Resumed,
+        bare: false,
+        callgrind: false,
+        tls12: false,
+        database_url: Some(url),
+    };
+    let report = steward_bench::checkins(&opts).await.unwrap();
+    let enrolled = report
+        .get("enrollment end to end (probe, Discover, Policy, RST, stored)")
+        .expect("enrollment figure");
+    assert!(enrolled.note.starts_with("3 ok, 0 failed"), "{}", enrolled.note);
+    let idle = report
+        .get("idle check-in, new connection per session, TLS resumption")
+        .expect("idle check-in figure");
+    assert!(idle.value.is_finite() && idle.value > 0.0, "{}", idle.value);
+    assert!(idle.note.starts_with("3 sessions, 0 failed"), "{}", idle.note);
+    assert!(idle.note.contains("PostgreSQL backends CPU"), "{}", idle.note);
+}

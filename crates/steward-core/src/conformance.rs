@@ -37,6 +37,7 @@ where
     webhooks(&fresh().await).await;
     device_reports(&fresh().await).await;
     dashboard(&fresh().await).await;
+    readiness(&fresh().await).await;
 }
 
 // ---------------------------------------------------------------- fixtures
@@ -2828,4 +2829,25 @@ where
         .await
         .unwrap();
     assert_eq!(bounded, days);
+}
+
+// ---------------------------------------------------------------- readiness
+
+/// A freshly opened store answers the readiness read, and its schema is the binary's.
+pub async fn readiness<S>(store: &S)
+where
+    S: HealthStore,
+{
+    let v = store
+        .schema_versions()
+        .await
+        .expect("readiness: the schema read answers");
+    assert!(!v.known.is_empty(), "readiness: the binary carries migrations");
+    assert_eq!(
+        v.applied, v.known,
+        "readiness: a store open has applied every migration it knows"
+    );
+    assert_eq!(v.state(), SchemaState::Current, "readiness: the schema is current");
+    // The read is cheap and repeatable: a second one answers the same.
+    assert_eq!(store.schema_versions().await.unwrap(), v, "readiness: a second read");
 }

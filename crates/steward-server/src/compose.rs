@@ -210,6 +210,10 @@ pub fn router(config: &Config, core: &Core, pki: &Arc<Pki>) -> Router {
         .layer(axum::middleware::map_response(strict_transport_security));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(crate::readyz::readyz).with_state(core.store.clone() as Arc<dyn steward_core::HealthStore>),
+        )
         .merge(windows)
         .merge(browser)
 }

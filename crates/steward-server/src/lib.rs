@@ -13,6 +13,7 @@ pub mod config;
 pub mod doctor;
 pub mod listener;
 pub mod local;
+pub mod readyz;
 pub mod tls;
 pub mod webhooks;
 

@@ -19,6 +19,7 @@
 //! | `EventLog` | `events.rs` |
 //! | `WebhookStore` | `webhooks.rs` |
 //! | `ReportStore` | `reports.rs` |
+//! | `HealthStore` | `health.rs` |
 //! | `Inspect` (feature `inspect`) | `inspect.rs` |
 //!
 //! One driver, sqlx's PostgreSQL one, over one pool (`max_connections`, every connection with the
@@ -54,6 +55,7 @@ mod enrollment;
 mod error;
 mod events;
 mod groups;
+mod health;
 #[cfg(any(test, feature = "inspect"))]
 mod inspect;
 mod inventory;

@@ -99,6 +99,7 @@ stories!(
     webhooks,
     device_reports,
     dashboard,
+    readiness,
 );
 
 #[tokio::test]
@@ -120,7 +121,7 @@ async fn run_all_on_fresh_schemas() {
         }
     })
     .await;
-    assert_eq!(n, 17);
+    assert_eq!(n, 18);
     let mut c = PgConnection::connect(&database_url()).await.unwrap();
     for s in schemas {
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA {s} CASCADE")))

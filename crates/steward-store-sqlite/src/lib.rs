@@ -21,6 +21,7 @@
 //! | `EventLog` | `events.rs` |
 //! | `WebhookStore` | `webhooks.rs` |
 //! | `ReportStore` | `reports.rs` |
+//! | `HealthStore` | `health.rs` |
 //! | `Inspect` (feature `inspect`) | `inspect.rs` |
 //!
 //! One driver serves them all: rusqlite, with SQLite built in (`bundled`). Every write transaction
@@ -41,6 +42,7 @@ mod enrollment;
 mod error;
 mod events;
 mod groups;
+mod health;
 #[cfg(any(test, feature = "inspect"))]
 mod inspect;
 mod inventory;

@@ -86,6 +86,7 @@ stories!(
     webhooks,
     device_reports,
     dashboard,
+    readiness,
 );
 
 #[tokio::test]
@@ -98,7 +99,7 @@ async fn run_all_on_fresh_stores() {
         async move { SqliteStore::open(&path).await.unwrap() }
     })
     .await;
-    assert_eq!(n, 17);
+    assert_eq!(n, 18);
 }
 
 #[tokio::test]

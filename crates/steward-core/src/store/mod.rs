@@ -285,6 +285,67 @@ pub trait ReportStore: Send + Sync {
     ) -> StoreResult<Vec<DailyActivity>>;
 }
 
+/// The schema versions `/readyz` compares: what the database records as applied and what this
+/// binary carries (its embedded migration list).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchemaVersions {
+    /// The migrations the database records as applied, in version order.
+    pub applied: Vec<i64>,
+    /// The migrations this binary carries, in version order.
+    pub known: Vec<i64>,
+}
+
+/// Whether a database's schema is the one this binary was built for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SchemaState {
+    Current,
+    /// Migrations this binary carries that the database has not applied (it was never migrated by
+    /// this release, or a migration failed half-way through a deployment).
+    Behind {
+        missing: Vec<i64>,
+    },
+    /// Migrations the database has applied that this binary does not know: a newer Steward
+    /// migrated it. Startup refuses such a database, and a running server is not ready on it.
+    Newer {
+        unknown: Vec<i64>,
+    },
+}
+
+impl SchemaVersions {
+    /// Decided once here so both backends report the same thing for the same history.
+    pub fn state(&self) -> SchemaState {
+        let unknown: Vec<i64> = self
+            .applied
+            .iter()
+            .filter(|v| !self.known.contains(v))
+            .copied()
+            .collect();
+        if !unknown.is_empty() {
+            return SchemaState::Newer { unknown };
+        }
+        let missing: Vec<i64> = self
+            .known
+            .iter()
+            .filter(|v| !self.applied.contains(v))
+            .copied()
+            .collect();
+        if missing.is_empty() {
+            SchemaState::Current
+        } else {
+            SchemaState::Behind { missing }
+        }
+    }
+}
+
+/// What a load balancer's readiness check asks of the database.
+#[async_trait]
+pub trait HealthStore: Send + Sync {
+    /// One cheap read of the applied-migration list, through the same pool requests use: it
+    /// fails ([`StoreError::Unavailable`] or [`StoreError::Backend`]) when the database does not
+    /// answer. The caller bounds the wait.
+    async fn schema_versions(&self) -> StoreResult<SchemaVersions>;
+}
+
 /// Everything a running server needs from its database.
 pub trait Store:
     EnrollmentStore
@@ -298,6 +359,7 @@ pub trait Store:
     + EventLog
     + WebhookStore
     + ReportStore
+    + HealthStore
     + 'static
 {
 }
@@ -314,6 +376,7 @@ impl<T> Store for T where
         + EventLog
         + WebhookStore
         + ReportStore
+        + HealthStore
         + 'static
 {
 }
@@ -333,4 +396,32 @@ pub trait Inspect: Send + Sync {
     async fn device_events_for(&self, id: EnrollmentId) -> StoreResult<Vec<DeviceEvent>>;
     /// The stored check-in session of an enrollment.
     async fn session_record(&self, id: EnrollmentId) -> StoreResult<Option<crate::checkin::SessionRecord>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn versions(applied: &[i64], known: &[i64]) -> SchemaVersions {
+        SchemaVersions {
+            applied: applied.to_vec(),
+            known: known.to_vec(),
+        }
+    }
+
+    #[test]
+    fn schema_state_compares_the_applied_list_with_the_known_one() {
+        assert_eq!(versions(&[1, 2, 3], &[1, 2, 3]).state(), SchemaState::Current);
+        assert_eq!(
+            versions(&[1, 2], &[1, 2, 3]).state(),
+            SchemaState::Behind { missing: vec![3] }
+        );
+        assert_eq!(versions(&[], &[1]).state(), SchemaState::Behind { missing: vec![1] });
+        // A version this binary does not know wins over anything missing: an older binary must not
+        // serve a database a newer one migrated.
+        assert_eq!(
+            versions(&[1, 2, 4], &[1, 2, 3]).state(),
+            SchemaState::Newer { unknown: vec![4] }
+        );
+    }
 }

@@ -20,6 +20,7 @@ mod limits;
 mod load;
 mod management;
 mod probe;
+mod readiness;
 mod tls_surfaces;
 mod webhooks;
 mod windows_sessions;

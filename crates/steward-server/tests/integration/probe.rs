@@ -448,6 +448,7 @@ fn routed_paths() -> Vec<(String, Vec<&'static str>)> {
     }
     let fixed: &[(&str, &[&'static str])] = &[
         ("/healthz", &["GET"]),
+        ("/readyz", &["GET"]),
         ("/", &["GET"]),
         (steward_api::OPENAPI_PATH, &["GET"]),
         ("/EnrollmentServer/Discovery.svc", &["GET", "POST"]),
