@@ -12,17 +12,24 @@ use crate::common::{TestServer, config_for, test_database};
 /// Runs `sql` on the server's own database (its SQLite file, or its PostgreSQL schema), from a
 /// connection of its own: what another process (an operator, a newer release) would do to it.
 async fn on_database(t: &TestServer, sql: &str) {
-    let sql = sqlx::AssertSqlSafe(sql.to_owned());
     match config_for(t.dir.path(), 0).database_url().unwrap() {
         DatabaseUrl::Sqlite(path) => {
-            let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
-                .await
-                .unwrap();
-            sqlx::raw_sql(sql).execute(&mut c).await.unwrap();
+            let sql = sql.to_owned();
+            tokio::task::spawn_blocking(move || {
+                let c = rusqlite::Connection::open(&path).unwrap();
+                // The server may be mid-write; wait for its lock as another process would.
+                c.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
+                c.execute_batch(&sql).unwrap();
+            })
+            .await
+            .unwrap();
         }
         DatabaseUrl::Postgres(url) => {
             let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
-            sqlx::raw_sql(sql).execute(&mut c).await.unwrap();
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+                .execute(&mut c)
+                .await
+                .unwrap();
         }
     }
 }
