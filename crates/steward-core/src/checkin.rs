@@ -61,6 +61,9 @@ pub struct CheckinContext {
     /// Some open command is past its deadline: the commit should mark it expired
     /// ([`CheckinCommit::expire_overdue`]).
     pub overdue: bool,
+    /// The device's configuration stamp, and its assigned profiles and rows when a reconciliation
+    /// is needed ([`crate::configuration::DeviceConfigState::needs_load`]).
+    pub configuration: crate::configuration::ConfigurationContext,
 }
 
 /// The device's answer to one command, as recorded (at most once per command: a repeat is ignored).
@@ -182,6 +185,9 @@ pub struct CheckinCommit {
     /// [`CheckinContext`] reported `overdue`; skipping the sweep otherwise saves a statement on every
     /// message (delivery never depends on it: overdue commands are not deliverable).
     pub expire_overdue: bool,
+    /// The device's configuration rows, events and stamp, when the message reconciled it
+    /// ([`crate::configuration::absorb`]); None writes nothing of the configuration.
+    pub configuration: Option<crate::configuration::ConfigurationCommit>,
 }
 
 #[cfg(test)]

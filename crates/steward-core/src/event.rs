@@ -25,6 +25,10 @@ pub enum EventKind {
     /// active enrollment (another user, another token, no current certificate): refused, and
     /// recorded on the enrollment that was targeted.
     ReenrollmentRefused,
+    /// A setting read back from the device held another value than its profile sets.
+    SettingDrifted,
+    /// The device refused a setting of a profile (or its removal).
+    SettingFailed,
 }
 
 impl EventKind {
@@ -37,6 +41,8 @@ impl EventKind {
             Self::CommandAcknowledged => "command_acknowledged",
             Self::CommandFailed => "command_failed",
             Self::ReenrollmentRefused => "reenrollment_refused",
+            Self::SettingDrifted => "setting_drifted",
+            Self::SettingFailed => "setting_failed",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
@@ -48,6 +54,8 @@ impl EventKind {
             "command_acknowledged" => Self::CommandAcknowledged,
             "command_failed" => Self::CommandFailed,
             "reenrollment_refused" => Self::ReenrollmentRefused,
+            "setting_drifted" => Self::SettingDrifted,
+            "setting_failed" => Self::SettingFailed,
             _ => return None,
         })
     }
@@ -129,6 +137,31 @@ impl NewDeviceEvent {
                 "enrollment_token_id": token.map(|t| t.to_string()),
                 "source_ip": source_ip.map(|ip| ip.to_string()),
             }),
+        }
+    }
+
+    /// A setting read back with another value than the desired one (`observed` None: the node was
+    /// missing), and whether it is being remediated.
+    pub fn setting_drifted(
+        path: &str,
+        desired: &str,
+        observed: Option<&str>,
+        remediation: crate::configuration::Remediation,
+    ) -> Self {
+        Self {
+            kind: EventKind::SettingDrifted,
+            data: serde_json::json!({
+                "path": path, "desired": desired, "observed": observed,
+                "remediation": remediation.as_str(),
+            }),
+        }
+    }
+
+    /// The device refused a setting (or its removal), with its status code and own error text.
+    pub fn setting_failed(path: &str, status_code: u16, error: Option<&str>) -> Self {
+        Self {
+            kind: EventKind::SettingFailed,
+            data: serde_json::json!({ "path": path, "status_code": status_code, "error": error }),
         }
     }
 

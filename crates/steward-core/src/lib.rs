@@ -8,6 +8,7 @@ pub mod admin;
 pub mod catalog;
 pub mod checkin;
 pub mod command;
+pub mod configuration;
 pub mod console;
 pub mod event;
 pub mod identity;
@@ -28,6 +29,11 @@ pub use admin::*;
 pub use catalog::{CatalogCategory, CatalogParameter, CatalogProfile, CatalogSetting, OnRemove};
 pub use checkin::*;
 pub use command::*;
+pub use configuration::{
+    AssignDocument, AssignedProfile, Assignment, ConfigurationCommit, ConfigurationContext, Conflict,
+    DeviceConfigState, DeviceConfiguration, DeviceSetting, InFlight, OpKind, Profile, ProfileDocument, ProfileId,
+    ProfileStatusCounts, ProfileVersion, ProfileWrite, Remediation, Setting, SettingOp, SettingStatus, VerifyPolicy,
+};
 pub use console::*;
 pub use event::*;
 pub use identity::*;

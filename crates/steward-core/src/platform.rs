@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use crate::catalog::CatalogProfile;
 use crate::command::{Action, CommandSummary, PlatformPayload};
+use crate::configuration::Setting;
 use crate::model::Platform;
 
 /// A platform's command for a remote action, or a reason it cannot do it.
@@ -27,6 +28,17 @@ pub struct EnrollmentEndpoint {
     /// What it is, e.g. "Windows discovery".
     pub name: String,
     pub url: String,
+}
+
+/// A profile setting the platform refuses: which one (its position in the document and its path,
+/// if it had one) and why. Nothing of the document is saved.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("setting {index}{}: {message}", path.as_deref().map(|p| format!(" ({p})")).unwrap_or_default())]
+pub struct SettingRejected {
+    /// 0-based position in the document's `settings`.
+    pub index: usize,
+    pub path: Option<String>,
+    pub message: String,
 }
 
 /// A platform adapter, as the services use it.
@@ -51,6 +63,31 @@ pub trait PlatformAdapter: Send + Sync {
     /// A platform without one has an empty catalog.
     fn catalog(&self) -> &[CatalogProfile] {
         &[]
+    }
+
+    /// Validates a profile document's settings, each a JSON object in the platform's shape (the
+    /// profile file's `settings` entries: for Windows `loc_uri`, `format`, `value`, `on_remove`, …,
+    /// or a raw `syncml` group), and returns them as [`Setting`]s. The first bad setting is named.
+    fn profile_settings(&self, settings: &[serde_json::Value]) -> Result<Vec<Setting>, SettingRejected> {
+        let _ = settings;
+        Err(SettingRejected {
+            index: 0,
+            path: None,
+            message: format!("{} profiles are not supported", self.platform().as_str()),
+        })
+    }
+
+    /// A setting back in the profile document's shape (`steward export`): passed to
+    /// [`PlatformAdapter::profile_settings`] it gives the same setting.
+    fn setting_document(&self, setting: &Setting) -> serde_json::Value {
+        serde_json::to_value(setting).unwrap_or_default()
+    }
+
+    /// A catalog entry's settings, ready to be a profile's (None if there is no such entry, or it
+    /// is a kind that needs parameters first).
+    fn catalog_settings(&self, name: &str) -> Option<Vec<Setting>> {
+        let _ = name;
+        None
     }
 }
 

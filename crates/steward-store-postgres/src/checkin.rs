@@ -140,6 +140,7 @@ impl CheckinStore for PgStore {
             open,
             awaiting,
             overdue,
+            configuration: Default::default(),
         }))
     }
 

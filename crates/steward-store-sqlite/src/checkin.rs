@@ -139,6 +139,7 @@ fn read_context(
         open,
         awaiting,
         overdue: !expired.is_empty(),
+        configuration: Default::default(),
     }))
 }
 

@@ -185,6 +185,7 @@ pub async fn management(
         open,
         awaiting,
         overdue,
+        configuration: _,
     } = ctx;
     if !claimed.eq_ignore_ascii_case(enrollment.device_id.as_str()) {
         tracing::warn!(device.id = %enrollment.device_id, claimed, "device presented another device's LocURI");

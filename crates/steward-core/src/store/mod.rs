@@ -12,6 +12,9 @@ use crate::checkin::{CheckinCommit, CheckinContext, EnrollmentEnd, EnrollmentKey
 #[cfg(feature = "inspect")]
 use crate::command::CommandResult;
 use crate::command::{Command, CommandId, NewCommand};
+use crate::configuration::{
+    Assignment, DeviceConfiguration, Profile, ProfileId, ProfileStatusCounts, ProfileVersion, ProfileWrite,
+};
 use crate::console::*;
 use crate::event::{DeviceEvent, NewDeviceEvent};
 use crate::identity::RenewalCommit;
@@ -145,6 +148,52 @@ pub trait UserStore: Send + Sync {
     /// Consumes a time step atomically: true only if `step` is after the last used one (two sign-ins
     /// racing with the same code, even on two replicas, cannot both win).
     async fn use_totp_step(&self, user: UserId, step: i64) -> StoreResult<bool>;
+}
+
+/// Which active enrollments an on-demand verification covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VerifyTarget {
+    Enrollment(EnrollmentId),
+    Group(GroupId),
+    All,
+}
+
+/// Configuration profiles: their immutable versions and assignments, the configuration epoch, and
+/// each device's setting rows and stamp (written by [`CheckinStore::commit_checkin`] from the
+/// check-in's [`crate::configuration::ConfigurationCommit`]; read here for the admin surfaces).
+/// Every profile or assignment write moves the epoch in the same transaction, so each device
+/// reconciles once at its next check-in; moving a device to another group resets that device's
+/// stamp ([`GroupStore::set_enrollment_group`]). Set-based: no write here touches a row per device.
+#[async_trait]
+pub trait ProfileStore: Send + Sync {
+    /// Writes the profile changes atomically, in order (see [`ProfileWrite`]): all or none. Conflict
+    /// if a name or id to create exists, or an update's expected version is no longer current; a
+    /// group in an assignment that does not exist is a Conflict too.
+    async fn write_profiles(&self, writes: &[ProfileWrite]) -> StoreResult<()>;
+    async fn profile(&self, id: ProfileId) -> StoreResult<Option<Profile>>;
+    async fn profile_by_name(&self, name: &str) -> StoreResult<Option<Profile>>;
+    /// Every profile, by name.
+    async fn list_profiles(&self) -> StoreResult<Vec<Profile>>;
+    async fn profile_version(&self, id: ProfileId, version: u32) -> StoreResult<Option<ProfileVersion>>;
+    /// Every version of a profile, oldest first.
+    async fn profile_versions(&self, id: ProfileId) -> StoreResult<Vec<ProfileVersion>>;
+    /// Deletes a profile with its versions and assignment and moves the epoch; the devices' rows
+    /// stay, so their next reconciliation applies each setting's removal rule. False if none.
+    async fn delete_profile(&self, id: ProfileId) -> StoreResult<bool>;
+    /// The current configuration epoch.
+    async fn configuration_epoch(&self) -> StoreResult<i64>;
+    /// What a check-in of the enrollment would load ([`DeviceConfiguration`]), for the admin
+    /// surfaces. NotFound if the enrollment does not exist.
+    async fn device_configuration(&self, id: EnrollmentId) -> StoreResult<DeviceConfiguration>;
+    /// Active enrollments of `platform` that `assignment` includes (by their group), counted in
+    /// one statement.
+    async fn count_assigned(&self, platform: Platform, assignment: &Assignment) -> StoreResult<u64>;
+    /// The profile's device-setting rows counted per version and status, and the active
+    /// enrollments its assignment includes.
+    async fn profile_status(&self, id: ProfileId) -> StoreResult<ProfileStatusCounts>;
+    /// Makes a read-back due now for the target's active enrollments (one statement); returns how
+    /// many enrollments it covered.
+    async fn request_verification(&self, target: VerifyTarget, now: OffsetDateTime) -> StoreResult<u64>;
 }
 
 /// Device groups and membership.
@@ -354,6 +403,7 @@ pub trait Store:
     + InventoryStore
     + UserStore
     + GroupStore
+    + ProfileStore
     + AccessStore
     + AuditLog
     + EventLog
@@ -371,6 +421,7 @@ impl<T> Store for T where
         + InventoryStore
         + UserStore
         + GroupStore
+        + ProfileStore
         + AccessStore
         + AuditLog
         + EventLog
