@@ -87,6 +87,8 @@ stories!(
     device_reports,
     dashboard,
     readiness,
+    profiles,
+    configuration_in_checkin,
 );
 
 #[tokio::test]
@@ -99,7 +101,7 @@ async fn run_all_on_fresh_stores() {
         async move { SqliteStore::open(&path).await.unwrap() }
     })
     .await;
-    assert_eq!(n, 18);
+    assert_eq!(n, 20);
 }
 
 #[tokio::test]
