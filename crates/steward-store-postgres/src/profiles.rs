@@ -275,11 +275,7 @@ pub(crate) async fn write_configuration(
                     .collect::<Vec<_>>(),
             )
             .bind(rows.iter().map(|r| r.applied_digest.clone()).collect::<Vec<_>>())
-            .bind(
-                rows.iter()
-                    .map(|r| r.status_code.map(i64::from))
-                    .collect::<Vec<_>>(),
-            )
+            .bind(rows.iter().map(|r| r.status_code.map(i64::from)).collect::<Vec<_>>())
             .bind(rows.iter().map(|r| r.error.clone()).collect::<Vec<_>>())
             .bind(rows.iter().map(|r| r.observed.clone()).collect::<Vec<_>>())
             .bind(rows.iter().map(|r| r.observed_at.map(micros)).collect::<Vec<_>>())
@@ -323,7 +319,10 @@ fn check_write(w: &ProfileWrite) -> StoreResult<()> {
                 ));
             }
             if expected.is_some_and(|e| v.version <= e) {
-                return invalid(format!("new version {} does not follow version {expected:?}", v.version));
+                return invalid(format!(
+                    "new version {} does not follow version {expected:?}",
+                    v.version
+                ));
             }
         }
         (None, None) => return invalid("a new profile needs its first version".into()),
@@ -336,7 +335,12 @@ fn check_write(w: &ProfileWrite) -> StoreResult<()> {
             }
         }
     }
-    if let Some(g) = p.assignment.groups.iter().find(|g| p.assignment.exclude_groups.contains(g)) {
+    if let Some(g) = p
+        .assignment
+        .groups
+        .iter()
+        .find(|g| p.assignment.exclude_groups.contains(g))
+    {
         return invalid(format!("group {g} is both assigned and excluded"));
     }
     Ok(())
@@ -484,11 +488,7 @@ async fn write_profile(tx: &mut PgConnection, w: &ProfileWrite) -> StoreResult<(
 }
 
 impl PgStore {
-    async fn count_assigned_in(
-        conn: &mut PgConnection,
-        platform: Platform,
-        a: &Assignment,
-    ) -> StoreResult<u64> {
+    async fn count_assigned_in(conn: &mut PgConnection, platform: Platform, a: &Assignment) -> StoreResult<u64> {
         if a.is_empty() {
             return Ok(0);
         }
@@ -679,7 +679,9 @@ impl ProfileStore for PgStore {
             };
         }
         let q = match target {
-            VerifyTarget::Enrollment(id) => sqlx::query(verify_sql!("id = $2")).bind(micros(now)).bind(id.to_string()),
+            VerifyTarget::Enrollment(id) => sqlx::query(verify_sql!("id = $2"))
+                .bind(micros(now))
+                .bind(id.to_string()),
             VerifyTarget::Group(g) => sqlx::query(verify_sql!("group_id = $2"))
                 .bind(micros(now))
                 .bind(g.to_string()),
@@ -688,4 +690,3 @@ impl ProfileStore for PgStore {
         Ok(q.execute(&self.pool).await.map_err(from_sqlx)?.rows_affected())
     }
 }
-
