@@ -15,6 +15,8 @@ CREATE TABLE profiles (
     created_at       BIGINT NOT NULL,
     updated_at       BIGINT NOT NULL
 );
+-- The check-in's candidates: the profiles of one platform.
+CREATE INDEX profiles_platform ON profiles(platform);
 
 -- Never updated: a change of a profile's settings appends the next version.
 CREATE TABLE profile_versions (
