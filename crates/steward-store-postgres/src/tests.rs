@@ -471,8 +471,8 @@ async fn a_group_deleted_while_a_profile_names_it_is_one_or_the_other() {
     schema.drop(store).await;
 }
 
-/// Writes that contradict themselves are refused before any statement: nothing written, the
-/// epoch where it was.
+/// Writes that contradict themselves are refused (a Conflict, as on SQLite) before any statement:
+/// nothing of the batch written, the epoch where it was.
 #[tokio::test]
 async fn contradictory_profile_writes_write_nothing() {
     let (schema, store) = temp_store().await;
@@ -487,11 +487,15 @@ async fn contradictory_profile_writes_write_nothing() {
     wrong_version.profile.current_version = 2;
     let mut no_version = profile_write(ProfileId::new(), "no-version", vec![], None, "1");
     no_version.new_version = None;
-    for bad in [both, wrong_version, no_version] {
+    let twice = profile_write(ProfileId::new(), "twice", vec![g.id, g.id], None, "1");
+    let mut skipped = profile_write(good.profile.id, "good", vec![], Some(1), "2");
+    skipped.profile.current_version = 3;
+    skipped.new_version.as_mut().unwrap().version = 3;
+    for bad in [both, wrong_version, no_version, twice, skipped] {
         let name = bad.profile.name.clone();
         let err = store.write_profiles(&[good.clone(), bad]).await.unwrap_err();
         assert!(
-            matches!(&err, StoreError::Backend(m) if m.contains(&name)),
+            matches!(&err, StoreError::Conflict(m) if m.contains(&name)),
             "{name}: {err}"
         );
     }
