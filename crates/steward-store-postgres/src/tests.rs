@@ -503,3 +503,46 @@ async fn contradictory_profile_writes_write_nothing() {
     assert_eq!(store.configuration_epoch().await.unwrap(), epoch);
     schema.drop(store).await;
 }
+
+/// A check-in that did not reconcile (`configuration: None`, every idle message) writes nothing of
+/// the configuration: no stamp, no rows; one that did writes its stamp in the same commit.
+#[tokio::test]
+async fn a_checkin_without_configuration_writes_none_of_it() {
+    let (schema, store) = temp_store().await;
+    let e = conformance::enroll_device(&store, "IDLE-1").await;
+    let at = OffsetDateTime::now_utc();
+    store.commit_checkin(e.id, &CheckinCommit::default(), at).await.unwrap();
+    let count = |table: &'static str| {
+        let pool = store.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(count("device_config_state").await, 0);
+    assert_eq!(count("device_settings").await, 0);
+    let epoch = store.configuration_epoch().await.unwrap();
+    let reconciled = CheckinCommit {
+        configuration: Some(ConfigurationCommit {
+            state: DeviceConfigState {
+                epoch_seen: epoch,
+                unsettled: 0,
+                verify_at: None,
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    store.commit_checkin(e.id, &reconciled, at).await.unwrap();
+    assert_eq!(count("device_config_state").await, 1);
+    let ctx = store
+        .checkin_context(EnrollmentKey::Id(e.id), &[], at)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ctx.configuration.epoch, epoch);
+    assert!(ctx.configuration.loaded.is_none(), "settled: nothing loaded");
+    schema.drop(store).await;
+}
