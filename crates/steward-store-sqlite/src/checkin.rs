@@ -39,9 +39,10 @@ macro_rules! context_sql {
     };
 }
 
-const CONTEXT_BY_CERTIFICATE: &str = context_sql!("e.cert_thumbprint = ?1 OR e.previous_cert_thumbprint = ?1");
-const CONTEXT_BY_ID: &str = context_sql!("e.id = ?1");
-const CONTEXT_BY_ACTIVE_DEVICE: &str = context_sql!("e.device_id = ?1 AND e.state = 'active'");
+pub(crate) const CONTEXT_BY_CERTIFICATE: &str =
+    context_sql!("e.cert_thumbprint = ?1 OR e.previous_cert_thumbprint = ?1");
+pub(crate) const CONTEXT_BY_ID: &str = context_sql!("e.id = ?1");
+pub(crate) const CONTEXT_BY_ACTIVE_DEVICE: &str = context_sql!("e.device_id = ?1 AND e.state = 'active'");
 
 /// The session from `session_columns!()`; None when the row has none (LEFT JOIN).
 pub(crate) fn session_from_row(r: &NamedRow<'_>) -> StoreResult<Option<SessionRecord>> {

@@ -171,6 +171,20 @@ fn bump_epoch(tx: &Transaction<'_>) -> StoreResult<()> {
     Ok(())
 }
 
+/// The assignment rows of one platform's profiles (`?1`).
+pub(crate) const ASSIGNMENTS_OF_PLATFORM: &str = "SELECT a.profile_id, a.group_id, a.exclude FROM profile_assignments a \
+     JOIN profiles p ON p.id = a.profile_id WHERE p.platform = ?1 ORDER BY a.group_id";
+
+/// One platform's (`?1`) profiles with a non-empty assignment, with their current version.
+pub(crate) const CANDIDATES: &str = "SELECT p.id, p.name, p.priority, p.remediation, p.created_at, p.assign_all, \
+     v.version, v.settings FROM profiles p \
+     JOIN profile_versions v ON v.profile_id = p.id AND v.version = p.current_version \
+     WHERE p.platform = ?1 AND (p.assign_all = 1 OR EXISTS \
+     (SELECT 1 FROM profile_assignments a WHERE a.profile_id = p.id AND a.exclude = 0)) ORDER BY p.name";
+
+/// One enrollment's (`?1`) setting rows, by path.
+pub(crate) const DEVICE_SETTINGS: &str = "SELECT * FROM device_settings WHERE enrollment_id = ?1 ORDER BY path";
+
 /// What a reconciliation of enrollment `eid` (of `platform`, in `group`) loads, inside the caller's
 /// read snapshot: the platform's profiles with a non-empty assignment (with their current
 /// version's settings, by name) and the device's rows (by path).
@@ -180,39 +194,25 @@ pub(crate) fn load_configuration(
     platform: Platform,
     group: Option<GroupId>,
 ) -> StoreResult<DeviceConfiguration> {
-    let mut assignments = assignments_of(
-        conn,
-        "SELECT a.profile_id, a.group_id, a.exclude FROM profile_assignments a \
-         JOIN profiles p ON p.id = a.profile_id WHERE p.platform = ?1 ORDER BY a.group_id",
-        (platform.as_str(),),
-    )?;
-    let candidates = all(
-        conn,
-        "SELECT p.id, p.name, p.priority, p.remediation, p.created_at, p.assign_all, v.version, v.settings \
-         FROM profiles p JOIN profile_versions v ON v.profile_id = p.id AND v.version = p.current_version \
-         WHERE p.platform = ?1 AND (p.assign_all = 1 OR EXISTS \
-         (SELECT 1 FROM profile_assignments a WHERE a.profile_id = p.id AND a.exclude = 0)) ORDER BY p.name",
-        (platform.as_str(),),
-        |r| {
-            Ok((
-                r.text("id")?,
-                AssignedProfile {
-                    id: parse_id(&r.text("id")?)?,
-                    name: r.text("name")?,
-                    priority: i32::try_from(r.int("priority")?).map_err(|_| bad("profile priority"))?,
-                    remediation: Remediation::parse(&r.text("remediation")?)
-                        .ok_or_else(|| bad("profile remediation"))?,
-                    created_at: from_micros(r.int("created_at")?)?,
-                    version: version_of(r.int("version")?)?,
-                    assignment: Assignment {
-                        all: r.int("assign_all")? != 0,
-                        ..Assignment::default()
-                    },
-                    settings: serde_json::from_str(&r.text("settings")?).map_err(json_err)?,
+    let mut assignments = assignments_of(conn, ASSIGNMENTS_OF_PLATFORM, (platform.as_str(),))?;
+    let candidates = all(conn, CANDIDATES, (platform.as_str(),), |r| {
+        Ok((
+            r.text("id")?,
+            AssignedProfile {
+                id: parse_id(&r.text("id")?)?,
+                name: r.text("name")?,
+                priority: i32::try_from(r.int("priority")?).map_err(|_| bad("profile priority"))?,
+                remediation: Remediation::parse(&r.text("remediation")?).ok_or_else(|| bad("profile remediation"))?,
+                created_at: from_micros(r.int("created_at")?)?,
+                version: version_of(r.int("version")?)?,
+                assignment: Assignment {
+                    all: r.int("assign_all")? != 0,
+                    ..Assignment::default()
                 },
-            ))
-        },
-    )?
+                settings: serde_json::from_str(&r.text("settings")?).map_err(json_err)?,
+            },
+        ))
+    })?
     .into_iter()
     .map(|(id, p)| {
         let a = assignments.remove(&id).unwrap_or_default();
@@ -225,12 +225,7 @@ pub(crate) fn load_configuration(
         }
     })
     .collect();
-    let settings = all(
-        conn,
-        "SELECT * FROM device_settings WHERE enrollment_id = ?1 ORDER BY path",
-        (eid,),
-        device_setting_from_row,
-    )?;
+    let settings = all(conn, DEVICE_SETTINGS, (eid,), device_setting_from_row)?;
     Ok(DeviceConfiguration {
         groups: group.into_iter().collect(),
         candidates,
@@ -640,6 +635,62 @@ impl ProfileStore for SqliteStore {
                     .await
             }
             VerifyTarget::All => self.write_one(verify_sql!(""), (at,)).await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(expected: Option<u32>, current: u32, new: Option<u32>) -> ProfileWrite {
+        let id = ProfileId::new();
+        let at = OffsetDateTime::UNIX_EPOCH;
+        ProfileWrite {
+            profile: Profile {
+                id,
+                name: "p".into(),
+                platform: Platform::Windows,
+                description: String::new(),
+                priority: 0,
+                remediation: Remediation::Remediate,
+                current_version: current,
+                assignment: Assignment::default(),
+                created_at: at,
+                updated_at: at,
+            },
+            new_version: new.map(|version| ProfileVersion {
+                profile_id: id,
+                version,
+                settings: vec![],
+                digest: ProfileVersion::digest_of(&[]),
+                created_at: at,
+            }),
+            expected_version: expected,
+        }
+    }
+
+    #[test]
+    fn version_numbers_must_describe_a_create_or_the_next_version() {
+        for ok in [
+            write(None, 1, Some(1)),
+            write(Some(1), 2, Some(2)),
+            write(Some(3), 3, None),
+        ] {
+            assert!(check_versions(&ok).is_ok(), "{ok:?}");
+        }
+        let mut other_profile = write(None, 1, Some(1));
+        other_profile.new_version.as_mut().unwrap().profile_id = ProfileId::new();
+        for bad in [
+            write(None, 1, None),
+            write(None, 2, Some(2)),
+            write(Some(1), 3, Some(3)),
+            write(Some(1), 2, Some(1)),
+            write(Some(1), 2, None),
+            write(Some(u32::MAX), 0, Some(0)),
+            other_profile,
+        ] {
+            assert!(matches!(check_versions(&bad), Err(StoreError::Conflict(_))), "{bad:?}");
         }
     }
 }
