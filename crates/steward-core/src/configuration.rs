@@ -550,6 +550,8 @@ pub struct Plan {
     pub ops: Vec<SettingOp>,
     /// Whether this plan reads back the device's readable settings (a verification round).
     pub verifying: bool,
+    /// The device's stamp as the check-in context read it.
+    pub state_read: DeviceConfigState,
 }
 
 /// Decides what a check-in sends for the device's configuration (see the module documentation).
@@ -600,6 +602,7 @@ pub fn plan(enrollment: EnrollmentId, ctx: &ConfigurationContext, now: OffsetDat
         rows,
         ops,
         verifying,
+        state_read: ctx.state,
     })
 }
 
@@ -627,6 +630,12 @@ pub struct ConfigurationCommit {
     /// Paths whose rows are deleted (removed from the device, or never sent and no longer wanted).
     pub deletes: Vec<String>,
     pub state: DeviceConfigState,
+    /// The stamp the decision was made from (the check-in context's). When given, the store writes
+    /// `state` only if the stored stamp is still this one; if it changed meanwhile (the device was
+    /// moved to another group, a verification was requested while the message was processed), the
+    /// store keeps the stored `verify_at` and writes `epoch_seen = 0`, so the next check-in
+    /// reconciles again instead of the newer request being overwritten. None: written as given.
+    pub expected_state: Option<DeviceConfigState>,
     pub events: Vec<NewDeviceEvent>,
 }
 
@@ -880,6 +889,7 @@ pub fn absorb(plan: &Plan, answers: &OpAnswers<'_>, policy: &VerifyPolicy, now: 
             unsettled,
             verify_at,
         },
+        expected_state: Some(plan.state_read),
         events,
     }
 }

@@ -281,17 +281,30 @@ pub(crate) async fn write_configuration(
         .await?;
     }
     let s = &c.state;
+    // A stamp changed since the context read it (core's `expected_state`): keep its verify_at and
+    // force a reconciliation at the next check-in (epoch_seen 0). No expectation ($5 NULL) writes
+    // the stamp as given. The row lock of ON CONFLICT makes the comparison and the write one step.
+    let expected = c.expected_state;
     exec(
         tx,
         sqlx::query(
-            "INSERT INTO device_config_state (enrollment_id, epoch_seen, unsettled, verify_at) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (enrollment_id) DO UPDATE SET epoch_seen = excluded.epoch_seen, \
-             unsettled = excluded.unsettled, verify_at = excluded.verify_at",
+            "INSERT INTO device_config_state (enrollment_id, epoch_seen, unsettled, verify_at) \
+             VALUES ($1, CASE WHEN $5::BIGINT IS NULL OR ($5 = 0 AND $6::BIGINT IS NULL) THEN $2 ELSE 0 END, $3, \
+                     CASE WHEN $5::BIGINT IS NULL OR ($5 = 0 AND $6::BIGINT IS NULL) THEN $4::BIGINT ELSE NULL END) \
+             ON CONFLICT (enrollment_id) DO UPDATE SET \
+               epoch_seen = CASE WHEN $5::BIGINT IS NULL OR (device_config_state.epoch_seen = $5 \
+                 AND device_config_state.verify_at IS NOT DISTINCT FROM $6::BIGINT) THEN $2 ELSE 0 END, \
+               unsettled = excluded.unsettled, \
+               verify_at = CASE WHEN $5::BIGINT IS NULL OR (device_config_state.epoch_seen = $5 \
+                 AND device_config_state.verify_at IS NOT DISTINCT FROM $6::BIGINT) THEN $4::BIGINT \
+                 ELSE device_config_state.verify_at END",
         )
         .bind(eid)
         .bind(s.epoch_seen)
         .bind(i64::from(s.unsettled))
-        .bind(s.verify_at.map(micros)),
+        .bind(s.verify_at.map(micros))
+        .bind(expected.map(|x| x.epoch_seen))
+        .bind(expected.and_then(|x| x.verify_at).map(micros)),
     )
     .await?;
     for e in &c.events {

@@ -285,12 +285,29 @@ pub(crate) fn write_configuration(
         )?;
     }
     let s = &c.state;
+    // A stamp changed since the context read it (core's `expected_state`): keep its verify_at and
+    // force a reconciliation at the next check-in (epoch_seen 0). The stored row is compared
+    // null-safely (`IS`); no expectation (?5 NULL) writes the stamp as given.
+    let expected = c.expected_state;
     exec(
         tx,
-        "INSERT INTO device_config_state (enrollment_id, epoch_seen, unsettled, verify_at) VALUES (?1, ?2, ?3, ?4) \
-         ON CONFLICT (enrollment_id) DO UPDATE SET epoch_seen = excluded.epoch_seen, \
-         unsettled = excluded.unsettled, verify_at = excluded.verify_at",
-        params![eid, s.epoch_seen, i64::from(s.unsettled), s.verify_at.map(micros)],
+        "INSERT INTO device_config_state (enrollment_id, epoch_seen, unsettled, verify_at) \
+         VALUES (?1, CASE WHEN ?5 IS NULL OR (?5 = 0 AND ?6 IS NULL) THEN ?2 ELSE 0 END, ?3, \
+                 CASE WHEN ?5 IS NULL OR (?5 = 0 AND ?6 IS NULL) THEN ?4 ELSE NULL END) \
+         ON CONFLICT (enrollment_id) DO UPDATE SET \
+           epoch_seen = CASE WHEN ?5 IS NULL OR (device_config_state.epoch_seen = ?5 \
+             AND device_config_state.verify_at IS ?6) THEN ?2 ELSE 0 END, \
+           unsettled = excluded.unsettled, \
+           verify_at = CASE WHEN ?5 IS NULL OR (device_config_state.epoch_seen = ?5 \
+             AND device_config_state.verify_at IS ?6) THEN ?4 ELSE device_config_state.verify_at END",
+        params![
+            eid,
+            s.epoch_seen,
+            i64::from(s.unsettled),
+            s.verify_at.map(micros),
+            expected.map(|x| x.epoch_seen),
+            expected.and_then(|x| x.verify_at).map(micros)
+        ],
     )?;
     for e in &c.events {
         writes::insert_event(tx, eid, e, now)?;
