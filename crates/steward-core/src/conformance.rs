@@ -38,6 +38,8 @@ where
     device_reports(&fresh().await).await;
     dashboard(&fresh().await).await;
     readiness(&fresh().await).await;
+    profiles(&fresh().await).await;
+    configuration_in_checkin(&fresh().await).await;
 }
 
 // ---------------------------------------------------------------- fixtures
@@ -2850,4 +2852,706 @@ where
     assert_eq!(v.state(), SchemaState::Current, "readiness: the schema is current");
     // The read is cheap and repeatable: a second one answers the same.
     assert_eq!(store.schema_versions().await.unwrap(), v, "readiness: a second read");
+}
+
+// ---------------------------------------------------------------- configuration profiles
+
+/// A Windows setting as the platform adapter would validate it (an int node).
+fn config_setting(path: &str, value: &str, readable: bool) -> Setting {
+    Setting {
+        path: path.into(),
+        format: "int".into(),
+        verb: "replace".into(),
+        value: value.into(),
+        type_: None,
+        readable,
+        on_remove: OnRemove::Delete,
+        remove_path: None,
+    }
+}
+
+fn groups_assignment(groups: &[GroupId], exclude: &[GroupId]) -> Assignment {
+    Assignment {
+        all: false,
+        groups: groups.to_vec(),
+        exclude_groups: exclude.to_vec(),
+    }
+}
+
+/// The write that creates profile `name` at version 1 with `settings`.
+fn create_profile(name: &str, assignment: Assignment, settings: Vec<Setting>, at: OffsetDateTime) -> ProfileWrite {
+    let id = ProfileId::new();
+    ProfileWrite {
+        profile: Profile {
+            id,
+            name: name.into(),
+            platform: Platform::Windows,
+            description: format!("the {name} story profile"),
+            priority: 100,
+            remediation: Remediation::Remediate,
+            current_version: 1,
+            assignment,
+            created_at: at,
+            updated_at: at,
+        },
+        new_version: Some(ProfileVersion {
+            profile_id: id,
+            version: 1,
+            digest: ProfileVersion::digest_of(&settings),
+            settings,
+            created_at: at,
+        }),
+        expected_version: None,
+    }
+}
+
+/// The write that updates `p` (as read) with a new assignment and, if given, new settings (a new
+/// version).
+fn update_profile(
+    p: &Profile,
+    assignment: Assignment,
+    settings: Option<Vec<Setting>>,
+    at: OffsetDateTime,
+) -> ProfileWrite {
+    let version = p.current_version + u32::from(settings.is_some());
+    ProfileWrite {
+        profile: Profile {
+            current_version: version,
+            assignment,
+            updated_at: at,
+            ..p.clone()
+        },
+        new_version: settings.map(|settings| ProfileVersion {
+            profile_id: p.id,
+            version,
+            digest: ProfileVersion::digest_of(&settings),
+            settings,
+            created_at: at,
+        }),
+        expected_version: Some(p.current_version),
+    }
+}
+
+/// Profiles: create, read back (by id, by name, listed, versions), update against the expected
+/// version (a new version appended, the assignment replaced), stale updates and duplicate names
+/// refused, batches all or nothing, assignments naming only existing groups, the epoch moved by every
+/// write and only by writes, deletion, and groups kept while an assignment names them.
+pub async fn profiles<S>(store: &S)
+where
+    S: ProfileStore + GroupStore,
+{
+    let t0 = now();
+    let (lab, quarantine) = (group("lab", t0), group("quarantine", t0));
+    store.create_group(&lab).await.unwrap();
+    store.create_group(&quarantine).await.unwrap();
+    assert!(store.list_profiles().await.unwrap().is_empty());
+    let epoch0 = store.configuration_epoch().await.unwrap();
+
+    // Create: version 1 with its settings, an assignment with a group and an excluded group.
+    let w1 = create_profile(
+        "camera-off",
+        groups_assignment(&[lab.id], &[quarantine.id]),
+        vec![config_setting("./A", "1", true), config_setting("./B", "2", false)],
+        t0,
+    );
+    store.write_profiles(std::slice::from_ref(&w1)).await.unwrap();
+    let epoch1 = store.configuration_epoch().await.unwrap();
+    assert!(epoch1 > epoch0, "profiles: a create moves the epoch");
+    let p1 = w1.profile.clone();
+    let v1 = w1.new_version.clone().unwrap();
+    assert_eq!(store.profile(p1.id).await.unwrap(), Some(p1.clone()), "profiles: by id");
+    assert_eq!(
+        store.profile_by_name("camera-off").await.unwrap(),
+        Some(p1.clone()),
+        "profiles: by name"
+    );
+    assert!(store.profile_by_name("Camera-off").await.unwrap().is_none());
+    assert!(store.profile(ProfileId::new()).await.unwrap().is_none());
+    assert_eq!(store.list_profiles().await.unwrap(), vec![p1.clone()]);
+    assert_eq!(store.profile_version(p1.id, 1).await.unwrap(), Some(v1.clone()));
+    assert!(store.profile_version(p1.id, 2).await.unwrap().is_none());
+    assert_eq!(store.profile_versions(p1.id).await.unwrap(), vec![v1.clone()]);
+    assert_eq!(
+        store.configuration_epoch().await.unwrap(),
+        epoch1,
+        "profiles: reads do not move the epoch"
+    );
+
+    // The included group is in use while the assignment names it.
+    assert!(
+        matches!(store.delete_group(lab.id).await, Err(StoreError::Conflict(_))),
+        "profiles: an assigned group is in use"
+    );
+
+    // Update against the current version: version 2 appended, the assignment replaced.
+    let t1 = t0 + Duration::seconds(1);
+    let w2 = update_profile(
+        &p1,
+        Assignment {
+            all: true,
+            groups: vec![],
+            exclude_groups: vec![quarantine.id],
+        },
+        Some(vec![config_setting("./A", "0", true)]),
+        t1,
+    );
+    store.write_profiles(std::slice::from_ref(&w2)).await.unwrap();
+    let epoch2 = store.configuration_epoch().await.unwrap();
+    assert!(epoch2 > epoch1, "profiles: an update moves the epoch");
+    let p2 = w2.profile.clone();
+    let v2 = w2.new_version.clone().unwrap();
+    assert_eq!(
+        store.profile(p1.id).await.unwrap(),
+        Some(p2.clone()),
+        "profiles: updated"
+    );
+    assert_eq!(
+        store.profile_versions(p1.id).await.unwrap(),
+        vec![v1.clone(), v2.clone()]
+    );
+    assert_eq!(store.profile_version(p1.id, 1).await.unwrap(), Some(v1.clone()), "kept");
+
+    // A stale update (decided against version 1) is a Conflict and writes nothing.
+    let stale = update_profile(
+        &p1,
+        Assignment::default(),
+        Some(vec![config_setting("./Z", "9", false)]),
+        t1,
+    );
+    assert!(
+        matches!(store.write_profiles(&[stale]).await, Err(StoreError::Conflict(_))),
+        "profiles: stale expected version"
+    );
+    assert_eq!(store.profile(p1.id).await.unwrap(), Some(p2.clone()));
+    assert_eq!(store.profile_versions(p1.id).await.unwrap().len(), 2);
+    assert_eq!(store.configuration_epoch().await.unwrap(), epoch2, "nothing written");
+    // So is an update of a profile that does not exist.
+    let ghost = create_profile("ghost", Assignment::default(), vec![], t1);
+    assert!(matches!(
+        store
+            .write_profiles(&[update_profile(&ghost.profile, Assignment::default(), None, t1)])
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+
+    // A second profile with the same name is a Conflict.
+    let dup = create_profile("camera-off", Assignment::default(), vec![], t1);
+    assert!(
+        matches!(store.write_profiles(&[dup]).await, Err(StoreError::Conflict(_))),
+        "profiles: duplicate name"
+    );
+
+    // A batch whose second write conflicts writes neither.
+    let fresh = create_profile(
+        "a-first",
+        Assignment::default(),
+        vec![config_setting("./C", "3", false)],
+        t1,
+    );
+    let stale_again = update_profile(&p1, Assignment::default(), None, t1);
+    assert!(matches!(
+        store.write_profiles(&[fresh.clone(), stale_again]).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(
+        store.profile_by_name("a-first").await.unwrap().is_none(),
+        "profiles: a failed batch writes nothing"
+    );
+    assert_eq!(store.profile(p1.id).await.unwrap(), Some(p2.clone()));
+    assert_eq!(store.configuration_epoch().await.unwrap(), epoch2);
+
+    // An assignment naming a group that does not exist is a Conflict.
+    let unknown = create_profile("orphan", groups_assignment(&[GroupId::new()], &[]), vec![], t1);
+    assert!(matches!(
+        store.write_profiles(&[unknown]).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let unknown_excluded = create_profile("orphan", groups_assignment(&[lab.id], &[GroupId::new()]), vec![], t1);
+    assert!(matches!(
+        store.write_profiles(&[unknown_excluded]).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(store.profile_by_name("orphan").await.unwrap().is_none());
+    assert_eq!(store.configuration_epoch().await.unwrap(), epoch2);
+
+    // A batch of two good writes: both, in one epoch move or more; an assignment-only update keeps
+    // the version.
+    let t2 = t1 + Duration::seconds(1);
+    let reassign = update_profile(&p2, groups_assignment(&[], &[quarantine.id]), None, t2);
+    store.write_profiles(&[fresh.clone(), reassign.clone()]).await.unwrap();
+    let epoch3 = store.configuration_epoch().await.unwrap();
+    assert!(epoch3 > epoch2, "profiles: a batch moves the epoch");
+    let p3 = reassign.profile.clone();
+    assert_eq!(p3.current_version, 2);
+    assert_eq!(store.profile(p1.id).await.unwrap(), Some(p3.clone()));
+    assert_eq!(store.profile_versions(p1.id).await.unwrap(), vec![v1, v2]);
+    assert_eq!(
+        store.list_profiles().await.unwrap(),
+        vec![fresh.profile.clone(), p3.clone()],
+        "profiles: by name"
+    );
+
+    // The group the assignment no longer names can go; the excluded one cannot.
+    assert!(store.delete_group(lab.id).await.unwrap());
+    assert!(
+        matches!(store.delete_group(quarantine.id).await, Err(StoreError::Conflict(_))),
+        "profiles: an excluded group is in use too"
+    );
+
+    // Delete: the profile, its versions and its assignment go; the epoch moves.
+    assert!(store.delete_profile(p1.id).await.unwrap());
+    let epoch4 = store.configuration_epoch().await.unwrap();
+    assert!(epoch4 > epoch3, "profiles: a delete moves the epoch");
+    assert!(store.profile(p1.id).await.unwrap().is_none());
+    assert!(store.profile_by_name("camera-off").await.unwrap().is_none());
+    assert!(store.profile_versions(p1.id).await.unwrap().is_empty());
+    assert!(store.profile_version(p1.id, 1).await.unwrap().is_none());
+    assert!(!store.delete_profile(p1.id).await.unwrap(), "profiles: deleted once");
+    assert_eq!(
+        store.configuration_epoch().await.unwrap(),
+        epoch4,
+        "a no-op delete writes nothing"
+    );
+    assert_eq!(store.list_profiles().await.unwrap(), vec![fresh.profile]);
+    assert!(store.delete_group(quarantine.id).await.unwrap(), "no longer named");
+    // The name is free again.
+    store
+        .write_profiles(&[create_profile("camera-off", Assignment::default(), vec![], t2)])
+        .await
+        .unwrap();
+}
+
+/// The device's rows as a model of the store: what the commits wrote.
+fn apply_config_commit(
+    model: &mut std::collections::BTreeMap<String, DeviceSetting>,
+    c: &crate::configuration::ConfigurationCommit,
+) {
+    for r in &c.upserts {
+        model.insert(r.path.clone(), r.clone());
+    }
+    for p in &c.deletes {
+        model.remove(p);
+    }
+}
+
+fn assigned(w: &ProfileWrite) -> AssignedProfile {
+    let v = w.new_version.as_ref().unwrap();
+    AssignedProfile {
+        id: w.profile.id,
+        name: w.profile.name.clone(),
+        priority: w.profile.priority,
+        remediation: w.profile.remediation,
+        created_at: w.profile.created_at,
+        version: v.version,
+        assignment: w.profile.assignment.clone(),
+        settings: v.settings.clone(),
+    }
+}
+
+async fn config_context<S: CheckinStore>(store: &S, id: EnrollmentId, at: OffsetDateTime) -> ConfigurationContext {
+    store
+        .checkin_context(EnrollmentKey::Id(id), &[], at)
+        .await
+        .unwrap()
+        .expect("context")
+        .configuration
+}
+
+/// Commits a check-in of `e` whose configuration part is `c`.
+async fn commit_config<S: CheckinStore>(
+    store: &S,
+    id: EnrollmentId,
+    c: &crate::configuration::ConfigurationCommit,
+    at: OffsetDateTime,
+) {
+    let commit = CheckinCommit {
+        configuration: Some(c.clone()),
+        ..in_session(&session("cfg"))
+    };
+    store.commit_checkin(id, &commit, at).await.unwrap();
+}
+
+/// The configuration in the check-in: the stamp read with the context and the profiles and rows
+/// loaded only when needed (first contact, epoch moved, verification due or requested, group
+/// changed); a commit built with core's `plan`/`absorb` writes rows (every field round-trips), row
+/// deletions, events and the stamp; assignment counts, per-profile status counts and verification
+/// requests cover the active enrollments they should.
+pub async fn configuration_in_checkin<S>(store: &S)
+where
+    S: EnrollmentStore + CheckinStore + ProfileStore + GroupStore + Inspect,
+{
+    use crate::configuration::{ConfigurationCommit, OpAnswers, absorb, plan};
+    use std::collections::BTreeMap;
+
+    let policy = VerifyPolicy::default();
+    let t0 = now();
+    let (lab, other) = (group("lab", t0), group("other", t0));
+    store.create_group(&lab).await.unwrap();
+    store.create_group(&other).await.unwrap();
+    let e = enroll_device(store, "CFG-1").await;
+    assert!(store.set_enrollment_group(e.id, Some(lab.id)).await.unwrap());
+
+    // Profiles: one for the lab (report-only), one for every device but the lab, one assigned to
+    // nobody (not a candidate).
+    let mut wifi = create_profile(
+        "wifi",
+        groups_assignment(&[lab.id], &[]),
+        vec![
+            config_setting("./A", "1", true),
+            config_setting("./B", "2", true),
+            Setting {
+                type_: Some("text/plain".into()),
+                on_remove: OnRemove::Replace("0".into()),
+                remove_path: Some("./C/Reset".into()),
+                ..config_setting("./C", "3", false)
+            },
+        ],
+        t0,
+    );
+    wifi.profile.remediation = Remediation::Report;
+    wifi.profile.priority = 5;
+    let others = create_profile(
+        "others",
+        Assignment {
+            all: true,
+            groups: vec![],
+            exclude_groups: vec![lab.id],
+        },
+        vec![config_setting("./D", "4", true)],
+        t0,
+    );
+    let idle = create_profile(
+        "idle",
+        Assignment::default(),
+        vec![config_setting("./E", "5", true)],
+        t0,
+    );
+    store
+        .write_profiles(&[wifi.clone(), others.clone(), idle.clone()])
+        .await
+        .unwrap();
+    let epoch = store.configuration_epoch().await.unwrap();
+
+    // First contact: never reconciled, so everything is loaded.
+    let ctx = config_context(store, e.id, t0).await;
+    assert_eq!(ctx.epoch, epoch, "configuration: the epoch with the context");
+    assert_eq!(ctx.state, DeviceConfigState::default(), "configuration: no stamp yet");
+    let loaded = ctx.loaded.clone().expect("configuration: loaded on first contact");
+    assert_eq!(loaded.groups, vec![lab.id]);
+    let mut candidates = loaded.candidates.clone();
+    candidates.sort_by(|a, b| a.name.cmp(&b.name));
+    assert_eq!(
+        candidates,
+        vec![assigned(&others), assigned(&wifi)],
+        "configuration: candidates are the platform's assigned profiles"
+    );
+    assert!(loaded.settings.is_empty());
+    assert_eq!(store.device_configuration(e.id).await.unwrap(), loaded);
+    assert!(matches!(
+        store.device_configuration(EnrollmentId::new()).await,
+        Err(StoreError::NotFound)
+    ));
+
+    // Round 1: every apply sent, none answered.
+    let mut model: BTreeMap<String, DeviceSetting> = BTreeMap::new();
+    let plan1 = plan(e.id, &ctx, t0).unwrap();
+    assert_eq!(plan1.ops.len(), 3, "configuration: wifi's three settings");
+    let sent: Vec<CommandId> = plan1.ops.iter().map(|o| o.id).collect();
+    let c1 = absorb(
+        &plan1,
+        &OpAnswers {
+            session: "cfg",
+            sent: &sent,
+            ..Default::default()
+        },
+        &policy,
+        t0,
+    );
+    commit_config(store, e.id, &c1, t0).await;
+    apply_config_commit(&mut model, &c1);
+    let stored = store.device_configuration(e.id).await.unwrap();
+    assert_eq!(
+        stored.settings,
+        model.values().cloned().collect::<Vec<_>>(),
+        "configuration: rows round-trip, in flight included"
+    );
+    assert!(stored.settings.iter().all(|r| r.in_flight.is_some()));
+
+    // Round 2 (the same session): ./A and ./B acknowledged, ./C refused with the device's error.
+    let t1 = t0 + Duration::microseconds(1_234_567);
+    let ctx = config_context(store, e.id, t1).await;
+    assert_eq!(ctx.state, c1.state, "configuration: the stamp round-trips");
+    let plan2 = plan(e.id, &ctx, t1).expect("configuration: loaded while unsettled");
+    let id_of = |p: &crate::configuration::Plan, path: &str| plan_op(p, path);
+    let (a, b, c) = (id_of(&plan2, "./A"), id_of(&plan2, "./B"), id_of(&plan2, "./C"));
+    let outcomes = vec![ok(a, 200), ok(b, 200), ok(c, 405)];
+    let errors = vec![(c, "0x86000011".to_owned())];
+    let c2 = absorb(
+        &plan2,
+        &OpAnswers {
+            session: "cfg",
+            outcomes: &outcomes,
+            errors: &errors,
+            ..Default::default()
+        },
+        &policy,
+        t1,
+    );
+    commit_config(store, e.id, &c2, t1).await;
+    apply_config_commit(&mut model, &c2);
+    assert_eq!(
+        store.device_configuration(e.id).await.unwrap().settings,
+        model.values().cloned().collect::<Vec<_>>()
+    );
+
+    // Round 3, a verification (due at once after an apply): ./A holds, ./B drifted (reported).
+    let t2 = t1 + Duration::seconds(1);
+    let ctx = config_context(store, e.id, t2).await;
+    assert_eq!(ctx.state, c2.state);
+    let plan3 = plan(e.id, &ctx, t2).expect("configuration: loaded when a verification is due");
+    assert!(plan3.verifying);
+    let read = |id, value: &str| {
+        Outcome::new(
+            id,
+            200,
+            vec![ResultItem {
+                source: String::new(),
+                format: Some("int".into()),
+                data: Some(value.into()),
+            }],
+            vec![],
+        )
+    };
+    let outcomes = vec![read(id_of(&plan3, "./A"), "1"), read(id_of(&plan3, "./B"), "7")];
+    let c3 = absorb(
+        &plan3,
+        &OpAnswers {
+            session: "cfg-2",
+            outcomes: &outcomes,
+            ..Default::default()
+        },
+        &policy,
+        t2,
+    );
+    assert_eq!(c3.state.unsettled, 0, "the story's premise: settled");
+    commit_config(store, e.id, &c3, t2).await;
+    apply_config_commit(&mut model, &c3);
+    let stored = store.device_configuration(e.id).await.unwrap();
+    assert_eq!(stored.settings, model.values().cloned().collect::<Vec<_>>());
+    let a_row = &stored.settings[0];
+    assert_eq!(
+        (
+            a_row.status,
+            a_row.observed.as_deref(),
+            a_row.observed_at,
+            a_row.verified_at
+        ),
+        (SettingStatus::Verified, Some("1"), Some(t2), Some(t2))
+    );
+    let c_row = &stored.settings[2];
+    assert_eq!(
+        (c_row.status, c_row.status_code, c_row.error.as_deref()),
+        (SettingStatus::Failed, Some(405), Some("0x86000011"))
+    );
+    let kinds = event_kinds(store, e.id).await;
+    assert_eq!(
+        kinds
+            .iter()
+            .filter(|k| matches!(k, EventKind::SettingDrifted | EventKind::SettingFailed))
+            .collect::<Vec<_>>(),
+        vec![&EventKind::SettingFailed, &EventKind::SettingDrifted],
+        "configuration: the events in the outbox, in order"
+    );
+    let events = store.device_events_for(e.id).await.unwrap();
+    let drift = events.iter().find(|x| x.kind == EventKind::SettingDrifted).unwrap();
+    assert_eq!(drift.data, c3.events[0].data);
+
+    // Settled: the next check-in loads nothing.
+    let settled = c3.state;
+    let ctx = config_context(store, e.id, t2).await;
+    assert_eq!(ctx.state, settled);
+    assert_eq!(ctx.epoch, epoch);
+    assert!(ctx.loaded.is_none(), "configuration: a settled device loads nothing");
+
+    // Profile status and assignment counts, with more devices: one more in the lab, one in no
+    // group, one in the other group, one in the lab whose enrollment ended.
+    let e2 = enroll_device(store, "CFG-2").await;
+    assert!(store.set_enrollment_group(e2.id, Some(lab.id)).await.unwrap());
+    let _e3 = enroll_device(store, "CFG-3").await;
+    let e4 = enroll_device(store, "CFG-4").await;
+    assert!(store.set_enrollment_group(e4.id, Some(other.id)).await.unwrap());
+    let e5 = enroll_device(store, "CFG-5").await;
+    assert!(store.set_enrollment_group(e5.id, Some(lab.id)).await.unwrap());
+    let end = EnrollmentEnd::new(EnrollmentState::Unenrolled, reasons::DEVICE_UNENROLLED);
+    assert!(store.end_enrollment(e5.id, &end, t2).await.unwrap());
+    let count = |a: Assignment| async move { store.count_assigned(Platform::Windows, &a).await.unwrap() };
+    assert_eq!(
+        count(Assignment {
+            all: true,
+            ..Default::default()
+        })
+        .await,
+        4,
+        "configuration: all active"
+    );
+    assert_eq!(count(groups_assignment(&[lab.id], &[])).await, 2, "the lab's active");
+    assert_eq!(
+        count(Assignment {
+            all: true,
+            groups: vec![],
+            exclude_groups: vec![lab.id],
+        })
+        .await,
+        2,
+        "all but the lab (a device in no group included)"
+    );
+    assert_eq!(count(groups_assignment(&[lab.id, other.id], &[other.id])).await, 2);
+    assert_eq!(count(Assignment::default()).await, 0, "an empty assignment");
+    let mut status = store.profile_status(wifi.profile.id).await.unwrap();
+    status.settings.sort();
+    assert_eq!(
+        status,
+        ProfileStatusCounts {
+            devices: 2,
+            settings: vec![
+                (1, SettingStatus::Verified, 1),
+                (1, SettingStatus::Failed, 1),
+                (1, SettingStatus::Drifted, 1),
+            ],
+        },
+        "configuration: the profile's rows per version and status"
+    );
+    assert_eq!(
+        store.profile_status(idle.profile.id).await.unwrap(),
+        ProfileStatusCounts::default()
+    );
+
+    // A verification request makes the device load again; a stamp-only commit settles it.
+    assert_eq!(
+        store
+            .request_verification(VerifyTarget::Enrollment(e.id), t2)
+            .await
+            .unwrap(),
+        1
+    );
+    let ctx = config_context(store, e.id, t2).await;
+    assert_eq!(ctx.state.verify_at, Some(t2));
+    assert!(
+        ctx.loaded.is_some(),
+        "configuration: loaded after a verification request"
+    );
+    let stamp_only = |state| ConfigurationCommit {
+        state,
+        ..Default::default()
+    };
+    commit_config(store, e.id, &stamp_only(settled), t2).await;
+    assert!(config_context(store, e.id, t2).await.loaded.is_none());
+    assert_eq!(
+        store
+            .request_verification(VerifyTarget::Enrollment(EnrollmentId::new()), t2)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        store
+            .request_verification(VerifyTarget::Enrollment(e5.id), t2)
+            .await
+            .unwrap(),
+        0,
+        "an ended enrollment is not covered"
+    );
+
+    // A profile write moves the epoch: loaded again.
+    let t3 = t2 + Duration::seconds(1);
+    let touched = update_profile(&idle.profile, Assignment::default(), None, t3);
+    store.write_profiles(&[touched]).await.unwrap();
+    let epoch2 = store.configuration_epoch().await.unwrap();
+    let ctx = config_context(store, e.id, t3).await;
+    assert_eq!(ctx.epoch, epoch2);
+    assert!(ctx.loaded.is_some(), "configuration: loaded after the epoch moved");
+    let resettled = DeviceConfigState {
+        epoch_seen: epoch2,
+        ..settled
+    };
+    commit_config(store, e.id, &stamp_only(resettled), t3).await;
+    assert!(config_context(store, e.id, t3).await.loaded.is_none());
+
+    // Moving the device out of the lab resets its stamp: loaded again, without the lab.
+    assert!(store.set_enrollment_group(e.id, None).await.unwrap());
+    let ctx = config_context(store, e.id, t3).await;
+    assert_eq!(
+        ctx.state.epoch_seen, 0,
+        "configuration: the group change reset the stamp"
+    );
+    let loaded = ctx.loaded.clone().expect("configuration: loaded after a group change");
+    assert!(loaded.groups.is_empty());
+    // Now wifi no longer applies: its rows go (./A and ./B removed by the device, ./C never
+    // applied); `others` applies ./D.
+    let plan4 = plan(e.id, &ctx, t3).unwrap();
+    let outcomes = vec![ok(id_of(&plan4, "./A"), 200), ok(id_of(&plan4, "./B"), 404)];
+    let d = id_of(&plan4, "./D");
+    let c4 = absorb(
+        &plan4,
+        &OpAnswers {
+            session: "cfg-3",
+            sent: &[d],
+            outcomes: &outcomes,
+            ..Default::default()
+        },
+        &policy,
+        t3,
+    );
+    assert_eq!(c4.deletes, vec!["./A".to_owned(), "./B".to_owned(), "./C".to_owned()]);
+    commit_config(store, e.id, &c4, t3).await;
+    apply_config_commit(&mut model, &c4);
+    let stored = store.device_configuration(e.id).await.unwrap();
+    assert_eq!(stored.settings, model.values().cloned().collect::<Vec<_>>());
+    assert_eq!(
+        stored.settings.iter().map(|r| r.path.as_str()).collect::<Vec<_>>(),
+        vec!["./D"],
+        "configuration: deletes remove rows"
+    );
+    assert_eq!(config_context(store, e.id, t3).await.state, c4.state);
+    assert_eq!(
+        store.profile_status(wifi.profile.id).await.unwrap(),
+        ProfileStatusCounts {
+            devices: 1,
+            settings: vec![],
+        }
+    );
+
+    // Verification by group and for everyone: the active enrollments covered.
+    assert_eq!(
+        store
+            .request_verification(VerifyTarget::Group(lab.id), t3)
+            .await
+            .unwrap(),
+        1,
+        "configuration: the lab's one active device"
+    );
+    assert_eq!(
+        store
+            .request_verification(VerifyTarget::Group(GroupId::new()), t3)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        store.request_verification(VerifyTarget::All, t3).await.unwrap(),
+        4,
+        "configuration: every active device"
+    );
+    let ctx2 = config_context(store, e2.id, t3).await;
+    assert_eq!(ctx2.state.verify_at, Some(t3), "a device without a stamp gets one");
+    assert!(ctx2.loaded.is_some());
+}
+
+/// The id of the plan's operation on `path`.
+fn plan_op(p: &crate::configuration::Plan, path: &str) -> CommandId {
+    p.ops
+        .iter()
+        .find(|o| o.path == path)
+        .unwrap_or_else(|| panic!("no operation on {path}: {:?}", p.ops))
+        .id
 }

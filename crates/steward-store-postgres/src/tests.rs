@@ -100,6 +100,8 @@ stories!(
     device_reports,
     dashboard,
     readiness,
+    profiles,
+    configuration_in_checkin,
 );
 
 #[tokio::test]
@@ -121,7 +123,7 @@ async fn run_all_on_fresh_schemas() {
         }
     })
     .await;
-    assert_eq!(n, 18);
+    assert_eq!(n, 20);
     let mut c = PgConnection::connect(&database_url()).await.unwrap();
     for s in schemas {
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA {s} CASCADE")))

@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 
 use crate::error::from_rusqlite;
 use crate::rows::{NamedRow, command_from_row, enrollment_from_row};
-use crate::{SqliteStore, from_micros, writes};
+use crate::{SqliteStore, bad, from_micros, opt_micros, profiles, writes};
 
 /// The `checkin_sessions` columns as `s_*` (table alias `s`), read by [`session_from_row`].
 macro_rules! session_columns {
@@ -22,21 +22,27 @@ macro_rules! session_columns {
 pub(crate) use session_columns;
 
 /// The enrollment row, its session credential and its session (LEFT JOIN: None before the first
-/// message), the first of the reads of `checkin_context`.
+/// message), the first of the reads of `checkin_context`. The configuration stamp (LEFT JOIN: none
+/// before the first reconciliation) and the configuration epoch (a one-row table) come with it, so
+/// an idle check-in of a settled device reads no statement more than before (`profiles.rs`).
 macro_rules! context_sql {
     ($where:literal) => {
         concat!(
             "SELECT e.*, ",
             session_columns!(),
-            " FROM enrollments e LEFT JOIN checkin_sessions s ON s.enrollment_id = e.id WHERE ",
+            ", c.epoch_seen AS c_epoch_seen, c.unsettled AS c_unsettled, c.verify_at AS c_verify_at, \
+             (SELECT epoch FROM configuration_epoch WHERE id = 1) AS c_epoch \
+             FROM enrollments e LEFT JOIN checkin_sessions s ON s.enrollment_id = e.id \
+             LEFT JOIN device_config_state c ON c.enrollment_id = e.id WHERE ",
             $where
         )
     };
 }
 
-const CONTEXT_BY_CERTIFICATE: &str = context_sql!("e.cert_thumbprint = ?1 OR e.previous_cert_thumbprint = ?1");
-const CONTEXT_BY_ID: &str = context_sql!("e.id = ?1");
-const CONTEXT_BY_ACTIVE_DEVICE: &str = context_sql!("e.device_id = ?1 AND e.state = 'active'");
+pub(crate) const CONTEXT_BY_CERTIFICATE: &str =
+    context_sql!("e.cert_thumbprint = ?1 OR e.previous_cert_thumbprint = ?1");
+pub(crate) const CONTEXT_BY_ID: &str = context_sql!("e.id = ?1");
+pub(crate) const CONTEXT_BY_ACTIVE_DEVICE: &str = context_sql!("e.device_id = ?1 AND e.state = 'active'");
 
 /// The session from `session_columns!()`; None when the row has none (LEFT JOIN).
 pub(crate) fn session_from_row(r: &NamedRow<'_>) -> StoreResult<Option<SessionRecord>> {
@@ -50,6 +56,19 @@ pub(crate) fn session_from_row(r: &NamedRow<'_>) -> StoreResult<Option<SessionRe
         last_response: r.text("s_last_response")?,
         updated_at: Some(from_micros(r.int("s_updated_at")?)?),
     }))
+}
+
+/// The configuration epoch and the device's stamp from `context_sql!()`'s `c_*` columns.
+fn config_stamp(r: &NamedRow<'_>) -> StoreResult<(i64, DeviceConfigState)> {
+    let state = match r.opt_int("c_epoch_seen")? {
+        Some(epoch_seen) => DeviceConfigState {
+            epoch_seen,
+            unsettled: u32::try_from(r.int("c_unsettled")?).map_err(|_| bad("unsettled count"))?,
+            verify_at: opt_micros(r.opt_int("c_verify_at")?)?,
+        },
+        None => DeviceConfigState::default(),
+    };
+    Ok((r.int("c_epoch")?, state))
 }
 
 /// All commands of one enrollment in one state-set query, mapped in the statement's order.
@@ -80,7 +99,7 @@ fn read_context(
         EnrollmentKey::Id(id) => (CONTEXT_BY_ID, id.to_string()),
         EnrollmentKey::ActiveDevice(d) => (CONTEXT_BY_ACTIVE_DEVICE, d.as_str().to_owned()),
     };
-    let (enrollment, session_credential, session) = {
+    let (enrollment, session_credential, session, (epoch, state)) = {
         let mut stmt = tx.prepare_cached(sql).map_err(from_rusqlite)?;
         let mut rows = stmt.query(rusqlite::params![key]).map_err(from_rusqlite)?;
         let Some(r) = rows.next().map_err(from_rusqlite)? else {
@@ -91,6 +110,7 @@ fn read_context(
             enrollment_from_row(&r)?,
             r.opt_text("session_credential")?,
             session_from_row(&r)?,
+            config_stamp(&r)?,
         )
     };
     let eid = enrollment.id.to_string();
@@ -131,6 +151,17 @@ fn read_context(
         "SELECT * FROM commands WHERE enrollment_id = ?1 AND state = 'accepted' ORDER BY seq DESC",
         &eid,
     )?;
+    // The profiles and rows only when something may have changed (core decides what).
+    let loaded = if state.needs_load(epoch, now) {
+        Some(profiles::load_configuration(
+            &tx,
+            &eid,
+            enrollment.platform,
+            enrollment.group_id,
+        )?)
+    } else {
+        None
+    };
     Ok(Some(CheckinContext {
         enrollment,
         session_credential,
@@ -139,7 +170,7 @@ fn read_context(
         open,
         awaiting,
         overdue: !expired.is_empty(),
-        configuration: Default::default(),
+        configuration: ConfigurationContext { epoch, state, loaded },
     }))
 }
 

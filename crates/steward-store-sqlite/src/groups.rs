@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use steward_core::*;
 
 use crate::error::{from_rusqlite, is_unique_violation};
-use crate::rows::NamedRow;
+use crate::rows::{self, NamedRow};
 use crate::{SqliteStore, from_micros, micros, parse_id};
 
 fn group_from_row(r: &NamedRow<'_>) -> StoreResult<Group> {
@@ -57,13 +57,14 @@ impl GroupStore for SqliteStore {
                 "SELECT (SELECT COUNT(*) FROM enrollments WHERE group_id = ?1 AND state = 'active') \
                  + (SELECT COUNT(*) FROM enrollment_tokens WHERE group_id = ?1 AND revoked = 0) \
                  + (SELECT COUNT(*) FROM api_tokens WHERE group_id = ?1 AND revoked_at IS NULL) \
-                 + (SELECT COUNT(*) FROM users WHERE console_group_id = ?1) AS n",
+                 + (SELECT COUNT(*) FROM users WHERE console_group_id = ?1) \
+                 + (SELECT COUNT(*) FROM profile_assignments WHERE group_id = ?1) AS n",
                 (&id,),
                 |r| r.int("n"),
             )?;
             if in_use > 0 {
                 return Err(StoreError::Conflict(format!(
-                    "group {id} still has active devices, enrollment tokens, API tokens or console users"
+                    "group {id} still has active devices, enrollment tokens, API tokens, console users or profile assignments"
                 )));
             }
             // History rows (ended enrollments, revoked tokens) keep pointing at nothing rather than
@@ -84,74 +85,21 @@ impl GroupStore for SqliteStore {
     }
 
     async fn set_enrollment_group(&self, id: EnrollmentId, group: Option<GroupId>) -> StoreResult<bool> {
-        let n = self
-            .write_one(
+        self.write(move |tx| {
+            let eid = id.to_string();
+            let n = rows::exec(
+                tx,
                 "UPDATE enrollments SET group_id = ?1 WHERE id = ?2",
-                (group.map(|g| g.to_string()), id.to_string()),
-            )
-            .await?;
-        Ok(n > 0)
-    }
-}
-
-// TEMPORARY (replaced by the store work of this branch): lets the workspace compile.
-#[async_trait::async_trait]
-impl steward_core::ProfileStore for SqliteStore {
-    async fn write_profiles(&self, _w: &[steward_core::ProfileWrite]) -> steward_core::StoreResult<()> {
-        Err(steward_core::StoreError::Backend("profiles: not yet".into()))
-    }
-    async fn profile(&self, _id: steward_core::ProfileId) -> steward_core::StoreResult<Option<steward_core::Profile>> {
-        Err(steward_core::StoreError::Backend("profiles: not yet".into()))
-    }
-    async fn profile_by_name(&self, _n: &str) -> steward_core::StoreResult<Option<steward_core::Profile>> {
-        Err(steward_core::StoreError::Backend("profiles: not yet".into()))
-    }
-    async fn list_profiles(&self) -> steward_core::StoreResult<Vec<steward_core::Profile>> {
-        Err(steward_core::StoreError::Backend("profiles: not yet".into()))
-    }
-    async fn profile_version(
-        &self,
-        _id: steward_core::ProfileId,
-        _v: u32,
-    ) -> steward_core::StoreResult<Option<steward_core::ProfileVersion>> {
-        Err(steward_core::StoreError::Backend("profiles: not yet".into()))
-    }
-    async fn profile_versions(
-        &self,
-        _id: steward_core::ProfileId,
-    ) -> steward_core::StoreResult<Vec<steward_core::ProfileVersion>> {
-        Err(steward_core::StoreError::Backend("profiles: not yet".into()))
-    }
-    async fn delete_profile(&self, _id: steward_core::ProfileId) -> steward_core::StoreResult<bool> {
-        Err(steward_core::StoreError::Backend("profiles: not yet".into()))
-    }
-    async fn configuration_epoch(&self) -> steward_core::StoreResult<i64> {
-        Err(steward_core::StoreError::Backend("profiles: not yet".into()))
-    }
-    async fn device_configuration(
-        &self,
-        _id: steward_core::EnrollmentId,
-    ) -> steward_core::StoreResult<steward_core::DeviceConfiguration> {
-        Err(steward_core::StoreError::Backend("profiles: not yet".into()))
-    }
-    async fn count_assigned(
-        &self,
-        _p: steward_core::Platform,
-        _a: &steward_core::Assignment,
-    ) -> steward_core::StoreResult<u64> {
-        Err(steward_core::StoreError::Backend("profiles: not yet".into()))
-    }
-    async fn profile_status(
-        &self,
-        _id: steward_core::ProfileId,
-    ) -> steward_core::StoreResult<steward_core::ProfileStatusCounts> {
-        Err(steward_core::StoreError::Backend("profiles: not yet".into()))
-    }
-    async fn request_verification(
-        &self,
-        _t: steward_core::VerifyTarget,
-        _now: time::OffsetDateTime,
-    ) -> steward_core::StoreResult<u64> {
-        Err(steward_core::StoreError::Backend("profiles: not yet".into()))
+                (group.map(|g| g.to_string()), &eid),
+            )?;
+            // Other groups may assign other profiles: the device reconciles at its next check-in.
+            rows::exec(
+                tx,
+                "UPDATE device_config_state SET epoch_seen = 0 WHERE enrollment_id = ?1",
+                (&eid,),
+            )?;
+            Ok(n > 0)
+        })
+        .await
     }
 }

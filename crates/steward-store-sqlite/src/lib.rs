@@ -16,6 +16,7 @@
 //! | `InventoryStore` | `inventory.rs` |
 //! | `UserStore` | `users.rs` |
 //! | `GroupStore` | `groups.rs` |
+//! | `ProfileStore` | `profiles.rs` (the check-in's part: `checkin.rs`, `writes.rs`) |
 //! | `AccessStore` | `access.rs` |
 //! | `AuditLog` | `audit.rs` |
 //! | `EventLog` | `events.rs` |
@@ -47,6 +48,7 @@ mod health;
 mod inspect;
 mod inventory;
 mod migrate;
+mod profiles;
 mod reads;
 mod reports;
 mod rows;

@@ -87,6 +87,8 @@ stories!(
     device_reports,
     dashboard,
     readiness,
+    profiles,
+    configuration_in_checkin,
 );
 
 #[tokio::test]
@@ -99,7 +101,7 @@ async fn run_all_on_fresh_stores() {
         async move { SqliteStore::open(&path).await.unwrap() }
     })
     .await;
-    assert_eq!(n, 18);
+    assert_eq!(n, 20);
 }
 
 #[tokio::test]
@@ -669,4 +671,41 @@ async fn opens_and_upgrades_a_database_created_by_the_sqlx_store() {
         .await
         .unwrap();
     assert_eq!(store.list_groups().await.unwrap().len(), 2);
+}
+
+/// The check-in's reads stay indexed lookups: the stamp and epoch folded into the context's first
+/// statement, and the configuration loads by platform and enrollment (no table scans as the fleet
+/// or the profile list grows).
+#[tokio::test]
+async fn the_configuration_reads_of_a_check_in_are_indexed() {
+    let (_dir, store) = temp_store().await;
+    let statements = [
+        crate::checkin::CONTEXT_BY_ID,
+        crate::checkin::CONTEXT_BY_CERTIFICATE,
+        crate::checkin::CONTEXT_BY_ACTIVE_DEVICE,
+        crate::profiles::ASSIGNMENTS_OF_PLATFORM,
+        crate::profiles::CANDIDATES,
+        crate::profiles::DEVICE_SETTINGS,
+    ];
+    for sql in statements {
+        let plan: Vec<String> = store
+            .read(move |conn| {
+                let mut stmt = conn
+                    .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                    .map_err(from_rusqlite)?;
+                let rows = stmt
+                    .query_map(["x"], |r| r.get::<_, String>(3))
+                    .map_err(from_rusqlite)?;
+                rows.collect::<Result<_, _>>().map_err(from_rusqlite)
+            })
+            .await
+            .unwrap();
+        // The one-row epoch table is the only table read whole.
+        let scans: Vec<&String> = plan
+            .iter()
+            .filter(|d| d.starts_with("SCAN") && !d.contains("configuration_epoch"))
+            .collect();
+        assert!(scans.is_empty(), "{sql}\n{plan:#?}");
+        assert!(plan.iter().any(|d| d.starts_with("SEARCH")), "{sql}\n{plan:#?}");
+    }
 }

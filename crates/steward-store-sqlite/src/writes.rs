@@ -52,7 +52,7 @@ fn insert_log(conn: &Connection, e: &IssuanceLogEntry) -> StoreResult<()> {
 
 /// Appends an event of enrollment `id` (see `device_events` in migration 0002) inside the caller's
 /// transaction; the device id is the enrollment's own.
-fn insert_event(conn: &Connection, id: &str, e: &NewDeviceEvent, at: OffsetDateTime) -> StoreResult<()> {
+pub(crate) fn insert_event(conn: &Connection, id: &str, e: &NewDeviceEvent, at: OffsetDateTime) -> StoreResult<()> {
     exec(
         conn,
         "INSERT INTO device_events (kind, enrollment_id, device_id, data, at) \
@@ -514,6 +514,10 @@ pub(crate) fn commit_checkin(
 
     if !c.facts.is_empty() {
         write_facts(&tx, &eid, &c.facts, at)?;
+    }
+
+    if let Some(config) = &c.configuration {
+        crate::profiles::write_configuration(&tx, &eid, config, now)?;
     }
 
     if let Some(end) = &c.end_enrollment {

@@ -204,8 +204,9 @@ pub trait GroupStore: Send + Sync {
     /// Creates a device group. Conflict if the name is taken (names compare case-sensitively).
     async fn create_group(&self, g: &Group) -> StoreResult<()>;
     /// Deletes an empty group. Conflict while an active enrollment, an unrevoked enrollment token,
-    /// an unrevoked API token or a console user still refers to it (moving or revoking them first is
-    /// a decision for a person, not a side effect). Returns false if it did not exist.
+    /// an unrevoked API token, a console user or a profile assignment (included or excluded) still
+    /// refers to it (moving, revoking or reassigning them first is a decision for a person, not a
+    /// side effect). Returns false if it did not exist.
     async fn delete_group(&self, id: GroupId) -> StoreResult<bool>;
     /// Moves an enrollment into a group (or out of every group with None). Returns false if the
     /// enrollment does not exist; an unknown group is the caller's check.
