@@ -358,7 +358,7 @@ impl Profiles {
                 ..old.clone()
             };
             writes.push(ProfileWrite {
-                new_version: settings_changed.then(|| ProfileVersion {
+                new_version: settings_changed.then_some(ProfileVersion {
                     profile_id: old.id,
                     version: version_after,
                     settings: p.settings,
@@ -550,7 +550,12 @@ impl Profiles {
         let settings = adapter.catalog_settings(name).ok_or_else(|| {
             ServiceError::Invalid(format!(
                 "catalog entry {name:?} needs parameters ({}); write a profile document from it instead",
-                entry.parameters.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")
+                entry
+                    .parameters
+                    .iter()
+                    .map(|p| p.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ))
         })?;
         if !valid_profile_name(name) {
