@@ -114,17 +114,12 @@ fn assignments_of(
     Ok(by_profile)
 }
 
-/// The profiles one statement selects (`SELECT * FROM profiles …`), each with its assignment, in
-/// the caller's snapshot.
+/// The profiles one statement selects (`SELECT * FROM profiles …`, with `key` as its parameter if
+/// given: one profile), each with its assignment, in the caller's snapshot.
 fn profiles_in(tx: &Connection, sql: &str, key: Option<&str>) -> StoreResult<Vec<Profile>> {
-    let rows: Vec<(String, Profile)> = match key {
-        Some(k) => all(tx, sql, (k,), |r| {
-            Ok((r.text("id")?, profile_from_row(r, Assignment::default())?))
-        })?,
-        None => all(tx, sql, (), |r| {
-            Ok((r.text("id")?, profile_from_row(r, Assignment::default())?))
-        })?,
-    };
+    let rows: Vec<(String, Profile)> = all(tx, sql, rusqlite::params_from_iter(key), |r| {
+        Ok((r.text("id")?, profile_from_row(r, Assignment::default())?))
+    })?;
     let mut assignments = match (key, rows.as_slice()) {
         (_, []) => BTreeMap::new(),
         (Some(_), [(id, _)]) => assignments_of(
