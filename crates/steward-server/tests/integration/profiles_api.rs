@@ -494,3 +494,92 @@ async fn catalog_entries_assign_and_apply_as_files() {
     let (_, report) = apply(&t, export["documents"].clone(), false).await;
     assert!(actions(&report).iter().all(|(_, a)| a == "unchanged"), "{report}");
 }
+
+fn settings_of(v: &Value) -> Vec<(String, String, u64)> {
+    v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["path"].as_str().unwrap().to_owned(),
+                i["status"].as_str().unwrap().to_owned(),
+                i["version"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+async fn sync(t: &TestServer, d: &mut steward_sim::ManagedDevice) {
+    let client = t.device_client(d);
+    let report = d
+        .run_session(&client, steward_sim::session::SessionTrigger::Scheduled)
+        .await
+        .unwrap();
+    assert!(report.ended, "the server ends the session");
+}
+
+/// The API's views follow a real device: applied through the API, delivered and read back by the
+/// simulator's session, counted on the profile page; a new version is pending (with the device's
+/// last check-in in the reason) until the device's next session.
+#[tokio::test]
+async fn the_api_views_follow_a_checking_in_device() {
+    let t = TestServer::start().await;
+    let pilot = group(&t, "pilot").await;
+    let mut d = t.managed_device(None).await;
+    let e = t.enrollment_of(&d).await;
+    assert!(t.store().set_enrollment_group(e.id, Some(pilot)).await.unwrap());
+    sync(&t, &mut d).await;
+
+    let (status, _) = apply(&t, json!([camera_off(&["pilot"])]), false).await;
+    assert_eq!(status, StatusCode::OK);
+    let path = format!("/api/v1/devices/{}/settings", e.id);
+    let (_, before) = admin(&t, Method::GET, &path, None).await;
+    assert_eq!(settings_of(&before), [(CAMERA.to_owned(), "pending".to_owned(), 1)]);
+    let reason = before["items"][0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("has not checked in since it was assigned (last seen"),
+        "{reason}"
+    );
+
+    // One session delivers and the read-back verifies (a Policy CSP node is readable).
+    for _ in 0..3 {
+        sync(&t, &mut d).await;
+    }
+    let (_, after) = admin(&t, Method::GET, &path, None).await;
+    assert_eq!(
+        settings_of(&after),
+        [(CAMERA.to_owned(), "verified".to_owned(), 1)],
+        "{after}"
+    );
+    assert_eq!(after["items"][0]["observed"], "0");
+    let (_, shown) = admin(&t, Method::GET, "/api/v1/profiles/camera-off", None).await;
+    assert_eq!(shown["profile"]["devices"], 1);
+    assert_eq!(
+        shown["status"],
+        json!([{"version": 1, "status": "verified", "count": 1}])
+    );
+
+    // A new version: pending on the device until its next session, then verified at version 2.
+    let mut v2 = camera_off(&["pilot"]);
+    v2["settings"][0]["value"] = json!(1);
+    let (_, report) = apply(&t, json!([v2]), false).await;
+    assert_eq!(report["profiles"][0]["version_after"], 2);
+    assert_eq!(report["profiles"][0]["devices_after"], 1);
+    let (_, pending) = admin(&t, Method::GET, &path, None).await;
+    assert_eq!(
+        settings_of(&pending),
+        [(CAMERA.to_owned(), "pending".to_owned(), 2)],
+        "{pending}"
+    );
+    for _ in 0..3 {
+        sync(&t, &mut d).await;
+    }
+    let (_, done) = admin(&t, Method::GET, &path, None).await;
+    assert_eq!(
+        settings_of(&done),
+        [(CAMERA.to_owned(), "verified".to_owned(), 2)],
+        "{done}"
+    );
+    assert_eq!(done["items"][0]["observed"], "1");
+}
