@@ -993,6 +993,19 @@ settings:
         status.contains("camera-off: version 1, assigned to 0 active devices"),
         "{status}"
     );
+    let dry = run(&[
+        "catalog",
+        "assign",
+        "baseline-smartscreen",
+        "--group",
+        "pilot",
+        "--dry-run",
+    ]);
+    assert!(
+        dry.contains("baseline-smartscreen (windows): would be created"),
+        "{dry}"
+    );
+    assert!(!run(&["profiles", "list"]).contains("baseline-smartscreen"));
     let assigned = run(&["catalog", "assign", "baseline-smartscreen", "--group", "pilot"]);
     assert!(
         assigned.contains("baseline-smartscreen (windows): created"),
