@@ -21,6 +21,7 @@ mod load;
 mod management;
 mod probe;
 mod profiles;
+mod profiles_api;
 mod readiness;
 mod tls_surfaces;
 mod webhooks;
