@@ -3477,6 +3477,35 @@ where
     commit_config(store, e.id, &stamp_only(resettled), t3).await;
     assert!(config_context(store, e.id, t3).await.loaded.is_none());
 
+    // A verification requested while a check-in was being processed is not overwritten by that
+    // check-in's commit: the commit names the stamp it read, the store sees it changed.
+    let read = config_context(store, e.id, t3).await.state;
+    store
+        .request_verification(VerifyTarget::Enrollment(e.id), t3)
+        .await
+        .unwrap();
+    let racing = ConfigurationCommit {
+        state: resettled,
+        expected_state: Some(read),
+        ..Default::default()
+    };
+    commit_config(store, e.id, &racing, t3).await;
+    let ctx = config_context(store, e.id, t3).await;
+    assert_eq!(
+        (ctx.state.epoch_seen, ctx.state.verify_at),
+        (0, Some(t3)),
+        "configuration: a stamp changed since the context read it is kept (and reconciled again)"
+    );
+    assert!(ctx.loaded.is_some());
+    // The commit that follows, made from the stamp now stored, settles it again.
+    let settle = ConfigurationCommit {
+        state: resettled,
+        expected_state: Some(ctx.state),
+        ..Default::default()
+    };
+    commit_config(store, e.id, &settle, t3).await;
+    assert!(config_context(store, e.id, t3).await.loaded.is_none());
+
     // Moving the device out of the lab resets its stamp: loaded again, without the lab.
     assert!(store.set_enrollment_group(e.id, None).await.unwrap());
     let ctx = config_context(store, e.id, t3).await;
