@@ -91,12 +91,11 @@ struct NodeSetting {
     on_remove: Option<String>,
     #[serde(default)]
     remove_loc_uri: Option<String>,
-    #[serde(default)]
-    #[allow(dead_code)] // Informational: accepted so a catalog entry applies as it is.
-    doc: Option<String>,
-    #[serde(default)]
-    #[allow(dead_code)] // Informational, like doc.
-    description: Option<String>,
+    /// Informational (the catalog's): accepted so a catalog entry applies as it is, not stored.
+    #[serde(default, rename = "doc")]
+    _doc: Option<String>,
+    #[serde(default, rename = "description")]
+    _description: Option<String>,
 }
 
 /// A raw SyncML group as the profile file writes it.
@@ -109,12 +108,11 @@ struct GroupSetting {
     on_remove: Option<String>,
     #[serde(default)]
     remove_loc_uri: Option<String>,
-    #[serde(default)]
-    #[allow(dead_code)] // Informational.
-    doc: Option<String>,
-    #[serde(default)]
-    #[allow(dead_code)] // Informational.
-    description: Option<String>,
+    /// Informational (the catalog's): accepted so a catalog entry applies as it is, not stored.
+    #[serde(default, rename = "doc")]
+    _doc: Option<String>,
+    #[serde(default, rename = "description")]
+    _description: Option<String>,
 }
 
 /// A setting refused, before its position is known: the path (if it got that far) and why.
