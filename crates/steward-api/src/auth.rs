@@ -139,6 +139,35 @@ pub const ROUTES: &[RouteRule] = &[
     rule("POST", "/api/v1/webhooks/{id}/test", P::WebhooksWrite, "webhook.test"),
     rule("GET", "/api/v1/catalog", P::CatalogRead, "catalog.list"),
     rule("GET", "/api/v1/catalog/{name}", P::CatalogRead, "catalog.show"),
+    rule(
+        "POST",
+        "/api/v1/catalog/{name}/assign",
+        P::ProfilesWrite,
+        "catalog.assign",
+    ),
+    rule("GET", "/api/v1/profiles", P::ProfilesRead, "profile.list"),
+    rule("POST", "/api/v1/profiles/apply", P::ProfilesWrite, "profile.apply"),
+    rule("GET", "/api/v1/profiles/export", P::ProfilesRead, "profile.export"),
+    rule("GET", "/api/v1/profiles/{name}", P::ProfilesRead, "profile.show"),
+    rule("DELETE", "/api/v1/profiles/{name}", P::ProfilesWrite, "profile.delete"),
+    rule(
+        "GET",
+        "/api/v1/devices/{id}/settings",
+        P::DevicesRead,
+        "device.settings",
+    ),
+    rule(
+        "POST",
+        "/api/v1/devices/{id}/actions/verify",
+        P::DevicesAct,
+        "device.verify",
+    ),
+    rule(
+        "POST",
+        "/api/v1/groups/{id}/actions/verify",
+        P::DevicesAct,
+        "group.verify",
+    ),
 ];
 
 pub fn rule_for(method: &str, path: &str) -> Option<&'static RouteRule> {

@@ -11,6 +11,7 @@ pub mod devices;
 pub mod enrollment_tokens;
 pub mod error;
 pub mod groups;
+pub mod profiles;
 pub mod server;
 pub mod types;
 pub mod users;
@@ -85,6 +86,7 @@ pub const DEFAULT_LIMIT: u32 = 100;
         (name = "server", description = "Server settings and totals"),
         (name = "webhooks", description = "Signed HTTP callbacks for device events"),
         (name = "catalog", description = "The built-in configuration catalog: security baseline areas, update rings, profile kinds"),
+        (name = "profiles", description = "Configuration profiles: apply, export, versions, status, conflicts (docs/PROFILES.md)"),
     )
 )]
 struct ApiDoc;
@@ -139,6 +141,14 @@ fn unprotected_routes() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
         .routes(routes!(webhooks::test_webhook))
         .routes(routes!(catalog::list_catalog))
         .routes(routes!(catalog::get_catalog_entry))
+        .routes(routes!(profiles::assign_catalog_entry))
+        .routes(routes!(profiles::list_profiles))
+        .routes(routes!(profiles::apply_profiles))
+        .routes(routes!(profiles::export_profiles))
+        .routes(routes!(profiles::get_profile, profiles::delete_profile))
+        .routes(routes!(profiles::device_settings))
+        .routes(routes!(profiles::verify_device))
+        .routes(routes!(profiles::verify_group))
         .split_for_parts();
     finish_document(&mut doc);
     (router, doc)

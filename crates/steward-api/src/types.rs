@@ -16,6 +16,11 @@ pub use crate::enrollment_tokens::{
 };
 pub use crate::error::Problem;
 pub use crate::groups::{GroupPage, GroupView, NewGroupRequest};
+pub use crate::profiles::{
+    ApplyActionName, ApplyReportView, ApplyRequest, AssignBody, ConflictView, DeviceSettingView, DeviceSettingsView,
+    ProfileChangeView, ProfileDetailView, ProfileDocumentBody, ProfileExport, ProfileList, ProfileSummary,
+    ProfileVersionView, RemediationName, StatusCount, VerificationRequested,
+};
 pub use crate::server::{Counts, ServerInfo};
 pub use crate::users::{NewUserRequest, UpdateUserRequest, UserPage, UserView};
 pub use crate::webhooks::{

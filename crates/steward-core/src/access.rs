@@ -31,6 +31,10 @@ pub enum Permission {
     WebhooksRead,
     /// Create, delete and test subscriptions.
     WebhooksWrite,
+    /// Read configuration profiles, their versions, status counts and conflicts, and export them.
+    ProfilesRead,
+    /// Apply, delete and assign configuration profiles (catalog entries included).
+    ProfilesWrite,
 }
 
 impl Permission {
@@ -53,6 +57,8 @@ impl Permission {
             Self::CatalogRead => "catalog.read",
             Self::WebhooksRead => "webhooks.read",
             Self::WebhooksWrite => "webhooks.write",
+            Self::ProfilesRead => "profiles.read",
+            Self::ProfilesWrite => "profiles.write",
         }
     }
 
@@ -65,9 +71,13 @@ impl Permission {
             | Self::UsersRead
             | Self::GroupsRead
             | Self::ServerRead
-            | Self::CatalogRead => true,
+            | Self::CatalogRead
+            | Self::ProfilesRead => true,
             Self::DevicesAct => matches!(role, Admin | Operator | Helpdesk),
-            Self::DevicesCommand | Self::DevicesWipe | Self::GroupsWrite => matches!(role, Admin | Operator),
+            // Profiles write what an operator can already send device by device (custom commands).
+            Self::DevicesCommand | Self::DevicesWipe | Self::GroupsWrite | Self::ProfilesWrite => {
+                matches!(role, Admin | Operator)
+            }
             Self::AuditRead | Self::ApiTokensRead | Self::WebhooksRead => matches!(role, Admin | Auditor),
             Self::EnrollmentTokensWrite | Self::UsersWrite | Self::ApiTokensWrite | Self::WebhooksWrite => {
                 role == Admin

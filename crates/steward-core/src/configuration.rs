@@ -577,9 +577,12 @@ pub fn plan(enrollment: EnrollmentId, ctx: &ConfigurationContext, now: OffsetDat
         let failed_same = row.is_some_and(|r| {
             r.status == SettingStatus::Failed && r.in_flight.is_none() && r.setting.digest() == digest
         });
+        // A read-back already in flight stays offered until it is answered: its answer may come in
+        // a later message, after `verify_at` moved on, and only offered ops take answers.
+        let verify_in_flight = row.is_some_and(|r| r.in_flight.as_ref().is_some_and(|f| f.op == OpKind::Verify));
         if !acknowledged && (!failed_same || verifying) {
             ops.push(op(path, OpKind::Apply, &d.setting, row));
-        } else if acknowledged && verifying && d.setting.readable {
+        } else if acknowledged && (verifying || verify_in_flight) && d.setting.readable {
             ops.push(op(path, OpKind::Verify, &d.setting, row));
         }
     }

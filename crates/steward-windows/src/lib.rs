@@ -22,6 +22,7 @@ pub mod inventory;
 mod manage;
 mod md5;
 pub mod parse;
+pub mod profile;
 mod renew;
 pub mod session;
 

@@ -30,6 +30,10 @@ use steward_api::types::{
     EnrollmentTokenView, GroupPage, GroupView, NewApiTokenRequest, NewEnrollmentTokenRequest, NewGroupRequest,
     NewUserRequest, Problem, ServerInfo, UpdateUserRequest, UserPage, UserView, WipeRequest,
 };
+use steward_api::types::{
+    ApplyReportView, ApplyRequest, AssignBody, DeviceSettingsView, ProfileDetailView, ProfileExport, ProfileList,
+    VerificationRequested,
+};
 use steward_server::local::LocalApi;
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
@@ -602,6 +606,70 @@ impl ApiClient {
     ) -> Result<Fetched<CreatedEnrollmentToken>, ApiError> {
         self.json(http::Method::POST, "/api/v1/enrollment-tokens", Some(to_json(body)?))
             .await
+    }
+
+    pub async fn profiles(&self) -> Result<Fetched<ProfileList>, ApiError> {
+        self.json(http::Method::GET, "/api/v1/profiles", None).await
+    }
+
+    pub async fn profile(&self, name: &str) -> Result<Fetched<ProfileDetailView>, ApiError> {
+        self.json(http::Method::GET, &format!("/api/v1/profiles/{}", encode(name)), None)
+            .await
+    }
+
+    pub async fn delete_profile(&self, name: &str) -> Result<(), ApiError> {
+        self.send(
+            http::Method::DELETE,
+            &format!("/api/v1/profiles/{}", encode(name)),
+            None,
+        )
+        .await
+        .map(drop)
+    }
+
+    pub async fn apply_profiles(&self, body: &ApplyRequest) -> Result<Fetched<ApplyReportView>, ApiError> {
+        self.json(http::Method::POST, "/api/v1/profiles/apply", Some(to_json(body)?))
+            .await
+    }
+
+    pub async fn export_profiles(&self) -> Result<Fetched<ProfileExport>, ApiError> {
+        self.json(http::Method::GET, "/api/v1/profiles/export", None).await
+    }
+
+    pub async fn device_settings(&self, id: &str) -> Result<Fetched<DeviceSettingsView>, ApiError> {
+        self.json(
+            http::Method::GET,
+            &format!("/api/v1/devices/{}/settings", encode(id)),
+            None,
+        )
+        .await
+    }
+
+    pub async fn verify_device(&self, id: &str) -> Result<Fetched<VerificationRequested>, ApiError> {
+        self.json(
+            http::Method::POST,
+            &format!("/api/v1/devices/{}/actions/verify", encode(id)),
+            None,
+        )
+        .await
+    }
+
+    pub async fn verify_group(&self, group: &str) -> Result<Fetched<VerificationRequested>, ApiError> {
+        self.json(
+            http::Method::POST,
+            &format!("/api/v1/groups/{}/actions/verify", encode(group)),
+            None,
+        )
+        .await
+    }
+
+    pub async fn assign_catalog(&self, name: &str, body: &AssignBody) -> Result<Fetched<ApplyReportView>, ApiError> {
+        self.json(
+            http::Method::POST,
+            &format!("/api/v1/catalog/{}/assign", encode(name)),
+            Some(to_json(body)?),
+        )
+        .await
     }
 
     pub async fn revoke_enrollment_token(&self, id: &str) -> Result<(), ApiError> {

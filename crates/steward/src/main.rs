@@ -12,6 +12,7 @@ mod client;
 mod duration;
 mod ops;
 mod output;
+mod profiles;
 
 use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
@@ -118,6 +119,39 @@ enum Task {
         #[command(subcommand)]
         command: CatalogCommand,
     },
+    /// Apply configuration profiles from YAML: one file (documents separated by `---`) or every
+    /// *.yaml / *.yml file of a directory, in name order. Everything is validated first; nothing
+    /// is written if anything is invalid. Prints per profile what changes and how many devices.
+    Apply {
+        /// A profile file or a directory of them.
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        /// Show what would change and write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Export every profile as YAML (applying the export changes nothing): to standard output, or
+    /// one <name>.yaml per profile into a directory (`-o` is taken by the global --output).
+    Export {
+        /// Write <name>.yaml files into this directory (created if missing).
+        #[arg(short = 'd', long = "dir")]
+        dir: Option<PathBuf>,
+    },
+    /// Configuration profiles: list, show, status on the devices, delete.
+    #[command(visible_alias = "profile")]
+    Profiles {
+        #[command(subcommand)]
+        command: profiles::ProfileCommand,
+    },
+    /// Read back a device's (or a group's devices') readable settings at their next check-in.
+    Verify {
+        /// DeviceID or enrollment id.
+        #[arg(required_unless_present = "group", conflicts_with = "group")]
+        device: Option<String>,
+        /// Every active device of this group (name or id).
+        #[arg(long)]
+        group: Option<String>,
+    },
     /// Queue, list and cancel device commands (OMA-DM Get/Add/Replace/Delete/Exec).
     #[command(visible_alias = "command")]
     Commands {
@@ -204,6 +238,8 @@ enum DeviceCommand {
     List(DeviceListArgs),
     /// Show one device: enrollment, inventory facts, commands.
     Show { device: String },
+    /// A device's configuration settings: status and reason per setting, conflicts.
+    Settings { device: String },
     /// Move a device into a group (or out of every group with --none).
     Move {
         device: String,
@@ -221,6 +257,19 @@ pub(crate) enum CatalogCommand {
     /// Show one entry: each setting's node, format, recommended value, whether it reads back, and
     /// its documentation; the parameters a kind needs.
     Show { name: String },
+    /// Assign an entry that needs no parameters: creates (or updates) the profile named after it.
+    Assign {
+        name: String,
+        /// Assign to the devices of this group (repeatable).
+        #[arg(long = "group", required_unless_present = "all")]
+        groups: Vec<String>,
+        /// Assign to every device.
+        #[arg(long)]
+        all: bool,
+        /// Leave out the devices of this group (repeatable; an exclusion always wins).
+        #[arg(long = "exclude")]
+        exclude: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -608,6 +657,12 @@ fn run(cli: Cli) -> Result<()> {
             Task::Devices { command } => ops::devices(&api(&cli).await?, out, command).await,
             Task::Commands { command } => ops::commands(&api(&cli).await?, out, command).await,
             Task::Catalog { command } => ops::catalog(&api(&cli).await?, out, command).await,
+            Task::Apply { file, dry_run } => profiles::apply(&api(&cli).await?, out, &file, dry_run).await,
+            Task::Export { dir } => profiles::export(&api(&cli).await?, out, dir.as_deref()).await,
+            Task::Profiles { command } => profiles::profiles(&api(&cli).await?, out, command).await,
+            Task::Verify { device, group } => {
+                profiles::verify(&api(&cli).await?, out, device.as_deref(), group.as_deref()).await
+            }
             Task::Wipe { device, kind, yes: _ } => {
                 let wipe = WipeRequest {
                     kind: Some(kind.kind()),

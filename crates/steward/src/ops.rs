@@ -142,6 +142,19 @@ pub async fn catalog(c: &ApiClient, out: Output, command: CatalogCommand) -> Res
                 }
             }
         }
+        CatalogCommand::Assign {
+            name,
+            groups,
+            all,
+            exclude,
+        } => {
+            let assign = steward_api::types::AssignBody {
+                all,
+                groups,
+                exclude_groups: exclude,
+            };
+            crate::profiles::catalog_assign(c, out, &name, assign).await?;
+        }
         CatalogCommand::Show { name } => {
             let e = c.catalog_entry(&name).await?;
             match out {
@@ -339,6 +352,7 @@ pub async fn devices(c: &ApiClient, out: Output, command: DeviceCommand) -> Resu
                 eprintln!("(more devices match: use --all, or --limit N)");
             }
         }
+        DeviceCommand::Settings { device } => crate::profiles::device_settings(c, out, &device).await?,
         DeviceCommand::Move { device, group, none: _ } => {
             let d = c
                 .set_device_group(&device, &DeviceGroupRequest { group: group.clone() })

@@ -8,6 +8,7 @@ pub mod devices;
 pub mod directory;
 pub mod identity;
 pub mod passwords;
+pub mod profiles;
 pub mod second_factor;
 pub mod webhooks;
 
@@ -25,6 +26,7 @@ pub use devices::Devices;
 pub use directory::Directory;
 pub use identity::Identity;
 pub use passwords::{PasswordPolicy, PasswordRefused, Passwords};
+pub use profiles::Profiles;
 pub use second_factor::SecondFactor;
 pub use webhooks::Webhooks;
 
@@ -99,6 +101,7 @@ pub struct Core {
     pub passwords: Passwords,
     pub second_factor: SecondFactor,
     pub webhooks: Webhooks,
+    pub profiles: Profiles,
 }
 
 impl Core {
@@ -116,6 +119,7 @@ impl Core {
         Self {
             second_factor: SecondFactor::new(store.clone(), data_key.clone(), clock.clone()),
             webhooks: Webhooks::new(store.clone(), data_key, clock.clone()),
+            profiles: Profiles::new(store.clone(), platforms.clone(), clock.clone()),
             commands: Commands::new(store.clone(), devices.clone(), platforms.clone(), clock.clone()),
             directory: Directory::new(store.clone(), clock.clone()),
             audit: AuditTrail::new(store.clone(), audit_key),
