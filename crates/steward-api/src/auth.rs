@@ -150,6 +150,32 @@ pub const ROUTES: &[RouteRule] = &[
     rule("GET", "/api/v1/profiles/export", P::ProfilesRead, "profile.export"),
     rule("GET", "/api/v1/profiles/{name}", P::ProfilesRead, "profile.show"),
     rule("DELETE", "/api/v1/profiles/{name}", P::ProfilesWrite, "profile.delete"),
+    rule("GET", "/api/v1/profiles/{name}/rollout", P::ProfilesRead, "rollout.show"),
+    rule("POST", "/api/v1/profiles/{name}/rollout", P::ProfilesWrite, "rollout.start"),
+    rule(
+        "POST",
+        "/api/v1/profiles/{name}/rollout/actions/advance",
+        P::ProfilesWrite,
+        "rollout.advance",
+    ),
+    rule(
+        "POST",
+        "/api/v1/profiles/{name}/rollout/actions/pause",
+        P::ProfilesWrite,
+        "rollout.pause",
+    ),
+    rule(
+        "POST",
+        "/api/v1/profiles/{name}/rollout/actions/resume",
+        P::ProfilesWrite,
+        "rollout.resume",
+    ),
+    rule(
+        "POST",
+        "/api/v1/profiles/{name}/rollout/actions/rollback",
+        P::ProfilesWrite,
+        "rollout.rollback",
+    ),
     rule(
         "GET",
         "/api/v1/devices/{id}/settings",

@@ -114,6 +114,10 @@ pub struct ProfileDocumentBody {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub catalog: Option<serde_json::Value>,
+    /// Roll a new version of the settings out in rings (docs/ROLLOUTS.md) instead of to every
+    /// device at once. Not stored with the profile, so export leaves it out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<crate::rollouts::RolloutBody>,
 }
 
 impl From<ProfileDocumentBody> for ProfileDocument {
@@ -128,6 +132,7 @@ impl From<ProfileDocumentBody> for ProfileDocument {
             settings: d.settings,
             assign: d.assign.into(),
             catalog: d.catalog,
+            rollout: d.rollout.map(Into::into),
         }
     }
 }
@@ -144,6 +149,7 @@ impl From<ProfileDocument> for ProfileDocumentBody {
             settings: d.settings,
             assign: d.assign.into(),
             catalog: None,
+            rollout: d.rollout.map(Into::into),
         }
     }
 }

@@ -16,6 +16,7 @@ use crate::configuration::{
     Assignment, DeviceConfiguration, Profile, ProfileId, ProfileStatusCounts, ProfileVersion, ProfileWrite,
 };
 use crate::console::*;
+use crate::rollout::{Rollout, RolloutDeviceStat, RolloutId, RolloutTransition};
 use crate::event::{DeviceEvent, NewDeviceEvent};
 use crate::identity::RenewalCommit;
 use crate::inventory::{DeviceFact, FactChange, FactName};
@@ -194,6 +195,33 @@ pub trait ProfileStore: Send + Sync {
     /// Makes a read-back due now for the target's active enrollments (one statement); returns how
     /// many enrollments it covered.
     async fn request_verification(&self, target: VerifyTarget, now: OffsetDateTime) -> StoreResult<u64>;
+}
+
+/// Staged rollouts of profile versions ([`crate::rollout`]). At most one active rollout (running,
+/// paused, halted) per profile. A check-in loads the rollouts of its candidates with the rest of
+/// the configuration ([`crate::configuration::DeviceConfiguration::rollouts`]), so the idle path
+/// reads nothing more.
+#[async_trait]
+pub trait RolloutStore: Send + Sync {
+    /// Writes the profile changes (as [`ProfileStore::write_profiles`]) and creates the rollouts in
+    /// one transaction, so no device sees a new version before its rollout exists. Conflict if a
+    /// profile already has an active rollout (nothing is written).
+    async fn write_profiles_with_rollouts(&self, writes: &[ProfileWrite], rollouts: &[Rollout]) -> StoreResult<()>;
+    async fn rollout(&self, id: RolloutId) -> StoreResult<Option<Rollout>>;
+    /// The profile's newest rollout, in any state.
+    async fn latest_rollout(&self, profile: ProfileId) -> StoreResult<Option<Rollout>>;
+    /// Every active rollout, oldest first (the evaluation loop's work).
+    async fn active_rollouts(&self) -> StoreResult<Vec<Rollout>>;
+    /// Every rollout of a profile, newest first.
+    async fn list_rollouts(&self, profile: ProfileId) -> StoreResult<Vec<Rollout>>;
+    /// Writes the transition if the rollout is still in its expected state and ring (compare and
+    /// set), moving the configuration epoch when it says so. False if someone else moved it first.
+    async fn transition_rollout(&self, t: &RolloutTransition) -> StoreResult<bool>;
+    /// Per assigned active enrollment of the rollout's profile (its platform and assignment), its
+    /// group and its rows of the profile at the rollout's `to` version counted by status: one
+    /// set-based statement, one small row per assigned device (ring membership by hash is computed
+    /// in core, [`Rollout::ring_stats`]).
+    async fn rollout_device_stats(&self, rollout: &Rollout) -> StoreResult<Vec<RolloutDeviceStat>>;
 }
 
 /// Device groups and membership.
@@ -405,6 +433,7 @@ pub trait Store:
     + UserStore
     + GroupStore
     + ProfileStore
+    + RolloutStore
     + AccessStore
     + AuditLog
     + EventLog
@@ -423,6 +452,7 @@ impl<T> Store for T where
         + UserStore
         + GroupStore
         + ProfileStore
+        + RolloutStore
         + AccessStore
         + AuditLog
         + EventLog
