@@ -194,6 +194,12 @@ pub const ROUTES: &[RouteRule] = &[
         P::DevicesAct,
         "group.verify",
     ),
+    rule(
+        "POST",
+        "/api/v1/profiles/{name}/actions/verify",
+        P::DevicesAct,
+        "profile.verify",
+    ),
 ];
 
 pub fn rule_for(method: &str, path: &str) -> Option<&'static RouteRule> {

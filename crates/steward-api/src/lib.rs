@@ -155,6 +155,7 @@ fn unprotected_routes() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
         .routes(routes!(profiles::device_settings))
         .routes(routes!(profiles::verify_device))
         .routes(routes!(profiles::verify_group))
+        .routes(routes!(profiles::verify_profile))
         .split_for_parts();
     finish_document(&mut doc);
     (router, doc)

@@ -669,3 +669,25 @@ pub async fn verify_group(
     let n = state.core.profiles.verify(&who, VerifyTarget::Group(g.id)).await?;
     Ok(verify_response(g.name, n))
 }
+
+/// Read back the readable settings of every active device the profile's assignment covers (all
+/// devices, or its groups' members) at their next check-ins.
+#[utoipa::path(
+    post,
+    path = "/api/v1/profiles/{name}/actions/verify",
+    operation_id = "verify_profile",
+    tag = "profiles",
+    params(("name" = String, Path, description = "Profile name")),
+    responses(
+        (status = 202, description = "Verification due at the devices' next check-ins", body = VerificationRequested),
+        (status = 404, description = "No such profile", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn verify_profile(
+    State(state): State<ApiState>,
+    Extension(who): Extension<Principal>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let (p, n) = state.core.profiles.verify_profile(&who, &name).await?;
+    Ok(verify_response(p.name, n))
+}

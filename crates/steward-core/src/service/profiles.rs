@@ -543,6 +543,33 @@ impl Profiles {
         Ok(self.store.request_verification(target, self.clock.now()).await?)
     }
 
+    /// Makes a read-back due on the devices the profile's assignment covers: every device for an
+    /// `all` assignment, else each assigned group's (an excluded group's members are read back too
+    /// when they are also in an assigned group; a read-back changes nothing on a device). A
+    /// group-scoped caller covers only its own group, and only if the profile is assigned to it.
+    /// Returns the profile and how many active enrollments it covered.
+    pub async fn verify_profile(&self, who: &Principal, name: &str) -> ServiceResult<(Profile, u64)> {
+        require(who, Permission::DevicesAct)?;
+        let profile = self.by_name(name).await?;
+        let a = &profile.assignment;
+        let targets: Vec<VerifyTarget> = match who.group {
+            Some(own) if a.includes(&[own]) => vec![VerifyTarget::Group(own)],
+            Some(_) => vec![],
+            None if a.all => vec![VerifyTarget::All],
+            None => a
+                .groups
+                .iter()
+                .filter(|g| !a.exclude_groups.contains(g))
+                .map(|g| VerifyTarget::Group(*g))
+                .collect(),
+        };
+        let mut devices = 0;
+        for t in targets {
+            devices += self.store.request_verification(t, self.clock.now()).await?;
+        }
+        Ok((profile, devices))
+    }
+
     /// A group by name (or id), for a verification target.
     pub async fn group(&self, key: &str) -> ServiceResult<Group> {
         if let Some(g) = self.store.group_by_name(key).await? {
