@@ -23,7 +23,12 @@ impl EventLog for PgStore {
             .collect()
     }
 
-    async fn device_events_of(&self, id: EnrollmentId, kinds: &[EventKind], limit: u32) -> StoreResult<Vec<DeviceEvent>> {
+    async fn device_events_of(
+        &self,
+        id: EnrollmentId,
+        kinds: &[EventKind],
+        limit: u32,
+    ) -> StoreResult<Vec<DeviceEvent>> {
         let kinds: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
         sqlx::query(
             "SELECT * FROM device_events WHERE enrollment_id = $1 \

@@ -19,7 +19,12 @@ impl EventLog for SqliteStore {
         .await
     }
 
-    async fn device_events_of(&self, id: EnrollmentId, kinds: &[EventKind], limit: u32) -> StoreResult<Vec<DeviceEvent>> {
+    async fn device_events_of(
+        &self,
+        id: EnrollmentId,
+        kinds: &[EventKind],
+        limit: u32,
+    ) -> StoreResult<Vec<DeviceEvent>> {
         // The kinds as one ",a,b," parameter keeps the statement static; the enrollment index
         // orders the scan, so the filter only reads that device's rows.
         let kinds = kinds_param(kinds);

@@ -229,8 +229,14 @@ impl Profiles {
         // The rings are checked now (the versions are known only when writing), so a bad rollout
         // section refuses the apply before anything is written.
         if let Some(r) = &doc.rollout {
-            r.build(ProfileId::new(), 0, 1, |g| groups.by_name.get(g).copied(), self.clock.now())
-                .map_err(|e| ServiceError::Invalid(format!("profile {name:?} (document {n}): rollout: {e}")))?;
+            r.build(
+                ProfileId::new(),
+                0,
+                1,
+                |g| groups.by_name.get(g).copied(),
+                self.clock.now(),
+            )
+            .map_err(|e| ServiceError::Invalid(format!("profile {name:?} (document {n}): rollout: {e}")))?;
         }
         Ok(Prepared {
             rollout: doc.rollout,
@@ -293,7 +299,10 @@ impl Profiles {
                     devices_after,
                 });
                 if let Some(r) = &p.rollout {
-                    rollouts.push(r.build(profile.id, 0, 1, group_id, now).map_err(|e| invalid(&p.name, e))?);
+                    rollouts.push(
+                        r.build(profile.id, 0, 1, group_id, now)
+                            .map_err(|e| invalid(&p.name, e))?,
+                    );
                 }
                 writes.push(ProfileWrite {
                     new_version: Some(ProfileVersion {

@@ -16,11 +16,11 @@ use crate::configuration::{
     Assignment, DeviceConfiguration, Profile, ProfileId, ProfileStatusCounts, ProfileVersion, ProfileWrite,
 };
 use crate::console::*;
-use crate::rollout::{Rollout, RolloutDeviceStat, RolloutId, RolloutTransition};
 use crate::event::{DeviceEvent, EventKind, NewDeviceEvent};
 use crate::identity::RenewalCommit;
 use crate::inventory::{DeviceFact, FactChange, FactName};
 use crate::model::*;
+use crate::rollout::{Rollout, RolloutDeviceStat, RolloutId, RolloutTransition};
 use crate::secret::TokenHash;
 use crate::webhooks::*;
 
@@ -306,7 +306,12 @@ pub trait EventLog: Send + Sync {
     /// One enrollment's events of `kinds` (every kind when empty), newest first, at most `limit`:
     /// the device pages' event list (drift and refused settings), read through the
     /// (enrollment_id, seq) index.
-    async fn device_events_of(&self, id: EnrollmentId, kinds: &[EventKind], limit: u32) -> StoreResult<Vec<DeviceEvent>>;
+    async fn device_events_of(
+        &self,
+        id: EnrollmentId,
+        kinds: &[EventKind],
+        limit: u32,
+    ) -> StoreResult<Vec<DeviceEvent>>;
     /// Records an event that goes with no other write (a refused re-enrollment) on enrollment `id`,
     /// with the enrollment's DeviceID. Returns false if the enrollment does not exist.
     async fn append_device_event(&self, id: EnrollmentId, e: &NewDeviceEvent, at: OffsetDateTime) -> StoreResult<bool>;
