@@ -217,6 +217,7 @@ const EXPECTED: &[(&str, &str, &str, bool)] = &[
     ("GET", "/api/v1/devices/{id}/settings", "AOHU", true),
     ("POST", "/api/v1/devices/{id}/actions/verify", "AOH", true),
     ("POST", "/api/v1/groups/{id}/actions/verify", "AOH", true),
+    ("POST", "/api/v1/profiles/{name}/actions/verify", "AOH", true),
     ("GET", "/api/v1/webhooks", "AU", false),
     ("POST", "/api/v1/webhooks", "A", false),
     ("GET", "/api/v1/webhooks/{id}", "AU", false),
