@@ -1301,7 +1301,7 @@ async fn disabling_a_user_or_removing_console_access_ends_their_sessions() {
 // ---------------------------------------------------------------- configuration
 
 /// An admin API call with the bootstrap token (for what the console does not do itself).
-async fn api_call(t: &TestServer, method: http::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+async fn api_call(t: &TestServer, method: http::Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
     let auth = format!("Bearer {ADMIN_TOKEN}");
     let mut headers = vec![("authorization", auth.as_str())];
     if body.is_some() {
