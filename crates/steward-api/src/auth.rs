@@ -152,6 +152,42 @@ pub const ROUTES: &[RouteRule] = &[
     rule("DELETE", "/api/v1/profiles/{name}", P::ProfilesWrite, "profile.delete"),
     rule(
         "GET",
+        "/api/v1/profiles/{name}/rollout",
+        P::ProfilesRead,
+        "rollout.show",
+    ),
+    rule(
+        "POST",
+        "/api/v1/profiles/{name}/rollout",
+        P::ProfilesWrite,
+        "rollout.start",
+    ),
+    rule(
+        "POST",
+        "/api/v1/profiles/{name}/rollout/actions/advance",
+        P::ProfilesWrite,
+        "rollout.advance",
+    ),
+    rule(
+        "POST",
+        "/api/v1/profiles/{name}/rollout/actions/pause",
+        P::ProfilesWrite,
+        "rollout.pause",
+    ),
+    rule(
+        "POST",
+        "/api/v1/profiles/{name}/rollout/actions/resume",
+        P::ProfilesWrite,
+        "rollout.resume",
+    ),
+    rule(
+        "POST",
+        "/api/v1/profiles/{name}/rollout/actions/rollback",
+        P::ProfilesWrite,
+        "rollout.rollback",
+    ),
+    rule(
+        "GET",
         "/api/v1/devices/{id}/settings",
         P::DevicesRead,
         "device.settings",
@@ -167,6 +203,12 @@ pub const ROUTES: &[RouteRule] = &[
         "/api/v1/groups/{id}/actions/verify",
         P::DevicesAct,
         "group.verify",
+    ),
+    rule(
+        "POST",
+        "/api/v1/profiles/{name}/actions/verify",
+        P::DevicesAct,
+        "profile.verify",
     ),
 ];
 

@@ -12,6 +12,7 @@ pub mod enrollment_tokens;
 pub mod error;
 pub mod groups;
 pub mod profiles;
+pub mod rollouts;
 pub mod server;
 pub mod types;
 pub mod users;
@@ -146,9 +147,15 @@ fn unprotected_routes() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
         .routes(routes!(profiles::apply_profiles))
         .routes(routes!(profiles::export_profiles))
         .routes(routes!(profiles::get_profile, profiles::delete_profile))
+        .routes(routes!(rollouts::get_rollout, rollouts::start_rollout))
+        .routes(routes!(rollouts::advance_rollout))
+        .routes(routes!(rollouts::pause_rollout))
+        .routes(routes!(rollouts::resume_rollout))
+        .routes(routes!(rollouts::rollback_rollout))
         .routes(routes!(profiles::device_settings))
         .routes(routes!(profiles::verify_device))
         .routes(routes!(profiles::verify_group))
+        .routes(routes!(profiles::verify_profile))
         .split_for_parts();
     finish_document(&mut doc);
     (router, doc)

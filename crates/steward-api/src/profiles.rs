@@ -114,6 +114,10 @@ pub struct ProfileDocumentBody {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub catalog: Option<serde_json::Value>,
+    /// Roll a new version of the settings out in rings (docs/ROLLOUTS.md) instead of to every
+    /// device at once. Not stored with the profile, so export leaves it out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<crate::rollouts::RolloutBody>,
 }
 
 impl From<ProfileDocumentBody> for ProfileDocument {
@@ -128,6 +132,7 @@ impl From<ProfileDocumentBody> for ProfileDocument {
             settings: d.settings,
             assign: d.assign.into(),
             catalog: d.catalog,
+            rollout: d.rollout.map(Into::into),
         }
     }
 }
@@ -144,6 +149,7 @@ impl From<ProfileDocument> for ProfileDocumentBody {
             settings: d.settings,
             assign: d.assign.into(),
             catalog: None,
+            rollout: d.rollout.map(Into::into),
         }
     }
 }
@@ -662,4 +668,26 @@ pub async fn verify_group(
     let g = state.core.profiles.group(&id).await?;
     let n = state.core.profiles.verify(&who, VerifyTarget::Group(g.id)).await?;
     Ok(verify_response(g.name, n))
+}
+
+/// Read back the readable settings of every active device the profile's assignment covers (all
+/// devices, or its groups' members) at their next check-ins.
+#[utoipa::path(
+    post,
+    path = "/api/v1/profiles/{name}/actions/verify",
+    operation_id = "verify_profile",
+    tag = "profiles",
+    params(("name" = String, Path, description = "Profile name")),
+    responses(
+        (status = 202, description = "Verification due at the devices' next check-ins", body = VerificationRequested),
+        (status = 404, description = "No such profile", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn verify_profile(
+    State(state): State<ApiState>,
+    Extension(who): Extension<Principal>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let (p, n) = state.core.profiles.verify_profile(&who, &name).await?;
+    Ok(verify_response(p.name, n))
 }

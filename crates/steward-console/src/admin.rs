@@ -15,7 +15,7 @@ use steward_core::totp::TotpSecret;
 use steward_core::*;
 
 use super::pages::{csrf_input, refuse, urlencode, when};
-use super::routes::{DEVICE_SET_GROUP, GROUP_CREATE, GROUP_DELETE, WEBHOOK_UPDATE};
+use super::routes::{CATALOG_ASSIGN, DEVICE_SET_GROUP, GROUP_CREATE, GROUP_DELETE, WEBHOOK_UPDATE};
 use super::session::{audit_account, totp_setup_block, totp_unreadable};
 use super::{
     ConsoleCtx, ConsoleSettings, ConsoleState, api_error_page, error_page, layout, note, page, see_other,
@@ -310,18 +310,27 @@ pub async fn settings(
 // ---------------------------------------------------------------- catalog
 
 /// The built-in configuration catalog, one entry per section with its settings in a disclosure
-/// (`details`: no script needed). Read-only until profiles can be assigned.
+/// (`details`: no script needed), and for those who may write profiles a form assigning each entry
+/// that needs no parameters to every device or a group ([`super::profiles::assign_catalog`]).
 pub async fn catalog(State(state): State<ConsoleState>, Extension(ctx): Extension<ConsoleCtx>) -> Response {
     if let Some(r) = refuse(&ctx, Permission::CatalogRead) {
         return r;
     }
     let entries: Vec<&CatalogProfile> = state.core().platforms.catalog().collect();
+    let may_assign = ctx.may(CATALOG_ASSIGN.permission);
+    let groups = if may_assign {
+        group_names(&state, &ctx).await
+    } else {
+        Vec::new()
+    };
     let body = html! {
         p.muted {
             "Ready profiles for each area of the MDM security baseline and the Windows Update rings, and "
             "profile kinds that need your values first. Every setting names its node and its Microsoft "
-            "documentation. Assigning them to groups comes with configuration profiles; "
-            "`steward catalog show NAME` prints the same."
+            "documentation. An entry without parameters is assigned here in one step (it becomes the "
+            "profile of the same name; "
+            code { "steward catalog assign NAME --all" } " does the same); "
+            code { "steward catalog show NAME" } " prints an entry."
         }
         table #catalog {
             thead {
@@ -355,6 +364,9 @@ pub async fn catalog(State(state): State<ConsoleState>, Extension(ctx): Extensio
                             span.mono { (p.name) } @if p.secret { " (secret)" }
                         }
                     }
+                }
+                @if may_assign && super::profiles::assignable(e) {
+                    (super::profiles::assign_form(&ctx, e, &groups))
                 }
                 details {
                     summary { (e.settings.len()) " settings" }

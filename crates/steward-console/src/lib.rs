@@ -13,6 +13,7 @@
 mod activity;
 mod admin;
 mod pages;
+mod profiles;
 mod session;
 
 use std::future::Future;
@@ -121,6 +122,21 @@ pub fn router(state: ConsoleState) -> Router {
         .route("/console/settings", signed_in(get(admin::settings)))
         .route("/console/catalog", signed_in(get(admin::catalog)))
         .route(
+            "/console/catalog/{name}/assign",
+            signed_in(post(profiles::assign_catalog)),
+        )
+        .route("/console/profiles", signed_in(get(profiles::profiles)))
+        .route("/console/profiles/{name}", signed_in(get(profiles::profile)))
+        .route("/console/profiles/{name}/verify", signed_in(post(profiles::verify)))
+        .route(
+            "/console/profiles/{name}/delete",
+            signed_in(get(profiles::delete_confirm).post(profiles::delete)),
+        )
+        .route(
+            "/console/profiles/{name}/rollout/{action}",
+            signed_in(post(profiles::rollout_action)),
+        )
+        .route(
             "/console/settings/webhooks/{id}/{verb}",
             signed_in(post(admin::toggle_webhook)),
         )
@@ -197,6 +213,30 @@ pub(crate) mod routes {
     pub const GROUP_CREATE: ApiRoute = r("POST", "/api/v1/groups", P::GroupsWrite);
     pub const GROUP_DELETE: ApiRoute = r("DELETE", "/api/v1/groups/{id}", P::GroupsWrite);
     pub const WEBHOOK_UPDATE: ApiRoute = r("PATCH", "/api/v1/webhooks/{id}", P::WebhooksWrite);
+    pub const DEVICE_VERIFY: ApiRoute = r("POST", "/api/v1/devices/{id}/actions/verify", P::DevicesAct);
+    pub const CATALOG_ASSIGN: ApiRoute = r("POST", "/api/v1/catalog/{name}/assign", P::ProfilesWrite);
+    pub const PROFILE_DELETE: ApiRoute = r("DELETE", "/api/v1/profiles/{name}", P::ProfilesWrite);
+    pub const PROFILE_VERIFY: ApiRoute = r("POST", "/api/v1/profiles/{name}/actions/verify", P::DevicesAct);
+    pub const ROLLOUT_ADVANCE: ApiRoute = r(
+        "POST",
+        "/api/v1/profiles/{name}/rollout/actions/advance",
+        P::ProfilesWrite,
+    );
+    pub const ROLLOUT_PAUSE: ApiRoute = r(
+        "POST",
+        "/api/v1/profiles/{name}/rollout/actions/pause",
+        P::ProfilesWrite,
+    );
+    pub const ROLLOUT_RESUME: ApiRoute = r(
+        "POST",
+        "/api/v1/profiles/{name}/rollout/actions/resume",
+        P::ProfilesWrite,
+    );
+    pub const ROLLOUT_ROLLBACK: ApiRoute = r(
+        "POST",
+        "/api/v1/profiles/{name}/rollout/actions/rollback",
+        P::ProfilesWrite,
+    );
 
     #[cfg(test)]
     pub const ALL: &[ApiRoute] = &[
@@ -209,6 +249,14 @@ pub(crate) mod routes {
         GROUP_CREATE,
         GROUP_DELETE,
         WEBHOOK_UPDATE,
+        DEVICE_VERIFY,
+        CATALOG_ASSIGN,
+        PROFILE_DELETE,
+        PROFILE_VERIFY,
+        ROLLOUT_ADVANCE,
+        ROLLOUT_PAUSE,
+        ROLLOUT_RESUME,
+        ROLLOUT_ROLLBACK,
     ];
 }
 
@@ -264,7 +312,9 @@ impl ConsoleCtx {
                 route.method, route.path
             )));
         };
-        let concrete = route.path.replace("{id}", id);
+        // The routes name their one path parameter `{id}` or, for profiles and catalog entries,
+        // `{name}`.
+        let concrete = route.path.replace("{id}", id).replace("{name}", id);
         let (outcome, status, note) = if self.principal.permits(rule.permission) {
             match run.await {
                 Ok((value, note)) => (Ok(value), success, note),
@@ -309,6 +359,7 @@ const NAV: &[(&str, &str, Permission)] = &[
     ("/console/devices", "Devices", Permission::DevicesRead),
     ("/console/enrollment", "Enrollment", Permission::EnrollmentTokensRead),
     ("/console/groups", "Groups", Permission::GroupsRead),
+    ("/console/profiles", "Profiles", Permission::ProfilesRead),
     ("/console/catalog", "Catalog", Permission::CatalogRead),
     ("/console/audit", "Audit log", Permission::AuditRead),
     ("/console/settings", "Settings", Permission::ServerRead),

@@ -42,7 +42,7 @@ pub(super) fn when(t: Option<OffsetDateTime>) -> Markup {
     html! { time datetime=(rfc3339(t)) title=(rfc3339(t)) { (text) } }
 }
 
-fn state_badge(s: &str) -> Markup {
+pub(super) fn state_badge(s: &str) -> Markup {
     html! { span class=(format!("state state-{s}")) { (s) } }
 }
 
@@ -477,6 +477,7 @@ pub async fn device(
         .map(|c| CommandView::of(c, core.commands.describe(&enrollment, c)))
         .collect();
     let e = &detail.enrollment;
+    let config = super::profiles::device_sections(&state, &ctx, e).await;
     let d = &DeviceSummary::from(e);
     let name = d.name.clone().unwrap_or_else(|| d.device_id.clone());
     let active = d.state == "active";
@@ -486,6 +487,7 @@ pub async fn device(
         "lock" => Some("Lock queued."),
         "wipe" => Some("Wipe queued ahead of every other command."),
         "group" => Some("Group changed."),
+        "verify" => Some("Read-back requested: the device reports its settings' values at its next check-in."),
         _ => None,
     });
     let body = html! {
@@ -506,6 +508,12 @@ pub async fn device(
                                 (csrf_input(&ctx))
                                 button type="submit" #(format!("action-{action}")) { (label) }
                             }
+                        }
+                    }
+                    @if ctx.may(super::routes::DEVICE_VERIFY.permission) {
+                        form.inline method="post" action=(format!("/console/devices/{}/actions/verify", d.id)) {
+                            (csrf_input(&ctx))
+                            button type="submit" #action-verify { "Verify now" }
                         }
                     }
                     @if ctx.may(DEVICE_WIPE.permission) {
@@ -563,6 +571,7 @@ pub async fn device(
                 }
             }
         }
+        (config)
         section aria-labelledby="h-commands" {
             h2 #h-commands { "Command timeline" }
             @if timeline.is_empty() {
@@ -625,6 +634,12 @@ pub async fn device_action(
     Extension(ctx): Extension<ConsoleCtx>,
     Path((id, action)): Path<(String, String)>,
 ) -> Response {
+    if action == "verify" {
+        return match super::profiles::verify_device(&state, &ctx, &id).await {
+            Ok(()) => see_other(&format!("/console/devices/{}?done=verify", urlencode(&id))),
+            Err(e) => api_error_page(&ctx, e),
+        };
+    }
     let (route, act) = match action.as_str() {
         "sync" => (DEVICE_SYNC, Action::Sync),
         "reboot" => (DEVICE_REBOOT, Action::Reboot),

@@ -405,6 +405,9 @@ pub struct DeviceConfiguration {
     pub candidates: Vec<AssignedProfile>,
     /// The device's rows, by path.
     pub settings: Vec<DeviceSetting>,
+    /// The active (or rolled-back) rollouts of candidate profiles ([`crate::rollout`]): resolved
+    /// per device by [`crate::rollout::resolve_rollouts`] before the desired settings.
+    pub rollouts: Vec<crate::rollout::CandidateRollout>,
 }
 
 /// How often readable settings are read back.
@@ -558,7 +561,8 @@ pub struct Plan {
 /// `verify_requested` forces a read-back round whatever the schedule says.
 pub fn plan(enrollment: EnrollmentId, ctx: &ConfigurationContext, now: OffsetDateTime) -> Option<Plan> {
     let loaded = ctx.loaded.as_ref()?;
-    let (desired, conflicts) = desired_settings(&loaded.candidates, &loaded.groups);
+    let (candidates, _) = crate::rollout::resolve_rollouts(loaded);
+    let (desired, conflicts) = desired_settings(&candidates, &loaded.groups);
     let rows: BTreeMap<String, DeviceSetting> = loaded.settings.iter().map(|r| (r.path.clone(), r.clone())).collect();
     let verifying = ctx.state.verify_at.is_some_and(|t| t <= now);
     let mut ops = Vec::new();
@@ -943,6 +947,10 @@ pub struct ProfileDocument {
     /// as it is, and not stored.
     #[serde(default, skip_serializing)]
     pub catalog: Option<serde_json::Value>,
+    /// Roll a new version of the settings out in rings ([`crate::rollout`]) instead of to every
+    /// device at once. Not stored with the profile (the rollout is), so export leaves it out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<crate::rollout::RolloutSpec>,
 }
 
 pub const DEFAULT_PRIORITY: i32 = 100;
@@ -982,10 +990,37 @@ pub fn device_view(
     config: &DeviceConfiguration,
     last_seen: Option<OffsetDateTime>,
 ) -> (Vec<SettingView>, Vec<Conflict>) {
-    let (desired, conflicts) = desired_settings(&config.candidates, &config.groups);
+    let (candidates, holds) = crate::rollout::resolve_rollouts(config);
+    let (desired, conflicts) = desired_settings(&candidates, &config.groups);
     let rows: BTreeMap<&str, &DeviceSetting> = config.settings.iter().map(|r| (r.path.as_str(), r)).collect();
     let mut out = Vec::new();
+    // Settings of a rolled-out version the device does not get yet: pending, saying which ring it
+    // waits in (unless another profile wins the path).
+    let mut held = BTreeSet::new();
+    for h in &holds {
+        if desired.get(&h.setting.path).is_some_and(|d| d.profile_id != h.profile_id) {
+            continue;
+        }
+        held.insert(h.setting.path.clone());
+        out.push(SettingView {
+            path: h.setting.path.clone(),
+            profile_id: h.profile_id,
+            profile_name: candidates
+                .iter()
+                .chain(&config.candidates)
+                .find(|p| p.id == h.profile_id)
+                .map(|p| p.name.clone()),
+            version: h.version,
+            desired: Some(h.setting.clone()),
+            status: SettingStatus::Pending,
+            reason: h.reason.clone(),
+            row: rows.get(h.setting.path.as_str()).map(|r| (*r).clone()),
+        });
+    }
     for (path, d) in &desired {
+        if held.contains(path) {
+            continue;
+        }
         let row = rows.get(path.as_str()).copied();
         let current = row.filter(|r| r.setting.digest() == d.setting.digest() || r.in_flight.is_some());
         let (status, reason) = match current {
@@ -1010,7 +1045,7 @@ pub fn device_view(
         });
     }
     for r in &config.settings {
-        if !desired.contains_key(&r.path) {
+        if !desired.contains_key(&r.path) && !held.contains(&r.path) {
             out.push(SettingView {
                 path: r.path.clone(),
                 profile_id: r.profile_id,
@@ -1097,6 +1132,7 @@ mod tests {
                 groups: vec![],
                 candidates,
                 settings,
+                rollouts: vec![],
             }),
         }
     }

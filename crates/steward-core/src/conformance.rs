@@ -40,6 +40,7 @@ where
     readiness(&fresh().await).await;
     profiles(&fresh().await).await;
     configuration_in_checkin(&fresh().await).await;
+    rollouts(&fresh().await).await;
 }
 
 // ---------------------------------------------------------------- fixtures
@@ -3583,4 +3584,185 @@ fn plan_op(p: &crate::configuration::Plan, path: &str) -> CommandId {
         .find(|o| o.path == path)
         .unwrap_or_else(|| panic!("no operation on {path}: {:?}", p.ops))
         .id
+}
+
+/// Staged rollouts ([`RolloutStore`]): created atomically with the version they roll out (one
+/// active per profile; a Conflict writes nothing), read back field for field, loaded with a
+/// check-in's candidates (with the from version's settings and the device's bucket) so `plan` gives
+/// a pilot member the new version and the others the old one; the per-device stats count the rows
+/// at the to version; state changes are compare-and-set (the loser writes nothing, the epoch
+/// included); a rolled-back rollout still resolves (to the from version) and a completed one does
+/// not; deleting the profile deletes its rollouts.
+pub async fn rollouts<S>(store: &S)
+where
+    S: EnrollmentStore + CheckinStore + ProfileStore + RolloutStore + GroupStore + Inspect,
+{
+    use crate::configuration::{OpAnswers, absorb, plan};
+
+    let t0 = now();
+    let pilots = group("pilots", t0);
+    store.create_group(&pilots).await.unwrap();
+    let p = enroll_device(store, "RING-P").await;
+    let d1 = enroll_device(store, "RING-1").await;
+    assert!(store.set_enrollment_group(p.id, Some(pilots.id)).await.unwrap());
+    let all = Assignment {
+        all: true,
+        ..Default::default()
+    };
+    let v1 = create_profile("fw", all, vec![config_setting("./X", "1", false)], t0);
+    store.write_profiles(std::slice::from_ref(&v1)).await.unwrap();
+    let id = v1.profile.id;
+    let next = |version: u32, value: &str| {
+        let settings = vec![config_setting("./X", value, false)];
+        ProfileWrite {
+            profile: Profile {
+                current_version: version,
+                ..v1.profile.clone()
+            },
+            new_version: Some(ProfileVersion {
+                profile_id: id,
+                version,
+                digest: ProfileVersion::digest_of(&settings),
+                settings,
+                created_at: t0,
+            }),
+            expected_version: Some(version - 1),
+        }
+    };
+    let spec = RolloutSpec {
+        rings: vec![
+            RingSpec {
+                pilot: Some("pilots".into()),
+                ..Default::default()
+            },
+            RingSpec {
+                percent: Some(50),
+                ..Default::default()
+            },
+        ],
+        soak_seconds: 60,
+        success_ratio: 0.5,
+        failure_threshold: 0.25,
+        auto_advance: false,
+    };
+    let rollout = spec.build(id, 1, 2, |_| Some(pilots.id), t0).unwrap();
+    let epoch = store.configuration_epoch().await.unwrap();
+    store
+        .write_profiles_with_rollouts(&[next(2, "2")], std::slice::from_ref(&rollout))
+        .await
+        .unwrap();
+    assert!(store.configuration_epoch().await.unwrap() > epoch, "rollouts: the epoch moves");
+    assert_eq!(store.rollout(rollout.id).await.unwrap().as_ref(), Some(&rollout), "rollouts: round trip");
+    assert_eq!(store.latest_rollout(id).await.unwrap().as_ref(), Some(&rollout));
+    assert_eq!(store.active_rollouts().await.unwrap(), vec![rollout.clone()]);
+    assert_eq!(store.list_rollouts(id).await.unwrap(), vec![rollout.clone()]);
+    assert_eq!(store.rollout(RolloutId::new()).await.unwrap(), None);
+
+    // A second active rollout is a Conflict, and the version written with it is not written.
+    let again = spec.build(id, 2, 3, |_| Some(pilots.id), t0).unwrap();
+    assert!(matches!(
+        store.write_profiles_with_rollouts(&[next(3, "3")], &[again]).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(store.profile(id).await.unwrap().unwrap().current_version, 2, "rollouts: all or nothing");
+
+    // The check-in loads the rollout with the candidates: the pilot gets 2, the other device 1
+    // (unless its bucket is under 50 %, which is not released yet either).
+    let value_for = |ctx: &ConfigurationContext, e: EnrollmentId| {
+        plan(e, ctx, t0).unwrap().desired.get("./X").map(|d| (d.version, d.setting.value.clone()))
+    };
+    let ctx_p = config_context(store, p.id, t0).await;
+    let loaded = ctx_p.loaded.clone().expect("rollouts: loaded on first contact");
+    assert_eq!(loaded.rollouts.len(), 1, "rollouts: the candidate's rollout is loaded");
+    let c = &loaded.rollouts[0];
+    assert_eq!(c.rollout, rollout);
+    assert_eq!(c.from_settings, vec![config_setting("./X", "1", false)]);
+    assert_eq!(c.bucket, rollout_bucket(id, p.id));
+    assert_eq!(value_for(&ctx_p, p.id), Some((2, "2".into())));
+    let ctx_1 = config_context(store, d1.id, t0).await;
+    assert_eq!(value_for(&ctx_1, d1.id), Some((1, "1".into())), "rollouts: outside the pilot");
+
+    // The pilot acknowledges version 2; the other device version 1.
+    for (e, ctx) in [(p.id, &ctx_p), (d1.id, &ctx_1)] {
+        let pl = plan(e, ctx, t0).unwrap();
+        let outcomes: Vec<Outcome> = pl.ops.iter().map(|o| ok(o.id, 200)).collect();
+        let c = absorb(
+            &pl,
+            &OpAnswers {
+                session: "ring",
+                outcomes: &outcomes,
+                ..Default::default()
+            },
+            &VerifyPolicy::default(),
+            t0,
+        );
+        commit_config(store, e, &c, t0).await;
+    }
+    let mut stats = store.rollout_device_stats(&rollout).await.unwrap();
+    stats.sort_by_key(|s| s.enrollment);
+    let mut want = vec![
+        RolloutDeviceStat {
+            enrollment: p.id,
+            group: Some(pilots.id),
+            rows: 1,
+            acknowledged: 1,
+            failed: 0,
+        },
+        RolloutDeviceStat {
+            enrollment: d1.id,
+            group: None,
+            rows: 0,
+            acknowledged: 0,
+            failed: 0,
+        },
+    ];
+    want.sort_by_key(|s| s.enrollment);
+    assert_eq!(stats, want, "rollouts: rows at the to version, per assigned device");
+    let rings = rollout.ring_stats(&stats);
+    assert_eq!((rings[0].devices, rings[0].acknowledged), (1, 1));
+
+    // Compare and set: the first advance wins and moves the epoch; the second writes nothing.
+    let t = rollout.action(RolloutAction::Advance, "story".into(), t0).unwrap();
+    let before = store.configuration_epoch().await.unwrap();
+    assert!(store.transition_rollout(&t).await.unwrap());
+    let moved = store.configuration_epoch().await.unwrap();
+    assert!(moved > before, "rollouts: advancing moves the epoch");
+    assert!(!store.transition_rollout(&t).await.unwrap(), "rollouts: a stale transition loses");
+    assert_eq!(store.configuration_epoch().await.unwrap(), moved);
+    let advanced = store.rollout(rollout.id).await.unwrap().unwrap();
+    assert_eq!(advanced, t.rollout);
+
+    // Rolled back: still loaded, and resolves to version 1 for the pilot too.
+    let back = advanced.action(RolloutAction::Rollback, "story".into(), t0).unwrap();
+    assert!(store.transition_rollout(&back).await.unwrap());
+    assert!(store.active_rollouts().await.unwrap().is_empty());
+    let ctx_p = config_context(store, p.id, t0).await;
+    assert_eq!(value_for(&ctx_p, p.id), Some((1, "1".into())), "rollouts: rollback");
+
+    // A new rollout may start now; completed, it is no longer loaded (everyone gets version 2).
+    let second = spec.build(id, 1, 2, |_| Some(pilots.id), t0 + Duration::seconds(1)).unwrap();
+    store
+        .write_profiles_with_rollouts(&[], std::slice::from_ref(&second))
+        .await
+        .unwrap();
+    assert_eq!(store.latest_rollout(id).await.unwrap().map(|r| r.id), Some(second.id));
+    let done = RolloutTransition {
+        expected_state: RolloutState::Running,
+        expected_ring: 0,
+        rollout: Rollout {
+            state: RolloutState::Completed,
+            ..second.clone()
+        },
+        moves_epoch: false,
+    };
+    assert!(store.transition_rollout(&done).await.unwrap());
+    let ctx_1 = config_context(store, d1.id, t0).await;
+    let loaded = ctx_1.loaded.clone().expect("rollouts: the epoch moved");
+    assert!(loaded.rollouts.is_empty(), "rollouts: a completed rollout is not loaded");
+    assert_eq!(value_for(&ctx_1, d1.id), Some((2, "2".into())));
+
+    // Deleting the profile deletes its rollouts.
+    assert!(store.delete_profile(id).await.unwrap());
+    assert_eq!(store.latest_rollout(id).await.unwrap(), None);
+    assert_eq!(store.rollout(rollout.id).await.unwrap(), None);
 }

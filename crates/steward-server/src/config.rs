@@ -58,6 +58,7 @@ pub struct Config {
     pub management: ManagementConfig,
     pub limits: LimitsConfig,
     pub webhooks: WebhooksConfig,
+    pub rollouts: RolloutsConfig,
     pub console: ConsoleConfig,
     pub audit: AuditConfig,
     /// systemd's credentials directory (`$CREDENTIALS_DIRECTORY`, set for a unit with
@@ -157,6 +158,23 @@ pub struct WebhooksConfig {
     pub delivery_log_days: u32,
     /// …and at most this many rows are kept per subscription.
     pub delivery_log_max_per_webhook: u32,
+}
+
+/// Staged rollouts of profile versions (docs/ROLLOUTS.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RolloutsConfig {
+    /// How often active rollouts are evaluated (advanced, halted, completed by their gates), in
+    /// seconds: the granularity of soak times and of halting on failures.
+    pub evaluate_interval_seconds: u64,
+}
+
+impl Default for RolloutsConfig {
+    fn default() -> Self {
+        Self {
+            evaluate_interval_seconds: 60,
+        }
+    }
 }
 
 impl Default for WebhooksConfig {
@@ -348,6 +366,7 @@ impl Default for Config {
             management: ManagementConfig::default(),
             limits: LimitsConfig::default(),
             webhooks: WebhooksConfig::default(),
+            rollouts: RolloutsConfig::default(),
             console: ConsoleConfig::default(),
             audit: AuditConfig::default(),
             credentials_directory: None,

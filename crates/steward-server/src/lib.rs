@@ -14,6 +14,7 @@ pub mod doctor;
 pub mod listener;
 pub mod local;
 pub mod readyz;
+pub mod rollouts;
 pub mod tls;
 pub mod webhooks;
 
@@ -114,6 +115,8 @@ pub struct RunningServer {
     task: JoinHandle<()>,
     /// The webhook dispatcher ([`webhooks`]); it watches the same shutdown channel.
     webhook_task: JoinHandle<()>,
+    /// The rollout evaluation loop ([`rollouts`]); it watches the same shutdown channel.
+    rollout_task: JoinHandle<()>,
     /// The ACME renewal loop; it watches the same shutdown channel.
     acme_task: Option<JoinHandle<()>>,
     /// The plain-HTTP listener of ACME `http-01`.
@@ -130,6 +133,7 @@ impl RunningServer {
         let _ = self.shutdown.send(true);
         let _ = self.task.await;
         let _ = self.webhook_task.await;
+        let _ = self.rollout_task.await;
         for t in [self.acme_task, self.http01_task].into_iter().flatten() {
             let _ = t.await;
         }
@@ -256,6 +260,7 @@ pub async fn start_with_store(
         audit_rx,
     );
     let webhook_task = webhooks::spawn(store, data_key, &config.webhooks, rx.clone());
+    let rollout_task = rollouts::spawn(core.rollouts.clone(), &config.rollouts, rx.clone());
     let acme_task = acme.clone().map(|m| tokio::spawn(m.run(rx.clone())));
     let http01_task = http01_listener.map(|(l, m)| tokio::spawn(acme::serve_http01(l, m, rx.clone())));
     let task = tokio::spawn(listener::serve(
@@ -282,6 +287,7 @@ pub async fn start_with_store(
         shutdown,
         task,
         webhook_task,
+        rollout_task,
         acme_task,
         http01_task,
         audit_stop,

@@ -35,7 +35,8 @@ use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
 
 /// Value format of a node (OMA-TS-DM_TND-V1_2 §7 Format; MS-MDM §2.2.5.3 Meta Format).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Format {
     Chr,
     Int,
@@ -108,7 +109,8 @@ impl fmt::Display for Format {
 }
 
 /// Allowed operations of a node (the DDF `AccessType`), as a small bit set.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
 pub struct Access(u8);
 
 impl Access {
@@ -136,7 +138,7 @@ impl std::ops::BitOr for Access {
 }
 
 /// One node of the tree. Interior nodes have `Format::Node` and no value.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CspNode {
     pub format: Format,
     pub value: Option<String>,
@@ -422,8 +424,9 @@ fn creatable(path: &str) -> Option<Creatable> {
     None
 }
 
-/// The in-memory management tree.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The in-memory management tree (serializable, so the `session` command keeps what the server
+/// wrote from one run to the next, as a device's registry does).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CspTree {
     nodes: BTreeMap<String, CspNode>,
     user_session: bool,

@@ -207,6 +207,11 @@ struct SavedDevice {
     /// The RemoteWipe node executed, once wiped: the device opens no more sessions.
     #[serde(default)]
     wiped: Option<String>,
+    /// The management tree as the last session left it: settings the server wrote stay on the
+    /// device between runs (without it every run starts from a fresh tree and a read-back of an
+    /// applied policy finds nothing). Absent in files of earlier versions: a fresh tree.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tree: Option<steward_sim::csp::CspTree>,
 }
 
 fn read_pem_certs(path: &std::path::Path) -> Result<Vec<Vec<u8>>> {
@@ -249,8 +254,15 @@ async fn run_session_command(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(e).with_context(|| format!("reading {}", json_path.display())),
     };
-    let (url, profile, counter, unenrolled, wiped) = match saved {
-        Some(s) => (s.management_url, s.profile, s.session_counter, s.unenrolled, s.wiped),
+    let (url, profile, counter, unenrolled, wiped, tree) = match saved {
+        Some(s) => (
+            s.management_url,
+            s.profile,
+            s.session_counter,
+            s.unenrolled,
+            s.wiped,
+            s.tree,
+        ),
         None => {
             let txt = read_device_txt(&dir)?;
             let device_id = txt.get("device_id").context("device.txt has no device_id")?.clone();
@@ -259,7 +271,7 @@ async fn run_session_command(
                 (None, Some(s)) => format!("{}/ManagementServer/MDM.svc", s.trim_end_matches('/')),
                 (None, None) => anyhow::bail!("no management URL in {} and no --server", dir.display()),
             };
-            (url, DeviceProfile::random(&device_id), 0, false, None)
+            (url, DeviceProfile::random(&device_id), 0, false, None, None)
         }
     };
     let certs = read_pem_certs(&dir.join("device.crt"))?;
@@ -271,6 +283,9 @@ async fn run_session_command(
     let key = steward_pki::DeviceKey::from_pkcs8(key_der.secret_pkcs8_der())?;
 
     let mut device = ManagedDevice::new(profile, url);
+    if let Some(tree) = tree {
+        device.tree = tree;
+    }
     device.identity = Some(DeviceIdentity {
         cert_der: cert_der.clone(),
         chain_der: chain_der.to_vec(),
@@ -298,6 +313,7 @@ async fn run_session_command(
         session_counter: device.session_counter(),
         unenrolled: device.unenrolled,
         wiped: device.wiped.as_ref().map(|w| w.0.clone()),
+        tree: Some(device.tree.clone()),
     };
     std::fs::write(&json_path, serde_json::to_vec_pretty(&saved)?)?;
     let report = result?;
@@ -395,6 +411,8 @@ async fn main() -> Result<()> {
                     session_counter: 0,
                     unenrolled: false,
                     wiped: None,
+                    // The first session starts from the Windows 11 tree the profile describes.
+                    tree: None,
                 };
                 std::fs::write(dir.join("device.json"), serde_json::to_vec_pretty(&saved)?)?;
                 println!("  saved to {}", dir.display());

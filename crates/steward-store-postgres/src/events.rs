@@ -23,6 +23,28 @@ impl EventLog for PgStore {
             .collect()
     }
 
+    async fn device_events_of(
+        &self,
+        id: EnrollmentId,
+        kinds: &[EventKind],
+        limit: u32,
+    ) -> StoreResult<Vec<DeviceEvent>> {
+        let kinds: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
+        sqlx::query(
+            "SELECT * FROM device_events WHERE enrollment_id = $1 \
+             AND (cardinality($2::text[]) = 0 OR kind = ANY($2)) ORDER BY seq DESC LIMIT $3",
+        )
+        .bind(id.to_string())
+        .bind(kinds)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(from_sqlx)?
+        .iter()
+        .map(event_from_row)
+        .collect()
+    }
+
     async fn append_device_event(&self, id: EnrollmentId, e: &NewDeviceEvent, at: OffsetDateTime) -> StoreResult<bool> {
         self.append_event(id, e, at).await
     }

@@ -65,6 +65,7 @@ mod inventory;
 mod migrate;
 mod profiles;
 mod reports;
+mod rollouts;
 mod rows;
 mod users;
 mod webhooks;

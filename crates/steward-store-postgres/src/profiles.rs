@@ -196,10 +196,12 @@ pub(crate) async fn load_configuration(
         .iter()
         .map(device_setting_from_row)
         .collect::<StoreResult<Vec<_>>>()?;
+    let rollouts = crate::rollouts::load_candidate_rollouts(conn, eid, platform).await?;
     Ok(DeviceConfiguration {
         groups: group.into_iter().collect(),
         candidates,
         settings,
+        rollouts,
     })
 }
 
@@ -318,7 +320,7 @@ pub(crate) async fn write_configuration(
 /// defines it (a new profile starts at version 1; an update's new version follows the expected
 /// one; without a new version the current one stays), or a group named twice in the assignment
 /// (in particular both included and excluded).
-fn check_write(w: &ProfileWrite) -> StoreResult<()> {
+pub(crate) fn check_write(w: &ProfileWrite) -> StoreResult<()> {
     let p = &w.profile;
     let wrong = |why: String| Err(StoreError::Conflict(format!("profile {}: {why}", p.name)));
     if let Some(v) = &w.new_version {
@@ -348,7 +350,7 @@ fn check_write(w: &ProfileWrite) -> StoreResult<()> {
 
 /// Moves the configuration epoch (every device reconciles at its next check-in). Its row lock,
 /// held to commit, also serialises every profile write on every replica.
-async fn move_epoch(tx: &mut PgConnection) -> StoreResult<()> {
+pub(crate) async fn move_epoch(tx: &mut PgConnection) -> StoreResult<()> {
     exec(tx, sqlx::query("UPDATE configuration_epoch SET epoch = epoch + 1")).await?;
     Ok(())
 }
@@ -360,7 +362,7 @@ fn name_taken(e: sqlx::Error, name: &str) -> StoreError {
     }
 }
 
-async fn write_profile(tx: &mut PgConnection, w: &ProfileWrite) -> StoreResult<()> {
+pub(crate) async fn write_profile(tx: &mut PgConnection, w: &ProfileWrite) -> StoreResult<()> {
     let p = &w.profile;
     let pid = p.id.to_string();
 

@@ -51,6 +51,7 @@ mod migrate;
 mod profiles;
 mod reads;
 mod reports;
+mod rollouts;
 mod rows;
 mod users;
 mod webhooks;

@@ -116,7 +116,7 @@ fn assignments_of(
 
 /// The profiles one statement selects (`SELECT * FROM profiles …`, with `key` as its parameter if
 /// given: one profile), each with its assignment, in the caller's snapshot.
-fn profiles_in(tx: &Connection, sql: &str, key: Option<&str>) -> StoreResult<Vec<Profile>> {
+pub(crate) fn profiles_in(tx: &Connection, sql: &str, key: Option<&str>) -> StoreResult<Vec<Profile>> {
     let rows: Vec<(String, Profile)> = all(tx, sql, rusqlite::params_from_iter(key), |r| {
         Ok((r.text("id")?, profile_from_row(r, Assignment::default())?))
     })?;
@@ -161,7 +161,7 @@ fn epoch(conn: &Connection) -> StoreResult<i64> {
     })
 }
 
-fn bump_epoch(tx: &Transaction<'_>) -> StoreResult<()> {
+pub(crate) fn bump_epoch(tx: &Transaction<'_>) -> StoreResult<()> {
     exec(tx, "UPDATE configuration_epoch SET epoch = epoch + 1 WHERE id = 1", ())?;
     Ok(())
 }
@@ -221,10 +221,12 @@ pub(crate) fn load_configuration(
     })
     .collect();
     let settings = all(conn, DEVICE_SETTINGS, (eid,), device_setting_from_row)?;
+    let rollouts = crate::rollouts::load_candidate_rollouts(conn, eid, platform)?;
     Ok(DeviceConfiguration {
         groups: group.into_iter().collect(),
         candidates,
         settings,
+        rollouts,
     })
 }
 
@@ -338,7 +340,7 @@ fn check_versions(w: &ProfileWrite) -> StoreResult<()> {
     }
 }
 
-fn write_one_profile(tx: &Transaction<'_>, w: &ProfileWrite) -> StoreResult<()> {
+pub(crate) fn write_one_profile(tx: &Transaction<'_>, w: &ProfileWrite) -> StoreResult<()> {
     check_versions(w)?;
     let p = &w.profile;
     let id = p.id.to_string();

@@ -89,6 +89,7 @@ stories!(
     readiness,
     profiles,
     configuration_in_checkin,
+    rollouts,
 );
 
 #[tokio::test]
@@ -101,7 +102,7 @@ async fn run_all_on_fresh_stores() {
         async move { SqliteStore::open(&path).await.unwrap() }
     })
     .await;
-    assert_eq!(n, 20);
+    assert_eq!(n, 21);
 }
 
 #[tokio::test]

@@ -9,6 +9,7 @@ pub mod directory;
 pub mod identity;
 pub mod passwords;
 pub mod profiles;
+pub mod rollouts;
 pub mod second_factor;
 pub mod webhooks;
 
@@ -27,6 +28,7 @@ pub use directory::Directory;
 pub use identity::Identity;
 pub use passwords::{PasswordPolicy, PasswordRefused, Passwords};
 pub use profiles::Profiles;
+pub use rollouts::Rollouts;
 pub use second_factor::SecondFactor;
 pub use webhooks::Webhooks;
 
@@ -102,6 +104,7 @@ pub struct Core {
     pub second_factor: SecondFactor,
     pub webhooks: Webhooks,
     pub profiles: Profiles,
+    pub rollouts: Rollouts,
 }
 
 impl Core {
@@ -120,6 +123,7 @@ impl Core {
             second_factor: SecondFactor::new(store.clone(), data_key.clone(), clock.clone()),
             webhooks: Webhooks::new(store.clone(), data_key, clock.clone()),
             profiles: Profiles::new(store.clone(), platforms.clone(), clock.clone()),
+            rollouts: Rollouts::new(store.clone(), clock.clone()),
             commands: Commands::new(store.clone(), devices.clone(), platforms.clone(), clock.clone()),
             directory: Directory::new(store.clone(), clock.clone()),
             audit: AuditTrail::new(store.clone(), audit_key),

@@ -19,6 +19,7 @@ use crate::configuration::{
 };
 use crate::model::{Enrollment, Group, GroupId, Platform};
 use crate::platform::Platforms;
+use crate::rollout::RolloutSpec;
 use crate::store::{Store, StoreError, VerifyTarget};
 
 /// The `kind` every profile document carries.
@@ -126,6 +127,8 @@ struct Prepared {
     settings: Vec<Setting>,
     assignment: Assignment,
     assign: AssignDocument,
+    /// The document's `rollout:` section: a new version goes out in rings ([`crate::rollout`]).
+    rollout: Option<RolloutSpec>,
 }
 
 #[derive(Clone)]
@@ -223,7 +226,20 @@ impl Profiles {
         let assignment = groups
             .resolve(&doc.assign)
             .map_err(|g| ServiceError::Invalid(format!("profile {name:?} (document {n}): no group named {g:?}")))?;
+        // The rings are checked now (the versions are known only when writing), so a bad rollout
+        // section refuses the apply before anything is written.
+        if let Some(r) = &doc.rollout {
+            r.build(
+                ProfileId::new(),
+                0,
+                1,
+                |g| groups.by_name.get(g).copied(),
+                self.clock.now(),
+            )
+            .map_err(|e| ServiceError::Invalid(format!("profile {name:?} (document {n}): rollout: {e}")))?;
+        }
         Ok(Prepared {
+            rollout: doc.rollout,
             name,
             platform,
             description: doc.description,
@@ -244,7 +260,12 @@ impl Profiles {
     ) -> ServiceResult<ApplyReport> {
         let now = self.clock.now();
         let mut writes = Vec::new();
+        let mut rollouts = Vec::new();
         let mut changes = Vec::with_capacity(prepared.len());
+        let group_id = |g: &str| groups.by_name.get(g).copied();
+        let invalid = |name: &str, e: crate::rollout::RolloutInvalid| {
+            ServiceError::Invalid(format!("profile {name:?}: rollout: {e}"))
+        };
         for p in prepared {
             let existing = self.store.profile_by_name(&p.name).await?;
             let devices_after = self.store.count_assigned(p.platform, &p.assignment).await?;
@@ -277,6 +298,12 @@ impl Profiles {
                     devices_before: 0,
                     devices_after,
                 });
+                if let Some(r) = &p.rollout {
+                    rollouts.push(
+                        r.build(profile.id, 0, 1, group_id, now)
+                            .map_err(|e| invalid(&p.name, e))?,
+                    );
+                }
                 writes.push(ProfileWrite {
                     new_version: Some(ProfileVersion {
                         profile_id: profile.id,
@@ -357,6 +384,12 @@ impl Profiles {
                 updated_at: now,
                 ..old.clone()
             };
+            if let (Some(r), true) = (&p.rollout, settings_changed) {
+                rollouts.push(
+                    r.build(old.id, old.current_version, version_after, group_id, now)
+                        .map_err(|e| invalid(&p.name, e))?,
+                );
+            }
             writes.push(ProfileWrite {
                 new_version: settings_changed.then_some(ProfileVersion {
                     profile_id: old.id,
@@ -371,7 +404,12 @@ impl Profiles {
         }
         let written = !dry_run && !writes.is_empty();
         if written {
-            self.store.write_profiles(&writes).await.map_err(|e| match e {
+            let written = if rollouts.is_empty() {
+                self.store.write_profiles(&writes).await
+            } else {
+                self.store.write_profiles_with_rollouts(&writes, &rollouts).await
+            };
+            written.map_err(|e| match e {
                 // Someone else applied in between (or a group was deleted meanwhile): nothing of
                 // this apply was written, and applying again decides against the new state.
                 StoreError::Conflict(what) => ServiceError::Conflict(format!(
@@ -406,6 +444,7 @@ impl Profiles {
                 settings: version.settings.iter().map(|s| adapter.setting_document(s)).collect(),
                 assign: groups.document(&p.assignment),
                 catalog: None,
+                rollout: None,
             });
         }
         Ok(out)
@@ -513,6 +552,33 @@ impl Profiles {
         Ok(self.store.request_verification(target, self.clock.now()).await?)
     }
 
+    /// Makes a read-back due on the devices the profile's assignment covers: every device for an
+    /// `all` assignment, else each assigned group's (an excluded group's members are read back too
+    /// when they are also in an assigned group; a read-back changes nothing on a device). A
+    /// group-scoped caller covers only its own group, and only if the profile is assigned to it.
+    /// Returns the profile and how many active enrollments it covered.
+    pub async fn verify_profile(&self, who: &Principal, name: &str) -> ServiceResult<(Profile, u64)> {
+        require(who, Permission::DevicesAct)?;
+        let profile = self.by_name(name).await?;
+        let a = &profile.assignment;
+        let targets: Vec<VerifyTarget> = match who.group {
+            Some(own) if a.includes(&[own]) => vec![VerifyTarget::Group(own)],
+            Some(_) => vec![],
+            None if a.all => vec![VerifyTarget::All],
+            None => a
+                .groups
+                .iter()
+                .filter(|g| !a.exclude_groups.contains(g))
+                .map(|g| VerifyTarget::Group(*g))
+                .collect(),
+        };
+        let mut devices = 0;
+        for t in targets {
+            devices += self.store.request_verification(t, self.clock.now()).await?;
+        }
+        Ok((profile, devices))
+    }
+
     /// A group by name (or id), for a verification target.
     pub async fn group(&self, key: &str) -> ServiceResult<Group> {
         if let Some(g) = self.store.group_by_name(key).await? {
@@ -579,6 +645,7 @@ impl Profiles {
             settings,
             assign: groups.document(&assignment),
             assignment,
+            rollout: None,
         };
         self.plan_and_write(vec![prepared], &groups, dry_run).await
     }

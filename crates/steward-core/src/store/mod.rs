@@ -16,10 +16,11 @@ use crate::configuration::{
     Assignment, DeviceConfiguration, Profile, ProfileId, ProfileStatusCounts, ProfileVersion, ProfileWrite,
 };
 use crate::console::*;
-use crate::event::{DeviceEvent, NewDeviceEvent};
+use crate::event::{DeviceEvent, EventKind, NewDeviceEvent};
 use crate::identity::RenewalCommit;
 use crate::inventory::{DeviceFact, FactChange, FactName};
 use crate::model::*;
+use crate::rollout::{Rollout, RolloutDeviceStat, RolloutId, RolloutTransition};
 use crate::secret::TokenHash;
 use crate::webhooks::*;
 
@@ -196,6 +197,33 @@ pub trait ProfileStore: Send + Sync {
     async fn request_verification(&self, target: VerifyTarget, now: OffsetDateTime) -> StoreResult<u64>;
 }
 
+/// Staged rollouts of profile versions ([`crate::rollout`]). At most one active rollout (running,
+/// paused, halted) per profile. A check-in loads the rollouts of its candidates with the rest of
+/// the configuration ([`crate::configuration::DeviceConfiguration::rollouts`]), so the idle path
+/// reads nothing more.
+#[async_trait]
+pub trait RolloutStore: Send + Sync {
+    /// Writes the profile changes (as [`ProfileStore::write_profiles`]) and creates the rollouts in
+    /// one transaction, so no device sees a new version before its rollout exists. Conflict if a
+    /// profile already has an active rollout (nothing is written).
+    async fn write_profiles_with_rollouts(&self, writes: &[ProfileWrite], rollouts: &[Rollout]) -> StoreResult<()>;
+    async fn rollout(&self, id: RolloutId) -> StoreResult<Option<Rollout>>;
+    /// The profile's newest rollout, in any state.
+    async fn latest_rollout(&self, profile: ProfileId) -> StoreResult<Option<Rollout>>;
+    /// Every active rollout, oldest first (the evaluation loop's work).
+    async fn active_rollouts(&self) -> StoreResult<Vec<Rollout>>;
+    /// Every rollout of a profile, newest first.
+    async fn list_rollouts(&self, profile: ProfileId) -> StoreResult<Vec<Rollout>>;
+    /// Writes the transition if the rollout is still in its expected state and ring (compare and
+    /// set), moving the configuration epoch when it says so. False if someone else moved it first.
+    async fn transition_rollout(&self, t: &RolloutTransition) -> StoreResult<bool>;
+    /// Per assigned active enrollment of the rollout's profile (its platform and assignment), its
+    /// group and its rows of the profile at the rollout's `to` version counted by status: one
+    /// set-based statement, one small row per assigned device (ring membership by hash is computed
+    /// in core, [`Rollout::ring_stats`]).
+    async fn rollout_device_stats(&self, rollout: &Rollout) -> StoreResult<Vec<RolloutDeviceStat>>;
+}
+
 /// Device groups and membership.
 #[async_trait]
 pub trait GroupStore: Send + Sync {
@@ -275,6 +303,15 @@ pub trait AuditLog: Send + Sync {
 pub trait EventLog: Send + Sync {
     /// Device events with `seq > after`, oldest first, at most `limit`.
     async fn device_events_after(&self, after: i64, limit: u32) -> StoreResult<Vec<DeviceEvent>>;
+    /// One enrollment's events of `kinds` (every kind when empty), newest first, at most `limit`:
+    /// the device pages' event list (drift and refused settings), read through the
+    /// (enrollment_id, seq) index.
+    async fn device_events_of(
+        &self,
+        id: EnrollmentId,
+        kinds: &[EventKind],
+        limit: u32,
+    ) -> StoreResult<Vec<DeviceEvent>>;
     /// Records an event that goes with no other write (a refused re-enrollment) on enrollment `id`,
     /// with the enrollment's DeviceID. Returns false if the enrollment does not exist.
     async fn append_device_event(&self, id: EnrollmentId, e: &NewDeviceEvent, at: OffsetDateTime) -> StoreResult<bool>;
@@ -405,6 +442,7 @@ pub trait Store:
     + UserStore
     + GroupStore
     + ProfileStore
+    + RolloutStore
     + AccessStore
     + AuditLog
     + EventLog
@@ -423,6 +461,7 @@ impl<T> Store for T where
         + UserStore
         + GroupStore
         + ProfileStore
+        + RolloutStore
         + AccessStore
         + AuditLog
         + EventLog

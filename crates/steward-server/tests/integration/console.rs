@@ -1297,3 +1297,272 @@ async fn disabling_a_user_or_removing_console_access_ends_their_sessions() {
         "{updates:?}"
     );
 }
+
+// ---------------------------------------------------------------- configuration
+
+/// An admin API call with the bootstrap token (for what the console does not do itself).
+async fn api_call(t: &TestServer, method: http::Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+    let auth = format!("Bearer {ADMIN_TOKEN}");
+    let mut headers = vec![("authorization", auth.as_str())];
+    if body.is_some() {
+        headers.push(("content-type", "application/json"));
+    }
+    let body = body.map_or_else(bytes::Bytes::new, |b| bytes::Bytes::from(b.to_string()));
+    let resp = t.client().request(method, &t.url(path), &headers, body).await.unwrap();
+    (resp.status, serde_json::from_slice(&resp.body).unwrap_or(Value::Null))
+}
+
+async fn device_sync(t: &TestServer, d: &mut ManagedDevice) {
+    let client = t.device_client(d);
+    let report = d.run_session(&client, SessionTrigger::Scheduled).await.unwrap();
+    assert!(report.ended, "the server ends the session");
+}
+
+/// The configuration pages over a simulated device: a catalog entry assigned in one click (CSRF
+/// checked, audited as `catalog.assign`, refused for a read-only role), the profile list and page
+/// with per-status counts, the device's settings table, a drift found by "Verify now" in the
+/// device's configuration events, the rollout's rings, "Verify all devices" and the delete
+/// confirmation, each audited under the API's action name; the auditor sees every page and no form.
+#[tokio::test]
+async fn profile_pages_catalog_assign_device_settings_and_drift() {
+    const ENTRY: &str = "baseline-defender-antivirus";
+    let t = without_required_totp().await;
+    console_user(&t, "admin@example.com", Role::Admin).await;
+    console_user(&t, "audit@example.com", Role::Auditor).await;
+    let mut device = t.managed_device(None).await;
+    let e = t.enrollment_of(&device).await;
+    let admin = login(&t, "admin@example.com").await;
+    let auditor = login(&t, "audit@example.com").await;
+
+    // The catalog offers the one-click assignment to those who may write profiles only.
+    let assign = format!("/console/catalog/{ENTRY}/assign");
+    let catalog = send(&t, "GET", "/console/catalog", Some(&admin), None).await;
+    assert!(
+        catalog.body.contains(&format!("action=\"{assign}\"")),
+        "{}",
+        catalog.body
+    );
+    assert!(
+        !catalog.body.contains("action=\"/console/catalog/kind-msi-app/assign\""),
+        "entries that need parameters are not assignable"
+    );
+    let acatalog = send(&t, "GET", "/console/catalog", Some(&auditor), None).await;
+    assert_eq!(acatalog.status, StatusCode::OK);
+    assert!(
+        !acatalog.body.contains("/assign\""),
+        "the auditor gets no assignment form"
+    );
+    assert!(
+        acatalog.body.contains("href=\"/console/profiles\""),
+        "Profiles in the menu"
+    );
+    let csrf = catalog.csrf();
+    for form in ["to=all", "csrf=forged&to=all"] {
+        let r = send(&t, "POST", &assign, Some(&admin), Some(form)).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{form}");
+    }
+    assert!(t.store().profile_by_name(ENTRY).await.unwrap().is_none());
+    let r = send(
+        &t,
+        "POST",
+        &assign,
+        Some(&auditor),
+        Some(&format!("csrf={}&to=all", acatalog.csrf())),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(t.store().profile_by_name(ENTRY).await.unwrap().is_none());
+    let r = send(&t, "POST", &assign, Some(&admin), Some(&format!("csrf={csrf}&to=all"))).await;
+    let profile_page = format!("/console/profiles/{ENTRY}");
+    assert_eq!(
+        (r.status, r.location()),
+        (StatusCode::SEE_OTHER, format!("{profile_page}?done=assigned").as_str()),
+        "{}",
+        r.body
+    );
+    let assigned = audit_rows(&t, "catalog.assign").await;
+    assert_eq!(assigned.len(), 2, "the refusal and the assignment");
+    assert_eq!(
+        (
+            assigned[0].actor.as_str(),
+            assigned[0].target.as_deref(),
+            assigned[0].details.as_deref(),
+            assigned[0].status
+        ),
+        (
+            "admin@example.com (console)",
+            Some(ENTRY),
+            Some(format!("{ENTRY} created").as_str()),
+            Some(200)
+        )
+    );
+    assert_eq!(
+        (assigned[1].outcome, assigned[1].status),
+        (AuditOutcome::Failure, Some(403))
+    );
+
+    // Before the device checks in: assigned, one device, its settings pending with the reason.
+    let list = send(&t, "GET", "/console/profiles", Some(&auditor), None).await;
+    assert_eq!(list.status, StatusCode::OK);
+    assert!(
+        list.body.contains(&format!("data-profile=\"{ENTRY}\"")),
+        "{}",
+        list.body
+    );
+    assert!(list.body.contains("all devices"));
+    let device_page = format!("/console/devices/{}", e.id);
+    let page = send(&t, "GET", &device_page, Some(&admin), None).await;
+    assert!(page.body.contains("id=\"device-settings\"") && page.body.contains("has not checked in since"));
+
+    // Delivered and read back: every setting verified on the device page and in the counts.
+    for _ in 0..3 {
+        device_sync(&t, &mut device).await;
+    }
+    let rows = t.store().device_configuration(e.id).await.unwrap().settings;
+    assert!(!rows.is_empty());
+    let readable = rows
+        .iter()
+        .find(|r| r.setting.readable && r.setting.format == "int" && r.status == SettingStatus::Verified)
+        .unwrap_or_else(|| panic!("a verified int setting in {rows:?}"))
+        .clone();
+    let page = send(&t, "GET", &device_page, Some(&admin), None).await;
+    assert!(page.body.contains(&format!("data-path=\"{}\"", readable.path)));
+    assert!(page.body.contains("state-verified") && page.body.contains("id=\"action-verify\""));
+    let shown = send(&t, "GET", &profile_page, Some(&admin), None).await;
+    assert_eq!(shown.status, StatusCode::OK);
+    assert!(shown.body.contains("id=\"profile-settings\"") && shown.body.contains(&readable.path));
+    assert_eq!(element_text(&shown.body, "profile-devices"), "1");
+    let verified_cell = format!("data-status=\"verified\">{}<", rows.len());
+    assert!(shown.body.contains(&verified_cell), "{verified_cell} in {}", shown.body);
+    assert!(shown.body.contains("id=\"action-verify-profile\"") && shown.body.contains("Delete profile"));
+    let ashown = send(&t, "GET", &profile_page, Some(&auditor), None).await;
+    assert_eq!(ashown.status, StatusCode::OK);
+    assert!(
+        !ashown.body.contains("method=\"post\" action=\"/console/profiles"),
+        "{}",
+        ashown.body
+    );
+    assert!(!ashown.body.contains("Delete profile"));
+    let adevice = send(&t, "GET", &device_page, Some(&auditor), None).await;
+    assert!(adevice.body.contains("id=\"device-settings\"") && !adevice.body.contains("action-verify"));
+
+    // A local change, found by "Verify now" (CSRF-checked, audited as device.verify): drift in the
+    // device's configuration events, and the value sent again.
+    device.set_local(&readable.path, "999").unwrap();
+    let verify = format!("{device_page}/actions/verify");
+    let r = send(&t, "POST", &verify, Some(&admin), Some("csrf=forged")).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = send(
+        &t,
+        "POST",
+        &verify,
+        Some(&auditor),
+        Some(&format!("csrf={}", adevice.csrf())),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = send(&t, "POST", &verify, Some(&admin), Some(&format!("csrf={csrf}"))).await;
+    assert_eq!(r.location(), format!("{device_page}?done=verify"), "{}", r.body);
+    let verified = audit_rows(&t, "device.verify").await;
+    assert_eq!(verified.len(), 2);
+    assert_eq!(
+        (
+            verified[0].target.as_deref(),
+            verified[0].details.as_deref(),
+            verified[0].status
+        ),
+        (Some(e.id.to_string().as_str()), Some("1 devices"), Some(202))
+    );
+    assert_eq!(verified[1].status, Some(403));
+    device_sync(&t, &mut device).await;
+    let page = send(&t, "GET", &device_page, Some(&admin), None).await;
+    assert!(
+        page.body.contains("id=\"device-events\"") && page.body.contains("setting_drifted"),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("found 999; sent again"), "{}", page.body);
+
+    // "Verify all devices" on the profile: audited as profile.verify with the devices it covered.
+    let pverify = format!("{profile_page}/verify");
+    let r = send(&t, "POST", &pverify, Some(&admin), Some("")).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = send(&t, "POST", &pverify, Some(&admin), Some(&format!("csrf={csrf}"))).await;
+    assert_eq!(r.location(), format!("{profile_page}?done=verify"), "{}", r.body);
+    let pv = audit_rows(&t, "profile.verify").await;
+    assert_eq!(
+        (pv.len(), pv[0].target.as_deref(), pv[0].details.as_deref()),
+        (1, Some(ENTRY), Some("1 devices"))
+    );
+
+    // A rollout started over the API shows its rings; pausing it from the page is rollout.pause.
+    let (status, body) = api_call(
+        &t,
+        http::Method::POST,
+        &format!("/api/v1/profiles/{ENTRY}/rollout"),
+        Some(json!({"rings": [{"percent": 50}, {"everyone": true}], "auto_advance": false})),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let shown = send(&t, "GET", &profile_page, Some(&admin), None).await;
+    assert!(shown.body.contains("id=\"rollout-rings\"") && shown.body.contains("50 % of devices"));
+    let r = send(
+        &t,
+        "POST",
+        &format!("{profile_page}/rollout/pause"),
+        Some(&admin),
+        Some(&format!("csrf={csrf}")),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    assert_eq!(audit_rows(&t, "rollout.pause").await[0].outcome, AuditOutcome::Success);
+    let shown = send(&t, "GET", &profile_page, Some(&admin), None).await;
+    assert!(shown.body.contains("state-paused"), "{}", shown.body);
+
+    // Delete: a confirmation page; a wrong name is refused (422), the auditor too (403), both
+    // audited as profile.delete; the exact name deletes.
+    let delete = format!("{profile_page}/delete");
+    let confirm = send(&t, "GET", &delete, Some(&admin), None).await;
+    assert_eq!(confirm.status, StatusCode::OK);
+    assert!(confirm.body.contains("id=\"confirm_name\""));
+    assert_eq!(
+        send(&t, "GET", &delete, Some(&auditor), None).await.status,
+        StatusCode::FORBIDDEN
+    );
+    let r = send(
+        &t,
+        "POST",
+        &delete,
+        Some(&admin),
+        Some(&format!("csrf={csrf}&confirm_name=nope")),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(r.body.contains("does not match"));
+    let r = send(
+        &t,
+        "POST",
+        &delete,
+        Some(&auditor),
+        Some(&format!("csrf={}&confirm_name={ENTRY}", adevice.csrf())),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(t.store().profile_by_name(ENTRY).await.unwrap().is_some());
+    let r = send(
+        &t,
+        "POST",
+        &delete,
+        Some(&admin),
+        Some(&format!("csrf={csrf}&confirm_name={ENTRY}")),
+    )
+    .await;
+    assert_eq!(r.location(), "/console/profiles?done=deleted", "{}", r.body);
+    assert!(t.store().profile_by_name(ENTRY).await.unwrap().is_none());
+    let deleted = audit_rows(&t, "profile.delete").await;
+    assert_eq!(
+        deleted.iter().map(|a| a.status).collect::<Vec<_>>(),
+        [Some(204), Some(403), Some(422)]
+    );
+    assert_eq!(deleted[0].target.as_deref(), Some(ENTRY));
+}
