@@ -139,6 +139,7 @@ async fn malformed_hostile_and_misrouted_messages() {
     assert!(!resp.headers.contains_key(http::header::TRANSFER_ENCODING));
 
     assert_nothing_written(&t).await;
+    crate::invariants::check(&t).await;
     t.server.shutdown().await;
 }
 
@@ -187,6 +188,7 @@ async fn credentials_are_required_and_checked() {
     );
     assert_eq!(t.enrollment_count().await, 1);
     assert_eq!(t.issued_count().await, 1);
+    crate::invariants::check(&t).await;
     t.server.shutdown().await;
 }
 
@@ -269,6 +271,7 @@ async fn bad_certificate_requests() {
         cert.subject_alternative_name().unwrap().is_none(),
         "no SAN copied from the request"
     );
+    crate::invariants::check(&t).await;
     t.server.shutdown().await;
 }
 
@@ -304,5 +307,6 @@ async fn failed_commit_voids_the_certificate() {
         .unwrap()
         .unwrap();
     assert_eq!(tok.uses, 0);
+    crate::invariants::check(&t).await;
     t.server.shutdown().await;
 }

@@ -519,3 +519,110 @@ pub async fn unauthenticated_routes_refused(t: &TestServer) {
     }
     assert!(failures.is_empty(), "I5 violated:\n{failures}");
 }
+
+/// The checker is not hollow: a real, consistent snapshot passes, and each kind of corruption the
+/// invariants name is reported under its own invariant.
+#[tokio::test]
+async fn the_checker_reports_each_corruption() {
+    use steward_sim::session::SessionTrigger;
+    let t = TestServer::start().await;
+    let mut d = t.managed_device(None).await;
+    let e = t.enrollment_of(&d).await;
+    let get = steward_windows::OmaDmCommand::single(
+        steward_windows::Verb::Get,
+        steward_windows::CommandItem {
+            target: "./DevDetail/SwV".into(),
+            format: None,
+            type_: None,
+            data: None,
+        },
+    );
+    crate::common::admin::queue_command(t.store(), &e, get, "admin", 0, None)
+        .await
+        .unwrap();
+    d.run_session(&t.device_client(&d), SessionTrigger::Scheduled)
+        .await
+        .unwrap();
+    let good = check(&t).await;
+    assert!(good.commands.iter().any(|(_, r)| r.is_some()), "a recorded result to corrupt");
+    let reports = |mutate: &dyn Fn(&mut Ledgers), tag: &str| {
+        let mut l = good.clone();
+        mutate(&mut l);
+        let v = violations(&l);
+        assert!(v.iter().any(|m| m.starts_with(tag)), "{tag} not reported: {v:?}");
+    };
+    // I1: the active enrollment's certificate revoked; a certificate issued to no enrollment.
+    reports(
+        &|l| {
+            let mut revoked = l.issuance[0].clone();
+            revoked.event = IssuanceEvent::Revoked;
+            revoked.serial = l.enrollments[0].cert_serial.clone();
+            l.issuance.push(revoked);
+        },
+        "I1",
+    );
+    reports(
+        &|l| {
+            let mut orphan = l.issuance[0].clone();
+            orphan.serial = CertSerial::new("09".repeat(16));
+            orphan.enrollment_id = Some(EnrollmentId::new());
+            l.issuance.push(orphan);
+        },
+        "I1",
+    );
+    // I2: a result recorded for another enrollment.
+    reports(
+        &|l| {
+            let (_, r) = l.commands.iter_mut().find(|(_, r)| r.is_some()).unwrap();
+            r.as_mut().unwrap().enrollment_id = EnrollmentId::new();
+        },
+        "I2",
+    );
+    // I3: an answer recorded twice; a result lost.
+    reports(
+        &|l| {
+            let ev = l
+                .events
+                .iter()
+                .find(|ev| ev.kind == EventKind::CommandAcknowledged)
+                .unwrap()
+                .clone();
+            l.events.push(ev);
+        },
+        "I3",
+    );
+    reports(
+        &|l| {
+            let (_, r) = l.commands.iter_mut().find(|(_, r)| r.is_some()).unwrap();
+            *r = None;
+        },
+        "I3",
+    );
+    // I4: the enrolled event missing.
+    reports(&|l| l.events.retain(|ev| ev.kind != EventKind::Enrolled), "I4");
+    // Configuration: a row of an enrollment that does not exist; a row of a missing version.
+    let row = SettingRow {
+        enrollment_id: e.id.to_string(),
+        path: "./Device/Vendor/MSFT/Policy/Config/Camera/AllowCamera".into(),
+        profile_id: uuid::Uuid::new_v4().to_string(),
+        profile_version: 1,
+        status: SettingStatus::Applied.as_str().into(),
+        version_exists: true,
+        enrollment_exists: false,
+    };
+    reports(&|l| l.settings.push(row.clone()), "config");
+    let missing_version = SettingRow {
+        enrollment_exists: true,
+        version_exists: false,
+        ..row.clone()
+    };
+    reports(&|l| l.settings.push(missing_version.clone()), "config");
+    // ... which is allowed while the row is being removed.
+    let mut l = good.clone();
+    l.settings.push(SettingRow {
+        status: SettingStatus::Removing.as_str().into(),
+        ..missing_version.clone()
+    });
+    assert!(violations(&l).is_empty(), "{:?}", violations(&l));
+    t.server.shutdown().await;
+}
