@@ -309,3 +309,89 @@ async fn a_device_racing_its_own_wipe() {
     invariants::check_all(&t).await;
     t.server.shutdown().await;
 }
+
+// ---------------------------------------------------------------- B4 / I2: statuses that lie
+
+/// Device A answers, besides its own command: B's command that the server sent to B (B's session
+/// never answered it), a CmdID never sent, and its own command a second time. A's command is
+/// recorded once; B's command and events are byte-identical until B itself answers.
+#[tokio::test]
+async fn statuses_for_another_devices_or_unsent_commands_change_nothing() {
+    let t = TestServer::start().await;
+    let mut a = t.managed_device(None).await;
+    let mut b = t.managed_device(None).await;
+    let (ca, cb) = (t.device_client(&a), t.device_client(&b));
+    let (ea, eb) = (t.enrollment_of(&a).await, t.enrollment_of(&b).await);
+    let cmd_a = admin::queue_command(t.store(), &ea, replace(CAMERA, "0"), "admin", 0, None)
+        .await
+        .unwrap();
+    let cmd_b = admin::queue_command(t.store(), &eb, replace(CAMERA, "1"), "admin", 0, None)
+        .await
+        .unwrap();
+
+    // B's command goes out to B, whose answer never comes.
+    let first = b.start_session(SessionTrigger::Scheduled).unwrap();
+    let resp = cb.post(&b.session_url(), SYNCML, syncml::write(&first)).await.unwrap();
+    assert!(carried(&syncml::parse_bytes(&resp.body).unwrap()).contains(&cmd_b.wire_id()));
+    b.end_session();
+    let b_commands = format!("{:?}", t.store().commands_for_enrollment(eb.id).await.unwrap());
+    let b_events = format!("{:?}", t.store().device_events_for(eb.id).await.unwrap());
+
+    let url = a.session_url();
+    let mut msg = a.start_session(SessionTrigger::Scheduled).unwrap();
+    let mut lied = false;
+    for _ in 0..10 {
+        let resp = ca.post(&url, SYNCML, syncml::write(&msg)).await.unwrap();
+        assert!(resp.status.is_success(), "{}: {}", resp.status, resp.text());
+        let server = syncml::parse_bytes(&resp.body).unwrap();
+        let Some(mut next) = a.respond(&server).unwrap() else {
+            break;
+        };
+        let own = next.body.commands.iter().find_map(|c| match c {
+            syncml::Command::Status(s) if s.cmd_ref == cmd_a.wire_id() => Some(s.clone()),
+            _ => None,
+        });
+        if let Some(own) = own.filter(|_| !lied) {
+            lied = true;
+            let forged = |cmd_id: &str, cmd_ref: String| {
+                syncml::Command::Status(syncml::Status {
+                    cmd_id: cmd_id.into(),
+                    cmd_ref,
+                    ..own.clone()
+                })
+            };
+            next.body.commands.push(forged("9001", cmd_b.wire_id()));
+            next.body.commands.push(forged("9002", "424242".into()));
+            next.body.commands.push(forged("9003", cmd_a.wire_id()));
+        }
+        msg = next;
+    }
+    a.end_session();
+    assert!(lied, "A answered its command");
+
+    let c = t.store().command(cmd_a).await.unwrap().unwrap();
+    assert_eq!((c.state, c.status_code), (CommandState::Succeeded, Some(200)));
+    assert_eq!(
+        format!("{:?}", t.store().commands_for_enrollment(eb.id).await.unwrap()),
+        b_commands,
+        "B's queue changed"
+    );
+    assert_eq!(
+        format!("{:?}", t.store().device_events_for(eb.id).await.unwrap()),
+        b_events,
+        "B's events changed"
+    );
+    assert!(t.store().command_result(cmd_b).await.unwrap().is_none());
+    invariants::check(&t).await;
+
+    // B's own answer, in its next session, is the one recorded.
+    b.run_session(&cb, SessionTrigger::Scheduled).await.unwrap();
+    let c = t.store().command(cmd_b).await.unwrap().unwrap();
+    assert_eq!(c.state, CommandState::Succeeded);
+    assert_eq!(
+        t.store().command_result(cmd_b).await.unwrap().unwrap().enrollment_id,
+        eb.id
+    );
+    invariants::check_all(&t).await;
+    t.server.shutdown().await;
+}

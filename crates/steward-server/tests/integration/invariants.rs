@@ -544,7 +544,10 @@ async fn the_checker_reports_each_corruption() {
         .await
         .unwrap();
     let good = check(&t).await;
-    assert!(good.commands.iter().any(|(_, r)| r.is_some()), "a recorded result to corrupt");
+    assert!(
+        good.commands.iter().any(|(_, r)| r.is_some()),
+        "a recorded result to corrupt"
+    );
     let reports = |mutate: &dyn Fn(&mut Ledgers), tag: &str| {
         let mut l = good.clone();
         mutate(&mut l);
