@@ -395,3 +395,72 @@ async fn statuses_for_another_devices_or_unsent_commands_change_nothing() {
     invariants::check_all(&t).await;
     t.server.shutdown().await;
 }
+
+// ---------------------------------------------------------------- E3: cancel while delivering
+
+/// An admin cancels a command at the moment the device fetches it (both at once), and another
+/// after the device received it but before it answered. Each command ends either delivered and
+/// recorded or cancelled and never recorded — never both — and the ledgers agree.
+#[tokio::test]
+async fn a_cancel_racing_delivery_is_either_delivered_or_cancelled() {
+    let t = TestServer::start().await;
+    let mut d = t.managed_device(None).await;
+    let c = t.device_client(&d);
+    let e = t.enrollment_of(&d).await;
+    let racing = admin::queue_command(t.store(), &e, replace(CAMERA, "0"), "admin", 0, None)
+        .await
+        .unwrap();
+    let url = d.session_url();
+    let first = d.start_session(SessionTrigger::Scheduled).unwrap();
+    let now = ::time::OffsetDateTime::now_utc();
+    let (resp, cancelled) = tokio::join!(
+        c.post(&url, SYNCML, syncml::write(&first)),
+        t.store().cancel_command(racing, now)
+    );
+    let resp = resp.unwrap();
+    let cancelled = cancelled.unwrap();
+    let server = syncml::parse_bytes(&resp.body).unwrap();
+    let delivered = carried(&server).contains(&racing.wire_id());
+    let mut msg = d.respond(&server).unwrap();
+    // A second command, cancelled after it went out and before the device's answer arrives.
+    let late = admin::queue_command(t.store(), &e, replace(CAMERA, "1"), "admin", 0, None)
+        .await
+        .unwrap();
+    let mut late_cancelled = None;
+    for _ in 0..10 {
+        let Some(m) = msg else { break };
+        let resp = c.post(&url, SYNCML, syncml::write(&m)).await.unwrap();
+        assert!(resp.status.is_success(), "{}", resp.status);
+        let server = syncml::parse_bytes(&resp.body).unwrap();
+        if late_cancelled.is_none() && carried(&server).contains(&late.wire_id()) {
+            late_cancelled = Some(
+                t.store()
+                    .cancel_command(late, ::time::OffsetDateTime::now_utc())
+                    .await
+                    .unwrap(),
+            );
+        }
+        msg = d.respond(&server).unwrap();
+    }
+    d.end_session();
+    // Another session picks up anything left.
+    d.run_session(&c, SessionTrigger::Scheduled).await.unwrap();
+
+    for (id, cancel_won) in [(racing, cancelled), (late, late_cancelled.unwrap_or(false))] {
+        let cmd = t.store().command(id).await.unwrap().unwrap();
+        let result = t.store().command_result(id).await.unwrap();
+        match cmd.state {
+            CommandState::Cancelled => assert!(result.is_none(), "{id} cancelled and recorded"),
+            CommandState::Succeeded => {
+                assert!(result.is_some(), "{id} succeeded unrecorded");
+                assert!(!cancel_won, "{id}: the cancel was acknowledged but the command ran");
+            }
+            other => panic!("{id} ended {other:?}"),
+        }
+    }
+    if cancelled {
+        assert!(!delivered, "a command cancelled before delivery was sent");
+    }
+    invariants::check(&t).await;
+    t.server.shutdown().await;
+}
