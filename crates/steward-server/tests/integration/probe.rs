@@ -292,6 +292,57 @@ async fn a_console_lockout_holds_for_enrollment_from_the_same_address() {
     t.server.shutdown().await;
 }
 
+/// Plan A10: the guesses rotate `X-Forwarded-For`, `X-Real-IP` and `True-Client-IP` from a peer
+/// that is no trusted proxy (Fleet GHSA-j8h8-75h3-jg53): the limiter counts the real peer, so the
+/// sixth guess is throttled like the rest and no guess succeeds.
+#[tokio::test]
+async fn rotating_forwarded_headers_does_not_reset_the_password_limiter() {
+    let t = TestServer::start().await;
+    let client = t.client();
+    t.user("erin@example.com", "erin's right password").await;
+    let url = t.url("/EnrollmentServer/Policy.svc");
+    let guess = |n: u32, password: &'static str| {
+        let cred = Credential::UsernameToken {
+            username: "erin@example.com".into(),
+            password: password.into(),
+        };
+        let body = mde2::write_get_policies_request("urn:uuid:5f0c2a8e-0000-4000-8000-000000000002", &url, &cred);
+        let ip = format!("198.51.100.{n}");
+        (body, ip)
+    };
+    let mut throttled = 0;
+    for n in 1..=7u32 {
+        let password = if n == 7 {
+            "erin's right password"
+        } else {
+            "a wrong guess"
+        };
+        let (body, ip) = guess(n, password);
+        let headers = [
+            ("content-type", SOAP),
+            ("x-forwarded-for", ip.as_str()),
+            ("x-real-ip", ip.as_str()),
+            ("true-client-ip", ip.as_str()),
+        ];
+        let r = client
+            .request(http::Method::POST, &url, &headers, body.into())
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "guess {n} succeeded: {}",
+            r.text()
+        );
+        if fault_of(&r).1.contains("too many failed sign-ins") {
+            throttled += 1;
+        }
+    }
+    assert_eq!(throttled, 2, "guesses 6 and 7 are throttled");
+    crate::invariants::check(&t).await;
+    t.server.shutdown().await;
+}
+
 // ---------------------------------------------------------------- 3. console sign-in limiter
 
 #[tokio::test]
