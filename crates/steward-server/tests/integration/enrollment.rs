@@ -78,6 +78,7 @@ async fn simulator_enrolls_with_an_enrollment_token() {
         device.provisioning_doc_xml.contains(&e.id.to_string()),
         "EntDMID is the enrollment id"
     );
+    crate::invariants::check(&t).await;
     t.server.shutdown().await;
 }
 
@@ -110,6 +111,7 @@ async fn device_enrollment_type_and_user_password() {
     let err = enroll(&client, &bad).await.unwrap_err().to_string();
     assert!(err.contains("Authentication"), "{err}");
     assert_eq!(t.enrollment_count().await, 1);
+    crate::invariants::check(&t).await;
     t.server.shutdown().await;
 }
 
@@ -138,6 +140,7 @@ async fn federated_sign_in_then_enroll() {
         .await
         .unwrap();
     assert_eq!(resp.status, 400);
+    crate::invariants::check(&t).await;
     t.server.shutdown().await;
 }
 
@@ -165,5 +168,6 @@ async fn re_enrollment_replaces_and_revokes() {
     opts.credentials = Credentials::Password("stw_enr_not-a-real-token".into());
     assert!(enroll(&client, &opts).await.is_err());
     assert_eq!(t.enrollment_count().await, 2);
+    crate::invariants::check(&t).await;
     t.server.shutdown().await;
 }

@@ -332,6 +332,53 @@ async fn devices_are_served_while_200_connections_stall() {
     t.server.shutdown().await;
 }
 
+/// Thousands of idle connections (issue 17, plan C1): 2,000 TCP connections that never start the
+/// TLS handshake, 250 from each of 8 addresses (under the default 256 per address and 4,096 in
+/// all), hold their slots only until the handshake deadline. Meanwhile a device enrolls and runs a
+/// session; afterwards every idle connection has been closed by the server and the ledgers
+/// reconcile.
+#[tokio::test]
+async fn two_thousand_idle_connections_are_timed_out_and_starve_no_device() {
+    enough_descriptors();
+    const PER_ADDRESS: usize = 250;
+    const ADDRESSES: u8 = 8;
+    let t = TestServer::start_with(|c| c.limits.handshake_timeout_seconds = 3).await;
+    assert!(PER_ADDRESS < t.server.config.limits.max_connections_per_address);
+    let port = t.server.local_addr.port();
+    let mut idle = Vec::with_capacity(PER_ADDRESS * usize::from(ADDRESSES));
+    for n in 0..ADDRESSES {
+        for _ in 0..PER_ADDRESS {
+            let socket = TcpSocket::new_v4().unwrap();
+            socket.bind(SocketAddr::from((loopback(10 + n), 0))).unwrap();
+            idle.push(socket.connect(SocketAddr::from(([127, 0, 0, 1], port))).await.unwrap());
+        }
+    }
+    let mut device = t.managed_device(None).await;
+    let report = device
+        .run_session(
+            &t.device_client(&device),
+            steward_sim::session::SessionTrigger::Scheduled,
+        )
+        .await
+        .unwrap();
+    assert!(report.ended);
+    // Every idle connection is closed by the handshake deadline: a read ends (0 bytes or a reset).
+    let closed = tokio::time::timeout(HANG_GUARD, async {
+        for mut s in idle {
+            let mut byte = [0u8; 1];
+            match s.read(&mut byte).await {
+                Ok(0) | Err(_) => {}
+                Ok(_) => panic!("the server wrote to a connection that sent nothing"),
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "idle connections outlived the handshake deadline");
+    assert_eq!(t.client().get(&t.url("/healthz")).await.unwrap().status, 200);
+    crate::invariants::check(&t).await;
+    t.server.shutdown().await;
+}
+
 // ---- The server in a child process ----
 
 const CHILD_ENV: &str = "STEWARD_TEST_CHILD_SERVER";

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod acme;
+mod adversarial;
 mod api;
 mod architecture;
 mod at_rest;
@@ -15,6 +16,7 @@ mod enrollment;
 mod enrollment_faults;
 mod fixtures;
 mod interop;
+mod invariants;
 mod lifecycle;
 mod limits;
 mod load;

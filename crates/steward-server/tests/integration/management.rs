@@ -74,6 +74,7 @@ async fn first_session_reports_inventory() {
     assert_eq!(t.store().commands_for_enrollment(e.id).await.unwrap().len(), 1);
     // Raw messages are kept for audit.
     assert!(t.store().device_messages(e.id).await.unwrap().len() >= 3);
+    crate::invariants::check(&t).await;
     t.server.shutdown().await;
 }
 
@@ -159,6 +160,7 @@ async fn admin_commands_reach_only_their_device_and_are_recorded_once() {
     );
     a.run_session(&ca, SessionTrigger::Scheduled).await.unwrap();
     assert_eq!(a.tree.value(CAMERA), Some("1"));
+    crate::invariants::check(&t).await;
     t.server.shutdown().await;
 }
 
@@ -209,6 +211,7 @@ async fn wipe_revokes_the_certificate_and_later_sessions_are_refused() {
         .await
         .unwrap_err();
     assert!(matches!(err, SessionError::HttpStatus { status: 403, .. }), "{err:?}");
+    crate::invariants::check(&t).await;
     t.server.shutdown().await;
 }
 
@@ -291,6 +294,7 @@ async fn real_captured_sessions_are_answered() {
         .await
         .unwrap();
     assert_eq!(resp.status, 403);
+    crate::invariants::check(&t).await;
     t.server.shutdown().await;
 }
 
@@ -355,6 +359,7 @@ async fn simulated_unenroll_and_msi_completion() {
         t.store().enrollment_by_id(e.id).await.unwrap().unwrap().state,
         EnrollmentState::Unenrolled
     );
+    crate::invariants::check(&t).await;
     t.server.shutdown().await;
 }
 
@@ -437,6 +442,7 @@ async fn lost_status_after_a_restart_is_resent_and_recorded_once() {
     );
     let report = device.run_session(&client, SessionTrigger::Scheduled).await.unwrap();
     assert!(report.received.is_empty());
+    crate::invariants::check(&t).await;
     t.server.shutdown().await;
 }
 
@@ -529,6 +535,7 @@ async fn hostile_management_requests_are_refused_and_harm_no_one() {
     );
     // And A still works.
     a.run_session(&ca, SessionTrigger::Scheduled).await.unwrap();
+    crate::invariants::check(&t).await;
     t.server.shutdown().await;
 }
 
@@ -636,6 +643,7 @@ async fn robo_renewal_swaps_the_certificate() {
             .0
             .contains("Authentication")
     );
+    crate::invariants::check(&t).await;
     t.server.shutdown().await;
 }
 
@@ -709,6 +717,7 @@ async fn md5_digest_sessions_for_clients_without_certificates() {
         matches!(err, SessionError::AuthFailed { .. } | SessionError::AuthRequired { .. }),
         "{err:?}"
     );
+    crate::invariants::check(&t).await;
     t.server.shutdown().await;
 }
 
@@ -785,6 +794,7 @@ async fn user_scoped_commands_wait_for_sign_in_with_fast_polling() {
             .iter()
             .any(|f| f.name.as_str() == "mdm.poll_interval_minutes" && f.value == "60")
     );
+    crate::invariants::check(&t).await;
     t.server.shutdown().await;
 }
 
@@ -872,5 +882,6 @@ async fn catalog_entries_apply_to_a_simulated_device() {
     }
     let exec = t.store().command(msi_ids[2]).await.unwrap().unwrap();
     assert_eq!(exec.state, CommandState::Succeeded, "completed by the 1226 alert");
+    crate::invariants::check(&t).await;
     t.server.shutdown().await;
 }

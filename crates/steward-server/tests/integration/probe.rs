@@ -146,6 +146,7 @@ async fn reenrolling_an_active_device_id_needs_a_link_to_it() {
             EnrollmentState::Active
         ]
     );
+    crate::invariants::check(&t).await;
     t.server.shutdown().await;
 }
 
@@ -170,6 +171,7 @@ async fn the_same_user_reenrolls_a_device_another_user_cannot() {
     enroll(&client, &carol).await.unwrap();
     let states: Vec<_> = enrollments_of(&t, DEVICE).await.iter().map(|e| e.state).collect();
     assert_eq!(states, [EnrollmentState::Replaced, EnrollmentState::Active]);
+    crate::invariants::check(&t).await;
     t.server.shutdown().await;
 }
 
@@ -211,6 +213,7 @@ async fn get_policies_is_throttled_like_every_password_check() {
     let err = enroll(&client, &opts).await.unwrap_err().to_string();
     assert!(err.contains("too many failed sign-ins"), "{err}");
     assert_eq!(t.enrollment_count().await, 0);
+    crate::invariants::check(&t).await;
     t.server.shutdown().await;
 }
 
@@ -285,6 +288,58 @@ async fn a_console_lockout_holds_for_enrollment_from_the_same_address() {
     );
     // A refusal, sent as every SOAP fault is: HTTP 500 (interop review C-1).
     assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
+    crate::invariants::check(&t).await;
+    t.server.shutdown().await;
+}
+
+/// Plan A10: the guesses rotate `X-Forwarded-For`, `X-Real-IP` and `True-Client-IP` from a peer
+/// that is no trusted proxy (Fleet GHSA-j8h8-75h3-jg53): the limiter counts the real peer, so the
+/// sixth guess is throttled like the rest and no guess succeeds.
+#[tokio::test]
+async fn rotating_forwarded_headers_does_not_reset_the_password_limiter() {
+    let t = TestServer::start().await;
+    let client = t.client();
+    t.user("erin@example.com", "erin's right password").await;
+    let url = t.url("/EnrollmentServer/Policy.svc");
+    let guess = |n: u32, password: &'static str| {
+        let cred = Credential::UsernameToken {
+            username: "erin@example.com".into(),
+            password: password.into(),
+        };
+        let body = mde2::write_get_policies_request("urn:uuid:5f0c2a8e-0000-4000-8000-000000000002", &url, &cred);
+        let ip = format!("198.51.100.{n}");
+        (body, ip)
+    };
+    let mut throttled = 0;
+    for n in 1..=7u32 {
+        let password = if n == 7 {
+            "erin's right password"
+        } else {
+            "a wrong guess"
+        };
+        let (body, ip) = guess(n, password);
+        let headers = [
+            ("content-type", SOAP),
+            ("x-forwarded-for", ip.as_str()),
+            ("x-real-ip", ip.as_str()),
+            ("true-client-ip", ip.as_str()),
+        ];
+        let r = client
+            .request(http::Method::POST, &url, &headers, body.into())
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "guess {n} succeeded: {}",
+            r.text()
+        );
+        if fault_of(&r).1.contains("too many failed sign-ins") {
+            throttled += 1;
+        }
+    }
+    assert_eq!(throttled, 2, "guesses 6 and 7 are throttled");
+    crate::invariants::check(&t).await;
     t.server.shutdown().await;
 }
 
@@ -430,6 +485,7 @@ async fn json_and_form_bodies_are_bounded_in_size_and_depth() {
     let form = format!("email=a%40b.c&password={}", "x".repeat(steward_console::FORM_BYTES));
     let (status, _) = post("/console/login", "application/x-www-form-urlencoded", form.into_bytes()).await;
     assert!(status.is_client_error(), "{status}");
+    crate::invariants::check(&t).await;
     t.server.shutdown().await;
 }
 
@@ -599,6 +655,7 @@ async fn unusual_methods_get_405_with_allow_and_head_works_like_get() {
         .unwrap();
     assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(allow_set(&r.headers), ["POST"]);
+    crate::invariants::check(&t).await;
     t.server.shutdown().await;
 }
 
@@ -696,6 +753,7 @@ async fn syncml_answers_respect_max_msg_size_and_bound_the_command_count() {
         })
         .collect();
     assert_eq!(codes, [("0".to_owned(), Some(413))]);
+    crate::invariants::check(&t).await;
     t.server.shutdown().await;
 }
 
@@ -792,6 +850,7 @@ async fn an_oversized_syncml_body_gets_a_413_with_a_body() {
         answer.contains(&format!("request body exceeds {limit} bytes")),
         "{answer:.400}"
     );
+    crate::invariants::check(&t).await;
     t.server.shutdown().await;
 }
 

@@ -205,6 +205,7 @@ async fn a_group_profile_reaches_its_devices_is_verified_and_drift_is_corrected(
     sync(&t, &mut a).await;
     assert_eq!(a.tree.value(CAMERA), None, "deleted on unassignment");
     assert!(row(&t, &ea, CAMERA).await.is_none());
+    crate::invariants::check(&t).await;
     t.server.shutdown().await;
 }
 
@@ -257,6 +258,7 @@ async fn report_only_drift_is_recorded_and_left_and_removal_can_replace() {
     sync(&t, &mut d).await;
     assert_eq!(d.tree.value(SCREEN_CAPTURE), Some("1"), "replace:1 on removal");
     assert!(row(&t, &e, SCREEN_CAPTURE).await.is_none());
+    crate::invariants::check(&t).await;
     t.server.shutdown().await;
 }
 
@@ -292,6 +294,7 @@ async fn conflicting_profiles_give_the_device_the_winners_value() {
         .unwrap();
     sync(&t, &mut d).await;
     assert_eq!(d.tree.value(TELEMETRY), Some("3"));
+    crate::invariants::check(&t).await;
     t.server.shutdown().await;
 }
 
@@ -349,5 +352,6 @@ async fn raw_groups_and_user_scoped_settings() {
     sync(&t, &mut d).await;
     assert_eq!(d.tree.value(HIDE_SLEEP), Some("1"));
     assert_eq!(row(&t, &e, HIDE_SLEEP).await.unwrap().status, SettingStatus::Applied);
+    crate::invariants::check(&t).await;
     t.server.shutdown().await;
 }

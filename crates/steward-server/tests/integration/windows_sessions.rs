@@ -51,6 +51,7 @@ async fn a_session_over_tls_1_2_like_windows_10_and_tls_1_3_like_windows_11() {
         assert_eq!(commands.len(), 1, "{profile:?}");
         assert_eq!(commands[0].state, CommandState::Succeeded, "{profile:?}");
     }
+    crate::invariants::check(&t).await;
     t.server.shutdown().await;
 }
 
@@ -129,6 +130,7 @@ async fn the_poll_interval_change_takes_effect_and_lower_case_user_scope_waits()
         t.store().command(user_only).await.unwrap().unwrap().state,
         CommandState::Pending
     );
+    crate::invariants::check(&t).await;
     t.server.shutdown().await;
 }
 
@@ -167,6 +169,7 @@ async fn small_max_msg_size_packs_and_chunks_by_the_oma_package_rules() {
         report.received.iter().any(|r| r.name == "Replace" && r.status == 213),
         "pieces were answered 213"
     );
+    crate::invariants::check(&t).await;
     t.server.shutdown().await;
 }
 
@@ -207,6 +210,7 @@ async fn large_results_from_the_device_are_reassembled_not_truncated() {
     let outcome = t.store().command_result(id).await.unwrap().expect("outcome");
     assert_eq!(outcome.results.len(), 1);
     assert_eq!(outcome.results[0].data.as_deref(), Some(value.as_str()), "whole value");
+    crate::invariants::check(&t).await;
     t.server.shutdown().await;
 }
 
@@ -286,5 +290,6 @@ async fn decimal_session_ids_per_command_refusals_and_msi_completion_by_1224() {
     );
     let c = t.store().command(exec).await.unwrap().unwrap();
     assert_eq!(c.state, CommandState::Succeeded, "completed by the 1224 alert");
+    crate::invariants::check(&t).await;
     t.server.shutdown().await;
 }
