@@ -150,8 +150,18 @@ pub const ROUTES: &[RouteRule] = &[
     rule("GET", "/api/v1/profiles/export", P::ProfilesRead, "profile.export"),
     rule("GET", "/api/v1/profiles/{name}", P::ProfilesRead, "profile.show"),
     rule("DELETE", "/api/v1/profiles/{name}", P::ProfilesWrite, "profile.delete"),
-    rule("GET", "/api/v1/profiles/{name}/rollout", P::ProfilesRead, "rollout.show"),
-    rule("POST", "/api/v1/profiles/{name}/rollout", P::ProfilesWrite, "rollout.start"),
+    rule(
+        "GET",
+        "/api/v1/profiles/{name}/rollout",
+        P::ProfilesRead,
+        "rollout.show",
+    ),
+    rule(
+        "POST",
+        "/api/v1/profiles/{name}/rollout",
+        P::ProfilesWrite,
+        "rollout.start",
+    ),
     rule(
         "POST",
         "/api/v1/profiles/{name}/rollout/actions/advance",

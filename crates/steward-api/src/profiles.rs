@@ -240,13 +240,7 @@ fn report_response(r: ApplyReport) -> Response {
         .map(|p| format!("{} {}", p.name, p.action.as_str()))
         .collect();
     let note = AuditNote {
-        target: Some(
-            r.profiles
-                .iter()
-                .map(|p| p.name.as_str())
-                .collect::<Vec<_>>()
-                .join(","),
-        ),
+        target: Some(r.profiles.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(",")),
         details: Some(format!(
             "{}{}",
             if r.dry_run { "dry run: " } else { "" },
@@ -642,11 +636,7 @@ pub async fn verify_device(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let e = state.core.devices.find_active(&who, &id).await?;
-    let n = state
-        .core
-        .profiles
-        .verify(&who, VerifyTarget::Enrollment(e.id))
-        .await?;
+    let n = state.core.profiles.verify(&who, VerifyTarget::Enrollment(e.id)).await?;
     Ok(verify_response(e.id.to_string(), n))
 }
 

@@ -988,7 +988,10 @@ pub fn device_view(
     // waits in (unless another profile wins the path).
     let mut held = BTreeSet::new();
     for h in &holds {
-        if desired.get(&h.setting.path).is_some_and(|d| d.profile_id != h.profile_id) {
+        if desired
+            .get(&h.setting.path)
+            .is_some_and(|d| d.profile_id != h.profile_id)
+        {
             continue;
         }
         held.insert(h.setting.path.clone());

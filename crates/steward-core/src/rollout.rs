@@ -516,10 +516,7 @@ impl Rollout {
         }
         let soak = time::Duration::seconds(i64::from(ring.soak_seconds.unwrap_or(self.soak_seconds)));
         if now < self.ring_started_at + soak {
-            return Decision::Stay(format!(
-                "ring {n} soaking until {}",
-                self.ring_started_at + soak
-            ));
+            return Decision::Stay(format!("ring {n} soaking until {}", self.ring_started_at + soak));
         }
         let need = ring.success_ratio.unwrap_or(self.success_ratio);
         if stats.success_ratio() < need {
@@ -657,7 +654,10 @@ pub fn resolve_rollouts(config: &DeviceConfiguration) -> (Vec<AssignedProfile>, 
                 None => "waiting for the rollout".into(),
             };
             for s in &p.settings {
-                let same = c.from_settings.iter().any(|f| f.path == s.path && f.digest() == s.digest());
+                let same = c
+                    .from_settings
+                    .iter()
+                    .any(|f| f.path == s.path && f.digest() == s.digest());
                 if !same {
                     holds.push(RolloutHold {
                         profile_id: p.id,
@@ -750,7 +750,10 @@ mod tests {
             let b = rollout_bucket(p, EnrollmentId::new());
             if ten.includes(&[], b) {
                 in_ten += 1;
-                assert!(quarter.includes(&[], b), "a device in the 10 % ring stays in the 25 % ring");
+                assert!(
+                    quarter.includes(&[], b),
+                    "a device in the 10 % ring stays in the 25 % ring"
+                );
             }
         }
         // 10 % of 2000 = 200; a fair hash lands well within 120..280.
@@ -761,7 +764,9 @@ mod tests {
     fn specs_are_validated() {
         let g = GroupId::new();
         let lookup = |n: &str| (n == "pilots").then_some(g);
-        let r = spec(vec![pilot("pilots"), pct(25)]).build(ProfileId::new(), 0, 1, lookup, T0).unwrap();
+        let r = spec(vec![pilot("pilots"), pct(25)])
+            .build(ProfileId::new(), 0, 1, lookup, T0)
+            .unwrap();
         assert_eq!(r.rings.len(), 3, "everyone is appended");
         assert_eq!(r.rings[2].target, RingTarget::Everyone);
         assert_eq!(r.state, RolloutState::Running);
@@ -770,7 +775,10 @@ mod tests {
         assert_eq!(bad(vec![pct(25), pct(10)]), RolloutInvalid::Percent(2));
         assert_eq!(bad(vec![pct(0)]), RolloutInvalid::Percent(1));
         assert_eq!(bad(vec![pct(10), pilot("pilots")]), RolloutInvalid::PilotOrder(2));
-        assert_eq!(bad(vec![pilot("nobody")]), RolloutInvalid::UnknownGroup(1, "nobody".into()));
+        assert_eq!(
+            bad(vec![pilot("nobody")]),
+            RolloutInvalid::UnknownGroup(1, "nobody".into())
+        );
         let everyone = RingSpec {
             everyone: true,
             ..Default::default()
@@ -789,7 +797,9 @@ mod tests {
             RolloutInvalid::Ratio("failure_threshold")
         );
         assert_eq!(
-            spec(vec![pct(5)]).build(ProfileId::new(), 2, 2, lookup, T0).unwrap_err(),
+            spec(vec![pct(5)])
+                .build(ProfileId::new(), 2, 2, lookup, T0)
+                .unwrap_err(),
             RolloutInvalid::Versions { from: 2, to: 2 }
         );
     }
@@ -841,7 +851,10 @@ mod tests {
         // At the threshold it does not halt.
         assert!(matches!(r.evaluate(&stats(5, 4, 1), secs(1)), Decision::Stay(_)));
         // Halted, paused: evaluation does nothing.
-        assert!(matches!(t.rollout.evaluate(&stats(4, 4, 0), secs(999)), Decision::Stay(_)));
+        assert!(matches!(
+            t.rollout.evaluate(&stats(4, 4, 0), secs(999)),
+            Decision::Stay(_)
+        ));
     }
 
     #[test]
@@ -851,7 +864,10 @@ mod tests {
         assert_eq!(paused.state, RolloutState::Paused);
         assert!(paused.action(RolloutAction::Pause, String::new(), secs(6)).is_err());
         assert!(matches!(paused.evaluate(&stats(1, 1, 0), secs(999)), Decision::Stay(_)));
-        let resumed = paused.action(RolloutAction::Resume, String::new(), secs(10)).unwrap().rollout;
+        let resumed = paused
+            .action(RolloutAction::Resume, String::new(), secs(10))
+            .unwrap()
+            .rollout;
         assert_eq!(resumed.state, RolloutState::Running);
         assert_eq!(resumed.ring_started_at, secs(10), "the soak starts again");
         let adv = resumed.action(RolloutAction::Advance, String::new(), secs(11)).unwrap();
@@ -861,7 +877,9 @@ mod tests {
             ..r.clone()
         };
         assert_eq!(
-            halted.action(RolloutAction::Advance, String::new(), secs(1)).unwrap_err(),
+            halted
+                .action(RolloutAction::Advance, String::new(), secs(1))
+                .unwrap_err(),
             ActionRefused {
                 action: "advance",
                 state: RolloutState::Halted
@@ -870,12 +888,13 @@ mod tests {
         let back = halted.action(RolloutAction::Rollback, String::new(), secs(2)).unwrap();
         assert_eq!(back.rollout.state, RolloutState::RolledBack);
         assert!(back.moves_epoch);
-        assert!(back.rollout.action(RolloutAction::Resume, String::new(), secs(3)).is_err());
+        assert!(
+            back.rollout
+                .action(RolloutAction::Resume, String::new(), secs(3))
+                .is_err()
+        );
         // Advancing past the last ring completes.
-        let last = Rollout {
-            current_ring: 3,
-            ..r
-        };
+        let last = Rollout { current_ring: 3, ..r };
         let t = last.action(RolloutAction::Advance, String::new(), secs(4)).unwrap();
         assert_eq!(t.rollout.state, RolloutState::Completed);
     }

@@ -157,7 +157,10 @@ pub fn profile_settings(values: &[Value]) -> Result<Vec<Setting>, SettingRejecte
 /// One setting and the nodes it writes.
 fn one(v: &Value) -> Result<(Setting, Vec<String>), Refusal> {
     let Some(obj) = v.as_object() else {
-        return Err((None, "a setting is an object (loc_uri, format, value, … or syncml, name)".into()));
+        return Err((
+            None,
+            "a setting is an object (loc_uri, format, value, … or syncml, name)".into(),
+        ));
     };
     if obj.contains_key("syncml") {
         let g = GroupSetting::deserialize(v).map_err(|e| (None, e.to_string()))?;
@@ -260,10 +263,7 @@ fn group(g: GroupSetting) -> Result<(Setting, Vec<String>), Refusal> {
     if !valid_group_name(&g.name) {
         return Err((
             None,
-            format!(
-                "group name {:?}: 1-64 letters, digits, '-', '_' or '.'",
-                g.name
-            ),
+            format!("group name {:?}: 1-64 letters, digits, '-', '_' or '.'", g.name),
         ));
     }
     let xml = g.syncml.trim().to_owned();
@@ -360,7 +360,10 @@ fn parse_group(xml: &str) -> Result<ParsedGroup, String> {
     for el in body.children().filter(|n| n.is_element()) {
         count += 1;
         let name = el.tag_name().name();
-        let ns_ok = el.tag_name().namespace().is_some_and(|ns| ns.eq_ignore_ascii_case(NS_SYNCML));
+        let ns_ok = el
+            .tag_name()
+            .namespace()
+            .is_some_and(|ns| ns.eq_ignore_ascii_case(NS_SYNCML));
         if !ns_ok || !GROUP_COMMANDS.contains(&name) {
             return Err(format!(
                 "<{name}> is not allowed: a raw SyncML group holds Add, Replace, Delete, Exec or Atomic"
@@ -381,7 +384,9 @@ fn parse_group(xml: &str) -> Result<ParsedGroup, String> {
                     continue;
                 }
                 if !ATOMIC_CHILDREN.contains(&cn) {
-                    return Err(format!("<{cn}> inside Atomic: an Atomic holds Add, Replace, Delete or Exec"));
+                    return Err(format!(
+                        "<{cn}> inside Atomic: an Atomic holds Add, Replace, Delete or Exec"
+                    ));
                 }
                 if !has_id(&child) {
                     return Err(format!("<{cn}> inside Atomic (command {count}) has no CmdID"));
@@ -439,7 +444,9 @@ fn from_syncml(c: &Sc, targets: &mut Vec<String>) -> Result<OmaDmCommand, String
         catalog::check_scope(target)?;
         commands::validate_loc_uri(target).map_err(|e| e.to_string())?;
         if item.more_data {
-            return Err(format!("{target}: MoreData is not allowed (the server splits large values itself)"));
+            return Err(format!(
+                "{target}: MoreData is not allowed (the server splits large values itself)"
+            ));
         }
         let meta = item.meta.as_ref().or(ic.meta.as_ref());
         let format = meta.and_then(|m| m.format.clone());
@@ -468,7 +475,10 @@ fn from_syncml(c: &Sc, targets: &mut Vec<String>) -> Result<OmaDmCommand, String
 pub fn setting_document(s: &Setting) -> Value {
     let mut m = serde_json::Map::new();
     if s.verb == SYNCML_KIND {
-        m.insert("name".into(), s.path.strip_prefix(SYNCML_PREFIX).unwrap_or(&s.path).into());
+        m.insert(
+            "name".into(),
+            s.path.strip_prefix(SYNCML_PREFIX).unwrap_or(&s.path).into(),
+        );
         m.insert("syncml".into(), s.value.clone().into());
         m.insert("on_remove".into(), s.on_remove.to_string().into());
         if let Some(r) = &s.remove_path {
@@ -481,11 +491,19 @@ pub fn setting_document(s: &Setting) -> Value {
     match s.format.as_str() {
         "null" | "node" => {}
         "int" => {
-            let v = s.value.parse::<i64>().map(Value::from).unwrap_or_else(|_| s.value.clone().into());
+            let v = s
+                .value
+                .parse::<i64>()
+                .map(Value::from)
+                .unwrap_or_else(|_| s.value.clone().into());
             m.insert("value".into(), v);
         }
         "bool" => {
-            let v = s.value.parse::<bool>().map(Value::from).unwrap_or_else(|_| s.value.clone().into());
+            let v = s
+                .value
+                .parse::<bool>()
+                .map(Value::from)
+                .unwrap_or_else(|_| s.value.clone().into());
             m.insert("value".into(), v);
         }
         _ => {

@@ -240,7 +240,10 @@ pub async fn profiles(c: &ApiClient, out: Output, command: ProfileCommand) -> Re
                 Output::Json => print_json(&d.raw)?,
                 Output::Table => {
                     let p = &d.data.profile;
-                    println!("{} ({})  version {}  priority {}", p.name, p.platform, p.current_version, p.priority);
+                    println!(
+                        "{} ({})  version {}  priority {}",
+                        p.name, p.platform, p.current_version, p.priority
+                    );
                     if !p.description.is_empty() {
                         println!("  {}", p.description);
                     }
@@ -250,7 +253,11 @@ pub async fn profiles(c: &ApiClient, out: Output, command: ProfileCommand) -> Re
                         assign_text(&p.assign),
                         p.devices
                     );
-                    println!("  created {}  updated {}", when(Some(p.created_at), "-"), when(Some(p.updated_at), "-"));
+                    println!(
+                        "  created {}  updated {}",
+                        when(Some(p.created_at), "-"),
+                        when(Some(p.updated_at), "-")
+                    );
                     println!("versions:");
                     for v in &d.data.versions {
                         println!(
@@ -291,7 +298,11 @@ pub async fn profiles(c: &ApiClient, out: Output, command: ProfileCommand) -> Re
                     }
                     t.print()?;
                     if !d.data.conflicts.is_empty() {
-                        println!("{} conflict(s): `steward profiles show {}`", d.data.conflicts.len(), name);
+                        println!(
+                            "{} conflict(s): `steward profiles show {}`",
+                            d.data.conflicts.len(),
+                            name
+                        );
                     }
                 }
             }
@@ -377,7 +388,8 @@ assign:
 
     #[test]
     fn documents_parse_and_round_trip_through_yaml() {
-        let two = format!("{CAMERA}---\nkind: profile\nname: b\nplatform: windows\nsettings: []\nassign:\n  all: true\n");
+        let two =
+            format!("{CAMERA}---\nkind: profile\nname: b\nplatform: windows\nsettings: []\nassign:\n  all: true\n");
         let docs = parse_documents(&two, "t.yaml").unwrap();
         assert_eq!(docs.len(), 2);
         assert_eq!(docs[0].name, "camera-off");
@@ -397,9 +409,12 @@ assign:
 
     #[test]
     fn bad_files_name_the_file_and_the_problem() {
-        let e = parse_documents("kind: profile\nname: x\nplatform: windows\nsettings: []\ncolour: red\n", "x.yaml")
-            .unwrap_err()
-            .to_string();
+        let e = parse_documents(
+            "kind: profile\nname: x\nplatform: windows\nsettings: []\ncolour: red\n",
+            "x.yaml",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.starts_with("x.yaml: "), "{e}");
         assert!(e.contains("colour"), "{e}");
         assert!(parse_documents("", "empty.yaml").is_err());
@@ -454,7 +469,10 @@ assign:
         let text = render_report(&updated);
         assert!(text.contains("would be updated, version 1 -> 2"), "{text}");
         assert!(text.contains("  ~ ./X\n"), "{text}");
-        assert!(text.contains("unassigned (0 devices) -> groups pilot (3 devices)"), "{text}");
+        assert!(
+            text.contains("unassigned (0 devices) -> groups pilot (3 devices)"),
+            "{text}"
+        );
         assert!(text.ends_with("dry run: nothing was written\n"), "{text}");
     }
 }

@@ -229,8 +229,14 @@ impl Profiles {
         // The rings are checked now (the versions are known only when writing), so a bad rollout
         // section refuses the apply before anything is written.
         if let Some(r) = &doc.rollout {
-            r.build(ProfileId::new(), 0, 1, |g| groups.by_name.get(g).copied(), self.clock.now())
-                .map_err(|e| ServiceError::Invalid(format!("profile {name:?} (document {n}): rollout: {e}")))?;
+            r.build(
+                ProfileId::new(),
+                0,
+                1,
+                |g| groups.by_name.get(g).copied(),
+                self.clock.now(),
+            )
+            .map_err(|e| ServiceError::Invalid(format!("profile {name:?} (document {n}): rollout: {e}")))?;
         }
         Ok(Prepared {
             rollout: doc.rollout,
@@ -293,7 +299,10 @@ impl Profiles {
                     devices_after,
                 });
                 if let Some(r) = &p.rollout {
-                    rollouts.push(r.build(profile.id, 0, 1, group_id, now).map_err(|e| invalid(&p.name, e))?);
+                    rollouts.push(
+                        r.build(profile.id, 0, 1, group_id, now)
+                            .map_err(|e| invalid(&p.name, e))?,
+                    );
                 }
                 writes.push(ProfileWrite {
                     new_version: Some(ProfileVersion {
@@ -580,7 +589,12 @@ impl Profiles {
         let settings = adapter.catalog_settings(name).ok_or_else(|| {
             ServiceError::Invalid(format!(
                 "catalog entry {name:?} needs parameters ({}); write a profile document from it instead",
-                entry.parameters.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")
+                entry
+                    .parameters
+                    .iter()
+                    .map(|p| p.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ))
         })?;
         if !valid_profile_name(name) {

@@ -16,11 +16,11 @@ use crate::configuration::{
     Assignment, DeviceConfiguration, Profile, ProfileId, ProfileStatusCounts, ProfileVersion, ProfileWrite,
 };
 use crate::console::*;
-use crate::rollout::{Rollout, RolloutDeviceStat, RolloutId, RolloutTransition};
 use crate::event::{DeviceEvent, NewDeviceEvent};
 use crate::identity::RenewalCommit;
 use crate::inventory::{DeviceFact, FactChange, FactName};
 use crate::model::*;
+use crate::rollout::{Rollout, RolloutDeviceStat, RolloutId, RolloutTransition};
 use crate::secret::TokenHash;
 use crate::webhooks::*;
 

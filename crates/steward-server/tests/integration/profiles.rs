@@ -86,7 +86,12 @@ fn actions(report: &Value) -> Vec<(String, String)> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|p| (p["name"].as_str().unwrap().to_owned(), p["action"].as_str().unwrap().to_owned()))
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap().to_owned(),
+                p["action"].as_str().unwrap().to_owned(),
+            )
+        })
         .collect()
 }
 
@@ -166,7 +171,10 @@ async fn apply_is_validated_whole_idempotent_and_exports_back() {
     let (status, problem) = apply(&t, json!([camera_off(&["pilot"]), bad]), false).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
     let detail = problem["detail"].as_str().unwrap();
-    assert!(detail.contains("screen-lock") && detail.contains("document 2"), "{detail}");
+    assert!(
+        detail.contains("screen-lock") && detail.contains("document 2"),
+        "{detail}"
+    );
     assert!(detail.contains("setting 1") && detail.contains(CAMERA), "{detail}");
     assert!(profile_names(&t).await.is_empty(), "nothing half-saved");
     assert_eq!(t.store().configuration_epoch().await.unwrap(), epoch0);
@@ -175,10 +183,22 @@ async fn apply_is_validated_whole_idempotent_and_exports_back() {
     for (docs, wanted) in [
         (json!([camera_off(&["no-such-group"])]), "no-such-group"),
         (json!([camera_off(&["pilot"]), camera_off(&["lab"])]), "more than once"),
-        (json!([{"kind": "policy", "name": "x", "platform": "windows", "settings": []}]), "kind"),
-        (json!([{"kind": "profile", "name": "Bad Name", "platform": "windows", "settings": []}]), "Bad Name"),
-        (json!([{"kind": "profile", "name": "x", "platform": "palmos", "settings": []}]), "palmos"),
-        (json!([{"kind": "profile", "name": "export", "platform": "windows", "settings": []}]), "reserved"),
+        (
+            json!([{"kind": "policy", "name": "x", "platform": "windows", "settings": []}]),
+            "kind",
+        ),
+        (
+            json!([{"kind": "profile", "name": "Bad Name", "platform": "windows", "settings": []}]),
+            "Bad Name",
+        ),
+        (
+            json!([{"kind": "profile", "name": "x", "platform": "palmos", "settings": []}]),
+            "palmos",
+        ),
+        (
+            json!([{"kind": "profile", "name": "export", "platform": "windows", "settings": []}]),
+            "reserved",
+        ),
     ] {
         let (status, problem) = apply(&t, docs, false).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
@@ -196,13 +216,21 @@ async fn apply_is_validated_whole_idempotent_and_exports_back() {
     assert_eq!(report["changed"], true);
     assert_eq!(
         actions(&report),
-        [("camera-off".into(), "created".into()), ("screen-lock".into(), "created".into())]
+        [
+            ("camera-off".into(), "created".into()),
+            ("screen-lock".into(), "created".into())
+        ]
     );
     assert!(profile_names(&t).await.is_empty(), "a dry run writes nothing");
     assert_eq!(t.store().configuration_epoch().await.unwrap(), epoch0);
 
     // Applied: created, version 1, with the settings added and the devices counted.
-    let pilot_device = device(&t, "PILOT-1", Some(t.store().group_by_name("pilot").await.unwrap().unwrap().id)).await;
+    let pilot_device = device(
+        &t,
+        "PILOT-1",
+        Some(t.store().group_by_name("pilot").await.unwrap().unwrap().id),
+    )
+    .await;
     let (status, report) = apply(&t, docs.clone(), false).await;
     assert_eq!(status, StatusCode::OK, "{report}");
     assert_eq!(report["written"], true);
@@ -223,22 +251,41 @@ async fn apply_is_validated_whole_idempotent_and_exports_back() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
         actions(&report),
-        [("camera-off".into(), "unchanged".into()), ("screen-lock".into(), "unchanged".into())]
+        [
+            ("camera-off".into(), "unchanged".into()),
+            ("screen-lock".into(), "unchanged".into())
+        ]
     );
-    assert_eq!((report["written"].clone(), report["changed"].clone()), (json!(false), json!(false)));
+    assert_eq!(
+        (report["written"].clone(), report["changed"].clone()),
+        (json!(false), json!(false))
+    );
     assert_eq!(t.store().configuration_epoch().await.unwrap(), epoch1);
 
     // A settings change is a new version; an assignment-only change is not.
     let (_, report) = apply(&t, json!([screen_lock(10)]), false).await;
     let p = &report["profiles"][0];
-    assert_eq!((p["action"].clone(), p["version_before"].clone(), p["version_after"].clone()), (json!("updated"), json!(1), json!(2)));
+    assert_eq!(
+        (
+            p["action"].clone(),
+            p["version_before"].clone(),
+            p["version_after"].clone()
+        ),
+        (json!("updated"), json!(1), json!(2))
+    );
     assert_eq!(p["settings_changed"], json!([SCREEN]));
     let (_, report) = apply(&t, json!([camera_off(&["pilot", "lab"])]), false).await;
     let p = &report["profiles"][0];
-    assert_eq!((p["action"].clone(), p["version_after"].clone()), (json!("updated"), json!(1)));
+    assert_eq!(
+        (p["action"].clone(), p["version_after"].clone()),
+        (json!("updated"), json!(1))
+    );
     assert_eq!(p["assignment_before"], json!({"groups": ["pilot"]}));
     assert_eq!(p["assignment_after"], json!({"groups": ["lab", "pilot"]}));
-    assert_eq!((p["devices_before"].clone(), p["devices_after"].clone()), (json!(1), json!(1)));
+    assert_eq!(
+        (p["devices_before"].clone(), p["devices_after"].clone()),
+        (json!(1), json!(1))
+    );
 
     // The profile page: versions, counts, no conflicts (different paths).
     let (status, shown) = admin(&t, Method::GET, "/api/v1/profiles/screen-lock", None).await;
@@ -274,7 +321,10 @@ async fn apply_is_validated_whole_idempotent_and_exports_back() {
     assert_eq!(items.len(), 2, "{settings}");
     for i in items {
         assert_eq!(i["status"], "pending", "{i}");
-        assert!(i["reason"].as_str().unwrap().contains("has not checked in since"), "{i}");
+        assert!(
+            i["reason"].as_str().unwrap().contains("has not checked in since"),
+            "{i}"
+        );
     }
     let camera_row = items.iter().find(|i| i["path"] == CAMERA).unwrap();
     assert_eq!(camera_row["profile"], "camera-off");
@@ -307,9 +357,16 @@ async fn apply_is_validated_whole_idempotent_and_exports_back() {
         )
         .await
         .unwrap();
-    assert!(applied.iter().any(|e| e.status == Some(422) && e.outcome == AuditOutcome::Failure));
-    assert!(applied.iter().any(|e| e.status == Some(200)
-        && e.details.as_deref().is_some_and(|d| d.contains("camera-off created"))));
+    assert!(
+        applied
+            .iter()
+            .any(|e| e.status == Some(422) && e.outcome == AuditOutcome::Failure)
+    );
+    assert!(
+        applied
+            .iter()
+            .any(|e| e.status == Some(200) && e.details.as_deref().is_some_and(|d| d.contains("camera-off created")))
+    );
 
     // Delete: gone from the list; the device's row-less settings disappear from its table.
     let (status, _) = admin(&t, Method::DELETE, "/api/v1/profiles/camera-off", None).await;
@@ -381,7 +438,10 @@ async fn catalog_entries_assign_and_apply_as_files() {
     .await;
     assert_eq!(status, StatusCode::OK, "{report}");
     let p = &report["profiles"][0];
-    assert_eq!((p["name"].clone(), p["action"].clone()), (json!("baseline-smartscreen"), json!("created")));
+    assert_eq!(
+        (p["name"].clone(), p["action"].clone()),
+        (json!("baseline-smartscreen"), json!("created"))
+    );
     assert!(!p["settings_added"].as_array().unwrap().is_empty());
     let (_, again) = admin(
         &t,
@@ -393,9 +453,21 @@ async fn catalog_entries_assign_and_apply_as_files() {
     assert_eq!(again["profiles"][0]["action"], "unchanged");
 
     // A kind needs parameters first; an unknown entry or group is named.
-    let (status, problem) = admin(&t, Method::POST, "/api/v1/catalog/kind-wifi/assign", Some(json!({"all": true}))).await;
+    let (status, problem) = admin(
+        &t,
+        Method::POST,
+        "/api/v1/catalog/kind-wifi/assign",
+        Some(json!({"all": true})),
+    )
+    .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
-    let (status, _) = admin(&t, Method::POST, "/api/v1/catalog/no-such-entry/assign", Some(json!({"all": true}))).await;
+    let (status, _) = admin(
+        &t,
+        Method::POST,
+        "/api/v1/catalog/no-such-entry/assign",
+        Some(json!({"all": true})),
+    )
+    .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, problem) = admin(
         &t,
