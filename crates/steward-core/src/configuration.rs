@@ -1279,6 +1279,58 @@ mod tests {
     }
 
     #[test]
+    fn a_read_back_in_flight_stays_offered_after_the_schedule_moved() {
+        let e = EnrollmentId::new();
+        let p = profile("p", 0, vec![setting("./X", "1")], all());
+        let policy = VerifyPolicy::default();
+        let plan1 = plan(e, &ctx(vec![p.clone()], vec![], None), NOW).unwrap();
+        let acked = absorb(
+            &plan1,
+            &OpAnswers {
+                session: "s1",
+                outcomes: &[answer(plan1.ops[0].id, 200, None)],
+                ..Default::default()
+            },
+            &policy,
+            NOW,
+        );
+        let verify = plan(e, &ctx(vec![p.clone()], acked.upserts.clone(), Some(NOW)), NOW).unwrap();
+        assert_eq!(verify.ops[0].kind, OpKind::Verify);
+        let sent = absorb(
+            &verify,
+            &OpAnswers {
+                session: "s2",
+                sent: &[verify.ops[0].id],
+                ..Default::default()
+            },
+            &policy,
+            NOW,
+        );
+        // The round moved verify_at on; the Get is still unanswered, so the next message offers it
+        // again (not re-sent in s2) and takes its Results.
+        assert!(sent.state.verify_at.is_some_and(|t| t > NOW));
+        let mut cx = ctx(vec![p], sent.upserts.clone(), sent.state.verify_at);
+        cx.state = sent.state;
+        let next = plan(e, &cx, NOW).unwrap();
+        assert_eq!(next.ops.len(), 1);
+        assert_eq!(
+            (next.ops[0].kind, next.ops[0].last_session.as_deref()),
+            (OpKind::Verify, Some("s2"))
+        );
+        let done = absorb(
+            &next,
+            &OpAnswers {
+                session: "s2",
+                outcomes: &[answer(next.ops[0].id, 200, Some("1"))],
+                ..Default::default()
+            },
+            &policy,
+            NOW,
+        );
+        assert_eq!(done.upserts[0].status, SettingStatus::Verified);
+    }
+
+    #[test]
     fn unassigned_settings_are_removed_by_their_rule_and_failures_wait() {
         let e = EnrollmentId::new();
         let p = profile("p", 0, vec![setting("./X", "1")], all());

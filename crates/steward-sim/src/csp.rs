@@ -180,6 +180,10 @@ pub enum CspError {
     AlreadyExists(String),
     #[error("{0}: user-scoped node but no user is signed in")]
     NoUserSession(String),
+    /// The device refuses to write this node (a test's [`CspTree::refuse_writes`]: a policy the
+    /// device rejects, as a real Windows does with 500 and an error text).
+    #[error("{0}: the device refused the value")]
+    Refused(String),
 }
 
 impl CspError {
@@ -190,7 +194,7 @@ impl CspError {
             CspError::NotFound(_) => 404,
             CspError::NotAllowed(_) => 405,
             CspError::AlreadyExists(_) => 418,
-            CspError::NoUserSession(_) => 500,
+            CspError::NoUserSession(_) | CspError::Refused(_) => 500,
         }
     }
 }
@@ -427,6 +431,8 @@ fn creatable(path: &str) -> Option<Creatable> {
 pub struct CspTree {
     nodes: BTreeMap<String, CspNode>,
     user_session: bool,
+    /// Nodes whose Add and Replace the device refuses ([`CspTree::refuse_writes`]).
+    refused: std::collections::BTreeSet<String>,
 }
 
 /// A copy of the tree's nodes, taken before an Atomic and restored when it fails.
@@ -441,6 +447,21 @@ impl CspTree {
         Self {
             nodes,
             user_session: true,
+            refused: Default::default(),
+        }
+    }
+
+    /// From now on the device refuses Add and Replace of `uri` with 500 (a test's stand-in for a
+    /// policy the device rejects); `allow_writes` undoes it.
+    pub fn refuse_writes(&mut self, uri: &str) {
+        if let Some(p) = normalize(uri) {
+            self.refused.insert(p);
+        }
+    }
+
+    pub fn allow_writes(&mut self, uri: &str) {
+        if let Some(p) = normalize(uri) {
+            self.refused.remove(&p);
         }
     }
 
@@ -588,6 +609,42 @@ impl CspTree {
         self.nodes.insert(path, CspNode::interior(access));
     }
 
+    /// A local administrator's change (the Settings app, the registry, Group Policy), not an MDM
+    /// command: sets the node's value, creating it (and its ancestors) in a creatable subtree such
+    /// as the Policy CSP's `Config/<Area>/<Policy>`. No access check applies (the local
+    /// administrator is not the MDM server), but the value must fit the node's format. The next
+    /// Get from the server sees the new value: that is drift.
+    pub fn set_local(&mut self, uri: &str, value: &str) -> Result<(), CspError> {
+        let path = normalize(uri).ok_or_else(|| CspError::BadUri(uri.to_owned()))?;
+        if let Some(node) = self.nodes.get_mut(&path) {
+            if node.format == Format::Node || !node.format.accepts(value) {
+                return Err(CspError::BadValue(uri.to_owned()));
+            }
+            node.value = Some(value.to_owned());
+            return Ok(());
+        }
+        let rule = creatable(&path).ok_or_else(|| CspError::NotFound(uri.to_owned()))?;
+        if rule.default_format == Format::Node {
+            return Err(CspError::BadValue(uri.to_owned()));
+        }
+        self.ensure_ancestors(&path);
+        self.nodes
+            .insert(path, CspNode::leaf(rule.default_format, rule.access, value));
+        Ok(())
+    }
+
+    /// A local administrator's removal of a node and its subtree (e.g. a policy reset to its
+    /// default). Returns whether there was one.
+    pub fn remove_local(&mut self, uri: &str) -> bool {
+        let Some(path) = normalize(uri) else { return false };
+        if path == "." || !self.nodes.contains_key(&path) {
+            return false;
+        }
+        let prefix = format!("{path}/");
+        self.nodes.retain(|k, _| k != &path && !k.starts_with(&prefix));
+        true
+    }
+
     /// Whether a user session exists; `./User/…` commands fail with 500 without one.
     pub fn set_user_session(&mut self, signed_in: bool) {
         self.user_session = signed_in;
@@ -691,6 +748,9 @@ impl CspTree {
         data: Option<&str>,
     ) -> Result<u16, CspError> {
         let path = self.resolve(uri)?;
+        if self.refused.contains(&path) {
+            return Err(CspError::Refused(uri.to_owned()));
+        }
         if self.nodes.contains_key(&path) {
             return Err(CspError::AlreadyExists(uri.to_owned()));
         }
@@ -711,6 +771,9 @@ impl CspTree {
         data: Option<&str>,
     ) -> Result<u16, CspError> {
         let path = self.resolve(uri)?;
+        if self.refused.contains(&path) {
+            return Err(CspError::Refused(uri.to_owned()));
+        }
         let rule = creatable(&path);
         let Some(node) = self.nodes.get_mut(&path) else {
             return match rule {
@@ -882,6 +945,18 @@ mod tests {
     }
 
     const POL: &str = "./Device/Vendor/MSFT/Policy/Config/Update/ActiveHoursStart";
+
+    #[test]
+    fn refused_writes_answer_500_until_allowed() {
+        let mut t = tree();
+        t.refuse_writes(POL);
+        let e = t.replace(POL, Some("int"), None, Some("8")).unwrap_err();
+        assert_eq!(e.status(), 500);
+        assert_eq!(t.add(POL, Some("int"), None, Some("8")).unwrap_err().status(), 500);
+        assert!(t.get(POL).is_err(), "nothing was written");
+        t.allow_writes(POL);
+        assert_eq!(t.replace(POL, Some("int"), None, Some("8")).unwrap(), 200);
+    }
 
     #[test]
     fn profile_is_deterministic() {
@@ -1074,6 +1149,44 @@ mod tests {
         );
         assert_eq!(t.client_credentials(), Some(("dev".into(), "s3".into())));
         assert_eq!(t.get(&format!("{base}/AAuthSecret")).unwrap_err().status(), 405);
+    }
+
+    #[test]
+    fn policy_nodes_answer_like_windows_and_drift_locally() {
+        let mut t = tree();
+        let node = "./Device/Vendor/MSFT/Policy/Config/Camera/AllowCamera";
+        // Missing: Get and Delete 404; Replace creates it; Get returns what was set.
+        assert_eq!(t.get(node).unwrap_err().status(), 404);
+        assert_eq!(t.delete(node).unwrap_err().status(), 404);
+        assert_eq!(t.replace(node, Some("int"), None, Some("0")), Ok(200));
+        assert_eq!(t.get(node).unwrap().data, "0");
+        // Through the legacy spelling too.
+        assert_eq!(
+            t.get("./Vendor/MSFT/Policy/Config/Camera/AllowCamera").unwrap().data,
+            "0"
+        );
+        // A local administrator changes it: the next Get sees the drift.
+        t.set_local(node, "1").unwrap();
+        assert_eq!(t.get(node).unwrap().data, "1");
+        assert_eq!(
+            t.set_local(node, "one").unwrap_err().status(),
+            400,
+            "an int node keeps its format"
+        );
+        // And removes it: gone, as for the server.
+        assert!(t.remove_local(node));
+        assert!(!t.remove_local(node));
+        assert_eq!(t.get(node).unwrap_err().status(), 404);
+        // A node that did not exist is created where the CSP allows it, refused elsewhere.
+        let other = "./User/Vendor/MSFT/Policy/Config/Start/HideSleep";
+        t.set_local(other, "1").unwrap();
+        assert_eq!(t.get(other).unwrap().data, "1");
+        assert_eq!(
+            t.set_local("./Device/Vendor/MSFT/Nope/X", "1").unwrap_err().status(),
+            404
+        );
+        assert_eq!(t.add(node, Some("int"), None, Some("2")), Ok(200));
+        assert_eq!(t.add(node, Some("int"), None, Some("2")).unwrap_err().status(), 418);
     }
 
     #[test]

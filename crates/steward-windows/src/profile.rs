@@ -91,12 +91,11 @@ struct NodeSetting {
     on_remove: Option<String>,
     #[serde(default)]
     remove_loc_uri: Option<String>,
-    #[serde(default)]
-    #[allow(dead_code)] // Informational: accepted so a catalog entry applies as it is.
-    doc: Option<String>,
-    #[serde(default)]
-    #[allow(dead_code)] // Informational, like doc.
-    description: Option<String>,
+    /// Informational (the catalog's): accepted so a catalog entry applies as it is, not stored.
+    #[serde(default, rename = "doc")]
+    _doc: Option<String>,
+    #[serde(default, rename = "description")]
+    _description: Option<String>,
 }
 
 /// A raw SyncML group as the profile file writes it.
@@ -109,12 +108,11 @@ struct GroupSetting {
     on_remove: Option<String>,
     #[serde(default)]
     remove_loc_uri: Option<String>,
-    #[serde(default)]
-    #[allow(dead_code)] // Informational.
-    doc: Option<String>,
-    #[serde(default)]
-    #[allow(dead_code)] // Informational.
-    description: Option<String>,
+    /// Informational (the catalog's): accepted so a catalog entry applies as it is, not stored.
+    #[serde(default, rename = "doc")]
+    _doc: Option<String>,
+    #[serde(default, rename = "description")]
+    _description: Option<String>,
 }
 
 /// A setting refused, before its position is known: the path (if it got that far) and why.
@@ -647,4 +645,340 @@ pub fn group_code(setting: &Setting, code: u16, child_codes: &[u16]) -> u16 {
         .copied()
         .find(|c| !steward_core::status_is_success(*c))
         .unwrap_or(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use steward_core::CommandId;
+
+    use super::*;
+
+    const CAMERA: &str = "./Device/Vendor/MSFT/Policy/Config/Camera/AllowCamera";
+
+    fn ok(values: Vec<Value>) -> Vec<Setting> {
+        match profile_settings(&values) {
+            Ok(s) => s,
+            Err(e) => panic!("refused: {e}"),
+        }
+    }
+
+    fn refused(values: Vec<Value>) -> SettingRejected {
+        match profile_settings(&values) {
+            Ok(s) => panic!("accepted: {s:?}"),
+            Err(e) => e,
+        }
+    }
+
+    fn op(kind: OpKind, setting: &Setting) -> SettingOp {
+        SettingOp {
+            id: CommandId::new(),
+            path: setting.path.clone(),
+            kind,
+            setting: setting.clone(),
+            last_session: None,
+        }
+    }
+
+    #[test]
+    fn node_settings_and_their_defaults() {
+        let s = ok(vec![
+            json!({"loc_uri": CAMERA, "format": "int", "value": 0, "doc": "https://learn.microsoft.com/x", "description": "d"}),
+            json!({"loc_uri": "./Device/Vendor/MSFT/BitLocker/RequireDeviceEncryption", "format": "int", "value": "01"}),
+            json!({"loc_uri": "./User/Vendor/MSFT/Policy/Config/Start/HideSleep", "format": "int", "value": 1,
+                   "on_remove": "replace:0", "remove_loc_uri": "./User/Vendor/MSFT/Policy/Config/Start/HideSleep"}),
+            json!({"loc_uri": "./Device/Vendor/MSFT/Reboot/RebootNow", "format": "null", "verb": "exec"}),
+            json!({"loc_uri": "./Vendor/MSFT/Policy/Config/Browser/Home", "format": "chr", "value": true, "readable": false}),
+        ]);
+        assert_eq!(
+            s[0],
+            Setting {
+                path: CAMERA.into(),
+                format: "int".into(),
+                verb: "replace".into(),
+                value: "0".into(),
+                type_: None,
+                readable: true,
+                on_remove: OnRemove::Delete,
+                remove_path: None,
+            }
+        );
+        // Outside the Policy CSP nothing is read back unless the admin says so; one int spelling.
+        assert!(!s[1].readable);
+        assert_eq!(s[1].value, "1");
+        // The removal node equal to the setting's own is not kept twice.
+        assert_eq!(
+            (s[2].readable, &s[2].on_remove, &s[2].remove_path),
+            (true, &OnRemove::Replace("0".into()), &None)
+        );
+        assert_eq!(
+            (s[3].verb.as_str(), s[3].value.as_str(), s[3].readable),
+            ("exec", "", false)
+        );
+        assert_eq!((s[4].value.as_str(), s[4].readable), ("true", false));
+    }
+
+    #[test]
+    fn bad_settings_are_named() {
+        let good = json!({"loc_uri": CAMERA, "format": "int", "value": 0});
+        let with = |k: &str, v: Value| {
+            let mut g = good.clone();
+            g[k] = v;
+            g
+        };
+        for (bad, why) in [
+            (with("loc_uri", json!("./Devices/Vendor/MSFT/X")), "not under"),
+            (with("loc_uri", json!("./Device/Vendor/MSFT//X")), "empty"),
+            (with("format", json!("float")), "format \"float\""),
+            (with("value", json!("yes")), "not a valid int value"),
+            (with("value", json!(1.5)), "not a valid int value"),
+            (with("value", json!([1])), "a number, true/false or a string"),
+            (with("verb", json!("delete")), "verb \"delete\""),
+            (with("on_remove", json!("forget")), "on_remove \"forget\""),
+            (with("on_remove", json!("replace:x")), "not a valid int value"),
+            (with("remove_loc_uri", json!("./User/Vendor/MSFT/X")), "another scope"),
+            (with("colour", json!("red")), "unknown field `colour`"),
+            (
+                json!({"loc_uri": "./Device/Vendor/MSFT/Reboot/RebootNow", "format": "null", "verb": "exec", "readable": true}),
+                "cannot be read back",
+            ),
+            (json!({"loc_uri": CAMERA, "format": "null"}), "needs Data"),
+            (
+                json!({"loc_uri": CAMERA, "format": "xml", "value": "<a><b></a>"}),
+                "not a valid xml value",
+            ),
+            (json!({"loc_uri": CAMERA, "format": "int"}), "no value"),
+            (
+                json!({"loc_uri": CAMERA, "format": "null", "verb": "exec", "value": "1"}),
+                "carries no value",
+            ),
+        ] {
+            let e = refused(vec![
+                json!({"loc_uri": "./Vendor/MSFT/Policy/Config/A/B", "format": "int", "value": 1}),
+                bad.clone(),
+            ]);
+            assert_eq!(e.index, 1, "{bad}");
+            assert!(e.message.contains(why), "{bad}: {e}");
+        }
+        let e = refused(vec![good.clone(), json!(3)]);
+        assert_eq!((e.index, e.path), (1, None));
+        // The same node twice, even with another value.
+        let e = refused(vec![good.clone(), with("value", json!(1))]);
+        assert_eq!((e.index, e.path.as_deref()), (1, Some(CAMERA)));
+        assert!(e.message.contains("setting 0"), "{e}");
+        assert_eq!(
+            e.to_string(),
+            format!("setting 1 ({CAMERA}): the path is already set by setting 0")
+        );
+    }
+
+    const GROUP: &str = "<Replace><CmdID>1</CmdID><Item><Target><LocURI>./Device/Vendor/MSFT/Policy/Config/A/B</LocURI></Target>\
+        <Meta><Format xmlns=\"syncml:metinf\">int</Format></Meta><Data>1</Data></Item></Replace>\
+        <Add><CmdID>2</CmdID><Item><Target><LocURI>./Device/Vendor/MSFT/Policy/Config/A/C</LocURI></Target>\
+        <Meta><Format xmlns=\"syncml:metinf\">chr</Format></Meta><Data><![CDATA[<enabled/>]]></Data></Item></Add>";
+
+    #[test]
+    fn raw_groups_are_parsed_and_sent_as_one_op() {
+        let s = ok(vec![json!({"name": "two", "syncml": GROUP, "description": "d"})]);
+        assert_eq!(
+            (
+                s[0].path.as_str(),
+                s[0].format.as_str(),
+                s[0].verb.as_str(),
+                s[0].readable,
+                &s[0].on_remove
+            ),
+            ("syncml:two", "syncml", "syncml", false, &OnRemove::Keep)
+        );
+        let apply = op(OpKind::Apply, &s[0]);
+        let c = render(&apply).unwrap();
+        assert_eq!(c.verb, Verb::Sequence);
+        assert_eq!(
+            c.children.iter().map(|c| c.verb).collect::<Vec<_>>(),
+            [Verb::Replace, Verb::Add]
+        );
+        assert_eq!(c.children[1].items[0].data.as_deref(), Some("<enabled/>"));
+        // On the wire: the op's id is the CmdID, the commands are its children.
+        let wire = syncml::write(&syncml::SyncMl {
+            header: syncml::SyncHdr::new("1", 1, "dev", "srv"),
+            body: syncml::SyncBody {
+                commands: vec![crate::session::to_syncml(&apply.id.wire_id(), &c)],
+                final_: true,
+            },
+        });
+        assert!(
+            wire.contains(&format!("<Sequence><CmdID>{}</CmdID>", apply.id.wire_id())),
+            "{wire}"
+        );
+        assert!(
+            wire.contains(&format!("<CmdID>{}.2</CmdID>", apply.id.wire_id())),
+            "{wire}"
+        );
+        // An Atomic the admin wrote goes as it is.
+        let atomic = format!("<Atomic><CmdID>9</CmdID>{GROUP}</Atomic>");
+        let s = ok(vec![json!({"name": "atomic", "syncml": atomic, "on_remove": "delete",
+                                "remove_loc_uri": "./Device/Vendor/MSFT/Policy/Config/A/B"})]);
+        assert_eq!(render(&op(OpKind::Apply, &s[0])).unwrap().verb, Verb::Atomic);
+        let remove = render(&op(OpKind::Remove, &s[0])).unwrap();
+        assert_eq!(
+            (remove.verb, remove.items[0].target.as_str()),
+            (Verb::Delete, "./Device/Vendor/MSFT/Policy/Config/A/B")
+        );
+        // One command goes alone.
+        let one = GROUP.split("<Add>").next().unwrap();
+        assert_eq!(
+            render(&op(OpKind::Apply, &ok(vec![json!({"name": "one", "syncml": one})])[0]))
+                .unwrap()
+                .verb,
+            Verb::Replace
+        );
+    }
+
+    #[test]
+    fn bad_raw_groups_say_what_is_wrong() {
+        let item = "<Item><Target><LocURI>./Device/Vendor/MSFT/Policy/Config/A/B</LocURI></Target></Item>";
+        for (xml, why) in [
+            (format!("<Get><CmdID>1</CmdID>{item}</Get>"), "<Get> is not allowed"),
+            (format!("<Sequence><CmdID>1</CmdID><Delete><CmdID>2</CmdID>{item}</Delete></Sequence>"), "<Sequence> is not allowed"),
+            (format!("<Atomic><CmdID>1</CmdID><Get><CmdID>2</CmdID>{item}</Get></Atomic>"), "<Get> inside Atomic"),
+            ("<Atomic><CmdID>1</CmdID><Atomic><CmdID>2</CmdID></Atomic></Atomic>".to_owned(), "<Atomic> inside Atomic"),
+            (format!("<Delete>{item}</Delete>"), "has no CmdID"),
+            (format!("<Delete><CmdID>1</CmdID>{item}</Delete>hello"), "text outside"),
+            ("<Delete><CmdID>1</CmdID><Item>".to_owned(), "not well-formed"),
+            ("".to_owned(), "empty"),
+            ("<Delete><CmdID>1</CmdID><Item><Target><LocURI>./Devices/X</LocURI></Target></Item></Delete>".to_owned(), "not under"),
+            ("<Delete><CmdID>1</CmdID></Delete>".to_owned(), "Item is missing"),
+            (
+                "<Replace><CmdID>1</CmdID><Item><Target><LocURI>./Vendor/MSFT/A</LocURI></Target><Meta><Format xmlns=\"syncml:metinf\">int</Format></Meta><Data>x</Data></Item></Replace>".to_owned(),
+                "not a valid int value",
+            ),
+            (
+                "<Replace><CmdID>1</CmdID><Item><Target><LocURI>./Vendor/MSFT/A</LocURI></Target><Meta><Format xmlns=\"syncml:metinf\">xml</Format></Meta><Data>&lt;a&gt;</Data></Item></Replace>".to_owned(),
+                "not a valid xml value",
+            ),
+        ] {
+            let e = refused(vec![json!({"name": "g", "syncml": xml})]);
+            assert_eq!((e.index, e.path.as_deref()), (0, Some("syncml:g")), "{xml}");
+            assert!(e.message.contains(why), "{xml}: {e}");
+        }
+        let e = refused(vec![json!({"name": "g", "syncml": GROUP, "on_remove": "delete"})]);
+        assert!(e.message.contains("needs remove_loc_uri"), "{e}");
+        let e = refused(vec![json!({"name": "g", "syncml": GROUP, "on_remove": "replace:1"})]);
+        assert!(e.message.contains("on_remove"), "{e}");
+        let e = refused(vec![json!({"name": "no spaces", "syncml": GROUP})]);
+        assert!(e.message.contains("group name"), "{e}");
+        // A node a group writes cannot also be a setting of its own.
+        let e = refused(vec![
+            json!({"loc_uri": "./Device/Vendor/MSFT/Policy/Config/A/C", "format": "int", "value": 1}),
+            json!({"name": "g", "syncml": GROUP}),
+        ]);
+        assert_eq!(e.index, 1);
+        assert!(e.message.contains("already written by setting 0"), "{e}");
+    }
+
+    #[test]
+    fn documents_round_trip() {
+        let settings = ok(vec![
+            json!({"loc_uri": CAMERA, "format": "int", "value": 0}),
+            json!({"loc_uri": "./Device/Vendor/MSFT/Policy/Config/A/Bool", "format": "bool", "value": true, "readable": false, "on_remove": "keep"}),
+            json!({"loc_uri": "./Vendor/MSFT/X/Y", "format": "b64", "value": "AAEC", "verb": "add", "type": "application/octet-stream",
+                   "on_remove": "delete", "remove_loc_uri": "./Vendor/MSFT/X"}),
+            json!({"loc_uri": "./Device/Vendor/MSFT/Reboot/RebootNow", "format": "null", "verb": "exec"}),
+            json!({"loc_uri": "./Device/Vendor/MSFT/Policy/Config/A/Xml", "format": "xml", "value": "<a x=\"1\">&amp;</a>"}),
+            json!({"name": "group", "syncml": GROUP}),
+            json!({"name": "atomic", "syncml": format!("<Atomic><CmdID>1</CmdID>{}</Atomic>", GROUP.replace("/A/", "/D/")),
+                   "on_remove": "delete", "remove_loc_uri": "./Vendor/MSFT/Z"}),
+        ]);
+        let docs: Vec<Value> = settings.iter().map(setting_document).collect();
+        assert_eq!(
+            docs[0],
+            json!({"loc_uri": CAMERA, "format": "int", "value": 0, "readable": true, "on_remove": "delete"})
+        );
+        assert_eq!(ok(docs), settings);
+    }
+
+    #[test]
+    fn catalog_entries_become_settings() {
+        let mut ready = 0;
+        for entry in catalog::builtin().unwrap() {
+            match catalog_settings(&entry.name) {
+                Some(settings) => {
+                    ready += 1;
+                    assert!(entry.parameters.is_empty(), "{}", entry.name);
+                    assert_eq!(settings.len(), entry.settings.len());
+                    // What the catalog gives is what its file would give as a profile.
+                    let docs: Vec<Value> = settings.iter().map(setting_document).collect();
+                    assert_eq!(ok(docs), settings, "{}", entry.name);
+                }
+                None => assert!(!entry.parameters.is_empty(), "{}", entry.name),
+            }
+        }
+        assert!(ready >= 10, "{ready}");
+        assert_eq!(catalog_settings("no-such-entry"), None);
+        assert_eq!(catalog_settings("kind-wifi"), None);
+    }
+
+    #[test]
+    fn ops_render_to_their_commands() {
+        let s = ok(vec![
+            json!({"loc_uri": CAMERA, "format": "int", "value": 0, "on_remove": "replace:1"}),
+            json!({"loc_uri": "./Device/Vendor/MSFT/Reboot/RebootNow", "format": "null", "verb": "exec"}),
+            json!({"loc_uri": "./Vendor/MSFT/X/Y", "format": "chr", "value": "v", "verb": "add", "type": "text/plain",
+                   "remove_loc_uri": "./Vendor/MSFT/X"}),
+        ]);
+        let apply = render(&op(OpKind::Apply, &s[0])).unwrap();
+        assert_eq!(
+            apply,
+            OmaDmCommand::single(
+                Verb::Replace,
+                CommandItem {
+                    target: CAMERA.into(),
+                    format: Some("int".into()),
+                    type_: None,
+                    data: Some("0".into())
+                }
+            )
+        );
+        let remove = render(&op(OpKind::Remove, &s[0])).unwrap();
+        assert_eq!(
+            (remove.verb, remove.items[0].data.as_deref()),
+            (Verb::Replace, Some("1"))
+        );
+        let verify = render(&op(OpKind::Verify, &s[0])).unwrap();
+        assert_eq!(
+            (verify.verb, verify.items[0].target.as_str(), &verify.items[0].data),
+            (Verb::Get, CAMERA, &None)
+        );
+        let exec = render(&op(OpKind::Apply, &s[1])).unwrap();
+        assert_eq!(
+            (exec.verb, &exec.items[0].format, &exec.items[0].data),
+            (Verb::Exec, &None, &None)
+        );
+        let add = render(&op(OpKind::Apply, &s[2])).unwrap();
+        assert_eq!(
+            (add.verb, add.items[0].type_.as_deref()),
+            (Verb::Add, Some("text/plain"))
+        );
+        let delete = render(&op(OpKind::Remove, &s[2])).unwrap();
+        assert_eq!(
+            (delete.verb, delete.items[0].target.as_str()),
+            (Verb::Delete, "./Vendor/MSFT/X")
+        );
+        let mut kept = s[1].clone();
+        kept.on_remove = OnRemove::Keep;
+        assert_eq!(render(&op(OpKind::Remove, &kept)), Err(RenderError::Kept));
+        let mut odd = s[0].clone();
+        odd.verb = "sing".into();
+        assert_eq!(render(&op(OpKind::Apply, &odd)), Err(RenderError::Verb("sing".into())));
+    }
+
+    #[test]
+    fn a_group_succeeds_only_if_every_command_did() {
+        let g = ok(vec![json!({"name": "g", "syncml": GROUP})]).remove(0);
+        assert_eq!(group_code(&g, 200, &[200, 404]), 404);
+        assert_eq!(group_code(&g, 200, &[200, 200]), 200);
+        assert_eq!(group_code(&g, 507, &[216, 500]), 507);
+        let n = ok(vec![json!({"loc_uri": CAMERA, "format": "int", "value": 0})]).remove(0);
+        assert_eq!(group_code(&n, 200, &[404]), 200);
+    }
 }
