@@ -986,6 +986,81 @@ mod tests {
         assert!(holds[0].reason.ends_with("; the rollout is paused"));
     }
 
+    /// Through core's plan/absorb: the pilot refuses version 2 (failed), the ring's failure ratio
+    /// halts the rollout, the device outside the pilot never gets an apply of version 2, and the
+    /// rollback brings the pilot's row back to version 1 as applied.
+    #[test]
+    fn a_refused_pilot_halts_and_rolls_back_through_plan_and_absorb() {
+        use crate::checkin::Outcome;
+        use crate::configuration::{ConfigurationContext, DeviceConfigState, OpAnswers, VerifyPolicy, absorb, plan};
+        let g = GroupId::new();
+        let r = rollout(g);
+        let from = vec![setting("./X", "1"), setting("./Y", "1")];
+        let (pilot, other) = (EnrollmentId::new(), EnrollmentId::new());
+        let policy = VerifyPolicy::default();
+        let ctx = |r: &Rollout, groups: Vec<GroupId>, rows| ConfigurationContext {
+            epoch: 2,
+            state: DeviceConfigState::default(),
+            loaded: Some(DeviceConfiguration {
+                settings: rows,
+                ..config(r, groups, 9000, from.clone())
+            }),
+        };
+        let answer = |e: EnrollmentId, c: &ConfigurationContext, code: u16| {
+            let p = plan(e, c, T0).unwrap();
+            let out: Vec<Outcome> = p.ops.iter().map(|o| Outcome::new(o.id, code, vec![], vec![])).collect();
+            let commit = absorb(
+                &p,
+                &OpAnswers {
+                    session: "s",
+                    outcomes: &out,
+                    ..Default::default()
+                },
+                &policy,
+                T0,
+            );
+            (p, commit)
+        };
+        // Both devices hold version 1 (rolled back state = everyone on from).
+        let v1 = Rollout {
+            state: RolloutState::RolledBack,
+            ..r.clone()
+        };
+        let (_, c) = answer(pilot, &ctx(&v1, vec![g], vec![]), 200);
+        let pilot_rows = c.upserts;
+        let (_, c) = answer(other, &ctx(&v1, vec![], vec![]), 200);
+        let other_rows = c.upserts;
+        // Running, pilot ring released: the pilot is offered ./X = 2 and refuses it.
+        let (p, c) = answer(pilot, &ctx(&r, vec![g], pilot_rows.clone()), 500);
+        assert_eq!(p.ops.len(), 1);
+        assert_eq!(p.ops[0].setting.value, "2");
+        let failed = c.upserts.clone();
+        assert_eq!(failed[0].status, crate::configuration::SettingStatus::Failed);
+        assert_eq!(failed[0].profile_version, 2);
+        // The other device is offered nothing: it keeps version 1.
+        let (p, _) = answer(other, &ctx(&r, vec![], other_rows), 200);
+        assert!(p.ops.is_empty(), "{:?}", p.ops);
+        // The ring's stats halt the rollout.
+        let stats = r.ring_stats(&[RolloutDeviceStat {
+            enrollment: pilot,
+            group: Some(g),
+            rows: 2,
+            acknowledged: 1,
+            failed: 1,
+        }]);
+        let d = r.evaluate(&stats[0], secs(3600));
+        assert!(matches!(d, Decision::Halt(_)), "{d:?}");
+        // Rolled back: the pilot's row is version 1 again, applied (the device holds it).
+        let mut rows = pilot_rows.clone();
+        rows.retain(|x| x.path != "./X");
+        rows.extend(failed);
+        let (p, c) = answer(pilot, &ctx(&v1, vec![g], rows), 200);
+        assert!(p.ops.is_empty(), "nothing to send: the device still holds version 1");
+        let x = c.upserts.iter().find(|x| x.path == "./X").unwrap();
+        assert_eq!((x.profile_version, x.status), (1, crate::configuration::SettingStatus::Applied));
+        assert_eq!(x.setting.value, "1");
+    }
+
     #[test]
     fn ring_stats_are_cumulative() {
         let g = GroupId::new();
