@@ -1057,7 +1057,10 @@ mod tests {
         let (p, c) = answer(pilot, &ctx(&v1, vec![g], rows), 200);
         assert!(p.ops.is_empty(), "nothing to send: the device still holds version 1");
         let x = c.upserts.iter().find(|x| x.path == "./X").unwrap();
-        assert_eq!((x.profile_version, x.status), (1, crate::configuration::SettingStatus::Applied));
+        assert_eq!(
+            (x.profile_version, x.status),
+            (1, crate::configuration::SettingStatus::Applied)
+        );
         assert_eq!(x.setting.value, "1");
     }
 

@@ -23,6 +23,7 @@ mod probe;
 mod profile_sessions;
 mod profiles;
 mod readiness;
+mod rollouts;
 mod tls_surfaces;
 mod webhooks;
 mod windows_sessions;
