@@ -391,7 +391,7 @@ impl Profiles {
                 );
             }
             writes.push(ProfileWrite {
-                new_version: settings_changed.then(|| ProfileVersion {
+                new_version: settings_changed.then_some(ProfileVersion {
                     profile_id: old.id,
                     version: version_after,
                     settings: p.settings,
