@@ -15,7 +15,7 @@ use utoipa::ToSchema;
 
 use crate::ApiState;
 use crate::auth::AuditNote;
-use crate::error::{ApiError, ApiJson, Problem};
+use crate::error::{ApiError, ApiJson, ApiQuery, Problem};
 
 // ---------------------------------------------------------------- documents
 
@@ -281,13 +281,20 @@ pub async fn apply_profiles(
     Ok(report_response(report))
 }
 
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DryRunQuery {
+    /// Report what would change and write nothing.
+    pub dry_run: Option<bool>,
+}
+
 /// Assign a built-in catalog entry: creates (or updates) the profile named after the entry with the
 /// entry's settings and this assignment. Kinds that need parameters are refused (422).
 #[utoipa::path(
     post,
     path = "/api/v1/catalog/{name}/assign",
     tag = "catalog",
-    params(("name" = String, Path, description = "The entry's name, e.g. baseline-bitlocker")),
+    params(("name" = String, Path, description = "The entry's name, e.g. baseline-bitlocker"), DryRunQuery),
     request_body = AssignBody,
     responses(
         (status = 200, description = "What changed", body = ApplyReportView),
@@ -299,12 +306,13 @@ pub async fn assign_catalog_entry(
     State(state): State<ApiState>,
     Extension(who): Extension<Principal>,
     Path(name): Path<String>,
+    ApiQuery(q): ApiQuery<DryRunQuery>,
     ApiJson(body): ApiJson<AssignBody>,
 ) -> Result<Response, ApiError> {
     let report = state
         .core
         .profiles
-        .assign_catalog(&who, &name, body.into(), false)
+        .assign_catalog(&who, &name, body.into(), q.dry_run.unwrap_or(false))
         .await?;
     Ok(report_response(report))
 }

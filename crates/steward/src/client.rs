@@ -682,10 +682,16 @@ impl ApiClient {
         .await
     }
 
-    pub async fn assign_catalog(&self, name: &str, body: &AssignBody) -> Result<Fetched<ApplyReportView>, ApiError> {
+    pub async fn assign_catalog(
+        &self,
+        name: &str,
+        body: &AssignBody,
+        dry_run: bool,
+    ) -> Result<Fetched<ApplyReportView>, ApiError> {
+        let q = if dry_run { "?dry_run=true" } else { "" };
         self.json(
             http::Method::POST,
-            &format!("/api/v1/catalog/{}/assign", encode(name)),
+            &format!("/api/v1/catalog/{}/assign{q}", encode(name)),
             Some(to_json(body)?),
         )
         .await

@@ -276,6 +276,9 @@ pub(crate) enum CatalogCommand {
         /// Leave out the devices of this group (repeatable; an exclusion always wins).
         #[arg(long = "exclude")]
         exclude: Vec<String>,
+        /// Show what would change and write nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 

@@ -147,13 +147,14 @@ pub async fn catalog(c: &ApiClient, out: Output, command: CatalogCommand) -> Res
             groups,
             all,
             exclude,
+            dry_run,
         } => {
             let assign = steward_api::types::AssignBody {
                 all,
                 groups,
                 exclude_groups: exclude,
             };
-            crate::profiles::catalog_assign(c, out, &name, assign).await?;
+            crate::profiles::catalog_assign(c, out, &name, assign, dry_run).await?;
         }
         CatalogCommand::Show { name } => {
             let e = c.catalog_entry(&name).await?;

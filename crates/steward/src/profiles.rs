@@ -336,9 +336,9 @@ pub async fn verify(c: &ApiClient, out: Output, device: Option<&str>, group: Opt
     Ok(())
 }
 
-/// `steward catalog assign NAME --group G… | --all [--exclude G…]`.
-pub async fn catalog_assign(c: &ApiClient, out: Output, name: &str, assign: AssignBody) -> Result<()> {
-    let r = c.assign_catalog(name, &assign).await?;
+/// `steward catalog assign NAME --group G… | --all [--exclude G…] [--dry-run]`.
+pub async fn catalog_assign(c: &ApiClient, out: Output, name: &str, assign: AssignBody, dry_run: bool) -> Result<()> {
+    let r = c.assign_catalog(name, &assign, dry_run).await?;
     match out {
         Output::Json => print_json(&r.raw)?,
         Output::Table => print!("{}", render_report(&r.data)),

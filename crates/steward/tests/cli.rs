@@ -871,3 +871,153 @@ async fn remote_cli_manages_a_simulated_device() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("--output json needs the API"));
 }
+
+/// `steward apply`, `export`, `profiles`, `catalog assign` and `verify` on the local data
+/// directory (the in-process API): a dry run writes nothing, a second apply and the export's apply
+/// say "no changes", a bad setting is named and nothing is saved.
+#[test]
+fn profiles_apply_export_and_show_locally() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| run_ok(steward(dir.path(), 9443).args(args));
+    run(&["groups", "create", "pilot"]);
+    std::fs::write(
+        files.path().join("10-camera.yaml"),
+        "kind: profile
+name: camera-off
+platform: windows
+settings:
+  - loc_uri: ./Device/Vendor/MSFT/Policy/Config/Camera/AllowCamera
+    format: int
+    value: 0
+assign:
+  groups: [pilot]        # or: all: true ; exclude_groups: [...]
+",
+    )
+    .unwrap();
+    std::fs::write(
+        files.path().join("20-lock.yml"),
+        "kind: profile
+name: screen-lock
+platform: windows
+priority: 50
+settings:
+  - loc_uri: ./Device/Vendor/MSFT/Policy/Config/DeviceLock/MaxInactivityTimeDeviceLock
+    format: int
+    value: 15
+assign:
+  all: true
+---
+kind: profile
+name: smartscreen
+platform: windows
+remediation: report
+settings:
+  - loc_uri: ./Device/Vendor/MSFT/Policy/Config/SmartScreen/EnableSmartScreenInShell
+    format: int
+    value: 1
+",
+    )
+    .unwrap();
+    std::fs::write(files.path().join("README.txt"), "not a profile").unwrap();
+    let d = files.path().to_str().unwrap();
+
+    let dry = run(&["apply", "-f", d, "--dry-run"]);
+    assert!(
+        dry.contains("camera-off (windows): would be created, version 1"),
+        "{dry}"
+    );
+    assert!(
+        dry.contains("+ ./Device/Vendor/MSFT/Policy/Config/Camera/AllowCamera"),
+        "{dry}"
+    );
+    assert!(dry.contains("assignment: groups pilot (0 devices)"), "{dry}");
+    assert!(dry.ends_with("dry run: nothing was written\n"), "{dry}");
+    assert!(
+        !run(&["profiles", "list"]).contains("camera-off"),
+        "a dry run writes nothing"
+    );
+
+    let applied = run(&["apply", "-f", d]);
+    assert!(
+        applied.contains("screen-lock (windows): created, version 1"),
+        "{applied}"
+    );
+    assert!(applied.ends_with("3 profile(s) written\n"), "{applied}");
+    assert!(run(&["apply", "-f", d]).ends_with("no changes\n"));
+    let list = run(&["profiles", "list"]);
+    for name in ["camera-off", "screen-lock", "smartscreen"] {
+        assert!(list.contains(name), "{list}");
+    }
+
+    // A bad setting: exit code 1 naming the profile and the setting; nothing saved.
+    let bad = files.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "kind: profile
+name: screen-lock
+platform: windows
+settings:
+  - loc_uri: ./Device/Vendor/MSFT/Policy/Config/DeviceLock/MaxInactivityTimeDeviceLock
+    format: integer
+    value: 5
+",
+    )
+    .unwrap();
+    let out = steward(dir.path(), 9443)
+        .args(["apply", "-f"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("screen-lock") && err.contains("setting 0"), "{err}");
+    std::fs::remove_file(&bad).unwrap();
+    let shown = run(&["profiles", "show", "screen-lock"]);
+    assert!(shown.contains("version 1"), "{shown}");
+    assert!(shown.contains("\"value\":15"), "{shown}");
+
+    // The export (stdout, and a directory) applies back with no changes.
+    let exported = run(&["export"]);
+    assert!(exported.contains("name: camera-off"), "{exported}");
+    let back = files.path().join("export.yaml");
+    std::fs::write(&back, &exported).unwrap();
+    assert!(run(&["apply", "-f", back.to_str().unwrap()]).ends_with("no changes\n"));
+    let out_dir = files.path().join("exported");
+    run(&["export", "--dir", out_dir.to_str().unwrap()]);
+    assert!(out_dir.join("smartscreen.yaml").is_file());
+    assert!(run(&["apply", "-f", out_dir.to_str().unwrap()]).ends_with("no changes\n"));
+
+    let status = run(&["profiles", "status", "camera-off"]);
+    assert!(
+        status.contains("camera-off: version 1, assigned to 0 active devices"),
+        "{status}"
+    );
+    let dry = run(&[
+        "catalog",
+        "assign",
+        "baseline-smartscreen",
+        "--group",
+        "pilot",
+        "--dry-run",
+    ]);
+    assert!(
+        dry.contains("baseline-smartscreen (windows): would be created"),
+        "{dry}"
+    );
+    assert!(!run(&["profiles", "list"]).contains("baseline-smartscreen"));
+    let assigned = run(&["catalog", "assign", "baseline-smartscreen", "--group", "pilot"]);
+    assert!(
+        assigned.contains("baseline-smartscreen (windows): created"),
+        "{assigned}"
+    );
+    let verified = run(&["verify", "--group", "pilot"]);
+    assert!(
+        verified.contains("verification requested for 0 device(s)"),
+        "{verified}"
+    );
+    run(&["profiles", "delete", "smartscreen"]);
+    let list = run(&["profiles", "list"]);
+    assert!(!list.lines().any(|l| l.starts_with("smartscreen ")), "{list}");
+    assert!(list.lines().any(|l| l.starts_with("baseline-smartscreen ")), "{list}");
+}
