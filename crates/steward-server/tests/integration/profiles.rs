@@ -294,3 +294,60 @@ async fn conflicting_profiles_give_the_device_the_winners_value() {
     assert_eq!(d.tree.value(TELEMETRY), Some("3"));
     t.server.shutdown().await;
 }
+
+#[tokio::test]
+async fn raw_groups_and_user_scoped_settings() {
+    let t = TestServer::start().await;
+    let (mut d, e) = device_in(&t, None).await;
+    d.login_status = steward_sim::session::LoginStatus::None;
+    let replace = |cmd_id: u32, uri: &str, value: &str| {
+        format!(
+            "<Replace><CmdID>{cmd_id}</CmdID><Item><Target><LocURI>{uri}</LocURI></Target>\
+             <Meta><Format xmlns=\"syncml:metinf\">int</Format></Meta><Data>{value}</Data></Item></Replace>"
+        )
+    };
+    const HIDE_SLEEP: &str = "./User/Vendor/MSFT/Policy/Config/Start/HideSleep";
+    const NOWHERE: &str = "./Device/Vendor/MSFT/NoSuchCsp/Node";
+    let both = format!("{}{}", replace(1, CAMERA, "0"), replace(2, SCREEN_CAPTURE, "0"));
+    let half = format!("{}{}", replace(1, TELEMETRY, "1"), replace(2, NOWHERE, "1"));
+    let p = new_profile(
+        "raw",
+        100,
+        Remediation::Remediate,
+        vec![
+            json!({"name": "two-policies", "syncml": both}),
+            json!({"name": "half-bad", "syncml": half}),
+            int(HIDE_SLEEP, 1),
+        ],
+        everyone(),
+    );
+    t.store().write_profiles(&[p]).await.unwrap();
+    sync(&t, &mut d).await;
+    // Both commands of the group landed, answered under one operation.
+    assert_eq!(
+        (d.tree.value(CAMERA), d.tree.value(SCREEN_CAPTURE)),
+        (Some("0"), Some("0"))
+    );
+    let group = row(&t, &e, "syncml:two-policies").await.unwrap();
+    assert_eq!(group.status, SettingStatus::Applied, "{group:?}");
+    // A group counts as applied only if every command did: its second command was refused.
+    let half = row(&t, &e, "syncml:half-bad").await.unwrap();
+    assert_eq!(
+        (half.status, half.status_code),
+        (SettingStatus::Failed, Some(404)),
+        "{half:?}"
+    );
+    assert_eq!(events(&t, &e, EventKind::SettingFailed).await.len(), 1);
+    // The user-scoped setting waits for the user, with the reason on its row.
+    assert_eq!(d.tree.value(HIDE_SLEEP), None);
+    let user = row(&t, &e, HIDE_SLEEP).await.unwrap();
+    assert_eq!(
+        (user.status, user.reason.as_str()),
+        (SettingStatus::Pending, "waiting for a user to sign in")
+    );
+    d.login_status = steward_sim::session::LoginStatus::User;
+    sync(&t, &mut d).await;
+    assert_eq!(d.tree.value(HIDE_SLEEP), Some("1"));
+    assert_eq!(row(&t, &e, HIDE_SLEEP).await.unwrap().status, SettingStatus::Applied);
+    t.server.shutdown().await;
+}
