@@ -21,6 +21,7 @@ pub use crate::profiles::{
     ProfileChangeView, ProfileDetailView, ProfileDocumentBody, ProfileExport, ProfileList, ProfileSummary,
     ProfileVersionView, RemediationName, StatusCount, VerificationRequested,
 };
+pub use crate::rollouts::{RingBody, RingView, RolloutBody, RolloutView};
 pub use crate::server::{Counts, ServerInfo};
 pub use crate::users::{NewUserRequest, UpdateUserRequest, UserPage, UserView};
 pub use crate::webhooks::{

@@ -706,6 +706,17 @@ pub fn absorb(plan: &Plan, answers: &OpAnswers<'_>, policy: &VerifyPolicy, now: 
                     if r.applied_digest.as_deref() != Some(d.setting.digest().as_str()) {
                         r.status = SettingStatus::Pending;
                         r.reason = reasons::NOT_SENT_YET.into();
+                    } else if r.in_flight.is_none() && r.status == SettingStatus::Failed {
+                        // Back to the value the device acknowledged (a rollout rolled back after
+                        // the device refused the newer one): it holds it, nothing failed.
+                        r.status = SettingStatus::Applied;
+                        r.error = None;
+                        r.reason = if d.setting.readable {
+                            reasons::AWAITING_VERIFICATION
+                        } else {
+                            reasons::NOT_READ_BACK
+                        }
+                        .into();
                     }
                     r.updated_at = now;
                     changed.insert(path.clone());
@@ -998,7 +1009,10 @@ pub fn device_view(
     // waits in (unless another profile wins the path).
     let mut held = BTreeSet::new();
     for h in &holds {
-        if desired.get(&h.setting.path).is_some_and(|d| d.profile_id != h.profile_id) {
+        if desired
+            .get(&h.setting.path)
+            .is_some_and(|d| d.profile_id != h.profile_id)
+        {
             continue;
         }
         held.insert(h.setting.path.clone());

@@ -3651,8 +3651,15 @@ where
         .write_profiles_with_rollouts(&[next(2, "2")], std::slice::from_ref(&rollout))
         .await
         .unwrap();
-    assert!(store.configuration_epoch().await.unwrap() > epoch, "rollouts: the epoch moves");
-    assert_eq!(store.rollout(rollout.id).await.unwrap().as_ref(), Some(&rollout), "rollouts: round trip");
+    assert!(
+        store.configuration_epoch().await.unwrap() > epoch,
+        "rollouts: the epoch moves"
+    );
+    assert_eq!(
+        store.rollout(rollout.id).await.unwrap().as_ref(),
+        Some(&rollout),
+        "rollouts: round trip"
+    );
     assert_eq!(store.latest_rollout(id).await.unwrap().as_ref(), Some(&rollout));
     assert_eq!(store.active_rollouts().await.unwrap(), vec![rollout.clone()]);
     assert_eq!(store.list_rollouts(id).await.unwrap(), vec![rollout.clone()]);
@@ -3664,12 +3671,20 @@ where
         store.write_profiles_with_rollouts(&[next(3, "3")], &[again]).await,
         Err(StoreError::Conflict(_))
     ));
-    assert_eq!(store.profile(id).await.unwrap().unwrap().current_version, 2, "rollouts: all or nothing");
+    assert_eq!(
+        store.profile(id).await.unwrap().unwrap().current_version,
+        2,
+        "rollouts: all or nothing"
+    );
 
     // The check-in loads the rollout with the candidates: the pilot gets 2, the other device 1
     // (unless its bucket is under 50 %, which is not released yet either).
     let value_for = |ctx: &ConfigurationContext, e: EnrollmentId| {
-        plan(e, ctx, t0).unwrap().desired.get("./X").map(|d| (d.version, d.setting.value.clone()))
+        plan(e, ctx, t0)
+            .unwrap()
+            .desired
+            .get("./X")
+            .map(|d| (d.version, d.setting.value.clone()))
     };
     let ctx_p = config_context(store, p.id, t0).await;
     let loaded = ctx_p.loaded.clone().expect("rollouts: loaded on first contact");
@@ -3680,7 +3695,11 @@ where
     assert_eq!(c.bucket, rollout_bucket(id, p.id));
     assert_eq!(value_for(&ctx_p, p.id), Some((2, "2".into())));
     let ctx_1 = config_context(store, d1.id, t0).await;
-    assert_eq!(value_for(&ctx_1, d1.id), Some((1, "1".into())), "rollouts: outside the pilot");
+    assert_eq!(
+        value_for(&ctx_1, d1.id),
+        Some((1, "1".into())),
+        "rollouts: outside the pilot"
+    );
 
     // The pilot acknowledges version 2; the other device version 1.
     for (e, ctx) in [(p.id, &ctx_p), (d1.id, &ctx_1)] {
@@ -3727,7 +3746,10 @@ where
     assert!(store.transition_rollout(&t).await.unwrap());
     let moved = store.configuration_epoch().await.unwrap();
     assert!(moved > before, "rollouts: advancing moves the epoch");
-    assert!(!store.transition_rollout(&t).await.unwrap(), "rollouts: a stale transition loses");
+    assert!(
+        !store.transition_rollout(&t).await.unwrap(),
+        "rollouts: a stale transition loses"
+    );
     assert_eq!(store.configuration_epoch().await.unwrap(), moved);
     let advanced = store.rollout(rollout.id).await.unwrap().unwrap();
     assert_eq!(advanced, t.rollout);
@@ -3740,7 +3762,9 @@ where
     assert_eq!(value_for(&ctx_p, p.id), Some((1, "1".into())), "rollouts: rollback");
 
     // A new rollout may start now; completed, it is no longer loaded (everyone gets version 2).
-    let second = spec.build(id, 1, 2, |_| Some(pilots.id), t0 + Duration::seconds(1)).unwrap();
+    let second = spec
+        .build(id, 1, 2, |_| Some(pilots.id), t0 + Duration::seconds(1))
+        .unwrap();
     store
         .write_profiles_with_rollouts(&[], std::slice::from_ref(&second))
         .await
@@ -3758,7 +3782,10 @@ where
     assert!(store.transition_rollout(&done).await.unwrap());
     let ctx_1 = config_context(store, d1.id, t0).await;
     let loaded = ctx_1.loaded.clone().expect("rollouts: the epoch moved");
-    assert!(loaded.rollouts.is_empty(), "rollouts: a completed rollout is not loaded");
+    assert!(
+        loaded.rollouts.is_empty(),
+        "rollouts: a completed rollout is not loaded"
+    );
     assert_eq!(value_for(&ctx_1, d1.id), Some((2, "2".into())));
 
     // Deleting the profile deletes its rollouts.

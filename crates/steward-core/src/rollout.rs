@@ -516,10 +516,7 @@ impl Rollout {
         }
         let soak = time::Duration::seconds(i64::from(ring.soak_seconds.unwrap_or(self.soak_seconds)));
         if now < self.ring_started_at + soak {
-            return Decision::Stay(format!(
-                "ring {n} soaking until {}",
-                self.ring_started_at + soak
-            ));
+            return Decision::Stay(format!("ring {n} soaking until {}", self.ring_started_at + soak));
         }
         let need = ring.success_ratio.unwrap_or(self.success_ratio);
         if stats.success_ratio() < need {
@@ -657,7 +654,10 @@ pub fn resolve_rollouts(config: &DeviceConfiguration) -> (Vec<AssignedProfile>, 
                 None => "waiting for the rollout".into(),
             };
             for s in &p.settings {
-                let same = c.from_settings.iter().any(|f| f.path == s.path && f.digest() == s.digest());
+                let same = c
+                    .from_settings
+                    .iter()
+                    .any(|f| f.path == s.path && f.digest() == s.digest());
                 if !same {
                     holds.push(RolloutHold {
                         profile_id: p.id,
@@ -750,7 +750,10 @@ mod tests {
             let b = rollout_bucket(p, EnrollmentId::new());
             if ten.includes(&[], b) {
                 in_ten += 1;
-                assert!(quarter.includes(&[], b), "a device in the 10 % ring stays in the 25 % ring");
+                assert!(
+                    quarter.includes(&[], b),
+                    "a device in the 10 % ring stays in the 25 % ring"
+                );
             }
         }
         // 10 % of 2000 = 200; a fair hash lands well within 120..280.
@@ -761,7 +764,9 @@ mod tests {
     fn specs_are_validated() {
         let g = GroupId::new();
         let lookup = |n: &str| (n == "pilots").then_some(g);
-        let r = spec(vec![pilot("pilots"), pct(25)]).build(ProfileId::new(), 0, 1, lookup, T0).unwrap();
+        let r = spec(vec![pilot("pilots"), pct(25)])
+            .build(ProfileId::new(), 0, 1, lookup, T0)
+            .unwrap();
         assert_eq!(r.rings.len(), 3, "everyone is appended");
         assert_eq!(r.rings[2].target, RingTarget::Everyone);
         assert_eq!(r.state, RolloutState::Running);
@@ -770,7 +775,10 @@ mod tests {
         assert_eq!(bad(vec![pct(25), pct(10)]), RolloutInvalid::Percent(2));
         assert_eq!(bad(vec![pct(0)]), RolloutInvalid::Percent(1));
         assert_eq!(bad(vec![pct(10), pilot("pilots")]), RolloutInvalid::PilotOrder(2));
-        assert_eq!(bad(vec![pilot("nobody")]), RolloutInvalid::UnknownGroup(1, "nobody".into()));
+        assert_eq!(
+            bad(vec![pilot("nobody")]),
+            RolloutInvalid::UnknownGroup(1, "nobody".into())
+        );
         let everyone = RingSpec {
             everyone: true,
             ..Default::default()
@@ -789,7 +797,9 @@ mod tests {
             RolloutInvalid::Ratio("failure_threshold")
         );
         assert_eq!(
-            spec(vec![pct(5)]).build(ProfileId::new(), 2, 2, lookup, T0).unwrap_err(),
+            spec(vec![pct(5)])
+                .build(ProfileId::new(), 2, 2, lookup, T0)
+                .unwrap_err(),
             RolloutInvalid::Versions { from: 2, to: 2 }
         );
     }
@@ -841,7 +851,10 @@ mod tests {
         // At the threshold it does not halt.
         assert!(matches!(r.evaluate(&stats(5, 4, 1), secs(1)), Decision::Stay(_)));
         // Halted, paused: evaluation does nothing.
-        assert!(matches!(t.rollout.evaluate(&stats(4, 4, 0), secs(999)), Decision::Stay(_)));
+        assert!(matches!(
+            t.rollout.evaluate(&stats(4, 4, 0), secs(999)),
+            Decision::Stay(_)
+        ));
     }
 
     #[test]
@@ -851,7 +864,10 @@ mod tests {
         assert_eq!(paused.state, RolloutState::Paused);
         assert!(paused.action(RolloutAction::Pause, String::new(), secs(6)).is_err());
         assert!(matches!(paused.evaluate(&stats(1, 1, 0), secs(999)), Decision::Stay(_)));
-        let resumed = paused.action(RolloutAction::Resume, String::new(), secs(10)).unwrap().rollout;
+        let resumed = paused
+            .action(RolloutAction::Resume, String::new(), secs(10))
+            .unwrap()
+            .rollout;
         assert_eq!(resumed.state, RolloutState::Running);
         assert_eq!(resumed.ring_started_at, secs(10), "the soak starts again");
         let adv = resumed.action(RolloutAction::Advance, String::new(), secs(11)).unwrap();
@@ -861,7 +877,9 @@ mod tests {
             ..r.clone()
         };
         assert_eq!(
-            halted.action(RolloutAction::Advance, String::new(), secs(1)).unwrap_err(),
+            halted
+                .action(RolloutAction::Advance, String::new(), secs(1))
+                .unwrap_err(),
             ActionRefused {
                 action: "advance",
                 state: RolloutState::Halted
@@ -870,12 +888,13 @@ mod tests {
         let back = halted.action(RolloutAction::Rollback, String::new(), secs(2)).unwrap();
         assert_eq!(back.rollout.state, RolloutState::RolledBack);
         assert!(back.moves_epoch);
-        assert!(back.rollout.action(RolloutAction::Resume, String::new(), secs(3)).is_err());
+        assert!(
+            back.rollout
+                .action(RolloutAction::Resume, String::new(), secs(3))
+                .is_err()
+        );
         // Advancing past the last ring completes.
-        let last = Rollout {
-            current_ring: 3,
-            ..r
-        };
+        let last = Rollout { current_ring: 3, ..r };
         let t = last.action(RolloutAction::Advance, String::new(), secs(4)).unwrap();
         assert_eq!(t.rollout.state, RolloutState::Completed);
     }
@@ -965,6 +984,84 @@ mod tests {
         };
         let (_, holds) = resolve_rollouts(&config(&paused, vec![], 5, from));
         assert!(holds[0].reason.ends_with("; the rollout is paused"));
+    }
+
+    /// Through core's plan/absorb: the pilot refuses version 2 (failed), the ring's failure ratio
+    /// halts the rollout, the device outside the pilot never gets an apply of version 2, and the
+    /// rollback brings the pilot's row back to version 1 as applied.
+    #[test]
+    fn a_refused_pilot_halts_and_rolls_back_through_plan_and_absorb() {
+        use crate::checkin::Outcome;
+        use crate::configuration::{ConfigurationContext, DeviceConfigState, OpAnswers, VerifyPolicy, absorb, plan};
+        let g = GroupId::new();
+        let r = rollout(g);
+        let from = vec![setting("./X", "1"), setting("./Y", "1")];
+        let (pilot, other) = (EnrollmentId::new(), EnrollmentId::new());
+        let policy = VerifyPolicy::default();
+        let ctx = |r: &Rollout, groups: Vec<GroupId>, rows| ConfigurationContext {
+            epoch: 2,
+            state: DeviceConfigState::default(),
+            loaded: Some(DeviceConfiguration {
+                settings: rows,
+                ..config(r, groups, 9000, from.clone())
+            }),
+        };
+        let answer = |e: EnrollmentId, c: &ConfigurationContext, code: u16| {
+            let p = plan(e, c, T0).unwrap();
+            let out: Vec<Outcome> = p.ops.iter().map(|o| Outcome::new(o.id, code, vec![], vec![])).collect();
+            let commit = absorb(
+                &p,
+                &OpAnswers {
+                    session: "s",
+                    outcomes: &out,
+                    ..Default::default()
+                },
+                &policy,
+                T0,
+            );
+            (p, commit)
+        };
+        // Both devices hold version 1 (rolled back state = everyone on from).
+        let v1 = Rollout {
+            state: RolloutState::RolledBack,
+            ..r.clone()
+        };
+        let (_, c) = answer(pilot, &ctx(&v1, vec![g], vec![]), 200);
+        let pilot_rows = c.upserts;
+        let (_, c) = answer(other, &ctx(&v1, vec![], vec![]), 200);
+        let other_rows = c.upserts;
+        // Running, pilot ring released: the pilot is offered ./X = 2 and refuses it.
+        let (p, c) = answer(pilot, &ctx(&r, vec![g], pilot_rows.clone()), 500);
+        assert_eq!(p.ops.len(), 1);
+        assert_eq!(p.ops[0].setting.value, "2");
+        let failed = c.upserts.clone();
+        assert_eq!(failed[0].status, crate::configuration::SettingStatus::Failed);
+        assert_eq!(failed[0].profile_version, 2);
+        // The other device is offered nothing: it keeps version 1.
+        let (p, _) = answer(other, &ctx(&r, vec![], other_rows), 200);
+        assert!(p.ops.is_empty(), "{:?}", p.ops);
+        // The ring's stats halt the rollout.
+        let stats = r.ring_stats(&[RolloutDeviceStat {
+            enrollment: pilot,
+            group: Some(g),
+            rows: 2,
+            acknowledged: 1,
+            failed: 1,
+        }]);
+        let d = r.evaluate(&stats[0], secs(3600));
+        assert!(matches!(d, Decision::Halt(_)), "{d:?}");
+        // Rolled back: the pilot's row is version 1 again, applied (the device holds it).
+        let mut rows = pilot_rows.clone();
+        rows.retain(|x| x.path != "./X");
+        rows.extend(failed);
+        let (p, c) = answer(pilot, &ctx(&v1, vec![g], rows), 200);
+        assert!(p.ops.is_empty(), "nothing to send: the device still holds version 1");
+        let x = c.upserts.iter().find(|x| x.path == "./X").unwrap();
+        assert_eq!(
+            (x.profile_version, x.status),
+            (1, crate::configuration::SettingStatus::Applied)
+        );
+        assert_eq!(x.setting.value, "1");
     }
 
     #[test]

@@ -535,6 +535,10 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
         "enrollment.inventory_interval_hours",
     ),
     ("STEWARD_VERIFY_INTERVAL_HOURS", "management.verify_interval_hours"),
+    (
+        "STEWARD_ROLLOUT_EVALUATE_INTERVAL_SECONDS",
+        "rollouts.evaluate_interval_seconds",
+    ),
     ("STEWARD_CONSOLE_REQUIRE_TOTP", "console.require_totp"),
     ("STEWARD_AUDIT_CHECKPOINT_EVERY_EVENTS", "audit.checkpoint_every_events"),
     (
@@ -575,6 +579,7 @@ const NUMERIC_KEYS: &[&str] = &[
     "limits.password_queue",
     "enrollment.inventory_interval_hours",
     "management.verify_interval_hours",
+    "rollouts.evaluate_interval_seconds",
     "audit.checkpoint_every_events",
     "audit.checkpoint_interval_seconds",
 ];
@@ -750,6 +755,9 @@ impl Config {
         }
         if !(1..=24 * 30).contains(&e.inventory_interval_hours) {
             return invalid("enrollment.inventory_interval_hours must be between 1 and 720".into());
+        }
+        if !(1..=86_400).contains(&self.rollouts.evaluate_interval_seconds) {
+            return invalid("rollouts.evaluate_interval_seconds must be between 1 and 86400".into());
         }
         if !(1..=24 * 30).contains(&self.management.verify_interval_hours) {
             return invalid("management.verify_interval_hours must be between 1 and 720".into());

@@ -182,6 +182,10 @@ pub enum CspError {
     AlreadyExists(String),
     #[error("{0}: user-scoped node but no user is signed in")]
     NoUserSession(String),
+    /// The device refuses to write this node (a test's [`CspTree::refuse_writes`]: a policy the
+    /// device rejects, as a real Windows does with 500 and an error text).
+    #[error("{0}: the device refused the value")]
+    Refused(String),
 }
 
 impl CspError {
@@ -192,7 +196,7 @@ impl CspError {
             CspError::NotFound(_) => 404,
             CspError::NotAllowed(_) => 405,
             CspError::AlreadyExists(_) => 418,
-            CspError::NoUserSession(_) => 500,
+            CspError::NoUserSession(_) | CspError::Refused(_) => 500,
         }
     }
 }
@@ -430,6 +434,8 @@ fn creatable(path: &str) -> Option<Creatable> {
 pub struct CspTree {
     nodes: BTreeMap<String, CspNode>,
     user_session: bool,
+    /// Nodes whose Add and Replace the device refuses ([`CspTree::refuse_writes`]).
+    refused: std::collections::BTreeSet<String>,
 }
 
 /// A copy of the tree's nodes, taken before an Atomic and restored when it fails.
@@ -444,6 +450,21 @@ impl CspTree {
         Self {
             nodes,
             user_session: true,
+            refused: Default::default(),
+        }
+    }
+
+    /// From now on the device refuses Add and Replace of `uri` with 500 (a test's stand-in for a
+    /// policy the device rejects); `allow_writes` undoes it.
+    pub fn refuse_writes(&mut self, uri: &str) {
+        if let Some(p) = normalize(uri) {
+            self.refused.insert(p);
+        }
+    }
+
+    pub fn allow_writes(&mut self, uri: &str) {
+        if let Some(p) = normalize(uri) {
+            self.refused.remove(&p);
         }
     }
 
@@ -730,6 +751,9 @@ impl CspTree {
         data: Option<&str>,
     ) -> Result<u16, CspError> {
         let path = self.resolve(uri)?;
+        if self.refused.contains(&path) {
+            return Err(CspError::Refused(uri.to_owned()));
+        }
         if self.nodes.contains_key(&path) {
             return Err(CspError::AlreadyExists(uri.to_owned()));
         }
@@ -750,6 +774,9 @@ impl CspTree {
         data: Option<&str>,
     ) -> Result<u16, CspError> {
         let path = self.resolve(uri)?;
+        if self.refused.contains(&path) {
+            return Err(CspError::Refused(uri.to_owned()));
+        }
         let rule = creatable(&path);
         let Some(node) = self.nodes.get_mut(&path) else {
             return match rule {
@@ -921,6 +948,18 @@ mod tests {
     }
 
     const POL: &str = "./Device/Vendor/MSFT/Policy/Config/Update/ActiveHoursStart";
+
+    #[test]
+    fn refused_writes_answer_500_until_allowed() {
+        let mut t = tree();
+        t.refuse_writes(POL);
+        let e = t.replace(POL, Some("int"), None, Some("8")).unwrap_err();
+        assert_eq!(e.status(), 500);
+        assert_eq!(t.add(POL, Some("int"), None, Some("8")).unwrap_err().status(), 500);
+        assert!(t.get(POL).is_err(), "nothing was written");
+        t.allow_writes(POL);
+        assert_eq!(t.replace(POL, Some("int"), None, Some("8")).unwrap(), 200);
+    }
 
     #[test]
     fn profile_is_deterministic() {

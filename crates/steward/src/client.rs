@@ -32,7 +32,7 @@ use steward_api::types::{
 };
 use steward_api::types::{
     ApplyReportView, ApplyRequest, AssignBody, DeviceSettingsView, ProfileDetailView, ProfileExport, ProfileList,
-    VerificationRequested,
+    RolloutView, VerificationRequested,
 };
 use steward_server::local::LocalApi;
 use tokio::net::TcpStream;
@@ -625,6 +625,25 @@ impl ApiClient {
         )
         .await
         .map(drop)
+    }
+
+    pub async fn rollout(&self, name: &str) -> Result<Fetched<RolloutView>, ApiError> {
+        self.json(
+            http::Method::GET,
+            &format!("/api/v1/profiles/{}/rollout", encode(name)),
+            None,
+        )
+        .await
+    }
+
+    /// `action`: advance, pause, resume or rollback.
+    pub async fn rollout_action(&self, name: &str, action: &str) -> Result<Fetched<RolloutView>, ApiError> {
+        self.json(
+            http::Method::POST,
+            &format!("/api/v1/profiles/{}/rollout/actions/{}", encode(name), encode(action)),
+            None,
+        )
+        .await
     }
 
     pub async fn apply_profiles(&self, body: &ApplyRequest) -> Result<Fetched<ApplyReportView>, ApiError> {

@@ -13,6 +13,7 @@ mod duration;
 mod ops;
 mod output;
 mod profiles;
+mod rollouts;
 
 use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
@@ -142,6 +143,12 @@ enum Task {
     Profiles {
         #[command(subcommand)]
         command: profiles::ProfileCommand,
+    },
+    /// A profile's staged rollout in rings: status (per-ring progress), advance, pause, resume,
+    /// rollback (docs/ROLLOUTS.md).
+    Rollout {
+        #[command(subcommand)]
+        command: rollouts::RolloutCommand,
     },
     /// Read back a device's (or a group's devices') readable settings at their next check-in.
     Verify {
@@ -663,6 +670,7 @@ fn run(cli: Cli) -> Result<()> {
             Task::Apply { file, dry_run } => profiles::apply(&api(&cli).await?, out, &file, dry_run).await,
             Task::Export { dir } => profiles::export(&api(&cli).await?, out, dir.as_deref()).await,
             Task::Profiles { command } => profiles::profiles(&api(&cli).await?, out, command).await,
+            Task::Rollout { command } => rollouts::rollout(&api(&cli).await?, out, command).await,
             Task::Verify { device, group } => {
                 profiles::verify(&api(&cli).await?, out, device.as_deref(), group.as_deref()).await
             }

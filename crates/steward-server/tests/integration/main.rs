@@ -25,6 +25,7 @@ mod probe;
 mod profiles;
 mod profiles_api;
 mod readiness;
+mod rollouts;
 mod tls_surfaces;
 mod webhooks;
 mod windows_sessions;
