@@ -1,6 +1,8 @@
 //! [`CheckinStore`]: the per-message hot path. The context is three indexed reads in one
-//! REPEATABLE READ, READ ONLY transaction (one snapshot: the enrollment with its session, the named
-//! facts, the open and awaiting commands); the commit is one transaction (`writes.rs`).
+//! REPEATABLE READ, READ ONLY transaction (one snapshot: the enrollment with its session and its
+//! configuration stamp and the configuration epoch, the named facts, the open and awaiting
+//! commands), plus two more only when the device's configuration must be reconciled
+//! ([`DeviceConfigState::needs_load`]); the commit is one transaction (`writes.rs`).
 
 use async_trait::async_trait;
 use sqlx::postgres::PgRow;
@@ -8,6 +10,7 @@ use steward_core::*;
 use time::OffsetDateTime;
 
 use crate::error::from_sqlx;
+use crate::profiles::{load_configuration, stamp_from_row};
 use crate::rows::{Col, command_from_row, enrollment_from_row};
 use crate::{PgStore, from_micros};
 
@@ -22,13 +25,18 @@ macro_rules! session_columns {
 pub(crate) use session_columns;
 
 /// The enrollment row, its session credential and its session (LEFT JOIN: None before the first
-/// message).
+/// message), its configuration stamp (`c_*`, LEFT JOIN: none before the first reconciliation) and
+/// the configuration epoch: what an idle check-in needs to know that nothing changed, in the one
+/// statement it ran before.
 macro_rules! context_sql {
     ($where:literal) => {
         concat!(
             "SELECT e.*, ",
             session_columns!(),
-            " FROM enrollments e LEFT JOIN checkin_sessions s ON s.enrollment_id = e.id WHERE ",
+            ", c.epoch_seen AS c_epoch_seen, c.unsettled AS c_unsettled, c.verify_at AS c_verify_at, \
+             (SELECT epoch FROM configuration_epoch) AS config_epoch \
+             FROM enrollments e LEFT JOIN checkin_sessions s ON s.enrollment_id = e.id \
+             LEFT JOIN device_config_state c ON c.enrollment_id = e.id WHERE ",
             $where
         )
     };
@@ -83,6 +91,10 @@ impl CheckinStore for PgStore {
         let session_credential = row.col("session_credential")?;
         let session = session_from_row(&row)?;
         let eid = enrollment.id.to_string();
+        let epoch = row
+            .col::<Option<i64>>("config_epoch")?
+            .ok_or_else(|| crate::bad("configuration epoch"))?;
+        let state = stamp_from_row(&row)?;
 
         let mut facts = Vec::with_capacity(fact_names.len());
         if !fact_names.is_empty() {
@@ -118,6 +130,13 @@ impl CheckinStore for PgStore {
         .fetch_all(&mut *tx)
         .await
         .map_err(from_sqlx)?;
+        // Only when something may have changed (the epoch moved, something is unsettled, a
+        // read-back is due): an idle check-in of a settled device reads nothing more.
+        let loaded = if state.needs_load(epoch, now) {
+            Some(load_configuration(&mut tx, &eid, enrollment.platform, enrollment.group_id).await?)
+        } else {
+            None
+        };
         tx.commit().await.map_err(from_sqlx)?;
         let mut open = Vec::new();
         let mut awaiting = Vec::new();
@@ -140,7 +159,7 @@ impl CheckinStore for PgStore {
             open,
             awaiting,
             overdue,
-            configuration: Default::default(),
+            configuration: ConfigurationContext { epoch, state, loaded },
         }))
     }
 

@@ -67,11 +67,12 @@ impl GroupStore for PgStore {
         if !exists {
             return Ok(false);
         }
-        let in_use: i64 = sqlx::query_scalar(
+        let (in_use, profiles): (i64, i64) = sqlx::query_as(
             "SELECT (SELECT COUNT(*) FROM enrollments WHERE group_id = $1 AND state = 'active') \
              + (SELECT COUNT(*) FROM enrollment_tokens WHERE group_id = $1 AND NOT revoked) \
              + (SELECT COUNT(*) FROM api_tokens WHERE group_id = $1 AND revoked_at IS NULL) \
-             + (SELECT COUNT(*) FROM users WHERE console_group_id = $1)",
+             + (SELECT COUNT(*) FROM users WHERE console_group_id = $1), \
+             (SELECT COUNT(*) FROM profile_assignments WHERE group_id = $1)",
         )
         .bind(id.to_string())
         .fetch_one(&mut *tx)
@@ -80,6 +81,14 @@ impl GroupStore for PgStore {
         if in_use > 0 {
             return Err(StoreError::Conflict(format!(
                 "group {id} still has active devices, enrollment tokens, API tokens or console users"
+            )));
+        }
+        // An assignment naming the group (included or excluded): removing it from the profile is
+        // a change of what devices get, for a person to decide. A profile write naming the group
+        // holds its row FOR KEY SHARE, so it either committed before the lock above or waits.
+        if profiles > 0 {
+            return Err(StoreError::Conflict(format!(
+                "group {id} is named by the assignment of {profiles} configuration profile(s)"
             )));
         }
         // History rows (ended enrollments, revoked tokens) keep pointing at nothing rather than
@@ -100,73 +109,18 @@ impl GroupStore for PgStore {
     }
 
     async fn set_enrollment_group(&self, id: EnrollmentId, group: Option<GroupId>) -> StoreResult<bool> {
-        let n = self
-            .write_one("UPDATE enrollments SET group_id = $1 WHERE id = $2", |q| {
-                q.bind(group.map(|g| g.to_string())).bind(id.to_string())
-            })
-            .await?;
+        // One statement, so atomic: the move and the reset of the device's configuration stamp
+        // (epoch_seen 0), so its next check-in reconciles against the new group's profiles.
+        let n: i64 = sqlx::query_scalar(
+            "WITH e AS (UPDATE enrollments SET group_id = $1 WHERE id = $2 RETURNING id), \
+             s AS (UPDATE device_config_state SET epoch_seen = 0 WHERE enrollment_id IN (SELECT id FROM e)) \
+             SELECT COUNT(*) FROM e",
+        )
+        .bind(group.map(|g| g.to_string()))
+        .bind(id.to_string())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(from_sqlx)?;
         Ok(n > 0)
-    }
-}
-
-// TEMPORARY (replaced by the store work of this branch): lets the workspace compile.
-#[async_trait::async_trait]
-impl steward_core::ProfileStore for PgStore {
-    async fn write_profiles(&self, _w: &[steward_core::ProfileWrite]) -> steward_core::StoreResult<()> {
-        Err(steward_core::StoreError::Backend("profiles: not yet".into()))
-    }
-    async fn profile(&self, _id: steward_core::ProfileId) -> steward_core::StoreResult<Option<steward_core::Profile>> {
-        Err(steward_core::StoreError::Backend("profiles: not yet".into()))
-    }
-    async fn profile_by_name(&self, _n: &str) -> steward_core::StoreResult<Option<steward_core::Profile>> {
-        Err(steward_core::StoreError::Backend("profiles: not yet".into()))
-    }
-    async fn list_profiles(&self) -> steward_core::StoreResult<Vec<steward_core::Profile>> {
-        Err(steward_core::StoreError::Backend("profiles: not yet".into()))
-    }
-    async fn profile_version(
-        &self,
-        _id: steward_core::ProfileId,
-        _v: u32,
-    ) -> steward_core::StoreResult<Option<steward_core::ProfileVersion>> {
-        Err(steward_core::StoreError::Backend("profiles: not yet".into()))
-    }
-    async fn profile_versions(
-        &self,
-        _id: steward_core::ProfileId,
-    ) -> steward_core::StoreResult<Vec<steward_core::ProfileVersion>> {
-        Err(steward_core::StoreError::Backend("profiles: not yet".into()))
-    }
-    async fn delete_profile(&self, _id: steward_core::ProfileId) -> steward_core::StoreResult<bool> {
-        Err(steward_core::StoreError::Backend("profiles: not yet".into()))
-    }
-    async fn configuration_epoch(&self) -> steward_core::StoreResult<i64> {
-        Err(steward_core::StoreError::Backend("profiles: not yet".into()))
-    }
-    async fn device_configuration(
-        &self,
-        _id: steward_core::EnrollmentId,
-    ) -> steward_core::StoreResult<steward_core::DeviceConfiguration> {
-        Err(steward_core::StoreError::Backend("profiles: not yet".into()))
-    }
-    async fn count_assigned(
-        &self,
-        _p: steward_core::Platform,
-        _a: &steward_core::Assignment,
-    ) -> steward_core::StoreResult<u64> {
-        Err(steward_core::StoreError::Backend("profiles: not yet".into()))
-    }
-    async fn profile_status(
-        &self,
-        _id: steward_core::ProfileId,
-    ) -> steward_core::StoreResult<steward_core::ProfileStatusCounts> {
-        Err(steward_core::StoreError::Backend("profiles: not yet".into()))
-    }
-    async fn request_verification(
-        &self,
-        _t: steward_core::VerifyTarget,
-        _now: time::OffsetDateTime,
-    ) -> steward_core::StoreResult<u64> {
-        Err(steward_core::StoreError::Backend("profiles: not yet".into()))
     }
 }

@@ -14,6 +14,7 @@
 //! | `InventoryStore` | `inventory.rs` |
 //! | `UserStore` | `users.rs` |
 //! | `GroupStore` | `groups.rs` |
+//! | `ProfileStore` | `profiles.rs` (the device's rows written by the check-in commit) |
 //! | `AccessStore` | `access.rs` |
 //! | `AuditLog` | `audit.rs` |
 //! | `EventLog` | `events.rs` |
@@ -37,7 +38,9 @@
 //! - a command's outcome is an `INSERT … ON CONFLICT DO NOTHING` on its result row, so it is taken
 //!   once however many transactions race;
 //! - tokens and enrollments are read `FOR UPDATE`, and the unique index on a device's active
-//!   enrollment turns two racing first enrollments into one success and one conflict.
+//!   enrollment turns two racing first enrollments into one success and one conflict;
+//! - every profile write first moves the configuration epoch (an UPDATE of its one row, whose lock
+//!   serialises profile writes), and an update's expected version is the UPDATE's own condition.
 
 /// The first key of every advisory lock this store takes: the schema's name, hashed, so two
 /// Steward installations in two schemas of one database do not wait for each other.
@@ -60,6 +63,7 @@ mod health;
 mod inspect;
 mod inventory;
 mod migrate;
+mod profiles;
 mod reports;
 mod rows;
 mod users;

@@ -39,6 +39,7 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "keyed_audit_chain",
         include_str!("../migrations/0009_keyed_audit_chain.sql"),
     ),
+    (10, "profiles", include_str!("../migrations/0010_profiles.sql")),
 ];
 
 fn be(e: sqlx::Error) -> StoreError {

@@ -359,3 +359,143 @@ async fn sslmode_in_the_url_puts_the_connections_on_tls() {
     assert!(version.is_some_and(|v| v.starts_with("TLS")));
     schema.drop(store).await;
 }
+
+/// A profile write for this module's races: created at version 1 (`expected` None) or version
+/// `expected + 1` decided against `expected`, with one setting of `value`.
+fn profile_write(id: ProfileId, name: &str, groups: Vec<GroupId>, expected: Option<u32>, value: &str) -> ProfileWrite {
+    let at = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+    let version = expected.map_or(1, |v| v + 1);
+    let settings = vec![Setting {
+        path: "./Vendor/MSFT/Policy/Config/Camera/AllowCamera".into(),
+        format: "int".into(),
+        verb: "replace".into(),
+        value: value.into(),
+        type_: None,
+        readable: true,
+        on_remove: OnRemove::Delete,
+        remove_path: None,
+    }];
+    ProfileWrite {
+        profile: Profile {
+            id,
+            name: name.into(),
+            platform: Platform::Windows,
+            description: String::new(),
+            priority: 100,
+            remediation: Remediation::Remediate,
+            current_version: version,
+            assignment: Assignment {
+                all: groups.is_empty(),
+                groups,
+                exclude_groups: vec![],
+            },
+            created_at: at,
+            updated_at: at,
+        },
+        new_version: Some(ProfileVersion {
+            profile_id: id,
+            version,
+            digest: ProfileVersion::digest_of(&settings),
+            settings,
+            created_at: at,
+        }),
+        expected_version: expected,
+    }
+}
+
+/// Applies racing on many connections, all decided against version 1: one appends version 2, every
+/// other is a Conflict (the UPDATE's version condition under the epoch row's lock), and the epoch
+/// moved once per successful write.
+#[tokio::test]
+async fn racing_applies_of_one_version_append_it_once() {
+    let (schema, store) = temp_store().await;
+    let id = ProfileId::new();
+    store
+        .write_profiles(&[profile_write(id, "camera", vec![], None, "0")])
+        .await
+        .unwrap();
+    let epoch = store.configuration_epoch().await.unwrap();
+    let applies: Vec<_> = (0..12)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .write_profiles(&[profile_write(id, "camera", vec![], Some(1), &i.to_string())])
+                    .await
+            })
+        })
+        .collect();
+    let mut won = 0;
+    for a in applies {
+        match a.await.unwrap() {
+            Ok(()) => won += 1,
+            Err(StoreError::Conflict(_)) => {}
+            Err(e) => panic!("a racing apply failed otherwise: {e}"),
+        }
+    }
+    assert_eq!(won, 1, "exactly one apply of version 1 wins");
+    let versions = store.profile_versions(id).await.unwrap();
+    assert_eq!(versions.iter().map(|v| v.version).collect::<Vec<_>>(), vec![1, 2]);
+    assert_eq!(store.profile(id).await.unwrap().unwrap().current_version, 2);
+    assert_eq!(
+        store.configuration_epoch().await.unwrap(),
+        epoch + 1,
+        "losers moved nothing"
+    );
+    schema.drop(store).await;
+}
+
+/// A group deleted while a profile write names it, on two connections: exactly one of them
+/// succeeds (the write's FOR KEY SHARE against delete_group's FOR UPDATE), so no assignment ever
+/// names a deleted group and no in-use group is deleted.
+#[tokio::test]
+async fn a_group_deleted_while_a_profile_names_it_is_one_or_the_other() {
+    let (schema, store) = temp_store().await;
+    for round in 0..10 {
+        let g = Group::named(&format!("race-{round}"), OffsetDateTime::now_utc()).unwrap();
+        store.create_group(&g).await.unwrap();
+        let id = ProfileId::new();
+        let write = [profile_write(id, &format!("p-{round}"), vec![g.id], None, "1")];
+        let (deleted, written) = tokio::join!(store.delete_group(g.id), store.write_profiles(&write));
+        match (deleted, written) {
+            (Ok(true), Err(StoreError::Conflict(_))) => {
+                assert!(store.profile(id).await.unwrap().is_none());
+            }
+            (Err(StoreError::Conflict(_)), Ok(())) => {
+                assert!(store.group_by_name(&g.name).await.unwrap().is_some());
+                assert_eq!(store.profile(id).await.unwrap().unwrap().assignment.groups, vec![g.id]);
+            }
+            other => panic!("round {round}: both or neither succeeded: {other:?}"),
+        }
+    }
+    schema.drop(store).await;
+}
+
+/// Writes that contradict themselves are refused before any statement: nothing written, the
+/// epoch where it was.
+#[tokio::test]
+async fn contradictory_profile_writes_write_nothing() {
+    let (schema, store) = temp_store().await;
+    let g = Group::named("lab", OffsetDateTime::now_utc()).unwrap();
+    store.create_group(&g).await.unwrap();
+    let epoch = store.configuration_epoch().await.unwrap();
+    let good = profile_write(ProfileId::new(), "good", vec![], None, "1");
+
+    let mut both = profile_write(ProfileId::new(), "both", vec![g.id], None, "1");
+    both.profile.assignment.exclude_groups = vec![g.id];
+    let mut wrong_version = profile_write(ProfileId::new(), "wrong-version", vec![], None, "1");
+    wrong_version.profile.current_version = 2;
+    let mut no_version = profile_write(ProfileId::new(), "no-version", vec![], None, "1");
+    no_version.new_version = None;
+    for bad in [both, wrong_version, no_version] {
+        let name = bad.profile.name.clone();
+        let err = store.write_profiles(&[good.clone(), bad]).await.unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Backend(m) if m.contains(&name)),
+            "{name}: {err}"
+        );
+    }
+    assert!(store.list_profiles().await.unwrap().is_empty());
+    assert_eq!(store.configuration_epoch().await.unwrap(), epoch);
+    schema.drop(store).await;
+}

@@ -713,6 +713,11 @@ async fn commit_checkin(
     if c.retire_previous_certificate {
         retire_previous(tx, id, reasons::RENEWED_CERTIFICATE_IN_USE, now).await?;
     }
+
+    // None (the usual idle message): no statement at all.
+    if let Some(config) = &c.configuration {
+        crate::profiles::write_configuration(tx, &eid, config, now).await?;
+    }
     Ok(())
 }
 
