@@ -102,6 +102,7 @@ stories!(
     readiness,
     profiles,
     configuration_in_checkin,
+    dynamic_groups,
 );
 
 #[tokio::test]
@@ -123,7 +124,7 @@ async fn run_all_on_fresh_schemas() {
         }
     })
     .await;
-    assert_eq!(n, 20);
+    assert_eq!(n, 21);
     let mut c = PgConnection::connect(&database_url()).await.unwrap();
     for s in schemas {
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA {s} CASCADE")))

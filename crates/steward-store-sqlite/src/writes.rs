@@ -355,7 +355,8 @@ pub(crate) fn end_enrollment(
 /// Records reported facts, in order: an unchanged value only gets `updated_at` (when last
 /// reported); a changed or new one is written with a history row. Every check-in reports the same
 /// DevInfo facts, so the usual case is one cached UPDATE per fact that finds its row unchanged. A
-/// later item for the same name compares against the value just written.
+/// later item for the same name compares against the value just written. A changed fact that a
+/// dynamic group's rule can read resets the device's configuration stamp.
 fn write_facts(tx: &Connection, eid: &str, facts: &[FactUpdate], at: i64) -> StoreResult<()> {
     let mut touch = tx
         .prepare_cached("UPDATE device_facts SET updated_at = ?1 WHERE enrollment_id = ?2 AND name = ?3 AND value = ?4")
@@ -382,6 +383,15 @@ fn write_facts(tx: &Connection, eid: &str, facts: &[FactUpdate], at: i64) -> Sto
             "INSERT INTO device_fact_history (enrollment_id, name, old_value, new_value, at) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![eid, name, old, f.value, at],
         )?;
+        // A fact a dynamic group's rule can read changed: the device's membership may have, so its
+        // next check-in reconciles (the stamp is reset in this same transaction).
+        if RuleFact::is_rule_fact(&f.name) {
+            exec(
+                tx,
+                "UPDATE device_config_state SET epoch_seen = 0 WHERE enrollment_id = ?1",
+                params![eid],
+            )?;
+        }
     }
     Ok(())
 }
