@@ -3683,12 +3683,14 @@ where
         "dynamic groups: an unchanged rule fact leaves the stamp"
     );
 
-    // The build changes: the stamp is reset in the same commit, the device is now a member.
+    // The build changes: the stamp is reset in the same commit, even when that commit also
+    // reconciled (its plan saw the old facts), and the device is now a member.
     let t2 = t1 + Duration::seconds(1);
-    store
-        .commit_checkin(e.id, &report("10.0.22631.2861", t2), t2)
-        .await
-        .unwrap();
+    let changed = CheckinCommit {
+        configuration: Some(settled(epoch2)),
+        ..report("10.0.22631.2861", t2)
+    };
+    store.commit_checkin(e.id, &changed, t2).await.unwrap();
     let ctx = config_context(store, e.id, t2).await;
     assert_eq!(
         ctx.state.epoch_seen, 0,
