@@ -15,7 +15,7 @@ pub use crate::enrollment_tokens::{
     CreatedEnrollmentToken, EnrollmentTokenPage, EnrollmentTokenView, NewEnrollmentTokenRequest,
 };
 pub use crate::error::Problem;
-pub use crate::groups::{GroupPage, GroupView, NewGroupRequest};
+pub use crate::groups::{GroupPage, GroupRuleRequest, GroupView, NewGroupRequest};
 pub use crate::server::{Counts, ServerInfo};
 pub use crate::users::{NewUserRequest, UpdateUserRequest, UserPage, UserView};
 pub use crate::webhooks::{
