@@ -623,9 +623,12 @@ pub fn plan(enrollment: EnrollmentId, ctx: &ConfigurationContext, now: OffsetDat
         let failed_same = row.is_some_and(|r| {
             r.status == SettingStatus::Failed && r.in_flight.is_none() && r.setting.digest() == digest
         });
+        // A read-back already in flight stays offered until it is answered: its answer may come in
+        // a later message, after `verify_at` moved on, and only offered ops take answers.
+        let verify_in_flight = row.is_some_and(|r| r.in_flight.as_ref().is_some_and(|f| f.op == OpKind::Verify));
         if !acknowledged && (!failed_same || verifying) {
             ops.push(op(path, OpKind::Apply, &d.setting, row));
-        } else if acknowledged && verifying && d.setting.readable {
+        } else if acknowledged && (verifying || verify_in_flight) && d.setting.readable {
             ops.push(op(path, OpKind::Verify, &d.setting, row));
         }
     }
@@ -1281,6 +1284,58 @@ mod tests {
         assert_eq!(c5.upserts[0].status, SettingStatus::Verified);
         assert_eq!(c5.state.verify_at, Some(NOW + policy.interval));
         assert_eq!(c5.state.unsettled, 0);
+    }
+
+    #[test]
+    fn a_read_back_in_flight_stays_offered_after_the_schedule_moved() {
+        let e = EnrollmentId::new();
+        let p = profile("p", 0, vec![setting("./X", "1")], all());
+        let policy = VerifyPolicy::default();
+        let plan1 = plan(e, &ctx(vec![p.clone()], vec![], None), NOW).unwrap();
+        let acked = absorb(
+            &plan1,
+            &OpAnswers {
+                session: "s1",
+                outcomes: &[answer(plan1.ops[0].id, 200, None)],
+                ..Default::default()
+            },
+            &policy,
+            NOW,
+        );
+        let verify = plan(e, &ctx(vec![p.clone()], acked.upserts.clone(), Some(NOW)), NOW).unwrap();
+        assert_eq!(verify.ops[0].kind, OpKind::Verify);
+        let sent = absorb(
+            &verify,
+            &OpAnswers {
+                session: "s2",
+                sent: &[verify.ops[0].id],
+                ..Default::default()
+            },
+            &policy,
+            NOW,
+        );
+        // The round moved verify_at on; the Get is still unanswered, so the next message offers it
+        // again (not re-sent in s2) and takes its Results.
+        assert!(sent.state.verify_at.is_some_and(|t| t > NOW));
+        let mut cx = ctx(vec![p], sent.upserts.clone(), sent.state.verify_at);
+        cx.state = sent.state;
+        let next = plan(e, &cx, NOW).unwrap();
+        assert_eq!(next.ops.len(), 1);
+        assert_eq!(
+            (next.ops[0].kind, next.ops[0].last_session.as_deref()),
+            (OpKind::Verify, Some("s2"))
+        );
+        let done = absorb(
+            &next,
+            &OpAnswers {
+                session: "s2",
+                outcomes: &[answer(next.ops[0].id, 200, Some("1"))],
+                ..Default::default()
+            },
+            &policy,
+            NOW,
+        );
+        assert_eq!(done.upserts[0].status, SettingStatus::Verified);
     }
 
     #[test]

@@ -39,6 +39,7 @@ fn windows_settings(config: &Config) -> WindowsSettings {
         poll_interval_minutes: e.poll_interval_minutes,
         federated_token_minutes: e.federated_token_minutes,
         inventory_interval_hours: e.inventory_interval_hours,
+        verify_interval_hours: m.verify_interval_hours,
         enrollment_body_bytes: config.limits.enrollment_body_bytes,
         management_body_bytes: config.limits.management_body_bytes,
         md5_auth: m.md5_auth,

@@ -186,6 +186,8 @@ pub struct ManagementConfig {
     /// (OMA-DM Cred + challenge) when no client certificate reaches us: for proxies that strip
     /// certificates. MD5 digest is weak; prefer mTLS or the trusted proxy header.
     pub md5_auth: bool,
+    /// Hours between read-backs of each device's readable profile settings (drift detection).
+    pub verify_interval_hours: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -401,6 +403,7 @@ impl Default for ManagementConfig {
             trusted_proxies: Vec::new(),
             client_cert_header: "x-client-cert".into(),
             md5_auth: false,
+            verify_interval_hours: 24,
         }
     }
 }
@@ -512,6 +515,7 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
         "STEWARD_INVENTORY_INTERVAL_HOURS",
         "enrollment.inventory_interval_hours",
     ),
+    ("STEWARD_VERIFY_INTERVAL_HOURS", "management.verify_interval_hours"),
     ("STEWARD_CONSOLE_REQUIRE_TOTP", "console.require_totp"),
     ("STEWARD_AUDIT_CHECKPOINT_EVERY_EVENTS", "audit.checkpoint_every_events"),
     (
@@ -551,6 +555,7 @@ const NUMERIC_KEYS: &[&str] = &[
     "limits.password_hashes",
     "limits.password_queue",
     "enrollment.inventory_interval_hours",
+    "management.verify_interval_hours",
     "audit.checkpoint_every_events",
     "audit.checkpoint_interval_seconds",
 ];
@@ -726,6 +731,9 @@ impl Config {
         }
         if !(1..=24 * 30).contains(&e.inventory_interval_hours) {
             return invalid("enrollment.inventory_interval_hours must be between 1 and 720".into());
+        }
+        if !(1..=24 * 30).contains(&self.management.verify_interval_hours) {
+            return invalid("management.verify_interval_hours must be between 1 and 720".into());
         }
         if !(64 * 1024..=64 * 1024 * 1024).contains(&self.limits.management_body_bytes) {
             return invalid("limits.management_body_bytes must be between 64 KiB and 64 MiB".into());

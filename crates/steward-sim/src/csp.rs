@@ -588,6 +588,42 @@ impl CspTree {
         self.nodes.insert(path, CspNode::interior(access));
     }
 
+    /// A local administrator's change (the Settings app, the registry, Group Policy), not an MDM
+    /// command: sets the node's value, creating it (and its ancestors) in a creatable subtree such
+    /// as the Policy CSP's `Config/<Area>/<Policy>`. No access check applies (the local
+    /// administrator is not the MDM server), but the value must fit the node's format. The next
+    /// Get from the server sees the new value: that is drift.
+    pub fn set_local(&mut self, uri: &str, value: &str) -> Result<(), CspError> {
+        let path = normalize(uri).ok_or_else(|| CspError::BadUri(uri.to_owned()))?;
+        if let Some(node) = self.nodes.get_mut(&path) {
+            if node.format == Format::Node || !node.format.accepts(value) {
+                return Err(CspError::BadValue(uri.to_owned()));
+            }
+            node.value = Some(value.to_owned());
+            return Ok(());
+        }
+        let rule = creatable(&path).ok_or_else(|| CspError::NotFound(uri.to_owned()))?;
+        if rule.default_format == Format::Node {
+            return Err(CspError::BadValue(uri.to_owned()));
+        }
+        self.ensure_ancestors(&path);
+        self.nodes
+            .insert(path, CspNode::leaf(rule.default_format, rule.access, value));
+        Ok(())
+    }
+
+    /// A local administrator's removal of a node and its subtree (e.g. a policy reset to its
+    /// default). Returns whether there was one.
+    pub fn remove_local(&mut self, uri: &str) -> bool {
+        let Some(path) = normalize(uri) else { return false };
+        if path == "." || !self.nodes.contains_key(&path) {
+            return false;
+        }
+        let prefix = format!("{path}/");
+        self.nodes.retain(|k, _| k != &path && !k.starts_with(&prefix));
+        true
+    }
+
     /// Whether a user session exists; `./User/…` commands fail with 500 without one.
     pub fn set_user_session(&mut self, signed_in: bool) {
         self.user_session = signed_in;
@@ -1074,6 +1110,44 @@ mod tests {
         );
         assert_eq!(t.client_credentials(), Some(("dev".into(), "s3".into())));
         assert_eq!(t.get(&format!("{base}/AAuthSecret")).unwrap_err().status(), 405);
+    }
+
+    #[test]
+    fn policy_nodes_answer_like_windows_and_drift_locally() {
+        let mut t = tree();
+        let node = "./Device/Vendor/MSFT/Policy/Config/Camera/AllowCamera";
+        // Missing: Get and Delete 404; Replace creates it; Get returns what was set.
+        assert_eq!(t.get(node).unwrap_err().status(), 404);
+        assert_eq!(t.delete(node).unwrap_err().status(), 404);
+        assert_eq!(t.replace(node, Some("int"), None, Some("0")), Ok(200));
+        assert_eq!(t.get(node).unwrap().data, "0");
+        // Through the legacy spelling too.
+        assert_eq!(
+            t.get("./Vendor/MSFT/Policy/Config/Camera/AllowCamera").unwrap().data,
+            "0"
+        );
+        // A local administrator changes it: the next Get sees the drift.
+        t.set_local(node, "1").unwrap();
+        assert_eq!(t.get(node).unwrap().data, "1");
+        assert_eq!(
+            t.set_local(node, "one").unwrap_err().status(),
+            400,
+            "an int node keeps its format"
+        );
+        // And removes it: gone, as for the server.
+        assert!(t.remove_local(node));
+        assert!(!t.remove_local(node));
+        assert_eq!(t.get(node).unwrap_err().status(), 404);
+        // A node that did not exist is created where the CSP allows it, refused elsewhere.
+        let other = "./User/Vendor/MSFT/Policy/Config/Start/HideSleep";
+        t.set_local(other, "1").unwrap();
+        assert_eq!(t.get(other).unwrap().data, "1");
+        assert_eq!(
+            t.set_local("./Device/Vendor/MSFT/Nope/X", "1").unwrap_err().status(),
+            404
+        );
+        assert_eq!(t.add(node, Some("int"), None, Some("2")), Ok(200));
+        assert_eq!(t.add(node, Some("int"), None, Some("2")).unwrap_err().status(), 418);
     }
 
     #[test]

@@ -397,6 +397,17 @@ pub struct ManagedDevice {
 }
 
 impl ManagedDevice {
+    /// A local administrator sets a node's value on the device ([`CspTree::set_local`]): what a
+    /// profile's verification then reads back as drift.
+    pub fn set_local(&mut self, loc_uri: &str, value: &str) -> Result<(), crate::csp::CspError> {
+        self.tree.set_local(loc_uri, value)
+    }
+
+    /// A local administrator deletes a node on the device ([`CspTree::remove_local`]).
+    pub fn delete_local(&mut self, loc_uri: &str) -> bool {
+        self.tree.remove_local(loc_uri)
+    }
+
     /// A device with a fresh Windows 11 tree and no TLS identity (unit tests, custom setups).
     pub fn new(profile: DeviceProfile, management_url: impl Into<String>) -> Self {
         Self {

@@ -4,7 +4,7 @@
 use serde::Deserialize;
 use steward_core::{
     Action, CatalogProfile, CommandRejected, CommandSummary, EnrollmentEndpoint, Platform, PlatformAdapter,
-    PlatformPayload,
+    PlatformPayload, Setting, SettingRejected,
 };
 
 use crate::commands::{self, CommandItem, OmaDmCommand, Verb};
@@ -100,6 +100,18 @@ impl PlatformAdapter for WindowsAdapter {
 
     fn catalog(&self) -> &[CatalogProfile] {
         crate::catalog::builtin_core()
+    }
+
+    fn profile_settings(&self, settings: &[serde_json::Value]) -> Result<Vec<Setting>, SettingRejected> {
+        crate::profile::profile_settings(settings)
+    }
+
+    fn setting_document(&self, setting: &Setting) -> serde_json::Value {
+        crate::profile::setting_document(setting)
+    }
+
+    fn catalog_settings(&self, name: &str) -> Option<Vec<Setting>> {
+        crate::profile::catalog_settings(name)
     }
 }
 

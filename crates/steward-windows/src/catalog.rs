@@ -427,28 +427,15 @@ fn placeholders(text: &str) -> Result<Vec<String>, String> {
 
 fn setting(s: SettingFile) -> Result<Setting, String> {
     let uri = &s.loc_uri;
-    if !SCOPES.iter().any(|scope| uri.starts_with(scope)) {
-        return Err(format!("{uri} is not under {}", SCOPES.join(", ")));
-    }
+    check_scope(uri)?;
     if !s.doc.starts_with(DOC_PREFIX) {
         return Err(format!("{uri}: doc {:?} is not on {DOC_PREFIX}", s.doc));
     }
     if s.description.trim().is_empty() {
         return Err(format!("{uri}: no description"));
     }
-    let verb = match s.verb.as_deref().unwrap_or("replace") {
-        "replace" => Verb::Replace,
-        "add" => Verb::Add,
-        "exec" => Verb::Exec,
-        other => return Err(format!("{uri}: verb {other:?} is not replace, add or exec")),
-    };
-    if !FORMATS.contains(&s.format.as_str()) {
-        return Err(format!(
-            "{uri}: format {:?} is not one of {}",
-            s.format,
-            FORMATS.join(", ")
-        ));
-    }
+    let verb = parse_verb(uri, s.verb.as_deref())?;
+    check_format(uri, &s.format)?;
     let value = match (s.format.as_str(), s.value) {
         ("null" | "node", None) => String::new(),
         (f @ ("null" | "node"), Some(_)) => return Err(format!("{uri}: format {f} carries no value")),
@@ -460,22 +447,9 @@ fn setting(s: SettingFile) -> Result<Setting, String> {
         ("chr" | "b64" | "xml", Some(ValueFile::Text(t))) => t,
         (f, Some(v)) => return Err(format!("{uri}: value {v:?} does not match format {f}")),
     };
-    let on_remove = OnRemove::parse(&s.on_remove).ok_or_else(|| {
-        format!(
-            "{uri}: on_remove {:?} is not delete, keep or replace:<value>",
-            s.on_remove
-        )
-    })?;
-    if let OnRemove::Replace(v) = &on_remove {
-        check_value(uri, &s.format, v)?;
-    }
+    let on_remove = parse_on_remove(uri, &s.on_remove, &s.format)?;
     let remove_loc_uri = s.remove_loc_uri.unwrap_or_else(|| s.loc_uri.clone());
-    let scope = SCOPES.iter().find(|p| uri.starts_with(*p)).copied().unwrap_or_default();
-    if !remove_loc_uri.starts_with(scope) || commands::validate_loc_uri(&remove_loc_uri).is_err() {
-        return Err(format!(
-            "{uri}: remove_loc_uri {remove_loc_uri} is invalid or in another scope"
-        ));
-    }
+    check_remove_loc_uri(uri, &remove_loc_uri)?;
     Ok(Setting {
         loc_uri: s.loc_uri,
         verb,
@@ -490,9 +464,66 @@ fn setting(s: SettingFile) -> Result<Setting, String> {
     })
 }
 
+// ------------------------------------------------- rules shared with profile settings (crate::profile)
+
+/// The scope root `uri` is under ([`SCOPES`]), if any.
+pub(crate) fn scope_of(uri: &str) -> Option<&'static str> {
+    SCOPES.iter().find(|scope| uri.starts_with(*scope)).copied()
+}
+
+/// A setting's LocURI must be under one of the [`SCOPES`].
+pub(crate) fn check_scope(uri: &str) -> Result<&'static str, String> {
+    scope_of(uri).ok_or_else(|| format!("{uri} is not under {}", SCOPES.join(", ")))
+}
+
+/// A setting's verb: `replace` (the default), `add` or `exec`.
+pub(crate) fn parse_verb(uri: &str, verb: Option<&str>) -> Result<Verb, String> {
+    match verb.unwrap_or("replace") {
+        "replace" => Ok(Verb::Replace),
+        "add" => Ok(Verb::Add),
+        "exec" => Ok(Verb::Exec),
+        other => Err(format!("{uri}: verb {other:?} is not replace, add or exec")),
+    }
+}
+
+/// The lower-case name a verb is written with in settings (`replace`, `add`, `exec`).
+pub(crate) fn verb_name(verb: Verb) -> String {
+    verb.as_str().to_ascii_lowercase()
+}
+
+/// A setting's format must be one of [`FORMATS`].
+pub(crate) fn check_format(uri: &str, format: &str) -> Result<(), String> {
+    if FORMATS.contains(&format) {
+        Ok(())
+    } else {
+        Err(format!("{uri}: format {format:?} is not one of {}", FORMATS.join(", ")))
+    }
+}
+
+/// `delete`, `keep` or `replace:<value>`, the value of the setting's format.
+pub(crate) fn parse_on_remove(uri: &str, on_remove: &str, format: &str) -> Result<OnRemove, String> {
+    let parsed = OnRemove::parse(on_remove)
+        .ok_or_else(|| format!("{uri}: on_remove {on_remove:?} is not delete, keep or replace:<value>"))?;
+    if let OnRemove::Replace(v) = &parsed {
+        check_value(uri, format, v)?;
+    }
+    Ok(parsed)
+}
+
+/// The node a removal acts on: a valid LocURI in the setting's own scope.
+pub(crate) fn check_remove_loc_uri(uri: &str, remove_loc_uri: &str) -> Result<(), String> {
+    let scope = scope_of(uri).unwrap_or_default();
+    if !remove_loc_uri.starts_with(scope) || commands::validate_loc_uri(remove_loc_uri).is_err() {
+        return Err(format!(
+            "{uri}: remove_loc_uri {remove_loc_uri} is invalid or in another scope"
+        ));
+    }
+    Ok(())
+}
+
 /// Whether a (filled-in) value is one of its format: an integer, true/false, base64, well-formed
 /// XML (and a `chr` value that is markup, like an ADMX policy's `<enabled/>`, well-formed too).
-fn check_value(uri: &str, format: &str, value: &str) -> Result<(), String> {
+pub(crate) fn check_value(uri: &str, format: &str, value: &str) -> Result<(), String> {
     let ok = match format {
         "int" => value.parse::<i64>().is_ok(),
         "bool" => matches!(value, "true" | "false"),

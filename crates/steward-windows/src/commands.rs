@@ -18,6 +18,10 @@ pub enum Verb {
     Exec,
     /// All-or-nothing group of Add/Replace/Delete/Exec children.
     Atomic,
+    /// Children processed in order, each answered on its own (OMA-DM RepPro §6.6.14). Not taken
+    /// from admins' commands: it carries a raw SyncML profile setting of several commands, so the
+    /// device answers them under one CmdID (see `crate::profile`).
+    Sequence,
 }
 
 impl Verb {
@@ -29,6 +33,7 @@ impl Verb {
             Verb::Delete => "Delete",
             Verb::Exec => "Exec",
             Verb::Atomic => "Atomic",
+            Verb::Sequence => "Sequence",
         }
     }
 }
@@ -161,6 +166,8 @@ pub enum CommandError {
     MissingData(String),
     #[error("Atomic holds Add, Replace, Delete or Exec children only (no nesting, no Get)")]
     AtomicChild,
+    #[error("Sequence holds Add, Replace, Delete, Exec or Atomic children only (no nesting, no Get)")]
+    SequenceChild,
     #[error("command too large ({0} bytes; at most {MAX_DATA_BYTES})")]
     TooLarge(usize),
 }
@@ -195,12 +202,24 @@ pub fn validate(command: &OmaDmCommand) -> Result<(), CommandError> {
 }
 
 fn validate_at(p: &OmaDmCommand, in_atomic: bool) -> Result<(), CommandError> {
+    if p.verb == Verb::Sequence {
+        if in_atomic || p.children.is_empty() || !p.items.is_empty() {
+            return Err(CommandError::SequenceChild);
+        }
+        for c in &p.children {
+            if matches!(c.verb, Verb::Get | Verb::Sequence) {
+                return Err(CommandError::SequenceChild);
+            }
+            validate_at(c, false)?;
+        }
+        return Ok(());
+    }
     if p.verb == Verb::Atomic {
         if in_atomic || p.children.is_empty() || !p.items.is_empty() {
             return Err(CommandError::AtomicChild);
         }
         for c in &p.children {
-            if matches!(c.verb, Verb::Get | Verb::Atomic) {
+            if matches!(c.verb, Verb::Get | Verb::Atomic | Verb::Sequence) {
                 return Err(CommandError::AtomicChild);
             }
             validate_at(c, true)?;

@@ -22,6 +22,8 @@ pub mod inventory;
 mod manage;
 mod md5;
 pub mod parse;
+pub mod profile;
+pub mod reconcile;
 mod renew;
 pub mod session;
 
@@ -85,6 +87,9 @@ pub struct WindowsSettings {
     pub federated_token_minutes: u32,
     /// Hours between inventory refreshes (asked at the start of a session once this has passed).
     pub inventory_interval_hours: u32,
+    /// Hours between read-backs of a device's readable profile settings
+    /// ([`steward_core::configuration::VerifyPolicy`]).
+    pub verify_interval_hours: u32,
     /// Largest enrollment (SOAP) request body accepted.
     pub enrollment_body_bytes: usize,
     /// Largest management (SyncML) message accepted.

@@ -185,7 +185,7 @@ pub async fn management(
         open,
         awaiting,
         overdue,
-        configuration: _,
+        configuration,
     } = ctx;
     if !claimed.eq_ignore_ascii_case(enrollment.device_id.as_str()) {
         tracing::warn!(device.id = %enrollment.device_id, claimed, "device presented another device's LocURI");
@@ -218,9 +218,16 @@ pub async fn management(
         Authenticated::Md5 { next_nonce } => Some(next_nonce.clone()),
         Authenticated::Certificate(_) => None,
     };
+    // The device's configuration, when the context loaded it (a settled device costs nothing
+    // here): its operations go to the engine as open commands and come back out of the commit.
+    let mut open = open;
+    let reconciliation = crate::reconcile::Reconciliation::prepare(&enrollment, &configuration, now).map(|mut r| {
+        open.extend(r.take_commands());
+        r
+    });
     let retire_previous_certificate = enrollment.previous_cert.is_some()
         && matches!(&auth, Authenticated::Certificate(t) if *t == enrollment.cert_thumbprint);
-    let out = session::process(session::SessionInput {
+    let mut out = session::process(session::SessionInput {
         msg: &msg,
         raw: &raw,
         request_hash,
@@ -243,6 +250,12 @@ pub async fn management(
         retire_previous_certificate,
         expire_overdue: overdue,
     });
+    if let Some(r) = reconciliation {
+        let policy = VerifyPolicy {
+            interval: time::Duration::hours(i64::from(settings.verify_interval_hours)),
+        };
+        r.finish(&msg, &mut out.commit, &policy, now);
+    }
     // Durable before the device sees it: if this fails the device gets an error and nothing was
     // marked sent or recorded, so the same work happens again on its retry.
     state

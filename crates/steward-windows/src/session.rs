@@ -261,11 +261,11 @@ fn status(ids: &mut Counter, msg_ref: u32, cmd_ref: &str, cmd: &str, code: u16) 
     })
 }
 
-/// The SyncML form of a queued command. The command UUID is the CmdID; Atomic children get
-/// `<uuid>.<n>` so their Statuses map back to the parent.
+/// The SyncML form of a queued command. The command UUID is the CmdID; Atomic and Sequence
+/// children get `<uuid>.<n>` so their Statuses map back to the parent.
 pub fn to_syncml(cmd_id: &str, p: &OmaDmCommand) -> syncml::Command {
-    if p.verb == Verb::Atomic {
-        return syncml::Command::Atomic(Container {
+    if matches!(p.verb, Verb::Atomic | Verb::Sequence) {
+        let container = Container {
             cmd_id: cmd_id.to_owned(),
             meta: None,
             commands: p
@@ -274,7 +274,12 @@ pub fn to_syncml(cmd_id: &str, p: &OmaDmCommand) -> syncml::Command {
                 .enumerate()
                 .map(|(i, c)| to_syncml(&format!("{cmd_id}.{}", i + 1), c))
                 .collect(),
-        });
+        };
+        return if p.verb == Verb::Atomic {
+            syncml::Command::Atomic(container)
+        } else {
+            syncml::Command::Sequence(container)
+        };
     }
     let items = p
         .items
@@ -307,7 +312,7 @@ pub fn to_syncml(cmd_id: &str, p: &OmaDmCommand) -> syncml::Command {
         Verb::Add => syncml::Command::Add(ic),
         Verb::Replace => syncml::Command::Replace(ic),
         Verb::Delete => syncml::Command::Delete(ic),
-        Verb::Exec | Verb::Atomic => syncml::Command::Exec(ic),
+        Verb::Exec | Verb::Atomic | Verb::Sequence => syncml::Command::Exec(ic),
     }
 }
 

@@ -20,6 +20,7 @@ mod limits;
 mod load;
 mod management;
 mod probe;
+mod profiles;
 mod readiness;
 mod tls_surfaces;
 mod webhooks;
