@@ -126,7 +126,10 @@ async fn a_dynamic_group_picks_up_a_device_when_its_build_changes() {
     )
     .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
-    assert!(problem["detail"].as_str().unwrap().contains("not a version"), "{problem}");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("not a version"),
+        "{problem}"
+    );
     assert!(t.store().group_by_name("win11").await.unwrap().is_none());
 
     // The dynamic group, through the API.
