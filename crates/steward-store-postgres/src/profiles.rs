@@ -22,6 +22,7 @@ use time::OffsetDateTime;
 
 use crate::error::{from_sqlx, json_err, unique_violation};
 use crate::rows::Col;
+use crate::writes::exec;
 use crate::{PgStore, bad, from_micros, micros, opt_micros, parse_id};
 
 /// A profile row with its assignment: `assign_all` from the row, the included and the excluded
@@ -274,11 +275,6 @@ async fn dynamic_membership(
     })
 }
 
-/// Runs one statement that returns no rows; rows changed.
-async fn exec(tx: &mut PgConnection, q: crate::PgQuery<'_>) -> StoreResult<u64> {
-    Ok(q.execute(&mut *tx).await.map_err(from_sqlx)?.rows_affected())
-}
-
 /// Writes what a check-in decided for the device's configuration ([`ConfigurationCommit`]) in the
 /// check-in's transaction: deleted paths, upserted rows (one statement over arrays), the stamp, and
 /// the events through the outbox as every other event (its advisory lock held to commit).
@@ -376,44 +372,35 @@ pub(crate) async fn write_configuration(
     Ok(())
 }
 
-/// Refuses a write that contradicts itself before anything is written: a new version that is not
-/// the profile's new current one, a current version moved without a new version, a group both
-/// included and excluded.
+/// Refuses a write that contradicts itself before anything is written, as the SQLite store does
+/// (a caller's bug, a Conflict): version numbers that do not describe a change as [`ProfileWrite`]
+/// defines it (a new profile starts at version 1; an update's new version follows the expected
+/// one; without a new version the current one stays), or a group named twice in the assignment
+/// (in particular both included and excluded).
 fn check_write(w: &ProfileWrite) -> StoreResult<()> {
     let p = &w.profile;
-    let invalid = |why: String| Err(StoreError::Backend(format!("profile {}: {why}", p.name)));
-    match (&w.new_version, w.expected_version) {
-        (Some(v), expected) => {
-            if v.profile_id != p.id || v.version != p.current_version {
-                return invalid(format!(
-                    "new version {} of {} is not the profile's current version {}",
-                    v.version, v.profile_id, p.current_version
-                ));
-            }
-            if expected.is_some_and(|e| v.version <= e) {
-                return invalid(format!(
-                    "new version {} does not follow version {expected:?}",
-                    v.version
-                ));
-            }
+    let wrong = |why: String| Err(StoreError::Conflict(format!("profile {}: {why}", p.name)));
+    if let Some(v) = &w.new_version {
+        if v.profile_id != p.id {
+            return wrong("the new version belongs to another profile".into());
         }
-        (None, None) => return invalid("a new profile needs its first version".into()),
-        (None, Some(e)) => {
-            if p.current_version != e {
-                return invalid(format!(
-                    "current version {} without a new version (expected {e})",
-                    p.current_version
-                ));
-            }
+        if v.version != p.current_version {
+            return wrong("the new version is not the profile's current version".into());
         }
     }
-    if let Some(g) = p
-        .assignment
-        .groups
-        .iter()
-        .find(|g| p.assignment.exclude_groups.contains(g))
-    {
-        return invalid(format!("group {g} is both assigned and excluded"));
+    match (w.expected_version, &w.new_version) {
+        (None, Some(v)) if v.version == 1 => {}
+        (None, _) => return wrong("a new profile starts with its version 1".into()),
+        (Some(e), Some(v)) if e.checked_add(1) == Some(v.version) => {}
+        (Some(_), Some(_)) => return wrong("the new version does not follow the expected one".into()),
+        (Some(e), None) if e == p.current_version => {}
+        (Some(_), None) => return wrong("the current version changes without a new version".into()),
+    }
+    let mut seen = BTreeSet::new();
+    for g in p.assignment.groups.iter().chain(&p.assignment.exclude_groups) {
+        if !seen.insert(g) {
+            return wrong(format!("group {g} is named twice in the assignment"));
+        }
     }
     Ok(())
 }
@@ -536,14 +523,13 @@ async fn write_profile(tx: &mut PgConnection, w: &ProfileWrite) -> StoreResult<(
 
     let a = &p.assignment;
     if !a.groups.is_empty() || !a.exclude_groups.is_empty() {
-        let mut groups: BTreeMap<String, bool> = BTreeMap::new();
-        for g in &a.groups {
-            groups.insert(g.to_string(), false);
-        }
-        for g in &a.exclude_groups {
-            groups.insert(g.to_string(), true);
-        }
-        let (group_ids, exclude): (Vec<String>, Vec<bool>) = groups.into_iter().unzip();
+        // Each group once ([`check_write`]): included, then excluded.
+        let (group_ids, exclude): (Vec<String>, Vec<bool>) = a
+            .groups
+            .iter()
+            .map(|g| (g.to_string(), false))
+            .chain(a.exclude_groups.iter().map(|g| (g.to_string(), true)))
+            .unzip();
         exec(
             tx,
             sqlx::query(
@@ -754,14 +740,16 @@ impl ProfileStore for PgStore {
 
     async fn request_verification(&self, target: VerifyTarget, now: OffsetDateTime) -> StoreResult<u64> {
         // A device never reconciled gets its stamp here (epoch_seen 0: it loads at its next
-        // check-in anyway); every other keeps its stamp with the read-back due now.
+        // check-in anyway); every other keeps its stamp with the read-back due now. In id order,
+        // so two requests over overlapping devices lock their stamps in one order (no deadlock);
+        // a check-in commit locks only its own.
         macro_rules! verify_sql {
             ($filter:literal) => {
                 concat!(
                     "INSERT INTO device_config_state (enrollment_id, epoch_seen, unsettled, verify_at) \
                      SELECT id, 0, 0, $1 FROM enrollments WHERE state = 'active' AND ",
                     $filter,
-                    " ON CONFLICT (enrollment_id) DO UPDATE SET verify_at = excluded.verify_at"
+                    " ORDER BY id ON CONFLICT (enrollment_id) DO UPDATE SET verify_at = excluded.verify_at"
                 )
             };
         }

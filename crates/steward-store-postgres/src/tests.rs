@@ -472,8 +472,8 @@ async fn a_group_deleted_while_a_profile_names_it_is_one_or_the_other() {
     schema.drop(store).await;
 }
 
-/// Writes that contradict themselves are refused before any statement: nothing written, the
-/// epoch where it was.
+/// Writes that contradict themselves are refused (a Conflict, as on SQLite) before any statement:
+/// nothing of the batch written, the epoch where it was.
 #[tokio::test]
 async fn contradictory_profile_writes_write_nothing() {
     let (schema, store) = temp_store().await;
@@ -488,15 +488,62 @@ async fn contradictory_profile_writes_write_nothing() {
     wrong_version.profile.current_version = 2;
     let mut no_version = profile_write(ProfileId::new(), "no-version", vec![], None, "1");
     no_version.new_version = None;
-    for bad in [both, wrong_version, no_version] {
+    let twice = profile_write(ProfileId::new(), "twice", vec![g.id, g.id], None, "1");
+    let mut skipped = profile_write(good.profile.id, "good", vec![], Some(1), "2");
+    skipped.profile.current_version = 3;
+    skipped.new_version.as_mut().unwrap().version = 3;
+    for bad in [both, wrong_version, no_version, twice, skipped] {
         let name = bad.profile.name.clone();
         let err = store.write_profiles(&[good.clone(), bad]).await.unwrap_err();
         assert!(
-            matches!(&err, StoreError::Backend(m) if m.contains(&name)),
+            matches!(&err, StoreError::Conflict(m) if m.contains(&name)),
             "{name}: {err}"
         );
     }
     assert!(store.list_profiles().await.unwrap().is_empty());
     assert_eq!(store.configuration_epoch().await.unwrap(), epoch);
+    schema.drop(store).await;
+}
+
+/// A check-in that did not reconcile (`configuration: None`, every idle message) writes nothing of
+/// the configuration: no stamp, no rows; one that did writes its stamp in the same commit.
+#[tokio::test]
+async fn a_checkin_without_configuration_writes_none_of_it() {
+    let (schema, store) = temp_store().await;
+    let e = conformance::enroll_device(&store, "IDLE-1").await;
+    let at = OffsetDateTime::now_utc();
+    store.commit_checkin(e.id, &CheckinCommit::default(), at).await.unwrap();
+    let count = |table: &'static str| {
+        let pool = store.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(count("device_config_state").await, 0);
+    assert_eq!(count("device_settings").await, 0);
+    let epoch = store.configuration_epoch().await.unwrap();
+    let reconciled = CheckinCommit {
+        configuration: Some(ConfigurationCommit {
+            state: DeviceConfigState {
+                epoch_seen: epoch,
+                unsettled: 0,
+                verify_at: None,
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    store.commit_checkin(e.id, &reconciled, at).await.unwrap();
+    assert_eq!(count("device_config_state").await, 1);
+    let ctx = store
+        .checkin_context(EnrollmentKey::Id(e.id), &[], at)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ctx.configuration.epoch, epoch);
+    assert!(ctx.configuration.loaded.is_none(), "settled: nothing loaded");
     schema.drop(store).await;
 }

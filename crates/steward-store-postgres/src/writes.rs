@@ -21,7 +21,7 @@ pub(crate) const DEVICE_MESSAGES_KEPT: i64 = 10;
 pub(crate) const ENQUEUE_BATCH: usize = 10_000;
 
 /// Runs one statement that returns no rows; rows changed.
-async fn exec(tx: &mut PgConnection, q: crate::PgQuery<'_>) -> StoreResult<u64> {
+pub(crate) async fn exec(tx: &mut PgConnection, q: crate::PgQuery<'_>) -> StoreResult<u64> {
     Ok(q.execute(&mut *tx).await.map_err(from_sqlx)?.rows_affected())
 }
 
