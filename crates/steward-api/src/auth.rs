@@ -120,6 +120,8 @@ pub const ROUTES: &[RouteRule] = &[
     rule("GET", "/api/v1/groups", P::GroupsRead, "group.list"),
     rule("POST", "/api/v1/groups", P::GroupsWrite, "group.create"),
     rule("DELETE", "/api/v1/groups/{id}", P::GroupsWrite, "group.delete"),
+    rule("PUT", "/api/v1/groups/{id}/rule", P::GroupsWrite, "group.set_rule"),
+    rule("GET", "/api/v1/groups/{id}/members", P::GroupsRead, "group.members"),
     rule("PUT", "/api/v1/devices/{id}/group", P::GroupsWrite, "device.set_group"),
     rule("DELETE", "/api/v1/users/{id}/totp", P::UsersWrite, "user.reset_totp"),
     rule("PATCH", "/api/v1/users/{id}", P::UsersWrite, "user.update"),

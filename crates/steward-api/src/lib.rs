@@ -128,6 +128,8 @@ fn unprotected_routes() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
         .routes(routes!(users::list_users, users::create_user))
         .routes(routes!(groups::list_groups, groups::create_group))
         .routes(routes!(groups::delete_group))
+        .routes(routes!(groups::set_group_rule))
+        .routes(routes!(groups::group_members))
         .routes(routes!(users::reset_user_totp))
         .routes(routes!(users::update_user))
         .routes(routes!(audit::list_audit_events))

@@ -15,7 +15,7 @@ pub use crate::enrollment_tokens::{
     CreatedEnrollmentToken, EnrollmentTokenPage, EnrollmentTokenView, NewEnrollmentTokenRequest,
 };
 pub use crate::error::Problem;
-pub use crate::groups::{GroupPage, GroupView, NewGroupRequest};
+pub use crate::groups::{GroupPage, GroupRuleRequest, GroupView, NewGroupRequest};
 pub use crate::profiles::{
     ApplyActionName, ApplyReportView, ApplyRequest, AssignBody, ConflictView, DeviceSettingView, DeviceSettingsView,
     ProfileChangeView, ProfileDetailView, ProfileDocumentBody, ProfileExport, ProfileList, ProfileSummary,

@@ -40,6 +40,8 @@ use crate::catalog::OnRemove;
 use crate::checkin::Outcome;
 use crate::command::CommandId;
 use crate::event::NewDeviceEvent;
+use crate::group_rule::{DynamicGroup, EnrollmentFields, member_groups};
+use crate::inventory::DeviceFact;
 use crate::model::{EnrollmentId, GroupId, Platform, uuid_id};
 
 uuid_id!(
@@ -398,7 +400,8 @@ pub struct ConfigurationContext {
 /// What the store loads for a reconciliation, in the check-in's read snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct DeviceConfiguration {
-    /// The groups the device is a member of.
+    /// The device's static groups (the enrollment's group); the dynamic ones it is a member of are
+    /// decided from `dynamic` ([`DeviceConfiguration::member_groups`]).
     pub groups: Vec<GroupId>,
     /// Every profile of the device's platform with a non-empty assignment, with the settings of its
     /// current version ([`plan`] decides which apply to the device).
@@ -408,6 +411,49 @@ pub struct DeviceConfiguration {
     /// The active (or rolled-back) rollouts of candidate profiles ([`crate::rollout`]): resolved
     /// per device by [`crate::rollout::resolve_rollouts`] before the desired settings.
     pub rollouts: Vec<crate::rollout::CandidateRollout>,
+    /// The dynamic groups the candidates' assignments name, with what their rules read.
+    pub dynamic: DynamicMembership,
+}
+
+/// What deciding a device's dynamic groups needs: the dynamic groups that matter (those some
+/// candidate's assignment includes or excludes; the others cannot change what the device gets),
+/// the device's facts their rules name, and its enrollment's fields.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DynamicMembership {
+    pub groups: Vec<DynamicGroup>,
+    pub facts: Vec<DeviceFact>,
+    pub enrollment: EnrollmentFields,
+}
+
+impl DynamicMembership {
+    /// The dynamic groups of `all` that some candidate's assignment names.
+    pub fn relevant(all: Vec<DynamicGroup>, candidates: &[AssignedProfile]) -> Vec<DynamicGroup> {
+        all.into_iter()
+            .filter(|g| {
+                candidates
+                    .iter()
+                    .any(|p| p.assignment.groups.contains(&g.id) || p.assignment.exclude_groups.contains(&g.id))
+            })
+            .collect()
+    }
+}
+
+impl DeviceConfiguration {
+    /// The device's groups: its static groups and the dynamic groups whose rule it matches.
+    pub fn member_groups(&self) -> Vec<GroupId> {
+        let mut out = self.groups.clone();
+        for g in member_groups(
+            None,
+            &self.dynamic.groups,
+            &self.dynamic.facts,
+            &self.dynamic.enrollment,
+        ) {
+            if !out.contains(&g) {
+                out.push(g);
+            }
+        }
+        out
+    }
 }
 
 /// How often readable settings are read back.
@@ -562,7 +608,7 @@ pub struct Plan {
 pub fn plan(enrollment: EnrollmentId, ctx: &ConfigurationContext, now: OffsetDateTime) -> Option<Plan> {
     let loaded = ctx.loaded.as_ref()?;
     let (candidates, _) = crate::rollout::resolve_rollouts(loaded);
-    let (desired, conflicts) = desired_settings(&candidates, &loaded.groups);
+    let (desired, conflicts) = desired_settings(&candidates, &loaded.member_groups());
     let rows: BTreeMap<String, DeviceSetting> = loaded.settings.iter().map(|r| (r.path.clone(), r.clone())).collect();
     let verifying = ctx.state.verify_at.is_some_and(|t| t <= now);
     let mut ops = Vec::new();
@@ -1002,7 +1048,7 @@ pub fn device_view(
     last_seen: Option<OffsetDateTime>,
 ) -> (Vec<SettingView>, Vec<Conflict>) {
     let (candidates, holds) = crate::rollout::resolve_rollouts(config);
-    let (desired, conflicts) = desired_settings(&candidates, &config.groups);
+    let (desired, conflicts) = desired_settings(&candidates, &config.member_groups());
     let rows: BTreeMap<&str, &DeviceSetting> = config.settings.iter().map(|r| (r.path.as_str(), r)).collect();
     let mut out = Vec::new();
     // Settings of a rolled-out version the device does not get yet: pending, saying which ring it
@@ -1147,6 +1193,7 @@ mod tests {
                 candidates,
                 settings,
                 rollouts: vec![],
+                dynamic: DynamicMembership::default(),
             }),
         }
     }
@@ -1416,6 +1463,56 @@ mod tests {
         assert_eq!(c4.events[0].kind, crate::event::EventKind::SettingFailed);
         let plan5 = plan(e, &ctx(vec![p], c4.upserts.clone(), None), NOW).unwrap();
         assert!(plan5.ops.is_empty());
+    }
+
+    #[test]
+    fn dynamic_groups_decide_what_a_device_gets() {
+        let e = EnrollmentId::new();
+        let (dynamic, other) = (GroupId::new(), GroupId::new());
+        let rule = crate::group_rule::GroupRule::from_json(
+            r#"{"all": [{"fact": "os.version", "op": ">=", "value": "10.0.22000"}]}"#,
+        )
+        .unwrap();
+        let p = profile(
+            "p",
+            0,
+            vec![setting("./X", "1")],
+            Assignment {
+                groups: vec![dynamic],
+                ..Default::default()
+            },
+        );
+        let groups = vec![
+            DynamicGroup {
+                id: dynamic,
+                rule: rule.clone(),
+            },
+            DynamicGroup { id: other, rule },
+        ];
+        // Only the dynamic groups an assignment names are kept.
+        let relevant = DynamicMembership::relevant(groups, std::slice::from_ref(&p));
+        assert_eq!(relevant.len(), 1);
+        let with_version = |v: &str| {
+            let mut c = ctx(vec![p.clone()], vec![], None);
+            c.loaded.as_mut().unwrap().dynamic = DynamicMembership {
+                groups: relevant.clone(),
+                facts: vec![DeviceFact {
+                    name: crate::inventory::FactName::from_static("os.version"),
+                    value: v.into(),
+                    updated_at: NOW,
+                }],
+                enrollment: EnrollmentFields::default(),
+            };
+            c
+        };
+        let old = with_version("10.0.19045.3803");
+        assert_eq!(old.loaded.as_ref().unwrap().member_groups(), Vec::<GroupId>::new());
+        assert!(plan(e, &old, NOW).unwrap().ops.is_empty());
+        let new = with_version("10.0.22631.2861");
+        assert_eq!(new.loaded.as_ref().unwrap().member_groups(), vec![dynamic]);
+        let ops = plan(e, &new, NOW).unwrap().ops;
+        assert_eq!(ops.len(), 1);
+        assert_eq!(ops[0].kind, OpKind::Apply);
     }
 
     #[test]

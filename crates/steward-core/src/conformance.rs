@@ -41,6 +41,7 @@ where
     profiles(&fresh().await).await;
     configuration_in_checkin(&fresh().await).await;
     rollouts(&fresh().await).await;
+    dynamic_groups(&fresh().await).await;
 }
 
 // ---------------------------------------------------------------- fixtures
@@ -1687,6 +1688,7 @@ where
         id: GroupId::new(),
         name: "team".into(),
         created_at: t0,
+        rule: None,
     };
     store.create_group(&team_group).await.unwrap();
     let team = user("team@example.com", t0);
@@ -1777,6 +1779,7 @@ fn group(name: &str, at: OffsetDateTime) -> Group {
         id: GroupId::new(),
         name: name.into(),
         created_at: at,
+        rule: None,
     }
 }
 
@@ -3792,4 +3795,226 @@ where
     assert!(store.delete_profile(id).await.unwrap());
     assert_eq!(store.latest_rollout(id).await.unwrap(), None);
     assert_eq!(store.rollout(rollout.id).await.unwrap(), None);
+}
+
+// ---------------------------------------------------------------- dynamic groups
+
+/// Dynamic groups: the rule round-trips with the group; creating, changing and deleting one moves
+/// the epoch; a reconciliation loads the dynamic groups the candidates name with the facts their
+/// rules read and the enrollment's fields (and nothing of it while the device is settled); a
+/// check-in that changes a rule fact resets the device's stamp, one that changes another fact or
+/// repeats the value does not; the rule subjects and assignment counts follow the facts.
+pub async fn dynamic_groups<S>(store: &S)
+where
+    S: EnrollmentStore + CheckinStore + ProfileStore + GroupStore + Inspect,
+{
+    use crate::configuration::{ConfigurationCommit, DynamicMembership};
+    use crate::group_rule::{DynamicGroup, EnrollmentFields, GroupRule};
+
+    let t0 = now();
+    let rule = |min: &str| {
+        GroupRule::from_json(&format!(
+            r#"{{"all": [{{"fact": "os.version", "op": ">=", "value": "{min}"}},
+                         {{"fact": "enrollment.type", "op": "==", "value": "full"}}]}}"#
+        ))
+        .unwrap()
+    };
+    let os = FactName::from_static("os.version");
+    let epoch0 = store.configuration_epoch().await.unwrap();
+    let lab = group("lab", t0);
+    store.create_group(&lab).await.unwrap();
+    assert_eq!(
+        store.configuration_epoch().await.unwrap(),
+        epoch0,
+        "dynamic groups: a static group leaves the epoch"
+    );
+    let modern = Group {
+        rule: Some(rule("10.0.22000")),
+        ..group("modern", t0)
+    };
+    store.create_group(&modern).await.unwrap();
+    let epoch1 = store.configuration_epoch().await.unwrap();
+    assert!(epoch1 > epoch0, "dynamic groups: creating one moves the epoch");
+    assert_eq!(store.group_by_name("modern").await.unwrap(), Some(modern.clone()));
+    assert_eq!(store.group_by_name("lab").await.unwrap().unwrap().rule, None);
+    assert_eq!(store.list_groups().await.unwrap(), vec![lab.clone(), modern.clone()]);
+    let unused = Group {
+        rule: Some(rule("1")),
+        ..group("unused", t0)
+    };
+    store.create_group(&unused).await.unwrap();
+
+    let e = enroll_device(store, "DYN-1").await;
+    let e2 = enroll_device(store, "DYN-2").await;
+    let modern_only = groups_assignment(&[modern.id], &[]);
+    let p = create_profile(
+        "modern-only",
+        modern_only.clone(),
+        vec![config_setting("./M", "1", true)],
+        t0,
+    );
+    store.write_profiles(std::slice::from_ref(&p)).await.unwrap();
+    let report = |version: &'static str, at| CheckinCommit {
+        facts: vec![
+            FactUpdate::new(os.clone(), version),
+            FactUpdate::new(facts::INVENTORY_COLLECTED_AT, at_text(at)),
+        ],
+        ..in_session(&session("dyn"))
+    };
+    store
+        .commit_checkin(e.id, &report("10.0.19045.3803", t0), t0)
+        .await
+        .unwrap();
+    store
+        .commit_checkin(e2.id, &report("10.0.22631.2861", t0), t0)
+        .await
+        .unwrap();
+
+    // Loaded on first contact: only the dynamic group an assignment names, with its fact.
+    let ctx = config_context(store, e.id, t0).await;
+    let loaded = ctx.loaded.clone().expect("dynamic groups: loaded on first contact");
+    assert_eq!(
+        loaded.dynamic,
+        DynamicMembership {
+            groups: vec![DynamicGroup {
+                id: modern.id,
+                rule: rule("10.0.22000"),
+            }],
+            facts: vec![DeviceFact {
+                name: os.clone(),
+                value: "10.0.19045.3803".into(),
+                updated_at: t0,
+            }],
+            enrollment: EnrollmentFields::of(&e),
+        },
+        "dynamic groups: the named dynamic groups, their facts, the enrollment's fields"
+    );
+    assert!(
+        loaded.member_groups().is_empty(),
+        "dynamic groups: the old build is not a member"
+    );
+    assert_eq!(store.device_configuration(e.id).await.unwrap(), loaded);
+    let e2_loaded = store.device_configuration(e2.id).await.unwrap();
+    assert_eq!(e2_loaded.member_groups(), vec![modern.id]);
+
+    // Settled: nothing loaded.
+    let settled = |epoch| ConfigurationCommit {
+        state: DeviceConfigState {
+            epoch_seen: epoch,
+            unsettled: 0,
+            verify_at: None,
+        },
+        ..Default::default()
+    };
+    let epoch2 = store.configuration_epoch().await.unwrap();
+    commit_config(store, e.id, &settled(epoch2), t0).await;
+    assert!(config_context(store, e.id, t0).await.loaded.is_none());
+
+    // Facts that no rule reads, and a rule fact reported unchanged, leave the stamp.
+    let t1 = t0 + Duration::seconds(1);
+    store
+        .commit_checkin(e.id, &report("10.0.19045.3803", t1), t1)
+        .await
+        .unwrap();
+    assert!(
+        config_context(store, e.id, t1).await.loaded.is_none(),
+        "dynamic groups: an unchanged rule fact leaves the stamp"
+    );
+
+    // The build changes: the stamp is reset in the same commit, even when that commit also
+    // reconciled (its plan saw the old facts), and the device is now a member.
+    let t2 = t1 + Duration::seconds(1);
+    let changed = CheckinCommit {
+        configuration: Some(settled(epoch2)),
+        ..report("10.0.22631.2861", t2)
+    };
+    store.commit_checkin(e.id, &changed, t2).await.unwrap();
+    let ctx = config_context(store, e.id, t2).await;
+    assert_eq!(
+        ctx.state.epoch_seen, 0,
+        "dynamic groups: a changed rule fact resets the stamp"
+    );
+    let loaded = ctx.loaded.expect("dynamic groups: loaded after the fact changed");
+    assert_eq!(loaded.member_groups(), vec![modern.id]);
+    commit_config(store, e.id, &settled(epoch2), t2).await;
+
+    // Rule subjects and counts.
+    let subjects = store
+        .active_enrollments_with_facts(Some(Platform::Windows), std::slice::from_ref(&os))
+        .await
+        .unwrap();
+    let mine: Vec<_> = subjects
+        .iter()
+        .filter(|s| [e.id, e2.id].contains(&s.enrollment.id))
+        .collect();
+    assert_eq!(mine.len(), 2);
+    assert_eq!(mine[0].facts.len(), 1);
+    assert_eq!(mine[0].facts[0].name, os);
+    assert!(
+        store
+            .active_enrollments_with_facts(Some(Platform::Windows), &[])
+            .await
+            .unwrap()
+            .iter()
+            .all(|s| s.facts.is_empty())
+    );
+    assert_eq!(store.count_assigned(Platform::Windows, &modern_only).await.unwrap(), 2);
+    assert_eq!(
+        store
+            .count_assigned(
+                Platform::Windows,
+                &Assignment {
+                    all: true,
+                    groups: vec![],
+                    exclude_groups: vec![modern.id],
+                }
+            )
+            .await
+            .unwrap(),
+        0,
+        "dynamic groups: excluded by rule"
+    );
+    assert_eq!(store.profile_status(p.profile.id).await.unwrap().devices, 2);
+
+    // Changing the rule moves the epoch; the membership follows.
+    assert!(store.set_group_rule(modern.id, &rule("10.0.26100")).await.unwrap());
+    let epoch3 = store.configuration_epoch().await.unwrap();
+    assert!(epoch3 > epoch2, "dynamic groups: changing a rule moves the epoch");
+    let ctx = config_context(store, e.id, t2).await;
+    assert!(
+        ctx.loaded
+            .expect("loaded after the rule changed")
+            .member_groups()
+            .is_empty()
+    );
+    assert_eq!(store.count_assigned(Platform::Windows, &modern_only).await.unwrap(), 0);
+    assert_eq!(
+        store.group_by_name("modern").await.unwrap().unwrap().rule,
+        Some(rule("10.0.26100"))
+    );
+    assert!(matches!(
+        store.set_group_rule(lab.id, &rule("1")).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(store.group_by_name("lab").await.unwrap().unwrap().rule.is_none());
+    assert!(!store.set_group_rule(GroupId::new(), &rule("1")).await.unwrap());
+
+    // Deleting: refused while assigned; once free, it moves the epoch.
+    assert!(matches!(
+        store.delete_group(modern.id).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(store.delete_profile(p.profile.id).await.unwrap());
+    let epoch4 = store.configuration_epoch().await.unwrap();
+    assert!(store.delete_group(modern.id).await.unwrap());
+    assert!(
+        store.configuration_epoch().await.unwrap() > epoch4,
+        "dynamic groups: deleting one moves the epoch"
+    );
+    assert!(store.group_by_name("modern").await.unwrap().is_none());
+}
+
+fn at_text(at: OffsetDateTime) -> String {
+    at.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
 }

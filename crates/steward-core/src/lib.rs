@@ -11,6 +11,7 @@ pub mod command;
 pub mod configuration;
 pub mod console;
 pub mod event;
+pub mod group_rule;
 pub mod identity;
 pub mod inventory;
 pub mod model;
@@ -32,11 +33,13 @@ pub use checkin::*;
 pub use command::*;
 pub use configuration::{
     AssignDocument, AssignedProfile, Assignment, ConfigurationCommit, ConfigurationContext, Conflict,
-    DeviceConfigState, DeviceConfiguration, DeviceSetting, InFlight, OpKind, Profile, ProfileDocument, ProfileId,
-    ProfileStatusCounts, ProfileVersion, ProfileWrite, Remediation, Setting, SettingOp, SettingStatus, VerifyPolicy,
+    DeviceConfigState, DeviceConfiguration, DeviceSetting, DynamicMembership, InFlight, OpKind, Profile,
+    ProfileDocument, ProfileId, ProfileStatusCounts, ProfileVersion, ProfileWrite, Remediation, Setting, SettingOp,
+    SettingStatus, VerifyPolicy,
 };
 pub use console::*;
 pub use event::*;
+pub use group_rule::{DynamicGroup, EnrollmentFields, GroupRule, RuleError, RuleFact, RuleSubject};
 pub use identity::*;
 pub use inventory::*;
 pub use model::*;

@@ -374,6 +374,9 @@ pub struct Group {
     pub id: GroupId,
     pub name: String,
     pub created_at: OffsetDateTime,
+    /// A dynamic group's rule: its members are the devices the rule matches, and no device is
+    /// moved into it ([`crate::group_rule`]). None: a static group.
+    pub rule: Option<crate::group_rule::GroupRule>,
 }
 
 impl Group {
@@ -393,7 +396,13 @@ impl Group {
             id: GroupId::new(),
             name: name.to_owned(),
             created_at,
+            rule: None,
         })
+    }
+
+    /// Whether the group's members are decided by a rule.
+    pub fn is_dynamic(&self) -> bool {
+        self.rule.is_some()
     }
 }
 

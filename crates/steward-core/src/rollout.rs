@@ -628,6 +628,8 @@ pub fn resolve_rollouts(config: &DeviceConfiguration) -> (Vec<AssignedProfile>, 
     if config.rollouts.is_empty() {
         return (config.candidates.clone(), Vec::new());
     }
+    // Static and dynamic memberships both count for a pilot ring and for the assignment.
+    let groups = config.member_groups();
     let by_profile: BTreeMap<ProfileId, &CandidateRollout> =
         config.rollouts.iter().map(|c| (c.rollout.profile_id, c)).collect();
     let mut out = Vec::with_capacity(config.candidates.len());
@@ -638,12 +640,12 @@ pub fn resolve_rollouts(config: &DeviceConfiguration) -> (Vec<AssignedProfile>, 
             continue;
         };
         let r = &c.rollout;
-        if r.releases(&config.groups, c.bucket) {
+        if r.releases(&groups, c.bucket) {
             out.push(p.clone());
             continue;
         }
-        if r.state != RolloutState::RolledBack && p.assignment.includes(&config.groups) {
-            let reason = match r.ring_of(&config.groups, c.bucket) {
+        if r.state != RolloutState::RolledBack && p.assignment.includes(&groups) {
+            let reason = match r.ring_of(&groups, c.bucket) {
                 Some(i) => {
                     let mut s = format!("waiting in rollout ring {} ({})", i + 1, r.rings[i].describe());
                     if r.state != RolloutState::Running {
@@ -934,6 +936,7 @@ mod tests {
                 from_settings: from,
                 bucket,
             }],
+            dynamic: Default::default(),
         }
     }
 

@@ -133,7 +133,7 @@ impl CheckinStore for PgStore {
         // Only when something may have changed (the epoch moved, something is unsettled, a
         // read-back is due): an idle check-in of a settled device reads nothing more.
         let loaded = if state.needs_load(epoch, now) {
-            Some(load_configuration(&mut tx, &eid, enrollment.platform, enrollment.group_id).await?)
+            Some(load_configuration(&mut tx, &enrollment).await?)
         } else {
             None
         };

@@ -1,25 +1,90 @@
-//! [`GroupStore`]: device groups and membership.
+//! [`GroupStore`]: device groups, membership, and what evaluating dynamic groups reads (migration
+//! 0011: `groups.rule`). Creating, changing or deleting a dynamic group moves the configuration
+//! epoch in its transaction (`profiles::move_epoch`, whose row lock also orders it with profile
+//! writes).
+
+use std::collections::HashMap;
 
 use async_trait::async_trait;
+use sqlx::PgConnection;
 use sqlx::postgres::PgRow;
 use steward_core::*;
 
 use crate::error::{from_sqlx, unique_violation};
 use crate::rows::Col;
-use crate::{PgStore, from_micros, micros, parse_id};
+use crate::{PgStore, bad, from_micros, micros, parse_id};
+
+/// A stored rule (written only after core validated it).
+pub(crate) fn parse_rule(text: &str) -> StoreResult<GroupRule> {
+    GroupRule::from_json(text).map_err(|e| bad(&format!("group rule ({e})")))
+}
 
 fn group_from_row(r: &PgRow) -> StoreResult<Group> {
     Ok(Group {
         id: parse_id(r.col("id")?)?,
         name: r.col("name")?,
         created_at: from_micros(r.col("created_at")?)?,
+        rule: r
+            .col::<Option<String>>("rule")?
+            .as_deref()
+            .map(parse_rule)
+            .transpose()?,
     })
+}
+
+/// Every active enrollment (of `platform` if given), oldest first, with its facts named in `names`
+/// (one statement for the facts), in the caller's snapshot.
+pub(crate) async fn rule_subjects(
+    conn: &mut PgConnection,
+    platform: Option<Platform>,
+    names: &[FactName],
+) -> StoreResult<Vec<RuleSubject>> {
+    let platform = platform.map(|p| p.as_str().to_owned());
+    let enrollments = sqlx::query(
+        "SELECT * FROM enrollments WHERE state = 'active' AND ($1::text IS NULL OR platform = $1) \
+         ORDER BY enrolled_at, id",
+    )
+    .bind(&platform)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(from_sqlx)?
+    .iter()
+    .map(crate::rows::enrollment_from_row)
+    .collect::<StoreResult<Vec<_>>>()?;
+    let mut facts: HashMap<String, Vec<DeviceFact>> = HashMap::new();
+    if !names.is_empty() {
+        let rows = sqlx::query(
+            "SELECT f.enrollment_id, f.name, f.value, f.updated_at FROM device_facts f \
+             JOIN enrollments e ON e.id = f.enrollment_id \
+             WHERE f.name = ANY($1) AND e.state = 'active' AND ($2::text IS NULL OR e.platform = $2) \
+             ORDER BY f.enrollment_id, f.name",
+        )
+        .bind(names.iter().map(|n| n.as_str().to_owned()).collect::<Vec<_>>())
+        .bind(&platform)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(from_sqlx)?;
+        for r in &rows {
+            facts.entry(r.col("enrollment_id")?).or_default().push(DeviceFact {
+                name: FactName::parse(r.col("name")?).ok_or_else(|| bad("fact name"))?,
+                value: r.col("value")?,
+                updated_at: from_micros(r.col("updated_at")?)?,
+            });
+        }
+    }
+    Ok(enrollments
+        .into_iter()
+        .map(|e| RuleSubject {
+            facts: facts.remove(&e.id.to_string()).unwrap_or_default(),
+            enrollment: e,
+        })
+        .collect())
 }
 
 #[async_trait]
 impl GroupStore for PgStore {
     async fn group_by_name(&self, name: &str) -> StoreResult<Option<Group>> {
-        sqlx::query("SELECT id, name, created_at FROM groups WHERE name = $1")
+        sqlx::query("SELECT id, name, created_at, rule FROM groups WHERE name = $1")
             .bind(name)
             .fetch_optional(&self.pool)
             .await
@@ -30,7 +95,7 @@ impl GroupStore for PgStore {
     }
 
     async fn list_groups(&self) -> StoreResult<Vec<Group>> {
-        sqlx::query("SELECT id, name, created_at FROM groups ORDER BY name")
+        sqlx::query("SELECT id, name, created_at, rule FROM groups ORDER BY name")
             .fetch_all(&self.pool)
             .await
             .map_err(from_sqlx)?
@@ -40,16 +105,22 @@ impl GroupStore for PgStore {
     }
 
     async fn create_group(&self, g: &Group) -> StoreResult<()> {
-        sqlx::query("INSERT INTO groups (id, name, created_at) VALUES ($1, $2, $3)")
+        let mut tx = self.begin().await?;
+        sqlx::query("INSERT INTO groups (id, name, created_at, rule) VALUES ($1, $2, $3, $4)")
             .bind(g.id.to_string())
             .bind(&g.name)
             .bind(micros(g.created_at))
-            .execute(&self.pool)
+            .bind(g.rule.as_ref().map(GroupRule::to_json))
+            .execute(&mut *tx)
             .await
             .map_err(|e| match unique_violation(&e) {
                 Some(_) => StoreError::Conflict(format!("group {}", g.name)),
                 None => from_sqlx(e),
             })?;
+        if g.is_dynamic() {
+            crate::profiles::move_epoch(&mut tx).await?;
+        }
+        tx.commit().await.map_err(from_sqlx)?;
         Ok(())
     }
 
@@ -58,15 +129,15 @@ impl GroupStore for PgStore {
         // The group row locked first: a token or user being created in it meanwhile (their foreign
         // key takes a share lock on it) either committed before and is counted, or waits and then
         // fails on the missing group.
-        let exists = sqlx::query("SELECT 1 FROM groups WHERE id = $1 FOR UPDATE")
-            .bind(id.to_string())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(from_sqlx)?
-            .is_some();
-        if !exists {
+        let Some(dynamic) =
+            sqlx::query_scalar::<_, bool>("SELECT rule IS NOT NULL FROM groups WHERE id = $1 FOR UPDATE")
+                .bind(id.to_string())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(from_sqlx)?
+        else {
             return Ok(false);
-        }
+        };
         let (in_use, profiles): (i64, i64) = sqlx::query_as(
             "SELECT (SELECT COUNT(*) FROM enrollments WHERE group_id = $1 AND state = 'active') \
              + (SELECT COUNT(*) FROM enrollment_tokens WHERE group_id = $1 AND NOT revoked) \
@@ -104,6 +175,9 @@ impl GroupStore for PgStore {
             &id.to_string(),
         )
         .await?;
+        if n > 0 && dynamic {
+            crate::profiles::move_epoch(&mut tx).await?;
+        }
         tx.commit().await.map_err(from_sqlx)?;
         Ok(n > 0)
     }
@@ -122,5 +196,47 @@ impl GroupStore for PgStore {
         .await
         .map_err(from_sqlx)?;
         Ok(n > 0)
+    }
+
+    async fn set_group_rule(&self, id: GroupId, rule: &GroupRule) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
+        let current: Option<Option<String>> = sqlx::query_scalar("SELECT rule FROM groups WHERE id = $1 FOR UPDATE")
+            .bind(id.to_string())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(from_sqlx)?;
+        match current {
+            None => return Ok(false),
+            Some(None) => {
+                return Err(StoreError::Conflict(format!(
+                    "group {id} is static: its members are moved into it, not chosen by a rule"
+                )));
+            }
+            Some(Some(_)) => {}
+        }
+        sqlx::query("UPDATE groups SET rule = $1 WHERE id = $2")
+            .bind(rule.to_json())
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(from_sqlx)?;
+        crate::profiles::move_epoch(&mut tx).await?;
+        tx.commit().await.map_err(from_sqlx)?;
+        Ok(true)
+    }
+
+    async fn active_enrollments_with_facts(
+        &self,
+        platform: Option<Platform>,
+        facts: &[FactName],
+    ) -> StoreResult<Vec<RuleSubject>> {
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await
+            .map_err(from_sqlx)?;
+        let subjects = rule_subjects(&mut tx, platform, facts).await?;
+        tx.commit().await.map_err(from_sqlx)?;
+        Ok(subjects)
     }
 }

@@ -176,12 +176,11 @@ pub(crate) fn stamp_from_row(r: &PgRow) -> StoreResult<DeviceConfigState> {
 /// connection (the check-in's read snapshot): two statements, the candidates and the device's rows.
 pub(crate) async fn load_configuration(
     conn: &mut PgConnection,
-    eid: &str,
-    platform: Platform,
-    group: Option<GroupId>,
+    enrollment: &Enrollment,
 ) -> StoreResult<DeviceConfiguration> {
+    let eid = enrollment.id.to_string();
     let candidates = sqlx::query(CANDIDATES)
-        .bind(platform.as_str())
+        .bind(enrollment.platform.as_str())
         .fetch_all(&mut *conn)
         .await
         .map_err(from_sqlx)?
@@ -189,19 +188,92 @@ pub(crate) async fn load_configuration(
         .map(candidate_from_row)
         .collect::<StoreResult<Vec<_>>>()?;
     let settings = sqlx::query("SELECT * FROM device_settings WHERE enrollment_id = $1 ORDER BY path")
-        .bind(eid)
+        .bind(&eid)
         .fetch_all(&mut *conn)
         .await
         .map_err(from_sqlx)?
         .iter()
         .map(device_setting_from_row)
         .collect::<StoreResult<Vec<_>>>()?;
-    let rollouts = crate::rollouts::load_candidate_rollouts(conn, eid, platform).await?;
+    let rollouts = crate::rollouts::load_candidate_rollouts(conn, &eid, enrollment.platform).await?;
+    let dynamic = dynamic_membership(conn, &eid, &candidates, EnrollmentFields::of(enrollment)).await?;
     Ok(DeviceConfiguration {
-        groups: group.into_iter().collect(),
+        groups: enrollment.group_id.into_iter().collect(),
         candidates,
         settings,
         rollouts,
+        dynamic,
+    })
+}
+
+/// The dynamic groups among `ids` (one statement by primary key).
+pub(crate) async fn dynamic_groups_among(conn: &mut PgConnection, ids: &[GroupId]) -> StoreResult<Vec<DynamicGroup>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    sqlx::query("SELECT id, rule FROM groups WHERE id = ANY($1) AND rule IS NOT NULL ORDER BY id")
+        .bind(ids.iter().map(ToString::to_string).collect::<Vec<_>>())
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(from_sqlx)?
+        .iter()
+        .map(|r| {
+            Ok(DynamicGroup {
+                id: parse_id(r.col("id")?)?,
+                rule: crate::groups::parse_rule(r.col("rule")?)?,
+            })
+        })
+        .collect()
+}
+
+/// What deciding the dynamic groups of enrollment `eid` needs, in the caller's snapshot: the
+/// dynamic groups among those `candidates` name (the others cannot change what the device gets),
+/// the device's facts their rules read (one statement each, none without dynamic groups), and the
+/// enrollment's fields.
+async fn dynamic_membership(
+    conn: &mut PgConnection,
+    eid: &str,
+    candidates: &[AssignedProfile],
+    enrollment: EnrollmentFields,
+) -> StoreResult<DynamicMembership> {
+    let mut named: Vec<GroupId> = candidates
+        .iter()
+        .flat_map(|p| p.assignment.groups.iter().chain(&p.assignment.exclude_groups))
+        .copied()
+        .collect();
+    named.sort();
+    named.dedup();
+    let groups = dynamic_groups_among(conn, &named).await?;
+    let names: Vec<String> = steward_core::group_rule::rule_fact_names(&groups)
+        .iter()
+        .map(|n| n.as_str().to_owned())
+        .collect();
+    let facts = if names.is_empty() {
+        Vec::new()
+    } else {
+        sqlx::query(
+            "SELECT name, value, updated_at FROM device_facts WHERE enrollment_id = $1 AND name = ANY($2) \
+             ORDER BY name",
+        )
+        .bind(eid)
+        .bind(names)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(from_sqlx)?
+        .iter()
+        .map(|r| {
+            Ok(DeviceFact {
+                name: FactName::parse(r.col("name")?).ok_or_else(|| bad("fact name"))?,
+                value: r.col("value")?,
+                updated_at: from_micros(r.col("updated_at")?)?,
+            })
+        })
+        .collect::<StoreResult<Vec<_>>>()?
+    };
+    Ok(DynamicMembership {
+        groups,
+        facts,
+        enrollment,
     })
 }
 
@@ -489,9 +561,19 @@ pub(crate) async fn write_profile(tx: &mut PgConnection, w: &ProfileWrite) -> St
 }
 
 impl PgStore {
+    /// In one statement when the assignment names only static groups; when it names a dynamic
+    /// group, core evaluates the rules over every active enrollment of the platform with the facts
+    /// they read (`groups::rule_subjects`), in memory.
     async fn count_assigned_in(conn: &mut PgConnection, platform: Platform, a: &Assignment) -> StoreResult<u64> {
         if a.is_empty() {
             return Ok(0);
+        }
+        let named: Vec<GroupId> = a.groups.iter().chain(&a.exclude_groups).copied().collect();
+        let dynamic = dynamic_groups_among(conn, &named).await?;
+        if !dynamic.is_empty() {
+            let names = steward_core::group_rule::rule_fact_names(&dynamic);
+            let subjects = crate::groups::rule_subjects(conn, Some(platform), &names).await?;
+            return Ok(steward_core::group_rule::count_included(a, &dynamic, &subjects));
         }
         let n: i64 = sqlx::query_scalar(COUNT_ASSIGNED)
             .bind(platform.as_str())
@@ -608,23 +690,28 @@ impl ProfileStore for PgStore {
             .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .await
             .map_err(from_sqlx)?;
-        let eid = id.to_string();
-        let row = sqlx::query("SELECT platform, group_id FROM enrollments WHERE id = $1")
-            .bind(&eid)
+        let row = sqlx::query("SELECT * FROM enrollments WHERE id = $1")
+            .bind(id.to_string())
             .fetch_optional(&mut *tx)
             .await
             .map_err(from_sqlx)?
             .ok_or(StoreError::NotFound)?;
-        let platform = Platform::parse(row.col("platform")?).ok_or_else(|| bad("platform"))?;
-        let group = crate::opt_parse(row.col("group_id")?)?;
-        let loaded = load_configuration(&mut tx, &eid, platform, group).await?;
+        let enrollment = crate::rows::enrollment_from_row(&row)?;
+        let loaded = load_configuration(&mut tx, &enrollment).await?;
         tx.commit().await.map_err(from_sqlx)?;
         Ok(loaded)
     }
 
     async fn count_assigned(&self, platform: Platform, assignment: &Assignment) -> StoreResult<u64> {
-        let mut conn = self.pool.acquire().await.map_err(from_sqlx)?;
-        Self::count_assigned_in(&mut conn, platform, assignment).await
+        // The groups and the facts in one snapshot.
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await
+            .map_err(from_sqlx)?;
+        let n = Self::count_assigned_in(&mut tx, platform, assignment).await?;
+        tx.commit().await.map_err(from_sqlx)?;
+        Ok(n)
     }
 
     async fn profile_status(&self, id: ProfileId) -> StoreResult<ProfileStatusCounts> {

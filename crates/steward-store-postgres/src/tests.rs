@@ -103,6 +103,7 @@ stories!(
     profiles,
     configuration_in_checkin,
     rollouts,
+    dynamic_groups,
 );
 
 #[tokio::test]

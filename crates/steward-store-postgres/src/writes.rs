@@ -419,7 +419,9 @@ async fn end_enrollment_in(
 /// DevInfo facts, so the usual case is that every fact is unchanged: one UPDATE over all of them
 /// (arrays) finds that, and only the changed ones go one by one. With a name twice in one commit
 /// the one-by-one path takes them all, as a later item compares against the value just written.
-async fn write_facts(tx: &mut PgConnection, eid: &str, facts: &[FactUpdate], at: i64) -> StoreResult<()> {
+/// Returns whether a fact a dynamic group's rule can read changed ([`RuleFact::is_rule_fact`]).
+async fn write_facts(tx: &mut PgConnection, eid: &str, facts: &[FactUpdate], at: i64) -> StoreResult<bool> {
+    let mut rule_fact_changed = false;
     let mut names: Vec<String> = facts.iter().map(|f| f.name.as_str().to_owned()).collect();
     names.sort_unstable();
     let unique = names.windows(2).all(|w| w[0] != w[1]);
@@ -495,8 +497,9 @@ async fn write_facts(tx: &mut PgConnection, eid: &str, facts: &[FactUpdate], at:
             .bind(at),
         )
         .await?;
+        rule_fact_changed |= RuleFact::is_rule_fact(&f.name);
     }
-    Ok(())
+    Ok(rule_fact_changed)
 }
 
 /// Revokes (logs) and forgets the certificate a renewal replaced, if any.
@@ -655,9 +658,7 @@ async fn commit_checkin(
         .await?;
     }
 
-    if !c.facts.is_empty() {
-        write_facts(tx, &eid, &c.facts, at).await?;
-    }
+    let rule_fact_changed = !c.facts.is_empty() && write_facts(tx, &eid, &c.facts, at).await?;
 
     if let Some(end) = &c.end_enrollment {
         end_enrollment_in(tx, id, end, now).await?;
@@ -717,6 +718,16 @@ async fn commit_checkin(
     // None (the usual idle message): no statement at all.
     if let Some(config) = &c.configuration {
         crate::profiles::write_configuration(tx, &eid, config, now).await?;
+    }
+    // A fact a dynamic group's rule reads changed, so the device's groups may have: its next
+    // check-in reconciles. After the configuration part, whose stamp was decided on the facts
+    // this message's context read, before the change.
+    if rule_fact_changed {
+        exec(
+            tx,
+            sqlx::query("UPDATE device_config_state SET epoch_seen = 0 WHERE enrollment_id = $1").bind(&eid),
+        )
+        .await?;
     }
     Ok(())
 }

@@ -153,12 +153,7 @@ fn read_context(
     )?;
     // The profiles and rows only when something may have changed (core decides what).
     let loaded = if state.needs_load(epoch, now) {
-        Some(profiles::load_configuration(
-            &tx,
-            &eid,
-            enrollment.platform,
-            enrollment.group_id,
-        )?)
+        Some(profiles::load_configuration(&tx, &enrollment)?)
     } else {
         None
     };

@@ -40,6 +40,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../migrations/0009_keyed_audit_chain.sql"),
     ),
     (10, "profiles", include_str!("../migrations/0010_profiles.sql")),
+    (
+        11,
+        "dynamic_groups",
+        include_str!("../migrations/0011_dynamic_groups.sql"),
+    ),
     (12, "rollouts", include_str!("../migrations/0012_rollouts.sql")),
 ];
 

@@ -180,17 +180,64 @@ pub(crate) const CANDIDATES: &str = "SELECT p.id, p.name, p.priority, p.remediat
 /// One enrollment's (`?1`) setting rows, by path.
 pub(crate) const DEVICE_SETTINGS: &str = "SELECT * FROM device_settings WHERE enrollment_id = ?1 ORDER BY path";
 
-/// What a reconciliation of enrollment `eid` (of `platform`, in `group`) loads, inside the caller's
-/// read snapshot: the platform's profiles with a non-empty assignment (with their current
-/// version's settings, by name) and the device's rows (by path).
-pub(crate) fn load_configuration(
+/// A group by id (`?1`) if it is dynamic: its rule.
+pub(crate) const DYNAMIC_GROUP: &str = "SELECT rule FROM groups WHERE id = ?1 AND rule IS NOT NULL";
+
+/// One fact (`?2`) of an enrollment (`?1`).
+pub(crate) const FACT: &str = "SELECT value, updated_at FROM device_facts WHERE enrollment_id = ?1 AND name = ?2";
+
+/// What deciding the dynamic groups of enrollment `eid` needs, in the caller's snapshot: the
+/// dynamic groups among those `candidates` name (one lookup by id each: the others cannot change
+/// what the device gets), the device's facts their rules read, and the enrollment's fields.
+fn dynamic_membership(
     conn: &Connection,
     eid: &str,
-    platform: Platform,
-    group: Option<GroupId>,
-) -> StoreResult<DeviceConfiguration> {
+    candidates: &[AssignedProfile],
+    enrollment: EnrollmentFields,
+) -> StoreResult<DynamicMembership> {
+    let mut named: Vec<GroupId> = candidates
+        .iter()
+        .flat_map(|p| p.assignment.groups.iter().chain(&p.assignment.exclude_groups))
+        .copied()
+        .collect();
+    named.sort();
+    named.dedup();
+    let mut groups = Vec::new();
+    for id in named {
+        if let Some(rule) = first(conn, DYNAMIC_GROUP, (id.to_string(),), |r| r.text("rule"))? {
+            groups.push(DynamicGroup {
+                id,
+                rule: crate::groups::parse_rule(&rule)?,
+            });
+        }
+    }
+    let mut facts = Vec::new();
+    for name in steward_core::group_rule::rule_fact_names(&groups) {
+        if let Some(f) = first(conn, FACT, (eid, name.as_str()), |r| {
+            Ok(DeviceFact {
+                name: name.clone(),
+                value: r.text("value")?,
+                updated_at: from_micros(r.int("updated_at")?)?,
+            })
+        })? {
+            facts.push(f);
+        }
+    }
+    Ok(DynamicMembership {
+        groups,
+        facts,
+        enrollment,
+    })
+}
+
+/// What a reconciliation of `enrollment` loads, inside the caller's read snapshot: the platform's
+/// profiles with a non-empty assignment (with their current version's settings, by name), the
+/// device's rows (by path), and what deciding its dynamic groups needs.
+pub(crate) fn load_configuration(conn: &Connection, enrollment: &Enrollment) -> StoreResult<DeviceConfiguration> {
+    let eid = enrollment.id.to_string();
+    let platform = enrollment.platform;
     let mut assignments = assignments_of(conn, ASSIGNMENTS_OF_PLATFORM, (platform.as_str(),))?;
-    let candidates = all(conn, CANDIDATES, (platform.as_str(),), |r| {
+    let candidates: Vec<AssignedProfile> = all(conn, CANDIDATES, (platform.as_str(),), |r| {
         Ok((
             r.text("id")?,
             AssignedProfile {
@@ -220,13 +267,15 @@ pub(crate) fn load_configuration(
         }
     })
     .collect();
-    let settings = all(conn, DEVICE_SETTINGS, (eid,), device_setting_from_row)?;
-    let rollouts = crate::rollouts::load_candidate_rollouts(conn, eid, platform)?;
+    let settings = all(conn, DEVICE_SETTINGS, (&eid,), device_setting_from_row)?;
+    let dynamic = dynamic_membership(conn, &eid, &candidates, EnrollmentFields::of(enrollment))?;
+    let rollouts = crate::rollouts::load_candidate_rollouts(conn, &eid, platform)?;
     Ok(DeviceConfiguration {
-        groups: group.into_iter().collect(),
+        groups: enrollment.group_id.into_iter().collect(),
         candidates,
         settings,
         rollouts,
+        dynamic,
     })
 }
 
@@ -480,11 +529,18 @@ macro_rules! verify_sql {
     };
 }
 
-/// Active enrollments of `platform` that `assignment` includes, in one statement (the group lists
-/// go in as JSON arrays so the statement text stays the same).
+/// Active enrollments of `platform` that `assignment` includes: in one statement when it names
+/// only static groups; when it names a dynamic group, core evaluates the rules over every active
+/// enrollment of the platform with the facts they read (`groups::rule_subjects`), in memory.
 fn count_assigned_in(conn: &Connection, platform: Platform, a: &Assignment) -> StoreResult<u64> {
     if a.is_empty() {
         return Ok(0);
+    }
+    let dynamic = crate::groups::dynamic_groups_named(conn, a)?;
+    if !dynamic.is_empty() {
+        let names = steward_core::group_rule::rule_fact_names(&dynamic);
+        let subjects = crate::groups::rule_subjects(conn, Some(platform), &names)?;
+        return Ok(steward_core::group_rule::count_included(a, &dynamic, &subjects));
     }
     let ids =
         |v: &[GroupId]| serde_json::to_string(&v.iter().map(|g| g.to_string()).collect::<Vec<_>>()).map_err(encode_err);
@@ -588,26 +644,23 @@ impl ProfileStore for SqliteStore {
         let eid = id.to_string();
         self.read(move |conn| {
             let tx = conn.unchecked_transaction().map_err(from_rusqlite)?;
-            let (platform, group) = first(
-                &tx,
-                "SELECT platform, group_id FROM enrollments WHERE id = ?1",
-                (&eid,),
-                |r| {
-                    Ok((
-                        Platform::parse(&r.text("platform")?).ok_or_else(|| bad("platform"))?,
-                        crate::opt_parse(r.opt_text("group_id")?)?,
-                    ))
-                },
-            )?
+            let enrollment = first(&tx, "SELECT * FROM enrollments WHERE id = ?1", (&eid,), |r| {
+                crate::rows::enrollment_from_row(r)
+            })?
             .ok_or(StoreError::NotFound)?;
-            load_configuration(&tx, &eid, platform, group)
+            load_configuration(&tx, &enrollment)
         })
         .await
     }
 
     async fn count_assigned(&self, platform: Platform, assignment: &Assignment) -> StoreResult<u64> {
         let a = assignment.clone();
-        self.read(move |conn| count_assigned_in(conn, platform, &a)).await
+        self.read(move |conn| {
+            // The groups and the facts in one snapshot.
+            let tx = conn.unchecked_transaction().map_err(from_rusqlite)?;
+            count_assigned_in(&tx, platform, &a)
+        })
+        .await
     }
 
     async fn profile_status(&self, id: ProfileId) -> StoreResult<ProfileStatusCounts> {

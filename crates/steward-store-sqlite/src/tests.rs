@@ -90,6 +90,7 @@ stories!(
     profiles,
     configuration_in_checkin,
     rollouts,
+    dynamic_groups,
 );
 
 #[tokio::test]
@@ -687,6 +688,8 @@ async fn the_configuration_reads_of_a_check_in_are_indexed() {
         crate::profiles::ASSIGNMENTS_OF_PLATFORM,
         crate::profiles::CANDIDATES,
         crate::profiles::DEVICE_SETTINGS,
+        crate::profiles::DYNAMIC_GROUP,
+        crate::profiles::FACT,
     ];
     for sql in statements {
         let plan: Vec<String> = store
@@ -694,8 +697,9 @@ async fn the_configuration_reads_of_a_check_in_are_indexed() {
                 let mut stmt = conn
                     .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
                     .map_err(from_rusqlite)?;
+                let params = vec!["x"; stmt.parameter_count()];
                 let rows = stmt
-                    .query_map(["x"], |r| r.get::<_, String>(3))
+                    .query_map(rusqlite::params_from_iter(params), |r| r.get::<_, String>(3))
                     .map_err(from_rusqlite)?;
                 rows.collect::<Result<_, _>>().map_err(from_rusqlite)
             })

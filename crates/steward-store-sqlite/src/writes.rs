@@ -355,8 +355,10 @@ pub(crate) fn end_enrollment(
 /// Records reported facts, in order: an unchanged value only gets `updated_at` (when last
 /// reported); a changed or new one is written with a history row. Every check-in reports the same
 /// DevInfo facts, so the usual case is one cached UPDATE per fact that finds its row unchanged. A
-/// later item for the same name compares against the value just written.
-fn write_facts(tx: &Connection, eid: &str, facts: &[FactUpdate], at: i64) -> StoreResult<()> {
+/// later item for the same name compares against the value just written. Returns whether a fact a
+/// dynamic group's rule can read changed ([`RuleFact::is_rule_fact`]).
+fn write_facts(tx: &Connection, eid: &str, facts: &[FactUpdate], at: i64) -> StoreResult<bool> {
+    let mut rule_fact_changed = false;
     let mut touch = tx
         .prepare_cached("UPDATE device_facts SET updated_at = ?1 WHERE enrollment_id = ?2 AND name = ?3 AND value = ?4")
         .map_err(from_rusqlite)?;
@@ -382,8 +384,9 @@ fn write_facts(tx: &Connection, eid: &str, facts: &[FactUpdate], at: i64) -> Sto
             "INSERT INTO device_fact_history (enrollment_id, name, old_value, new_value, at) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![eid, name, old, f.value, at],
         )?;
+        rule_fact_changed |= RuleFact::is_rule_fact(&f.name);
     }
-    Ok(())
+    Ok(rule_fact_changed)
 }
 
 /// Revokes (logs) and forgets the certificate a renewal replaced, if any.
@@ -512,12 +515,20 @@ pub(crate) fn commit_checkin(
         }
     }
 
-    if !c.facts.is_empty() {
-        write_facts(&tx, &eid, &c.facts, at)?;
-    }
+    let rule_fact_changed = !c.facts.is_empty() && write_facts(&tx, &eid, &c.facts, at)?;
 
     if let Some(config) = &c.configuration {
         crate::profiles::write_configuration(&tx, &eid, config, now)?;
+    }
+    // A fact a dynamic group's rule reads changed, so the device's groups may have: its next
+    // check-in reconciles. After the configuration part, whose stamp was decided on the facts
+    // this message's context read, before the change.
+    if rule_fact_changed {
+        exec(
+            &tx,
+            "UPDATE device_config_state SET epoch_seen = 0 WHERE enrollment_id = ?1",
+            params![eid],
+        )?;
     }
 
     if let Some(end) = &c.end_enrollment {

@@ -298,6 +298,7 @@ mod tests {
                     settings: vec![setting(CAMERA), setting(USER_NODE)],
                 }],
                 settings: rows,
+                ..Default::default()
             }),
         }
     }

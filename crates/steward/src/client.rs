@@ -27,8 +27,8 @@ use serde::de::DeserializeOwned;
 use steward_api::types::{
     ApiTokenPage, ApiTokenView, CatalogDetail, CatalogList, CommandPage, CommandRequest, CommandView, CreatedApiToken,
     CreatedEnrollmentToken, DeviceDetail, DeviceGroupRequest, DevicePage, DeviceSummary, EnrollmentTokenPage,
-    EnrollmentTokenView, GroupPage, GroupView, NewApiTokenRequest, NewEnrollmentTokenRequest, NewGroupRequest,
-    NewUserRequest, Problem, ServerInfo, UpdateUserRequest, UserPage, UserView, WipeRequest,
+    EnrollmentTokenView, GroupPage, GroupRuleRequest, GroupView, NewApiTokenRequest, NewEnrollmentTokenRequest,
+    NewGroupRequest, NewUserRequest, Problem, ServerInfo, UpdateUserRequest, UserPage, UserView, WipeRequest,
 };
 use steward_api::types::{
     ApplyReportView, ApplyRequest, AssignBody, DeviceSettingsView, ProfileDetailView, ProfileExport, ProfileList,
@@ -523,6 +523,26 @@ impl ApiClient {
     pub async fn create_group(&self, body: &NewGroupRequest) -> Result<Fetched<GroupView>, ApiError> {
         self.json(http::Method::POST, "/api/v1/groups", Some(to_json(body)?))
             .await
+    }
+
+    pub async fn set_group_rule(&self, id: &str, body: &GroupRuleRequest) -> Result<(), ApiError> {
+        self.send(
+            http::Method::PUT,
+            &format!("/api/v1/groups/{}/rule", encode(id)),
+            Some(to_json(body)?),
+        )
+        .await
+        .map(drop)
+    }
+
+    pub async fn group_members(&self, id: &str, cursor: Option<String>) -> Result<Fetched<DevicePage>, ApiError> {
+        let q = query(&[("cursor", cursor), ("limit", Some(MAX_PAGE.to_string()))]);
+        self.json(
+            http::Method::GET,
+            &format!("/api/v1/groups/{}/members{q}", encode(id)),
+            None,
+        )
+        .await
     }
 
     pub async fn delete_group(&self, id: &str) -> Result<(), ApiError> {

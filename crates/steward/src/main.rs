@@ -286,10 +286,34 @@ pub(crate) enum CatalogCommand {
 pub(crate) enum GroupCommand {
     /// List groups with their active device counts.
     List,
-    /// Create a group.
-    Create { name: String },
+    /// Create a group; with a rule, a dynamic one (its members are the devices the rule matches;
+    /// docs/GROUPS.md).
+    Create {
+        name: String,
+        #[command(flatten)]
+        rule: RuleArgs,
+    },
+    /// Replace a dynamic group's rule.
+    SetRule {
+        name: String,
+        #[command(flatten)]
+        rule: RuleArgs,
+    },
+    /// List a group's devices (a dynamic group: those its rule matches now).
+    Members { name: String },
     /// Delete an empty group (no active device, enrollment token or API token in it).
     Delete { name: String },
+}
+
+/// A dynamic group's rule, as JSON: `{"all": [{"fact": "os.version", "op": ">=", "value": "10.0.22000"}]}`.
+#[derive(clap::Args)]
+pub(crate) struct RuleArgs {
+    /// The rule as JSON text.
+    #[arg(long, conflicts_with = "rule_file")]
+    pub rule: Option<String>,
+    /// A file holding the rule as JSON.
+    #[arg(long, value_name = "FILE")]
+    pub rule_file: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]

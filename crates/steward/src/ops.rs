@@ -9,15 +9,15 @@ use anyhow::{Context, Result, bail};
 use serde_json::json;
 use steward_api::types::{
     ApiTokenKind, CatalogCategoryName, CommandItemRequest, CommandRequest, CommandView, DeviceGroupRequest,
-    DeviceSummary, NewApiTokenRequest, NewEnrollmentTokenRequest, NewGroupRequest, NewUserRequest, RoleName,
-    UpdateUserRequest, UserView, VerbName,
+    DeviceSummary, GroupRuleRequest, NewApiTokenRequest, NewEnrollmentTokenRequest, NewGroupRequest, NewUserRequest,
+    RoleName, UpdateUserRequest, UserView, VerbName,
 };
 
 use crate::client::{self, ApiClient, DeviceAction, DeviceFilter, MAX_PAGE};
 use crate::output::{Output, Table, or_dash, print_json, when};
 use crate::{
-    ApiTokenCommand, CatalogCommand, CommandCommand, DeviceCommand, DeviceListArgs, GroupCommand, TokenCommand,
-    UserCommand, VerbArg,
+    ApiTokenCommand, CatalogCommand, CommandCommand, DeviceCommand, DeviceListArgs, GroupCommand, RuleArgs,
+    TokenCommand, UserCommand, VerbArg,
 };
 
 /// Requests in flight at once during bulk operations (one connection each over HTTPS).
@@ -87,6 +87,20 @@ async fn select_devices(
     Ok(client::collect_pages(max, |_| true, |cur| c.devices(filter, cur, page_size)).await?)
 }
 
+/// The rule of `--rule` or `--rule-file` as JSON (the server validates what it says).
+fn rule_json(args: &RuleArgs) -> Result<Option<serde_json::Value>> {
+    let (text, from) = match (&args.rule, &args.rule_file) {
+        (Some(text), _) => (text.clone(), "--rule".to_owned()),
+        (None, Some(path)) => (
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
+            path.display().to_string(),
+        ),
+        (None, None) => return Ok(None),
+    };
+    let value = serde_json::from_str(&text).with_context(|| format!("{from} is not JSON"))?;
+    Ok(Some(value))
+}
+
 pub async fn groups(c: &ApiClient, out: Output, command: GroupCommand) -> Result<()> {
     match command {
         GroupCommand::List => {
@@ -102,11 +116,43 @@ pub async fn groups(c: &ApiClient, out: Output, command: GroupCommand) -> Result
                 }
             }
         }
-        GroupCommand::Create { name } => {
-            let g = c.create_group(&NewGroupRequest { name }).await?;
+        GroupCommand::Create { name, rule } => {
+            let rule = rule_json(&rule)?;
+            let dynamic = rule.is_some();
+            let g = c.create_group(&NewGroupRequest { name, rule }).await?;
             match out {
                 Output::Json => print_json(&g.raw)?,
+                Output::Table if dynamic => println!("created dynamic group {} ({})", g.data.name, g.data.id),
                 Output::Table => println!("created group {} ({})", g.data.name, g.data.id),
+            }
+        }
+        GroupCommand::SetRule { name, rule } => {
+            let rule = rule_json(&rule)?.context("give the rule with --rule JSON or --rule-file FILE")?;
+            let id = group_id(c, &name).await?;
+            c.set_group_rule(&id, &GroupRuleRequest { rule }).await?;
+            match out {
+                Output::Json => print_json(&json!({ "updated": id }))?,
+                Output::Table => println!("replaced the rule of group {name}"),
+            }
+        }
+        GroupCommand::Members { name } => {
+            let id = group_id(c, &name).await?;
+            let (page, _) = client::collect_pages(None, |_| true, |cur| c.group_members(&id, cur)).await?;
+            match out {
+                Output::Json => print_json(&page.raw)?,
+                Output::Table => {
+                    let mut t = Table::new(&["DEVICE ID", "NAME", "OS", "USER", "LAST SEEN"]);
+                    for d in &page.data {
+                        t.row(vec![
+                            d.device_id.clone(),
+                            or_dash(d.name.as_deref()),
+                            or_dash(d.os_version.as_deref()),
+                            or_dash(d.user_email.as_deref()),
+                            when(d.last_seen_at, "never"),
+                        ]);
+                    }
+                    t.print()?;
+                }
             }
         }
         GroupCommand::Delete { name } => {

@@ -664,6 +664,34 @@ async fn remote_cli_manages_a_simulated_device() {
     run_ok(client(home.path()).args(["devices", "move", &id, "--none"]));
     run_ok(client(home.path()).args(["groups", "delete", "Finance"]));
     run_ok(client(home.path()).args(["devices", "move", &id, "--group", "lab"]));
+    // A dynamic group: members by rule (the device's user is at example.com), never moved into.
+    let rule = r#"{"all": [{"fact": "user.domain", "op": "==", "value": "example.com"}]}"#;
+    let created = run_json(client(home.path()).args(["groups", "create", "Example", "--rule", rule]));
+    assert_eq!(created["rule"]["all"][0]["fact"], "user.domain", "{created}");
+    let members = run_json(client(home.path()).args(["groups", "members", "Example"]));
+    assert_eq!(members["items"][0]["device_id"], id.as_str(), "{members}");
+    let table = run_ok(client(home.path()).args(["groups", "members", "lab"]));
+    assert!(table.contains(&id), "a static group's members: {table}");
+    let out = client(home.path())
+        .args(["devices", "move", &id, "--group", "Example"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("dynamic"), "{out:?}");
+    let bad = home.path().join("bad-rule.json");
+    std::fs::write(&bad, r#"{"all": [{"fact": "os.version", "op": "~=", "value": "10"}]}"#).unwrap();
+    let out = client(home.path())
+        .args(["groups", "create", "Bad", "--rule-file"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown op"), "{out:?}");
+    let other = r#"{"all": [{"fact": "user.domain", "op": "==", "value": "other.example"}]}"#;
+    run_ok(client(home.path()).args(["groups", "set-rule", "Example", "--rule", other]));
+    let members = run_json(client(home.path()).args(["groups", "members", "Example"]));
+    assert_eq!(members["items"].as_array().unwrap().len(), 0, "{members}");
+    run_ok(client(home.path()).args(["groups", "delete", "Example"]));
     // Users through the API, with a console role; their second factor can be reset remotely.
     let added = run_json(client(home.path()).args([
         "user",

@@ -177,6 +177,12 @@ impl Devices {
                     .ok_or_else(|| ServiceError::Invalid(format!("no group named {name:?}")))?,
             ),
         };
+        if let Some(g) = group.as_ref().filter(|g| g.is_dynamic()) {
+            return Err(ServiceError::Invalid(format!(
+                "group {:?} is dynamic: its members are the devices its rule matches, and no device is moved into it",
+                g.name
+            )));
+        }
         if !self
             .store
             .set_enrollment_group(e.id, group.as_ref().map(|g| g.id))

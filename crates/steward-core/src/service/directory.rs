@@ -10,8 +10,9 @@ use super::{Clock, ServiceError, ServiceResult};
 use crate::access::Principal;
 use crate::admin::{ApiToken, ApiTokenId, BootstrapToken, NewApiToken, Role};
 use crate::console::ConsoleUser;
+use crate::group_rule::{DynamicGroup, EnrollmentFields, GroupRule, rule_fact_names};
 use crate::model::{
-    EnrollmentToken, EnrollmentTokenId, Group, GroupId, NewEnrollmentToken, NewUserError, User, UserId,
+    Enrollment, EnrollmentToken, EnrollmentTokenId, Group, GroupId, NewEnrollmentToken, NewUserError, User, UserId,
 };
 use crate::secret::{SecretString, TokenHash, TokenKind};
 use crate::store::{Store, StoreError};
@@ -121,6 +122,19 @@ impl Directory {
             .ok_or_else(|| ServiceError::Invalid(format!("no group named {name:?}")))
     }
 
+    /// [`Directory::named_group`], refused if it is dynamic: a scope (an API token's, a console
+    /// user's) or an enrollment token names a group devices are moved into, and nobody moves a
+    /// device into a dynamic group.
+    pub async fn static_group(&self, name: &str, what: &str) -> ServiceResult<Group> {
+        let g = self.named_group(name).await?;
+        if g.is_dynamic() {
+            return Err(ServiceError::Invalid(format!(
+                "group {name:?} is dynamic (its members are the devices its rule matches): {what} needs a static group"
+            )));
+        }
+        Ok(g)
+    }
+
     // ------------------------------------------------------------ enrollment tokens
 
     /// Creates an enrollment token; returns it with its value (shown once).
@@ -147,6 +161,13 @@ impl Directory {
                     .name,
             ),
         };
+        if let Some(name) = &group
+            && self.store.group_by_name(name).await?.is_some_and(|g| g.is_dynamic())
+        {
+            return Err(ServiceError::Invalid(format!(
+                "group {name:?} is dynamic (its members are the devices its rule matches): enrolled devices join a static group"
+            )));
+        }
         let description = text_field("description", r.description, MAX_DESCRIPTION_CHARS)?;
         let secret = random_token(TokenKind::Enrollment)?;
         let t = self
@@ -195,7 +216,7 @@ impl Directory {
         }
         let group_id = match r.group.as_deref() {
             None => None,
-            Some(g) => Some(self.named_group(g.trim()).await?.id),
+            Some(g) => Some(self.static_group(g.trim(), "a token's scope").await?.id),
         };
         let secret = random_token(TokenKind::Admin)?;
         let now = self.clock.now();
@@ -263,7 +284,7 @@ impl Directory {
         let group = match (&r.console_role, r.console_group.as_deref()) {
             (_, None) => None,
             (None, Some(_)) => return Err(ServiceError::Invalid("console_group needs a console_role".into())),
-            (Some(_), Some(name)) => Some(self.named_group(name).await?.id),
+            (Some(_), Some(name)) => Some(self.static_group(name, "a console user's scope").await?.id),
         };
         let (email, display_name, password) = (r.email, r.display_name, r.password);
         let now = self.clock.now();
@@ -315,7 +336,7 @@ impl Directory {
             None if c.console_role.is_some() && role.is_none() => None,
             None => current.as_ref().and_then(|c| c.group),
             Some("") => None,
-            Some(name) => Some(self.named_group(name).await?.id),
+            Some(name) => Some(self.static_group(name, "a console user's scope").await?.id),
         };
         if group.is_some() && role.is_none() {
             return Err(ServiceError::Invalid("console_group needs a console role".into()));
@@ -354,15 +375,35 @@ impl Directory {
     // ------------------------------------------------------------ groups
 
     /// Groups visible to the caller (a scoped caller sees only its own), with their active-device
-    /// counts.
+    /// counts (a dynamic group's evaluated over every active enrollment's facts, in memory).
     pub async fn groups(&self, who: &Principal) -> ServiceResult<Vec<(Group, u64)>> {
-        let counts: HashMap<GroupId, u64> = self.store.group_device_counts().await?.into_iter().collect();
-        Ok(self
+        let mut counts: HashMap<GroupId, u64> = self.store.group_device_counts().await?.into_iter().collect();
+        let groups: Vec<Group> = self
             .store
             .list_groups()
             .await?
             .into_iter()
             .filter(|g| who.group.is_none_or(|s| s == g.id))
+            .collect();
+        let dynamic: Vec<DynamicGroup> = groups
+            .iter()
+            .filter_map(|g| g.rule.clone().map(|rule| DynamicGroup { id: g.id, rule }))
+            .collect();
+        if !dynamic.is_empty() {
+            let subjects = self
+                .store
+                .active_enrollments_with_facts(None, &rule_fact_names(&dynamic))
+                .await?;
+            for g in &dynamic {
+                let n = subjects
+                    .iter()
+                    .filter(|s| g.rule.matches(&s.facts, &EnrollmentFields::of(&s.enrollment)))
+                    .count();
+                counts.insert(g.id, n as u64);
+            }
+        }
+        Ok(groups
+            .into_iter()
             .map(|g| {
                 let n = counts.get(&g.id).copied().unwrap_or(0);
                 (g, n)
@@ -370,13 +411,67 @@ impl Directory {
             .collect())
     }
 
+    /// Creates a static group.
     pub async fn create_group(&self, name: &str) -> ServiceResult<Group> {
-        let group = Group::named(name, self.clock.now()).map_err(|e| ServiceError::Invalid(e.to_string()))?;
+        self.create_group_with_rule(name, None).await
+    }
+
+    /// Creates a group, dynamic when a rule is given (validated by [`GroupRule`]'s constructors;
+    /// creating one moves the configuration epoch, so every device evaluates it once).
+    pub async fn create_group_with_rule(&self, name: &str, rule: Option<GroupRule>) -> ServiceResult<Group> {
+        let group = Group {
+            rule,
+            ..Group::named(name, self.clock.now()).map_err(|e| ServiceError::Invalid(e.to_string()))?
+        };
         self.store.create_group(&group).await.map_err(|e| match e {
             StoreError::Conflict(_) => ServiceError::Conflict(format!("a group {} exists", group.name)),
             other => other.into(),
         })?;
         Ok(group)
+    }
+
+    /// Replaces a dynamic group's rule (every device evaluates it again once). Conflict for a
+    /// static group.
+    pub async fn set_group_rule(&self, id: &str, rule: GroupRule) -> ServiceResult<GroupId> {
+        let id: GroupId = id.parse().map_err(|_| ServiceError::NotFound("group"))?;
+        match self.store.set_group_rule(id, &rule).await {
+            Ok(true) => Ok(id),
+            Ok(false) => Err(ServiceError::NotFound("group")),
+            Err(StoreError::Conflict(_)) => Err(ServiceError::Conflict(
+                "the group is static: its members are moved into it; create a dynamic group instead".into(),
+            )),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A group visible to the caller and its members: the active enrollments in it (static) or
+    /// those its rule matches (dynamic: evaluated here over every active enrollment's facts, in
+    /// memory), oldest first.
+    pub async fn group_members(&self, who: &Principal, id: &str) -> ServiceResult<(Group, Vec<Enrollment>)> {
+        let id: GroupId = id.parse().map_err(|_| ServiceError::NotFound("group"))?;
+        if who.group.is_some_and(|s| s != id) {
+            return Err(ServiceError::NotFound("group"));
+        }
+        let group = self
+            .store
+            .list_groups()
+            .await?
+            .into_iter()
+            .find(|g| g.id == id)
+            .ok_or(ServiceError::NotFound("group"))?;
+        let names = group.rule.as_ref().map(GroupRule::fact_names).unwrap_or_default();
+        let members = self
+            .store
+            .active_enrollments_with_facts(None, &names)
+            .await?
+            .into_iter()
+            .filter(|s| match &group.rule {
+                Some(rule) => rule.matches(&s.facts, &EnrollmentFields::of(&s.enrollment)),
+                None => s.enrollment.group_id == Some(id),
+            })
+            .map(|s| s.enrollment)
+            .collect();
+        Ok((group, members))
     }
 
     pub async fn delete_group(&self, id: &str) -> ServiceResult<GroupId> {

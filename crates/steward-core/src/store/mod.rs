@@ -17,6 +17,8 @@ use crate::configuration::{
 };
 use crate::console::*;
 use crate::event::{DeviceEvent, EventKind, NewDeviceEvent};
+
+use crate::group_rule::{GroupRule, RuleSubject};
 use crate::identity::RenewalCommit;
 use crate::inventory::{DeviceFact, FactChange, FactName};
 use crate::model::*;
@@ -164,7 +166,9 @@ pub enum VerifyTarget {
 /// check-in's [`crate::configuration::ConfigurationCommit`]; read here for the admin surfaces).
 /// Every profile or assignment write moves the epoch in the same transaction, so each device
 /// reconciles once at its next check-in; moving a device to another group resets that device's
-/// stamp ([`GroupStore::set_enrollment_group`]). Set-based: no write here touches a row per device.
+/// stamp ([`GroupStore::set_enrollment_group`]), and so does a check-in commit that changes one of
+/// the facts a dynamic group's rule can read ([`crate::group_rule::RuleFact::is_rule_fact`]), so
+/// its membership is evaluated again. Set-based: no write here touches a row per device.
 #[async_trait]
 pub trait ProfileStore: Send + Sync {
     /// Writes the profile changes atomically, in order (see [`ProfileWrite`]): all or none. Conflict
@@ -186,8 +190,9 @@ pub trait ProfileStore: Send + Sync {
     /// What a check-in of the enrollment would load ([`DeviceConfiguration`]), for the admin
     /// surfaces. NotFound if the enrollment does not exist.
     async fn device_configuration(&self, id: EnrollmentId) -> StoreResult<DeviceConfiguration>;
-    /// Active enrollments of `platform` that `assignment` includes (by their group), counted in
-    /// one statement.
+    /// Active enrollments of `platform` that `assignment` includes, counted in one statement when
+    /// it names only static groups; when it names a dynamic group, by evaluating the rules in core
+    /// over the platform's active enrollments ([`crate::group_rule::count_included`]).
     async fn count_assigned(&self, platform: Platform, assignment: &Assignment) -> StoreResult<u64>;
     /// The profile's device-setting rows counted per version and status, and the active
     /// enrollments its assignment includes.
@@ -229,16 +234,30 @@ pub trait RolloutStore: Send + Sync {
 pub trait GroupStore: Send + Sync {
     async fn group_by_name(&self, name: &str) -> StoreResult<Option<Group>>;
     async fn list_groups(&self) -> StoreResult<Vec<Group>>;
-    /// Creates a device group. Conflict if the name is taken (names compare case-sensitively).
+    /// Creates a device group (a dynamic one moves the configuration epoch). Conflict if the name
+    /// is taken (names compare case-sensitively).
     async fn create_group(&self, g: &Group) -> StoreResult<()>;
     /// Deletes an empty group. Conflict while an active enrollment, an unrevoked enrollment token,
     /// an unrevoked API token, a console user or a profile assignment (included or excluded) still
     /// refers to it (moving, revoking or reassigning them first is a decision for a person, not a
-    /// side effect). Returns false if it did not exist.
+    /// side effect). Deleting a dynamic group moves the configuration epoch. Returns false if it
+    /// did not exist.
     async fn delete_group(&self, id: GroupId) -> StoreResult<bool>;
     /// Moves an enrollment into a group (or out of every group with None). Returns false if the
-    /// enrollment does not exist; an unknown group is the caller's check.
+    /// enrollment does not exist; an unknown group, or a dynamic one, is the caller's check.
     async fn set_enrollment_group(&self, id: EnrollmentId, group: Option<GroupId>) -> StoreResult<bool>;
+    /// Replaces a dynamic group's rule and moves the configuration epoch (every device
+    /// re-evaluates its membership once). Conflict if the group is static (it has members by
+    /// assignment, not by rule); false if it does not exist.
+    async fn set_group_rule(&self, id: GroupId, rule: &GroupRule) -> StoreResult<bool>;
+    /// Every active enrollment (of `platform`, if given) with those of its facts named in `facts`,
+    /// oldest first: what evaluating a dynamic group's rule in core reads (the members list, the
+    /// profile counts). Whole-fleet, in memory.
+    async fn active_enrollments_with_facts(
+        &self,
+        platform: Option<Platform>,
+        facts: &[FactName],
+    ) -> StoreResult<Vec<RuleSubject>>;
 }
 
 /// Credentials for the admin surfaces: API tokens, the bootstrap token, console sessions.

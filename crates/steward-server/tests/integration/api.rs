@@ -204,6 +204,8 @@ const EXPECTED: &[(&str, &str, &str, bool)] = &[
     ("GET", "/api/v1/groups", "AOHU", true),
     ("POST", "/api/v1/groups", "AO", false),
     ("DELETE", "/api/v1/groups/{id}", "AO", false),
+    ("PUT", "/api/v1/groups/{id}/rule", "AO", false),
+    ("GET", "/api/v1/groups/{id}/members", "AOHU", true),
     ("GET", "/api/v1/audit-events", "AU", false),
     ("GET", "/api/v1/server", "AOHU", true),
     ("GET", "/api/v1/catalog", "AOHU", true),

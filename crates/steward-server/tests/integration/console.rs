@@ -1141,6 +1141,7 @@ async fn a_group_scoped_console_user_sees_only_its_group() {
         id: GroupId::new(),
         name: "team".into(),
         created_at: OffsetDateTime::now_utc(),
+        rule: None,
     };
     t.store().create_group(&team).await.unwrap();
     t.store().set_enrollment_group(inside.id, Some(team.id)).await.unwrap();

@@ -12,6 +12,7 @@ mod at_rest;
 mod backends;
 mod common;
 mod console;
+mod dynamic_groups;
 mod enrollment;
 mod enrollment_faults;
 mod fixtures;

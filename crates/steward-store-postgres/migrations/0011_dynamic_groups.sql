@@ -1,0 +1,5 @@
+-- Dynamic groups (steward_core::group_rule): a group with a rule has as members the devices whose
+-- facts the rule matches. The rule is its JSON text (GroupRule's shape, validated by core before
+-- it is written); NULL: a static group, members by assignment. Expand only: nullable, so a
+-- replica of the previous release keeps reading and writing groups.
+ALTER TABLE groups ADD COLUMN rule TEXT;
