@@ -103,7 +103,7 @@ async fn run_all_on_fresh_stores() {
         async move { SqliteStore::open(&path).await.unwrap() }
     })
     .await;
-    assert_eq!(n, 21);
+    assert_eq!(n, 22);
 }
 
 #[tokio::test]
