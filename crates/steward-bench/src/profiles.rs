@@ -465,14 +465,32 @@ async fn over_the_wire(opts: &ProfilesOptions, docs: &[ProfileDocument], report:
     let (devs, rounds, settled, by_status) = settle(&server, devs, opts.concurrency, 10).await?;
     let settle_s = t.elapsed().as_secs_f64();
     let enrolled = devs.len();
+    // Which settings the simulated device refused (a node the simulator does not model), so the
+    // figure says what "settled" covers.
+    let mut refused = std::collections::BTreeSet::new();
+    if let Some(d) = devs.first() {
+        for r in server.store().device_configuration(d.enrollment).await?.settings {
+            if r.status == SettingStatus::Failed {
+                refused.insert(format!("{} ({})", r.path, r.status_code.unwrap_or(0)));
+            }
+        }
+    }
+    if !refused.is_empty() {
+        eprintln!(
+            "  settings one device refused: {}",
+            refused.iter().cloned().collect::<Vec<_>>().join(", ")
+        );
+    }
     report.add(
         format!("profiles: {enrolled} devices reconcile {settings} settings ({backend})"),
         settle_s,
         "s",
         format!(
             "{rounds} check-in rounds (new connection, TLS resumption) until {settled} of {enrolled} devices were \
-             settled in the store (stamp at the epoch, nothing unsettled, no read-back due); rows: {}",
-            status_summary(&by_status)
+             settled in the store (stamp at the epoch, nothing unsettled, no read-back due); rows: {}; {} \
+             settings per device refused by the simulator",
+            status_summary(&by_status),
+            refused.len()
         ),
     );
     if settled != enrolled {
