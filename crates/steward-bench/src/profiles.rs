@@ -368,7 +368,10 @@ async fn assignment_at_scale(opts: &ProfilesOptions, docs: &[ProfileDocument], r
         ),
     );
     report.add(
-        format!("profiles: store bytes per reconciled device ({settings} rows each)"),
+        format!(
+            "profiles: store bytes per reconciled device ({} rows each)",
+            all.values().sum::<usize>() / r
+        ),
         per_device,
         "bytes",
         format!("SQLite file after a checkpoint, {before} → {after} bytes over {r} devices"),
