@@ -27,6 +27,9 @@ use steward_windows_proto::syncml;
 use time::OffsetDateTime;
 use tokio::net::TcpListener;
 
+mod profiles;
+pub use profiles::{ProfilesOptions, catalog_documents, profiles};
+
 const SYNCML: &str = "application/vnd.syncml.dm+xml";
 const MANAGEMENT_PATH: &str = "/ManagementServer/MDM.svc";
 

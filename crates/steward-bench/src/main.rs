@@ -4,7 +4,9 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use steward_bench::{BenchOptions, CheckinOptions, ConnMode, StormOptions, checkins, run, serve_child, storm};
+use steward_bench::{
+    BenchOptions, CheckinOptions, ConnMode, ProfilesOptions, StormOptions, checkins, profiles, run, serve_child, storm,
+};
 
 #[derive(Parser, Debug)]
 #[command(name = "steward-bench", about = "Steward performance figures (127.0.0.1 only)")]
@@ -90,6 +92,33 @@ enum Cmd {
         #[arg(long, default_value_t = 0.0)]
         spread_seconds: f64,
     },
+    /// Desired-state configuration (issue 12): the catalog's ready-to-assign profiles applied to
+    /// all of --store-devices enrollments (apply time, store bytes), --reconcile-devices of them
+    /// reconciled through the check-in commit path (bytes per device), then over the wire the idle
+    /// check-in before any profile and after every device settled them, and a new profile
+    /// version's time to 100 % acknowledged.
+    Profiles {
+        /// Enrollments written through the store for the assignment figure (0: skip it).
+        #[arg(long, default_value_t = 100_000)]
+        store_devices: usize,
+        /// Of those, devices reconciled through the check-in commit path.
+        #[arg(long, default_value_t = 2_000)]
+        reconcile_devices: usize,
+        /// Devices enrolled over the wire for the idle check-in and new-version figures (0: skip).
+        #[arg(long, default_value_t = 200)]
+        devices: usize,
+        /// Sessions per idle check-in measurement (whole rounds over --devices).
+        #[arg(long, default_value_t = 2_000)]
+        sessions: usize,
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        #[arg(long, value_enum, default_value = "reused")]
+        mode: ConnMode,
+        /// Run the wire figures on PostgreSQL (as `checkins --database-url`); the assignment
+        /// figure always measures a SQLite file.
+        #[arg(long)]
+        database_url: Option<String>,
+    },
     /// Internal: run a server on DATA_DIR on 127.0.0.1 until stdin closes (the RSS figure).
     #[command(hide = true)]
     ServeChild {
@@ -151,6 +180,27 @@ async fn main() -> std::process::ExitCode {
             spread_seconds: *spread_seconds,
         };
         return finish(storm(&opts).await, cli.markdown);
+    }
+    if let Some(Cmd::Profiles {
+        store_devices,
+        reconcile_devices,
+        devices,
+        sessions,
+        concurrency,
+        mode,
+        database_url,
+    }) = &cli.command
+    {
+        let opts = ProfilesOptions {
+            store_devices: *store_devices,
+            reconcile_devices: *reconcile_devices,
+            devices: *devices,
+            sessions: *sessions,
+            concurrency: *concurrency,
+            mode: *mode,
+            database_url: database_url.clone(),
+        };
+        return finish(profiles(&opts).await, cli.markdown);
     }
     let opts = BenchOptions {
         cpu_seconds: cli.cpu_seconds,

@@ -99,3 +99,52 @@ async fn checkins_run_on_postgresql() {
     assert!(idle.note.starts_with("3 sessions, 0 failed"), "{}", idle.note);
     assert!(idle.note.contains("PostgreSQL backends CPU"), "{}", idle.note);
 }
+
+/// `profiles` at toy size: the assignment, the reconciliation through the commit path (every device
+/// settled, every row verified), the idle check-ins before and after, and the new version reaching
+/// every device.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn profiles_produce_figures_and_every_device_settles() {
+    let opts = steward_bench::ProfilesOptions {
+        store_devices: 20,
+        reconcile_devices: 4,
+        devices: 3,
+        sessions: 3,
+        concurrency: 2,
+        ..Default::default()
+    };
+    let report = steward_bench::profiles(&opts).await.unwrap();
+    let reconciled = report
+        .figures
+        .iter()
+        .find(|f| f.name.starts_with("profiles: reconcile 4 devices"))
+        .expect("reconcile figure");
+    assert!(
+        reconciled.note.contains("4 of 4 devices settled"),
+        "{}",
+        reconciled.note
+    );
+    assert!(!reconciled.note.contains("failed"), "{}", reconciled.note);
+    let settled = report
+        .figures
+        .iter()
+        .find(|f| f.name.starts_with("profiles: 3 devices reconcile"))
+        .expect("settle figure");
+    assert!(
+        settled.note.contains("until 3 of 3 devices were settled"),
+        "{}",
+        settled.note
+    );
+    let acked = report
+        .figures
+        .iter()
+        .find(|f| f.name.starts_with("profiles: new version of"))
+        .expect("new-version figure");
+    assert!(acked.note.contains("3 of 3 acknowledged"), "{}", acked.note);
+    assert!(
+        report
+            .figures
+            .iter()
+            .any(|f| f.name.starts_with("profiles: idle check-in server CPU") && f.value.is_finite())
+    );
+}
