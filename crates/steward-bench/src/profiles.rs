@@ -85,6 +85,7 @@ pub fn catalog_documents() -> Result<Vec<ProfileDocument>> {
                 ..Default::default()
             },
             catalog: None,
+            rollout: None,
         });
     }
     if docs.is_empty() {
