@@ -23,6 +23,7 @@ mod probe;
 mod profiles;
 mod profiles_api;
 mod readiness;
+mod secret_logs;
 mod tls_surfaces;
 mod webhooks;
 mod windows_sessions;
