@@ -195,6 +195,22 @@ async fn sessions_csrf_roles_and_escaping() {
         csp.contains("default-src 'none'") && !csp.contains("script-src"),
         "{csp}"
     );
+    // Not framable (clickjacking), not sniffed, and HTTPS only from the first visit on.
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    for (name, value) in [
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (
+            header::STRICT_TRANSPORT_SECURITY,
+            steward_http::STRICT_TRANSPORT_SECURITY,
+        ),
+    ] {
+        assert_eq!(
+            r.headers.get(&name).and_then(|v| v.to_str().ok()),
+            Some(value),
+            "{name}"
+        );
+    }
 
     // A wrong password is refused (and audited), a wrong e-mail looks the same.
     for (email, pw) in [
