@@ -12,6 +12,8 @@
 
 mod activity;
 mod admin;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzz_checks;
 mod pages;
 mod profiles;
 mod session;

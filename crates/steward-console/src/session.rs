@@ -51,7 +51,7 @@ const MAX_FORM_BYTES: usize = 64 * 1024;
 
 // ---------------------------------------------------------------- cookies and CSRF
 
-fn session_cookie(headers: &HeaderMap) -> Option<String> {
+pub(crate) fn session_cookie(headers: &HeaderMap) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -83,7 +83,7 @@ fn peer_of(req: &Request) -> Option<IpAddr> {
 
 /// A cross-site POST carries an Origin of another site; refuse it even before the CSRF token
 /// (defence in depth, and the only check the login form has).
-fn foreign_origin(headers: &HeaderMap) -> bool {
+pub(crate) fn foreign_origin(headers: &HeaderMap) -> bool {
     let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
         return false;
     };

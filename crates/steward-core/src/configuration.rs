@@ -1535,3 +1535,107 @@ mod tests {
         );
     }
 }
+
+/// Property tests of what is stored and compared across versions: a setting and its removal rule
+/// read back from their stored JSON unchanged, and the digests stored with profile versions and
+/// device rows depend on exactly what they document, in a form that never changes.
+#[cfg(test)]
+mod proptests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn on_remove() -> impl Strategy<Value = OnRemove> {
+        prop_oneof![
+            Just(OnRemove::Delete),
+            Just(OnRemove::Keep),
+            any::<String>().prop_map(OnRemove::Replace),
+        ]
+    }
+
+    fn setting() -> impl Strategy<Value = Setting> {
+        (
+            (any::<String>(), any::<String>(), any::<String>(), any::<String>()),
+            proptest::option::of(any::<String>()),
+            any::<bool>(),
+            on_remove(),
+            proptest::option::of(any::<String>()),
+        )
+            .prop_map(
+                |((path, format, verb, value), type_, readable, on_remove, remove_path)| Setting {
+                    path,
+                    format,
+                    verb,
+                    value,
+                    type_,
+                    readable,
+                    on_remove,
+                    remove_path,
+                },
+            )
+    }
+
+    proptest! {
+        #[test]
+        fn on_remove_reads_back_from_its_text_and_json(r in on_remove()) {
+            prop_assert_eq!(OnRemove::parse(&r.to_string()), Some(r.clone()));
+            let json = serde_json::to_string(&r).unwrap();
+            prop_assert_eq!(serde_json::from_str::<OnRemove>(&json).unwrap(), r);
+        }
+
+        #[test]
+        fn settings_read_back_from_stored_json_with_the_same_digests(s in proptest::collection::vec(setting(), 0..4)) {
+            let json = serde_json::to_string(&s).unwrap();
+            let back: Vec<Setting> = serde_json::from_str(&json).unwrap();
+            prop_assert_eq!(&back, &s);
+            prop_assert_eq!(ProfileVersion::digest_of(&back), ProfileVersion::digest_of(&s));
+            for (a, b) in s.iter().zip(&back) {
+                prop_assert_eq!(a.digest(), b.digest());
+                prop_assert_eq!(a.digest().len(), 32);
+            }
+        }
+
+        /// The setting digest covers what is written to the node and nothing else: the path, the
+        /// readability and the removal rule do not change it; the value does.
+        #[test]
+        fn setting_digest_covers_what_is_written(s in setting(), other in any::<String>(), readable in any::<bool>()) {
+            let moved = Setting { path: other.clone(), readable, on_remove: OnRemove::Keep, remove_path: None, ..s.clone() };
+            prop_assert_eq!(moved.digest(), s.digest());
+            if other != s.value {
+                let changed = Setting { value: other, ..s.clone() };
+                prop_assert_ne!(changed.digest(), s.digest());
+            }
+        }
+
+        /// A version digest is over the settings in order: any change to one of them changes it.
+        #[test]
+        fn version_digest_changes_with_any_setting(s in proptest::collection::vec(setting(), 1..4), readable in any::<bool>()) {
+            let mut changed = s.clone();
+            changed[0].readable = readable;
+            prop_assert_eq!(ProfileVersion::digest_of(&changed) == ProfileVersion::digest_of(&s), readable == s[0].readable);
+        }
+    }
+
+    /// Digests are stored (profile versions, device rows, operation ids), so their canonical form
+    /// is fixed. Expected values computed independently: SHA-256 of the compact JSON in Python
+    /// (`json.dumps(..., separators=(',', ':'))`), the setting digest truncated to 16 bytes.
+    #[test]
+    fn digests_are_stable_across_releases() {
+        let s = Setting {
+            path: "./Device/Vendor/MSFT/Policy/Config/Camera/AllowCamera".into(),
+            format: "int".into(),
+            verb: "replace".into(),
+            value: "0".into(),
+            type_: None,
+            readable: true,
+            on_remove: OnRemove::Delete,
+            remove_path: None,
+        };
+        assert_eq!(
+            ProfileVersion::digest_of(std::slice::from_ref(&s)),
+            "32ef98c3eb3739f42c00c9fc20e16faa77f1f0bbe592525b3f4819bcb98abaa7"
+        );
+        let one = Setting { value: "1".into(), ..s };
+        assert_eq!(one.digest(), "aaf877cfa926a0fef526b2c66cbbb14a");
+    }
+}

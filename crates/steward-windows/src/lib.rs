@@ -18,6 +18,8 @@ pub mod commands;
 mod enroll;
 mod fault;
 pub mod federated;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzz_checks;
 pub mod inventory;
 mod manage;
 mod md5;

@@ -16,9 +16,9 @@ use tower::ServiceExt;
 
 use crate::common::{ADMIN_TOKEN, TestServer};
 
-const PASSWORD: &str = "correct horse battery";
+pub(crate) const PASSWORD: &str = "correct horse battery";
 
-async fn console_user(t: &TestServer, email: &str, role: Role) {
+pub(crate) async fn console_user(t: &TestServer, email: &str, role: Role) {
     scoped_console_user(t, email, role, None).await;
 }
 
@@ -51,21 +51,21 @@ async fn named_device(t: &TestServer, name: &str) -> ManagedDevice {
     ManagedDevice::from_enrolled(enrolled, profile)
 }
 
-struct Resp {
-    status: StatusCode,
-    headers: http::HeaderMap,
-    body: String,
+pub(crate) struct Resp {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: http::HeaderMap,
+    pub(crate) body: String,
 }
 
 impl Resp {
-    fn location(&self) -> &str {
+    pub(crate) fn location(&self) -> &str {
         self.headers
             .get(header::LOCATION)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
     }
     /// The CSRF token the page's forms carry.
-    fn csrf(&self) -> String {
+    pub(crate) fn csrf(&self) -> String {
         let at = self
             .body
             .find("name=\"csrf\" value=\"")
@@ -76,7 +76,7 @@ impl Resp {
 }
 
 /// One request to the server's router in-process (the console needs no TLS to be tested).
-async fn send(t: &TestServer, method: &str, path: &str, cookie: Option<&str>, form: Option<&str>) -> Resp {
+pub(crate) async fn send(t: &TestServer, method: &str, path: &str, cookie: Option<&str>, form: Option<&str>) -> Resp {
     let mut req = Request::builder().method(method).uri(path);
     if let Some(c) = cookie {
         req = req.header(header::COOKIE, format!("__Host-steward_session={c}"));
@@ -102,7 +102,7 @@ async fn send(t: &TestServer, method: &str, path: &str, cookie: Option<&str>, fo
     }
 }
 
-fn enc(s: &str) -> String {
+pub(crate) fn enc(s: &str) -> String {
     s.bytes()
         .map(|b| {
             if b.is_ascii_alphanumeric() {
@@ -150,7 +150,7 @@ async fn without_required_totp() -> TestServer {
 }
 
 /// The value of the element with `id` in a page (the text between its tags).
-fn element_text(body: &str, id: &str) -> String {
+pub(crate) fn element_text(body: &str, id: &str) -> String {
     let at = body
         .find(&format!("id=\"{id}\""))
         .unwrap_or_else(|| panic!("no #{id} in {body}"));
@@ -159,7 +159,7 @@ fn element_text(body: &str, id: &str) -> String {
     rest[start..start + rest[start..].find('<').unwrap()].to_owned()
 }
 
-fn session_of(r: &Resp) -> String {
+pub(crate) fn session_of(r: &Resp) -> String {
     let cookie = r.headers.get(header::SET_COOKIE).unwrap().to_str().unwrap();
     cookie
         .strip_prefix("__Host-steward_session=")
@@ -195,6 +195,22 @@ async fn sessions_csrf_roles_and_escaping() {
         csp.contains("default-src 'none'") && !csp.contains("script-src"),
         "{csp}"
     );
+    // Not framable (clickjacking), not sniffed, and HTTPS only from the first visit on.
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    for (name, value) in [
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (
+            header::STRICT_TRANSPORT_SECURITY,
+            steward_http::STRICT_TRANSPORT_SECURITY,
+        ),
+    ] {
+        assert_eq!(
+            r.headers.get(&name).and_then(|v| v.to_str().ok()),
+            Some(value),
+            "{name}"
+        );
+    }
 
     // A wrong password is refused (and audited), a wrong e-mail looks the same.
     for (email, pw) in [

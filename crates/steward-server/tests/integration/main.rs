@@ -27,6 +27,7 @@ mod profiles;
 mod profiles_api;
 mod readiness;
 mod rollouts;
+mod secret_logs;
 mod tls_surfaces;
 mod webhooks;
 mod windows_sessions;

@@ -168,7 +168,13 @@ fn fast(schedule: &[f64]) -> impl FnOnce(&mut steward_server::Config) {
 }
 
 /// An admin API call in-process against the running server's router (same state, same store).
-async fn api(t: &TestServer, method: Method, path: &str, token: &str, body: Option<Value>) -> (StatusCode, Value) {
+pub(crate) async fn api(
+    t: &TestServer,
+    method: Method,
+    path: &str,
+    token: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
     let mut req = Request::builder()
         .method(method)
         .uri(path)
