@@ -3578,6 +3578,20 @@ where
     let ctx2 = config_context(store, e2.id, t3).await;
     assert_eq!(ctx2.state.verify_at, Some(t3), "a device without a stamp gets one");
     assert!(ctx2.loaded.is_some());
+
+    // An ended enrollment's rows stay (history) but no longer count in the profile's status.
+    let before = store.profile_status(others.profile.id).await.unwrap();
+    assert!(before.settings.iter().any(|(_, _, n)| *n > 0), "{before:?}");
+    let end = EnrollmentEnd::new(EnrollmentState::Unenrolled, reasons::ADMIN_UNENROLLED);
+    assert!(store.end_enrollment(e.id, &end, t3).await.unwrap());
+    let after = store.profile_status(others.profile.id).await.unwrap();
+    let on = |c: &ProfileStatusCounts| c.settings.iter().map(|(_, _, n)| *n).sum::<u64>();
+    assert_eq!(
+        on(&after),
+        on(&before) - 1,
+        "configuration: the ended enrollment's ./D row is not counted"
+    );
+    assert_eq!(store.device_configuration(e.id).await.unwrap().settings.len(), 1);
 }
 
 /// The id of the plan's operation on `path`.

@@ -731,8 +731,10 @@ impl ProfileStore for PgStore {
             .ok_or(StoreError::NotFound)?;
         let devices = Self::count_assigned_in(&mut tx, profile.platform, &profile.assignment).await?;
         let rows = sqlx::query(
-            "SELECT profile_version, status, COUNT(*) AS n FROM device_settings WHERE profile_id = $1 \
-             GROUP BY profile_version, status",
+            "SELECT s.profile_version, s.status, COUNT(*) AS n FROM device_settings s \
+             JOIN enrollments e ON e.id = s.enrollment_id \
+             WHERE s.profile_id = $1 AND e.state = 'active' \
+             GROUP BY s.profile_version, s.status",
         )
         .bind(id.to_string())
         .fetch_all(&mut *tx)

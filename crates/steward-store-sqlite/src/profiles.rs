@@ -673,8 +673,10 @@ impl ProfileStore for SqliteStore {
                 .ok_or(StoreError::NotFound)?;
             let mut settings = all(
                 &tx,
-                "SELECT profile_version, status, COUNT(*) AS n FROM device_settings WHERE profile_id = ?1 \
-                 GROUP BY profile_version, status",
+                "SELECT s.profile_version, s.status, COUNT(*) AS n FROM device_settings s \
+                 JOIN enrollments e ON e.id = s.enrollment_id \
+                 WHERE s.profile_id = ?1 AND e.state = 'active' \
+                 GROUP BY s.profile_version, s.status",
                 (&id,),
                 |r| {
                     Ok((

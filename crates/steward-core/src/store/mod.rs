@@ -194,8 +194,9 @@ pub trait ProfileStore: Send + Sync {
     /// it names only static groups; when it names a dynamic group, by evaluating the rules in core
     /// over the platform's active enrollments ([`crate::group_rule::count_included`]).
     async fn count_assigned(&self, platform: Platform, assignment: &Assignment) -> StoreResult<u64>;
-    /// The profile's device-setting rows counted per version and status, and the active
-    /// enrollments its assignment includes.
+    /// The device-setting rows of the profile on active enrollments (an ended enrollment's rows are
+    /// history, not status), counted per version and status, and the active enrollments its
+    /// assignment includes.
     async fn profile_status(&self, id: ProfileId) -> StoreResult<ProfileStatusCounts>;
     /// Makes a read-back due now for the target's active enrollments (one statement); returns how
     /// many enrollments it covered.
