@@ -327,13 +327,22 @@ where
     assert_eq!(store.issuance_log().await.unwrap().len(), 1);
     assert!(store.device_events_for(refused.id).await.unwrap().is_empty());
 
-    // Single-use nonces.
+    // Single-use nonces: spent once committed (the pre-signing check), and refused at the commit.
     let nonce = (TokenHash::of("jti-1"), t0 + Duration::minutes(10));
+    assert!(
+        !store.nonce_spent(&nonce.0).await.unwrap(),
+        "a fresh nonce is not spent"
+    );
     let fed = new_enrollment("11111111111111111111111111111111", "03", None, t0);
     store
         .commit_enrollment(&commit(fed, None, Some(nonce)))
         .await
         .expect("federated commit");
+    assert!(store.nonce_spent(&nonce.0).await.unwrap(), "a committed nonce is spent");
+    assert!(
+        !store.nonce_spent(&TokenHash::of("jti-2")).await.unwrap(),
+        "only the committed nonce is spent"
+    );
     let again = new_enrollment("22222222222222222222222222222222", "04", None, t0);
     let err = store.commit_enrollment(&commit(again.clone(), None, Some(nonce))).await;
     assert!(matches!(err, Err(StoreError::NonceReused)), "{err:?}");

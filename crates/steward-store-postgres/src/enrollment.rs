@@ -168,6 +168,14 @@ impl EnrollmentStore for PgStore {
         self.write_end_enrollment(id, end, now).await
     }
 
+    async fn nonce_spent(&self, nonce: &TokenHash) -> StoreResult<bool> {
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM used_nonces WHERE nonce_hash = $1)")
+            .bind(nonce.to_hex())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(from_sqlx)
+    }
+
     async fn append_issuance_log(&self, e: &IssuanceLogEntry) -> StoreResult<()> {
         self.write_issuance_log(e).await
     }

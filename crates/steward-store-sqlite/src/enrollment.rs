@@ -156,6 +156,17 @@ impl EnrollmentStore for SqliteStore {
             .await
     }
 
+    async fn nonce_spent(&self, nonce: &TokenHash) -> StoreResult<bool> {
+        let found = self
+            .read_opt(
+                "SELECT 1 AS spent FROM used_nonces WHERE nonce_hash = ?1",
+                (nonce.to_hex(),),
+                |r| r.int("spent"),
+            )
+            .await?;
+        Ok(found.is_some())
+    }
+
     async fn append_issuance_log(&self, e: &IssuanceLogEntry) -> StoreResult<()> {
         let e = e.clone();
         self.writer.run(move |conn| writes::append_issuance_log(conn, &e)).await

@@ -257,6 +257,11 @@ pub async fn enrollment(
     result.map_err(|f| f.relates_to(relates.as_deref()))
 }
 
+/// The fault for a federated token whose nonce was already consumed (a replay).
+fn token_already_used() -> SoapFault {
+    SoapFault::new(FaultSubcode::Authentication, "the security token was already used")
+}
+
 async fn enroll_device(
     state: &WindowsState,
     req: SoapRequest,
@@ -280,6 +285,20 @@ async fn enroll_device(
     let settings = &state.settings;
     let now = state.core.now();
     let principal = authenticate(state, req.header.credential.as_ref(), peer, now).await?;
+    // A federated token is single-use (its nonce is consumed by the enrollment commit). Refuse a
+    // replay of an already-consumed token here, before anything is signed, rather than signing a
+    // certificate the commit then refuses and voids; the commit-time check stays, for two
+    // concurrent first uses.
+    if let Principal::Federated(t) = &principal {
+        let spent = state
+            .identity
+            .nonce_spent(&t.nonce_hash)
+            .await
+            .map_err(|e| SoapFault::store(e, "checking the security token"))?;
+        if spent {
+            return Err(token_already_used());
+        }
+    }
 
     let bst = &rst.binary_security_token;
     if bst.value_type != mde2::VALUE_TYPE_PKCS10 {
@@ -410,9 +429,7 @@ async fn enroll_device(
     if let Err(e) = state.identity.commit_enrollment(&commit, &issued).await {
         return Err(match e {
             StoreError::TokenUnusable(u) => SoapFault::new(FaultSubcode::Authentication, u.to_string()),
-            StoreError::NonceReused => {
-                SoapFault::new(FaultSubcode::Authentication, "the security token was already used")
-            }
+            StoreError::NonceReused => token_already_used(),
             other => SoapFault::store(other, "recording the enrollment"),
         });
     }

@@ -18,6 +18,7 @@ use crate::model::{
     AuthMethod, CertSerial, DeviceId, Enrollment, EnrollmentCommit, EnrollmentId, EnrollmentTokenId, IssuanceEvent,
     IssuanceLogEntry, Thumbprint,
 };
+use crate::secret::TokenHash;
 use crate::store::{EnrollmentStore, EventLog, StoreError};
 
 /// The audit action of a refused takeover.
@@ -218,6 +219,14 @@ impl Identity {
             not_before: issued.not_before,
             not_after: issued.not_after,
         })
+    }
+
+    /// Whether a single-use token nonce (a federated token's `jti`) was already consumed by a
+    /// committed enrollment. Asked before [`Identity::issue`], so a sequential replay is refused
+    /// without a signature or a void log row; two concurrent first uses both pass and race to the
+    /// commit, which refuses the loser ([`StoreError::NonceReused`]; its certificate is logged void).
+    pub async fn nonce_spent(&self, nonce: &TokenHash) -> Result<bool, StoreError> {
+        self.store.nonce_spent(nonce).await
     }
 
     /// Commits an enrollment whose certificate was issued; if the commit fails, the certificate is

@@ -64,6 +64,11 @@ pub trait EnrollmentStore: Send + Sync {
     /// in any state (the caller decides whether the state allows what it does).
     async fn enrollment_by_certificate(&self, thumbprint: &Thumbprint) -> StoreResult<Option<Enrollment>>;
 
+    /// Whether a federated token's nonce was already consumed by a committed enrollment (and its
+    /// record not yet purged after the token's expiry). Read before the CA signs, so that a
+    /// sequential replay costs no signature; the commit still refuses a reused nonce
+    /// ([`StoreError::NonceReused`]), which is what settles two concurrent first uses.
+    async fn nonce_spent(&self, nonce: &TokenHash) -> StoreResult<bool>;
     /// Commits an enrollment atomically (see [`EnrollmentCommit`]). On any error nothing was written.
     async fn commit_enrollment(&self, c: &EnrollmentCommit) -> StoreResult<()>;
     /// Applies a renewal (see [`RenewalCommit`]) atomically. NotFound unless the enrollment is
