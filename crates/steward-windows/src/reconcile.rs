@@ -224,46 +224,16 @@ mod tests {
     use steward_core::configuration::{
         AssignedProfile, Assignment, DeviceConfiguration, ProfileId, Remediation, Setting, SettingStatus,
     };
-    use steward_core::{
-        AuthMethod, CertSerial, DeviceId, EnrollmentId, EnrollmentState, EnrollmentType, EventKind, OnRemove, Platform,
-        SessionRecord, Thumbprint,
-    };
+    use steward_core::{EventKind, OnRemove, SessionRecord};
     use steward_windows_proto::syncml::{Alert, Command as Sc, Item, ItemData, Meta, Status, SyncBody, SyncHdr};
 
     use super::*;
     use crate::commands::{CommandItem, Verb};
+    use crate::session::tests::{DEVICE, URL, enrollment};
     use crate::session::{self, InventoryPolicy, PollPolicy, SessionInput};
 
-    const DEVICE: &str = "B5B954E81FBCB94EB79BD08BE625F4EE";
-    const URL: &str = "https://mdm.example.com/ManagementServer/MDM.svc";
     const CAMERA: &str = "./Device/Vendor/MSFT/Policy/Config/Camera/AllowCamera";
     const USER_NODE: &str = "./User/Vendor/MSFT/Policy/Config/Start/HideSleep";
-
-    fn enrollment() -> Enrollment {
-        let now = OffsetDateTime::now_utc();
-        Enrollment {
-            id: EnrollmentId::new(),
-            platform: Platform::Windows,
-            device_id: DeviceId::parse(DEVICE).unwrap(),
-            hardware_id: None,
-            device_name: None,
-            os_version: None,
-            os_edition: None,
-            enrollment_type: EnrollmentType::Full,
-            user_email: None,
-            auth_method: AuthMethod::EnrollmentToken,
-            enrollment_token_id: None,
-            group_id: None,
-            cert_serial: CertSerial::new("01"),
-            cert_thumbprint: Thumbprint::of_der(b"certificate"),
-            cert_not_after: now,
-            previous_cert: None,
-            state: EnrollmentState::Active,
-            enrolled_at: now,
-            updated_at: now,
-            last_seen_at: None,
-        }
-    }
 
     fn setting(path: &str) -> Setting {
         Setting {

@@ -1232,7 +1232,7 @@ pub fn challenge(msg: &SyncMl, device_id: &str, management_url: &str, code: u16,
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::commands::action_command;
     use steward_core::{
@@ -1241,10 +1241,11 @@ mod tests {
     };
     use syncml::{Command as Sc, Results, Status};
 
-    const DEVICE: &str = "B5B954E81FBCB94EB79BD08BE625F4EE";
-    const URL: &str = "https://mdm.example.com/ManagementServer/MDM.svc";
+    pub(crate) const DEVICE: &str = "B5B954E81FBCB94EB79BD08BE625F4EE";
+    pub(crate) const URL: &str = "https://mdm.example.com/ManagementServer/MDM.svc";
 
-    fn enrollment() -> Enrollment {
+    /// An active Windows enrollment of [`DEVICE`] (the reconciliation tests use it too).
+    pub(crate) fn enrollment() -> Enrollment {
         let now = OffsetDateTime::now_utc();
         Enrollment {
             id: EnrollmentId::new(),
