@@ -347,6 +347,11 @@ fn anything_the_pre_scan_cannot_delimit_is_malformed() {
         "<r a:='1'/>",
         "<r a:b:c='1'/>",
         "<:r/>",
+        // roxmltree reads `p:xmlns` as a default-namespace declaration, which neither count of
+        // the pre-scan would bound (xml_parse fuzz findings regression-prefixed-xmlns-attribute
+        // and regression-prefixed-xmlns-uri-length).
+        "<r p:xmlns='urn:a'/>",
+        "<r xmlns:p='urn:a' p:xmlns='urn:b'/>",
     ] {
         assert!(
             matches!(prescan(doc, &XmlLimits::DEFAULT), Err(XmlError::Malformed(_))),
