@@ -141,6 +141,7 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(what) => ApiError::Conflict(format!("already exists: {what}")),
             StoreError::TokenUnusable(t) => ApiError::Conflict(t.to_string()),
             StoreError::NonceReused => ApiError::Conflict(e.to_string()),
+            StoreError::Stale(_) => ApiError::Conflict(e.to_string()),
             StoreError::Unavailable(m) => ApiError::Unavailable(m),
             StoreError::Backend(m) => ApiError::Internal(m),
         }

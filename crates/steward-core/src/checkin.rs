@@ -42,6 +42,61 @@ pub struct SessionRecord {
     pub updated_at: Option<OffsetDateTime>,
 }
 
+/// What the commit requires of the device's session record, which the message's context read:
+/// optimistic concurrency between two messages of one device processed at once (on two replicas,
+/// or a retry racing the original). Without it both could pass the exact-repeat check, because
+/// each read the record before the other committed, and both be answered as new (docs/SECURITY.md
+/// "Findings"). A commit whose precondition no longer holds is refused with
+/// [`crate::StoreError::Stale`] and writes nothing; the adapter re-reads the context and processes
+/// the message again, and then sees the other commit (an exact repeat is then replayed).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum SessionPrecondition {
+    /// No check: writers that do not continue a session from a context they read (the
+    /// authentication challenge, benches, store tests).
+    #[default]
+    Unchecked,
+    /// The device had no session record.
+    Absent,
+    /// The record still has this key, platform state and last request hash (every commit of a
+    /// session message changes at least the state, which carries the message ids).
+    Unchanged {
+        key: String,
+        state: String,
+        last_request_hash: String,
+    },
+}
+
+impl SessionPrecondition {
+    /// The precondition for a commit planned on `read`, the context's session record.
+    pub fn of(read: Option<&SessionRecord>) -> Self {
+        match read {
+            None => Self::Absent,
+            Some(r) => Self::Unchanged {
+                key: r.key.clone(),
+                state: r.state.clone(),
+                last_request_hash: r.last_request_hash.clone(),
+            },
+        }
+    }
+
+    /// Whether the record now stored (`current`) still satisfies the precondition. Backends
+    /// evaluate this on the row they lock in the commit's transaction.
+    pub fn holds(&self, current: Option<(&str, &str, &str)>) -> bool {
+        match (self, current) {
+            (Self::Unchecked, _) | (Self::Absent, None) => true,
+            (Self::Absent, Some(_)) | (Self::Unchanged { .. }, None) => false,
+            (
+                Self::Unchanged {
+                    key,
+                    state,
+                    last_request_hash,
+                },
+                Some((k, st, h)),
+            ) => key == k && state == st && last_request_hash == h,
+        }
+    }
+}
+
 /// Everything processing one device message reads, fetched by
 /// [`crate::store::CheckinStore::checkin_context`] in one read snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -163,7 +218,10 @@ pub mod reasons {
 /// [`crate::store::CheckinStore::commit_checkin`], in this order: commands queued, outcomes recorded
 /// (once each, with their events), async completions, re-queues, commands marked sent, facts, the
 /// enrollment ended, the raw message kept, the session saved, `last_seen_at` set, the replaced
-/// certificate retired.
+/// certificate retired. Refused as a whole with [`crate::StoreError::Stale`] when
+/// [`CheckinCommit::session_read`] no longer holds or a command in [`CheckinCommit::sent`] is no
+/// longer open (cancelled, expired or answered since the context was read): the answer that
+/// carries it must not go out.
 #[derive(Debug, Clone, Default)]
 pub struct CheckinCommit {
     /// Commands queued by the session itself (the inventory read due at session start); they may
@@ -178,6 +236,8 @@ pub struct CheckinCommit {
     pub end_enrollment: Option<EnrollmentEnd>,
     pub raw_message: Option<String>,
     pub session: SessionRecord,
+    /// What the session record must still be for this commit to apply ([`SessionPrecondition`]).
+    pub session_read: SessionPrecondition,
     /// The device authenticated with its current certificate: one a renewal replaced is no longer
     /// needed and is revoked.
     pub retire_previous_certificate: bool,

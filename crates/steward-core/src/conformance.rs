@@ -27,6 +27,7 @@ where
     completions(&fresh().await).await;
     requeue(&fresh().await).await;
     enqueue_and_sent(&fresh().await).await;
+    stale_checkins(&fresh().await).await;
     renewal_plans(&fresh().await).await;
     inventory(&fresh().await).await;
     users(&fresh().await).await;
@@ -1242,6 +1243,97 @@ where
         store.enrollment_by_id(e.id).await.unwrap().unwrap().last_seen_at,
         Some(t0)
     );
+}
+
+
+// ---------------------------------------------------------------- stale check-ins
+
+/// A check-in commit applies only over the session record its context read
+/// ([`SessionPrecondition`]) and only while every command it marks sent is still open; otherwise
+/// it is refused with [`StoreError::Stale`] and writes nothing at all (two duplicate messages
+/// processed at once; a cancel committed while the answer was built).
+pub async fn stale_checkins<S>(store: &S)
+where
+    S: EnrollmentStore + CommandQueue + CheckinStore + Inspect,
+{
+    let t0 = now();
+    let e = enroll(store, "ABCDEFABCDEFABCDEFABCDEFABCDEF05", "ST1", t0).await;
+    let first = context_of(store, e.id, t0).await;
+    assert!(first.session.is_none());
+
+    // Two commits planned on the same (absent) record: the first applies, the second is stale.
+    let s1 = session("s1");
+    let queued = new_command(&e, "./Q", 0, None, t0);
+    let one = CheckinCommit {
+        session_read: SessionPrecondition::of(first.session.as_ref()),
+        ..in_session(&s1)
+    };
+    store.commit_checkin(e.id, &one, t0).await.unwrap();
+    let two = CheckinCommit {
+        enqueue: vec![queued.clone()],
+        raw_message: Some("<SyncML>dup</SyncML>".into()),
+        session_read: SessionPrecondition::of(first.session.as_ref()),
+        ..in_session(&session("s2"))
+    };
+    assert!(matches!(
+        store.commit_checkin(e.id, &two, t0).await,
+        Err(StoreError::Stale(_))
+    ));
+    let after = context_of(store, e.id, t0).await;
+    assert_eq!(after.session.as_ref().map(|r| r.key.as_str()), Some("s1"), "the stale commit wrote no session");
+    assert!(store.command(queued.id).await.unwrap().is_none(), "nor its command");
+
+    // Planned on the current record, it applies; a record that moved on since refuses it again.
+    let three = CheckinCommit {
+        session_read: SessionPrecondition::of(after.session.as_ref()),
+        ..in_session(&session("s3"))
+    };
+    store.commit_checkin(e.id, &three, t0).await.unwrap();
+    assert!(matches!(
+        store.commit_checkin(e.id, &three, t0).await,
+        Err(StoreError::Stale(_))
+    ));
+    let ctx = context_of(store, e.id, t0).await;
+    assert_eq!(ctx.session.as_ref().map(|r| r.key.as_str()), Some("s3"));
+
+    // A command cancelled after the context was read: the answer carrying it is refused whole.
+    let cmd = new_command(&e, "./C", 0, None, t0);
+    let other = new_command(&e, "./O", 0, None, t0);
+    store.enqueue_commands(&[cmd.clone(), other.clone()]).await.unwrap();
+    let ctx = context_of(store, e.id, t0).await;
+    assert_eq!(ctx.open.len(), 2);
+    assert!(store.cancel_command(cmd.id, t0).await.unwrap());
+    let carrying = CheckinCommit {
+        sent: vec![other.id, cmd.id, other.id],
+        session_read: SessionPrecondition::of(ctx.session.as_ref()),
+        ..in_session(&session("s4"))
+    };
+    assert!(matches!(
+        store.commit_checkin(e.id, &carrying, t0).await,
+        Err(StoreError::Stale(_))
+    ));
+    assert_eq!(state_of(store, other.id).await, CommandState::Pending, "nothing was marked sent");
+    assert_eq!(state_of(store, cmd.id).await, CommandState::Cancelled);
+    // Planned again on a fresh context, without it: applies (a command named twice counts once).
+    let ctx = context_of(store, e.id, t0).await;
+    assert_eq!(ctx.open.iter().map(|c| c.id).collect::<Vec<_>>(), vec![other.id]);
+    let replanned = CheckinCommit {
+        sent: vec![other.id, other.id],
+        session_read: SessionPrecondition::of(ctx.session.as_ref()),
+        ..in_session(&session("s4"))
+    };
+    store.commit_checkin(e.id, &replanned, t0).await.unwrap();
+    assert_eq!(state_of(store, other.id).await, CommandState::Sent);
+    // Unchecked (the default) writes over whatever is there.
+    store.commit_checkin(e.id, &in_session(&session("s5")), t0).await.unwrap();
+}
+
+async fn context_of<S: CheckinStore>(store: &S, id: EnrollmentId, at: OffsetDateTime) -> CheckinContext {
+    store
+        .checkin_context(EnrollmentKey::Id(id), &[], at)
+        .await
+        .unwrap()
+        .expect("context")
 }
 
 // ---------------------------------------------------------------- renewal

@@ -556,6 +556,27 @@ async fn commit_checkin(
     )
     .await?;
 
+    // The session record must still be the one the message was processed against. The lock just
+    // taken makes every other commit for this enrollment wait, and under READ COMMITTED this read
+    // sees whatever committed before: a second message processed at the same time as the first
+    // finds the first one's record here and is refused, to be replanned (then replayed as a repeat).
+    if c.session_read != SessionPrecondition::Unchecked {
+        let current = sqlx::query(
+            "SELECT session_key, state, last_request_hash FROM checkin_sessions WHERE enrollment_id = $1",
+        )
+        .bind(&eid)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(from_sqlx)?;
+        let current = match &current {
+            Some(r) => Some((r.col::<&str>("session_key")?, r.col::<&str>("state")?, r.col::<&str>("last_request_hash")?)),
+            None => None,
+        };
+        if !c.session_read.holds(current) {
+            return Err(StoreError::Stale("the device's session record".into()));
+        }
+    }
+
     // The engine may have sent (or even been answered for) a command it queued itself.
     if !c.enqueue.is_empty() {
         insert_commands(tx, &c.enqueue).await?;
@@ -643,8 +664,11 @@ async fn commit_checkin(
     }
 
     if !c.sent.is_empty() {
-        let ids: Vec<String> = c.sent.iter().map(ToString::to_string).collect();
-        exec(
+        let mut ids: Vec<String> = c.sent.iter().map(ToString::to_string).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let expected = ids.len() as u64;
+        let marked = exec(
             tx,
             sqlx::query(
                 "UPDATE commands SET state = 'sent', send_count = send_count + 1, last_sent_at = $1, \
@@ -656,6 +680,12 @@ async fn commit_checkin(
             .bind(&eid),
         )
         .await?;
+        // Every command the answer carries is still open. Under READ COMMITTED the UPDATE waits for
+        // a concurrent cancel of one of them and then skips it: that answer must not go out, so
+        // the whole commit is refused and replanned.
+        if marked != expected {
+            return Err(StoreError::Stale("a command in the answer is no longer open".into()));
+        }
     }
 
     let rule_fact_changed = !c.facts.is_empty() && write_facts(tx, &eid, &c.facts, at).await?;

@@ -426,6 +426,24 @@ pub(crate) fn commit_checkin(
     let at = micros(now);
     let tx = immediate(conn)?;
 
+    // The session record must still be the one the message was processed against (under the
+    // write lock, so no other commit can change it before this one ends). Returning drops the
+    // transaction: nothing is written.
+    if c.session_read != SessionPrecondition::Unchecked {
+        let current: Option<(String, String, String)> = tx
+            .prepare_cached(
+                "SELECT session_key, state, last_request_hash FROM checkin_sessions WHERE enrollment_id = ?1",
+            )
+            .map_err(from_rusqlite)?
+            .query_row(params![eid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .optional()
+            .map_err(from_rusqlite)?;
+        let current = current.as_ref().map(|(k, st, h)| (k.as_str(), st.as_str(), h.as_str()));
+        if !c.session_read.holds(current) {
+            return Err(StoreError::Stale("the device's session record".into()));
+        }
+    }
+
     // First: the engine may have sent (or even been answered for) a command it queued itself.
     if !c.enqueue.is_empty() {
         insert_commands(&tx, &c.enqueue)?;
@@ -509,9 +527,16 @@ pub(crate) fn commit_checkin(
                  last_session = ?2 WHERE id = ?3 AND enrollment_id = ?4 AND state IN ('pending', 'sent')",
             )
             .map_err(from_rusqlite)?;
+        let mut marked = 0;
         for cid in &c.sent {
-            sent.execute(params![at, c.session.key, cid.to_string(), eid])
+            marked += sent
+                .execute(params![at, c.session.key, cid.to_string(), eid])
                 .map_err(from_rusqlite)?;
+        }
+        // Every command the answer carries is still open; one cancelled (or expired) since the
+        // context was read must not go out, so the whole commit is refused and replanned.
+        if marked != distinct(&c.sent) {
+            return Err(StoreError::Stale("a command in the answer is no longer open".into()));
         }
     }
 
@@ -641,4 +666,9 @@ pub(crate) fn commit_renewal(conn: &mut Connection, r: &RenewalCommit) -> StoreR
     )?;
     insert_event(&tx, &eid, &r.event, r.at)?;
     tx.commit().map_err(from_rusqlite)
+}
+
+/// How many different commands `ids` names (an answer may name one twice).
+fn distinct(ids: &[CommandId]) -> usize {
+    ids.iter().collect::<std::collections::HashSet<_>>().len()
 }

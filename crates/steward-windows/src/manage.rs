@@ -177,6 +177,61 @@ pub async fn management(
             Md5Outcome::Challenged(answer) => return Ok(syncml_ok(answer)),
         },
     };
+    // Two messages of one device processed at once (a retry racing the original, or two
+    // replicas), or a cancel committing while the answer was built, make the commit stale: it is
+    // refused whole and the message is processed again on a fresh context, which then sees what
+    // the other commit did (an exact repeat is replayed). A few rounds settle any real race; more
+    // means something keeps changing, and the device is told to retry.
+    let mut ctx = ctx;
+    for _ in 0..STALE_RETRIES {
+        let enrollment_id = ctx.enrollment.id;
+        match answer(&state, &msg, &bytes, claimed, &management_url, ctx, &auth, now).await? {
+            Attempt::Answered(response) => return Ok(response),
+            Attempt::Stale(what) => {
+                tracing::debug!(enrollment.id = %enrollment_id, what, "check-in commit was stale; processing the message again");
+                ctx = state
+                    .core
+                    .store
+                    .checkin_context(EnrollmentKey::Id(enrollment_id), CONTEXT_FACTS, now)
+                    .await
+                    .map_err(store_error)?
+                    .ok_or(ManagementError::UnknownCertificate)?;
+                if ctx.enrollment.state != EnrollmentState::Active {
+                    return Err(ManagementError::NotActive(ctx.enrollment.state.as_str()));
+                }
+            }
+        }
+    }
+    Err(ManagementError::Unavailable(
+        "the device's session kept changing while this message was processed".into(),
+    ))
+}
+
+/// How many times one message is processed again after a stale commit before the device is told
+/// to retry later.
+const STALE_RETRIES: usize = 4;
+
+/// What one processing round of a message came to.
+enum Attempt {
+    /// The answer, committed.
+    Answered(Response),
+    /// The commit was refused as stale ([`StoreError::Stale`]): nothing was written.
+    Stale(String),
+}
+
+/// One processing round: the exact-repeat check, the session step and the commit, on `ctx`.
+#[allow(clippy::too_many_arguments)]
+async fn answer(
+    state: &WindowsState,
+    msg: &syncml::SyncMl,
+    bytes: &[u8],
+    claimed: &str,
+    management_url: &str,
+    ctx: CheckinContext,
+    auth: &Authenticated,
+    now: OffsetDateTime,
+) -> Result<Attempt, ManagementError> {
+    let settings = &state.settings;
     let CheckinContext {
         enrollment,
         session_credential: _,
@@ -193,13 +248,13 @@ pub async fn management(
             claimed: claimed.to_owned(),
         });
     }
-    let raw = String::from_utf8_lossy(&bytes);
-    let request_hash = hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &bytes));
+    let raw = String::from_utf8_lossy(bytes);
+    let request_hash = hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes));
 
-    if let Some(answer) = session::replay(previous.as_ref(), &msg, &request_hash) {
+    if let Some(answer) = session::replay(previous.as_ref(), msg, &request_hash) {
         // The same message again (a retry after a lost answer): answer exactly as before, record nothing twice.
         tracing::debug!(device.id = %enrollment.device_id, "replaying answer to a repeated message");
-        return Ok(syncml_ok(answer.to_owned()));
+        return Ok(Attempt::Answered(syncml_ok(answer.to_owned())));
     }
 
     let fact = |name: &FactName| facts.iter().find(|f| f.name == *name);
@@ -214,7 +269,7 @@ pub async fn management(
         collected_at: fact(&facts::INVENTORY_COLLECTED_AT).map(|f| f.updated_at),
         command_id: CommandId::new(),
     };
-    let md5_next_nonce = match &auth {
+    let md5_next_nonce = match auth {
         Authenticated::Md5 { next_nonce } => Some(next_nonce.clone()),
         Authenticated::Certificate(_) => None,
     };
@@ -226,13 +281,13 @@ pub async fn management(
         r
     });
     let retire_previous_certificate = enrollment.previous_cert.is_some()
-        && matches!(&auth, Authenticated::Certificate(t) if *t == enrollment.cert_thumbprint);
+        && matches!(auth, Authenticated::Certificate(t) if *t == enrollment.cert_thumbprint);
     let mut out = session::process(session::SessionInput {
-        msg: &msg,
+        msg,
         raw: &raw,
         request_hash,
         enrollment: &enrollment,
-        management_url: &management_url,
+        management_url,
         previous: previous.as_ref(),
         open_commands: &open,
         awaiting: &awaiting,
@@ -254,16 +309,17 @@ pub async fn management(
         let policy = VerifyPolicy {
             interval: time::Duration::hours(i64::from(settings.verify_interval_hours)),
         };
-        r.finish(&msg, &mut out.commit, &policy, now);
+        r.finish(msg, &mut out.commit, &policy, now);
     }
+    // The commit applies only over the session record this round read.
+    out.commit.session_read = SessionPrecondition::of(previous.as_ref());
     // Durable before the device sees it: if this fails the device gets an error and nothing was
     // marked sent or recorded, so the same work happens again on its retry.
-    state
-        .core
-        .store
-        .commit_checkin(enrollment.id, &out.commit, now)
-        .await
-        .map_err(store_error)?;
+    match state.core.store.commit_checkin(enrollment.id, &out.commit, now).await {
+        Ok(()) => {}
+        Err(StoreError::Stale(what)) => return Ok(Attempt::Stale(what)),
+        Err(e) => return Err(store_error(e)),
+    }
     if let Some(end) = &out.commit.end_enrollment {
         tracing::info!(device.id = %enrollment.device_id, state = end.state.as_str(), reason = %end.reason, "enrollment ended");
     }
@@ -277,7 +333,7 @@ pub async fn management(
         ends = out.ends_session,
         "management message"
     );
-    Ok(syncml_ok(out.commit.session.last_response))
+    Ok(Attempt::Answered(syncml_ok(out.commit.session.last_response)))
 }
 
 enum Md5Outcome {

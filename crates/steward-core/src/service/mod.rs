@@ -62,6 +62,7 @@ impl From<StoreError> for ServiceError {
             StoreError::Conflict(what) => Self::Conflict(format!("already exists: {what}")),
             StoreError::TokenUnusable(t) => Self::Conflict(t.to_string()),
             StoreError::NonceReused => Self::Conflict(e.to_string()),
+            StoreError::Stale(_) => Self::Conflict(e.to_string()),
             StoreError::Unavailable(m) => Self::Unavailable(m),
             StoreError::Backend(m) => Self::Internal(m),
         }

@@ -42,6 +42,11 @@ pub enum StoreError {
     Unavailable(String),
     #[error("database error: {0}")]
     Backend(String),
+    /// What the write was planned on changed before it committed (a check-in's session record or
+    /// a command it was about to send; [`crate::checkin::CheckinCommit`]); nothing was written.
+    /// The caller re-reads and plans again.
+    #[error("changed since it was read: {0}")]
+    Stale(String),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
