@@ -742,10 +742,10 @@ mod tests {
             let mut seen = BTreeSet::new();
             for s in &p.settings {
                 assert!(seen.insert(s.loc_uri.as_str()), "{} sets {} twice", p.name, s.loc_uri);
-                if p.category == CatalogCategory::Baseline {
-                    if let Some(other) = area_of.insert(s.loc_uri.as_str(), p.name.as_str()) {
-                        panic!("{} is set by {} and {}", s.loc_uri, other, p.name);
-                    }
+                if p.category == CatalogCategory::Baseline
+                    && let Some(other) = area_of.insert(s.loc_uri.as_str(), p.name.as_str())
+                {
+                    panic!("{} is set by {} and {}", s.loc_uri, other, p.name);
                 }
             }
         }
