@@ -710,6 +710,47 @@ mod tests {
         }
     }
 
+    /// The update rings set the same nodes, so a device assigned to two rings has a conflict on
+    /// every node where their values differ (the conflict rule then picks one ring's value), never a
+    /// mix of one ring's settings and the other's defaults.
+    #[test]
+    fn the_update_rings_set_the_same_nodes() {
+        let rings: Vec<(&str, BTreeSet<&str>)> = all()
+            .iter()
+            .filter(|p| p.category == CatalogCategory::UpdateRing)
+            .map(|p| (p.name.as_str(), p.settings.iter().map(|s| s.loc_uri.as_str()).collect()))
+            .collect();
+        let (first, nodes) = &rings[0];
+        for (name, other) in &rings[1..] {
+            assert_eq!(other, nodes, "{name} and {first} set different nodes");
+        }
+        // And they are rings, not copies: some values differ.
+        let values = |name: &str| -> Vec<String> {
+            let p = all().iter().find(|p| p.name == name).unwrap();
+            p.settings.iter().map(|s| s.value.clone()).collect()
+        };
+        assert_ne!(values("update-ring-pilot"), values("update-ring-broad"));
+    }
+
+    /// A baseline area or ring sets each node once, and the baseline areas split the baseline
+    /// between them: a node set by two areas would make assigning both areas a conflict with itself.
+    /// (Kinds are command sequences: an MSI's node is added, then executed.)
+    #[test]
+    fn no_node_is_set_twice_in_a_profile_or_by_two_baseline_areas() {
+        let mut area_of: BTreeMap<&str, &str> = BTreeMap::new();
+        for p in all().iter().filter(|p| p.category != CatalogCategory::Kind) {
+            let mut seen = BTreeSet::new();
+            for s in &p.settings {
+                assert!(seen.insert(s.loc_uri.as_str()), "{} sets {} twice", p.name, s.loc_uri);
+                if p.category == CatalogCategory::Baseline
+                    && let Some(other) = area_of.insert(s.loc_uri.as_str(), p.name.as_str())
+                {
+                    panic!("{} is set by {} and {}", s.loc_uri, other, p.name);
+                }
+            }
+        }
+    }
+
     #[test]
     fn every_setting_is_in_a_scope_has_a_doc_and_a_matching_value() {
         for p in all() {
