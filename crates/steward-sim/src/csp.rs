@@ -392,7 +392,9 @@ fn creatable(path: &str) -> Option<Creatable> {
     // Defender CSP `Configuration/<Setting>`: fixed DDF leaves with Add, Delete, Get and Replace
     // (Learn Defender CSP). The simulator holds only what the server wrote, so a leaf appears on its
     // first Add or Replace and Delete removes it, as a Policy CSP setting does.
-    if let Some(rest) = path.strip_prefix(DEFENDER_CONFIGURATION).and_then(|r| r.strip_prefix('/'))
+    if let Some(rest) = path
+        .strip_prefix(DEFENDER_CONFIGURATION)
+        .and_then(|r| r.strip_prefix('/'))
         && !rest.contains('/')
     {
         return Some(Creatable {
