@@ -319,6 +319,7 @@ const DEVICE_MSFT: &str = "./Device/Vendor/MSFT";
 const POLICY_DEVICE: &str = "./Device/Vendor/MSFT/Policy/Config";
 const POLICY_USER: &str = "./User/Vendor/MSFT/Policy/Config";
 const MSI_ROOT: &str = "./Device/Vendor/MSFT/EnterpriseDesktopAppManagement/MSI";
+const DEFENDER_CONFIGURATION: &str = "./Device/Vendor/MSFT/Defender/Configuration";
 const LOCAL_TIME: &str = "./DevDetail/Ext/Microsoft/LocalTime";
 
 /// Normalises a LocURI to the key the tree uses: `./Vendor/MSFT…` becomes `./Device/Vendor/MSFT…`,
@@ -385,6 +386,20 @@ fn creatable(path: &str) -> Option<Creatable> {
         return Some(Creatable {
             access: Access::DYNAMIC,
             default_format: Format::Chr,
+            needs_parent: false,
+        });
+    }
+    // Defender CSP `Configuration/<Setting>`: fixed DDF leaves with Add, Delete, Get and Replace
+    // (Learn Defender CSP). The simulator holds only what the server wrote, so a leaf appears on its
+    // first Add or Replace and Delete removes it, as a Policy CSP setting does.
+    if let Some(rest) = path
+        .strip_prefix(DEFENDER_CONFIGURATION)
+        .and_then(|r| r.strip_prefix('/'))
+        && !rest.contains('/')
+    {
+        return Some(Creatable {
+            access: Access::DYNAMIC,
+            default_format: Format::Int,
             needs_parent: false,
         });
     }
@@ -578,6 +593,7 @@ impl CspTree {
         t.seed_interior(POLICY_DEVICE, Access::GET);
         t.seed_interior(POLICY_USER, Access::GET);
         t.seed_interior(MSI_ROOT, Access::GET);
+        t.seed_interior(DEFENDER_CONFIGURATION, Access::GET);
         t.seed_interior("./SyncML/DMAcc", Access::GET);
         t
     }
@@ -1190,6 +1206,33 @@ mod tests {
         );
         assert_eq!(t.add(node, Some("int"), None, Some("2")), Ok(200));
         assert_eq!(t.add(node, Some("int"), None, Some("2")).unwrap_err().status(), 418);
+    }
+
+    #[test]
+    fn defender_configuration_leaves_are_written_read_and_deleted() {
+        let mut t = tree();
+        let node = "./Device/Vendor/MSFT/Defender/Configuration/HideExclusionsFromLocalAdmins";
+        assert_eq!(t.get(node).unwrap_err().status(), 404);
+        assert_eq!(t.replace(node, Some("int"), None, Some("1")), Ok(200));
+        assert_eq!(t.get(node).unwrap().data, "1");
+        // The default format is int: a value that is not one is refused.
+        let other = "./Device/Vendor/MSFT/Defender/Configuration/EnableFileHashComputation";
+        assert_eq!(t.replace(other, None, None, Some("yes")).unwrap_err().status(), 400);
+        assert_eq!(t.delete(node), Ok(200));
+        assert_eq!(t.get(node).unwrap_err().status(), 404);
+        // Only the Configuration leaves: deeper paths and other Defender nodes are not created.
+        assert_eq!(
+            t.replace(&format!("{node}/Deeper"), Some("int"), None, Some("1"))
+                .unwrap_err()
+                .status(),
+            404
+        );
+        assert_eq!(
+            t.replace("./Device/Vendor/MSFT/Defender/Scan", Some("int"), None, Some("1"))
+                .unwrap_err()
+                .status(),
+            404
+        );
     }
 
     #[test]

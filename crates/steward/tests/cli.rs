@@ -548,7 +548,7 @@ async fn remote_cli_manages_a_simulated_device() {
     let cells: Vec<&str> = bitlocker.split_whitespace().collect();
     assert_eq!(
         &cells[..4],
-        ["baseline-bitlocker", "baseline", "bitlocker", "5"],
+        ["baseline-bitlocker", "baseline", "bitlocker", "17"],
         "{bitlocker}"
     );
     let list = run_json(client(home.path()).args(["catalog", "list"]));
