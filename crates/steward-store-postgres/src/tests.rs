@@ -89,6 +89,7 @@ stories!(
     completions,
     requeue,
     enqueue_and_sent,
+    stale_checkins,
     renewal_plans,
     inventory,
     users,
@@ -125,7 +126,7 @@ async fn run_all_on_fresh_schemas() {
         }
     })
     .await;
-    assert_eq!(n, 22);
+    assert_eq!(n, 23);
     let mut c = PgConnection::connect(&database_url()).await.unwrap();
     for s in schemas {
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA {s} CASCADE")))

@@ -76,6 +76,7 @@ stories!(
     completions,
     requeue,
     enqueue_and_sent,
+    stale_checkins,
     renewal_plans,
     inventory,
     users,
@@ -103,7 +104,7 @@ async fn run_all_on_fresh_stores() {
         async move { SqliteStore::open(&path).await.unwrap() }
     })
     .await;
-    assert_eq!(n, 22);
+    assert_eq!(n, 23);
 }
 
 #[tokio::test]

@@ -527,15 +527,16 @@ pub(crate) fn commit_checkin(
                  last_session = ?2 WHERE id = ?3 AND enrollment_id = ?4 AND state IN ('pending', 'sent')",
             )
             .map_err(from_rusqlite)?;
+        let ids: std::collections::BTreeSet<&CommandId> = c.sent.iter().collect();
         let mut marked = 0;
-        for cid in &c.sent {
+        for cid in &ids {
             marked += sent
                 .execute(params![at, c.session.key, cid.to_string(), eid])
                 .map_err(from_rusqlite)?;
         }
         // Every command the answer carries is still open; one cancelled (or expired) since the
         // context was read must not go out, so the whole commit is refused and replanned.
-        if marked != distinct(&c.sent) {
+        if marked != ids.len() {
             return Err(StoreError::Stale("a command in the answer is no longer open".into()));
         }
     }
@@ -666,9 +667,4 @@ pub(crate) fn commit_renewal(conn: &mut Connection, r: &RenewalCommit) -> StoreR
     )?;
     insert_event(&tx, &eid, &r.event, r.at)?;
     tx.commit().map_err(from_rusqlite)
-}
-
-/// How many different commands `ids` names (an answer may name one twice).
-fn distinct(ids: &[CommandId]) -> usize {
-    ids.iter().collect::<std::collections::HashSet<_>>().len()
 }
