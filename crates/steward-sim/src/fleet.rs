@@ -298,6 +298,12 @@ impl Fleet {
         self.devices.push(device);
     }
 
+    /// Moves every device of `other` (enrolled by another run, e.g. concurrently with this fleet's
+    /// check-ins) into this fleet.
+    pub fn absorb(&mut self, other: Fleet) {
+        self.devices.extend(other.devices);
+    }
+
     /// Enrolls `plan.devices` devices, starting at most `plan.rate` per second with at most
     /// `plan.concurrency` in flight. Failures are counted in `stats`, not returned: a load test
     /// wants to see them all. Errors only for the pool running dry or a worker panicking.

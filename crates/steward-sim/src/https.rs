@@ -40,6 +40,20 @@ impl Response {
     }
 }
 
+/// An error and its causes, outermost first: hyper's own message ("connection error") hides what
+/// happened, such as the TLS alert a server sends after a TLS 1.3 handshake (a refused client
+/// certificate arrives as the cause of the first request's failure).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 struct ParsedUrl {
     host: String,
     port: u16,
@@ -296,12 +310,12 @@ impl HttpsClient {
             .sender
             .send_request(req)
             .await
-            .map_err(|e| HttpsError::Http(e.to_string()))?;
+            .map_err(|e| HttpsError::Http(with_causes(&e)))?;
         let (parts, body) = resp.into_parts();
         let body = body
             .collect()
             .await
-            .map_err(|e| HttpsError::Http(e.to_string()))?
+            .map_err(|e| HttpsError::Http(with_causes(&e)))?
             .to_bytes();
         Ok(Response {
             status: parts.status,

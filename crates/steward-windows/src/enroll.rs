@@ -202,8 +202,9 @@ async fn authenticate(
             if value_type != mde2::VALUE_TYPE_USER_TOKEN {
                 return Err(denied("unsupported security token type"));
             }
-            let verified = federated::verify_token(&state.pki.federation_key, token, now)
-                .ok_or_else(|| denied("the security token is invalid or expired"))?;
+            let lifetime = time::Duration::minutes(i64::from(state.settings.federated_token_minutes));
+            let verified = federated::verify_token(&state.pki.federation_key, token, now, lifetime)
+                .map_err(|refused| denied(&refused.to_string()))?;
             Ok(Principal::Federated(verified))
         }
     }

@@ -52,27 +52,65 @@ pub fn issue_token(key: &hmac::Key, email: &str, lifetime: Duration, now: Offset
     Some(format!("{PREFIX}{payload}.{}", URL_SAFE_NO_PAD.encode(tag.as_ref())))
 }
 
-/// Verifies signature and expiry. Windows may hand the token back as-is or base64-encoded (the
+/// How far the verifying server's clock may be from the issuing server's, either way: replicas
+/// behind one load balancer share the federation key but not a clock (NTP keeps them within
+/// seconds; two minutes is the usual leeway for signed tokens, cf. RFC 7519 §4.1.4 "some small
+/// leeway"). A token is accepted until `exp + skew`, and refused if its `exp` lies further ahead
+/// than a token issued now could carry (`now + lifetime + skew`): it was issued by a clock that is
+/// ahead, or forged with a far expiry under a leaked key.
+pub const CLOCK_SKEW: Duration = Duration::minutes(2);
+
+/// Why a presented federated token is refused (each is an Authentication fault to the device).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TokenRefused {
+    #[error("the security token is malformed")]
+    Malformed,
+    #[error("the security token's signature is invalid")]
+    BadSignature,
+    #[error("the security token has expired")]
+    Expired,
+    #[error("the security token was issued in the future (the issuing clock is ahead of this server's)")]
+    FromTheFuture,
+}
+
+/// Verifies signature and validity period (`lifetime`: what this server issues, so the latest
+/// expiry a genuine token can carry). Windows may hand the token back as-is or base64-encoded (the
 /// BinarySecurityToken's EncodingType is base64binary), so both forms are accepted.
-pub fn verify_token(key: &hmac::Key, presented: &str, now: OffsetDateTime) -> Option<VerifiedToken> {
+pub fn verify_token(
+    key: &hmac::Key,
+    presented: &str,
+    now: OffsetDateTime,
+    lifetime: Duration,
+) -> Result<VerifiedToken, TokenRefused> {
     let presented = presented.trim();
     let decoded;
     let token = if presented.starts_with(PREFIX) {
         presented
     } else {
-        decoded = String::from_utf8(STANDARD.decode(presented).ok()?).ok()?;
+        decoded = STANDARD
+            .decode(presented)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .ok_or(TokenRefused::Malformed)?;
         decoded.trim()
     };
-    let rest = token.strip_prefix(PREFIX)?;
-    let (payload, tag) = rest.split_once('.')?;
-    let tag = URL_SAFE_NO_PAD.decode(tag).ok()?;
-    hmac::verify(key, payload.as_bytes(), &tag).ok()?;
-    let claims: Claims = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;
-    let expires_at = OffsetDateTime::from_unix_timestamp(claims.exp).ok()?;
-    if expires_at <= now {
-        return None;
+    let rest = token.strip_prefix(PREFIX).ok_or(TokenRefused::Malformed)?;
+    let (payload, tag) = rest.split_once('.').ok_or(TokenRefused::Malformed)?;
+    let tag = URL_SAFE_NO_PAD.decode(tag).map_err(|_| TokenRefused::Malformed)?;
+    hmac::verify(key, payload.as_bytes(), &tag).map_err(|_| TokenRefused::BadSignature)?;
+    let claims: Claims = URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()
+        .and_then(|json| serde_json::from_slice(&json).ok())
+        .ok_or(TokenRefused::Malformed)?;
+    let expires_at = OffsetDateTime::from_unix_timestamp(claims.exp).map_err(|_| TokenRefused::Malformed)?;
+    if expires_at + CLOCK_SKEW <= now {
+        return Err(TokenRefused::Expired);
     }
-    Some(VerifiedToken {
+    if expires_at > now + lifetime + CLOCK_SKEW {
+        return Err(TokenRefused::FromTheFuture);
+    }
+    Ok(VerifiedToken {
         email: claims.sub,
         expires_at,
         nonce_hash: TokenHash::of(&claims.jti),
@@ -309,27 +347,59 @@ mod tests {
         hmac::Key::new(hmac::HMAC_SHA256, &[7u8; 32])
     }
 
+    const LIFETIME: Duration = Duration::minutes(5);
+
     #[test]
     fn token_round_trip_and_forms() {
         let now = OffsetDateTime::now_utc();
-        let t = issue_token(&key(), "a@example.com", Duration::minutes(5), now).unwrap();
-        let v = verify_token(&key(), &t, now).unwrap();
+        let t = issue_token(&key(), "a@example.com", LIFETIME, now).unwrap();
+        let v = verify_token(&key(), &t, now, LIFETIME).unwrap();
         assert_eq!(v.email, "a@example.com");
         let b64 = STANDARD.encode(t.as_bytes());
-        assert_eq!(verify_token(&key(), &b64, now).unwrap().nonce_hash, v.nonce_hash);
+        assert_eq!(
+            verify_token(&key(), &b64, now, LIFETIME).unwrap().nonce_hash,
+            v.nonce_hash
+        );
     }
 
     #[test]
     fn token_rejections() {
         let now = OffsetDateTime::now_utc();
-        let t = issue_token(&key(), "a@example.com", Duration::minutes(5), now).unwrap();
-        assert!(verify_token(&key(), &t, now + Duration::minutes(6)).is_none());
+        let t = issue_token(&key(), "a@example.com", LIFETIME, now).unwrap();
+        let at = |when| verify_token(&key(), &t, when, LIFETIME).map(|_| ());
+        assert_eq!(at(now + LIFETIME + CLOCK_SKEW), Err(TokenRefused::Expired));
         let other = hmac::Key::new(hmac::HMAC_SHA256, &[8u8; 32]);
-        assert!(verify_token(&other, &t, now).is_none());
+        assert_eq!(
+            verify_token(&other, &t, now, LIFETIME).map(|_| ()),
+            Err(TokenRefused::BadSignature)
+        );
         let mut tampered = t.clone();
         tampered.insert(PREFIX.len() + 3, 'x');
-        assert!(verify_token(&key(), &tampered, now).is_none());
-        assert!(verify_token(&key(), "garbage", now).is_none());
+        assert!(verify_token(&key(), &tampered, now, LIFETIME).is_err());
+        assert_eq!(
+            verify_token(&key(), "garbage", now, LIFETIME).map(|_| ()),
+            Err(TokenRefused::Malformed)
+        );
+    }
+
+    /// The verifier's clock against the issuer's: within [`CLOCK_SKEW`] either way the token is
+    /// good; beyond it, expired (verifier ahead) or from the future (issuer ahead).
+    #[test]
+    fn clock_skew_is_allowed_up_to_its_bound() {
+        let now = OffsetDateTime::now_utc();
+        let second = Duration::seconds(1);
+        let issued_at = |offset: Duration| issue_token(&key(), "a@example.com", LIFETIME, now + offset).unwrap();
+        let verify = |t: &str| verify_token(&key(), t, now, LIFETIME).map(|_| ());
+        // The issuer's clock ahead of ours.
+        assert_eq!(verify(&issued_at(CLOCK_SKEW - second)), Ok(()));
+        assert_eq!(
+            verify(&issued_at(CLOCK_SKEW + second)),
+            Err(TokenRefused::FromTheFuture)
+        );
+        // The issuer's clock behind ours (or the token used late): expired beyond the skew.
+        let late = -(LIFETIME + CLOCK_SKEW);
+        assert_eq!(verify(&issued_at(late + second)), Ok(()));
+        assert_eq!(verify(&issued_at(late - second)), Err(TokenRefused::Expired));
     }
 
     #[test]

@@ -245,7 +245,7 @@ async fn a_kek_from_the_systemd_credentials_directory_stays_out_of_the_data_dire
 }
 
 /// A 503 with Retry-After that says nothing about why beyond a trace id.
-fn assert_retryable(what: &str, resp: &Response) {
+pub(crate) fn assert_retryable(what: &str, resp: &Response) {
     assert_eq!(resp.status, StatusCode::SERVICE_UNAVAILABLE, "{what}: {}", resp.text());
     assert_eq!(resp.headers["retry-after"], "5", "{what}");
     let text = resp.text().to_lowercase();

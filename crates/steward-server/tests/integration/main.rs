@@ -15,6 +15,7 @@ mod console;
 mod dynamic_groups;
 mod enrollment;
 mod enrollment_faults;
+mod faults;
 mod fixtures;
 mod interop;
 mod invariants;

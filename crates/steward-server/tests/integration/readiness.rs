@@ -35,7 +35,7 @@ async fn on_database(t: &TestServer, sql: &str) {
 }
 
 /// The readiness answer: status, and the problem document's `check` and `code` when not ready.
-async fn readyz(t: &TestServer) -> (u16, Option<(String, String)>) {
+pub(crate) async fn readyz(t: &TestServer) -> (u16, Option<(String, String)>) {
     let resp = t.client().get(&t.url("/readyz")).await.unwrap();
     assert_eq!(resp.headers.get("cache-control").unwrap(), "no-store");
     let status = resp.status.as_u16();
