@@ -18,6 +18,7 @@ mod enrollment_faults;
 mod fixtures;
 mod interop;
 mod invariants;
+mod kek_rotation;
 mod lifecycle;
 mod limits;
 mod load;
