@@ -252,11 +252,18 @@ pub async fn login(State(state): State<ConsoleState>, req: Request) -> Response 
     if foreign_origin(req.headers()) {
         return error_page(None, StatusCode::FORBIDDEN, "cross-site request refused");
     }
-    let Ok(Form(form)) = Form::<LoginForm>::from_request(req, &()).await else {
-        return page(
-            StatusCode::BAD_REQUEST,
-            login_form(Some("Enter an e-mail address and a password."), ""),
-        );
+    let form = match Form::<LoginForm>::from_request(req, &()).await {
+        Ok(Form(form)) => form,
+        // Over `limits.console_form_bytes`: said as such, like every other console form.
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return error_page(None, StatusCode::PAYLOAD_TOO_LARGE, "form too large");
+        }
+        Err(_) => {
+            return page(
+                StatusCode::BAD_REQUEST,
+                login_form(Some("Enter an e-mail address and a password."), ""),
+            );
+        }
     };
     let email = form.email.trim().to_lowercase();
     let passwords = &state.core().passwords;
