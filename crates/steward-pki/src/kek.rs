@@ -263,7 +263,9 @@ impl KekRing {
         let mut seen = vec![current.id];
         for k in &previous {
             if seen.contains(&k.id) {
-                return Err(PkiError::InvalidKek("the same KEK is listed twice (current and previous)"));
+                return Err(PkiError::InvalidKek(
+                    "the same KEK is listed twice (current and previous)",
+                ));
             }
             seen.push(k.id);
         }
@@ -405,8 +407,14 @@ mod tests {
         let relabelled = sealed.replace(&kek.id().to_string(), &other.id().to_string());
         assert!(matches!(other.open("root-ca.key", &relabelled), Err(PkiError::Unseal)));
         assert!(matches!(kek.open("root-ca.key", &relabelled), Err(PkiError::Unseal)));
-        assert!(matches!(sealed_by("steward-sealed-v2:zz:AAAA"), Err(PkiError::SealedFormat(_))));
-        assert!(matches!(sealed_by("steward-sealed-v2:AAAA"), Err(PkiError::SealedFormat(_))));
+        assert!(matches!(
+            sealed_by("steward-sealed-v2:zz:AAAA"),
+            Err(PkiError::SealedFormat(_))
+        ));
+        assert!(matches!(
+            sealed_by("steward-sealed-v2:AAAA"),
+            Err(PkiError::SealedFormat(_))
+        ));
         // The id is stable for the same key bytes and differs between keys.
         assert_eq!(Kek::from_base64(&kek.to_base64()).unwrap().id(), kek.id());
         assert_ne!(kek.id(), other.id());

@@ -383,7 +383,12 @@ pub(crate) fn unseal(
     ring.open(label, sealed.trim()).map_err(|_| BootstrapError::Unseal {
         what: path.display().to_string(),
         kek_hint: config.data_dir.join("kek").display().to_string(),
-        configured: ring.ids().iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+        configured: ring
+            .ids()
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
         sealed_by: match steward_pki::sealed_by(sealed) {
             Ok(SealedBy::Kek(id)) => format!(", but it was sealed under KEK {id}"),
             _ => String::new(),

@@ -1173,7 +1173,10 @@ mod tests {
                 ("STEWARD_API_BODY_BYTES", "2097152"),
                 ("STEWARD_SESSIONS_PER_DEVICE", "1"),
                 ("STEWARD_DISCOVERY_PER_MINUTE_PER_ADDRESS", "0"),
-                ("STEWARD_PREVIOUS_KEK_FILES", "/etc/steward/kek.old, /etc/steward/kek.older"),
+                (
+                    "STEWARD_PREVIOUS_KEK_FILES",
+                    "/etc/steward/kek.old, /etc/steward/kek.older",
+                ),
             ]),
         )
         .unwrap();
@@ -1186,7 +1189,10 @@ mod tests {
         assert_eq!(c.limits.discovery_per_minute_per_address, 0);
         assert_eq!(
             c.pki.previous_kek_files,
-            vec![PathBuf::from("/etc/steward/kek.old"), PathBuf::from("/etc/steward/kek.older")]
+            vec![
+                PathBuf::from("/etc/steward/kek.old"),
+                PathBuf::from("/etc/steward/kek.older")
+            ]
         );
         let d = Config::default().limits;
         assert_eq!(

@@ -121,7 +121,9 @@ pub enum KekError {
     Exists(PathBuf),
     #[error("PKI: {0}")]
     Pki(#[from] steward_pki::PkiError),
-    #[error("after the rotation, {name} does not open with the new key-encryption key; restore the data directory from its backup")]
+    #[error(
+        "after the rotation, {name} does not open with the new key-encryption key; restore the data directory from its backup"
+    )]
     VerifyFailed { name: &'static str },
 }
 
@@ -345,7 +347,12 @@ mod tests {
         drop(pki);
         let s = status(&c).unwrap();
         assert!(s.unlisted.is_empty(), "{:?}", s.unlisted);
-        assert!(s.files.iter().all(|f| matches!(f.state, SealedState::Opens { named: true, .. })), "{s:?}");
+        assert!(
+            s.files
+                .iter()
+                .all(|f| matches!(f.state, SealedState::Opens { named: true, .. })),
+            "{s:?}"
+        );
         assert!(s.complete());
     }
 
@@ -360,7 +367,10 @@ mod tests {
 
         let new_path = keys.path().join("kek.new");
         let new_id = generate_file(&new_path).unwrap();
-        assert!(matches!(generate_file(&new_path), Err(KekError::Exists(_))), "never overwrites");
+        assert!(
+            matches!(generate_file(&new_path), Err(KekError::Exists(_))),
+            "never overwrites"
+        );
         let new = bootstrap::read_kek_file(&new_path).unwrap();
         let r = rotate(&c, Some(new)).unwrap();
         assert_eq!(r.to, new_id);
@@ -384,7 +394,10 @@ mod tests {
         assert!(!created);
         assert_eq!(pki.root.cert_der(), root.as_slice());
         let err = bootstrap::load_pki(&c).unwrap_err().to_string();
-        assert!(err.contains("refusing to start") && err.contains(&new_id.to_string()), "{err}");
+        assert!(
+            err.contains("refusing to start") && err.contains(&new_id.to_string()),
+            "{err}"
+        );
     }
 
     #[test]
@@ -401,7 +414,16 @@ mod tests {
         let foreign = stranger.seal_v2("audit-chain.key", &[7; 32]).unwrap();
         fs::write(dir.path().join("audit-chain.key.sealed"), &foreign).unwrap();
         let err = rotate(&c, Some(Kek::generate().unwrap())).unwrap_err();
-        assert!(matches!(err, KekError::DoesNotOpen { name: "audit-chain.key.sealed", .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                KekError::DoesNotOpen {
+                    name: "audit-chain.key.sealed",
+                    ..
+                }
+            ),
+            "{err}"
+        );
         for ((n, _), was) in SEALED_FILES.iter().zip(&before) {
             let now = fs::read_to_string(dir.path().join(n)).unwrap();
             if *n == "audit-chain.key.sealed" {
@@ -429,7 +451,9 @@ mod tests {
         // Rewrite the audit-chain key as an earlier release did: v1, no KEK id.
         let path = dir.path().join("audit-chain.key.sealed");
         let (ring, _) = bootstrap::load_kek(&c).unwrap();
-        let (plain, _) = ring.open("audit-chain.key", &fs::read_to_string(&path).unwrap()).unwrap();
+        let (plain, _) = ring
+            .open("audit-chain.key", &fs::read_to_string(&path).unwrap())
+            .unwrap();
         fs::write(&path, kek.seal("audit-chain.key", &plain).unwrap()).unwrap();
         let s = status(&c).unwrap();
         assert!(!s.complete(), "a v1 blob names no KEK: not complete yet");
@@ -437,7 +461,9 @@ mod tests {
         assert_eq!(r.resealed, vec![("audit-chain.key.sealed", kek.id())]);
         assert!(status(&c).unwrap().complete());
         assert_eq!(
-            ring.open("audit-chain.key", &fs::read_to_string(&path).unwrap()).unwrap().0,
+            ring.open("audit-chain.key", &fs::read_to_string(&path).unwrap())
+                .unwrap()
+                .0,
             plain
         );
     }

@@ -79,8 +79,8 @@ impl IntoResponse for ManagementError {
             // The device's own excess: retryable, logged at warn (not an error of ours).
             Self::DeviceBusy(..) => {
                 tracing::warn!(error = %self, "management request refused as retryable");
-                let mut response = text("this device already has a request in progress; try again shortly".into())
-                    .into_response();
+                let mut response =
+                    text("this device already has a request in progress; try again shortly".into()).into_response();
                 response
                     .headers_mut()
                     .insert(http::header::RETRY_AFTER, http::HeaderValue::from(RETRY_AFTER_SECONDS));

@@ -2549,7 +2549,10 @@ pub(crate) mod tests {
         let now = OffsetDateTime::now_utc();
         let mut at_cap = input(&msg, &e, None, &[], &[], inventory.clone(), now);
         at_cap.max_device_commands = 100;
-        assert!(process(at_cap).response.body.commands.len() > 1, "100 commands under a cap of 100 are processed");
+        assert!(
+            process(at_cap).response.body.commands.len() > 1,
+            "100 commands under a cap of 100 are processed"
+        );
         msg.body.commands.push(Sc::Get(ItemCommand {
             cmd_id: "one-more".into(),
             meta: None,

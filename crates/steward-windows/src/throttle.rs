@@ -155,7 +155,10 @@ mod tests {
         assert_eq!(sessions.in_flight(a), 2);
         drop((s2, s3, other));
         assert_eq!(sessions.in_flight(a), 0);
-        assert!(sessions.in_flight.lock().unwrap().is_empty(), "nothing kept for idle devices");
+        assert!(
+            sessions.in_flight.lock().unwrap().is_empty(),
+            "nothing kept for idle devices"
+        );
     }
 
     #[test]
@@ -169,7 +172,10 @@ mod tests {
         }
         assert!(!rate.allow_at(Some(a), t0), "over the burst");
         assert!(rate.allow_at(Some(b), t0), "another address is unaffected");
-        assert!((0..100).all(|_| rate.allow_at(Some(proxy), t0)), "trusted proxies are exempt");
+        assert!(
+            (0..100).all(|_| rate.allow_at(Some(proxy), t0)),
+            "trusted proxies are exempt"
+        );
         assert!(rate.allow_at(None, t0));
         // 3 a minute: one more token after 20 s.
         assert!(!rate.allow_at(Some(a), t0 + Duration::from_secs(19)));

@@ -5,7 +5,8 @@
 //! (`steward_server::local::LocalApi`, as the local administrator `cli (local)`; SQLite allows
 //! that while the server runs), so an operator can create an enrollment token on a fresh install
 //! before any API token exists, and recover offline. What has no API route stays here: `serve`,
-//! `config check`, `login`/`logout`, `completions`, and `audit verify`/`export` (local).
+//! `config check`, `login`/`logout`, `completions`, `audit verify`/`export` and `kek
+//! status`/`rotate`/`generate` (local).
 
 mod cli_config;
 mod client;
@@ -1064,7 +1065,10 @@ fn kek(cli: &Ctx, command: KekCommand) -> Result<()> {
                 if files.is_empty() {
                     println!("previous KEK {id}: seals nothing; remove it from the configuration");
                 } else {
-                    println!("previous KEK {id}: still seals {} file(s); run `steward kek rotate`", files.len());
+                    println!(
+                        "previous KEK {id}: still seals {} file(s); run `steward kek rotate`",
+                        files.len()
+                    );
                 }
             }
             for f in &s.files {
@@ -1072,7 +1076,10 @@ fn kek(cli: &Ctx, command: KekCommand) -> Result<()> {
                     SealedState::Absent => println!("  {:<30} absent", f.name),
                     SealedState::Opens { kek, named: true } => println!("  {:<30} {kek}", f.name),
                     SealedState::Opens { kek, named: false } => {
-                        println!("  {:<30} {kek} (earlier format, names no KEK: rotate to name it)", f.name)
+                        println!(
+                            "  {:<30} {kek} (earlier format, names no KEK: rotate to name it)",
+                            f.name
+                        )
                     }
                     SealedState::Fails(why) => println!("  {:<30} DOES NOT OPEN: {why}", f.name),
                 }

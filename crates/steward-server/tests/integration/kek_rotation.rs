@@ -113,8 +113,14 @@ async fn the_kek_rotates_while_devices_are_served_and_the_server_restarts_with_t
         Ok(_) => panic!("started with the retired KEK"),
         Err(e) => e.to_string(),
     };
-    assert!(err.contains("refusing to start") && err.contains(&new_id.to_string()), "{err}");
-    assert!(!err.contains(old_kek_text.trim()), "the key itself is never in the message");
+    assert!(
+        err.contains("refusing to start") && err.contains(&new_id.to_string()),
+        "{err}"
+    );
+    assert!(
+        !err.contains(old_kek_text.trim()),
+        "the key itself is never in the message"
+    );
     assert_eq!(
         std::fs::read_to_string(dir.path().join("pki/root-ca.key.sealed")).unwrap(),
         sealed_root

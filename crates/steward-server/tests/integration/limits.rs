@@ -1031,7 +1031,11 @@ async fn the_api_and_console_body_limits_are_the_configured_ones() {
     )
     .await
     .unwrap();
-    assert_ne!(status, http::StatusCode::PAYLOAD_TOO_LARGE, "under the limit is read: {text}");
+    assert_ne!(
+        status,
+        http::StatusCode::PAYLOAD_TOO_LARGE,
+        "under the limit is read: {text}"
+    );
 
     // A sign-in form padded past the configured 4 KiB is refused unread (413); under it, it is read
     // and the wrong password answered (401). The default 64 KiB would read both.
