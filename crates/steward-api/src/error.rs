@@ -167,18 +167,22 @@ impl From<ServiceError> for ApiError {
 
 /// `Json<T>` whose rejections are problem documents: malformed JSON (or nested deeper than
 /// serde_json's 128 levels) is 400, well-formed JSON of the wrong shape is 422, a body over
-/// [`crate::API_BODY_BYTES`] is 413.
+/// the configured limit (`limits.api_body_bytes`, default [`crate::API_BODY_BYTES`]) is 413.
 pub struct ApiJson<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let limit = req
+            .extensions()
+            .get::<crate::BodyLimit>()
+            .map_or(crate::API_BODY_BYTES, |l| l.0);
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(v)) => Ok(Self(v)),
             Err(JsonRejection::JsonDataError(e)) => Err(ApiError::Unprocessable(e.body_text())),
             Err(JsonRejection::BytesRejection(e)) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                Err(ApiError::TooLarge(crate::API_BODY_BYTES))
+                Err(ApiError::TooLarge(limit))
             }
             Err(e) => Err(ApiError::BadRequest(e.body_text())),
         }

@@ -36,7 +36,7 @@ pub use steward_core::{Permission, Principal};
 
 /// What the admin API reports about the server it runs in (`GET /api/v1/server`), filled by the
 /// composition root from its configuration and platforms.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ServerSettings {
     pub public_url: String,
     /// The URL devices enroll with.
@@ -48,7 +48,29 @@ pub struct ServerSettings {
     pub inventory_interval_hours: u32,
     pub md5_auth: bool,
     pub console_require_totp: bool,
+    /// Largest request body the API reads (`limits.api_body_bytes`, default [`API_BODY_BYTES`]).
+    pub api_body_bytes: usize,
 }
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            public_url: String::new(),
+            enrollment_url: String::new(),
+            auth_policy: String::new(),
+            server_name: String::new(),
+            poll_interval_minutes: 0,
+            inventory_interval_hours: 0,
+            md5_auth: false,
+            console_require_totp: false,
+            api_body_bytes: API_BODY_BYTES,
+        }
+    }
+}
+
+/// The body limit in force, for the 413 problem document ([`error::ApiJson`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BodyLimit(pub(crate) usize);
 
 /// What every handler needs, shared by reference.
 #[derive(Clone)]
@@ -59,7 +81,7 @@ pub struct ApiState {
 
 pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
 
-/// Largest request body the API reads (the largest legitimate one is an admin command, whose data
+/// Largest request body the API reads by default (the largest legitimate one is an admin command, whose data
 /// is capped at 256 KiB before JSON escaping). Bodies are read only after the bearer token was
 /// checked; serde_json also refuses JSON nested deeper than 128 levels.
 pub const API_BODY_BYTES: usize = 1024 * 1024;
@@ -213,8 +235,11 @@ fn finish_document(doc: &mut utoipa::openapi::OpenApi) {
 /// The router for `/api/v1`: the API plus its OpenAPI document (readable without a token: it holds
 /// nothing secret, and clients need it to learn how to authenticate).
 pub fn router(state: ApiState) -> Router<ApiState> {
+    let limit = state.settings.api_body_bytes;
     let (api, doc) = routes(state);
-    let api = api.layer(axum::extract::DefaultBodyLimit::max(API_BODY_BYTES));
+    let api = api
+        .layer(axum::extract::DefaultBodyLimit::max(limit))
+        .layer(axum::Extension(BodyLimit(limit)));
     let json = std::sync::Arc::new(doc.to_pretty_json().unwrap_or_default());
     api.route(
         OPENAPI_PATH,

@@ -38,7 +38,8 @@ pub use session::COOKIE_NAME;
 /// Where the console lives.
 pub const CONSOLE_PATH: &str = "/console";
 
-/// Largest form the console reads (its forms hold a few short fields).
+/// Largest form the console reads by default (its forms hold a few short fields);
+/// `limits.console_form_bytes` sets [`ConsoleSettings::form_bytes`].
 pub const FORM_BYTES: usize = 64 * 1024;
 
 /// No scripts, no inline styles, no framing, forms only to ourselves.
@@ -60,6 +61,8 @@ pub struct ConsoleSettings {
     pub config_summary: Vec<(String, String)>,
     /// Where devices enroll (the platform adapters' `enrollment_endpoints`), for the enrollment page.
     pub enrollment_endpoints: Vec<EnrollmentEndpoint>,
+    /// Largest form body a console POST may send (default [`FORM_BYTES`]); larger gets 413.
+    pub form_bytes: usize,
 }
 
 impl ConsoleSettings {
@@ -156,7 +159,7 @@ pub fn router(state: ConsoleState) -> Router {
         .route("/console/static/console.css", get(stylesheet))
         .merge(protected)
         .layer(axum::Extension(activity))
-        .layer(axum::extract::DefaultBodyLimit::max(FORM_BYTES))
+        .layer(axum::extract::DefaultBodyLimit::max(state.settings.form_bytes))
         .layer(axum::middleware::from_fn(security_headers))
         .with_state(state)
 }

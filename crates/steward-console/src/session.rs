@@ -46,8 +46,6 @@ pub const ABSOLUTE_TIMEOUT: time::Duration = time::Duration::hours(12);
 const TOUCH_INTERVAL: time::Duration = time::Duration::seconds(60);
 /// How long the second-factor step may take after the password.
 const PENDING_TIMEOUT: time::Duration = time::Duration::minutes(5);
-/// Largest form body a console POST may send.
-const MAX_FORM_BYTES: usize = 64 * 1024;
 
 // ---------------------------------------------------------------- cookies and CSRF
 
@@ -161,7 +159,7 @@ pub async fn require_session(State(state): State<ConsoleState>, req: Request, ne
         }
         // Buffer the form, check its token, and hand the same bytes on to the handler.
         let (parts, body) = req.into_parts();
-        let bytes = match axum::body::to_bytes(body, MAX_FORM_BYTES).await {
+        let bytes = match axum::body::to_bytes(body, state.settings.form_bytes).await {
             Ok(b) => b,
             Err(_) => return error_page(Some(&ctx), StatusCode::PAYLOAD_TOO_LARGE, "form too large"),
         };
@@ -254,11 +252,18 @@ pub async fn login(State(state): State<ConsoleState>, req: Request) -> Response 
     if foreign_origin(req.headers()) {
         return error_page(None, StatusCode::FORBIDDEN, "cross-site request refused");
     }
-    let Ok(Form(form)) = Form::<LoginForm>::from_request(req, &()).await else {
-        return page(
-            StatusCode::BAD_REQUEST,
-            login_form(Some("Enter an e-mail address and a password."), ""),
-        );
+    let form = match Form::<LoginForm>::from_request(req, &()).await {
+        Ok(Form(form)) => form,
+        // Over `limits.console_form_bytes`: said as such, like every other console form.
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return error_page(None, StatusCode::PAYLOAD_TOO_LARGE, "form too large");
+        }
+        Err(_) => {
+            return page(
+                StatusCode::BAD_REQUEST,
+                login_form(Some("Enter an e-mail address and a password."), ""),
+            );
+        }
     };
     let email = form.email.trim().to_lowercase();
     let passwords = &state.core().passwords;

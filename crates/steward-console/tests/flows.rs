@@ -107,6 +107,7 @@ impl Console {
             totp_issuer: ConsoleSettings::totp_issuer_for(Some(&server.public_url)),
             config_summary: vec![("Trusted proxies".into(), "none".into())],
             enrollment_endpoints: Vec::new(),
+            form_bytes: steward_console::FORM_BYTES,
         };
         let state = ConsoleState {
             api: ApiState {

@@ -38,7 +38,10 @@ pub enum PkiError {
     /// Key-encryption key of the wrong size or encoding.
     #[error("invalid key-encryption key: {0}")]
     InvalidKek(&'static str),
-    /// A sealed blob is not in the `steward-sealed-v1:` format.
+    /// A v2 sealed blob names a KEK that is neither the current nor a previous one.
+    #[error("sealed under the key-encryption key {0}, which is not configured (neither pki.kek nor a previous KEK)")]
+    UnknownKek(crate::kek::KekId),
+    /// A sealed blob is in neither the `steward-sealed-v1:` nor the `steward-sealed-v2:` format.
     #[error("malformed sealed blob: {0}")]
     SealedFormat(&'static str),
     /// Authentication failed while unsealing: wrong key, wrong label, or the

@@ -40,5 +40,5 @@ pub use csr_build::{
     CsrSignatureAlgorithm, DeviceKey, OID_MS_DEVICE_ID, build_csr_with_extensions, build_windows_csr, extension_der,
 };
 pub use error::{CsrError, PkiError};
-pub use kek::Kek;
+pub use kek::{Kek, KekId, KekRing, SealedBy, sealed_by};
 pub use util::{pem_encode, random_bytes, sha1_thumbprint};

@@ -22,7 +22,7 @@ use steward_core::{
     AccessStore, ApiTokenId, AuditChainKey, AuditCheckpointSigner, NewBootstrapToken, SecretString, TokenHash,
     TokenKind,
 };
-use steward_pki::{CertifiedKey, Kek, KeyAlgorithm};
+use steward_pki::{CertifiedKey, Kek, KekId, KekRing, KeyAlgorithm, SealedBy};
 use time::{Duration, OffsetDateTime};
 use zeroize::Zeroizing;
 
@@ -33,10 +33,18 @@ pub enum BootstrapError {
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
     #[error(
-        "cannot decrypt {what} with the configured key-encryption key; refusing to start rather than create a new CA. \
-         Restore the KEK (STEWARD_KEK, pki.kek_file or {kek_hint}) that sealed it"
+        "cannot decrypt {what} with the configured key-encryption key(s) {configured}{sealed_by}; refusing to start \
+         rather than create a new CA. Restore the KEK (STEWARD_KEK, pki.kek_file or {kek_hint}) that sealed it, or, \
+         during a rotation, list it in pki.previous_kek_files / pki.previous_keks (docs/OPERATIONS.md, \"Rotating the KEK\")"
     )]
-    Unseal { what: String, kek_hint: String },
+    Unseal {
+        what: String,
+        kek_hint: String,
+        /// The ids of the configured KEKs (public names, never the keys).
+        configured: String,
+        /// ", which names KEK <id>" for a v2 blob, else empty.
+        sealed_by: String,
+    },
     #[error("{0}")]
     Inconsistent(String),
     #[error("PKI: {0}")]
@@ -74,7 +82,44 @@ const OWNED_FILES: &[&str] = &[
     "pki/server.pem",
     "pki/server.key.sealed",
     "pki/server.meta",
+    KEYS_LOCK,
 ];
+
+/// Every secret sealed under the KEK, as (path relative to the data directory, sealing label): the
+/// one list that start-up opens, and that `steward kek rotate` re-seals and `steward kek status`
+/// reports. The ACME files (`acme/*.sealed`) are sealed by the data key, not the KEK, and so are the
+/// database's sealed columns (webhook secrets, TOTP seeds): a KEK rotation leaves them as they are.
+pub const SEALED_FILES: &[(&str, &str)] = &[
+    ("pki/root-ca.key.sealed", "root-ca.key"),
+    ("pki/issuing-ca.key.sealed", "issuing-ca.key"),
+    ("pki/server.key.sealed", "server.key"),
+    ("federation.key.sealed", "federation.key"),
+    ("webhook.key.sealed", "webhook.key"),
+    ("audit-chain.key.sealed", "audit-chain.key"),
+    ("audit-checkpoint.key.sealed", "audit-checkpoint.key"),
+];
+
+/// Held (an exclusive advisory lock on `<data_dir>/keys.lock`) while start-up creates or re-creates
+/// sealed files and while a rotation re-seals them, so a server starting during `steward kek rotate`
+/// cannot have its freshly issued TLS key replaced by the rotation's copy of the old one.
+pub(crate) const KEYS_LOCK: &str = "keys.lock";
+
+/// The exclusive lock on the data directory's key files; released on drop.
+pub(crate) struct KeysLock(#[allow(dead_code)] fs::File);
+
+pub(crate) fn lock_keys(dir: &Path) -> Result<KeysLock, BootstrapError> {
+    let path = dir.join(KEYS_LOCK);
+    let mut opts = fs::OpenOptions::new();
+    opts.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(FILE_MODE);
+    }
+    let file = opts.open(&path).map_err(io(&path))?;
+    file.lock().map_err(io(&path))?;
+    Ok(KeysLock(file))
+}
 
 /// The systemd credential holding the KEK (`LoadCredential=steward-kek:/etc/steward/kek`).
 pub const KEK_CREDENTIAL: &str = "steward-kek";
@@ -263,10 +308,38 @@ fn inside(dir: &Path, path: &Path) -> bool {
     resolve(path).starts_with(resolve(dir))
 }
 
-/// Finds the KEK: `pki.kek` (STEWARD_KEK), else the file [`kek_path`] names, generating
+/// The KEKs the server opens with: the current one ([`load_current_kek`]) and the previous ones
+/// (`pki.previous_keks`, `pki.previous_kek_files`), which open what a rotation has not re-sealed yet.
+pub fn load_kek(config: &Config) -> Result<(KekRing, KekSource), BootstrapError> {
+    let (current, source) = load_current_kek(config)?;
+    let mut previous = Vec::new();
+    for k in &config.pki.previous_keks {
+        previous.push(Kek::from_base64(k.expose())?);
+    }
+    for path in &config.pki.previous_kek_files {
+        previous.push(read_kek_file(path)?);
+    }
+    Ok((KekRing::new(current, previous)?, source))
+}
+
+/// Reads a KEK file that must exist, refusing one that group or others can access.
+pub fn read_kek_file(path: &Path) -> Result<Kek, BootstrapError> {
+    if let Some(mode) = mode_of(path)?
+        && mode & 0o077 != 0
+    {
+        return Err(BootstrapError::KekExposed {
+            path: path.to_owned(),
+            mode,
+        });
+    }
+    let text = Zeroizing::new(fs::read_to_string(path).map_err(io(path))?);
+    Ok(Kek::from_base64(text.trim())?)
+}
+
+/// Finds the current KEK: `pki.kek` (STEWARD_KEK), else the file [`kek_path`] names, generating
 /// `<data_dir>/kek` (or the configured `kek_file`) only when no CA exists yet. A KEK file that group
 /// or others can access is refused.
-pub fn load_kek(config: &Config) -> Result<(Kek, KekSource), BootstrapError> {
+pub fn load_current_kek(config: &Config) -> Result<(Kek, KekSource), BootstrapError> {
     if let Some(k) = &config.pki.kek {
         return Ok((Kek::from_base64(k.expose())?, KekSource::Config));
     }
@@ -280,7 +353,7 @@ pub fn load_kek(config: &Config) -> Result<(Kek, KekSource), BootstrapError> {
     {
         return Err(BootstrapError::KekExposed { path, mode });
     }
-    match fs::read_to_string(&path) {
+    match fs::read_to_string(&path).map(Zeroizing::new) {
         Ok(text) => Ok((Kek::from_base64(text.trim())?, source(&path))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             if ca_exists(config) {
@@ -298,6 +371,31 @@ pub fn load_kek(config: &Config) -> Result<(Kek, KekSource), BootstrapError> {
     }
 }
 
+/// Opens a sealed file's content with the ring; a failure names the file, the configured KEK ids
+/// and the KEK the blob says sealed it.
+pub(crate) fn unseal(
+    config: &Config,
+    ring: &KekRing,
+    label: &str,
+    path: &Path,
+    sealed: &str,
+) -> Result<(Zeroizing<Vec<u8>>, KekId), BootstrapError> {
+    ring.open(label, sealed.trim()).map_err(|_| BootstrapError::Unseal {
+        what: path.display().to_string(),
+        kek_hint: config.data_dir.join("kek").display().to_string(),
+        configured: ring
+            .ids()
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+        sealed_by: match steward_pki::sealed_by(sealed) {
+            Ok(SealedBy::Kek(id)) => format!(", but it was sealed under KEK {id}"),
+            _ => String::new(),
+        },
+    })
+}
+
 fn pem_to_der(pem: &str, what: &str) -> Result<Vec<u8>, BootstrapError> {
     let mut reader = pem.as_bytes();
     match rustls_pemfile::read_one(&mut reader) {
@@ -309,7 +407,7 @@ fn pem_to_der(pem: &str, what: &str) -> Result<Vec<u8>, BootstrapError> {
 /// Loads `<name>.pem` + `<name>.key.sealed`, or creates them with `generate` when neither exists.
 fn load_or_create(
     config: &Config,
-    kek: &Kek,
+    kek: &KekRing,
     name: &str,
     generate: impl FnOnce() -> Result<CertifiedKey, BootstrapError>,
 ) -> Result<(CertifiedKey, bool), BootstrapError> {
@@ -319,12 +417,7 @@ fn load_or_create(
         (true, true) => {
             let pem = fs::read_to_string(&cert_path).map_err(io(&cert_path))?;
             let sealed = fs::read_to_string(&key_path).map_err(io(&key_path))?;
-            let key = kek
-                .open(&format!("{name}.key"), sealed.trim())
-                .map_err(|_| BootstrapError::Unseal {
-                    what: key_path.display().to_string(),
-                    kek_hint: config.data_dir.join("kek").display().to_string(),
-                })?;
+            let (key, _) = unseal(config, kek, &format!("{name}.key"), &key_path, &sealed)?;
             let der = pem_to_der(&pem, &cert_path.display().to_string())?;
             Ok((CertifiedKey::from_der(der, &key)?, false))
         }
@@ -345,14 +438,11 @@ fn load_or_create(
 
 /// Loads `<data_dir>/<label>.sealed` (a 32-byte secret sealed under the KEK with `label`), or
 /// creates it when absent.
-fn load_or_create_secret(config: &Config, kek: &Kek, label: &str) -> Result<Zeroizing<Vec<u8>>, BootstrapError> {
+fn load_or_create_secret(config: &Config, kek: &KekRing, label: &str) -> Result<Zeroizing<Vec<u8>>, BootstrapError> {
     let path = config.data_dir.join(format!("{label}.sealed"));
     if path.exists() {
         let sealed = fs::read_to_string(&path).map_err(io(&path))?;
-        return kek.open(label, sealed.trim()).map_err(|_| BootstrapError::Unseal {
-            what: path.display().to_string(),
-            kek_hint: config.data_dir.join("kek").display().to_string(),
-        });
+        return unseal(config, kek, label, &path, &sealed).map(|(plain, _)| plain);
     }
     let k = steward_pki::random_bytes::<32>()?;
     write_atomic(&path, kek.seal(label, &k)?.as_bytes())?;
@@ -370,7 +460,7 @@ pub struct AuditKeys {
     pub checkpoints: std::sync::Arc<AuditCheckpointSigner>,
 }
 
-fn load_audit_keys(config: &Config, kek: &Kek) -> Result<AuditKeys, BootstrapError> {
+fn load_audit_keys(config: &Config, kek: &KekRing) -> Result<AuditKeys, BootstrapError> {
     let chain = AuditChainKey::from_bytes(&load_or_create_secret(config, kek, "audit-chain.key")?);
     let seed = load_or_create_secret(config, kek, "audit-checkpoint.key")?;
     let checkpoints = AuditCheckpointSigner::from_seed(&seed)
@@ -384,6 +474,7 @@ fn load_audit_keys(config: &Config, kek: &Kek) -> Result<AuditKeys, BootstrapErr
 /// The data key and the audit keys (the CLI working on the data directory needs them, not the CAs).
 pub fn load_data_key(config: &Config) -> Result<(Kek, AuditKeys), BootstrapError> {
     prepare_data_dir(&config.data_dir)?;
+    let _lock = lock_keys(&config.data_dir)?;
     let (kek, _) = load_kek(config)?;
     let data_key = Kek::from_bytes(&load_or_create_secret(config, &kek, "webhook.key")?)?;
     Ok((data_key, load_audit_keys(config, &kek)?))
@@ -392,6 +483,7 @@ pub fn load_data_key(config: &Config) -> Result<(Kek, AuditKeys), BootstrapError
 /// Loads or creates all key material. Returns it plus whether the CA was created now.
 pub fn load_pki(config: &Config) -> Result<(Pki, bool), BootstrapError> {
     prepare_data_dir(&config.data_dir)?;
+    let lock = lock_keys(&config.data_dir)?;
     let (kek, kek_source) = load_kek(config)?;
     if let Some(path) = kek_source.in_data_dir() {
         tracing::warn!(
@@ -432,6 +524,8 @@ pub fn load_pki(config: &Config) -> Result<(Pki, bool), BootstrapError> {
     let audit = load_audit_keys(config, &kek)?;
 
     let (tls_chain, tls_key) = load_tls(config, &kek, &root)?;
+    drop(lock);
+    warn_about_previous_keks(config, &kek);
     Ok((
         Pki {
             root,
@@ -451,7 +545,7 @@ pub fn load_pki(config: &Config) -> Result<(Pki, bool), BootstrapError> {
 /// algorithm changed or it expires within 30 days.
 fn load_tls(
     config: &Config,
-    kek: &Kek,
+    kek: &KekRing,
     root: &CertifiedKey,
 ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), BootstrapError> {
     if let (Some(cert), Some(key)) = (&config.tls.cert_file, &config.tls.key_file) {
@@ -483,7 +577,7 @@ fn load_tls(
         let pem = fs::read_to_string(&cert_path).map_err(io(&cert_path))?;
         let sealed = fs::read_to_string(&key_path).map_err(io(&key_path))?;
         match kek.open("server.key", sealed.trim()) {
-            Ok(key) => {
+            Ok((key, _)) => {
                 let ck = CertifiedKey::from_der(pem_to_der(&pem, "server.pem")?, &key)?;
                 (ck.not_after() > OffsetDateTime::now_utc() + Duration::days(30)).then_some(ck)
             }
@@ -510,6 +604,32 @@ fn load_tls(
         CertificateDer::from(root.cert_der().to_vec()),
     ];
     Ok((chain, key))
+}
+
+/// Says at start which sealed files a previous KEK still opens (a rotation not run or not finished)
+/// and which previous KEKs nothing references any more (they can be removed from the configuration).
+fn warn_about_previous_keks(config: &Config, ring: &KekRing) {
+    let ids = ring.ids();
+    let Some((current, previous)) = ids.split_first() else {
+        return;
+    };
+    tracing::info!(kek.current = %current, kek.previous = previous.len(), "key-encryption keys loaded");
+    if previous.is_empty() {
+        return;
+    }
+    let status = crate::kek::status_with(config, ring);
+    for id in previous {
+        let files = status.files_under(*id);
+        if files.is_empty() {
+            tracing::info!(kek.id = %id, "a previous key-encryption key seals nothing any more: remove it from the configuration");
+        } else {
+            tracing::warn!(
+                kek.id = %id,
+                files = files.join(", "),
+                "sealed files are still under a previous key-encryption key: run `steward kek rotate`"
+            );
+        }
+    }
 }
 
 /// The name a configured bootstrap token is listed under.

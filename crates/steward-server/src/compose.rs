@@ -42,6 +42,9 @@ fn windows_settings(config: &Config) -> WindowsSettings {
         verify_interval_hours: m.verify_interval_hours,
         enrollment_body_bytes: config.limits.enrollment_body_bytes,
         management_body_bytes: config.limits.management_body_bytes,
+        device_commands_per_message: config.limits.device_commands_per_message,
+        sessions_per_device: config.limits.sessions_per_device,
+        discovery_per_minute: config.limits.discovery_per_minute_per_address,
         md5_auth: m.md5_auth,
         forwarded_cert: steward_http::ForwardedCertPolicy {
             trusted_proxies: m.trusted_proxies.clone(),
@@ -130,6 +133,7 @@ pub fn server_settings(config: &Config, core: &Core) -> steward_api::ServerSetti
         inventory_interval_hours: config.enrollment.inventory_interval_hours,
         md5_auth: config.management.md5_auth,
         console_require_totp: config.console.require_totp,
+        api_body_bytes: config.limits.api_body_bytes,
         public_url,
     }
 }
@@ -145,6 +149,7 @@ fn console_settings(config: &Config, core: &Core) -> steward_console::ConsoleSet
         .unwrap_or("localhost");
     let proxies = &config.management.trusted_proxies;
     steward_console::ConsoleSettings {
+        form_bytes: config.limits.console_form_bytes,
         require_totp: config.console.require_totp,
         totp_issuer: format!("Steward {host}"),
         enrollment_endpoints: core
@@ -190,6 +195,11 @@ pub fn router(config: &Config, core: &Core, pki: &Arc<Pki>) -> Router {
         settings: Arc::new(windows_settings(config)),
         pki: Arc::new(WindowsPki::new(&pki.root, &pki.issuing, pki.federation_key.clone())),
         parsers: steward_windows::parse::Parsers::for_this_machine(),
+        device_sessions: steward_windows::throttle::DeviceSessions::new(config.limits.sessions_per_device),
+        discovery_rate: steward_windows::throttle::AddressRate::new(
+            config.limits.discovery_per_minute_per_address,
+            config.management.trusted_proxies.clone(),
+        ),
     });
     let api_state = steward_api::ApiState {
         core: core.clone(),

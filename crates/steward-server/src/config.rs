@@ -284,6 +284,12 @@ pub struct PkiConfig {
     /// provides it, else `<data_dir>/kek`, generated with mode 0600 on first start (and warned
     /// about: it sits next to the keys it seals). Refused if group or others can read it.
     pub kek_file: Option<PathBuf>,
+    /// Previous KEKs (base64 each), which only open: a blob sealed under one of them still opens
+    /// while `steward kek rotate` has not re-sealed it (docs/OPERATIONS.md, "Rotating the KEK").
+    pub previous_keks: Vec<SecretString>,
+    /// Files holding previous KEKs, as [`PkiConfig::previous_keks`]; each refused if group or
+    /// others can read it.
+    pub previous_kek_files: Vec<PathBuf>,
     /// Organisation name written into our CA certificates (device certificates carry only
     /// `CN=<DeviceID>`, see docs/PROTOCOLS.md).
     pub organization: String,
@@ -323,6 +329,20 @@ pub struct LimitsConfig {
     pub enrollment_body_bytes: usize,
     /// Largest management (SyncML) message accepted.
     pub management_body_bytes: usize,
+    /// Largest admin API request body (JSON); larger gets a 413 problem document.
+    pub api_body_bytes: usize,
+    /// Largest console form body; larger gets 413.
+    pub console_form_bytes: usize,
+    /// Commands owed a Status that one device message may carry; more and the whole message is
+    /// refused (SyncHdr Status 413) and nothing in it is processed.
+    pub device_commands_per_message: usize,
+    /// Management requests one enrollment may have in flight at once (per process); more are
+    /// answered 503 with `Retry-After`. 2 lets a retry overlap the request it repeats.
+    pub sessions_per_device: usize,
+    /// Discover requests per minute from one peer address (a token bucket with that burst; the
+    /// trusted proxies are exempt); more are answered with a retryable SOAP fault (503,
+    /// `Retry-After`). 0 turns it off.
+    pub discovery_per_minute_per_address: u32,
     /// TLS handshake deadline.
     pub handshake_timeout_seconds: u64,
     /// A request's head (request line and headers) must arrive within this many seconds of its
@@ -392,6 +412,8 @@ impl Default for PkiConfig {
         Self {
             kek: None,
             kek_file: None,
+            previous_keks: Vec::new(),
+            previous_kek_files: Vec::new(),
             organization: "Steward".into(),
             device_cert_validity_days: 365,
             renew_period_days: 60,
@@ -432,6 +454,11 @@ impl Default for LimitsConfig {
         Self {
             enrollment_body_bytes: 256 * 1024,
             management_body_bytes: 4 * 1024 * 1024,
+            api_body_bytes: steward_api::API_BODY_BYTES,
+            console_form_bytes: steward_console::FORM_BYTES,
+            device_commands_per_message: steward_windows::session::MAX_DEVICE_COMMANDS,
+            sessions_per_device: 2,
+            discovery_per_minute_per_address: 600,
             handshake_timeout_seconds: 10,
             header_timeout_seconds: 10,
             body_timeout_seconds: 30,
@@ -476,6 +503,21 @@ impl LimitsConfig {
         if self.password_hashes.is_some_and(|n| !(1..=1024).contains(&n)) {
             return invalid("password_hashes must be between 1 and 1024 (or absent: from the machine)");
         }
+        if !(64 * 1024..=64 * 1024 * 1024).contains(&self.api_body_bytes) {
+            return invalid("api_body_bytes must be between 64 KiB and 64 MiB");
+        }
+        if !(4 * 1024..=1024 * 1024).contains(&self.console_form_bytes) {
+            return invalid("console_form_bytes must be between 4 KiB and 1 MiB");
+        }
+        if !(100..=100_000).contains(&self.device_commands_per_message) {
+            return invalid("device_commands_per_message must be between 100 and 100000");
+        }
+        if !(1..=64).contains(&self.sessions_per_device) {
+            return invalid("sessions_per_device must be between 1 and 64");
+        }
+        if self.discovery_per_minute_per_address > 100_000 {
+            return invalid("discovery_per_minute_per_address must be at most 100000 (0 turns it off)");
+        }
         if self.password_queue > 10_000 {
             return invalid("password_queue must be at most 10000");
         }
@@ -505,6 +547,8 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("STEWARD_ACME_HTTP_LISTEN", "tls.acme.http_listen"),
     ("STEWARD_KEK", "pki.kek"),
     ("STEWARD_KEK_FILE", "pki.kek_file"),
+    ("STEWARD_PREVIOUS_KEKS", "pki.previous_keks"),
+    ("STEWARD_PREVIOUS_KEK_FILES", "pki.previous_kek_files"),
     ("STEWARD_PKI_ORGANIZATION", "pki.organization"),
     ("STEWARD_DEVICE_CERT_VALIDITY_DAYS", "pki.device_cert_validity_days"),
     ("STEWARD_RENEW_PERIOD_DAYS", "pki.renew_period_days"),
@@ -514,6 +558,17 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("STEWARD_POLL_INTERVAL_MINUTES", "enrollment.poll_interval_minutes"),
     ("STEWARD_ENROLLMENT_BODY_BYTES", "limits.enrollment_body_bytes"),
     ("STEWARD_MANAGEMENT_BODY_BYTES", "limits.management_body_bytes"),
+    ("STEWARD_API_BODY_BYTES", "limits.api_body_bytes"),
+    ("STEWARD_CONSOLE_FORM_BYTES", "limits.console_form_bytes"),
+    (
+        "STEWARD_DEVICE_COMMANDS_PER_MESSAGE",
+        "limits.device_commands_per_message",
+    ),
+    ("STEWARD_SESSIONS_PER_DEVICE", "limits.sessions_per_device"),
+    (
+        "STEWARD_DISCOVERY_PER_MINUTE_PER_ADDRESS",
+        "limits.discovery_per_minute_per_address",
+    ),
     ("STEWARD_HANDSHAKE_TIMEOUT_SECONDS", "limits.handshake_timeout_seconds"),
     ("STEWARD_HEADER_TIMEOUT_SECONDS", "limits.header_timeout_seconds"),
     ("STEWARD_BODY_TIMEOUT_SECONDS", "limits.body_timeout_seconds"),
@@ -554,6 +609,8 @@ const LIST_KEYS: &[&str] = &[
     "management.trusted_proxies",
     "tls.acme.domains",
     "tls.acme.contact",
+    "pki.previous_keks",
+    "pki.previous_kek_files",
 ];
 
 const BOOL_KEYS: &[&str] = &["management.md5_auth", "console.require_totp"];
@@ -567,6 +624,11 @@ const NUMERIC_KEYS: &[&str] = &[
     "enrollment.poll_interval_minutes",
     "limits.enrollment_body_bytes",
     "limits.management_body_bytes",
+    "limits.api_body_bytes",
+    "limits.console_form_bytes",
+    "limits.device_commands_per_message",
+    "limits.sessions_per_device",
+    "limits.discovery_per_minute_per_address",
     "limits.handshake_timeout_seconds",
     "limits.header_timeout_seconds",
     "limits.body_timeout_seconds",
@@ -723,6 +785,12 @@ impl Config {
             && steward_pki::Kek::from_base64(kek.expose()).is_err()
         {
             return invalid("pki.kek must be the base64 of exactly 32 bytes".into());
+        }
+        if p.previous_keks
+            .iter()
+            .any(|k| steward_pki::Kek::from_base64(k.expose()).is_err())
+        {
+            return invalid("pki.previous_keks: each must be the base64 of exactly 32 bytes".into());
         }
         let e = &self.enrollment;
         let id_ok = |s: &str| {
@@ -1102,6 +1170,13 @@ mod tests {
                 ("STEWARD_MAX_CONNECTIONS_PER_ADDRESS", "8"),
                 ("STEWARD_PASSWORD_HASHES", "3"),
                 ("STEWARD_PASSWORD_QUEUE", "0"),
+                ("STEWARD_API_BODY_BYTES", "2097152"),
+                ("STEWARD_SESSIONS_PER_DEVICE", "1"),
+                ("STEWARD_DISCOVERY_PER_MINUTE_PER_ADDRESS", "0"),
+                (
+                    "STEWARD_PREVIOUS_KEK_FILES",
+                    "/etc/steward/kek.old, /etc/steward/kek.older",
+                ),
             ]),
         )
         .unwrap();
@@ -1109,6 +1184,23 @@ mod tests {
         assert_eq!(c.limits.max_connections_per_address, 8);
         assert_eq!(c.limits.password_hashes, Some(3));
         assert_eq!(c.limits.password_queue, 0);
+        assert_eq!(c.limits.api_body_bytes, 2 * 1024 * 1024);
+        assert_eq!(c.limits.sessions_per_device, 1);
+        assert_eq!(c.limits.discovery_per_minute_per_address, 0);
+        assert_eq!(
+            c.pki.previous_kek_files,
+            vec![
+                PathBuf::from("/etc/steward/kek.old"),
+                PathBuf::from("/etc/steward/kek.older")
+            ]
+        );
+        let d = Config::default().limits;
+        assert_eq!(
+            (d.api_body_bytes, d.console_form_bytes, d.device_commands_per_message),
+            (1024 * 1024, 64 * 1024, 5_000),
+            "the same defaults as the constants they replace"
+        );
+        assert_eq!((d.sessions_per_device, d.discovery_per_minute_per_address), (2, 600));
         assert_eq!(Config::default().limits.password_hashes, None, "sized from the machine");
         for bad in [
             &[("STEWARD_HEADER_TIMEOUT_SECONDS", "0")][..],
@@ -1118,6 +1210,11 @@ mod tests {
                 ("STEWARD_MAX_CONNECTIONS_PER_ADDRESS", "11"),
             ],
             &[("STEWARD_PASSWORD_HASHES", "0")],
+            &[("STEWARD_API_BODY_BYTES", "1024")],
+            &[("STEWARD_CONSOLE_FORM_BYTES", "10")],
+            &[("STEWARD_DEVICE_COMMANDS_PER_MESSAGE", "0")],
+            &[("STEWARD_SESSIONS_PER_DEVICE", "0")],
+            &[("STEWARD_PREVIOUS_KEKS", "bm90IDMyIGJ5dGVz")],
             &[("STEWARD_IDLE_TIMEOUT_SECONDS", "soon")],
         ] {
             let pairs: Vec<(String, String)> = bad.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();

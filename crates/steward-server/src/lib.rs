@@ -11,6 +11,7 @@ pub mod bootstrap;
 pub mod compose;
 pub mod config;
 pub mod doctor;
+pub mod kek;
 pub mod listener;
 pub mod local;
 pub mod readyz;

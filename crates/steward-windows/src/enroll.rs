@@ -96,9 +96,19 @@ fn body_name(b: &RequestBody) -> &'static str {
 /// strict check broke Fleet, fleetdm/fleet#51419).
 pub async fn discovery(
     State(state): State<WindowsState>,
+    conn: Option<Extension<ConnInfo>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, SoapFault> {
+    // Anonymous by design (MS-MDE2 §3.1), so bounded per peer address before the body is read:
+    // a retryable fault, which Windows' enrollment retries, for that address only.
+    let peer = steward_http::peer_ip(conn.as_ref().map(|Extension(c)| c));
+    if !state.discovery_rate.allow(peer) {
+        tracing::warn!(peer = ?peer, "discovery refused as retryable: too many requests from this address");
+        return Err(SoapFault::retryable(
+            "too many discovery requests from this address; try again shortly",
+        ));
+    }
     let req = read_request(&state, &headers, body, mde2::ACTION_DISCOVER).await?;
     let relates = req.header.message_id.as_deref();
     let RequestBody::Discover(d) = &req.body else {

@@ -28,6 +28,7 @@ pub mod profile;
 pub mod reconcile;
 mod renew;
 pub mod session;
+pub mod throttle;
 
 use std::sync::Arc;
 
@@ -96,6 +97,13 @@ pub struct WindowsSettings {
     pub enrollment_body_bytes: usize,
     /// Largest management (SyncML) message accepted.
     pub management_body_bytes: usize,
+    /// Commands owed a Status in one device message; more and the message is refused whole
+    /// (SyncHdr 413, [`session::MAX_DEVICE_COMMANDS`] is the default).
+    pub device_commands_per_message: usize,
+    /// Management requests one enrollment may have in flight at once ([`throttle::DeviceSessions`]).
+    pub sessions_per_device: usize,
+    /// Discover requests per minute per peer address ([`throttle::AddressRate`]; 0: no limit).
+    pub discovery_per_minute: u32,
     /// Provision `syncml:auth-md5` credentials at enrollment and accept sessions authenticated by
     /// them when no client certificate reaches us.
     pub md5_auth: bool,
@@ -158,6 +166,10 @@ pub struct WindowsState {
     pub pki: Arc<WindowsPki>,
     /// Where large request bodies are parsed ([`parse`]: off the async workers, a few at once).
     pub parsers: parse::Parsers,
+    /// Management requests in flight per enrollment (`settings.sessions_per_device`).
+    pub device_sessions: Arc<throttle::DeviceSessions>,
+    /// Discover requests per peer address (`settings.discovery_per_minute`).
+    pub discovery_rate: Arc<throttle::AddressRate>,
 }
 
 impl WindowsState {

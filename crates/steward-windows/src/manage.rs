@@ -50,6 +50,10 @@ pub enum ManagementError {
     /// Retryable: too many large messages are being parsed at once.
     #[error("{0}")]
     Busy(String),
+    /// Retryable: this device already has as many requests in flight as it may
+    /// (`limits.sessions_per_device`).
+    #[error("device {0} already has {1} management request(s) in flight")]
+    DeviceBusy(String, usize),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -61,7 +65,7 @@ impl IntoResponse for ManagementError {
             Self::UnknownCertificate | Self::NotActive(_) | Self::SourceMismatch { .. } => StatusCode::FORBIDDEN,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BadMessage(_) => StatusCode::BAD_REQUEST,
-            Self::Unavailable(_) | Self::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::Busy(_) | Self::DeviceBusy(..) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let text = |body: String| {
@@ -72,6 +76,16 @@ impl IntoResponse for ManagementError {
             )
         };
         match &self {
+            // The device's own excess: retryable, logged at warn (not an error of ours).
+            Self::DeviceBusy(..) => {
+                tracing::warn!(error = %self, "management request refused as retryable");
+                let mut response =
+                    text("this device already has a request in progress; try again shortly".into()).into_response();
+                response
+                    .headers_mut()
+                    .insert(http::header::RETRY_AFTER, http::HeaderValue::from(RETRY_AFTER_SECONDS));
+                response
+            }
             // Internal details stay in the log, under a trace id the device gets.
             Self::Unavailable(_) | Self::Busy(_) | Self::Internal(_) => {
                 let trace_id = uuid::Uuid::new_v4().to_string();
@@ -144,6 +158,18 @@ pub async fn management(
         None if settings.md5_auth => None,
         None => return Err(ManagementError::NoCertificate),
     };
+    // Known by its certificate: admitted (or not) before its body is read, so a device flooding
+    // its own endpoint holds at most `sessions_per_device` bodies and parses.
+    let enter = |e: &Enrollment| {
+        state
+            .device_sessions
+            .try_enter(e.id)
+            .ok_or_else(|| ManagementError::DeviceBusy(e.device_id.to_string(), settings.sessions_per_device))
+    };
+    let mut slot = match &by_cert {
+        Some((ctx, _)) => Some(enter(&ctx.enrollment)?),
+        None => None,
+    };
 
     let bytes = read_body(&headers, body, settings.management_body_bytes)
         .await
@@ -177,6 +203,10 @@ pub async fn management(
             Md5Outcome::Challenged(answer) => return Ok(syncml_ok(answer)),
         },
     };
+    if slot.is_none() {
+        slot = Some(enter(&ctx.enrollment)?);
+    }
+    let _slot = slot;
     // Two messages of one device processed at once (a retry racing the original, or two
     // replicas), or a cancel committing while the answer was built, make the commit stale: it is
     // refused whole and the message is processed again on a fresh context, which then sees what
@@ -304,6 +334,7 @@ async fn answer(
         now,
         retire_previous_certificate,
         expire_overdue: overdue,
+        max_device_commands: settings.device_commands_per_message,
     });
     if let Some(r) = reconciliation {
         let policy = VerifyPolicy {

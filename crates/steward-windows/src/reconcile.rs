@@ -365,6 +365,7 @@ mod tests {
             now,
             retire_previous_certificate: false,
             expire_overdue: false,
+            max_device_commands: session::MAX_DEVICE_COMMANDS,
         });
         if let Some(r) = rec {
             r.finish(msg, &mut out.commit, &VerifyPolicy::default(), now);

@@ -19,7 +19,8 @@
 //!   Protocol §8, multiple messages per package: we omit Final, the device asks for more with Alert
 //!   1222) and our commands wait until every status is out. Commands are then packed under the same
 //!   limit; if more remain we omit Final and continue after the device's next message. A message
-//!   with more than [`MAX_DEVICE_COMMANDS`] commands owed a Status is refused whole (SyncHdr 413).
+//!   with more than [`SessionInput::max_device_commands`] (default [`MAX_DEVICE_COMMANDS`]) commands
+//!   owed a Status is refused whole (SyncHdr 413).
 //! - An answer holding only the SyncHdr Status (and Final) ends the session.
 //! - Alerts: 1201/1200 start, 1224 LoginStatus (`./User/` commands wait for "user"), 1226 generic
 //!   (unenrollment ends the enrollment; MSI install completion finishes the accepted Exec that
@@ -55,6 +56,7 @@ pub const MAX_MAX_MSG_SIZE: usize = 16 * 1024 * 1024;
 /// device answers our commands with Statuses and Results, which are not counted; what it sends of
 /// its own is a handful (alerts, the DevInfo Replace). Past this the message is refused whole with
 /// a SyncHdr Status 413 (OMA-DM RepPro: Request entity too large) and nothing in it is processed.
+/// The default of `limits.device_commands_per_message`.
 pub const MAX_DEVICE_COMMANDS: usize = 5_000;
 /// Most a device may have buffered in pieces of Results (OMA-DM large object) in one session: past
 /// this the object is dropped and the Results answered 413 (Request entity too large). The pieces
@@ -203,6 +205,9 @@ pub struct SessionInput<'a> {
     pub retire_previous_certificate: bool,
     /// Some open command is past its deadline: the commit expires it.
     pub expire_overdue: bool,
+    /// Commands owed a Status that one device message may carry (`limits.device_commands_per_message`,
+    /// default [`MAX_DEVICE_COMMANDS`]); more and the message is refused whole.
+    pub max_device_commands: usize,
 }
 
 /// DMClient poll schedule management (DMClient CSP `Provider/<id>/Poll`): poll every `fast_minutes`
@@ -413,7 +418,7 @@ pub fn process(input: SessionInput<'_>) -> SessionOutput {
         .iter()
         .filter(|c| !matches!(c, syncml::Command::Status(_) | syncml::Command::Results(_)))
         .count();
-    if owed_count > MAX_DEVICE_COMMANDS {
+    if owed_count > input.max_device_commands {
         tracing::warn!(
             device.id = %input.enrollment.device_id,
             commands = owed_count,
@@ -1337,6 +1342,7 @@ pub(crate) mod tests {
             now: OffsetDateTime::now_utc(),
             retire_previous_certificate: false,
             expire_overdue: false,
+            max_device_commands: MAX_DEVICE_COMMANDS,
         })
     }
 
@@ -1764,6 +1770,7 @@ pub(crate) mod tests {
             now: OffsetDateTime::now_utc(),
             retire_previous_certificate: false,
             expire_overdue: false,
+            max_device_commands: MAX_DEVICE_COMMANDS,
         });
         assert!(out3.response.body.commands.iter().any(|c| c.cmd_id() == "poll-60"));
         // A refused change is not retried within the session.
@@ -1790,6 +1797,7 @@ pub(crate) mod tests {
             now: OffsetDateTime::now_utc(),
             retire_previous_certificate: false,
             expire_overdue: false,
+            max_device_commands: MAX_DEVICE_COMMANDS,
         });
         assert!(out4.ends_session);
     }
@@ -2194,6 +2202,7 @@ pub(crate) mod tests {
             now,
             retire_previous_certificate: false,
             expire_overdue: false,
+            max_device_commands: MAX_DEVICE_COMMANDS,
         }
     }
 
@@ -2519,6 +2528,44 @@ pub(crate) mod tests {
         msg.body.commands.truncate(msg.body.commands.len() - 10);
         let out = run(&msg, &e, None, &queued);
         assert!(out.response.body.commands.len() > 1);
+    }
+
+    #[test]
+    fn a_configured_command_cap_is_the_one_enforced() {
+        let e = enrollment();
+        let mut msg = fixture("04-session1-msg1.request.xml");
+        let own = msg
+            .body
+            .commands
+            .iter()
+            .filter(|c| !matches!(c, syncml::Command::Status(_) | syncml::Command::Results(_)))
+            .count();
+        msg.body.commands.extend(device_gets(100 - own));
+        let inventory = InventoryPolicy {
+            interval: time::Duration::hours(24),
+            collected_at: None,
+            command_id: CommandId::new(),
+        };
+        let now = OffsetDateTime::now_utc();
+        let mut at_cap = input(&msg, &e, None, &[], &[], inventory.clone(), now);
+        at_cap.max_device_commands = 100;
+        assert!(
+            process(at_cap).response.body.commands.len() > 1,
+            "100 commands under a cap of 100 are processed"
+        );
+        msg.body.commands.push(Sc::Get(ItemCommand {
+            cmd_id: "one-more".into(),
+            meta: None,
+            items: vec![Item::target("./DevDetail/SwV")],
+        }));
+        let mut over = input(&msg, &e, None, &[], &[], inventory, now);
+        over.max_device_commands = 100;
+        let out = process(over);
+        assert!(
+            matches!(out.response.body.commands.as_slice(), [Sc::Status(s)] if s.cmd_ref == "0" && s.code() == Some(413)),
+            "{:?}",
+            out.response.body.commands
+        );
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! (`steward_server::local::LocalApi`, as the local administrator `cli (local)`; SQLite allows
 //! that while the server runs), so an operator can create an enrollment token on a fresh install
 //! before any API token exists, and recover offline. What has no API route stays here: `serve`,
-//! `config check`, `login`/`logout`, `completions`, and `audit verify`/`export` (local).
+//! `config check`, `login`/`logout`, `completions`, `audit verify`/`export` and `kek
+//! status`/`rotate`/`generate` (local).
 
 mod cli_config;
 mod client;
@@ -196,6 +197,12 @@ enum Task {
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+    /// The key-encryption key (local data directory): status, rotation without downtime, a new
+    /// key file (docs/OPERATIONS.md, "Rotating the KEK").
+    Kek {
+        #[command(subcommand)]
+        command: KekCommand,
     },
     /// Diagnose the server as a device sees it.
     Doctor {
@@ -397,6 +404,27 @@ enum DoctorCommand {
         /// Connect to this host:port instead of resolving the URL's host.
         #[arg(long)]
         connect: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum KekCommand {
+    /// Which KEK seals each file of the data directory, and which previous KEKs nothing references
+    /// any more (safe to remove from the configuration). Exit code 1 while a file does not open or
+    /// is not yet under the current KEK.
+    Status,
+    /// Re-seal every file the KEK seals under a new KEK (or, without --new-kek-file, under the
+    /// configured current one), opening them with the configured current and previous KEKs. Safe
+    /// while the server runs and to run again after an interruption.
+    Rotate {
+        /// File holding the new KEK (base64, mode 0600; `steward kek generate` writes one).
+        #[arg(long)]
+        new_kek_file: Option<PathBuf>,
+    },
+    /// Write a new random KEK to a file (mode 0600; never over an existing file) and print its id.
+    Generate {
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
@@ -627,6 +655,10 @@ fn run(cli: Cli) -> Result<()> {
         output: out,
     };
     // Commands that never need the server configuration or a runtime.
+    let command = match command {
+        Task::Kek { command } => return kek(&cli, command),
+        other => other,
+    };
     match &command {
         Task::Completions { shell } => {
             // Generated into memory: clap_complete panics on a failed write (e.g. a closed pipe).
@@ -648,7 +680,7 @@ fn run(cli: Cli) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
         match command {
-            Task::Completions { .. } | Task::Logout | Task::Config { .. } => Ok(()),
+            Task::Completions { .. } | Task::Logout | Task::Config { .. } | Task::Kek { .. } => Ok(()),
             Task::Login {
                 server,
                 ca,
@@ -988,6 +1020,80 @@ async fn doctor_tls(
         println!("  - {p}");
     }
     bail!("{} problem(s) with the TLS certificate of {url}", report.problems.len())
+}
+
+/// `steward kek …`: works on the local data directory (no server, no runtime).
+fn kek(cli: &Ctx, command: KekCommand) -> Result<()> {
+    use steward_server::kek::SealedState;
+    match command {
+        KekCommand::Generate { out } => {
+            let id = steward_server::kek::generate_file(&out)?;
+            println!("wrote a new key-encryption key {id} to {} (mode 0600)", out.display());
+            Ok(())
+        }
+        KekCommand::Rotate { new_kek_file } => {
+            let config = local_config(cli)?;
+            let new = match &new_kek_file {
+                Some(path) => Some(
+                    steward_server::bootstrap::read_kek_file(path)
+                        .with_context(|| format!("the new KEK {}", path.display()))?,
+                ),
+                None => None,
+            };
+            let r = steward_server::kek::rotate(&config, new)?;
+            for (name, from) in &r.resealed {
+                println!("re-sealed {name}: {from} -> {}", r.to);
+            }
+            for name in &r.unchanged {
+                println!("already under {}: {name}", r.to);
+            }
+            println!("every sealed file is under the key-encryption key {}", r.to);
+            if let Some(path) = new_kek_file {
+                println!(
+                    "next: make {} the KEK (pki.kek_file or STEWARD_KEK_FILE) before the next start; keep the old                      one in pki.previous_kek_files until every replica's data directory is re-sealed                      (`steward kek status`)",
+                    path.display()
+                );
+            }
+            Ok(())
+        }
+        KekCommand::Status => {
+            let config = local_config(cli)?;
+            let s = steward_server::kek::status(&config)?;
+            println!("current KEK  {}", s.current);
+            for id in &s.previous {
+                let files = s.files_under(*id);
+                if files.is_empty() {
+                    println!("previous KEK {id}: seals nothing; remove it from the configuration");
+                } else {
+                    println!(
+                        "previous KEK {id}: still seals {} file(s); run `steward kek rotate`",
+                        files.len()
+                    );
+                }
+            }
+            for f in &s.files {
+                match &f.state {
+                    SealedState::Absent => println!("  {:<30} absent", f.name),
+                    SealedState::Opens { kek, named: true } => println!("  {:<30} {kek}", f.name),
+                    SealedState::Opens { kek, named: false } => {
+                        println!(
+                            "  {:<30} {kek} (earlier format, names no KEK: rotate to name it)",
+                            f.name
+                        )
+                    }
+                    SealedState::Fails(why) => println!("  {:<30} DOES NOT OPEN: {why}", f.name),
+                }
+            }
+            for p in &s.unlisted {
+                println!("  {} is sealed but not Steward's to rotate", p.display());
+            }
+            if !s.complete() {
+                bail!("the rotation is not complete");
+            }
+            println!("every sealed file is under the current KEK");
+            Ok(())
+        }
+    }
 }
 
 fn config_check(config: &Config) -> Result<()> {

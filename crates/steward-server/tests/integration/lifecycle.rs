@@ -28,7 +28,10 @@ async fn restart_keeps_the_ca_and_wrong_kek_refuses_to_start() {
         assert_eq!(mode & 0o777, 0o600);
     }
     let sealed = std::fs::read_to_string(dir.path().join("pki/root-ca.key.sealed")).unwrap();
-    assert!(sealed.starts_with("steward-sealed-v1:"), "CA key is sealed at rest");
+    assert!(
+        sealed.starts_with("steward-sealed-v2:"),
+        "CA key is sealed at rest, naming its KEK"
+    );
 
     // Same data directory: same CA.
     let t = TestServer::start_in(dir, |_| {}).await;

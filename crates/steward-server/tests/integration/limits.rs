@@ -809,3 +809,256 @@ async fn concurrent_password_checks_keep_memory_bounded() {
         "peak RSS grew {growth_mib} MiB, over {HASHES} hashes × {ARGON2_MIB} MiB + {SLACK_MIB} MiB"
     );
 }
+
+// ---------------------------------------------------------------- per-device and per-address limits
+
+/// A TLS client presenting `device`'s certificate, connecting from 127.0.0.1.
+async fn device_tls(t: &TestServer, device: &steward_sim::ManagedDevice) -> TlsStream<TcpStream> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from(t.root_der.clone())).unwrap();
+    let (chain, key) = device.tls_identity().unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(
+            chain.into_iter().map(CertificateDer::from).collect(),
+            rustls_pki_types::PrivateKeyDer::Pkcs8(key.into()),
+        )
+        .unwrap();
+    let tcp = TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], t.server.local_addr.port())))
+        .await
+        .unwrap();
+    TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap()
+}
+
+/// A management POST from `device` whose body is not SyncML: 400 when admitted (nothing is
+/// processed or written), 503 + Retry-After while the device is at its limit.
+async fn management_probe(t: &TestServer, device: &steward_sim::ManagedDevice) -> (http::StatusCode, http::HeaderMap) {
+    let tls = device_tls(t, device).await;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let (status, headers, _) = send(
+        &mut sender,
+        "POST",
+        steward_windows::MANAGEMENT_PATH,
+        &[("content-type", "application/vnd.syncml.dm+xml")],
+        "not syncml",
+    )
+    .await
+    .unwrap();
+    (status, headers)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_over_its_concurrent_session_limit_is_told_to_retry_and_others_are_served() {
+    let t = TestServer::start_with(|c| {
+        c.limits.sessions_per_device = 1;
+        c.limits.body_timeout_seconds = 600;
+        c.limits.body_min_rate_bytes_per_second = 0;
+    })
+    .await;
+    let mut busy = t.managed_device(None).await;
+    let mut other = t.managed_device(None).await;
+
+    // The busy device's first request holds its one slot: its head is in, its body never ends.
+    let mut stalled = device_tls(&t, &busy).await;
+    stalled
+        .write_all(
+            format!(
+                "POST {} HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/vnd.syncml.dm+xml\r\n\
+                 content-length: 1000\r\n\r\n<",
+                steward_windows::MANAGEMENT_PATH
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    stalled.flush().await.unwrap();
+    // Until the server has admitted the stalled request, a probe is admitted itself (and refused
+    // as malformed); once it has, the probe is the device's second request at once.
+    let mut refused = None;
+    for _ in 0..200 {
+        let (status, headers) = management_probe(&t, &busy).await;
+        if status == http::StatusCode::SERVICE_UNAVAILABLE {
+            refused = Some(headers);
+            break;
+        }
+        assert_eq!(status, http::StatusCode::BAD_REQUEST);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let headers = refused.expect("the device's second request at once is refused");
+    assert_eq!(headers["retry-after"], "5", "retryable");
+
+    // Another device is served in full meanwhile.
+    let client = t.device_client(&other);
+    let report = other
+        .run_session(&client, steward_sim::session::SessionTrigger::Scheduled)
+        .await
+        .unwrap();
+    assert!(report.ended);
+
+    // The stalled request ends (the client goes away): the slot frees and the device is served.
+    drop(stalled);
+    let mut freed = false;
+    for _ in 0..200 {
+        if management_probe(&t, &busy).await.0 == http::StatusCode::BAD_REQUEST {
+            freed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(freed, "the slot is given back when the request ends");
+    let client = t.device_client(&busy);
+    let report = busy
+        .run_session(&client, steward_sim::session::SessionTrigger::Scheduled)
+        .await
+        .unwrap();
+    assert!(report.ended);
+    let e = t.enrollment_of(&busy).await;
+    assert!(e.last_seen_at.is_some());
+    crate::invariants::check(&t).await;
+    t.server.shutdown().await;
+}
+
+fn discover_body(port: u16) -> String {
+    mde2::write_discover_request(
+        "urn:uuid:00000000-0000-0000-0000-000000000001",
+        &format!("https://localhost:{port}/EnrollmentServer/Discovery.svc"),
+        &mde2::DiscoverRequest {
+            email_address: Some("user@example.com".into()),
+            request_version: Some("4.0".into()),
+            device_type: Some("CIMClient_Windows".into()),
+            application_version: Some("10.0.19043.0".into()),
+            os_edition: Some("4".into()),
+            auth_policies: vec!["OnPremise".into()],
+        },
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_is_limited_per_address_and_other_addresses_and_devices_are_served() {
+    let t = TestServer::start_with(|c| c.limits.discovery_per_minute_per_address = 3).await;
+    let port = t.server.local_addr.port();
+    let peers = Peers::new(&t.root_der, port);
+    let body = discover_body(port);
+    async fn discover(
+        sender: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+        body: &str,
+    ) -> (http::StatusCode, http::HeaderMap, String) {
+        send(
+            sender,
+            "POST",
+            "/EnrollmentServer/Discovery.svc",
+            &[("content-type", SOAP)],
+            body.to_owned(),
+        )
+        .await
+        .unwrap()
+    }
+
+    // A burst of 3 from one address is answered; past it, a retryable fault. The bucket refills
+    // at 3 a minute, so the refusal comes within a few more unless each took ~20 s.
+    let mut flooding = peers.http(loopback(30)).await;
+    let mut answered = 0;
+    let mut refusal = None;
+    for _ in 0..23 {
+        let (status, headers, text) = discover(&mut flooding, &body).await;
+        if status == http::StatusCode::OK {
+            answered += 1;
+            continue;
+        }
+        refusal = Some((status, headers, text));
+        break;
+    }
+    assert!(answered >= 3, "the burst is answered");
+    let (status, headers, text) = refusal.expect("a flood from one address is refused");
+    assert_eq!(status, http::StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(headers["retry-after"], "5");
+    assert!(text.contains("s:Fault") && text.contains("try again"), "{text}");
+
+    // Another address, and a device enrolling from 127.0.0.1, are unaffected.
+    let mut neighbour = peers.http(loopback(31)).await;
+    assert_eq!(discover(&mut neighbour, &body).await.0, http::StatusCode::OK);
+    let mut device = t.managed_device(None).await;
+    let client = t.device_client(&device);
+    assert!(
+        device
+            .run_session(&client, steward_sim::session::SessionTrigger::Scheduled)
+            .await
+            .unwrap()
+            .ended
+    );
+    crate::invariants::check(&t).await;
+    t.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_and_console_body_limits_are_the_configured_ones() {
+    let t = TestServer::start_with(|c| {
+        c.limits.api_body_bytes = 64 * 1024;
+        c.limits.console_form_bytes = 4 * 1024;
+    })
+    .await;
+    let peers = Peers::new(&t.root_der, t.server.local_addr.port());
+    let mut api = peers.http(loopback(40)).await;
+    let auth = format!("Bearer {ADMIN_TOKEN}");
+    let json = |n: usize| format!("{{\"name\":\"g\",\"description\":\"{}\"}}", "x".repeat(n));
+    let (status, _, text) = send(
+        &mut api,
+        "POST",
+        "/api/v1/groups",
+        &[("authorization", &auth), ("content-type", "application/json")],
+        json(70 * 1024),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, http::StatusCode::PAYLOAD_TOO_LARGE, "{text}");
+    assert!(text.contains("65536"), "the problem names the configured limit: {text}");
+    let (status, _, text) = send(
+        &mut api,
+        "POST",
+        "/api/v1/groups",
+        &[("authorization", &auth), ("content-type", "application/json")],
+        json(60 * 1024),
+    )
+    .await
+    .unwrap();
+    assert_ne!(
+        status,
+        http::StatusCode::PAYLOAD_TOO_LARGE,
+        "under the limit is read: {text}"
+    );
+
+    // A sign-in form padded past the configured 4 KiB is refused unread (413); under it, it is read
+    // and the wrong password answered (401). The default 64 KiB would read both.
+    let mut console = peers.http(loopback(41)).await;
+    for (pad, expected) in [
+        (5 * 1024, http::StatusCode::PAYLOAD_TOO_LARGE),
+        (3 * 1024, http::StatusCode::UNAUTHORIZED),
+    ] {
+        let form = format!("email=a%40example.com&password=wrong&pad={}", "p".repeat(pad));
+        let (status, _, _) = send(
+            &mut console,
+            "POST",
+            "/console/login",
+            &[
+                ("content-type", "application/x-www-form-urlencoded"),
+                // `send` names the host `localhost`: the console's same-origin check compares with it.
+                ("origin", "https://localhost"),
+            ],
+            form,
+        )
+        .await
+        .unwrap();
+        assert_eq!(status, expected, "pad {pad}");
+    }
+    t.server.shutdown().await;
+}

@@ -19,6 +19,7 @@ mod faults;
 mod fixtures;
 mod interop;
 mod invariants;
+mod kek_rotation;
 mod lifecycle;
 mod limits;
 mod load;
