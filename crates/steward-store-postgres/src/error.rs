@@ -1,5 +1,6 @@
 //! The one error converter. What may succeed if tried again is [`StoreError::Unavailable`] (devices
-//! get a retryable answer): no pooled connection in time, a connection that failed or was closed,
+//! get a retryable answer): no pooled connection in time, a connection that failed or was closed
+//! (including one cut mid-message, which sqlx reports as a protocol error),
 //! and the SQLSTATE classes PostgreSQL uses for "not now" — a statement cancelled by
 //! `statement_timeout` (57014), a serialization failure or deadlock (40001, 40P01), insufficient
 //! resources (class 53), a server shutting down (57P0x) and connection exceptions (class 08).
@@ -20,6 +21,10 @@ pub(crate) fn is_retryable_sqlstate(code: &str) -> bool {
 pub(crate) fn from_sqlx(e: sqlx::Error) -> StoreError {
     let unavailable = match &e {
         sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => true,
+        // A connection whose stream broke mid-message (the database or a proxy in between went
+        // away) surfaces as a protocol error, a crashed connection worker or a failed BEGIN rather
+        // than an I/O error; a fresh connection may succeed (faults::a_postgres_outage_…).
+        sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed | sqlx::Error::BeginFailed => true,
         sqlx::Error::Database(d) => d.code().is_some_and(|c| is_retryable_sqlstate(&c)),
         _ => false,
     };
