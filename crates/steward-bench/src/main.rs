@@ -127,6 +127,10 @@ enum Cmd {
         /// The ring's devices get only the rolled-out profile, not the whole catalog.
         #[arg(long)]
         ring_one_profile: bool,
+        /// On PostgreSQL, VACUUM (ANALYZE) the run's database before every idle measurement (as
+        /// autovacuum would; this machine's cluster runs with autovacuum off).
+        #[arg(long)]
+        vacuum: bool,
     },
     /// Internal: run a server on DATA_DIR on 127.0.0.1 until stdin closes (the RSS figure).
     #[command(hide = true)]
@@ -200,6 +204,7 @@ async fn main() -> std::process::ExitCode {
         database_url,
         ring_devices,
         ring_one_profile,
+        vacuum,
     }) = &cli.command
     {
         let opts = ProfilesOptions {
@@ -212,6 +217,7 @@ async fn main() -> std::process::ExitCode {
             database_url: database_url.clone(),
             ring_devices: *ring_devices,
             ring_one_profile: *ring_one_profile,
+            vacuum: *vacuum,
         };
         return finish(profiles(&opts).await, cli.markdown);
     }

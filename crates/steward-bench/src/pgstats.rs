@@ -155,3 +155,12 @@ impl PgCounters {
         s
     }
 }
+
+/// `VACUUM (ANALYZE)` of the whole database `url` names: the dead row versions the check-ins left
+/// removed and the planner's statistics taken, as autovacuum would have done by then.
+pub(crate) async fn vacuum_analyze(url: &str) -> Result<()> {
+    let mut c = sqlx::PgConnection::connect(url).await.map_err(pg)?;
+    sqlx::raw_sql("VACUUM (ANALYZE)").execute(&mut c).await.map_err(pg)?;
+    c.close().await.map_err(pg)?;
+    Ok(())
+}

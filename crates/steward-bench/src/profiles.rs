@@ -56,6 +56,9 @@ pub struct ProfilesOptions {
     pub ring_devices: usize,
     /// The ring figure's devices get only the rolled-out profile instead of the whole catalog.
     pub ring_one_profile: bool,
+    /// On PostgreSQL, `VACUUM (ANALYZE)` the run's database before every idle measurement (what
+    /// autovacuum does on a server that has it on; the CI cluster here has it off).
+    pub vacuum: bool,
 }
 
 impl Default for ProfilesOptions {
@@ -70,6 +73,7 @@ impl Default for ProfilesOptions {
             database_url: None,
             ring_devices: 10_000,
             ring_one_profile: false,
+            vacuum: false,
         }
     }
 }
@@ -479,8 +483,12 @@ async fn measure_idle(
     devs: Vec<Dev>,
     mode: ConnMode,
     size: Size,
+    vacuum: bool,
 ) -> Result<(Vec<Dev>, Measured, Option<String>)> {
     let url = server.pg.as_ref().map(|p| p.url.clone());
+    if vacuum && let Some(u) = &url {
+        crate::pgstats::vacuum_analyze(u).await?;
+    }
     let before = match &url {
         Some(u) => Some(PgCounters::read(u).await?),
         None => None,
@@ -558,7 +566,7 @@ async fn over_the_wire(opts: &ProfilesOptions, docs: &[ProfileDocument], report:
     let settings: usize = docs.iter().map(|d| d.settings.len()).sum();
 
     eprintln!("idle check-in, no profile exists yet ({backend})");
-    let (devs, before, stats) = measure_idle(&server, devs, opts.mode, size).await?;
+    let (devs, before, stats) = measure_idle(&server, devs, opts.mode, size, opts.vacuum).await?;
     add_measured(
         report,
         format!(
@@ -666,7 +674,7 @@ async fn over_the_wire(opts: &ProfilesOptions, docs: &[ProfileDocument], report:
             Half::Bare => "no setting".to_owned(),
         };
         eprintln!("idle check-in ({}), {label} ({backend})", i + 1);
-        let (back, m, stats) = measure_idle(&server, devs, opts.mode, half_size).await?;
+        let (back, m, stats) = measure_idle(&server, devs, opts.mode, half_size, opts.vacuum).await?;
         add_measured(
             report,
             format!(
