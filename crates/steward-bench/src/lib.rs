@@ -27,6 +27,7 @@ use steward_windows_proto::syncml;
 use time::OffsetDateTime;
 use tokio::net::TcpListener;
 
+mod pgstats;
 mod profiles;
 pub use profiles::{ProfilesOptions, catalog_documents, profiles};
 

@@ -95,8 +95,10 @@ enum Cmd {
     /// Desired-state configuration (issue 12): the catalog's ready-to-assign profiles applied to
     /// all of --store-devices enrollments (apply time, store bytes), --reconcile-devices of them
     /// reconciled through the check-in commit path (bytes per device), then over the wire the idle
-    /// check-in before any profile and after every device settled them, and a new profile
-    /// version's time to 100 % acknowledged.
+    /// check-in of devices with every setting settled against devices with none (measured
+    /// alternately in one run), a new profile version's rollout through a pilot ring of the
+    /// configured devices to 100 % acknowledged, and the same for a ring of --ring-devices devices
+    /// through the store's check-in path.
     Profiles {
         /// Enrollments written through the store for the assignment figure (0: skip it).
         #[arg(long, default_value_t = 100_000)]
@@ -114,10 +116,21 @@ enum Cmd {
         concurrency: usize,
         #[arg(long, value_enum, default_value = "reused")]
         mode: ConnMode,
-        /// Run the wire figures on PostgreSQL (as `checkins --database-url`); the assignment
-        /// figure always measures a SQLite file.
+        /// Run the wire and ring figures on PostgreSQL (as `checkins --database-url`); the
+        /// assignment figure always measures a SQLite file.
         #[arg(long)]
         database_url: Option<String>,
+        /// Devices of the pilot ring a new profile version rolls out through, reconciled through
+        /// the store's check-in path (0: skip).
+        #[arg(long, default_value_t = 10_000)]
+        ring_devices: usize,
+        /// The ring's devices get only the rolled-out profile, not the whole catalog.
+        #[arg(long)]
+        ring_one_profile: bool,
+        /// On PostgreSQL, VACUUM (ANALYZE) the run's database before every idle measurement (as
+        /// autovacuum would; this machine's cluster runs with autovacuum off).
+        #[arg(long)]
+        vacuum: bool,
     },
     /// Internal: run a server on DATA_DIR on 127.0.0.1 until stdin closes (the RSS figure).
     #[command(hide = true)]
@@ -189,6 +202,9 @@ async fn main() -> std::process::ExitCode {
         concurrency,
         mode,
         database_url,
+        ring_devices,
+        ring_one_profile,
+        vacuum,
     }) = &cli.command
     {
         let opts = ProfilesOptions {
@@ -199,6 +215,9 @@ async fn main() -> std::process::ExitCode {
             concurrency: *concurrency,
             mode: *mode,
             database_url: database_url.clone(),
+            ring_devices: *ring_devices,
+            ring_one_profile: *ring_one_profile,
+            vacuum: *vacuum,
         };
         return finish(profiles(&opts).await, cli.markdown);
     }

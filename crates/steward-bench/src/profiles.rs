@@ -1,5 +1,6 @@
 //! `steward-bench profiles`: the desired-state configuration figures of issue 12 (docs/BENCHMARKS.md,
-//! "Desired-state configuration").
+//! "Desired-state configuration"). Every count it prints (profiles, settings, rows per device) is
+//! what the built-in catalog holds at the time of the run.
 //!
 //! 1. Assignment at scale: the built-in catalog's ready-to-assign profiles (the baseline areas and
 //!    the update rings) applied through the `Profiles` service, assigned to every device of a store
@@ -9,24 +10,31 @@
 //!    `reconcile_devices` of them through the real check-in commit path (the store's
 //!    `checkin_context`, core `plan`/`absorb`, `commit_checkin`), every operation acknowledged and
 //!    every readable setting read back with its value, and extrapolated by arithmetic.
-//! 2. Idle check-in with every setting verified against none: the same enrolled devices over the
-//!    wire, before any profile exists and after every device reconciled the profiles (checked in the
-//!    store: every row settled, every stamp at the current epoch with nothing unsettled).
-//! 3. A new version of one assigned profile reaching every device: the time from the apply until
-//!    every device acknowledged the new version (no rollout ring machinery: see the docs).
+//! 2. Idle check-in with every setting settled against none: the devices enrolled over the wire,
+//!    half of them in a group the profiles are assigned to, measured alternately (bare,
+//!    configured, configured, bare) after every device settled (checked in the store: every row
+//!    settled, every stamp at the current epoch with nothing unsettled). On PostgreSQL each
+//!    measurement also prints the database's own counters per session (`pgstats.rs`).
+//! 3. A new version of one assigned profile rolled out through a pilot ring of the configured
+//!    devices: the time from the apply until the rollout's numbers show the ring 100 %
+//!    acknowledged, over the wire.
+//! 4. The same through a pilot ring of `ring_devices` devices (10,000 by default), through the
+//!    store's check-in path: the time to 100 % acknowledged and the check-in rate.
 //!
 //! As everywhere in this crate, nothing here is asserted against a threshold.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use steward_core::configuration::{
     self, AssignDocument, OpAnswers, OpKind, ProfileDocument, SettingStatus, VerifyPolicy,
 };
+use steward_core::rollout::{self, RingSpec, RingStats, RolloutSpec};
 use steward_core::service::ServiceError;
 use steward_core::service::profiles::PROFILE_KIND;
 use steward_windows::WindowsAdapter;
 
 use super::*;
+use crate::pgstats::PgCounters;
 
 /// What `steward-bench profiles` measures, and how big.
 #[derive(Debug, Clone)]
@@ -41,9 +49,16 @@ pub struct ProfilesOptions {
     pub sessions: usize,
     pub concurrency: usize,
     pub mode: ConnMode,
-    /// Run the wire figures on PostgreSQL (as `checkins --database-url`). The assignment figure
-    /// always measures a SQLite file.
+    /// Run the wire and ring figures on PostgreSQL (as `checkins --database-url`). The
+    /// assignment figure always measures a SQLite file.
     pub database_url: Option<String>,
+    /// Devices in the pilot ring of the store-path rollout figure (0 skips it).
+    pub ring_devices: usize,
+    /// The ring figure's devices get only the rolled-out profile instead of the whole catalog.
+    pub ring_one_profile: bool,
+    /// On PostgreSQL, `VACUUM (ANALYZE)` the run's database before every idle measurement (what
+    /// autovacuum does on a server that has it on; the CI cluster here has it off).
+    pub vacuum: bool,
 }
 
 impl Default for ProfilesOptions {
@@ -56,6 +71,9 @@ impl Default for ProfilesOptions {
             concurrency: 32,
             mode: ConnMode::Reused,
             database_url: None,
+            ring_devices: 10_000,
+            ring_one_profile: false,
+            vacuum: false,
         }
     }
 }
@@ -113,14 +131,17 @@ pub async fn profiles(opts: &ProfilesOptions) -> Result<Report> {
     if opts.devices > 0 {
         over_the_wire(opts, &docs, &mut report).await?;
     }
+    if opts.ring_devices > 0 {
+        ring_at_scale(opts, &docs, &mut report).await?;
+    }
     Ok(report)
 }
 
 // ---- 1. Assignment at scale ----
 
-/// Writes `n` synthetic enrollments (their enrollment commit, as the server writes it), 64 in
-/// flight so the store's writer stays busy; returns their ids.
-async fn populate(store: Arc<dyn BenchStore>, n: usize) -> Result<Vec<EnrollmentId>> {
+/// Writes `n` synthetic enrollments (their enrollment commit, as the server writes it), members
+/// of `group` if given, 64 in flight so the store's writer stays busy; returns their ids.
+async fn populate(store: Arc<dyn BenchStore>, n: usize, group: Option<GroupId>) -> Result<Vec<EnrollmentId>> {
     const TASKS: usize = 64;
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut set = tokio::task::JoinSet::new();
@@ -134,7 +155,8 @@ async fn populate(store: Arc<dyn BenchStore>, n: usize) -> Result<Vec<Enrollment
                     return Ok::<_, BenchError>(ids);
                 }
                 let now = OffsetDateTime::now_utc();
-                let e = synthetic_enrollment(i, now)?;
+                let mut e = synthetic_enrollment(i, now)?;
+                e.group_id = group;
                 ids.push(e.id);
                 store
                     .commit_enrollment(&EnrollmentCommit {
@@ -227,11 +249,12 @@ async fn reconcile_once(store: &dyn BenchStore, id: EnrollmentId) -> Result<usiz
 }
 
 /// Whether the device needs nothing more: its stamp is at `epoch`, nothing unsettled, no
-/// read-back due; and its rows by status.
+/// read-back due, and (when `expect_rows`) it has rows, all settled; and its rows by status.
 async fn device_settled(
     store: &dyn BenchStore,
     id: EnrollmentId,
     now: OffsetDateTime,
+    expect_rows: bool,
 ) -> Result<(bool, BTreeMap<SettingStatus, usize>)> {
     let ctx = store
         .checkin_context(EnrollmentKey::Id(id), &[], now)
@@ -245,7 +268,10 @@ async fn device_settled(
     for r in &rows {
         *by_status.entry(r.status).or_insert(0) += 1;
     }
-    Ok((stamp_settled && rows_settled && !rows.is_empty(), by_status))
+    Ok((
+        stamp_settled && rows_settled && rows.is_empty() != expect_rows,
+        by_status,
+    ))
 }
 
 fn status_summary(by_status: &BTreeMap<SettingStatus, usize>) -> String {
@@ -263,7 +289,7 @@ async fn assignment_at_scale(opts: &ProfilesOptions, docs: &[ProfileDocument], r
     let dir = server._dir.path().to_owned();
     eprintln!("assignment at scale: writing {n} enrollments through the store");
     let t = Instant::now();
-    let ids = populate(server.store.clone(), n).await?;
+    let ids = populate(server.store.clone(), n, None).await?;
     let populate_s = t.elapsed().as_secs_f64();
     let before = settled_bytes(&dir).await?;
 
@@ -349,7 +375,7 @@ async fn assignment_at_scale(opts: &ProfilesOptions, docs: &[ProfileDocument], r
     let mut settled = 0;
     let now = OffsetDateTime::now_utc();
     for id in &ids[..r] {
-        let (ok, by_status) = device_settled(server.store(), *id, now).await?;
+        let (ok, by_status) = device_settled(server.store(), *id, now, true).await?;
         settled += usize::from(ok);
         for (s, k) in by_status {
             *all.entry(s).or_insert(0) += k;
@@ -389,11 +415,38 @@ async fn assignment_at_scale(opts: &ProfilesOptions, docs: &[ProfileDocument], r
 
 // ---- 2 and 3. Over the wire ----
 
-/// Check-in rounds (one session per device, `mode`) until every device is settled in the store;
-/// returns the rounds run and the rows by status. At most `max_rounds`.
+/// The static group whose devices get the profiles in the wire figures; the other devices get none.
+const CONFIGURED_GROUP: &str = "bench-configured";
+
+/// `docs` assigned to the members of the group `group` instead of to every device.
+fn assigned_to(docs: &[ProfileDocument], group: &str) -> Vec<ProfileDocument> {
+    docs.iter()
+        .cloned()
+        .map(|mut d| {
+            d.assign = AssignDocument {
+                groups: vec![group.to_owned()],
+                ..Default::default()
+            };
+            d
+        })
+        .collect()
+}
+
+/// A static group named `name`, written through the store.
+async fn create_group(store: &dyn BenchStore, name: &str) -> Result<Group> {
+    let g =
+        Group::named(name, OffsetDateTime::now_utc()).map_err(|e| BenchError::Setup(format!("group {name}: {e}")))?;
+    store.create_group(&g).await?;
+    Ok(g)
+}
+
+/// Check-in rounds (one session per device, `mode`) until every device is settled in the store
+/// (those of `configured` with rows, the others with their stamp alone); returns the rounds run and
+/// the rows by status. At most `max_rounds`.
 async fn settle(
     server: &BenchServer,
     mut devs: Vec<Dev>,
+    configured: &HashSet<EnrollmentId>,
     concurrency: usize,
     max_rounds: usize,
 ) -> Result<(Vec<Dev>, usize, usize, BTreeMap<SettingStatus, usize>)> {
@@ -403,7 +456,8 @@ async fn settle(
         let mut all = BTreeMap::new();
         let mut settled = 0;
         for d in &devs {
-            let (ok, by_status) = device_settled(server.store(), d.enrollment, now).await?;
+            let expect_rows = configured.contains(&d.enrollment);
+            let (ok, by_status) = device_settled(server.store(), d.enrollment, now, expect_rows).await?;
             settled += usize::from(ok);
             for (s, k) in by_status {
                 *all.entry(s).or_insert(0) += k;
@@ -421,6 +475,73 @@ async fn settle(
     }
 }
 
+/// One idle-check-in measurement of `devs`, with PostgreSQL's counters of the run's database
+/// around it when the server runs on PostgreSQL (what the sessions did in the database, per
+/// session: see `pgstats.rs`).
+async fn measure_idle(
+    server: &BenchServer,
+    devs: Vec<Dev>,
+    mode: ConnMode,
+    size: Size,
+    vacuum: bool,
+) -> Result<(Vec<Dev>, Measured, Option<String>)> {
+    let url = server.pg.as_ref().map(|p| p.url.clone());
+    if vacuum && let Some(u) = &url {
+        crate::pgstats::vacuum_analyze(u).await?;
+    }
+    let before = match &url {
+        Some(u) => Some(PgCounters::read(u).await?),
+        None => None,
+    };
+    let (devs, m) = measure(devs, mode, &Work::Steward, 0, server.store(), size, &server.roots).await?;
+    let stats = match (&url, before) {
+        (Some(u), Some(b)) => Some(PgCounters::read(u).await?.per_session_since(&b, m.sessions)),
+        _ => None,
+    };
+    Ok((devs, m, stats))
+}
+
+/// Which half of the devices an idle measurement runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Half {
+    Configured,
+    Bare,
+}
+
+/// Per-session averages over several measurements, weighted by their sessions.
+#[derive(Debug, Default, Clone, Copy)]
+struct Pooled {
+    sessions: usize,
+    server_us: f64,
+    db_us: f64,
+    wall_s: f64,
+}
+
+impl Pooled {
+    fn add(&mut self, m: &Measured) {
+        let n = m.sessions as f64;
+        self.sessions += m.sessions;
+        self.server_us += m.server_cpu_us_per_session * n;
+        self.db_us += m.db_cpu_us_per_session * n;
+        if m.rate > 0.0 {
+            self.wall_s += n / m.rate;
+        }
+    }
+    fn server_per_session(&self) -> f64 {
+        self.server_us / self.sessions.max(1) as f64
+    }
+    fn db_per_session(&self) -> f64 {
+        self.db_us / self.sessions.max(1) as f64
+    }
+    fn rate(&self) -> f64 {
+        if self.wall_s > 0.0 {
+            self.sessions as f64 / self.wall_s
+        } else {
+            0.0
+        }
+    }
+}
+
 async fn over_the_wire(opts: &ProfilesOptions, docs: &[ProfileDocument], report: &mut Report) -> Result<()> {
     let server = BenchServer::start_on(opts.database_url.as_deref()).await?;
     let backend = if opts.database_url.is_some() {
@@ -428,7 +549,7 @@ async fn over_the_wire(opts: &ProfilesOptions, docs: &[ProfileDocument], report:
     } else {
         "SQLite"
     };
-    let n = opts.devices.max(1);
+    let n = opts.devices.max(2);
     let devices = enroll_and_report(
         &server,
         n,
@@ -444,17 +565,39 @@ async fn over_the_wire(opts: &ProfilesOptions, docs: &[ProfileDocument], report:
     };
     let settings: usize = docs.iter().map(|d| d.settings.len()).sum();
 
-    eprintln!("idle check-in, no profile ({backend})");
-    let (devs, none) = measure(devs, opts.mode, &Work::Steward, 0, server.store(), size, &server.roots).await?;
+    eprintln!("idle check-in, no profile exists yet ({backend})");
+    let (devs, before, stats) = measure_idle(&server, devs, opts.mode, size, opts.vacuum).await?;
     add_measured(
         report,
-        format!("profiles: idle check-in, no profile, {} ({backend})", opts.mode.label()),
-        &none,
+        format!(
+            "profiles: idle check-in, no profile exists, {} ({backend})",
+            opts.mode.label()
+        ),
+        &before,
         None,
     );
+    if let Some(s) = stats {
+        eprintln!("  PostgreSQL {s}");
+    }
 
+    // Half the devices (the first ⌈n/2⌉) get every profile through a group and the others none, so
+    // that both halves are measured in the same run at the same time, against the same tables: on
+    // PostgreSQL without autovacuum (this machine's cluster) every idle check-in leaves dead row
+    // versions behind, so a measurement made later costs more whatever it measures.
+    let group = create_group(server.store(), CONFIGURED_GROUP).await?;
+    let half = n.div_ceil(2);
+    let mut configured_ids = HashSet::new();
+    for d in devs.iter().take(half) {
+        server
+            .store()
+            .set_enrollment_group(d.enrollment, Some(group.id))
+            .await?;
+        configured_ids.insert(d.enrollment);
+    }
+    let docs = assigned_to(docs, CONFIGURED_GROUP);
     eprintln!(
-        "applying {} profiles to all, then check-ins until every device is settled",
+        "applying {} profiles ({settings} settings) to the {half} devices of {CONFIGURED_GROUP}, then check-ins until \
+         every device is settled",
         docs.len()
     );
     let who = Principal::local_cli();
@@ -462,37 +605,44 @@ async fn over_the_wire(opts: &ProfilesOptions, docs: &[ProfileDocument], report:
         .server
         .core
         .profiles
-        .apply(&who, docs.to_vec(), false)
+        .apply(&who, docs.clone(), false)
         .await
         .map_err(service)?;
     let t = Instant::now();
-    let (devs, rounds, settled, by_status) = settle(&server, devs, opts.concurrency, 10).await?;
+    let (devs, rounds, settled, by_status) = settle(&server, devs, &configured_ids, opts.concurrency, 10).await?;
     let settle_s = t.elapsed().as_secs_f64();
     let enrolled = devs.len();
     // Which settings the simulated device refused (a node the simulator does not model), so the
     // figure says what "settled" covers.
-    let mut refused = std::collections::BTreeSet::new();
-    if let Some(d) = devs.first() {
-        for r in server.store().device_configuration(d.enrollment).await?.settings {
+    let mut refused = BTreeSet::new();
+    let mut rows_per_device = 0;
+    if let Some(d) = devs.iter().find(|d| configured_ids.contains(&d.enrollment)) {
+        let rows = server.store().device_configuration(d.enrollment).await?.settings;
+        rows_per_device = rows.len();
+        for r in rows {
             if r.status == SettingStatus::Failed {
-                refused.insert(format!("{} ({})", r.path, r.status_code.unwrap_or(0)));
+                refused.insert((r.path, r.status_code.unwrap_or(0)));
             }
         }
     }
     if !refused.is_empty() {
         eprintln!(
             "  settings one device refused: {}",
-            refused.iter().cloned().collect::<Vec<_>>().join(", ")
+            refused
+                .iter()
+                .map(|(p, c)| format!("{p} ({c})"))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
     report.add(
-        format!("profiles: {enrolled} devices reconcile {settings} settings ({backend})"),
+        format!("profiles: {half} of {enrolled} devices reconcile {settings} settings ({backend})"),
         settle_s,
         "s",
         format!(
             "{rounds} check-in rounds (new connection, TLS resumption) until {settled} of {enrolled} devices were \
-             settled in the store (stamp at the epoch, nothing unsettled, no read-back due); rows: {}; {} \
-             settings per device refused by the simulator",
+             settled in the store (stamp at the epoch, nothing unsettled, no read-back due); {rows_per_device} rows \
+             per configured device; rows: {}; {} settings per device refused by the simulator",
             status_summary(&by_status),
             refused.len()
         ),
@@ -501,36 +651,79 @@ async fn over_the_wire(opts: &ProfilesOptions, docs: &[ProfileDocument], report:
         eprintln!("  {} devices not settled after {rounds} rounds", enrolled - settled);
     }
 
-    eprintln!("idle check-in, every setting settled ({backend})");
-    let (devs, all) = measure(devs, opts.mode, &Work::Steward, 0, server.store(), size, &server.roots).await?;
-    add_measured(
-        report,
-        format!(
-            "profiles: idle check-in, {settings} settings settled, {} ({backend})",
-            opts.mode.label()
-        ),
-        &all,
-        None,
-    );
+    // Both halves, in the order bare, configured, configured, bare (a drift over the run weighs
+    // on both alike), each measurement half the sessions.
+    let (mut configured, mut bare): (Vec<Dev>, Vec<Dev>) =
+        devs.into_iter().partition(|d| configured_ids.contains(&d.enrollment));
+    let half_size = Size {
+        sessions: (opts.sessions / 2).max(1),
+        concurrency: opts.concurrency,
+    };
+    let (mut pooled_configured, mut pooled_bare) = (Pooled::default(), Pooled::default());
+    let mut cpu_in_order = Vec::new();
+    for (i, which) in [Half::Bare, Half::Configured, Half::Configured, Half::Bare]
+        .into_iter()
+        .enumerate()
+    {
+        let devs = match which {
+            Half::Configured => std::mem::take(&mut configured),
+            Half::Bare => std::mem::take(&mut bare),
+        };
+        let label = match which {
+            Half::Configured => format!("{rows_per_device} settings settled"),
+            Half::Bare => "no setting".to_owned(),
+        };
+        eprintln!("idle check-in ({}), {label} ({backend})", i + 1);
+        let (back, m, stats) = measure_idle(&server, devs, opts.mode, half_size, opts.vacuum).await?;
+        add_measured(
+            report,
+            format!(
+                "profiles: idle check-in ({}), {label}, {} ({backend})",
+                i + 1,
+                opts.mode.label()
+            ),
+            &m,
+            None,
+        );
+        if let Some(s) = stats {
+            eprintln!("  PostgreSQL {s}");
+        }
+        match which {
+            Half::Configured => {
+                pooled_configured.add(&m);
+                configured = back;
+            }
+            Half::Bare => {
+                pooled_bare.add(&m);
+                bare = back;
+            }
+        }
+        cpu_in_order.push(m.server_cpu_us_per_session);
+    }
     let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
     report.add(
-        format!("profiles: idle check-in server CPU, {settings} settings settled / none ({backend})"),
-        ratio(all.server_cpu_us_per_session, none.server_cpu_us_per_session),
+        format!("profiles: idle check-in server CPU, {rows_per_device} settings settled / none ({backend})"),
+        ratio(pooled_configured.server_per_session(), pooled_bare.server_per_session()),
         "ratio",
         format!(
-            "server CPU {:.0} vs {:.0} µs/session; rate {:.1} vs {:.1} sessions/s (ratio {:.2}); {:.1} vs {:.1} \
-             cmds/session{}",
-            all.server_cpu_us_per_session,
-            none.server_cpu_us_per_session,
-            all.rate,
-            none.rate,
-            ratio(all.rate, none.rate),
-            all.commands_per_session,
-            none.commands_per_session,
+            "server CPU {:.0} vs {:.0} µs/session (measurements in order: {}); rate {:.1} vs {:.1} sessions/s; \
+             before any profile existed {:.0} µs/session{}",
+            pooled_configured.server_per_session(),
+            pooled_bare.server_per_session(),
+            cpu_in_order
+                .iter()
+                .map(|r| format!("{r:.0}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            pooled_configured.rate(),
+            pooled_bare.rate(),
+            before.server_cpu_us_per_session,
             if PG_DATABASE.get().is_some() {
                 format!(
-                    "; PostgreSQL backends {:.0} vs {:.0} µs/session",
-                    all.db_cpu_us_per_session, none.db_cpu_us_per_session
+                    "; PostgreSQL backends {:.0} vs {:.0} µs/session (ratio {:.2})",
+                    pooled_configured.db_per_session(),
+                    pooled_bare.db_per_session(),
+                    ratio(pooled_configured.db_per_session(), pooled_bare.db_per_session())
                 )
             } else {
                 String::new()
@@ -538,47 +731,124 @@ async fn over_the_wire(opts: &ProfilesOptions, docs: &[ProfileDocument], report:
         ),
     );
 
-    new_version(&server, devs, docs, opts.concurrency, backend, report).await?;
+    let refused_paths: BTreeSet<String> = refused.into_iter().map(|(p, _)| p).collect();
+    let rolled = rolled_document(&docs, &refused_paths)?;
+    new_version_in_ring(
+        &server,
+        configured,
+        rolled,
+        CONFIGURED_GROUP,
+        opts.concurrency,
+        backend,
+        report,
+    )
+    .await?;
     server.finish().await?;
     Ok(())
 }
 
-/// A new version of one assigned profile (one setting's value changed), then every device checks
-/// in once as fast as `concurrency` allows: the time from the apply until every device's row of
-/// that setting holds an acknowledgement of the new version.
-async fn new_version(
-    server: &BenchServer,
-    devs: Vec<Dev>,
-    docs: &[ProfileDocument],
-    concurrency: usize,
-    backend: &str,
-    report: &mut Report,
-) -> Result<()> {
+/// The profile a new version rolls out of: the last of `docs` with an int setting that no other
+/// document sets (so the new value is the device's desired value, not lost to the conflict rule)
+/// and none of whose nodes the device refused (so a device can acknowledge all of it).
+fn rolled_document<'a>(docs: &'a [ProfileDocument], refused: &BTreeSet<String>) -> Result<&'a ProfileDocument> {
     let adapter = WindowsAdapter;
-    // The last document (an update ring in catalog order): its first int setting moves by one.
-    let doc = docs
-        .last()
-        .ok_or_else(|| BenchError::Setup("no profile document".into()))?;
+    let paths: Vec<BTreeSet<String>> = docs
+        .iter()
+        .map(|d| {
+            adapter
+                .profile_settings(&d.settings)
+                .map(|s| s.into_iter().map(|s| s.path).collect())
+                .map_err(|e| BenchError::Setup(format!("{}: {e}", d.name)))
+        })
+        .collect::<Result<_>>()?;
+    for (i, d) in docs.iter().enumerate().rev() {
+        let own = &paths[i];
+        let shared = paths
+            .iter()
+            .enumerate()
+            .any(|(j, other)| j != i && !other.is_disjoint(own));
+        let has_int = adapter
+            .profile_settings(&d.settings)
+            .map_err(|e| BenchError::Setup(format!("{}: {e}", d.name)))?
+            .iter()
+            .any(|s| s.format == "int" && s.value.parse::<i64>().is_ok());
+        if !shared && has_int && own.is_disjoint(refused) {
+            return Ok(d);
+        }
+    }
+    Err(BenchError::Setup(
+        "no catalog profile has an int setting of its own that the device accepts".into(),
+    ))
+}
+
+/// `doc`'s next version: its first int setting's value moved by one. Returns the document with
+/// its rollout through a pilot ring of `group` (held at that ring: the soak is an hour and nothing
+/// advances it), and the changed setting's path.
+fn next_version_in_ring(doc: &ProfileDocument, group: &str) -> Result<(ProfileDocument, String)> {
+    let adapter = WindowsAdapter;
     let mut settings = adapter
         .profile_settings(&doc.settings)
         .map_err(|e| BenchError::Setup(format!("{}: {e}", doc.name)))?;
     let changed = settings
         .iter_mut()
-        .find(|s| s.format == "int")
+        .find(|s| s.format == "int" && s.value.parse::<i64>().is_ok())
         .ok_or_else(|| BenchError::Setup(format!("{} has no int setting to change", doc.name)))?;
     let value: i64 = changed
         .value
         .parse()
         .map_err(|_| BenchError::Setup(format!("{}: {} is not an int", doc.name, changed.value)))?;
     changed.value = (value + 1).to_string();
-    let (path, digest) = (changed.path.clone(), changed.digest());
+    let path = changed.path.clone();
     let mut v2 = doc.clone();
     v2.settings = settings.iter().map(|s| adapter.setting_document(s)).collect();
+    v2.rollout = Some(RolloutSpec {
+        rings: vec![RingSpec {
+            pilot: Some(group.to_owned()),
+            ..Default::default()
+        }],
+        soak_seconds: rollout::DEFAULT_SOAK_SECONDS,
+        success_ratio: rollout::DEFAULT_SUCCESS_RATIO,
+        failure_threshold: rollout::DEFAULT_FAILURE_THRESHOLD,
+        auto_advance: false,
+    });
+    Ok((v2, path))
+}
 
+/// The first ring's numbers of the profile's rollout, as `steward rollout status` shows them.
+async fn ring_progress(server: &BenchServer, profile: &str) -> Result<(u32, RingStats)> {
+    let status = server
+        .server
+        .core
+        .rollouts
+        .status(&Principal::local_cli(), profile)
+        .await
+        .map_err(service)?;
+    let first = status
+        .rings
+        .first()
+        .copied()
+        .ok_or_else(|| BenchError::Setup(format!("the rollout of {profile} has no ring")))?;
+    Ok((status.rollout.to_version, first))
+}
+
+/// A new version of `doc` rolled out through a pilot ring of the group `group` (whose members are
+/// `devs`), then every device checks in once as fast as `concurrency` allows, again while the ring
+/// is not 100 % acknowledged: the time from the apply until the rollout's own numbers
+/// (`Rollouts::status`) show every device of the ring acknowledged.
+async fn new_version_in_ring(
+    server: &BenchServer,
+    devs: Vec<Dev>,
+    doc: &ProfileDocument,
+    group: &str,
+    concurrency: usize,
+    backend: &str,
+    report: &mut Report,
+) -> Result<()> {
+    let (v2, path) = next_version_in_ring(doc, group)?;
     let n = devs.len();
     let who = Principal::local_cli();
     let t0 = Instant::now();
-    let applied = server
+    server
         .server
         .core
         .profiles
@@ -586,57 +856,208 @@ async fn new_version(
         .await
         .map_err(service)?;
     let assign = t0.elapsed();
-    let version = applied.profiles.first().map_or(0, |p| p.version_after);
     let (mut devs, samples, mut errors) = storm_round(devs, t0, Duration::ZERO, concurrency, &server.roots).await?;
-    let first_round = samples.iter().map(|s| s.end).max().unwrap_or_default();
     let mut per_device: Vec<Duration> = samples.iter().map(|s| s.end.saturating_sub(s.start)).collect();
+    let mut checkins = samples.len();
     let mut rounds = 1;
-    let acked = |devs: &[Dev]| {
-        let ids: Vec<EnrollmentId> = devs.iter().map(|d| d.enrollment).collect();
-        let path = path.clone();
-        let digest = digest.clone();
-        async move {
-            let mut k = 0;
-            for id in ids {
-                let rows = server.store().device_configuration(id).await?.settings;
-                k += usize::from(rows.iter().any(|r| {
-                    r.path == path && r.profile_version == version && r.applied_digest.as_deref() == Some(&digest)
-                }));
-            }
-            Ok::<_, BenchError>(k)
-        }
-    };
-    let mut done = acked(&devs).await?;
-    let mut last = first_round;
-    while done < n && rounds < 5 {
-        let (back, _, e) = storm_round(devs, Instant::now(), Duration::ZERO, concurrency, &server.roots).await?;
+    let (mut version, mut ring) = ring_progress(server, &doc.name).await?;
+    let mut last = t0.elapsed();
+    while ring.acknowledged < ring.devices && rounds < 5 {
+        let (back, s, e) = storm_round(devs, Instant::now(), Duration::ZERO, concurrency, &server.roots).await?;
         devs = back;
-        last = t0.elapsed();
+        checkins += s.len();
         errors.extend(e);
         rounds += 1;
-        done = acked(&devs).await?;
+        (version, ring) = ring_progress(server, &doc.name).await?;
+        last = t0.elapsed();
     }
+    drop(devs);
     if let Some(e) = errors.first() {
         eprintln!("  new-version check-in errors ({}): {e}", errors.len());
     }
     let l = latency(&mut per_device);
     report.add(
         format!(
-            "profiles: new version of {} on {n} devices, apply to 100 % acknowledged ({backend})",
+            "profiles: rollout of {} through a pilot ring of {n} devices, apply to 100 % acknowledged ({backend})",
             doc.name
         ),
         last.as_secs_f64(),
         "s",
         format!(
-            "version {version} changes {path}; apply {:.0} ms, then every device checks in once (new connection, \
-             TLS resumption, {concurrency} in flight): {done} of {n} acknowledged after {rounds} round(s), {} \
-             check-in errors; per device check-in p50 {:.1} ms, p99 {:.1} ms; no rollout ring",
+            "version {version} changes {path}; apply {:.0} ms, then every device checks in (new connection, TLS \
+             resumption, {concurrency} in flight): ring 1 {} of {} acknowledged, {} failed after {rounds} round(s), \
+             {checkins} check-ins ({:.1}/s), {} check-in errors; per device check-in p50 {:.1} ms, p99 {:.1} ms",
             assign.as_secs_f64() * 1e3,
+            ring.acknowledged,
+            ring.devices,
+            ring.failed,
+            checkins as f64 / last.as_secs_f64(),
             errors.len(),
             l.p50_ms,
             l.p99_ms
         ),
     );
+    Ok(())
+}
+
+// ---- 4. A rollout ring of many devices, through the store's check-in path ----
+
+/// The static group of the ring figure's devices.
+const RING_GROUP: &str = "bench-ring";
+
+/// One check-in per device of `ids` through the store's check-in path (`reconcile_once`),
+/// `concurrency` at a time; returns the check-ins made and the operations answered.
+async fn checkin_pass(store: Arc<dyn BenchStore>, ids: &[EnrollmentId], concurrency: usize) -> Result<(usize, usize)> {
+    let queue = Arc::new(Mutex::new(ids.to_vec()));
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..concurrency.clamp(1, ids.len().max(1)) {
+        let (queue, store) = (queue.clone(), store.clone());
+        set.spawn(async move {
+            let (mut checkins, mut ops) = (0usize, 0usize);
+            loop {
+                let next = queue.lock().map(|mut q| q.pop()).unwrap_or(None);
+                let Some(id) = next else { break };
+                ops += reconcile_once(store.as_ref(), id).await?;
+                checkins += 1;
+            }
+            Ok::<_, BenchError>((checkins, ops))
+        });
+    }
+    let (mut checkins, mut ops) = (0, 0);
+    while let Some(res) = set.join_next().await {
+        let (c, o) = res??;
+        checkins += c;
+        ops += o;
+    }
+    Ok((checkins, ops))
+}
+
+/// `ring_devices` enrollments, all in one static group, get the catalog's profiles (or only the
+/// rolled-out one) and reconcile them through the store's check-in path; then a new version of one
+/// profile rolls out through a pilot ring of that group, and every device checks in (store path,
+/// `concurrency` at a time) until the rollout's numbers show the ring 100 % acknowledged. Over the
+/// wire this many devices would first have to enroll and warm up over TLS, which takes longer than
+/// the figure on this machine; what the store path leaves out is the SyncML parsing and rendering
+/// and the TLS, which the wire figure (3) covers for its devices.
+async fn ring_at_scale(opts: &ProfilesOptions, docs: &[ProfileDocument], report: &mut Report) -> Result<()> {
+    let n = opts.ring_devices;
+    let server = BenchServer::start_on(opts.database_url.as_deref()).await?;
+    let backend = if opts.database_url.is_some() {
+        "PostgreSQL"
+    } else {
+        "SQLite"
+    };
+    let group = create_group(server.store(), RING_GROUP).await?;
+    eprintln!("rollout ring: writing {n} enrollments in group {RING_GROUP} through the store ({backend})");
+    let t = Instant::now();
+    let ids = populate(server.store.clone(), n, Some(group.id)).await?;
+    let populate_s = t.elapsed().as_secs_f64();
+    let rolled = rolled_document(docs, &BTreeSet::new())?.clone();
+    let assigned: Vec<ProfileDocument> = if opts.ring_one_profile {
+        vec![rolled.clone()]
+    } else {
+        docs.to_vec()
+    };
+    let settings: usize = assigned.iter().map(|d| d.settings.len()).sum();
+    let who = Principal::local_cli();
+    server
+        .server
+        .core
+        .profiles
+        .apply(&who, assigned.clone(), false)
+        .await
+        .map_err(service)?;
+    // Version 1 everywhere: applied (first check-in), then read back (second).
+    eprintln!(
+        "rollout ring: {n} devices reconcile {} profiles ({settings} settings) through the store's check-in path",
+        assigned.len()
+    );
+    let t = Instant::now();
+    let mut setup_checkins = 0;
+    for _ in 0..2 {
+        setup_checkins += checkin_pass(server.store.clone(), &ids, opts.concurrency).await?.0;
+    }
+    let setup_s = t.elapsed().as_secs_f64();
+    let first = *ids
+        .first()
+        .ok_or_else(|| BenchError::Setup("the ring has no device".into()))?;
+    let rows = server.store().device_configuration(first).await?.settings.len();
+
+    let (v2, path) = next_version_in_ring(&rolled, RING_GROUP)?;
+    eprintln!(
+        "rollout ring: version 2 of {} through a pilot ring of {n} devices",
+        rolled.name
+    );
+    let t0 = Instant::now();
+    server
+        .server
+        .core
+        .profiles
+        .apply(&who, vec![v2], false)
+        .await
+        .map_err(service)?;
+    let apply = t0.elapsed();
+    let (mut passes, mut checkins, mut ops) = (0, 0, 0);
+    let mut checking = Duration::ZERO;
+    let mut status_time = Duration::ZERO;
+    let mut progress = Vec::new();
+    let (version, ring) = loop {
+        let t = Instant::now();
+        let (c, o) = checkin_pass(server.store.clone(), &ids, opts.concurrency).await?;
+        checking += t.elapsed();
+        passes += 1;
+        checkins += c;
+        ops += o;
+        let t = Instant::now();
+        let (version, ring) = ring_progress(&server, &rolled.name).await?;
+        status_time += t.elapsed();
+        progress.push(format!(
+            "{} of {} at {:.1} s",
+            ring.acknowledged,
+            ring.devices,
+            t0.elapsed().as_secs_f64()
+        ));
+        if ring.acknowledged >= ring.devices || passes == 5 {
+            break (version, ring);
+        }
+    };
+    let took = t0.elapsed();
+    report.add(
+        format!(
+            "profiles: rollout of {} through a pilot ring of {n} devices, apply to 100 % acknowledged (store path, \
+             {backend})",
+            rolled.name
+        ),
+        took.as_secs_f64(),
+        "s",
+        format!(
+            "version {version} changes {path}; {rows} rows per device ({} profiles, {settings} settings assigned); \
+             apply {:.0} ms; ring 1: {} of {} acknowledged, {} failed after {passes} pass(es) of one check-in per \
+             device ({}; {} in flight); rollout status {:.0} ms in all; the {n} enrollments were written at {:.0}/s \
+             and reconciled version 1 in {setup_checkins} check-ins at {:.0}/s",
+            assigned.len(),
+            apply.as_secs_f64() * 1e3,
+            ring.acknowledged,
+            ring.devices,
+            ring.failed,
+            progress.join(", "),
+            opts.concurrency,
+            status_time.as_secs_f64() * 1e3,
+            n as f64 / populate_s,
+            setup_checkins as f64 / setup_s,
+        ),
+    );
+    report.add(
+        format!("profiles: rollout ring check-in rate (store path, {backend})"),
+        checkins as f64 / checking.as_secs_f64(),
+        "check-ins/s",
+        format!(
+            "{checkins} check-ins through checkin_context, plan, absorb and commit_checkin in {:.1} s, {ops} \
+             operations answered",
+            checking.as_secs_f64()
+        ),
+    );
+    server.finish().await?;
     Ok(())
 }
 

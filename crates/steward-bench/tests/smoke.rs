@@ -101,8 +101,8 @@ async fn checkins_run_on_postgresql() {
 }
 
 /// `profiles` at toy size: the assignment, the reconciliation through the commit path (every device
-/// settled, every row verified), the idle check-ins before and after, and the new version reaching
-/// every device.
+/// settled, every row verified), the idle check-ins of configured and bare devices, the rollout
+/// through a pilot ring of the configured devices over the wire, and the store-path ring.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn profiles_produce_figures_and_every_device_settles() {
     let opts = steward_bench::ProfilesOptions {
@@ -111,40 +111,51 @@ async fn profiles_produce_figures_and_every_device_settles() {
         devices: 3,
         sessions: 3,
         concurrency: 2,
+        ring_devices: 6,
         ..Default::default()
     };
     let report = steward_bench::profiles(&opts).await.unwrap();
-    let reconciled = report
-        .figures
-        .iter()
-        .find(|f| f.name.starts_with("profiles: reconcile 4 devices"))
-        .expect("reconcile figure");
+    let find = |prefix: &str| {
+        report
+            .figures
+            .iter()
+            .find(|f| f.name.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no figure {prefix}"))
+    };
+    let reconciled = find("profiles: reconcile 4 devices");
     assert!(
         reconciled.note.contains("4 of 4 devices settled"),
         "{}",
         reconciled.note
     );
     assert!(!reconciled.note.contains("failed"), "{}", reconciled.note);
-    let settled = report
-        .figures
-        .iter()
-        .find(|f| f.name.starts_with("profiles: 3 devices reconcile"))
-        .expect("settle figure");
+    // Two of the three devices are in the configured group; the third has no profile.
+    let settled = find("profiles: 2 of 3 devices reconcile");
     assert!(
         settled.note.contains("until 3 of 3 devices were settled"),
         "{}",
         settled.note
     );
-    let acked = report
+    let wire_ring = report
         .figures
         .iter()
-        .find(|f| f.name.starts_with("profiles: new version of"))
-        .expect("new-version figure");
-    assert!(acked.note.contains("3 of 3 acknowledged"), "{}", acked.note);
+        .find(|f| f.name.contains("through a pilot ring of 2 devices"))
+        .expect("wire ring figure");
     assert!(
-        report
-            .figures
-            .iter()
-            .any(|f| f.name.starts_with("profiles: idle check-in server CPU") && f.value.is_finite())
+        wire_ring.note.contains("ring 1 2 of 2 acknowledged, 0 failed"),
+        "{}",
+        wire_ring.note
     );
+    let ring = report
+        .figures
+        .iter()
+        .find(|f| f.name.contains("through a pilot ring of 6 devices"))
+        .expect("store-path ring figure");
+    assert!(
+        ring.note.contains("ring 1: 6 of 6 acknowledged, 0 failed"),
+        "{}",
+        ring.note
+    );
+    assert!(find("profiles: rollout ring check-in rate").value > 0.0);
+    assert!(find("profiles: idle check-in server CPU").value.is_finite());
 }

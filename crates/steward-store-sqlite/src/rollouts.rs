@@ -215,14 +215,18 @@ impl RolloutStore for SqliteStore {
                     .map_err(|e| StoreError::Backend(format!("encoding JSON: {e}")))
             };
             // One row per assigned active enrollment; the LEFT JOIN walks the device's rows by
-            // the primary key (enrollment_id, path).
+            // the primary key (enrollment_id, path). The unary `+` keeps the planner off
+            // `device_settings_profile` (profile_id, profile_version, status), which it prefers for
+            // its two equality terms: with it, every enrollment scanned all of the profile's rows
+            // at that version, O(devices × rows); a 10,000-device ring of one 5-setting profile
+            // did not finish in 20 minutes (docs/BENCHMARKS.md, "Desired-state configuration", 4).
             all(
                 &tx,
                 "SELECT e.id, e.group_id, COUNT(s.path) AS total, \
                  COALESCE(SUM(s.status IN ('applied', 'verified')), 0) AS ok, \
                  COALESCE(SUM(s.status = 'failed'), 0) AS failed \
                  FROM enrollments e LEFT JOIN device_settings s ON s.enrollment_id = e.id \
-                 AND s.profile_id = ?1 AND s.profile_version = ?2 \
+                 AND +s.profile_id = ?1 AND +s.profile_version = ?2 \
                  WHERE e.state = 'active' AND e.platform = ?3 \
                  AND (?4 = 1 OR e.group_id IN (SELECT value FROM json_each(?5))) \
                  AND (e.group_id IS NULL OR e.group_id NOT IN (SELECT value FROM json_each(?6))) \
