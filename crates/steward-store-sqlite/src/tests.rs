@@ -91,6 +91,8 @@ stories!(
     configuration_in_checkin,
     rollouts,
     dynamic_groups,
+    device_tags,
+    config_lock_versions,
 );
 
 #[tokio::test]
@@ -103,7 +105,7 @@ async fn run_all_on_fresh_stores() {
         async move { SqliteStore::open(&path).await.unwrap() }
     })
     .await;
-    assert_eq!(n, 22);
+    assert_eq!(n, 24);
 }
 
 #[tokio::test]
