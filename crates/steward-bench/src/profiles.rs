@@ -63,7 +63,7 @@ impl Default for ProfilesOptions {
 /// The catalog's entries that assign as they are (baseline areas and update rings; the kinds need
 /// parameters), as profile documents assigned to every device, in catalog order.
 pub fn catalog_documents() -> Result<Vec<ProfileDocument>> {
-    let adapter = WindowsAdapter;
+    let adapter = WindowsAdapter::default();
     let mut docs = Vec::new();
     for entry in steward_windows::catalog::builtin_core() {
         if entry.category == CatalogCategory::Kind {
@@ -80,6 +80,7 @@ pub fn catalog_documents() -> Result<Vec<ProfileDocument>> {
             priority: configuration::DEFAULT_PRIORITY,
             remediation: configuration::Remediation::Remediate,
             settings: settings.iter().map(|s| adapter.setting_document(s)).collect(),
+            config_lock: false,
             assign: AssignDocument {
                 all: true,
                 ..Default::default()
@@ -554,7 +555,7 @@ async fn new_version(
     backend: &str,
     report: &mut Report,
 ) -> Result<()> {
-    let adapter = WindowsAdapter;
+    let adapter = WindowsAdapter::default();
     // The last document (an update ring in catalog order): its first int setting moves by one.
     let doc = docs
         .last()
@@ -650,7 +651,7 @@ mod tests {
         assert!(docs.len() >= 2);
         for d in &docs {
             assert!(d.assign.all);
-            let settings = WindowsAdapter.profile_settings(&d.settings).unwrap();
+            let settings = WindowsAdapter::default().profile_settings(&d.settings).unwrap();
             assert_eq!(settings.len(), d.settings.len(), "{}", d.name);
         }
     }

@@ -1449,8 +1449,12 @@ mod tests {
         assert_eq!(ProfileVersion::digest_with(&s, false), ProfileVersion::digest_of(&s));
         assert_ne!(ProfileVersion::digest_with(&s, true), ProfileVersion::digest_of(&s));
         assert!(fact_resets_configuration(&crate::inventory::facts::SECURED_CORE));
-        assert!(fact_resets_configuration(&crate::inventory::FactName::from_static("os.version")));
-        assert!(!fact_resets_configuration(&crate::inventory::FactName::from_static("hardware.ram_mb")));
+        assert!(fact_resets_configuration(&crate::inventory::FactName::from_static(
+            "os.version"
+        )));
+        assert!(!fact_resets_configuration(&crate::inventory::FactName::from_static(
+            "hardware.ram_mb"
+        )));
     }
 
     #[test]

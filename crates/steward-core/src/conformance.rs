@@ -4063,9 +4063,15 @@ where
 
     assert!(store.set_device_tags(e.id, &tags(&["lab", "kiosk"]), t0).await.unwrap());
     assert_eq!(store.device_tags(e.id).await.unwrap().as_slice(), ["kiosk", "lab"]);
-    assert!(store.device_tags(e2.id).await.unwrap().is_empty(), "tags: per enrollment");
     assert!(
-        !store.set_device_tags(EnrollmentId::new(), &tags(&["x"]), t0).await.unwrap(),
+        store.device_tags(e2.id).await.unwrap().is_empty(),
+        "tags: per enrollment"
+    );
+    assert!(
+        !store
+            .set_device_tags(EnrollmentId::new(), &tags(&["x"]), t0)
+            .await
+            .unwrap(),
         "tags: an unknown enrollment"
     );
 
@@ -4076,7 +4082,12 @@ where
     };
     store.create_group(&kiosks).await.unwrap();
     let to_kiosks = groups_assignment(&[kiosks.id], &[]);
-    let p = create_profile("kiosk-mode", to_kiosks.clone(), vec![config_setting("./K", "1", true)], t0);
+    let p = create_profile(
+        "kiosk-mode",
+        to_kiosks.clone(),
+        vec![config_setting("./K", "1", true)],
+        t0,
+    );
     store.write_profiles(std::slice::from_ref(&p)).await.unwrap();
     let loaded = store.device_configuration(e.id).await.unwrap();
     let tag_facts: Vec<(String, String)> = loaded
@@ -4087,12 +4098,22 @@ where
         .collect();
     assert_eq!(
         tag_facts,
-        vec![("tags".to_owned(), "kiosk".to_owned()), ("tags".to_owned(), "lab".to_owned())],
+        vec![
+            ("tags".to_owned(), "kiosk".to_owned()),
+            ("tags".to_owned(), "lab".to_owned())
+        ],
         "tags: loaded as facts named tags for a rule that reads them"
     );
     assert!(loaded.dynamic.facts.iter().all(|f| f.updated_at == t0));
     assert_eq!(loaded.member_groups(), vec![kiosks.id]);
-    assert!(store.device_configuration(e2.id).await.unwrap().member_groups().is_empty());
+    assert!(
+        store
+            .device_configuration(e2.id)
+            .await
+            .unwrap()
+            .member_groups()
+            .is_empty()
+    );
     assert_eq!(store.count_assigned(Platform::Windows, &to_kiosks).await.unwrap(), 1);
     let subjects = store
         .active_enrollments_with_facts(Some(Platform::Windows), &[TAGS])
@@ -4129,7 +4150,12 @@ where
     assert!(store.set_device_tags(e.id, &tags(&["lab"]), t1).await.unwrap());
     let ctx = config_context(store, e.id, t1).await;
     assert_eq!(ctx.state.epoch_seen, 0, "tags: a change resets the stamp");
-    assert!(ctx.loaded.expect("tags: loaded after the change").member_groups().is_empty());
+    assert!(
+        ctx.loaded
+            .expect("tags: loaded after the change")
+            .member_groups()
+            .is_empty()
+    );
     assert_eq!(store.count_assigned(Platform::Windows, &to_kiosks).await.unwrap(), 0);
 
     // A tag kept across a replacement keeps its time; a new one has the write's.
@@ -4193,8 +4219,18 @@ where
     store.write_profiles(std::slice::from_ref(&plain)).await.unwrap();
     let loaded = store.device_configuration(e.id).await.unwrap();
     assert!(!loaded.candidates[0].config_lock);
-    assert!(loaded.dynamic.facts.is_empty(), "config lock: no facts without a profile asking");
-    assert!(!store.profile_version(plain.profile.id, 1).await.unwrap().unwrap().config_lock);
+    assert!(
+        loaded.dynamic.facts.is_empty(),
+        "config lock: no facts without a profile asking"
+    );
+    assert!(
+        !store
+            .profile_version(plain.profile.id, 1)
+            .await
+            .unwrap()
+            .unwrap()
+            .config_lock
+    );
 
     // With it: the version keeps it, the candidate carries it, the facts come with the load.
     let mut locked = create_profile("locked", all.clone(), vec![config_setting("./L", "1", true)], t0);
@@ -4206,17 +4242,28 @@ where
     let v = store.profile_version(locked.profile.id, 1).await.unwrap().unwrap();
     assert!(v.config_lock, "config lock: stored with the version");
     assert_eq!(v.digest, ProfileVersion::digest_with(&v.settings, true));
-    assert_ne!(v.digest, ProfileVersion::digest_of(&v.settings), "config lock: in the digest");
+    assert_ne!(
+        v.digest,
+        ProfileVersion::digest_of(&v.settings),
+        "config lock: in the digest"
+    );
     assert!(store.profile_versions(locked.profile.id).await.unwrap()[0].config_lock);
     let loaded = store.device_configuration(e.id).await.unwrap();
     let by_name = |n: &str| loaded.candidates.iter().find(|p| p.name == n).unwrap().config_lock;
     assert!(by_name("locked") && !by_name("plain"));
     assert!(loaded.asks_lock());
-    assert_eq!(loaded.lock, None, "config lock: the platform decides support, not the store");
+    assert_eq!(
+        loaded.lock, None,
+        "config lock: the platform decides support, not the store"
+    );
     let names: Vec<&str> = loaded.dynamic.facts.iter().map(|f| f.name.as_str()).collect();
     assert_eq!(names, ["os.version"], "config lock: the lock facts the device reported");
     let ctx = config_context(store, e.id, t0).await;
-    assert_eq!(ctx.loaded.as_ref(), Some(&loaded), "config lock: the check-in loads the same");
+    assert_eq!(
+        ctx.loaded.as_ref(),
+        Some(&loaded),
+        "config lock: the check-in loads the same"
+    );
 
     // Settled; a secured-core report resets the stamp, an unrelated fact does not.
     let epoch = store.configuration_epoch().await.unwrap();
@@ -4247,7 +4294,10 @@ where
         .await
         .unwrap();
     let ctx = config_context(store, e.id, t1).await;
-    assert_eq!(ctx.state.epoch_seen, 0, "config lock: a secured-core report resets the stamp");
+    assert_eq!(
+        ctx.state.epoch_seen, 0,
+        "config lock: a secured-core report resets the stamp"
+    );
     let facts = ctx.loaded.expect("loaded").dynamic.facts;
     let names: Vec<&str> = facts.iter().map(|f| f.name.as_str()).collect();
     assert_eq!(names, ["os.version", "security.secured_core"]);

@@ -447,7 +447,9 @@ impl DeviceTags {
             return Err(bad());
         }
         let mut chars = t.chars();
-        let first_ok = chars.next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+        let first_ok = chars
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
         let rest_ok = chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.' | ':'));
         if !(first_ok && rest_ok) {
             return Err(bad());
@@ -699,8 +701,15 @@ mod tests {
         assert_eq!(DeviceTags::tag(&"a".repeat(64)).unwrap().len(), 64);
         let many: Vec<String> = (0..=MAX_DEVICE_TAGS).map(|i| format!("t{i}")).collect();
         assert_eq!(DeviceTags::parse(&many), Err(InvalidTag::TooMany));
-        assert_eq!(DeviceTags::parse(&many[..MAX_DEVICE_TAGS]).unwrap().as_slice().len(), MAX_DEVICE_TAGS);
+        assert_eq!(
+            DeviceTags::parse(&many[..MAX_DEVICE_TAGS]).unwrap().as_slice().len(),
+            MAX_DEVICE_TAGS
+        );
         let repeated = vec!["kiosk"; 40];
-        assert_eq!(DeviceTags::parse(&repeated).unwrap().as_slice(), ["kiosk"], "duplicates merge before the count");
+        assert_eq!(
+            DeviceTags::parse(&repeated).unwrap().as_slice(),
+            ["kiosk"],
+            "duplicates merge before the count"
+        );
     }
 }

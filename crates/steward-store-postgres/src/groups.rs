@@ -8,8 +8,8 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use sqlx::PgConnection;
 use sqlx::postgres::PgRow;
-use steward_core::*;
 use steward_core::group_rule;
+use steward_core::*;
 use time::OffsetDateTime;
 
 use crate::error::{from_sqlx, unique_violation};
@@ -271,12 +271,11 @@ impl GroupStore for PgStore {
     }
 
     async fn device_tags(&self, id: EnrollmentId) -> StoreResult<DeviceTags> {
-        let tags: Vec<String> =
-            sqlx::query_scalar("SELECT tag FROM device_tags WHERE enrollment_id = $1 ORDER BY tag")
-                .bind(id.to_string())
-                .fetch_all(&self.pool)
-                .await
-                .map_err(from_sqlx)?;
+        let tags: Vec<String> = sqlx::query_scalar("SELECT tag FROM device_tags WHERE enrollment_id = $1 ORDER BY tag")
+            .bind(id.to_string())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(from_sqlx)?;
         Ok(DeviceTags::from_stored(tags))
     }
 
@@ -285,12 +284,11 @@ impl GroupStore for PgStore {
         let mut tx = self.begin().await?;
         // The enrollment row FOR UPDATE: two replacements of one device's tags run one after the
         // other, and an enrollment ending meanwhile waits (or is seen ended).
-        let active: Option<String> =
-            sqlx::query_scalar("SELECT state FROM enrollments WHERE id = $1 FOR UPDATE")
-                .bind(&eid)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(from_sqlx)?;
+        let active: Option<String> = sqlx::query_scalar("SELECT state FROM enrollments WHERE id = $1 FOR UPDATE")
+            .bind(&eid)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(from_sqlx)?;
         if active.as_deref() != Some("active") {
             return Ok(false);
         }

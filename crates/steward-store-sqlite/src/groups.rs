@@ -5,8 +5,8 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use rusqlite::Connection;
-use steward_core::*;
 use steward_core::group_rule;
+use steward_core::*;
 use time::OffsetDateTime;
 
 use crate::error::{from_rusqlite, is_unique_violation};

@@ -13,8 +13,8 @@ use time::OffsetDateTime;
 use super::{Clock, ServiceError, ServiceResult, require};
 use crate::access::{Permission, Principal};
 use crate::configuration::{
-    AssignDocument, AssignedProfile, Assignment, Conflict, DEFAULT_PRIORITY, Profile, ProfileDocument, ProfileId,
-    DeviceLockView, ProfileStatusCounts, ProfileVersion, ProfileWrite, Remediation, Setting, SettingView, device_view,
+    AssignDocument, AssignedProfile, Assignment, Conflict, DEFAULT_PRIORITY, DeviceLockView, Profile, ProfileDocument,
+    ProfileId, ProfileStatusCounts, ProfileVersion, ProfileWrite, Remediation, Setting, SettingView, device_view,
     profile_conflicts, valid_profile_name,
 };
 use crate::model::{Enrollment, Group, GroupId, Platform};
