@@ -161,7 +161,7 @@ mod tests {
             ))
             .contains("runs 10.0.19045.3803")
         );
-        assert!(reason(device_lock("Steward", &[yes.clone()])).contains("not reported its build"));
+        assert!(reason(device_lock("Steward", std::slice::from_ref(&yes))).contains("not reported its build"));
         assert!(reason(device_lock("Steward", &[fact("os.version", "ten"), yes])).contains("runs ten"));
         assert!(
             reason(device_lock(
