@@ -123,6 +123,7 @@ pub const ROUTES: &[RouteRule] = &[
     rule("PUT", "/api/v1/groups/{id}/rule", P::GroupsWrite, "group.set_rule"),
     rule("GET", "/api/v1/groups/{id}/members", P::GroupsRead, "group.members"),
     rule("PUT", "/api/v1/devices/{id}/group", P::GroupsWrite, "device.set_group"),
+    rule("PUT", "/api/v1/devices/{id}/tags", P::GroupsWrite, "device.set_tags"),
     rule("DELETE", "/api/v1/users/{id}/totp", P::UsersWrite, "user.reset_totp"),
     rule("PATCH", "/api/v1/users/{id}", P::UsersWrite, "user.update"),
     rule("GET", "/api/v1/audit-events", P::AuditRead, "audit.list"),

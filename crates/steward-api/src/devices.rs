@@ -104,6 +104,9 @@ pub struct DeviceDetail {
     pub facts: Vec<Fact>,
     /// Every change of a fact's value, oldest first.
     pub fact_history: Vec<FactChangeEntry>,
+    /// The device's admin-assigned tags, sorted (`PUT /api/v1/devices/{id}/tags`).
+    #[serde(default)]
+    pub tags: Vec<String>,
 }
 
 /// A queued command and where it stands.
@@ -338,6 +341,7 @@ pub async fn get_device(
                 updated_at: f.updated_at,
             })
             .collect(),
+        tags: d.tags.into_vec(),
         fact_history: d
             .fact_history
             .into_iter()
@@ -678,4 +682,62 @@ pub async fn set_device_group(
         )),
     };
     Ok((Extension(note), axum::Json(DeviceSummary::from(&e))).into_response())
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceTagsRequest {
+    /// The device's tags from now on (the whole set: an empty list removes every tag). Each is
+    /// trimmed and lower-cased, then 1-64 characters of a-z, 0-9, '-', '_', '.' or ':' starting
+    /// with a letter or digit; at most 32; duplicates merge.
+    pub tags: Vec<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DeviceTagsResponse {
+    pub device_id: String,
+    pub enrollment_id: uuid::Uuid,
+    /// The device's tags as stored: normalised and sorted.
+    pub tags: Vec<String>,
+}
+
+/// Replace a device's tags. Dynamic groups whose rule reads `tags` (`{"fact": "tags", "op": "==",
+/// "value": "kiosk"}`) pick the change up at the device's next check-in, as after a fact change,
+/// and what their profiles set follows (delivered, or removed by its removal rule).
+#[utoipa::path(
+    put,
+    path = "/api/v1/devices/{id}/tags",
+    tag = "devices",
+    params(("id" = String, Path, description = "Enrollment id or DeviceID")),
+    request_body = DeviceTagsRequest,
+    responses(
+        (status = 200, description = "The device's tags as stored", body = DeviceTagsResponse),
+        (status = 404, description = "No such active device", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A tag is not valid (the message names it), or more than 32", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn set_device_tags(
+    State(state): State<ApiState>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<DeviceTagsRequest>,
+) -> Result<Response, ApiError> {
+    let (e, before, after) = state.core.devices.set_tags(&who, &id, &body.tags).await?;
+    let list = |t: &steward_core::DeviceTags| {
+        if t.is_empty() {
+            "(none)".to_owned()
+        } else {
+            t.as_slice().join(", ")
+        }
+    };
+    let note = AuditNote {
+        target: Some(e.device_id.to_string()),
+        details: Some(format!("tags: {} -> {}", list(&before), list(&after))),
+    };
+    let out = DeviceTagsResponse {
+        device_id: e.device_id.to_string(),
+        enrollment_id: e.id.0,
+        tags: after.into_vec(),
+    };
+    Ok((Extension(note), axum::Json(out)).into_response())
 }

@@ -139,6 +139,7 @@ fn unprotected_routes() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
         .routes(routes!(devices::sync))
         .routes(routes!(devices::unenroll))
         .routes(routes!(devices::set_device_group))
+        .routes(routes!(devices::set_device_tags))
         .routes(routes!(devices::cancel_command))
         .routes(routes!(
             enrollment_tokens::list_enrollment_tokens,

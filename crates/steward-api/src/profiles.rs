@@ -108,6 +108,10 @@ pub struct ProfileDocumentBody {
     /// docs/PROFILES.md).
     #[schema(value_type = Vec<Object>)]
     pub settings: Vec<serde_json::Value>,
+    /// Also lock the settings on the device itself where it supports it (Windows 11 secured-core
+    /// PCs: DMClient ConfigLock; docs/PROFILES.md). Part of the version: changing it appends one.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub config_lock: bool,
     #[serde(default)]
     pub assign: AssignBody,
     /// A catalog entry's metadata: accepted, not stored.
@@ -130,6 +134,7 @@ impl From<ProfileDocumentBody> for ProfileDocument {
             priority: d.priority,
             remediation: d.remediation.into(),
             settings: d.settings,
+            config_lock: d.config_lock,
             assign: d.assign.into(),
             catalog: d.catalog,
             rollout: d.rollout.map(Into::into),
@@ -147,6 +152,7 @@ impl From<ProfileDocument> for ProfileDocumentBody {
             priority: d.priority,
             remediation: d.remediation.into(),
             settings: d.settings,
+            config_lock: d.config_lock,
             assign: d.assign.into(),
             catalog: None,
             rollout: d.rollout.map(Into::into),
@@ -195,7 +201,7 @@ pub struct ProfileChangeView {
     pub settings_added: Vec<String>,
     pub settings_changed: Vec<String>,
     pub settings_removed: Vec<String>,
-    /// `description`, `priority`, `remediation` when they change.
+    /// `description`, `priority`, `remediation`, `config_lock` when they change.
     pub fields_changed: Vec<String>,
     pub assignment_before: Option<AssignBody>,
     pub assignment_after: AssignBody,
@@ -412,6 +418,9 @@ pub struct ProfileVersionView {
     /// The settings in the platform's document shape.
     #[schema(value_type = Vec<Object>)]
     pub settings: Vec<serde_json::Value>,
+    /// Whether the version asks for the device-side lock (`config_lock`).
+    #[serde(default)]
+    pub config_lock: bool,
 }
 
 /// Device settings of one version in one status.
@@ -480,6 +489,7 @@ pub async fn get_profile(
             digest: v.digest.clone(),
             created_at: v.created_at,
             settings: v.settings.iter().map(doc).collect(),
+            config_lock: v.config_lock,
         })
         .collect();
     Ok(axum::Json(ProfileDetailView {
@@ -555,6 +565,24 @@ pub struct DeviceSettingsView {
     pub items: Vec<DeviceSettingView>,
     /// Assigned profiles that set one path to different values.
     pub conflicts: Vec<ConflictView>,
+    /// The device-side configuration lock (Windows: DMClient ConfigLock), when an assigned profile
+    /// asks for it (`config_lock: true`); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_lock: Option<ConfigLockView>,
+}
+
+/// Whether the device-side lock a profile asks for applies to the device.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ConfigLockView {
+    /// The assigned profiles asking for it, highest-ranked first (the first owns its settings).
+    pub requested_by: Vec<String>,
+    /// `applied`: the device supports it, and its nodes are rows of `items` (with their own status);
+    /// `unsupported`: it does not, `reason` says why.
+    pub status: String,
+    /// The lock's node paths (rows of `items`) when supported.
+    pub paths: Vec<String>,
+    /// Why the device does not support it (empty when supported).
+    pub reason: String,
 }
 
 /// The device's settings: every setting its assigned profiles give it, with status and reason, and
@@ -576,7 +604,7 @@ pub async fn device_settings(
     Path(id): Path<String>,
 ) -> Result<axum::Json<DeviceSettingsView>, ApiError> {
     let e = state.core.devices.find(&who, &id).await?;
-    let (views, conflicts) = state.core.profiles.device_settings(&who, &e).await?;
+    let (views, conflicts, lock) = state.core.profiles.device_settings(&who, &e).await?;
     let adapter = state.core.platforms.get(e.platform).ok();
     let items = views
         .into_iter()
@@ -604,6 +632,12 @@ pub async fn device_settings(
         device: e.id.0,
         items,
         conflicts: conflicts.into_iter().map(conflict_view).collect(),
+        config_lock: lock.map(|l| ConfigLockView {
+            requested_by: l.requested_by,
+            status: if l.supported { "applied" } else { "unsupported" }.into(),
+            paths: l.paths,
+            reason: l.reason,
+        }),
     }))
 }
 

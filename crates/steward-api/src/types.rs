@@ -9,7 +9,8 @@ pub use crate::catalog::{
 };
 pub use crate::devices::{
     Certificate, CommandItemRequest, CommandPage, CommandRequest, CommandView, DeviceDetail, DeviceGroupRequest,
-    DevicePage, DeviceSummary, Fact, FactChangeEntry, VerbName, WipeKindName, WipeRequest,
+    DevicePage, DeviceSummary, DeviceTagsRequest, DeviceTagsResponse, Fact, FactChangeEntry, VerbName, WipeKindName,
+    WipeRequest,
 };
 pub use crate::enrollment_tokens::{
     CreatedEnrollmentToken, EnrollmentTokenPage, EnrollmentTokenView, NewEnrollmentTokenRequest,
@@ -17,9 +18,9 @@ pub use crate::enrollment_tokens::{
 pub use crate::error::Problem;
 pub use crate::groups::{GroupPage, GroupRuleRequest, GroupView, NewGroupRequest};
 pub use crate::profiles::{
-    ApplyActionName, ApplyReportView, ApplyRequest, AssignBody, ConflictView, DeviceSettingView, DeviceSettingsView,
-    ProfileChangeView, ProfileDetailView, ProfileDocumentBody, ProfileExport, ProfileList, ProfileSummary,
-    ProfileVersionView, RemediationName, StatusCount, VerificationRequested,
+    ApplyActionName, ApplyReportView, ApplyRequest, AssignBody, ConfigLockView, ConflictView, DeviceSettingView,
+    DeviceSettingsView, ProfileChangeView, ProfileDetailView, ProfileDocumentBody, ProfileExport, ProfileList,
+    ProfileSummary, ProfileVersionView, RemediationName, StatusCount, VerificationRequested,
 };
 pub use crate::rollouts::{RingBody, RingView, RolloutBody, RolloutView};
 pub use crate::server::{Counts, ServerInfo};

@@ -81,7 +81,7 @@ impl Default for ProfilesOptions {
 /// The catalog's entries that assign as they are (baseline areas and update rings; the kinds need
 /// parameters), as profile documents assigned to every device, in catalog order.
 pub fn catalog_documents() -> Result<Vec<ProfileDocument>> {
-    let adapter = WindowsAdapter;
+    let adapter = WindowsAdapter::default();
     let mut docs = Vec::new();
     for entry in steward_windows::catalog::builtin_core() {
         if entry.category == CatalogCategory::Kind {
@@ -98,6 +98,7 @@ pub fn catalog_documents() -> Result<Vec<ProfileDocument>> {
             priority: configuration::DEFAULT_PRIORITY,
             remediation: configuration::Remediation::Remediate,
             settings: settings.iter().map(|s| adapter.setting_document(s)).collect(),
+            config_lock: false,
             assign: AssignDocument {
                 all: true,
                 ..Default::default()
@@ -751,7 +752,7 @@ async fn over_the_wire(opts: &ProfilesOptions, docs: &[ProfileDocument], report:
 /// document sets (so the new value is the device's desired value, not lost to the conflict rule)
 /// and none of whose nodes the device refused (so a device can acknowledge all of it).
 fn rolled_document<'a>(docs: &'a [ProfileDocument], refused: &BTreeSet<String>) -> Result<&'a ProfileDocument> {
-    let adapter = WindowsAdapter;
+    let adapter = WindowsAdapter::default();
     let paths: Vec<BTreeSet<String>> = docs
         .iter()
         .map(|d| {
@@ -785,7 +786,7 @@ fn rolled_document<'a>(docs: &'a [ProfileDocument], refused: &BTreeSet<String>) 
 /// its rollout through a pilot ring of `group` (held at that ring: the soak is an hour and nothing
 /// advances it), and the changed setting's path.
 fn next_version_in_ring(doc: &ProfileDocument, group: &str) -> Result<(ProfileDocument, String)> {
-    let adapter = WindowsAdapter;
+    let adapter = WindowsAdapter::default();
     let mut settings = adapter
         .profile_settings(&doc.settings)
         .map_err(|e| BenchError::Setup(format!("{}: {e}", doc.name)))?;
@@ -1071,7 +1072,7 @@ mod tests {
         assert!(docs.len() >= 2);
         for d in &docs {
             assert!(d.assign.all);
-            let settings = WindowsAdapter.profile_settings(&d.settings).unwrap();
+            let settings = WindowsAdapter::default().profile_settings(&d.settings).unwrap();
             assert_eq!(settings.len(), d.settings.len(), "{}", d.name);
         }
     }

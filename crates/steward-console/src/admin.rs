@@ -15,7 +15,7 @@ use steward_core::totp::TotpSecret;
 use steward_core::*;
 
 use super::pages::{csrf_input, refuse, urlencode, when};
-use super::routes::{CATALOG_ASSIGN, DEVICE_SET_GROUP, GROUP_CREATE, GROUP_DELETE, WEBHOOK_UPDATE};
+use super::routes::{CATALOG_ASSIGN, DEVICE_SET_GROUP, DEVICE_SET_TAGS, GROUP_CREATE, GROUP_DELETE, WEBHOOK_UPDATE};
 use super::session::{audit_account, totp_setup_block, totp_unreadable};
 use super::{
     ConsoleCtx, ConsoleSettings, ConsoleState, api_error_page, error_page, layout, note, page, see_other,
@@ -174,6 +174,42 @@ pub async fn move_device(
         })
         .await;
     back_or_error(&ctx, done, &format!("/console/devices/{}?done=group", urlencode(&id)))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TagsForm {
+    /// The device's tags from now on, separated by spaces or commas (empty: none).
+    #[serde(default)]
+    tags: String,
+}
+
+/// Replaces a device's tags (the API's `PUT /devices/{id}/tags`, audited under its name).
+pub async fn set_device_tags(
+    State(state): State<ConsoleState>,
+    Extension(ctx): Extension<ConsoleCtx>,
+    Path(id): Path<String>,
+    Form(form): Form<TagsForm>,
+) -> Response {
+    let tags: Vec<&str> = form
+        .tags
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|t| !t.is_empty())
+        .collect();
+    let done = ctx
+        .act(&state, DEVICE_SET_TAGS, &id, StatusCode::OK, async {
+            let (e, before, after) = state.core().devices.set_tags(&ctx.principal, &id, &tags).await?;
+            let list = |t: &steward_core::DeviceTags| {
+                if t.is_empty() {
+                    "(none)".to_owned()
+                } else {
+                    t.as_slice().join(", ")
+                }
+            };
+            let details = format!("tags: {} -> {}", list(&before), list(&after));
+            Ok(((), note(&e.device_id, Some(details))))
+        })
+        .await;
+    back_or_error(&ctx, done, &format!("/console/devices/{}?done=tags", urlencode(&id)))
 }
 
 /// The group names a device can be moved to (for the device pages' forms).

@@ -124,6 +124,7 @@ pub fn router(state: ConsoleState) -> Router {
         )
         .route("/console/groups/{id}/delete", signed_in(post(admin::delete_group)))
         .route("/console/devices/{id}/group", signed_in(post(admin::move_device)))
+        .route("/console/devices/{id}/tags", signed_in(post(admin::set_device_tags)))
         .route("/console/settings", signed_in(get(admin::settings)))
         .route("/console/catalog", signed_in(get(admin::catalog)))
         .route(
@@ -214,6 +215,7 @@ pub(crate) mod routes {
     pub const DEVICE_LOCK: ApiRoute = r("POST", "/api/v1/devices/{id}/actions/lock", P::DevicesAct);
     pub const DEVICE_WIPE: ApiRoute = r("POST", "/api/v1/devices/{id}/actions/wipe", P::DevicesWipe);
     pub const DEVICE_SET_GROUP: ApiRoute = r("PUT", "/api/v1/devices/{id}/group", P::GroupsWrite);
+    pub const DEVICE_SET_TAGS: ApiRoute = r("PUT", "/api/v1/devices/{id}/tags", P::GroupsWrite);
     pub const ENROLLMENT_TOKEN_CREATE: ApiRoute = r("POST", "/api/v1/enrollment-tokens", P::EnrollmentTokensWrite);
     pub const GROUP_CREATE: ApiRoute = r("POST", "/api/v1/groups", P::GroupsWrite);
     pub const GROUP_DELETE: ApiRoute = r("DELETE", "/api/v1/groups/{id}", P::GroupsWrite);

@@ -487,6 +487,7 @@ pub async fn device(
         "lock" => Some("Lock queued."),
         "wipe" => Some("Wipe queued ahead of every other command."),
         "group" => Some("Group changed."),
+        "tags" => Some("Tags saved: dynamic groups that read tags pick the change up at the device's next check-in."),
         "verify" => Some("Read-back requested: the device reports its settings' values at its next check-in."),
         _ => None,
     });
@@ -538,6 +539,21 @@ pub async fn device(
                 dt { "Last check-in" } dd { (when(d.last_seen_at)) }
                 dt { "Certificate" } dd.mono { (e.cert_thumbprint) " (expires " (rfc3339(e.cert_not_after)) ")" }
                 dt { "Group" } dd #device-group { (detail.group.as_deref().unwrap_or("none")) }
+                dt { "Tags" } dd #device-tags {
+                    @if detail.tags.is_empty() { "none" } @else { (detail.tags.as_slice().join(" ")) }
+                }
+            }
+            @if active && ctx.may(super::routes::DEVICE_SET_TAGS.permission) {
+                form.search method="post" action=(format!("/console/devices/{}/tags", d.id)) {
+                    (csrf_input(&ctx))
+                    div {
+                        label for="device-tags-input" { "Tags (separated by spaces; dynamic groups can select on them)" }
+                        br;
+                        input #device-tags-input type="text" name="tags" maxlength="2200"
+                            value=(detail.tags.as_slice().join(" "));
+                    }
+                    button type="submit" { "Save tags" }
+                }
             }
             @if active && ctx.may(super::routes::DEVICE_SET_GROUP.permission) && !groups.is_empty() {
                 form.search method="post" action=(format!("/console/devices/{}/group", d.id)) {

@@ -147,6 +147,7 @@ pub async fn profiles(
                 version: v.version,
                 assignment: p.assignment.clone(),
                 settings: v.settings,
+                config_lock: v.config_lock,
             });
         }
         rows.push((p, assign, devices, counts_by_version(&counts)));
@@ -738,8 +739,18 @@ pub(super) async fn device_sections(state: &ConsoleState, ctx: &ConsoleCtx, e: &
             h2 #h-settings { "Settings" }
             @match &settings {
                 Err(err) => p.error { "The settings cannot be read: " (err) },
-                Ok((views, _)) if views.is_empty() => p.muted #no-settings { "No profile is assigned to this device." },
-                Ok((views, conflicts)) => {
+                Ok((views, _, None)) if views.is_empty() => p.muted #no-settings { "No profile is assigned to this device." },
+                Ok((views, conflicts, lock)) => {
+                    @if let Some(l) = lock {
+                        p #device-config-lock {
+                            "ConfigLock (asked for by " (l.requested_by.join(", ")) "): "
+                            @if l.supported {
+                                "set on this device; its node is a row of the table below."
+                            } @else {
+                                strong { "not applied" } ": " (l.reason)
+                            }
+                        }
+                    }
                     table #device-settings {
                         thead {
                             tr {

@@ -27,6 +27,15 @@
 //! profile with the lowest `priority` number; equal priorities go to the profile created first;
 //! equal creation times to the name that sorts first ([`Desired`], [`Conflict`]). The loser's
 //! setting is not sent; the conflict is reported on both profiles and on the device.
+//!
+//! Device-side lock: a profile version may ask for `config_lock`, the platform's own lock of the
+//! device's configuration (Windows 11: DMClient ConfigLock, which reverts local changes within
+//! seconds). Whether a device supports it, and which settings turn it on, is the platform's
+//! decision from the device's facts ([`DeviceLock`], set on [`DeviceConfiguration::lock`] by the
+//! platform adapter); [`add_device_lock`] adds those settings to the desired ones when some
+//! assigned profile asks, owned by the highest-ranked one, so they are sent, verified and — when
+//! no assigned profile asks any more — removed by their removal rule like any setting. A
+//! profile's own setting on the same path wins over the lock's.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -203,15 +212,29 @@ pub struct ProfileVersion {
     pub profile_id: ProfileId,
     pub version: u32,
     pub settings: Vec<Setting>,
-    /// Digest of the settings, in order ([`ProfileVersion::digest_of`]): an apply whose settings
-    /// digest equals the current version's changes nothing.
+    /// Digest of the settings, in order, and of `config_lock` ([`ProfileVersion::digest_with`]):
+    /// an apply whose digest equals the current version's changes nothing.
     pub digest: String,
+    /// Whether the version asks the platform to lock the device's configuration where the device
+    /// supports it (see the module documentation).
+    pub config_lock: bool,
     pub created_at: OffsetDateTime,
 }
 
 impl ProfileVersion {
+    /// The digest of a version without the device-side lock.
     pub fn digest_of(settings: &[Setting]) -> String {
-        let canonical = serde_json::to_string(settings).unwrap_or_default();
+        Self::digest_with(settings, false)
+    }
+
+    /// The digest of a version's settings and its `config_lock`. Without the lock it is the
+    /// settings' digest alone, as versions written before the option existed have it, so they
+    /// stay unchanged.
+    pub fn digest_with(settings: &[Setting], config_lock: bool) -> String {
+        let mut canonical = serde_json::to_string(settings).unwrap_or_default();
+        if config_lock {
+            canonical.push_str("\nconfig_lock");
+        }
         hex::encode(digest::digest(&digest::SHA256, canonical.as_bytes()).as_ref())
     }
 }
@@ -242,6 +265,8 @@ pub struct AssignedProfile {
     pub version: u32,
     pub assignment: Assignment,
     pub settings: Vec<Setting>,
+    /// The version asks for the device-side lock ([`ProfileVersion::config_lock`]).
+    pub config_lock: bool,
 }
 
 /// Where a device setting stands.
@@ -411,8 +436,111 @@ pub struct DeviceConfiguration {
     /// The active (or rolled-back) rollouts of candidate profiles ([`crate::rollout`]): resolved
     /// per device by [`crate::rollout::resolve_rollouts`] before the desired settings.
     pub rollouts: Vec<crate::rollout::CandidateRollout>,
-    /// The dynamic groups the candidates' assignments name, with what their rules read.
+    /// The dynamic groups the candidates' assignments name, with what their rules read (and, when
+    /// some candidate asks for the device-side lock, the facts [`DEVICE_LOCK_FACTS`]).
     pub dynamic: DynamicMembership,
+    /// What the platform can lock on this device, decided by the platform adapter from the
+    /// device's facts when some candidate asks for it (the stores leave it None: not decided,
+    /// nothing is sent for the lock).
+    pub lock: Option<DeviceLock>,
+}
+
+impl DeviceConfiguration {
+    /// Whether some candidate (or the version a rollout holds a device at) asks for the
+    /// device-side lock.
+    pub fn asks_lock(&self) -> bool {
+        self.candidates.iter().any(|p| p.config_lock) || self.rollouts.iter().any(|r| r.from_config_lock)
+    }
+}
+
+/// The facts a platform decides device-side lock support from (platform-neutral names): the stores
+/// load them with the configuration when some candidate asks for the lock, and a change of one
+/// resets the device's configuration stamp ([`fact_resets_configuration`]).
+pub const DEVICE_LOCK_FACTS: [crate::inventory::FactName; 2] = [
+    crate::inventory::FactName::from_static("os.version"),
+    crate::inventory::facts::SECURED_CORE,
+];
+
+/// Whether a change of fact `name` can change what the device gets (a dynamic group's rule reads
+/// it, or the device-side lock's support depends on it): the stores reset the device's
+/// configuration stamp when one changes.
+pub fn fact_resets_configuration(name: &crate::inventory::FactName) -> bool {
+    crate::group_rule::RuleFact::is_rule_fact(name) || DEVICE_LOCK_FACTS.contains(name)
+}
+
+/// Whether a device can be locked by its platform, as the platform adapter decided it
+/// ([`crate::PlatformAdapter::device_lock`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceLock {
+    /// The device supports it: these settings turn it on (their removal rules turn it off).
+    Supported(Vec<Setting>),
+    /// It does not, and why (for people: shown on the device's settings view).
+    Unsupported(String),
+}
+
+/// The device-side lock as a device's settings view shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceLockView {
+    /// The assigned profiles that ask for it, highest-ranked first (the first owns its settings).
+    pub requested_by: Vec<String>,
+    /// Whether the device supports it; the settings themselves are rows of the settings view.
+    pub supported: bool,
+    /// The lock's node paths when supported; why not otherwise.
+    pub paths: Vec<String>,
+    pub reason: String,
+}
+
+/// Adds the device-side lock's settings to `desired` when an assigned profile (of `candidates`,
+/// resolved for the device; the device a member of `groups`) asks for it and `lock` says the device
+/// supports it. Returns what the settings view shows: None when no assigned profile asks.
+pub fn add_device_lock(
+    desired: &mut BTreeMap<String, Desired>,
+    candidates: &[AssignedProfile],
+    groups: &[GroupId],
+    lock: Option<&DeviceLock>,
+) -> Option<DeviceLockView> {
+    let mut asking: Vec<&AssignedProfile> = candidates
+        .iter()
+        .filter(|p| p.config_lock && p.assignment.includes(groups))
+        .collect();
+    if asking.is_empty() {
+        return None;
+    }
+    asking.sort_by(|a, b| (a.priority, a.created_at, &a.name).cmp(&(b.priority, b.created_at, &b.name)));
+    let owner = asking[0];
+    let requested_by = asking.iter().map(|p| p.name.clone()).collect();
+    match lock {
+        Some(DeviceLock::Supported(settings)) => {
+            for s in settings {
+                // A profile's own setting on the lock's node wins over the lock.
+                desired.entry(s.path.clone()).or_insert_with(|| Desired {
+                    profile_id: owner.id,
+                    profile_name: owner.name.clone(),
+                    version: owner.version,
+                    remediation: owner.remediation,
+                    setting: s.clone(),
+                });
+            }
+            Some(DeviceLockView {
+                requested_by,
+                supported: true,
+                paths: settings.iter().map(|s| s.path.clone()).collect(),
+                reason: String::new(),
+            })
+        }
+        Some(DeviceLock::Unsupported(why)) => Some(DeviceLockView {
+            requested_by,
+            supported: false,
+            paths: Vec::new(),
+            reason: why.clone(),
+        }),
+        None => Some(DeviceLockView {
+            requested_by,
+            supported: false,
+            paths: Vec::new(),
+            reason: "the platform has not decided whether the device supports it".into(),
+        }),
+    }
 }
 
 /// What deciding a device's dynamic groups needs: the dynamic groups that matter (those some
@@ -608,7 +736,9 @@ pub struct Plan {
 pub fn plan(enrollment: EnrollmentId, ctx: &ConfigurationContext, now: OffsetDateTime) -> Option<Plan> {
     let loaded = ctx.loaded.as_ref()?;
     let (candidates, _) = crate::rollout::resolve_rollouts(loaded);
-    let (desired, conflicts) = desired_settings(&candidates, &loaded.member_groups());
+    let groups = loaded.member_groups();
+    let (mut desired, conflicts) = desired_settings(&candidates, &groups);
+    add_device_lock(&mut desired, &candidates, &groups, loaded.lock.as_ref());
     let rows: BTreeMap<String, DeviceSetting> = loaded.settings.iter().map(|r| (r.path.clone(), r.clone())).collect();
     let verifying = ctx.state.verify_at.is_some_and(|t| t <= now);
     let mut ops = Vec::new();
@@ -998,6 +1128,10 @@ pub struct ProfileDocument {
     #[serde(default)]
     pub remediation: Remediation,
     pub settings: Vec<serde_json::Value>,
+    /// Also lock the settings on the device itself where the platform and the device support it
+    /// (Windows 11 secured-core PCs: DMClient ConfigLock). Part of the version (in its digest).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub config_lock: bool,
     #[serde(default)]
     pub assign: AssignDocument,
     /// A built-in catalog entry's metadata (category, area, …): accepted so a catalog file applies
@@ -1046,9 +1180,11 @@ pub struct SettingView {
 pub fn device_view(
     config: &DeviceConfiguration,
     last_seen: Option<OffsetDateTime>,
-) -> (Vec<SettingView>, Vec<Conflict>) {
+) -> (Vec<SettingView>, Vec<Conflict>, Option<DeviceLockView>) {
     let (candidates, holds) = crate::rollout::resolve_rollouts(config);
-    let (desired, conflicts) = desired_settings(&candidates, &config.member_groups());
+    let groups = config.member_groups();
+    let (mut desired, conflicts) = desired_settings(&candidates, &groups);
+    let lock = add_device_lock(&mut desired, &candidates, &groups, config.lock.as_ref());
     let rows: BTreeMap<&str, &DeviceSetting> = config.settings.iter().map(|r| (r.path.as_str(), r)).collect();
     let mut out = Vec::new();
     // Settings of a rolled-out version the device does not get yet: pending, saying which ring it
@@ -1126,7 +1262,7 @@ pub fn device_view(
             });
         }
     }
-    (out, conflicts)
+    (out, conflicts, lock)
 }
 
 /// Per-status counts of one profile's device settings (the profile page's numbers).
@@ -1166,6 +1302,7 @@ mod tests {
             version: 1,
             assignment,
             settings,
+            config_lock: false,
         }
     }
 
@@ -1194,6 +1331,7 @@ mod tests {
                 settings,
                 rollouts: vec![],
                 dynamic: DynamicMembership::default(),
+                lock: None,
             }),
         }
     }
@@ -1218,6 +1356,106 @@ mod tests {
     }
 
     const NOW: OffsetDateTime = OffsetDateTime::UNIX_EPOCH;
+
+    #[test]
+    fn the_device_lock_is_a_setting_where_supported_and_a_reason_elsewhere() {
+        let lock = Setting {
+            on_remove: OnRemove::Replace("0".into()),
+            ..setting("./Lock", "1")
+        };
+        let mut locked = profile("locked", 50, vec![setting("./X", "1")], all());
+        locked.config_lock = true;
+        let mut second = profile("second", 60, vec![], all());
+        second.config_lock = true;
+        let plain = profile("plain", 10, vec![setting("./Y", "1")], all());
+        let with = |lock_state: Option<DeviceLock>, candidates: Vec<AssignedProfile>, rows| {
+            let mut c = ctx(candidates, rows, None);
+            c.loaded.as_mut().unwrap().lock = lock_state;
+            c
+        };
+        let e = EnrollmentId::new();
+
+        // Supported: the lock is one more desired setting, owned by the highest-ranked asker.
+        let c = with(
+            Some(DeviceLock::Supported(vec![lock.clone()])),
+            vec![second.clone(), locked.clone(), plain.clone()],
+            vec![],
+        );
+        let p = plan(e, &c, NOW).unwrap();
+        assert_eq!(p.desired["./Lock"].profile_id, locked.id);
+        assert!(p.ops.iter().any(|o| o.path == "./Lock" && o.kind == OpKind::Apply));
+        let (views, _, view) = device_view(c.loaded.as_ref().unwrap(), None);
+        assert!(views.iter().any(|v| v.path == "./Lock"));
+        let view = view.unwrap();
+        assert!(view.supported);
+        assert_eq!(view.requested_by, ["locked", "second"]);
+        assert_eq!(view.paths, ["./Lock"]);
+
+        // Unsupported: nothing sent for it, and the view says why.
+        let c = with(
+            Some(DeviceLock::Unsupported("not a secured-core PC".into())),
+            vec![locked.clone()],
+            vec![],
+        );
+        let p = plan(e, &c, NOW).unwrap();
+        assert!(!p.desired.contains_key("./Lock"));
+        let (_, _, view) = device_view(c.loaded.as_ref().unwrap(), None);
+        let view = view.unwrap();
+        assert!(!view.supported);
+        assert_eq!(view.reason, "not a secured-core PC");
+        // Undecided by the platform: nothing sent either.
+        let c = with(None, vec![locked.clone()], vec![]);
+        assert!(!plan(e, &c, NOW).unwrap().desired.contains_key("./Lock"));
+
+        // Nobody asks: no view; a lock the device holds is removed by its rule (Replace 0).
+        let held = DeviceSetting {
+            path: "./Lock".into(),
+            profile_id: locked.id,
+            profile_version: 1,
+            setting: lock.clone(),
+            status: SettingStatus::Verified,
+            reason: String::new(),
+            in_flight: None,
+            applied_digest: Some(lock.digest()),
+            status_code: Some(200),
+            error: None,
+            observed: Some("1".into()),
+            observed_at: Some(NOW),
+            verified_at: Some(NOW),
+            updated_at: NOW,
+        };
+        let c = with(
+            Some(DeviceLock::Supported(vec![lock.clone()])),
+            vec![plain.clone()],
+            vec![held],
+        );
+        let p = plan(e, &c, NOW).unwrap();
+        let remove = p.ops.iter().find(|o| o.path == "./Lock").unwrap();
+        assert_eq!(remove.kind, OpKind::Remove);
+        assert_eq!(remove.setting.on_remove, OnRemove::Replace("0".into()));
+        assert!(device_view(c.loaded.as_ref().unwrap(), None).2.is_none());
+
+        // A profile's own setting on the lock's node wins over the lock.
+        let mut own = profile("own", 90, vec![setting("./Lock", "0")], all());
+        own.config_lock = true;
+        let c = with(Some(DeviceLock::Supported(vec![lock])), vec![own.clone()], vec![]);
+        let p = plan(e, &c, NOW).unwrap();
+        assert_eq!(p.desired["./Lock"].setting.value, "0");
+    }
+
+    #[test]
+    fn digests_without_the_lock_are_the_settings_alone() {
+        let s = vec![setting("./X", "1")];
+        assert_eq!(ProfileVersion::digest_with(&s, false), ProfileVersion::digest_of(&s));
+        assert_ne!(ProfileVersion::digest_with(&s, true), ProfileVersion::digest_of(&s));
+        assert!(fact_resets_configuration(&crate::inventory::facts::SECURED_CORE));
+        assert!(fact_resets_configuration(&crate::inventory::FactName::from_static(
+            "os.version"
+        )));
+        assert!(!fact_resets_configuration(&crate::inventory::FactName::from_static(
+            "hardware.ram_mb"
+        )));
+    }
 
     #[test]
     fn assignment_rules() {

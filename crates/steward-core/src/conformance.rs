@@ -43,6 +43,8 @@ where
     configuration_in_checkin(&fresh().await).await;
     rollouts(&fresh().await).await;
     dynamic_groups(&fresh().await).await;
+    device_tags(&fresh().await).await;
+    config_lock_versions(&fresh().await).await;
 }
 
 // ---------------------------------------------------------------- fixtures
@@ -3003,6 +3005,7 @@ fn create_profile(name: &str, assignment: Assignment, settings: Vec<Setting>, at
             profile_id: id,
             version: 1,
             digest: ProfileVersion::digest_of(&settings),
+            config_lock: false,
             settings,
             created_at: at,
         }),
@@ -3030,6 +3033,7 @@ fn update_profile(
             profile_id: p.id,
             version,
             digest: ProfileVersion::digest_of(&settings),
+            config_lock: false,
             settings,
             created_at: at,
         }),
@@ -3250,6 +3254,7 @@ fn assigned(w: &ProfileWrite) -> AssignedProfile {
         version: v.version,
         assignment: w.profile.assignment.clone(),
         settings: v.settings.clone(),
+        config_lock: v.config_lock,
     }
 }
 
@@ -3741,6 +3746,7 @@ where
                 profile_id: id,
                 version,
                 digest: ProfileVersion::digest_of(&settings),
+                config_lock: false,
                 settings,
                 created_at: t0,
             }),
@@ -4127,6 +4133,266 @@ where
         "dynamic groups: deleting one moves the epoch"
     );
     assert!(store.group_by_name("modern").await.unwrap().is_none());
+}
+
+/// Device tags (migration 0013): replaced as a set, read back sorted, only on active enrollments;
+/// a change resets the device's configuration stamp (an unchanged set does not), and rules on
+/// `tags` see them as facts named [`crate::group_rule::TAGS`], with the configuration and in the
+/// whole-fleet subjects and counts.
+pub async fn device_tags<S>(store: &S)
+where
+    S: EnrollmentStore + CheckinStore + ProfileStore + GroupStore + Inspect,
+{
+    use crate::configuration::ConfigurationCommit;
+    use crate::group_rule::{GroupRule, TAGS};
+
+    let t0 = now();
+    let tags = |t: &[&str]| DeviceTags::parse(t).unwrap();
+    let e = enroll_device(store, "TAG-1").await;
+    let e2 = enroll_device(store, "TAG-2").await;
+    assert!(store.device_tags(e.id).await.unwrap().is_empty(), "tags: none at first");
+    assert!(store.device_tags(EnrollmentId::new()).await.unwrap().is_empty());
+
+    assert!(store.set_device_tags(e.id, &tags(&["lab", "kiosk"]), t0).await.unwrap());
+    assert_eq!(store.device_tags(e.id).await.unwrap().as_slice(), ["kiosk", "lab"]);
+    assert!(
+        store.device_tags(e2.id).await.unwrap().is_empty(),
+        "tags: per enrollment"
+    );
+    assert!(
+        !store
+            .set_device_tags(EnrollmentId::new(), &tags(&["x"]), t0)
+            .await
+            .unwrap(),
+        "tags: an unknown enrollment"
+    );
+
+    // A dynamic group on tags, assigned a profile.
+    let kiosks = Group {
+        rule: Some(GroupRule::from_json(r#"{"all": [{"fact": "tags", "op": "==", "value": "kiosk"}]}"#).unwrap()),
+        ..group("kiosks", t0)
+    };
+    store.create_group(&kiosks).await.unwrap();
+    let to_kiosks = groups_assignment(&[kiosks.id], &[]);
+    let p = create_profile(
+        "kiosk-mode",
+        to_kiosks.clone(),
+        vec![config_setting("./K", "1", true)],
+        t0,
+    );
+    store.write_profiles(std::slice::from_ref(&p)).await.unwrap();
+    let loaded = store.device_configuration(e.id).await.unwrap();
+    let tag_facts: Vec<(String, String)> = loaded
+        .dynamic
+        .facts
+        .iter()
+        .map(|f| (f.name.to_string(), f.value.clone()))
+        .collect();
+    assert_eq!(
+        tag_facts,
+        vec![
+            ("tags".to_owned(), "kiosk".to_owned()),
+            ("tags".to_owned(), "lab".to_owned())
+        ],
+        "tags: loaded as facts named tags for a rule that reads them"
+    );
+    assert!(loaded.dynamic.facts.iter().all(|f| f.updated_at == t0));
+    assert_eq!(loaded.member_groups(), vec![kiosks.id]);
+    assert!(
+        store
+            .device_configuration(e2.id)
+            .await
+            .unwrap()
+            .member_groups()
+            .is_empty()
+    );
+    assert_eq!(store.count_assigned(Platform::Windows, &to_kiosks).await.unwrap(), 1);
+    let subjects = store
+        .active_enrollments_with_facts(Some(Platform::Windows), &[TAGS])
+        .await
+        .unwrap();
+    let of = |id: EnrollmentId| {
+        subjects
+            .iter()
+            .find(|s| s.enrollment.id == id)
+            .map(|s| s.facts.iter().map(|f| f.value.clone()).collect::<Vec<_>>())
+            .unwrap()
+    };
+    assert_eq!(of(e.id), ["kiosk", "lab"]);
+    assert!(of(e2.id).is_empty());
+
+    // Settled; an unchanged set leaves the stamp, a changed one resets it.
+    let epoch = store.configuration_epoch().await.unwrap();
+    let settled = ConfigurationCommit {
+        state: DeviceConfigState {
+            epoch_seen: epoch,
+            unsettled: 0,
+            verify_at: None,
+        },
+        ..Default::default()
+    };
+    commit_config(store, e.id, &settled, t0).await;
+    assert!(config_context(store, e.id, t0).await.loaded.is_none());
+    let t1 = t0 + Duration::seconds(1);
+    assert!(store.set_device_tags(e.id, &tags(&["lab", "kiosk"]), t1).await.unwrap());
+    assert!(
+        config_context(store, e.id, t1).await.loaded.is_none(),
+        "tags: the same set again leaves the stamp"
+    );
+    assert!(store.set_device_tags(e.id, &tags(&["lab"]), t1).await.unwrap());
+    let ctx = config_context(store, e.id, t1).await;
+    assert_eq!(ctx.state.epoch_seen, 0, "tags: a change resets the stamp");
+    assert!(
+        ctx.loaded
+            .expect("tags: loaded after the change")
+            .member_groups()
+            .is_empty()
+    );
+    assert_eq!(store.count_assigned(Platform::Windows, &to_kiosks).await.unwrap(), 0);
+
+    // A tag kept across a replacement keeps its time; a new one has the write's.
+    assert!(store.set_device_tags(e.id, &tags(&["lab", "kiosk"]), t1).await.unwrap());
+    let facts = store.device_configuration(e.id).await.unwrap().dynamic.facts;
+    let at = |v: &str| facts.iter().find(|f| f.value == v).map(|f| f.updated_at);
+    assert_eq!((at("kiosk"), at("lab")), (Some(t1), Some(t0)));
+
+    // Cleared, and an ended enrollment takes none.
+    assert!(store.set_device_tags(e.id, &DeviceTags::default(), t1).await.unwrap());
+    assert!(store.device_tags(e.id).await.unwrap().is_empty());
+    assert!(store.set_device_tags(e2.id, &tags(&["kiosk"]), t1).await.unwrap());
+    let end = EnrollmentEnd::new(EnrollmentState::Unenrolled, "conformance");
+    assert!(store.end_enrollment(e2.id, &end, t1).await.unwrap());
+    assert!(
+        !store.set_device_tags(e2.id, &tags(&["lab"]), t1).await.unwrap(),
+        "tags: an ended enrollment takes none"
+    );
+    assert_eq!(
+        store.device_tags(e2.id).await.unwrap().as_slice(),
+        ["kiosk"],
+        "tags: an ended enrollment keeps its history"
+    );
+    assert_eq!(store.count_assigned(Platform::Windows, &to_kiosks).await.unwrap(), 0);
+}
+
+/// A profile version's `config_lock` (migration 0013): stored with the version and read back, on
+/// the candidates a check-in loads (and a rollout's `from` version), and when a candidate asks for
+/// it the configuration carries the facts the platform decides support from
+/// ([`crate::configuration::DEVICE_LOCK_FACTS`]); a change of one resets the device's stamp.
+pub async fn config_lock_versions<S>(store: &S)
+where
+    S: EnrollmentStore + CheckinStore + ProfileStore + GroupStore + Inspect,
+{
+    use crate::configuration::ConfigurationCommit;
+
+    let t0 = now();
+    let e = enroll_device(store, "LOCK-1").await;
+    let all = Assignment {
+        all: true,
+        ..Default::default()
+    };
+    let os = FactName::from_static("os.version");
+    store
+        .commit_checkin(
+            e.id,
+            &CheckinCommit {
+                facts: vec![
+                    FactUpdate::new(os.clone(), "10.0.22631.2861"),
+                    FactUpdate::new(FactName::from_static("hardware.model"), "Surface"),
+                ],
+                ..in_session(&session("lock"))
+            },
+            t0,
+        )
+        .await
+        .unwrap();
+
+    // Without the lock: stored false, and no lock facts loaded.
+    let plain = create_profile("plain", all.clone(), vec![config_setting("./P", "1", true)], t0);
+    store.write_profiles(std::slice::from_ref(&plain)).await.unwrap();
+    let loaded = store.device_configuration(e.id).await.unwrap();
+    assert!(!loaded.candidates[0].config_lock);
+    assert!(
+        loaded.dynamic.facts.is_empty(),
+        "config lock: no facts without a profile asking"
+    );
+    assert!(
+        !store
+            .profile_version(plain.profile.id, 1)
+            .await
+            .unwrap()
+            .unwrap()
+            .config_lock
+    );
+
+    // With it: the version keeps it, the candidate carries it, the facts come with the load.
+    let mut locked = create_profile("locked", all.clone(), vec![config_setting("./L", "1", true)], t0);
+    if let Some(v) = locked.new_version.as_mut() {
+        v.config_lock = true;
+        v.digest = ProfileVersion::digest_with(&v.settings, true);
+    }
+    store.write_profiles(std::slice::from_ref(&locked)).await.unwrap();
+    let v = store.profile_version(locked.profile.id, 1).await.unwrap().unwrap();
+    assert!(v.config_lock, "config lock: stored with the version");
+    assert_eq!(v.digest, ProfileVersion::digest_with(&v.settings, true));
+    assert_ne!(
+        v.digest,
+        ProfileVersion::digest_of(&v.settings),
+        "config lock: in the digest"
+    );
+    assert!(store.profile_versions(locked.profile.id).await.unwrap()[0].config_lock);
+    let loaded = store.device_configuration(e.id).await.unwrap();
+    let by_name = |n: &str| loaded.candidates.iter().find(|p| p.name == n).unwrap().config_lock;
+    assert!(by_name("locked") && !by_name("plain"));
+    assert!(loaded.asks_lock());
+    assert_eq!(
+        loaded.lock, None,
+        "config lock: the platform decides support, not the store"
+    );
+    let names: Vec<&str> = loaded.dynamic.facts.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(names, ["os.version"], "config lock: the lock facts the device reported");
+    let ctx = config_context(store, e.id, t0).await;
+    assert_eq!(
+        ctx.loaded.as_ref(),
+        Some(&loaded),
+        "config lock: the check-in loads the same"
+    );
+
+    // Settled; a secured-core report resets the stamp, an unrelated fact does not.
+    let epoch = store.configuration_epoch().await.unwrap();
+    let settled = ConfigurationCommit {
+        state: DeviceConfigState {
+            epoch_seen: epoch,
+            unsettled: 0,
+            verify_at: None,
+        },
+        ..Default::default()
+    };
+    commit_config(store, e.id, &settled, t0).await;
+    let t1 = t0 + Duration::seconds(1);
+    let report = |name: FactName, value: &str| CheckinCommit {
+        facts: vec![FactUpdate::new(name, value)],
+        ..in_session(&session("lock"))
+    };
+    store
+        .commit_checkin(e.id, &report(FactName::from_static("hardware.ram_mb"), "16384"), t1)
+        .await
+        .unwrap();
+    assert!(
+        config_context(store, e.id, t1).await.loaded.is_none(),
+        "config lock: an unrelated fact leaves the stamp"
+    );
+    store
+        .commit_checkin(e.id, &report(facts::SECURED_CORE, "true"), t1)
+        .await
+        .unwrap();
+    let ctx = config_context(store, e.id, t1).await;
+    assert_eq!(
+        ctx.state.epoch_seen, 0,
+        "config lock: a secured-core report resets the stamp"
+    );
+    let facts = ctx.loaded.expect("loaded").dynamic.facts;
+    let names: Vec<&str> = facts.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(names, ["os.version", "security.secured_core"]);
 }
 
 fn at_text(at: OffsetDateTime) -> String {

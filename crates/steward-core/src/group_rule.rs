@@ -11,8 +11,14 @@
 //!   `Device`) and `user.domain` (the part after `@` of the enrollment's user e-mail): text,
 //!   compared ignoring case, with `==`, `in`, `prefix` and `contains`.
 //!
-//! A device lacking the fact (never reported, no user e-mail), or whose `os.version` is not a
-//! dotted number, matches no condition on it. Devices carry no tags today, so rules have none.
+//! - `tags`: the labels an administrator gave the device (`PUT /api/v1/devices/{id}/tags`, see
+//!   [`crate::model::DeviceTags`]), with `==` (the device has this tag), `in` (any of these),
+//!   `prefix` and `contains` (some tag starts with / contains the text). A condition on tags holds
+//!   when it holds for one of the device's tags. The evaluation sees the tags as facts named
+//!   [`TAGS`], one per tag, which the stores load from the tag table (not from inventory).
+//!
+//! A device lacking the fact (never reported, no user e-mail, no tags), or whose `os.version` is
+//! not a dotted number, matches no condition on it.
 //!
 //! The JSON shape (API, CLI, the `groups.rule` column):
 //! `{"all": [{"fact": "os.version", "op": ">=", "value": "10.0.22000"},
@@ -46,16 +52,23 @@ pub enum RuleFact {
     EnrollmentType,
     /// The domain of the enrollment's user e-mail, not an inventory fact.
     UserDomain,
+    /// The device's admin-assigned tags (the stores load them as facts named [`TAGS`]).
+    Tags,
 }
 
+/// The fact name a device's tags are evaluated under, one [`DeviceFact`] per tag: the stores load
+/// these from the tag table when a rule reads `tags` (inventory never reports a fact of this name).
+pub const TAGS: FactName = FactName::from_static("tags");
+
 impl RuleFact {
-    pub const ALL: [RuleFact; 6] = [
+    pub const ALL: [RuleFact; 7] = [
         Self::OsVersion,
         Self::OsEdition,
         Self::HardwareManufacturer,
         Self::HardwareModel,
         Self::EnrollmentType,
         Self::UserDomain,
+        Self::Tags,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -66,6 +79,7 @@ impl RuleFact {
             Self::HardwareModel => "hardware.model",
             Self::EnrollmentType => "enrollment.type",
             Self::UserDomain => "user.domain",
+            Self::Tags => "tags",
         }
     }
 
@@ -73,7 +87,8 @@ impl RuleFact {
         Self::ALL.into_iter().find(|f| f.as_str() == s)
     }
 
-    /// The inventory fact this reads, if it is one (enrollment fields are not).
+    /// The fact this reads, if it is one (enrollment fields are not; tags are read as facts named
+    /// [`TAGS`], which the stores load from the tag table).
     pub fn device_fact(self) -> Option<FactName> {
         match self {
             Self::EnrollmentType | Self::UserDomain => None,
@@ -87,6 +102,7 @@ impl RuleFact {
     pub fn is_rule_fact(name: &FactName) -> bool {
         Self::ALL
             .into_iter()
+            .filter(|f| *f != Self::Tags)
             .any(|f| f.device_fact().is_some_and(|n| n == *name))
     }
 }
@@ -159,7 +175,8 @@ impl DottedVersion {
         (1..=MAX_VERSION_PARTS).contains(&parts.len()).then_some(Self(parts))
     }
 
-    fn compare(&self, other: &Self) -> Ordering {
+    /// Component by component as numbers, a missing component counting as 0.
+    pub fn compare(&self, other: &Self) -> Ordering {
         let n = self.0.len().max(other.0.len());
         (0..n)
             .map(|i| {
@@ -444,6 +461,13 @@ impl GroupRule {
             let value = match c.fact {
                 RuleFact::EnrollmentType => Some(enrollment.enrollment_type.as_str()),
                 RuleFact::UserDomain => enrollment.user_domain(),
+                // Several values: the condition holds when it holds for one of the tags.
+                RuleFact::Tags => {
+                    return facts
+                        .iter()
+                        .filter(|d| d.name == TAGS)
+                        .any(|d| c.holds(Some(d.value.as_str())));
+                }
                 f => facts
                     .iter()
                     .find(|d| d.name.as_str() == f.as_str())
@@ -629,6 +653,35 @@ mod tests {
     }
 
     #[test]
+    fn tags_match_when_one_tag_does() {
+        let e = enrollment("Full", None);
+        let tags = |t: &[&str]| t.iter().map(|v| fact("tags", v)).collect::<Vec<_>>();
+        let kiosk = rule(r#"{"all": [{"fact": "tags", "op": "==", "value": "Kiosk"}]}"#);
+        assert!(kiosk.matches(&tags(&["finance", "kiosk"]), &e));
+        assert!(!kiosk.matches(&tags(&["finance"]), &e));
+        assert!(!kiosk.matches(&[], &e), "no tags: no match");
+        assert!(
+            !kiosk.matches(&[fact("hardware.model", "kiosk")], &e),
+            "only facts named tags are tags"
+        );
+        let any = rule(r#"{"all": [{"fact": "tags", "op": "in", "value": ["lab", "kiosk"]}]}"#);
+        assert!(any.matches(&tags(&["kiosk"]), &e));
+        assert!(!any.matches(&tags(&["finance-laptops"]), &e));
+        let prefix = rule(r#"{"all": [{"fact": "tags", "op": "prefix", "value": "finance-"}]}"#);
+        assert!(prefix.matches(&tags(&["kiosk", "finance-laptops"]), &e));
+        assert!(!prefix.matches(&tags(&["kiosk"]), &e));
+        assert_eq!(kiosk.fact_names(), vec![TAGS]);
+        assert!(
+            !RuleFact::is_rule_fact(&TAGS),
+            "tags are not inventory: a fact report never resets the stamp for them"
+        );
+        assert!(matches!(
+            GroupRule::from_json(r#"{"all": [{"fact": "tags", "op": ">=", "value": "a"}]}"#),
+            Err(RuleError::NotOrdered { .. })
+        ));
+    }
+
+    #[test]
     fn invalid_rules_are_refused_with_what_is_wrong() {
         let err = |json: &str| GroupRule::from_json(json).unwrap_err();
         assert_eq!(err(r#"{"all": []}"#), RuleError::Empty);
@@ -639,7 +692,7 @@ mod tests {
             RuleError::Shape(_)
         ));
         assert!(matches!(
-            err(r#"{"all": [{"fact": "tags", "op": "==", "value": "a"}]}"#),
+            err(r#"{"all": [{"fact": "labels", "op": "==", "value": "a"}]}"#),
             RuleError::UnknownFact { index: 1, .. }
         ));
         assert!(matches!(

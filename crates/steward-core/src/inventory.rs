@@ -64,6 +64,10 @@ pub mod facts {
     pub const INVENTORY_COLLECTED_AT: FactName = FactName::from_static("inventory.collected_at");
     /// The check-in interval the device last confirmed, in minutes.
     pub const POLL_INTERVAL_MINUTES: FactName = FactName::from_static("mdm.poll_interval_minutes");
+    /// Whether the device is a secured-core PC (`true`/`false`; Windows: DMClient
+    /// `Provider/{ProviderID}/ConfigLock/SecureCore`): the device-side configuration lock works
+    /// only there ([`crate::configuration::DeviceLock`]).
+    pub const SECURED_CORE: FactName = FactName::from_static("security.secured_core");
 }
 
 /// A typed inventory value with its source.

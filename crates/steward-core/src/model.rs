@@ -410,6 +410,84 @@ impl Group {
 #[error("a group name has 1-64 letters, digits, spaces, '-', '_' or '.'")]
 pub struct InvalidGroupName;
 
+/// Most tags one device carries.
+pub const MAX_DEVICE_TAGS: usize = 32;
+/// Longest tag, in characters.
+pub const MAX_TAG_CHARS: usize = 64;
+
+/// A device's admin-assigned tags (labels such as `kiosk` or `finance-laptops`), as every surface
+/// accepts them: each trimmed and lower-cased, then 1-64 characters of `a-z`, `0-9`, `-`, `_`,
+/// `.` or `:` starting with a letter or digit (tags appear in URLs, CLI arguments, rules and audit
+/// rows); at most [`MAX_DEVICE_TAGS`]; duplicates merged; kept sorted. A dynamic group's rule reads
+/// them as the `tags` fact ([`crate::group_rule`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DeviceTags(Vec<String>);
+
+impl DeviceTags {
+    /// Validates and normalises `tags`; the error names the first bad one.
+    pub fn parse<S: AsRef<str>>(tags: &[S]) -> Result<Self, InvalidTag> {
+        let mut out: Vec<String> = Vec::with_capacity(tags.len());
+        for t in tags {
+            out.push(Self::tag(t.as_ref())?);
+        }
+        out.sort();
+        out.dedup();
+        if out.len() > MAX_DEVICE_TAGS {
+            return Err(InvalidTag::TooMany);
+        }
+        Ok(Self(out))
+    }
+
+    /// One tag, normalised (trimmed, lower-case), or why it is refused.
+    pub fn tag(raw: &str) -> Result<String, InvalidTag> {
+        let t = raw.trim().to_lowercase();
+        let bad = || InvalidTag::Bad(raw.to_owned());
+        let n = t.chars().count();
+        if n == 0 || n > MAX_TAG_CHARS {
+            return Err(bad());
+        }
+        let mut chars = t.chars();
+        let first_ok = chars
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+        let rest_ok = chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.' | ':'));
+        if !(first_ok && rest_ok) {
+            return Err(bad());
+        }
+        Ok(t)
+    }
+
+    /// Tags read back from a store (written only after validation), kept as they are but sorted.
+    pub fn from_stored(mut tags: Vec<String>) -> Self {
+        tags.sort();
+        tags.dedup();
+        Self(tags)
+    }
+
+    pub fn as_slice(&self) -> &[String] {
+        &self.0
+    }
+
+    pub fn into_vec(self) -> Vec<String> {
+        self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// A tag or a tag list is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidTag {
+    #[error(
+        "tag {0:?}: a tag has 1-64 characters of a-z, 0-9, '-', '_', '.' or ':' and starts with a letter or digit (upper case is lowered)"
+    )]
+    Bad(String),
+    #[error("a device has at most 32 tags")]
+    TooMany,
+}
+
 /// A person in Steward's user store. The password is an Argon2id PHC string.
 #[derive(Clone, PartialEq, Eq)]
 pub struct User {
@@ -606,5 +684,32 @@ mod tests {
         assert_eq!(t.usable_at(now + time::Duration::hours(2)), Err(TokenUnusable::Expired));
         t.revoked = true;
         assert_eq!(t.usable_at(now), Err(TokenUnusable::Revoked));
+    }
+
+    #[test]
+    fn device_tags_are_normalised_and_validated() {
+        let t = DeviceTags::parse(&[" Kiosk ", "finance-laptops", "kiosk", "site:ber.1"]).unwrap();
+        assert_eq!(t.as_slice(), ["finance-laptops", "kiosk", "site:ber.1"]);
+        assert!(DeviceTags::parse::<&str>(&[]).unwrap().is_empty());
+        for bad in ["", "  ", "-kiosk", "kiosk lab", "kiosk/1", "ü", &"a".repeat(65)] {
+            assert_eq!(
+                DeviceTags::parse(&[bad]),
+                Err(InvalidTag::Bad(bad.to_owned())),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(DeviceTags::tag(&"a".repeat(64)).unwrap().len(), 64);
+        let many: Vec<String> = (0..=MAX_DEVICE_TAGS).map(|i| format!("t{i}")).collect();
+        assert_eq!(DeviceTags::parse(&many), Err(InvalidTag::TooMany));
+        assert_eq!(
+            DeviceTags::parse(&many[..MAX_DEVICE_TAGS]).unwrap().as_slice().len(),
+            MAX_DEVICE_TAGS
+        );
+        let repeated = vec!["kiosk"; 40];
+        assert_eq!(
+            DeviceTags::parse(&repeated).unwrap().as_slice(),
+            ["kiosk"],
+            "duplicates merge before the count"
+        );
     }
 }

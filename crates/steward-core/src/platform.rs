@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use crate::catalog::CatalogProfile;
 use crate::command::{Action, CommandSummary, PlatformPayload};
-use crate::configuration::Setting;
+use crate::configuration::{DeviceLock, Setting};
+use crate::inventory::DeviceFact;
 use crate::model::Platform;
 
 /// A platform's command for a remote action, or a reason it cannot do it.
@@ -88,6 +89,17 @@ pub trait PlatformAdapter: Send + Sync {
     fn catalog_settings(&self, name: &str) -> Option<Vec<Setting>> {
         let _ = name;
         None
+    }
+
+    /// Whether a device with these facts (at least [`crate::configuration::DEVICE_LOCK_FACTS`])
+    /// supports the platform's own lock of its configuration, which a profile's `config_lock`
+    /// asks for, and the settings that turn it on; or why not.
+    fn device_lock(&self, facts: &[DeviceFact]) -> DeviceLock {
+        let _ = facts;
+        DeviceLock::Unsupported(format!(
+            "{} devices have no device-side configuration lock",
+            self.platform().as_str()
+        ))
     }
 }
 

@@ -607,6 +607,8 @@ pub struct CandidateRollout {
     pub rollout: Rollout,
     /// The settings of version `from` (empty when from is 0).
     pub from_settings: Vec<Setting>,
+    /// Whether version `from` asks for the device-side lock.
+    pub from_config_lock: bool,
     /// This device's [`rollout_bucket`] for the profile, computed by the loader (which knows the
     /// enrollment).
     pub bucket: u16,
@@ -674,6 +676,7 @@ pub fn resolve_rollouts(config: &DeviceConfiguration) -> (Vec<AssignedProfile>, 
             out.push(AssignedProfile {
                 version: r.from_version,
                 settings: c.from_settings.clone(),
+                config_lock: c.from_config_lock,
                 ..p.clone()
             });
         }
@@ -929,14 +932,17 @@ mod tests {
                     ..Default::default()
                 },
                 settings: vec![setting("./X", "2"), setting("./Y", "1")],
+                config_lock: false,
             }],
             settings: vec![],
             rollouts: vec![CandidateRollout {
                 rollout: r.clone(),
                 from_settings: from,
+                from_config_lock: false,
                 bucket,
             }],
             dynamic: Default::default(),
+            lock: None,
         }
     }
 

@@ -57,9 +57,9 @@ fn windows_settings(config: &Config) -> WindowsSettings {
     }
 }
 
-/// The platforms this server manages.
-pub fn platforms() -> Platforms {
-    Platforms::new([Arc::new(WindowsAdapter) as Arc<dyn steward_core::PlatformAdapter>])
+/// The platforms this server manages; Windows under the DMClient provider id devices enroll with.
+pub fn platforms(windows_provider_id: &str) -> Platforms {
+    Platforms::new([Arc::new(WindowsAdapter::new(windows_provider_id)) as Arc<dyn steward_core::PlatformAdapter>])
 }
 
 /// Password hashing as `limits` configure it; what they leave open is sized from this machine.
@@ -90,21 +90,29 @@ pub fn password_policy() -> PasswordPolicy {
     }
 }
 
-/// The services over `store`.
+/// The services over `store`, with the default configuration's limits and provider id.
 pub fn core(store: Arc<dyn Store>, data_key: Arc<steward_pki::Kek>, audit_key: Arc<AuditChainKey>) -> Core {
-    core_with_limits(store, data_key, audit_key, &LimitsConfig::default())
+    core_with_limits(
+        store,
+        data_key,
+        audit_key,
+        &LimitsConfig::default(),
+        steward_windows::DEFAULT_PROVIDER_ID,
+    )
 }
 
-/// The services over `store`, password hashing bounded as `limits` say.
+/// The services over `store`, password hashing bounded as `limits` say, Windows devices under
+/// the DMClient provider id `enrollment.provider_id`.
 pub fn core_with_limits(
     store: Arc<dyn Store>,
     data_key: Arc<steward_pki::Kek>,
     audit_key: Arc<AuditChainKey>,
     limits: &LimitsConfig,
+    windows_provider_id: &str,
 ) -> Core {
     Core::new(
         store,
-        platforms(),
+        platforms(windows_provider_id),
         Arc::new(SystemClock),
         password_policy_with(limits),
         data_key,

@@ -247,7 +247,13 @@ pub async fn start_with_store(
     let config = Arc::new(config);
     let pki = Arc::new(pki);
     let data_key = pki.data_key.clone();
-    let core = compose::core_with_limits(store.clone(), data_key.clone(), pki.audit.chain.clone(), &config.limits);
+    let core = compose::core_with_limits(
+        store.clone(),
+        data_key.clone(),
+        pki.audit.chain.clone(),
+        &config.limits,
+        &config.enrollment.provider_id,
+    );
     core.passwords.warm_up();
     let app = compose::router(&config, &core, &pki);
     let (shutdown, rx) = watch::channel(false);

@@ -35,7 +35,13 @@ impl LocalApi {
                 .await
                 .map_err(|e| bootstrap::BootstrapError::Inconsistent(format!("key setup task failed: {e}")))??
         };
-        let core = compose::core(store, Arc::new(data_key), audit_keys.chain.clone());
+        let core = compose::core_with_limits(
+            store,
+            Arc::new(data_key),
+            audit_keys.chain.clone(),
+            &crate::config::LimitsConfig::default(),
+            &config.enrollment.provider_id,
+        );
         let state = steward_api::ApiState {
             core: core.clone(),
             settings: Arc::new(compose::server_settings(config, &core)),

@@ -259,6 +259,10 @@ pub struct DeviceProfile {
     /// DMClient `HWDevID` (64 hex digits).
     pub hw_dev_id: String,
     pub tpm_version: String,
+    /// Whether the device is a secured-core PC: DMClient `Provider/<ProviderID>/ConfigLock/
+    /// SecureCore` (Learn DMClient CSP; Get only), which decides whether ConfigLock works.
+    #[serde(default)]
+    pub secured_core: bool,
 }
 
 impl DeviceProfile {
@@ -297,6 +301,7 @@ impl DeviceProfile {
             language: "en-US".to_owned(),
             hw_dev_id,
             tpm_version: "2.0".to_owned(),
+            secured_core: false,
         }
     }
 
@@ -550,6 +555,18 @@ impl CspTree {
             t.seed(&format!("{prov}/Poll/{name}"), Int, rw, v);
         }
         t.seed(&format!("{prov}/Poll/PollOnLogin"), Bool, rw, "true");
+        // ConfigLock (Learn DMClient CSP, Windows 11 21H2+): SecureCore is Get only; Lock (0 unlock,
+        // the default; 1 lock) and UnlockDuration (minutes, default 480) take Add, Delete, Get and
+        // Replace.
+        let lock = format!("{prov}/ConfigLock");
+        t.seed(
+            &format!("{lock}/SecureCore"),
+            Bool,
+            get,
+            if p.secured_core { "true" } else { "false" },
+        );
+        t.seed(&format!("{lock}/Lock"), Int, Access::DYNAMIC, "0");
+        t.seed(&format!("{lock}/UnlockDuration"), Int, Access::DYNAMIC, "480");
         // DeviceStatus CSP (values: Learn devicestatus-csp: Antivirus/Status 0 = good,
         // SignatureStatus 1 = up to date, Firewall/Status 0 = on, EncryptionCompliance 1 = encrypted).
         let ds = format!("{DEVICE_MSFT}/DeviceStatus");

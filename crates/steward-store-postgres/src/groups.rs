@@ -1,5 +1,5 @@
-//! [`GroupStore`]: device groups, membership, and what evaluating dynamic groups reads (migration
-//! 0011: `groups.rule`). Creating, changing or deleting a dynamic group moves the configuration
+//! [`GroupStore`]: device groups, membership, device tags, and what evaluating dynamic groups reads
+//! (migration 0011: `groups.rule`; 0013: `device_tags`). Creating, changing or deleting a dynamic group moves the configuration
 //! epoch in its transaction (`profiles::move_epoch`, whose row lock also orders it with profile
 //! writes).
 
@@ -8,7 +8,9 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use sqlx::PgConnection;
 use sqlx::postgres::PgRow;
+use steward_core::group_rule;
 use steward_core::*;
+use time::OffsetDateTime;
 
 use crate::error::{from_sqlx, unique_violation};
 use crate::rows::Col;
@@ -32,6 +34,25 @@ fn group_from_row(r: &PgRow) -> StoreResult<Group> {
     })
 }
 
+/// An enrollment's tags as facts named [`group_rule::TAGS`] (one per tag, by tag), in the caller's
+/// snapshot.
+pub(crate) async fn tag_facts(conn: &mut PgConnection, eid: &str) -> StoreResult<Vec<DeviceFact>> {
+    sqlx::query("SELECT tag, created_at FROM device_tags WHERE enrollment_id = $1 ORDER BY tag")
+        .bind(eid)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(from_sqlx)?
+        .iter()
+        .map(|r| {
+            Ok(DeviceFact {
+                name: group_rule::TAGS,
+                value: r.col("tag")?,
+                updated_at: from_micros(r.col("created_at")?)?,
+            })
+        })
+        .collect()
+}
+
 /// Every active enrollment (of `platform` if given), oldest first, with its facts named in `names`
 /// (one statement for the facts), in the caller's snapshot.
 pub(crate) async fn rule_subjects(
@@ -52,6 +73,8 @@ pub(crate) async fn rule_subjects(
     .map(crate::rows::enrollment_from_row)
     .collect::<StoreResult<Vec<_>>>()?;
     let mut facts: HashMap<String, Vec<DeviceFact>> = HashMap::new();
+    let wants_tags = names.contains(&group_rule::TAGS);
+    let names: Vec<&FactName> = names.iter().filter(|n| **n != group_rule::TAGS).collect();
     if !names.is_empty() {
         let rows = sqlx::query(
             "SELECT f.enrollment_id, f.name, f.value, f.updated_at FROM device_facts f \
@@ -69,6 +92,28 @@ pub(crate) async fn rule_subjects(
                 name: FactName::parse(r.col("name")?).ok_or_else(|| bad("fact name"))?,
                 value: r.col("value")?,
                 updated_at: from_micros(r.col("updated_at")?)?,
+            });
+        }
+    }
+    if wants_tags {
+        // Tags are their own table: every active enrollment's, in one statement, after the facts
+        // (each enrollment's list stays in name order: `tags` sorts after every inventory fact
+        // name a rule reads).
+        let rows = sqlx::query(
+            "SELECT t.enrollment_id, t.tag, t.created_at FROM device_tags t \
+             JOIN enrollments e ON e.id = t.enrollment_id \
+             WHERE e.state = 'active' AND ($1::text IS NULL OR e.platform = $1) \
+             ORDER BY t.enrollment_id, t.tag",
+        )
+        .bind(&platform)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(from_sqlx)?;
+        for r in &rows {
+            facts.entry(r.col("enrollment_id")?).or_default().push(DeviceFact {
+                name: group_rule::TAGS,
+                value: r.col("tag")?,
+                updated_at: from_micros(r.col("created_at")?)?,
             });
         }
     }
@@ -221,6 +266,65 @@ impl GroupStore for PgStore {
             .await
             .map_err(from_sqlx)?;
         crate::profiles::move_epoch(&mut tx).await?;
+        tx.commit().await.map_err(from_sqlx)?;
+        Ok(true)
+    }
+
+    async fn device_tags(&self, id: EnrollmentId) -> StoreResult<DeviceTags> {
+        let tags: Vec<String> = sqlx::query_scalar("SELECT tag FROM device_tags WHERE enrollment_id = $1 ORDER BY tag")
+            .bind(id.to_string())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(from_sqlx)?;
+        Ok(DeviceTags::from_stored(tags))
+    }
+
+    async fn set_device_tags(&self, id: EnrollmentId, tags: &DeviceTags, now: OffsetDateTime) -> StoreResult<bool> {
+        let eid = id.to_string();
+        let mut tx = self.begin().await?;
+        // The enrollment row FOR UPDATE: two replacements of one device's tags run one after the
+        // other, and an enrollment ending meanwhile waits (or is seen ended).
+        let active: Option<String> = sqlx::query_scalar("SELECT state FROM enrollments WHERE id = $1 FOR UPDATE")
+            .bind(&eid)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(from_sqlx)?;
+        if active.as_deref() != Some("active") {
+            return Ok(false);
+        }
+        let current: Vec<String> =
+            sqlx::query_scalar("SELECT tag FROM device_tags WHERE enrollment_id = $1 ORDER BY tag")
+                .bind(&eid)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(from_sqlx)?;
+        let wanted: Vec<String> = tags.as_slice().to_vec();
+        if current == wanted {
+            return Ok(true);
+        }
+        sqlx::query("DELETE FROM device_tags WHERE enrollment_id = $1 AND NOT (tag = ANY($2))")
+            .bind(&eid)
+            .bind(&wanted)
+            .execute(&mut *tx)
+            .await
+            .map_err(from_sqlx)?;
+        sqlx::query(
+            "INSERT INTO device_tags (enrollment_id, tag, created_at) SELECT $1, t, $3 FROM UNNEST($2::text[]) AS t \
+             ON CONFLICT (enrollment_id, tag) DO NOTHING",
+        )
+        .bind(&eid)
+        .bind(&wanted)
+        .bind(micros(now))
+        .execute(&mut *tx)
+        .await
+        .map_err(from_sqlx)?;
+        // Rules may read tags: the device re-evaluates its dynamic groups at its next check-in, as
+        // after a fact change.
+        sqlx::query("UPDATE device_config_state SET epoch_seen = 0 WHERE enrollment_id = $1")
+            .bind(&eid)
+            .execute(&mut *tx)
+            .await
+            .map_err(from_sqlx)?;
         tx.commit().await.map_err(from_sqlx)?;
         Ok(true)
     }

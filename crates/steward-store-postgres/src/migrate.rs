@@ -46,6 +46,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../migrations/0011_dynamic_groups.sql"),
     ),
     (12, "rollouts", include_str!("../migrations/0012_rollouts.sql")),
+    (
+        13,
+        "device_tags_config_lock",
+        include_str!("../migrations/0013_device_tags_config_lock.sql"),
+    ),
 ];
 
 fn be(e: sqlx::Error) -> StoreError {

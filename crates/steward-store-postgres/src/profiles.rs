@@ -47,7 +47,7 @@ const PROFILES: &str = concat!("SELECT ", profile_columns!(), " FROM profiles p 
 const CANDIDATES: &str = concat!(
     "SELECT ",
     profile_columns!(),
-    ", v.settings FROM profiles p JOIN profile_versions v ON v.profile_id = p.id AND v.version = p.current_version \
+    ", v.settings, v.config_lock FROM profiles p JOIN profile_versions v ON v.profile_id = p.id AND v.version = p.current_version \
      WHERE p.platform = $1 AND (p.assign_all OR EXISTS (SELECT 1 FROM profile_assignments a \
      WHERE a.profile_id = p.id AND NOT a.exclude)) ORDER BY p.name"
 );
@@ -111,6 +111,7 @@ fn candidate_from_row(r: &PgRow) -> StoreResult<AssignedProfile> {
         version: version_u32(r.col("current_version")?, "profile current_version")?,
         assignment: assignment_from_row(r)?,
         settings: settings_from_json(r.col("settings")?)?,
+        config_lock: r.col("config_lock")?,
     })
 }
 
@@ -120,6 +121,7 @@ fn version_from_row(r: &PgRow) -> StoreResult<ProfileVersion> {
         version: version_u32(r.col("version")?, "profile version")?,
         settings: settings_from_json(r.col("settings")?)?,
         digest: r.col("digest")?,
+        config_lock: r.col("config_lock")?,
         created_at: from_micros(r.col("created_at")?)?,
     })
 }
@@ -196,13 +198,15 @@ pub(crate) async fn load_configuration(
         .map(device_setting_from_row)
         .collect::<StoreResult<Vec<_>>>()?;
     let rollouts = crate::rollouts::load_candidate_rollouts(conn, &eid, enrollment.platform).await?;
-    let dynamic = dynamic_membership(conn, &eid, &candidates, EnrollmentFields::of(enrollment)).await?;
+    let wants_lock = candidates.iter().any(|p| p.config_lock) || rollouts.iter().any(|r| r.from_config_lock);
+    let dynamic = dynamic_membership(conn, &eid, &candidates, EnrollmentFields::of(enrollment), wants_lock).await?;
     Ok(DeviceConfiguration {
         groups: enrollment.group_id.into_iter().collect(),
         candidates,
         settings,
         rollouts,
         dynamic,
+        lock: None,
     })
 }
 
@@ -235,6 +239,7 @@ async fn dynamic_membership(
     eid: &str,
     candidates: &[AssignedProfile],
     enrollment: EnrollmentFields,
+    wants_lock: bool,
 ) -> StoreResult<DynamicMembership> {
     let mut named: Vec<GroupId> = candidates
         .iter()
@@ -244,11 +249,20 @@ async fn dynamic_membership(
     named.sort();
     named.dedup();
     let groups = dynamic_groups_among(conn, &named).await?;
-    let names: Vec<String> = steward_core::group_rule::rule_fact_names(&groups)
+    let mut fact_names = steward_core::group_rule::rule_fact_names(&groups);
+    if wants_lock {
+        // A candidate asks for the device-side lock: the platform decides support from these.
+        fact_names.extend(steward_core::configuration::DEVICE_LOCK_FACTS);
+        fact_names.sort();
+        fact_names.dedup();
+    }
+    let wants_tags = fact_names.contains(&steward_core::group_rule::TAGS);
+    let names: Vec<String> = fact_names
         .iter()
+        .filter(|n| **n != steward_core::group_rule::TAGS)
         .map(|n| n.as_str().to_owned())
         .collect();
-    let facts = if names.is_empty() {
+    let mut facts = if names.is_empty() {
         Vec::new()
     } else {
         sqlx::query(
@@ -270,6 +284,11 @@ async fn dynamic_membership(
         })
         .collect::<StoreResult<Vec<_>>>()?
     };
+    if wants_tags {
+        // Tags are their own table; in name order with the facts, as SQLite gives them.
+        facts.extend(crate::groups::tag_facts(conn, eid).await?);
+        facts.sort_by(|a, b| a.name.cmp(&b.name));
+    }
     Ok(DynamicMembership {
         groups,
         facts,
@@ -520,14 +539,15 @@ pub(crate) async fn write_profile(tx: &mut PgConnection, w: &ProfileWrite) -> St
         let settings = serde_json::to_string(&v.settings)
             .map_err(|e| StoreError::Backend(format!("profile {}: settings: {e}", p.name)))?;
         sqlx::query(
-            "INSERT INTO profile_versions (profile_id, version, settings, digest, created_at) \
-             VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO profile_versions (profile_id, version, settings, digest, created_at, config_lock) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(&pid)
         .bind(i64::from(v.version))
         .bind(settings)
         .bind(&v.digest)
         .bind(micros(v.created_at))
+        .bind(v.config_lock)
         .execute(&mut *tx)
         .await
         .map_err(|e| match unique_violation(&e) {

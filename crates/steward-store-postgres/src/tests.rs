@@ -105,6 +105,8 @@ stories!(
     configuration_in_checkin,
     rollouts,
     dynamic_groups,
+    device_tags,
+    config_lock_versions,
 );
 
 #[tokio::test]
@@ -126,7 +128,7 @@ async fn run_all_on_fresh_schemas() {
         }
     })
     .await;
-    assert_eq!(n, 23);
+    assert_eq!(n, 25);
     let mut c = PgConnection::connect(&database_url()).await.unwrap();
     for s in schemas {
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA {s} CASCADE")))
@@ -399,6 +401,7 @@ fn profile_write(id: ProfileId, name: &str, groups: Vec<GroupId>, expected: Opti
             profile_id: id,
             version,
             digest: ProfileVersion::digest_of(&settings),
+            config_lock: false,
             settings,
             created_at: at,
         }),

@@ -419,7 +419,8 @@ async fn end_enrollment_in(
 /// DevInfo facts, so the usual case is that every fact is unchanged: one UPDATE over all of them
 /// (arrays) finds that, and only the changed ones go one by one. With a name twice in one commit
 /// the one-by-one path takes them all, as a later item compares against the value just written.
-/// Returns whether a fact a dynamic group's rule can read changed ([`RuleFact::is_rule_fact`]).
+/// Returns whether a fact a dynamic group's rule or the device-side lock can read changed
+/// ([`steward_core::configuration::fact_resets_configuration`]).
 async fn write_facts(tx: &mut PgConnection, eid: &str, facts: &[FactUpdate], at: i64) -> StoreResult<bool> {
     let mut rule_fact_changed = false;
     let mut names: Vec<String> = facts.iter().map(|f| f.name.as_str().to_owned()).collect();
@@ -497,7 +498,7 @@ async fn write_facts(tx: &mut PgConnection, eid: &str, facts: &[FactUpdate], at:
             .bind(at),
         )
         .await?;
-        rule_fact_changed |= RuleFact::is_rule_fact(&f.name);
+        rule_fact_changed |= steward_core::configuration::fact_resets_configuration(&f.name);
     }
     Ok(rule_fact_changed)
 }

@@ -1,11 +1,13 @@
-//! [`GroupStore`]: device groups, membership, and what evaluating dynamic groups reads (migration
-//! 0011: `groups.rule`).
+//! [`GroupStore`]: device groups, membership, device tags, and what evaluating dynamic groups reads
+//! (migration 0011: `groups.rule`; 0013: `device_tags`).
 
 use std::collections::HashMap;
 
 use async_trait::async_trait;
 use rusqlite::Connection;
+use steward_core::group_rule;
 use steward_core::*;
+use time::OffsetDateTime;
 
 use crate::error::{from_rusqlite, is_unique_violation};
 use crate::rows::{self, NamedRow};
@@ -22,6 +24,20 @@ fn group_from_row(r: &NamedRow<'_>) -> StoreResult<Group> {
         name: r.text("name")?,
         created_at: from_micros(r.int("created_at")?)?,
         rule: r.opt_text("rule")?.as_deref().map(parse_rule).transpose()?,
+    })
+}
+
+/// One enrollment's (`?1`) tags as the `tags` facts rules read (one per tag, by tag).
+pub(crate) const TAG_FACTS: &str = "SELECT tag, created_at FROM device_tags WHERE enrollment_id = ?1 ORDER BY tag";
+
+/// An enrollment's tags as facts named [`group_rule::TAGS`], in the caller's snapshot.
+pub(crate) fn tag_facts(conn: &Connection, eid: &str) -> StoreResult<Vec<DeviceFact>> {
+    rows::all(conn, TAG_FACTS, (eid,), |r| {
+        Ok(DeviceFact {
+            name: group_rule::TAGS,
+            value: r.text("tag")?,
+            updated_at: from_micros(r.int("created_at")?)?,
+        })
     })
 }
 
@@ -61,6 +77,30 @@ pub(crate) fn rule_subjects(
     )?;
     let mut facts: HashMap<String, Vec<DeviceFact>> = HashMap::new();
     for name in names {
+        if *name == group_rule::TAGS {
+            // Tags are their own table: every active enrollment's, in one pass.
+            let found = rows::all(
+                conn,
+                "SELECT t.enrollment_id, t.tag, t.created_at FROM device_tags t \
+                 JOIN enrollments e ON e.id = t.enrollment_id \
+                 WHERE e.state = 'active' AND (?1 IS NULL OR e.platform = ?1) ORDER BY t.enrollment_id, t.tag",
+                (platform,),
+                |r| {
+                    Ok((
+                        r.text("enrollment_id")?,
+                        DeviceFact {
+                            name: group_rule::TAGS,
+                            value: r.text("tag")?,
+                            updated_at: from_micros(r.int("created_at")?)?,
+                        },
+                    ))
+                },
+            )?;
+            for (eid, f) in found {
+                facts.entry(eid).or_default().push(f);
+            }
+            continue;
+        }
         // One pass over the fact per name (device_facts' key is (enrollment_id, name)).
         let found = rows::all(
             conn,
@@ -214,6 +254,65 @@ impl GroupStore for SqliteStore {
                     Ok(true)
                 }
             }
+        })
+        .await
+    }
+
+    async fn device_tags(&self, id: EnrollmentId) -> StoreResult<DeviceTags> {
+        let tags = self
+            .read_all(
+                "SELECT tag FROM device_tags WHERE enrollment_id = ?1 ORDER BY tag",
+                (id.to_string(),),
+                |r| r.text("tag"),
+            )
+            .await?;
+        Ok(DeviceTags::from_stored(tags))
+    }
+
+    async fn set_device_tags(&self, id: EnrollmentId, tags: &DeviceTags, now: OffsetDateTime) -> StoreResult<bool> {
+        let wanted = tags.as_slice().to_vec();
+        self.write(move |tx| {
+            let eid = id.to_string();
+            let active = rows::first(
+                tx,
+                "SELECT 1 AS x FROM enrollments WHERE id = ?1 AND state = 'active'",
+                (&eid,),
+                |r| r.int("x"),
+            )?;
+            if active.is_none() {
+                return Ok(false);
+            }
+            let current = rows::all(
+                tx,
+                "SELECT tag FROM device_tags WHERE enrollment_id = ?1 ORDER BY tag",
+                (&eid,),
+                |r| r.text("tag"),
+            )?;
+            if current == wanted {
+                return Ok(true);
+            }
+            for gone in current.iter().filter(|t| !wanted.contains(t)) {
+                rows::exec(
+                    tx,
+                    "DELETE FROM device_tags WHERE enrollment_id = ?1 AND tag = ?2",
+                    (&eid, gone),
+                )?;
+            }
+            for new in wanted.iter().filter(|t| !current.contains(t)) {
+                rows::exec(
+                    tx,
+                    "INSERT INTO device_tags (enrollment_id, tag, created_at) VALUES (?1, ?2, ?3)",
+                    (&eid, new, micros(now)),
+                )?;
+            }
+            // Rules may read tags: the device re-evaluates its dynamic groups at its next check-in,
+            // as after a fact change.
+            rows::exec(
+                tx,
+                "UPDATE device_config_state SET epoch_seen = 0 WHERE enrollment_id = ?1",
+                (&eid,),
+            )?;
+            Ok(true)
         })
         .await
     }

@@ -51,6 +51,7 @@ fn version_from_row(r: &NamedRow<'_>) -> StoreResult<ProfileVersion> {
         version: version_of(r.int("version")?)?,
         settings: serde_json::from_str(&r.text("settings")?).map_err(json_err)?,
         digest: r.text("digest")?,
+        config_lock: r.int("config_lock")? != 0,
         created_at: from_micros(r.int("created_at")?)?,
     })
 }
@@ -172,7 +173,7 @@ pub(crate) const ASSIGNMENTS_OF_PLATFORM: &str = "SELECT a.profile_id, a.group_i
 
 /// One platform's (`?1`) profiles with a non-empty assignment, with their current version.
 pub(crate) const CANDIDATES: &str = "SELECT p.id, p.name, p.priority, p.remediation, p.created_at, p.assign_all, \
-     v.version, v.settings FROM profiles p \
+     v.version, v.settings, v.config_lock FROM profiles p \
      JOIN profile_versions v ON v.profile_id = p.id AND v.version = p.current_version \
      WHERE p.platform = ?1 AND (p.assign_all = 1 OR EXISTS \
      (SELECT 1 FROM profile_assignments a WHERE a.profile_id = p.id AND a.exclude = 0)) ORDER BY p.name";
@@ -194,6 +195,7 @@ fn dynamic_membership(
     eid: &str,
     candidates: &[AssignedProfile],
     enrollment: EnrollmentFields,
+    wants_lock: bool,
 ) -> StoreResult<DynamicMembership> {
     let mut named: Vec<GroupId> = candidates
         .iter()
@@ -211,8 +213,19 @@ fn dynamic_membership(
             });
         }
     }
+    let mut names = steward_core::group_rule::rule_fact_names(&groups);
+    if wants_lock {
+        // A candidate asks for the device-side lock: the platform decides support from these.
+        names.extend(steward_core::configuration::DEVICE_LOCK_FACTS);
+        names.sort();
+        names.dedup();
+    }
     let mut facts = Vec::new();
-    for name in steward_core::group_rule::rule_fact_names(&groups) {
+    for name in names {
+        if name == steward_core::group_rule::TAGS {
+            facts.extend(crate::groups::tag_facts(conn, eid)?);
+            continue;
+        }
         if let Some(f) = first(conn, FACT, (eid, name.as_str()), |r| {
             Ok(DeviceFact {
                 name: name.clone(),
@@ -252,6 +265,7 @@ pub(crate) fn load_configuration(conn: &Connection, enrollment: &Enrollment) -> 
                     ..Assignment::default()
                 },
                 settings: serde_json::from_str(&r.text("settings")?).map_err(json_err)?,
+                config_lock: r.int("config_lock")? != 0,
             },
         ))
     })?
@@ -268,14 +282,16 @@ pub(crate) fn load_configuration(conn: &Connection, enrollment: &Enrollment) -> 
     })
     .collect();
     let settings = all(conn, DEVICE_SETTINGS, (&eid,), device_setting_from_row)?;
-    let dynamic = dynamic_membership(conn, &eid, &candidates, EnrollmentFields::of(enrollment))?;
     let rollouts = crate::rollouts::load_candidate_rollouts(conn, &eid, platform)?;
+    let wants_lock = candidates.iter().any(|p| p.config_lock) || rollouts.iter().any(|r| r.from_config_lock);
+    let dynamic = dynamic_membership(conn, &eid, &candidates, EnrollmentFields::of(enrollment), wants_lock)?;
     Ok(DeviceConfiguration {
         groups: enrollment.group_id.into_iter().collect(),
         candidates,
         settings,
         rollouts,
         dynamic,
+        lock: None,
     })
 }
 
@@ -451,8 +467,8 @@ pub(crate) fn write_one_profile(tx: &Transaction<'_>, w: &ProfileWrite) -> Store
     if let Some(v) = &w.new_version {
         let res = tx
             .prepare_cached(
-                "INSERT INTO profile_versions (profile_id, version, settings, digest, created_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO profile_versions (profile_id, version, settings, digest, created_at, config_lock) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )
             .and_then(|mut s| {
                 s.execute(params![
@@ -462,6 +478,7 @@ pub(crate) fn write_one_profile(tx: &Transaction<'_>, w: &ProfileWrite) -> Store
                         .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?,
                     v.digest,
                     micros(v.created_at),
+                    v.config_lock,
                 ])
             });
         match res {
@@ -733,6 +750,7 @@ mod tests {
                 version,
                 settings: vec![],
                 digest: ProfileVersion::digest_of(&[]),
+                config_lock: false,
                 created_at: at,
             }),
             expected_version: expected,

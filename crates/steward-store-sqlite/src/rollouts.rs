@@ -78,7 +78,7 @@ fn insert_rollout(tx: &Transaction<'_>, r: &Rollout) -> StoreResult<()> {
 
 /// The newest rollout of each of one platform's (`?1`) profiles, when it targets the profile's
 /// current version and is not completed, with the `from` version's settings.
-const CANDIDATE_ROLLOUTS: &str = "SELECT r.*, v.settings AS from_settings FROM rollouts r \
+const CANDIDATE_ROLLOUTS: &str = "SELECT r.*, v.settings AS from_settings, v.config_lock AS from_config_lock FROM rollouts r \
      JOIN profiles p ON p.id = r.profile_id AND p.current_version = r.to_version \
      LEFT JOIN profile_versions v ON v.profile_id = r.profile_id AND v.version = r.from_version \
      WHERE p.platform = ?1 AND r.state <> 'completed' \
@@ -102,6 +102,7 @@ pub(crate) fn load_candidate_rollouts(
             bucket: rollout_bucket(rollout.profile_id, enrollment),
             rollout,
             from_settings,
+            from_config_lock: r.opt_int("from_config_lock")?.is_some_and(|v| v != 0),
         })
     })
 }

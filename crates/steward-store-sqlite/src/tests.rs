@@ -92,6 +92,8 @@ stories!(
     configuration_in_checkin,
     rollouts,
     dynamic_groups,
+    device_tags,
+    config_lock_versions,
 );
 
 #[tokio::test]
@@ -104,7 +106,7 @@ async fn run_all_on_fresh_stores() {
         async move { SqliteStore::open(&path).await.unwrap() }
     })
     .await;
-    assert_eq!(n, 23);
+    assert_eq!(n, 25);
 }
 
 #[tokio::test]

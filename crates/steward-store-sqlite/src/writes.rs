@@ -356,7 +356,8 @@ pub(crate) fn end_enrollment(
 /// reported); a changed or new one is written with a history row. Every check-in reports the same
 /// DevInfo facts, so the usual case is one cached UPDATE per fact that finds its row unchanged. A
 /// later item for the same name compares against the value just written. Returns whether a fact a
-/// dynamic group's rule can read changed ([`RuleFact::is_rule_fact`]).
+/// dynamic group's rule or the device-side lock can read changed
+/// ([`steward_core::configuration::fact_resets_configuration`]).
 fn write_facts(tx: &Connection, eid: &str, facts: &[FactUpdate], at: i64) -> StoreResult<bool> {
     let mut rule_fact_changed = false;
     let mut touch = tx
@@ -384,7 +385,7 @@ fn write_facts(tx: &Connection, eid: &str, facts: &[FactUpdate], at: i64) -> Sto
             "INSERT INTO device_fact_history (enrollment_id, name, old_value, new_value, at) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![eid, name, old, f.value, at],
         )?;
-        rule_fact_changed |= RuleFact::is_rule_fact(&f.name);
+        rule_fact_changed |= steward_core::configuration::fact_resets_configuration(&f.name);
     }
     Ok(rule_fact_changed)
 }

@@ -2,16 +2,39 @@
 //! becomes, admins' own commands validated, commands described for lists, where devices enroll).
 
 use serde::Deserialize;
+use steward_core::configuration::DeviceLock;
 use steward_core::{
-    Action, CatalogProfile, CommandRejected, CommandSummary, EnrollmentEndpoint, Platform, PlatformAdapter,
+    Action, CatalogProfile, CommandRejected, CommandSummary, DeviceFact, EnrollmentEndpoint, Platform, PlatformAdapter,
     PlatformPayload, Setting, SettingRejected,
 };
 
 use crate::commands::{self, CommandItem, OmaDmCommand, Verb};
 
-/// The Windows [`PlatformAdapter`].
-#[derive(Debug, Clone, Copy, Default)]
-pub struct WindowsAdapter;
+/// The Windows [`PlatformAdapter`], for the DMClient provider id the server enrolls devices with
+/// (`enrollment.provider_id`: the inventory and ConfigLock nodes live under it).
+#[derive(Debug, Clone)]
+pub struct WindowsAdapter {
+    provider_id: String,
+}
+
+impl WindowsAdapter {
+    pub fn new(provider_id: impl Into<String>) -> Self {
+        Self {
+            provider_id: provider_id.into(),
+        }
+    }
+
+    pub fn provider_id(&self) -> &str {
+        &self.provider_id
+    }
+}
+
+impl Default for WindowsAdapter {
+    /// The default provider id (`enrollment.provider_id`'s default).
+    fn default() -> Self {
+        Self::new(crate::DEFAULT_PROVIDER_ID)
+    }
+}
 
 /// The admin API's request for a custom OMA-DM command.
 #[derive(Debug, Deserialize)]
@@ -47,7 +70,7 @@ impl PlatformAdapter for WindowsAdapter {
     }
 
     fn action_command(&self, action: Action) -> Result<PlatformPayload, CommandRejected> {
-        Ok(commands::action_command(action).to_payload())
+        Ok(commands::action_command(action, &self.provider_id).to_payload())
     }
 
     fn admin_command(&self, request: &serde_json::Value) -> Result<PlatformPayload, CommandRejected> {
@@ -113,6 +136,10 @@ impl PlatformAdapter for WindowsAdapter {
     fn catalog_settings(&self, name: &str) -> Option<Vec<Setting>> {
         crate::profile::catalog_settings(name)
     }
+
+    fn device_lock(&self, facts: &[DeviceFact]) -> DeviceLock {
+        crate::config_lock::device_lock(&self.provider_id, facts)
+    }
 }
 
 #[cfg(test)]
@@ -124,7 +151,7 @@ mod tests {
 
     #[test]
     fn admin_commands_are_validated() {
-        let a = WindowsAdapter;
+        let a = WindowsAdapter::default();
         let ok = a
             .admin_command(&json!({
                 "verb": "replace",
@@ -166,7 +193,7 @@ mod tests {
 
     #[test]
     fn actions_describe_and_endpoints() {
-        let a = WindowsAdapter;
+        let a = WindowsAdapter::default();
         let wipe = a.action_command(Action::Wipe(WipeKind::Wipe)).unwrap();
         assert_eq!(
             a.describe(&wipe),

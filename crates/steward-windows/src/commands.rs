@@ -126,13 +126,13 @@ pub fn wipe_loc_uri(kind: WipeKind) -> &'static str {
 
 /// The command a remote action becomes. RemoteLock `Lock`: Windows desktop editions may refuse it
 /// (the CSP targets mobile); the device's status is recorded either way. A sync is the inventory
-/// read ([`crate::inventory::inventory_command`]).
-pub fn action_command(action: Action) -> OmaDmCommand {
+/// read ([`crate::inventory::inventory_command`]) of the nodes under our DMClient `provider_id`.
+pub fn action_command(action: Action, provider_id: &str) -> OmaDmCommand {
     let target = match action {
         Action::Wipe(k) => wipe_loc_uri(k),
         Action::Reboot => "./Device/Vendor/MSFT/Reboot/RebootNow",
         Action::Lock => "./Vendor/MSFT/RemoteLock/Lock",
-        Action::Sync => return crate::inventory::inventory_command(),
+        Action::Sync => return crate::inventory::inventory_command(provider_id),
     };
     OmaDmCommand::single(
         Verb::Exec,
@@ -364,14 +364,17 @@ mod tests {
     #[test]
     fn actions_target_the_right_csp() {
         assert_eq!(
-            action_command(Action::Wipe(WipeKind::Protected)).items[0].target,
+            action_command(Action::Wipe(WipeKind::Protected), "Steward").items[0].target,
             "./Device/Vendor/MSFT/RemoteWipe/doWipeProtected"
         );
-        assert_eq!(action_command(Action::Reboot).verb, Verb::Exec);
+        assert_eq!(action_command(Action::Reboot, "Steward").verb, Verb::Exec);
         for a in [Action::Wipe(WipeKind::Wipe), Action::Reboot, Action::Lock, Action::Sync] {
-            assert_eq!(validate(&action_command(a)), Ok(()));
+            assert_eq!(validate(&action_command(a, "Steward")), Ok(()));
         }
-        assert_eq!(action_command(Action::Sync), crate::inventory::inventory_command());
+        assert_eq!(
+            action_command(Action::Sync, "Steward"),
+            crate::inventory::inventory_command("Steward")
+        );
     }
 
     #[test]

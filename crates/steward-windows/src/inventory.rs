@@ -2,7 +2,7 @@
 //! DMClient CSPs) and the platform-neutral fact each becomes. The device's own Replace of DevInfo at
 //! session start feeds the same map.
 
-use steward_core::{FactName, FactUpdate};
+use steward_core::{FactName, FactUpdate, facts};
 
 use crate::commands::{CommandItem, OmaDmCommand, Verb};
 
@@ -118,7 +118,15 @@ pub fn normalize(loc_uri: &str) -> std::borrow::Cow<'_, str> {
 /// do not fit the kind.
 pub fn fact_for(loc_uri: &str, value: &str) -> Option<FactUpdate> {
     let uri = normalize(loc_uri);
-    let (_, name, kind) = INVENTORY.iter().find(|(u, _, _)| *u == uri.as_ref())?;
+    let secured_core = (facts::SECURED_CORE, FactKind::Bool);
+    let (name, kind) = if crate::config_lock::is_secure_core(&uri) {
+        (&secured_core.0, &secured_core.1)
+    } else {
+        INVENTORY
+            .iter()
+            .find(|(u, _, _)| *u == uri.as_ref())
+            .map(|(_, n, k)| (n, k))?
+    };
     let value = value.trim();
     let value = match kind {
         FactKind::Text => value.chars().take(512).collect(),
@@ -132,19 +140,22 @@ pub fn fact_for(loc_uri: &str, value: &str) -> Option<FactUpdate> {
     Some(FactUpdate::new(name.clone(), value))
 }
 
-/// One Get with every inventory node (Windows answers each item with its own Results item or a 404
-/// for nodes its edition lacks).
-pub fn inventory_command() -> OmaDmCommand {
+/// One Get with every inventory node, and our DMClient provider's ConfigLock `SecureCore` (fact
+/// `security.secured_core`: whether ConfigLock can work, [`crate::config_lock`]). Windows answers
+/// each item with its own Results item or a 404 for nodes its edition or build lacks.
+pub fn inventory_command(provider_id: &str) -> OmaDmCommand {
+    let item = |target: String| CommandItem {
+        target,
+        format: None,
+        type_: None,
+        data: None,
+    };
     OmaDmCommand {
         verb: Verb::Get,
         items: INVENTORY
             .iter()
-            .map(|(uri, _, _)| CommandItem {
-                target: (*uri).into(),
-                format: None,
-                type_: None,
-                data: None,
-            })
+            .map(|(uri, _, _)| item((*uri).into()))
+            .chain([item(crate::config_lock::secure_core_path(provider_id))])
             .collect(),
         children: Vec::new(),
     }
@@ -183,7 +194,18 @@ mod tests {
             Some(fact("security.defender_realtime", "true"))
         );
         assert_eq!(fact_for("./Unknown/Node", "x"), None);
-        assert_eq!(inventory_command().items.len(), INVENTORY.len());
+        assert_eq!(inventory_command("Steward").items.len(), INVENTORY.len() + 1);
+        assert_eq!(
+            fact_for(
+                "./Device/Vendor/MSFT/DMClient/Provider/Steward/ConfigLock/SecureCore",
+                "True"
+            ),
+            Some(FactUpdate::new(facts::SECURED_CORE, "true"))
+        );
+        assert_eq!(
+            fact_for("./Vendor/MSFT/DMClient/Provider/Steward/ConfigLock/SecureCore", "maybe"),
+            None
+        );
     }
 
     #[test]

@@ -15,6 +15,7 @@
 mod adapter;
 pub mod catalog;
 pub mod commands;
+pub mod config_lock;
 mod enroll;
 mod fault;
 pub mod federated;
@@ -39,6 +40,9 @@ use steward_core::service::{Core, Identity};
 use steward_http::ForwardedCertPolicy;
 
 pub use adapter::WindowsAdapter;
+
+/// The DMClient provider id when `enrollment.provider_id` is not configured.
+pub const DEFAULT_PROVIDER_ID: &str = "Steward";
 pub use commands::{CommandError, CommandItem, OmaDmCommand, PayloadError, Verb};
 
 /// Canonical (lower-case) device paths. Requests whose path matches one of these ignoring ASCII case

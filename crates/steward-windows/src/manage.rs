@@ -306,6 +306,17 @@ async fn answer(
     // The device's configuration, when the context loaded it (a settled device costs nothing
     // here): its operations go to the engine as open commands and come back out of the commit.
     let mut open = open;
+    let mut configuration = configuration;
+    if let Some(loaded) = configuration.loaded.as_mut()
+        && loaded.asks_lock()
+    {
+        // A profile asks for ConfigLock: whether this device supports it, from the facts the
+        // store loaded with the configuration (DEVICE_LOCK_FACTS).
+        loaded.lock = Some(crate::config_lock::device_lock(
+            &settings.provider_id,
+            &loaded.dynamic.facts,
+        ));
+    }
     let reconciliation = crate::reconcile::Reconciliation::prepare(&enrollment, &configuration, now).map(|mut r| {
         open.extend(r.take_commands());
         r

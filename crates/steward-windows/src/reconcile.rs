@@ -266,6 +266,7 @@ mod tests {
                         ..Default::default()
                     },
                     settings: vec![setting(CAMERA), setting(USER_NODE)],
+                    config_lock: false,
                 }],
                 settings: rows,
                 ..Default::default()

@@ -373,7 +373,7 @@ fn due_inventory(input: &SessionInput<'_>) -> Option<NewCommand> {
     Some(NewCommand {
         id: p.command_id,
         enrollment_id: input.enrollment.id,
-        payload: inventory::inventory_command().to_payload(),
+        payload: inventory::inventory_command(&input.poll.provider_id).to_payload(),
         priority: Priority::INVENTORY,
         origin: CommandOrigin::Inventory,
         created_at: input.now,
@@ -1460,7 +1460,7 @@ pub(crate) mod tests {
     #[test]
     fn queued_commands_go_out_and_outcomes_come_back_once() {
         let e = enrollment();
-        let get = command(&e, crate::inventory::inventory_command(), "inventory");
+        let get = command(&e, crate::inventory::inventory_command("Steward"), "inventory");
         let set = command(
             &e,
             replace("./Vendor/MSFT/Policy/Config/Camera/AllowCamera", "0"),
@@ -1593,7 +1593,7 @@ pub(crate) mod tests {
         assert_eq!(c.commands[1].cmd_id(), format!("{}.2", atomic.id));
         let wipe = command(
             &e,
-            action_command(Action::Wipe(WipeKind::Protected)),
+            action_command(Action::Wipe(WipeKind::Protected), "Steward"),
             &Action::Wipe(WipeKind::Protected).origin().as_str(),
         );
         let msg = reply(
@@ -2150,7 +2150,7 @@ pub(crate) mod tests {
         assert_eq!(code(rep.id), Some(500));
 
         // The inventory read answered with one error for the whole Get, but with Results: collected.
-        let mut inv = command(&e, inventory::inventory_command(), "inventory");
+        let mut inv = command(&e, inventory::inventory_command("Steward"), "inventory");
         inv.origin = CommandOrigin::Inventory;
         inv.state = CommandState::Sent;
         let results = Sc::Results(syncml::Results {
@@ -2238,7 +2238,7 @@ pub(crate) mod tests {
             );
             assert_eq!(
                 OmaDmCommand::from_payload(&queued.payload).unwrap(),
-                inventory::inventory_command()
+                inventory::inventory_command("Steward")
             );
             // Sent in this very message, in queue order (after higher priorities, before lower).
             assert_eq!(out.commit.sent, vec![urgent.id, id, late.id]);
@@ -2255,7 +2255,7 @@ pub(crate) mod tests {
             now,
         ));
         assert!(fresh.commit.enqueue.is_empty());
-        let waiting = [command(&e, inventory::inventory_command(), "inventory")];
+        let waiting = [command(&e, inventory::inventory_command("Steward"), "inventory")];
         let out = process(input(&msg, &e, None, &waiting, &[], stale(None), now));
         assert!(out.commit.enqueue.is_empty());
         assert_eq!(out.commit.sent, vec![waiting[0].id]);
@@ -2277,7 +2277,7 @@ pub(crate) mod tests {
     fn an_answered_inventory_sets_the_inventory_clock_to_now() {
         let e = enrollment();
         let now = OffsetDateTime::now_utc() - time::Duration::minutes(3);
-        let get = command(&e, inventory::inventory_command(), "inventory");
+        let get = command(&e, inventory::inventory_command("Steward"), "inventory");
         let msg = reply("1", 2, vec![st("2", &get.id.wire_id(), "Get", 200)], true);
         let out = process(input(
             &msg,

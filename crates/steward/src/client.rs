@@ -26,9 +26,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use steward_api::types::{
     ApiTokenPage, ApiTokenView, CatalogDetail, CatalogList, CommandPage, CommandRequest, CommandView, CreatedApiToken,
-    CreatedEnrollmentToken, DeviceDetail, DeviceGroupRequest, DevicePage, DeviceSummary, EnrollmentTokenPage,
-    EnrollmentTokenView, GroupPage, GroupRuleRequest, GroupView, NewApiTokenRequest, NewEnrollmentTokenRequest,
-    NewGroupRequest, NewUserRequest, Problem, ServerInfo, UpdateUserRequest, UserPage, UserView, WipeRequest,
+    CreatedEnrollmentToken, DeviceDetail, DeviceGroupRequest, DevicePage, DeviceSummary, DeviceTagsRequest,
+    DeviceTagsResponse, EnrollmentTokenPage, EnrollmentTokenView, GroupPage, GroupRuleRequest, GroupView,
+    NewApiTokenRequest, NewEnrollmentTokenRequest, NewGroupRequest, NewUserRequest, Problem, ServerInfo,
+    UpdateUserRequest, UserPage, UserView, WipeRequest,
 };
 use steward_api::types::{
     ApplyReportView, ApplyRequest, AssignBody, DeviceSettingsView, ProfileDetailView, ProfileExport, ProfileList,
@@ -559,6 +560,19 @@ impl ApiClient {
         self.json(
             http::Method::PUT,
             &format!("/api/v1/devices/{}/group", encode(device)),
+            Some(to_json(body)?),
+        )
+        .await
+    }
+
+    pub async fn set_device_tags(
+        &self,
+        device: &str,
+        body: &DeviceTagsRequest,
+    ) -> Result<Fetched<DeviceTagsResponse>, ApiError> {
+        self.json(
+            http::Method::PUT,
+            &format!("/api/v1/devices/{}/tags", encode(device)),
             Some(to_json(body)?),
         )
         .await

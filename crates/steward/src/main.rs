@@ -262,6 +262,30 @@ enum DeviceCommand {
         #[arg(long, conflicts_with = "group")]
         none: bool,
     },
+    /// Change a device's tags (labels that dynamic-group rules read: `{"fact": "tags", ...}`).
+    Tag {
+        device: String,
+        #[command(subcommand)]
+        change: TagChange,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum TagChange {
+    /// Add tags to those the device has.
+    Add {
+        #[arg(required = true)]
+        tags: Vec<String>,
+    },
+    /// Remove tags from the device (a tag it does not have is ignored).
+    Remove {
+        #[arg(required = true)]
+        tags: Vec<String>,
+    },
+    /// Replace every tag of the device with these (none: remove them all).
+    Set { tags: Vec<String> },
+    /// Print the device's tags.
+    List,
 }
 
 #[derive(Subcommand)]

@@ -9,14 +9,14 @@ use anyhow::{Context, Result, bail};
 use serde_json::json;
 use steward_api::types::{
     ApiTokenKind, CatalogCategoryName, CommandItemRequest, CommandRequest, CommandView, DeviceGroupRequest,
-    DeviceSummary, GroupRuleRequest, NewApiTokenRequest, NewEnrollmentTokenRequest, NewGroupRequest, NewUserRequest,
-    RoleName, UpdateUserRequest, UserView, VerbName,
+    DeviceSummary, DeviceTagsRequest, GroupRuleRequest, NewApiTokenRequest, NewEnrollmentTokenRequest, NewGroupRequest,
+    NewUserRequest, RoleName, UpdateUserRequest, UserView, VerbName,
 };
 
 use crate::client::{self, ApiClient, DeviceAction, DeviceFilter, MAX_PAGE};
 use crate::output::{Output, Table, or_dash, print_json, when};
 use crate::{
-    ApiTokenCommand, CatalogCommand, CommandCommand, DeviceCommand, DeviceListArgs, GroupCommand, RuleArgs,
+    ApiTokenCommand, CatalogCommand, CommandCommand, DeviceCommand, DeviceListArgs, GroupCommand, RuleArgs, TagChange,
     TokenCommand, UserCommand, VerbArg,
 };
 
@@ -413,6 +413,51 @@ pub async fn devices(c: &ApiClient, out: Output, command: DeviceCommand) -> Resu
                 ),
             }
         }
+        DeviceCommand::Tag { device, change } => {
+            let current = || async { c.device(&device).await.map(|d| d.data.tags) };
+            // add/remove read the device's tags and write the new set: two admins changing one
+            // device's tags at the same moment, the last write wins (`set` says the whole set).
+            let tags: Vec<String> = match change {
+                TagChange::List => {
+                    let tags = current().await?;
+                    match out {
+                        Output::Json => print_json(&json!({ "tags": tags }))?,
+                        Output::Table => println!(
+                            "{}",
+                            if tags.is_empty() {
+                                "(no tags)".to_owned()
+                            } else {
+                                tags.join(" ")
+                            }
+                        ),
+                    }
+                    return Ok(());
+                }
+                TagChange::Set { tags } => tags,
+                TagChange::Add { tags } => {
+                    let mut all = current().await?;
+                    all.extend(tags);
+                    all
+                }
+                TagChange::Remove { tags } => {
+                    let gone: Vec<String> = tags.iter().map(|t| t.trim().to_lowercase()).collect();
+                    current().await?.into_iter().filter(|t| !gone.contains(t)).collect()
+                }
+            };
+            let d = c.set_device_tags(&device, &DeviceTagsRequest { tags }).await?;
+            match out {
+                Output::Json => print_json(&d.raw)?,
+                Output::Table => println!(
+                    "{}: tags {}",
+                    d.data.device_id,
+                    if d.data.tags.is_empty() {
+                        "(none)".to_owned()
+                    } else {
+                        d.data.tags.join(" ")
+                    }
+                ),
+            }
+        }
         DeviceCommand::Show { device } => {
             let detail = c.device(&device).await?;
             match out {
@@ -434,6 +479,9 @@ pub async fn devices(c: &ApiClient, out: Output, command: DeviceCommand) -> Resu
                         d.enrollment_type,
                         d.auth_method
                     );
+                    if !detail.data.tags.is_empty() {
+                        println!("  tags {}", detail.data.tags.join(" "));
+                    }
                     println!(
                         "  certificate {}  expires {}",
                         cert.thumbprint,

@@ -261,10 +261,11 @@ pub async fn profiles(c: &ApiClient, out: Output, command: ProfileCommand) -> Re
                     println!("versions:");
                     for v in &d.data.versions {
                         println!(
-                            "  {:>4}  {}  {} settings  {}",
+                            "  {:>4}  {}  {} settings{}  {}",
                             v.version,
                             when(Some(v.created_at), "-"),
                             v.settings.len(),
+                            if v.config_lock { " + config lock" } else { "" },
                             &v.digest[..v.digest.len().min(16)]
                         );
                     }
@@ -365,6 +366,14 @@ pub async fn device_settings(c: &ApiClient, out: Output, device: &str) -> Result
             t.print()?;
             for c in &s.data.conflicts {
                 println!("conflict on {}: {} wins over {}", c.path, c.winner, c.loser);
+            }
+            if let Some(l) = &s.data.config_lock {
+                let by = l.requested_by.join(", ");
+                if l.status == "applied" {
+                    println!("config lock (asked for by {by}): set with {}", l.paths.join(", "));
+                } else {
+                    println!("config lock (asked for by {by}): not applied: {}", l.reason);
+                }
             }
         }
     }

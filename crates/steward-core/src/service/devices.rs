@@ -1,5 +1,5 @@
 //! Devices as the admin surfaces see them: finding one by DeviceID or enrollment id within the
-//! caller's scope, listing, the detail view, moving between groups, unenrolling.
+//! caller's scope, listing, the detail view, moving between groups, tagging, unenrolling.
 
 use std::sync::Arc;
 
@@ -8,7 +8,7 @@ use crate::access::{Permission, Principal};
 use crate::admin::{DeviceCursor, DeviceQuery, DeviceSort};
 use crate::checkin::EnrollmentEnd;
 use crate::inventory::{DeviceFact, FactChange};
-use crate::model::{DeviceId, Enrollment, EnrollmentId, EnrollmentState, Group, GroupId};
+use crate::model::{DeviceId, DeviceTags, Enrollment, EnrollmentId, EnrollmentState, Group, GroupId};
 use crate::store::Store;
 
 /// A device list request as the surfaces take it (group by name; the scope is the caller's).
@@ -43,6 +43,8 @@ pub struct DeviceDetail {
     pub group: Option<String>,
     pub facts: Vec<DeviceFact>,
     pub fact_history: Vec<FactChange>,
+    /// Its admin-assigned tags, sorted.
+    pub tags: DeviceTags,
 }
 
 #[derive(Clone)]
@@ -136,6 +138,7 @@ impl Devices {
         let e = self.find(who, key).await?;
         let facts = self.store.device_facts(e.id).await?;
         let fact_history = self.store.fact_history(e.id).await?;
+        let tags = self.store.device_tags(e.id).await?;
         let group = match e.group_id {
             Some(g) => self.group_name(g).await?,
             None => None,
@@ -145,7 +148,29 @@ impl Devices {
             group,
             facts,
             fact_history,
+            tags,
         })
+    }
+
+    /// Replaces an active device's tags with `tags` (validated and normalised here: every surface
+    /// gets the same rule and the same message). The device's dynamic groups are re-evaluated at
+    /// its next check-in, as after a fact change. Returns the enrollment, its tags before and
+    /// after. Tags are labels that choose what devices get (like a group move), hence
+    /// `groups.write`.
+    pub async fn set_tags<S: AsRef<str>>(
+        &self,
+        who: &Principal,
+        key: &str,
+        tags: &[S],
+    ) -> ServiceResult<(Enrollment, DeviceTags, DeviceTags)> {
+        require(who, Permission::GroupsWrite)?;
+        let tags = DeviceTags::parse(tags).map_err(|e| ServiceError::Invalid(e.to_string()))?;
+        let e = self.find_active(who, key).await?;
+        let before = self.store.device_tags(e.id).await?;
+        if !self.store.set_device_tags(e.id, &tags, self.clock.now()).await? {
+            return Err(ServiceError::NotFound("device"));
+        }
+        Ok((e, before, tags))
     }
 
     async fn group_name(&self, id: GroupId) -> ServiceResult<Option<String>> {

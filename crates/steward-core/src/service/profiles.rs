@@ -13,8 +13,8 @@ use time::OffsetDateTime;
 use super::{Clock, ServiceError, ServiceResult, require};
 use crate::access::{Permission, Principal};
 use crate::configuration::{
-    AssignDocument, AssignedProfile, Assignment, Conflict, DEFAULT_PRIORITY, Profile, ProfileDocument, ProfileId,
-    ProfileStatusCounts, ProfileVersion, ProfileWrite, Remediation, Setting, SettingView, device_view,
+    AssignDocument, AssignedProfile, Assignment, Conflict, DEFAULT_PRIORITY, DeviceLockView, Profile, ProfileDocument,
+    ProfileId, ProfileStatusCounts, ProfileVersion, ProfileWrite, Remediation, Setting, SettingView, device_view,
     profile_conflicts, valid_profile_name,
 };
 use crate::model::{Enrollment, Group, GroupId, Platform};
@@ -125,6 +125,8 @@ struct Prepared {
     priority: i32,
     remediation: Remediation,
     settings: Vec<Setting>,
+    /// The device-side lock ([`ProfileVersion::config_lock`]).
+    config_lock: bool,
     assignment: Assignment,
     assign: AssignDocument,
     /// The document's `rollout:` section: a new version goes out in rings ([`crate::rollout`]).
@@ -246,6 +248,7 @@ impl Profiles {
             priority: doc.priority,
             remediation: doc.remediation,
             settings,
+            config_lock: doc.config_lock,
             assign: groups.document(&assignment),
             assignment,
         })
@@ -269,7 +272,7 @@ impl Profiles {
         for p in prepared {
             let existing = self.store.profile_by_name(&p.name).await?;
             let devices_after = self.store.count_assigned(p.platform, &p.assignment).await?;
-            let digest = ProfileVersion::digest_of(&p.settings);
+            let digest = ProfileVersion::digest_with(&p.settings, p.config_lock);
             let Some(old) = existing else {
                 let profile = Profile {
                     id: ProfileId::new(),
@@ -310,6 +313,7 @@ impl Profiles {
                         version: 1,
                         settings: p.settings,
                         digest,
+                        config_lock: p.config_lock,
                         created_at: now,
                     }),
                     profile,
@@ -344,6 +348,10 @@ impl Profiles {
             }
             if old.remediation != p.remediation {
                 fields_changed.push("remediation");
+            }
+            // Part of the version (its digest): a change appends a version like a settings change.
+            if current.config_lock != p.config_lock {
+                fields_changed.push("config_lock");
             }
             let assignment_changed = !same_assignment(&old.assignment, &p.assignment);
             let devices_before = self.store.count_assigned(old.platform, &old.assignment).await?;
@@ -396,6 +404,7 @@ impl Profiles {
                     version: version_after,
                     settings: p.settings,
                     digest,
+                    config_lock: p.config_lock,
                     created_at: now,
                 }),
                 profile,
@@ -442,6 +451,7 @@ impl Profiles {
                 priority: p.priority,
                 remediation: p.remediation,
                 settings: version.settings.iter().map(|s| adapter.setting_document(s)).collect(),
+                config_lock: version.config_lock,
                 assign: groups.document(&p.assignment),
                 catalog: None,
                 rollout: None,
@@ -484,6 +494,7 @@ impl Profiles {
                 version: v.version,
                 assignment: p.assignment.clone(),
                 settings: v.settings,
+                config_lock: v.config_lock,
             });
         }
         let conflicts = profile_conflicts(&candidates)
@@ -512,17 +523,26 @@ impl Profiles {
     }
 
     /// A device's settings: every desired setting with its status and reason (pending when the
-    /// device has not checked in since it was assigned), settings being removed, and conflicts.
+    /// device has not checked in since it was assigned), settings being removed, conflicts, and —
+    /// when an assigned profile asks for it — the device-side lock (supported, or why not).
     pub async fn device_settings(
         &self,
         who: &Principal,
         device: &Enrollment,
-    ) -> ServiceResult<(Vec<SettingView>, Vec<Conflict>)> {
+    ) -> ServiceResult<(Vec<SettingView>, Vec<Conflict>, Option<DeviceLockView>)> {
         require(who, Permission::DevicesRead)?;
         if !who.sees(device) {
             return Err(ServiceError::NotFound("device"));
         }
-        let config = self.store.device_configuration(device.id).await?;
+        let mut config = self.store.device_configuration(device.id).await?;
+        if config.asks_lock() {
+            // Decided as the check-in decides it: by the platform, from the facts the store
+            // loaded with the configuration.
+            config.lock = Some(match self.platforms.get(device.platform) {
+                Ok(adapter) => adapter.device_lock(&config.dynamic.facts),
+                Err(e) => crate::configuration::DeviceLock::Unsupported(e.to_string()),
+            });
+        }
         Ok(device_view(&config, device.last_seen_at))
     }
 
@@ -634,7 +654,13 @@ impl Profiles {
             .resolve(&assign)
             .map_err(|g| ServiceError::Invalid(format!("no group named {g:?}")))?;
         let existing = self.store.profile_by_name(name).await?;
+        // Assigning a catalog entry again keeps the profile's device-side lock as it is.
+        let config_lock = match &existing {
+            Some(p) => self.current(p).await?.config_lock,
+            None => false,
+        };
         let prepared = Prepared {
+            config_lock,
             name: name.to_owned(),
             platform: entry.platform,
             description: existing

@@ -261,9 +261,17 @@ pub trait GroupStore: Send + Sync {
     /// re-evaluates its membership once). Conflict if the group is static (it has members by
     /// assignment, not by rule); false if it does not exist.
     async fn set_group_rule(&self, id: GroupId, rule: &GroupRule) -> StoreResult<bool>;
+    /// An enrollment's tags, sorted (empty for an unknown enrollment).
+    async fn device_tags(&self, id: EnrollmentId) -> StoreResult<DeviceTags>;
+    /// Replaces an active enrollment's tags with `tags` (validated by core) and, when they changed,
+    /// resets the device's configuration stamp in the same transaction, so its dynamic groups are
+    /// re-evaluated at its next check-in exactly as after a fact change. Returns false (writing
+    /// nothing) if the enrollment does not exist or is not active.
+    async fn set_device_tags(&self, id: EnrollmentId, tags: &DeviceTags, now: OffsetDateTime) -> StoreResult<bool>;
     /// Every active enrollment (of `platform`, if given) with those of its facts named in `facts`,
     /// oldest first: what evaluating a dynamic group's rule in core reads (the members list, the
-    /// profile counts). Whole-fleet, in memory.
+    /// profile counts). Whole-fleet, in memory. The name [`crate::group_rule::TAGS`] asks for the
+    /// enrollment's tags, one fact per tag.
     async fn active_enrollments_with_facts(
         &self,
         platform: Option<Platform>,

@@ -190,6 +190,7 @@ const EXPECTED: &[(&str, &str, &str, bool)] = &[
     ("POST", "/api/v1/devices/{id}/actions/sync", "AOH", true),
     ("POST", "/api/v1/devices/{id}/actions/unenroll", "AO", true),
     ("PUT", "/api/v1/devices/{id}/group", "AO", false),
+    ("PUT", "/api/v1/devices/{id}/tags", "AO", false),
     ("POST", "/api/v1/commands/{id}/cancel", "AO", true),
     ("GET", "/api/v1/enrollment-tokens", "AOHU", false),
     ("POST", "/api/v1/enrollment-tokens", "A", false),

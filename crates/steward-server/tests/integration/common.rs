@@ -304,7 +304,7 @@ pub mod admin {
     }
 
     pub async fn queue_action(store: &dyn TestStore, e: &Enrollment, action: &Action) -> Result<CommandId, String> {
-        let command = steward_windows::commands::action_command(*action);
+        let command = steward_windows::commands::action_command(*action, steward_windows::DEFAULT_PROVIDER_ID);
         enqueue(store, e, command, action.origin(), action.priority(), None).await
     }
 

@@ -78,7 +78,7 @@ async fn os_version(t: &TestServer, e: &Enrollment) -> Option<String> {
 
 /// Version 1 of a camera-off profile assigned as given (settings validated by the adapter).
 fn camera_off(assignment: Assignment) -> ProfileWrite {
-    let settings = WindowsAdapter
+    let settings = WindowsAdapter::default()
         .profile_settings(&[json!({"loc_uri": CAMERA, "format": "int", "value": 0})])
         .expect("valid settings");
     let now = OffsetDateTime::now_utc();
@@ -100,6 +100,7 @@ fn camera_off(assignment: Assignment) -> ProfileWrite {
             profile_id: id,
             version: 1,
             digest: ProfileVersion::digest_of(&settings),
+            config_lock: false,
             settings,
             created_at: now,
         }),

@@ -29,7 +29,9 @@ fn new_profile(
     settings: Vec<Value>,
     assignment: Assignment,
 ) -> ProfileWrite {
-    let settings = WindowsAdapter.profile_settings(&settings).expect("valid settings");
+    let settings = WindowsAdapter::default()
+        .profile_settings(&settings)
+        .expect("valid settings");
     let now = OffsetDateTime::now_utc();
     let id = ProfileId::new();
     ProfileWrite {
@@ -49,6 +51,7 @@ fn new_profile(
             profile_id: id,
             version: 1,
             digest: ProfileVersion::digest_of(&settings),
+            config_lock: false,
             settings,
             created_at: now,
         }),

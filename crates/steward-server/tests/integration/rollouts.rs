@@ -129,7 +129,7 @@ async fn a_failing_pilot_ring_halts_the_rollout_before_the_next_ring() {
         assert_eq!(d.tree.value(CAMERA), Some("1"), "outside the pilot: still version 1");
         assert_eq!(camera_row(&t, e).await.unwrap().profile_version, 1);
         // The settings table says what the device waits for.
-        let (view, _) = device_view(&t.store().device_configuration(e.id).await.unwrap(), None);
+        let (view, _, _) = device_view(&t.store().device_configuration(e.id).await.unwrap(), None);
         let v = view.iter().find(|v| v.path == CAMERA).unwrap();
         assert_eq!((v.status, v.version), (SettingStatus::Pending, 2));
         assert!(v.reason.starts_with("waiting in rollout ring "), "{}", v.reason);
