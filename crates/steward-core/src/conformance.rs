@@ -1247,7 +1247,6 @@ where
     );
 }
 
-
 // ---------------------------------------------------------------- stale check-ins
 
 /// A check-in commit applies only over the session record its context read
@@ -1282,7 +1281,11 @@ where
         Err(StoreError::Stale(_))
     ));
     let after = context_of(store, e.id, t0).await;
-    assert_eq!(after.session.as_ref().map(|r| r.key.as_str()), Some("s1"), "the stale commit wrote no session");
+    assert_eq!(
+        after.session.as_ref().map(|r| r.key.as_str()),
+        Some("s1"),
+        "the stale commit wrote no session"
+    );
     assert!(store.command(queued.id).await.unwrap().is_none(), "nor its command");
 
     // Planned on the current record, it applies; a record that moved on since refuses it again.
@@ -1314,7 +1317,11 @@ where
         store.commit_checkin(e.id, &carrying, t0).await,
         Err(StoreError::Stale(_))
     ));
-    assert_eq!(state_of(store, other.id).await, CommandState::Pending, "nothing was marked sent");
+    assert_eq!(
+        state_of(store, other.id).await,
+        CommandState::Pending,
+        "nothing was marked sent"
+    );
     assert_eq!(state_of(store, cmd.id).await, CommandState::Cancelled);
     // Planned again on a fresh context, without it: applies (a command named twice counts once).
     let ctx = context_of(store, e.id, t0).await;
@@ -1327,7 +1334,10 @@ where
     store.commit_checkin(e.id, &replanned, t0).await.unwrap();
     assert_eq!(state_of(store, other.id).await, CommandState::Sent);
     // Unchecked (the default) writes over whatever is there.
-    store.commit_checkin(e.id, &in_session(&session("s5")), t0).await.unwrap();
+    store
+        .commit_checkin(e.id, &in_session(&session("s5")), t0)
+        .await
+        .unwrap();
 }
 
 async fn context_of<S: CheckinStore>(store: &S, id: EnrollmentId, at: OffsetDateTime) -> CheckinContext {

@@ -562,15 +562,18 @@ async fn commit_checkin(
     // sees whatever committed before: a second message processed at the same time as the first
     // finds the first one's record here and is refused, to be replanned (then replayed as a repeat).
     if c.session_read != SessionPrecondition::Unchecked {
-        let current = sqlx::query(
-            "SELECT session_key, state, last_request_hash FROM checkin_sessions WHERE enrollment_id = $1",
-        )
-        .bind(&eid)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(from_sqlx)?;
+        let current =
+            sqlx::query("SELECT session_key, state, last_request_hash FROM checkin_sessions WHERE enrollment_id = $1")
+                .bind(&eid)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(from_sqlx)?;
         let current = match &current {
-            Some(r) => Some((r.col::<&str>("session_key")?, r.col::<&str>("state")?, r.col::<&str>("last_request_hash")?)),
+            Some(r) => Some((
+                r.col::<&str>("session_key")?,
+                r.col::<&str>("state")?,
+                r.col::<&str>("last_request_hash")?,
+            )),
             None => None,
         };
         if !c.session_read.holds(current) {
