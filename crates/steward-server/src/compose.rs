@@ -244,3 +244,14 @@ async fn strict_transport_security(mut resp: Response) -> Response {
     );
     resp
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_configured_command_cap_defaults_to_the_adapters_own() {
+        assert_eq!(
+            crate::config::DEFAULT_DEVICE_COMMANDS_PER_MESSAGE,
+            steward_windows::session::MAX_DEVICE_COMMANDS
+        );
+    }
+}

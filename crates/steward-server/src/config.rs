@@ -449,6 +449,11 @@ impl Default for ManagementConfig {
     }
 }
 
+/// Default of `limits.device_commands_per_message`: the Windows adapter's own cap
+/// (`steward_windows::session::MAX_DEVICE_COMMANDS`; compose.rs's tests keep the two equal). Only
+/// compose.rs names the adapter (architecture test), hence the number here.
+pub const DEFAULT_DEVICE_COMMANDS_PER_MESSAGE: usize = 5_000;
+
 impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
@@ -456,7 +461,7 @@ impl Default for LimitsConfig {
             management_body_bytes: 4 * 1024 * 1024,
             api_body_bytes: steward_api::API_BODY_BYTES,
             console_form_bytes: steward_console::FORM_BYTES,
-            device_commands_per_message: steward_windows::session::MAX_DEVICE_COMMANDS,
+            device_commands_per_message: DEFAULT_DEVICE_COMMANDS_PER_MESSAGE,
             sessions_per_device: 2,
             discovery_per_minute_per_address: 600,
             handshake_timeout_seconds: 10,
