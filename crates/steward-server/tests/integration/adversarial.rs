@@ -207,7 +207,9 @@ async fn concurrent_duplicate_messages_are_recorded_once() {
 /// (rule 7: re-enrollment fences the queue).
 #[tokio::test]
 async fn a_device_racing_its_own_wipe() {
-    let t = TestServer::start().await;
+    // Three requests of one device at once: room for all three, so that what races is the wipe
+    // and not the per-device request limit (2 by default; its 503 is limits::'s subject).
+    let t = TestServer::start_with(|c| c.limits.sessions_per_device = 3).await;
     let mut d = t.managed_device(None).await;
     let (c1, c2, c3) = (t.device_client(&d), t.device_client(&d), t.device_client(&d));
     let e = t.enrollment_of(&d).await;
