@@ -31,7 +31,6 @@ use steward_core::configuration::{
 use steward_core::rollout::{self, RingSpec, RingStats, RolloutSpec};
 use steward_core::service::ServiceError;
 use steward_core::service::profiles::PROFILE_KIND;
-use steward_windows::WindowsAdapter;
 
 use super::*;
 use crate::pgstats::PgCounters;
@@ -78,10 +77,24 @@ impl Default for ProfilesOptions {
     }
 }
 
+/// The platform adapters as the server composes them (compose.rs wires the Windows adapter in,
+/// with the default provider id): the bench reads and writes profile settings through the same
+/// `PlatformAdapter` the server uses, without naming the Windows adapter itself.
+fn windows_platforms() -> steward_core::Platforms {
+    steward_server::compose::platforms(&steward_server::Config::default().enrollment.provider_id)
+}
+
+fn windows_of(platforms: &steward_core::Platforms) -> Result<&dyn steward_core::PlatformAdapter> {
+    platforms
+        .get(steward_core::Platform::Windows)
+        .map_err(|e| BenchError::Setup(e.to_string()))
+}
+
 /// The catalog's entries that assign as they are (baseline areas and update rings; the kinds need
 /// parameters), as profile documents assigned to every device, in catalog order.
 pub fn catalog_documents() -> Result<Vec<ProfileDocument>> {
-    let adapter = WindowsAdapter::default();
+    let platforms = windows_platforms();
+    let adapter = windows_of(&platforms)?;
     let mut docs = Vec::new();
     for entry in steward_windows::catalog::builtin_core() {
         if entry.category == CatalogCategory::Kind {
@@ -752,7 +765,8 @@ async fn over_the_wire(opts: &ProfilesOptions, docs: &[ProfileDocument], report:
 /// document sets (so the new value is the device's desired value, not lost to the conflict rule)
 /// and none of whose nodes the device refused (so a device can acknowledge all of it).
 fn rolled_document<'a>(docs: &'a [ProfileDocument], refused: &BTreeSet<String>) -> Result<&'a ProfileDocument> {
-    let adapter = WindowsAdapter::default();
+    let platforms = windows_platforms();
+    let adapter = windows_of(&platforms)?;
     let paths: Vec<BTreeSet<String>> = docs
         .iter()
         .map(|d| {
@@ -786,7 +800,8 @@ fn rolled_document<'a>(docs: &'a [ProfileDocument], refused: &BTreeSet<String>) 
 /// its rollout through a pilot ring of `group` (held at that ring: the soak is an hour and nothing
 /// advances it), and the changed setting's path.
 fn next_version_in_ring(doc: &ProfileDocument, group: &str) -> Result<(ProfileDocument, String)> {
-    let adapter = WindowsAdapter::default();
+    let platforms = windows_platforms();
+    let adapter = windows_of(&platforms)?;
     let mut settings = adapter
         .profile_settings(&doc.settings)
         .map_err(|e| BenchError::Setup(format!("{}: {e}", doc.name)))?;
@@ -1072,7 +1087,10 @@ mod tests {
         assert!(docs.len() >= 2);
         for d in &docs {
             assert!(d.assign.all);
-            let settings = WindowsAdapter::default().profile_settings(&d.settings).unwrap();
+            let settings = windows_of(&windows_platforms())
+                .unwrap()
+                .profile_settings(&d.settings)
+                .unwrap();
             assert_eq!(settings.len(), d.settings.len(), "{}", d.name);
         }
     }

@@ -449,9 +449,8 @@ impl Default for ManagementConfig {
     }
 }
 
-/// Default of `limits.device_commands_per_message`: the Windows adapter's own cap
-/// (`steward_windows::session::MAX_DEVICE_COMMANDS`; compose.rs's tests keep the two equal). Only
-/// compose.rs names the adapter (architecture test), hence the number here.
+/// Default of `limits.device_commands_per_message`: the Windows adapter's own cap, kept equal to
+/// it by a test in compose.rs, the one module that names the adapter.
 pub const DEFAULT_DEVICE_COMMANDS_PER_MESSAGE: usize = 5_000;
 
 impl Default for LimitsConfig {

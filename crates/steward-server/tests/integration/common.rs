@@ -333,3 +333,48 @@ pub mod admin {
         Ok(id)
     }
 }
+
+/// One admin API call with the admin token, in-process on the server's router: the status and
+/// the JSON body (Null when there is none).
+pub async fn admin_api(
+    t: &TestServer,
+    method: http::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> (http::StatusCode, serde_json::Value) {
+    use tower::ServiceExt;
+    let req = axum::http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("authorization", format!("Bearer {ADMIN_TOKEN}"));
+    let req = match body {
+        Some(b) => req
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(b.to_string()))
+            .unwrap(),
+        None => req
+            .header("content-length", "0")
+            .body(axum::body::Body::empty())
+            .unwrap(),
+    };
+    let resp = t.server.router.clone().oneshot(req).await.unwrap();
+    let status = resp.status();
+    let bytes = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// One scheduled management session of `d`, which the server must end.
+pub async fn sync(t: &TestServer, d: &mut steward_sim::ManagedDevice) {
+    let client = t.device_client(d);
+    let report = d
+        .run_session(&client, steward_sim::session::SessionTrigger::Scheduled)
+        .await
+        .unwrap();
+    assert!(report.ended, "the server ends the session");
+}

@@ -3,45 +3,13 @@
 //! group's profile reaches it; untagging takes it out again and the setting's removal rule applies.
 //! Bad tags are refused with problem+json naming the tag, and nothing is written.
 
-use axum::body::Body;
-use http::{Method, Request, StatusCode};
+use http::{Method, StatusCode};
 use serde_json::{Value, json};
 use steward_core::*;
-use steward_sim::ManagedDevice;
-use steward_sim::session::SessionTrigger;
-use tower::ServiceExt;
 
-use crate::common::{ADMIN_TOKEN, TestServer};
+use crate::common::{TestServer, admin_api as api, sync};
 
 const CAMERA: &str = "./Device/Vendor/MSFT/Policy/Config/Camera/AllowCamera";
-
-/// One admin API call, in-process on the server's router.
-async fn api(t: &TestServer, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-    let req = Request::builder()
-        .method(method)
-        .uri(path)
-        .header("authorization", format!("Bearer {ADMIN_TOKEN}"));
-    let req = match body {
-        Some(b) => req
-            .header("content-type", "application/json")
-            .body(Body::from(b.to_string()))
-            .unwrap(),
-        None => req.header("content-length", "0").body(Body::empty()).unwrap(),
-    };
-    let resp = t.server.router.clone().oneshot(req).await.unwrap();
-    let status = resp.status();
-    let bytes = http_body_util::BodyExt::collect(resp.into_body())
-        .await
-        .unwrap()
-        .to_bytes();
-    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
-}
-
-async fn sync(t: &TestServer, d: &mut ManagedDevice) {
-    let client = t.device_client(d);
-    let report = d.run_session(&client, SessionTrigger::Scheduled).await.unwrap();
-    assert!(report.ended, "the server ends the session");
-}
 
 async fn members(t: &TestServer, id: &str) -> Vec<String> {
     let (status, page) = api(t, Method::GET, &format!("/api/v1/groups/{id}/members"), None).await;

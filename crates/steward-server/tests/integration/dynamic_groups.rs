@@ -3,44 +3,19 @@
 //! inventory read a sync action queues), and a profile assigned to the group reaches the device
 //! then and not before.
 
-use axum::body::Body;
-use http::{Method, Request, StatusCode};
-use serde_json::{Value, json};
+use http::{Method, StatusCode};
+use serde_json::json;
 use steward_core::configuration::{Assignment, Profile, ProfileId, ProfileVersion, ProfileWrite, Remediation};
 use steward_core::*;
 use steward_sim::ManagedDevice;
 use steward_sim::csp::{Access, Format};
-use steward_sim::session::SessionTrigger;
 use steward_windows::WindowsAdapter;
 use time::OffsetDateTime;
-use tower::ServiceExt;
 
-use crate::common::{ADMIN_TOKEN, TestServer, admin};
+use crate::common::{TestServer, admin, admin_api as api, sync};
 
 const CAMERA: &str = "./Device/Vendor/MSFT/Policy/Config/Camera/AllowCamera";
 const SWV: &str = "./DevDetail/SwV";
-
-/// One admin API call, in-process on the server's router.
-async fn api(t: &TestServer, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-    let req = Request::builder()
-        .method(method)
-        .uri(path)
-        .header("authorization", format!("Bearer {ADMIN_TOKEN}"));
-    let req = match body {
-        Some(b) => req
-            .header("content-type", "application/json")
-            .body(Body::from(b.to_string()))
-            .unwrap(),
-        None => req.header("content-length", "0").body(Body::empty()).unwrap(),
-    };
-    let resp = t.server.router.clone().oneshot(req).await.unwrap();
-    let status = resp.status();
-    let bytes = http_body_util::BodyExt::collect(resp.into_body())
-        .await
-        .unwrap()
-        .to_bytes();
-    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
-}
 
 /// The DeviceIDs the members endpoint lists for group `id`.
 async fn members(t: &TestServer, id: &str) -> Vec<String> {
@@ -58,12 +33,6 @@ async fn members(t: &TestServer, id: &str) -> Vec<String> {
 fn set_build(d: &mut ManagedDevice, version: &str) {
     d.tree.seed(SWV, Format::Chr, Access::GET, version);
     d.profile.os_version = version.to_owned();
-}
-
-async fn sync(t: &TestServer, d: &mut ManagedDevice) {
-    let client = t.device_client(d);
-    let report = d.run_session(&client, SessionTrigger::Scheduled).await.unwrap();
-    assert!(report.ended, "the server ends the session");
 }
 
 async fn os_version(t: &TestServer, e: &Enrollment) -> Option<String> {
